@@ -1,0 +1,368 @@
+"""OpenAI-compatible HTTP server for the tiny engine: `python -m engine.server --config FILE --port N`.
+
+Endpoints: /health, /v1/models, /v1/completions, /v1/chat/completions (SSE when `stream`),
+/metrics (Prometheus, vLLM names) and /debug/config (the effective kernel settings and where each
+came from, so a runner can verify that an arm's environment really arrived).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import uvicorn
+from pydantic import ValidationError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from engine.config import EngineConfig, load_engine_config
+from engine.config_file import ConfigFileError, field_path
+from engine.deadlines import timeout
+from engine.engine_loop import EngineLoop, EngineStopped, TokenDelta
+from engine.env_sentinel import ENV_DIR_VAR
+from engine.kernel_settings import KernelSettings, resolve_kernel_settings
+from engine.metrics import EngineMetrics
+from engine.model import TinyDecoder
+from engine.openai_api import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    error_body,
+    new_id,
+    now,
+    usage,
+)
+from engine.tokenizer import VOCAB_SIZE, apply_chat_template, encode
+
+# How often a waiting request checks that the engine thread is still alive.
+ENGINE_LIVENESS_POLL_S = 1.0
+
+
+@dataclass
+class ServerState:
+    """Everything the request handlers need."""
+
+    config: EngineConfig
+    settings: KernelSettings
+    engine: EngineLoop
+    metrics: EngineMetrics
+    device: str
+    env_dir: str | None
+    started_at: float
+
+    @property
+    def model_name(self) -> str:
+        """The served model id."""
+        return self.config.model.name
+
+
+class RequestError(Exception):
+    """A request the server refuses, with its HTTP status and OpenAI error type."""
+
+    def __init__(self, message: str, status: int = 400, kind: str = "BadRequestError", param: str | None = None):
+        super().__init__(message)
+        self.status, self.kind, self.param = status, kind, param
+
+    def response(self) -> JSONResponse:
+        """The error as an OpenAI-style JSON response."""
+        return JSONResponse(error_body(str(self), self.kind, self.status, self.param), status_code=self.status)
+
+
+def create_app(state: ServerState) -> Starlette:
+    """Build the ASGI app around a started engine."""
+
+    async def health(_: Request) -> Response:
+        if not state.engine.alive:
+            return JSONResponse(error_body(state.engine.fatal_error or "engine stopped", "EngineDead", 503), 503)
+        return Response(status_code=200)
+
+    async def models(_: Request) -> Response:
+        card = {
+            "id": state.model_name,
+            "object": "model",
+            "created": int(state.started_at),
+            "owned_by": "gb10-console",
+            "max_model_len": state.config.model.max_model_len,
+        }
+        return JSONResponse({"object": "list", "data": [card]})
+
+    async def metrics(_: Request) -> Response:
+        return Response(state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    async def debug_config(_: Request) -> Response:
+        s = state.settings
+        return JSONResponse(
+            {
+                "model": state.model_name,
+                "env": s.effective_env(),
+                "sources": s.sources,
+                "env_dir": state.env_dir,
+                "sentinel": str(s.sentinel_path) if s.sentinel_path else None,
+                "device": state.device,
+                "torch_threads": torch.get_num_threads(),
+                "max_num_seqs": state.config.server.max_num_seqs,
+                "max_model_len": state.config.model.max_model_len,
+                "pid": os.getpid(),
+            }
+        )
+
+    async def completions(request: Request) -> Response:
+        try:
+            body = await _parse(request, CompletionRequest)
+            prompt_ids = _completion_prompt(body)
+            max_tokens = _check_lengths(state, prompt_ids, body.max_tokens or 16)
+        except RequestError as exc:
+            return exc.response()
+        return await _respond(state, body, prompt_ids, max_tokens, chat=False)
+
+    async def chat_completions(request: Request) -> Response:
+        try:
+            body = await _parse(request, ChatCompletionRequest)
+            prompt = apply_chat_template([(m.role, m.text()) for m in body.messages])
+            prompt_ids = encode(prompt)
+            max_tokens = _check_lengths(state, prompt_ids, body.requested_max_tokens())
+        except RequestError as exc:
+            return exc.response()
+        return await _respond(state, body, prompt_ids, max_tokens, chat=True)
+
+    return Starlette(
+        routes=[
+            Route("/health", health),
+            Route("/v1/models", models),
+            Route("/metrics", metrics),
+            Route("/debug/config", debug_config),
+            Route("/v1/completions", completions, methods=["POST"]),
+            Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+        ]
+    )
+
+
+async def _parse(request: Request, model: type) -> CompletionRequest | ChatCompletionRequest:
+    try:
+        data = json.loads(await request.body())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RequestError(f"request body is not valid JSON: {exc}") from None
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = field_path(tuple(err["loc"]))
+        raise RequestError(f"{where}: {err['msg']}", param=where) from None
+
+
+def _completion_prompt(body: CompletionRequest) -> list[int]:
+    prompt = body.prompt
+    if isinstance(prompt, list) and prompt and all(isinstance(p, int) for p in prompt):
+        bad = [p for p in prompt if not 0 <= p < VOCAB_SIZE]
+        if bad:
+            raise RequestError(
+                f"prompt: token id {bad[0]} is outside the vocabulary 0..{VOCAB_SIZE - 1}", param="prompt"
+            )
+        return list(prompt)
+    if isinstance(prompt, list):
+        if len(prompt) != 1:
+            raise RequestError("prompt: send one prompt per request", param="prompt")
+        prompt = prompt[0]
+    return encode(str(prompt))
+
+
+def _check_lengths(state: ServerState, prompt_ids: list[int], max_tokens: int | None) -> int:
+    limit = state.config.model.max_model_len
+    room = limit - len(prompt_ids)
+    if max_tokens is None:
+        max_tokens = room
+    if room < 1 or max_tokens > room:
+        raise RequestError(
+            f"This model's maximum context length is {limit} tokens. However, you requested "
+            f"{len(prompt_ids) + max_tokens} tokens ({len(prompt_ids)} in the prompt, {max_tokens} in the "
+            "completion). Please reduce the length of the prompt or max_tokens.",
+            param="max_tokens",
+        )
+    return max_tokens
+
+
+async def _respond(
+    state: ServerState,
+    body: CompletionRequest | ChatCompletionRequest,
+    prompt_ids: list[int],
+    max_tokens: int,
+    chat: bool,
+) -> Response:
+    if body.model is not None and body.model != state.model_name:
+        return RequestError(f"The model `{body.model}` does not exist.", 404, "NotFoundError", "model").response()
+    request_id = new_id("chatcmpl" if chat else "cmpl")
+    deltas = _generate(state, request_id, prompt_ids, body.sampling(max_tokens))
+    if body.stream:
+        chunks = _chat_chunks if chat else _completion_chunks
+        return StreamingResponse(
+            _sse(chunks(state, request_id, body.include_usage(), deltas)),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache"},
+        )
+    text, last = "", None
+    async for delta in deltas:
+        text, last = text + delta.text, delta
+    if last is None or last.error:
+        reason = last.error if last else "no output"
+        return JSONResponse(error_body(reason, "InternalServerError", 500), status_code=500)
+    choice: dict = {"index": 0, "logprobs": None, "finish_reason": last.finish_reason}
+    if chat:
+        choice["message"] = {"role": "assistant", "content": text}
+    else:
+        choice["text"] = text
+    return JSONResponse(
+        {
+            "id": request_id,
+            "object": "chat.completion" if chat else "text_completion",
+            "created": now(),
+            "model": state.model_name,
+            "choices": [choice],
+            "usage": usage(last.prompt_tokens, last.completion_tokens),
+        }
+    )
+
+
+async def _generate(state: ServerState, request_id: str, prompt_ids: list[int], params) -> AsyncIterator[TokenDelta]:
+    """Deltas of one request from the engine thread; aborts the request if the consumer goes away."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[TokenDelta] = asyncio.Queue()
+    finished = False
+    try:
+        state.engine.submit(request_id, prompt_ids, params, lambda d: loop.call_soon_threadsafe(queue.put_nowait, d))
+    except EngineStopped as exc:
+        yield TokenDelta("", "error", len(prompt_ids), 0, error=str(exc))
+        return
+    try:
+        while True:
+            try:
+                async with timeout(ENGINE_LIVENESS_POLL_S):
+                    delta = await queue.get()
+            except TimeoutError:
+                if state.engine.alive:
+                    continue
+                delta = TokenDelta("", "error", len(prompt_ids), 0, error=state.engine.fatal_error or "engine stopped")
+            finished = delta.finish_reason is not None
+            yield delta
+            if finished:
+                return
+    finally:
+        if not finished:
+            state.engine.abort(request_id)
+
+
+async def _sse(events: AsyncIterator[dict]) -> AsyncIterator[bytes]:
+    async for event in events:
+        yield f"data: {json.dumps(event, separators=(',', ':'))}\n\n".encode()
+    yield b"data: [DONE]\n\n"
+
+
+async def _completion_chunks(
+    state: ServerState, request_id: str, include_usage: bool, deltas: AsyncIterator[TokenDelta]
+) -> AsyncIterator[dict]:
+    created = now()
+    base = {"id": request_id, "object": "text_completion", "created": created, "model": state.model_name}
+    last = None
+    async for d in deltas:
+        last = d
+        if d.error:
+            yield error_body(d.error, "InternalServerError", 500)
+            return
+        choice = {"index": 0, "text": d.text, "logprobs": None, "finish_reason": d.finish_reason}
+        yield {**base, "choices": [choice], **({"usage": None} if include_usage else {})}
+    if include_usage and last is not None:
+        yield {**base, "choices": [], "usage": usage(last.prompt_tokens, last.completion_tokens)}
+
+
+async def _chat_chunks(
+    state: ServerState, request_id: str, include_usage: bool, deltas: AsyncIterator[TokenDelta]
+) -> AsyncIterator[dict]:
+    created = now()
+    base = {"id": request_id, "object": "chat.completion.chunk", "created": created, "model": state.model_name}
+    extra = {"usage": None} if include_usage else {}
+    last = None
+    async for d in deltas:
+        if d.error:
+            yield error_body(d.error, "InternalServerError", 500)
+            return
+        if last is None:  # like vLLM: a role-only delta once the first token exists
+            role = {"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}
+            yield {**base, "choices": [role], **extra}
+        last = d
+        choice = {"index": 0, "delta": {"content": d.text}, "logprobs": None, "finish_reason": d.finish_reason}
+        yield {**base, "choices": [choice], **extra}
+    if include_usage and last is not None:
+        yield {**base, "choices": [], "usage": usage(last.prompt_tokens, last.completion_tokens)}
+
+
+def build_state(config: EngineConfig, settings: KernelSettings, env_dir: str | None, device: str) -> ServerState:
+    """Build the model and start the engine thread."""
+    torch.set_num_threads(config.server.threads)
+    model = TinyDecoder(config.model, settings.wo_split, device)
+    metrics = EngineMetrics(config.model.name)
+    engine = EngineLoop(model, config.server.max_num_seqs, metrics)
+    engine.start()
+    return ServerState(config, settings, engine, metrics, device, env_dir, time.time())
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m engine.server", description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True, help="engine TOML file, e.g. configs/engine-tiny.toml")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=8000, help="port to bind (default 8000)")
+    parser.add_argument("--env-dir", default=None, help=f"directory holding an ENV sentinel file (or ${ENV_DIR_VAR})")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to run the model")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the server until SIGINT/SIGTERM; exit 2 with a one-line reason on bad configuration."""
+    args = _parse_args(argv)
+    try:
+        config = load_engine_config(Path(args.config))
+        env_dir = args.env_dir or os.environ.get(ENV_DIR_VAR) or None
+        settings = resolve_kernel_settings(os.environ, env_dir)
+    except (ConfigFileError, ValueError) as exc:
+        print(f"engine: refusing to start: {exc}", file=sys.stderr)
+        return 2
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("engine: refusing to start: --device cuda but torch sees no CUDA device", file=sys.stderr)
+        return 2
+    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device
+    device = "cpu" if device == "auto" else device
+    state = build_state(config, settings, env_dir, device)
+    print(
+        f"engine: serving {config.model.name} on http://{args.host}:{args.port} "
+        f"(CUTE_WO_SPLIT={settings.wo_split} from {settings.sources['CUTE_WO_SPLIT']}, device {device}, "
+        f"{torch.get_num_threads()} torch thread(s), pid {os.getpid()})",
+        file=sys.stderr,
+        flush=True,
+    )
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(state),
+            host=args.host,
+            port=args.port,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            timeout_graceful_shutdown=3,
+        )
+    )
+    try:
+        server.run()
+    finally:
+        state.engine.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

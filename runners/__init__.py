@@ -1,0 +1,1 @@
+"""Headless core: plans, serve runtimes, replay, soak orchestration and evidence. Never imports the UI."""

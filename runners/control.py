@@ -1,0 +1,46 @@
+"""Control requests to a running runner, as files in `<run>/control/` (they work across processes and hosts).
+
+The console (or `gb10-console abort`) writes `control/abort.json` atomically; the runner polls for
+it, acts, and removes it. A new runner session clears requests left from before it started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Callable
+
+from runners.files import read_json, write_json_atomic
+from runners.rundir import RunDir
+
+POLL_INTERVAL_S = 0.2
+
+
+def request_abort(run: RunDir, reason: str, by: str) -> None:
+    """Ask the runner of `run` to abort (stop dispatch, cancel in flight, stop the target, stay resumable)."""
+    write_json_atomic(
+        run.control_dir / "abort.json", {"reason": reason, "by": by, "pid": os.getpid(), "at": time.time()}
+    )
+
+
+def take_abort_request(run: RunDir) -> dict | None:
+    """The pending abort request, removed from disk; None when there is none."""
+    path = run.control_dir / "abort.json"
+    try:
+        request = read_json(path)
+    except FileNotFoundError:
+        return None
+    except ValueError:
+        request = {"reason": "unreadable abort request", "by": "unknown"}
+    path.unlink(missing_ok=True)
+    return request
+
+
+async def watch_control(run: RunDir, on_abort: Callable[[dict], None]) -> None:
+    """Poll for control requests until cancelled; call `on_abort(request)` for each abort request."""
+    while True:
+        request = take_abort_request(run)
+        if request is not None:
+            on_abort(request)
+        await asyncio.sleep(POLL_INTERVAL_S)

@@ -1,0 +1,120 @@
+"""Run or resume a soak in a run directory, in this process or as a detached runner process.
+
+`python -m runners.execute RUN_DIR` is the detached runner: started in its own session by the
+console, it outlives the terminal and the UI, logs to runner.log, and exits 0 (finished),
+1 (failed), 2 (bad input) or 3 (aborted, resumable).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import subprocess
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+
+from engine.config_file import ConfigFileError
+from runners.control import take_abort_request, watch_control
+from runners.events import EventLog, Listener
+from runners.plan import LoadedPlan, load_plan
+from runners.provenance import end_session, start_session
+from runners.rundir import RunDir, RunDirError, RunnerLock, create_run_dir
+from runners.soak import Soak, SoakResult
+from runners.summary import write_summary
+
+
+def create_run(plan_path: Path, out: Path | None, runs_root: Path) -> RunDir:
+    """Validate the plan and create its run directory; raises ConfigFileError or RunDirError."""
+    loaded = load_plan(plan_path)
+    return create_run_dir(out, runs_root, loaded.source, loaded.plan.name, loaded.base_dir)
+
+
+def open_run(path: Path) -> RunDir:
+    """An existing run directory; raises RunDirError when `path` is not one."""
+    run = RunDir(path)
+    if not run.is_run():
+        raise RunDirError(f"{path} is not a run directory (no run.json); start one with `gb10-console run PLAN`")
+    return run
+
+
+def load_run_plan(run: RunDir) -> LoadedPlan:
+    """The run's copy of its plan, resolving relative paths against the original plan's directory."""
+    return load_plan(run.plan_toml, base_dir=Path(run.info()["plan_dir"]))
+
+
+async def execute(run: RunDir, listeners: Iterable[Listener] = (), argv: list[str] | None = None) -> SoakResult:
+    """Run every step of `run` not yet DONE. SIGINT/SIGTERM and control/abort.json abort cleanly.
+
+    Raises RunDirError when another runner holds the run, ConfigFileError for a bad plan copy.
+    """
+    lock = RunnerLock(run)
+    lock.acquire()
+    try:
+        loaded = load_run_plan(run)
+        events = EventLog(run.events)
+        for listener in listeners:
+            events.subscribe(listener)
+        stale = take_abort_request(run)
+        if stale:
+            events.emit("control_cleared", request=stale)
+        abort = asyncio.Event()
+
+        def on_abort(request: dict) -> None:
+            if not abort.is_set():
+                events.emit("abort_requested", by=request.get("by", "?"), reason=request.get("reason", ""))
+                abort.set()
+
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, on_abort, {"by": "signal", "reason": sig.name})
+        start_session(run, argv if argv is not None else sys.argv)
+        watcher = asyncio.create_task(watch_control(run, on_abort))
+        soak = Soak(run, loaded, events, abort)
+        try:
+            result = await soak.run()
+        except Exception as exc:  # a runner bug or a failing disk: record it, never leave "running"
+            result = soak.crashed(exc)
+        finally:
+            watcher.cancel()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+        write_summary(run, loaded.plan)
+        events.emit("summary_written", path=str(run.summary_md))
+        end_session(run, result.status, result.exit_code)
+        events.close()
+        return result
+    finally:
+        lock.release()
+
+
+def spawn_detached(run: RunDir) -> subprocess.Popen:
+    """Start `python -m runners.execute RUN_DIR` in its own session, output to runner.log."""
+    with open(run.runner_log, "ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "runners.execute", str(run.root)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the detached runner."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m runners.execute RUN_DIR", file=sys.stderr)
+        return 2
+    try:
+        run = open_run(Path(args[0]))
+        result = asyncio.run(execute(run, argv=[sys.executable, "-m", "runners.execute", *args]))
+    except (RunDirError, ConfigFileError) as exc:
+        print(f"runner: {exc}", file=sys.stderr)
+        return 2
+    print(f"runner: {result.status}: {result.reason}", flush=True)
+    return result.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

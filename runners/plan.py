@@ -1,0 +1,251 @@
+"""Soak plans: TOML -> validated models. Errors name the file, the line and the field.
+
+A plan has a serve target, arms (each an environment for the target), and phases (workloads run
+against every arm). Steps are (arm, mode, phase, rep); every primary step of every arm runs before
+any supplementary step.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+
+from engine.config_file import ConfigFileError, load_toml_model
+
+SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+MODES = ("primary", "supplementary")
+
+
+def _env_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, (str, int, float)):
+        return str(value)
+    raise ValueError(f"env values must be strings or numbers, got {type(value).__name__}")
+
+
+EnvValue = Annotated[str, BeforeValidator(_env_value)]
+
+
+def _check_env(env: dict[str, str]) -> dict[str, str]:
+    for key, value in env.items():
+        if not ENV_KEY.match(key):
+            raise ValueError(f"{key!r} is not a valid environment variable name")
+        if "\n" in value:
+            raise ValueError(f"the value of {key} spans lines")
+    return env
+
+
+def _check_slug(value: str) -> str:
+    if not SLUG.match(value):
+        raise ValueError(
+            f"{value!r} must be 1-64 characters of letters, digits, '.', '_' or '-' (it names directories)"
+        )
+    return value
+
+
+class ServeSpec(BaseModel):
+    """The serve target: a local process (the embedded engine unless `command` is given)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["process"] = "process"
+    engine_config: str | None = Field(
+        None, description="embedded engine config, relative to the plan file; used when command is empty"
+    )
+    command: list[str] = Field(
+        default_factory=list,
+        description="argv with placeholders {python} {host} {port} {env_dir} {plan_dir}",
+    )
+    host: Literal["127.0.0.1", "localhost", "::1"] = "127.0.0.1"
+    env: dict[str, EnvValue] = Field(default_factory=dict, description="env for every arm (an arm's env wins)")
+    ready_timeout_s: float = Field(120.0, gt=0, le=3600)
+    stop_timeout_s: float = Field(10.0, gt=0, le=600)
+
+    _env_ok = field_validator("env")(_check_env)
+
+    @model_validator(mode="after")
+    def _one_target(self) -> ServeSpec:
+        if not self.command and not self.engine_config:
+            raise ValueError("give either engine_config (the embedded engine) or command")
+        if self.command and self.engine_config:
+            raise ValueError("give engine_config or command, not both")
+        if self.command and "{port}" not in " ".join(self.command):
+            raise ValueError("command must contain {port} so the runner can pick a free port")
+        return self
+
+
+class ArmSpec(BaseModel):
+    """One variant under test: a name and the environment that selects it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    description: str = ""
+    env: dict[str, EnvValue] = Field(default_factory=dict)
+
+    _name_ok = field_validator("name")(_check_slug)
+    _env_ok = field_validator("env")(_check_env)
+
+
+class ShareGptPhase(BaseModel):
+    """Replay prompts (a ShareGPT-format file, or built-ins) as streaming requests at fixed concurrency."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["sharegpt"]
+    name: str
+    mode: Literal["primary", "supplementary"] = "primary"
+    repeats: int = Field(1, ge=1, le=1000)
+    dataset: str = Field("builtin", description='"builtin" or a ShareGPT-format JSON file (relative to the plan)')
+    requests: int = Field(ge=1, le=1_000_000)
+    concurrency: int = Field(1, ge=1, le=4096)
+    endpoint: Literal["chat", "completions"] = "chat"
+    max_tokens: int = Field(128, ge=1, le=1_000_000)
+    temperature: float = Field(0.0, ge=0.0, le=10.0)
+    seed: int | None = Field(0, description="request i is sent with seed + i; None sends no seed")
+    ignore_eos: bool = False
+    max_prompt_chars: int = Field(8000, ge=1, description="longer prompts are skipped before counting")
+    http_timeout_s: float = Field(120.0, gt=0, le=86400, description="total deadline of one request")
+    deadline_s: float = Field(3600.0, gt=0, le=7 * 86400, description="deadline of the whole step")
+
+    _name_ok = field_validator("name")(_check_slug)
+
+
+Phase = ShareGptPhase
+
+
+@dataclass(frozen=True, order=True)
+class StepKey:
+    """One unit of work with its own DONE marker: an arm, a mode, a phase and a repetition."""
+
+    arm: str
+    mode: str
+    phase: str
+    rep: int
+
+    @property
+    def path(self) -> str:
+        """`arm/mode/phase/rep`, the step's relative directory."""
+        return f"{self.arm}/{self.mode}/{self.phase}/{self.rep}"
+
+    def as_dict(self) -> dict:
+        """JSON form used in events."""
+        return {"arm": self.arm, "mode": self.mode, "phase": self.phase, "rep": self.rep}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> StepKey:
+        """Inverse of as_dict."""
+        return cls(str(d["arm"]), str(d["mode"]), str(d["phase"]), int(d["rep"]))
+
+
+@dataclass(frozen=True)
+class Session:
+    """Consecutive steps of one arm in one mode: the serve target is started once for them."""
+
+    arm: ArmSpec
+    mode: str
+    steps: tuple[StepKey, ...]
+
+
+class Plan(BaseModel):
+    """A whole soak plan."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    description: str = ""
+    serve: ServeSpec
+    arms: list[ArmSpec] = Field(min_length=1)
+    phases: list[Phase] = Field(min_length=1)
+
+    _name_ok = field_validator("name")(_check_slug)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Plan:
+        for what, names in (("arms", [a.name for a in self.arms]), ("phases", [p.name for p in self.phases])):
+            dupes = sorted({n for n in names if names.count(n) > 1})
+            if dupes:
+                raise ValueError(f"{what} names must be unique; repeated: {', '.join(dupes)}")
+        return self
+
+    def phase(self, name: str) -> Phase:
+        """The phase called `name`."""
+        return next(p for p in self.phases if p.name == name)
+
+    def arm(self, name: str) -> ArmSpec:
+        """The arm called `name`."""
+        return next(a for a in self.arms if a.name == name)
+
+    def sessions(self) -> list[Session]:
+        """Serve sessions in run order: every arm's primary steps, then every arm's supplementary steps."""
+        out = []
+        for mode in MODES:
+            for arm in self.arms:
+                steps = tuple(
+                    StepKey(arm.name, mode, p.name, rep)
+                    for p in self.phases
+                    if p.mode == mode
+                    for rep in range(p.repeats)
+                )
+                if steps:
+                    out.append(Session(arm, mode, steps))
+        return out
+
+    def steps(self) -> list[StepKey]:
+        """Every step in run order."""
+        return [s for session in self.sessions() for s in session.steps]
+
+
+@dataclass(frozen=True)
+class LoadedPlan:
+    """A validated plan and the directory its relative paths are resolved against."""
+
+    plan: Plan
+    source: Path
+    base_dir: Path
+
+    def resolve(self, relative: str) -> Path:
+        """A plan-relative path made absolute."""
+        p = Path(relative).expanduser()
+        return p if p.is_absolute() else (self.base_dir / p).resolve()
+
+    def serve_command(self, python: str = sys.executable) -> list[str]:
+        """The serve target's argv with placeholders still in it ({host} {port} {env_dir})."""
+        serve = self.plan.serve
+        if serve.command:
+            plan_dir = str(self.base_dir)
+            return [part.replace("{python}", python).replace("{plan_dir}", plan_dir) for part in serve.command]
+        return [
+            python, "-m", "engine.server",
+            "--config", str(self.resolve(serve.engine_config or "")),
+            "--host", "{host}", "--port", "{port}", "--env-dir", "{env_dir}",
+        ]  # fmt: skip
+
+
+def load_plan(path: Path, base_dir: Path | None = None) -> LoadedPlan:
+    """Load and validate a plan file; raises ConfigFileError naming file, line and field.
+
+    `base_dir` overrides where relative paths point (a resumed run's copy of the plan keeps
+    resolving against the original plan's directory).
+    """
+    plan = load_toml_model(path, Plan)
+    loaded = LoadedPlan(plan, path.resolve(), (base_dir or path.resolve().parent))
+    problems = []
+    if plan.serve.engine_config and not loaded.resolve(plan.serve.engine_config).is_file():
+        problems.append(f"{path}: serve.engine_config: {loaded.resolve(plan.serve.engine_config)} does not exist")
+    for i, phase in enumerate(plan.phases):
+        if phase.dataset != "builtin" and not loaded.resolve(phase.dataset).is_file():
+            problems.append(
+                f"{path}: phases[{i}].dataset: {loaded.resolve(phase.dataset)} does not exist "
+                '(use "builtin" or a ShareGPT-format JSON file)'
+            )
+    if problems:
+        raise ConfigFileError(path, problems)
+    return loaded

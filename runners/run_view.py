@@ -1,0 +1,203 @@
+"""RunView: the state of a run as folded from its events (pure; no I/O). The console and the
+headless printer both render it, so they always agree."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from runners.plan import Plan, StepKey
+
+STEP_ICONS = {"pending": "·", "running": "▶", "done": "✔", "failed": "✘", "aborted": "■", "skipped": "✔"}
+
+
+@dataclass
+class StepView:
+    """One step as the operator sees it."""
+
+    key: StepKey
+    status: str = "pending"  # pending | running | done | skipped | failed | aborted
+    total: int = 0
+    completed: int = 0
+    failed: int = 0
+    started_t: float | None = None
+    ended_t: float | None = None
+    reason: str = ""
+    live: dict = field(default_factory=dict)
+
+    @property
+    def icon(self) -> str:
+        """A one-character status mark."""
+        return STEP_ICONS.get(self.status, "?")
+
+
+@dataclass
+class ArmView:
+    """An arm: its serve target's state and its effective env."""
+
+    name: str
+    serve: str = "not started"
+    effective: dict[str, str] | None = None
+    env_status: str = "unverified"
+
+
+@dataclass
+class RunView:
+    """Everything the console shows, derived from events only."""
+
+    run_id: str = ""
+    plan: str = ""
+    status: str = "created"
+    reason: str = ""
+    started_t: float | None = None
+    ended_t: float | None = None
+    last_t: float | None = None
+    arms: dict[str, ArmView] = field(default_factory=dict)
+    steps: dict[StepKey, StepView] = field(default_factory=dict)
+    current: StepKey | None = None
+    log: list[str] = field(default_factory=list)
+
+    @classmethod
+    def for_plan(cls, plan: Plan, run_id: str) -> RunView:
+        """A view with every arm and step of `plan` pending."""
+        view = cls(run_id=run_id, plan=plan.name)
+        view.arms = {a.name: ArmView(a.name) for a in plan.arms}
+        view.steps = {s: StepView(s) for s in plan.steps()}
+        return view
+
+    def elapsed(self, now: float) -> float | None:
+        """Seconds since the run started (until it ended)."""
+        if self.started_t is None:
+            return None
+        return (self.ended_t or now) - self.started_t
+
+    def current_step(self) -> StepView | None:
+        """The step in flight, if any."""
+        return self.steps.get(self.current) if self.current else None
+
+    def counts(self) -> dict[str, int]:
+        """How many steps are in each state."""
+        out: dict[str, int] = {}
+        for s in self.steps.values():
+            out[s.status] = out.get(s.status, 0) + 1
+        return out
+
+    def apply(self, event: dict) -> str | None:
+        """Fold one event in; returns a log line for it (None for routine progress)."""
+        kind, t = event.get("type"), event.get("t")
+        self.last_t = t
+        handler = getattr(self, f"_on_{kind}", None)
+        line = handler(event) if handler else None
+        if line:
+            self.log.append(line)
+            del self.log[:-500]
+        return line
+
+    def _step(self, event: dict) -> StepView | None:
+        try:
+            key = StepKey.from_dict(event["step"])
+        except (KeyError, TypeError, ValueError):
+            return None
+        return self.steps.setdefault(key, StepView(key))
+
+    def _arm(self, name: str) -> ArmView:
+        return self.arms.setdefault(name, ArmView(name))
+
+    def _on_run_started(self, e: dict) -> str:
+        self.run_id = e.get("run_id", self.run_id)
+        self.plan = e.get("plan", self.plan)
+        self.status, self.reason, self.ended_t = "running", "", None
+        self.started_t = self.started_t or e.get("t")
+        for name in e.get("arms", []):
+            self._arm(name)
+        for d in e.get("steps", []):
+            key = StepKey.from_dict(d)
+            self.steps.setdefault(key, StepView(key))
+        resumed = e.get("already_done", 0)
+        return f"run started (pid {e.get('pid')})" + (f", resuming: {resumed} step(s) already done" if resumed else "")
+
+    def _on_run_finished(self, e: dict) -> str:
+        self.status, self.reason, self.ended_t = e.get("status", "?"), e.get("reason", ""), e.get("t")
+        self.current = None
+        return f"run {self.status}: {self.reason}"
+
+    def _on_abort_requested(self, e: dict) -> str:
+        self.status = "aborting"
+        return f"abort requested by {e.get('by')}: {e.get('reason')}"
+
+    def _on_serve_starting(self, e: dict) -> str:
+        self._arm(e["arm"]).serve = "starting"
+        return f"{e['arm']}: starting serve target ({e.get('kind')}, {e.get('mode')})"
+
+    def _on_serve_ready(self, e: dict) -> str:
+        self._arm(e["arm"]).serve = f"ready (pid {e.get('pid')})"
+        return f"{e['arm']}: serve target ready in {e.get('waited_s', 0):.1f} s at {e.get('base_url')}"
+
+    def _on_serve_failed(self, e: dict) -> str:
+        self._arm(e["arm"]).serve = "failed"
+        return f"{e['arm']}: serve target failed: {e.get('reason')}"
+
+    def _on_serve_stopped(self, e: dict) -> str:
+        self._arm(e["arm"]).serve = f"stopped: {e.get('how')}"
+        return f"{e['arm']}: serve target stopped: {e.get('how')}"
+
+    def _on_env_verified(self, e: dict) -> str:
+        arm = self._arm(e["arm"])
+        arm.effective, arm.env_status = e.get("reported"), "verified"
+        shown = ", ".join(f"{k}={v}" for k, v in (arm.effective or {}).items())
+        return f"{e['arm']}: env verified by the target: {shown}"
+
+    def _on_env_unverified(self, e: dict) -> str:
+        self._arm(e["arm"]).env_status = "unverified"
+        return f"{e['arm']}: env unverified: {e.get('reason')}"
+
+    def _on_env_mismatch(self, e: dict) -> str:
+        arm = self._arm(e["arm"])
+        arm.effective, arm.env_status = e.get("reported"), "mismatch"
+        return f"{e['arm']}: ENV MISMATCH: {'; '.join(e.get('mismatches', []))}"
+
+    def _on_step_started(self, e: dict) -> str | None:
+        step = self._step(e)
+        if step is None:
+            return None
+        step.status, step.total, step.completed, step.failed = "running", e.get("requests", 0), 0, 0
+        step.started_t, step.ended_t, step.reason, step.live = e.get("t"), None, "", {}
+        self.current = step.key
+        return f"{step.key.path}: started ({step.total} requests, concurrency {e.get('concurrency')})"
+
+    def _on_step_progress(self, e: dict) -> None:
+        step = self._step(e)
+        if step is None:
+            return
+        step.total, step.completed, step.failed = e.get("total", step.total), e.get("completed", 0), e.get("failed", 0)
+        step.live = {k: e.get(k) for k in ("ttft_p50_ms", "ttft_p95_ms", "tpot_p50_ms", "tpot_p95_ms", "output_tokens")}
+
+    def _on_step_finished(self, e: dict) -> str | None:
+        step = self._step(e)
+        if step is None:
+            return None
+        stats = e.get("stats", {})
+        step.status, step.ended_t = "done", e.get("t")
+        step.completed, step.failed = stats.get("requests", step.completed), stats.get("failed", step.failed)
+        step.live = {k: stats.get(k) for k in ("ttft_p50_ms", "ttft_p95_ms", "tpot_p50_ms", "tpot_p95_ms")}
+        if self.current == step.key:
+            self.current = None
+        wall = stats.get("wall_s") or 0.0
+        return f"{step.key.path}: done, {stats.get('ok')} ok / {stats.get('failed')} failed in {wall:.1f} s"
+
+    def _end(self, e: dict, status: str, text: str) -> str | None:
+        step = self._step(e)
+        if step is None:
+            return None
+        step.status, step.ended_t, step.reason = status, e.get("t"), e.get("reason", "")
+        if self.current == step.key:
+            self.current = None
+        return f"{step.key.path}: {text}"
+
+    def _on_step_failed(self, e: dict) -> str | None:
+        return self._end(e, "failed", f"FAILED: {e.get('reason')}")
+
+    def _on_step_aborted(self, e: dict) -> str | None:
+        return self._end(e, "aborted", "aborted; it will run again on --resume")
+
+    def _on_step_skipped(self, e: dict) -> str | None:
+        return self._end(e, "skipped", "skipped (done earlier)")

@@ -1,0 +1,183 @@
+"""ProcessRuntime: the serve target as a local subprocess that never outlives its runner.
+
+The child gets its own session (so the whole process group can be signalled) and
+PR_SET_PDEATHSIG=SIGKILL (so it dies when the runner dies, even by SIGKILL). `stop` sends SIGTERM
+to the group, waits `grace_s`, then SIGKILLs the group and reaps the child.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import os
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+
+from engine.env_sentinel import ENV_DIR_VAR, SENTINEL_NAME, format_sentinel
+from runners.files import tail_lines, write_atomic
+from runners.serve.readiness import probe_health, wait_ready
+from runners.serve.runtime import ExitInfo, ProbeResult, ReadyInfo, ServeError
+
+PR_SET_PDEATHSIG = 1
+KILL_REAP_TIMEOUT_S = 5.0
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free on `host` a moment ago."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def _die_with_parent_hook():
+    """A preexec_fn that sets PR_SET_PDEATHSIG=SIGKILL in the child (libc resolved before fork)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    parent = os.getpid()
+
+    def hook() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # the runner died between fork and prctl
+            os._exit(1)
+
+    return hook
+
+
+class ProcessRuntime:
+    """A local serve process with its log in the run directory and its env also in an ENV sentinel."""
+
+    kind = "process"
+
+    def __init__(
+        self, command: list[str], env: dict[str, str], log_path: Path, env_dir: Path, host: str = "127.0.0.1"
+    ) -> None:
+        self.host = host
+        self.port = free_port(host)
+        url_host = f"[{host}]" if ":" in host else host
+        self.base_url = f"http://{url_host}:{self.port}"
+        self.env_dir = env_dir
+        self.log_path = log_path
+        self.arm_env = dict(env)
+        fill = {"{host}": host, "{port}": str(self.port), "{env_dir}": str(env_dir)}
+        self.command = [_fill(part, fill) for part in command]
+        self._proc: asyncio.subprocess.Process | None = None
+        self._stopped_how: str | None = None
+
+    @property
+    def pid(self) -> int | None:
+        """The serve process id once started."""
+        return self._proc.pid if self._proc else None
+
+    async def start(self) -> None:
+        """Write the ENV sentinel, then launch the command in its own session with output to serve.log."""
+        write_atomic(self.env_dir / SENTINEL_NAME, format_sentinel(self.arm_env))
+        env = {**os.environ, **self.arm_env, ENV_DIR_VAR: str(self.env_dir)}
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:  # noqa: ASYNC230 - a local append, once per start
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+            log.write(f"\n=== gb10-console {stamp}: starting {' '.join(self.command)}\n".encode())
+            log.flush()
+            try:
+                self._proc = await asyncio.create_subprocess_exec(
+                    *self.command,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=asyncio.subprocess.STDOUT,
+                    env=env,
+                    start_new_session=True,
+                    preexec_fn=_die_with_parent_hook(),
+                )
+            except OSError as exc:
+                raise ServeError(f"cannot start serve command {self.command[0]!r}: {exc.strerror or exc}") from None
+
+    def _exited(self) -> str | None:
+        if self._proc is None:
+            return "was never started"
+        rc = self._proc.returncode
+        if rc is None:
+            return None
+        return f"exited with code {rc}" if rc >= 0 else f"was killed by signal {-rc}"
+
+    async def wait_ready(self, deadline_s: float) -> ReadyInfo:
+        """Ready = /health 200 and a 1-token completion; fails fast if the process exits."""
+        hint = f"see {self.log_path}"
+        try:
+            return await wait_ready(self.base_url, deadline_s, self._exited, hint)
+        except ServeError as exc:
+            tail = "\n    ".join(self.logs(8))
+            raise ServeError(f"{exc}\n  last lines of serve.log:\n    {tail}") from None
+
+    async def probe(self) -> ProbeResult:
+        """One bounded GET /health."""
+        healthy, latency, detail = await probe_health(self.base_url)
+        return ProbeResult(healthy, latency, detail)
+
+    async def wait_exit(self) -> ExitInfo:
+        """Return when the process ends by itself (or is ended by stop/kill)."""
+        if self._proc is None:
+            return ExitInfo(None, "not started")
+        rc = await self._proc.wait()
+        return ExitInfo(rc, self._stopped_how or "exited")
+
+    async def stop(self, grace_s: float) -> ExitInfo:
+        """SIGTERM the process group, wait up to `grace_s`, then SIGKILL it; always reaps the child."""
+        if self._proc is None:
+            return ExitInfo(None, "not started")
+        if self._proc.returncode is None:
+            self._stopped_how = "terminated"
+            self._signal_group(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(asyncio.shield(self._proc.wait()), grace_s)
+            except TimeoutError:
+                return await self.kill()
+        self._signal_group(signal.SIGKILL)  # children the target left behind in its group
+        return ExitInfo(self._proc.returncode, self._stopped_how or "exited")
+
+    async def kill(self) -> ExitInfo:
+        """SIGKILL the process group and reap the child."""
+        if self._proc is None:
+            return ExitInfo(None, "not started")
+        if self._proc.returncode is None:
+            self._stopped_how = "killed"
+        self._signal_group(signal.SIGKILL)
+        try:
+            await asyncio.wait_for(asyncio.shield(self._proc.wait()), KILL_REAP_TIMEOUT_S)
+        except TimeoutError:
+            raise ServeError(
+                f"serve process {self._proc.pid} survived SIGKILL for {KILL_REAP_TIMEOUT_S:.0f} s "
+                "(uninterruptible sleep?); check it with `ps -o pid,stat,wchan -p PID`"
+            ) from None
+        return ExitInfo(self._proc.returncode, self._stopped_how or "exited")
+
+    def _signal_group(self, sig: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._proc.pid, sig)
+
+    def logs(self, lines: int = 20) -> list[str]:
+        """The last lines of serve.log."""
+        return tail_lines(self.log_path, lines)
+
+    def inspect(self) -> dict:
+        """pid, command, url, running or exit code."""
+        proc = self._proc
+        return {
+            "kind": self.kind,
+            "pid": proc.pid if proc else None,
+            "command": self.command,
+            "base_url": self.base_url,
+            "running": bool(proc and proc.returncode is None),
+            "returncode": proc.returncode if proc else None,
+            "log": str(self.log_path),
+        }
+
+
+def _fill(part: str, values: dict[str, str]) -> str:
+    for key, value in values.items():
+        part = part.replace(key, value)
+    return part

@@ -1,0 +1,75 @@
+"""The ServeRuntime protocol and the values its methods return."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+class ServeError(Exception):
+    """A serve target that failed to start, answer or stop; the message says where to look."""
+
+
+@dataclass(frozen=True)
+class ReadyInfo:
+    """How the target became ready."""
+
+    model: str
+    waited_s: float
+    first_token_s: float
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """One health probe."""
+
+    healthy: bool
+    latency_s: float | None
+    detail: str
+
+
+@dataclass(frozen=True)
+class ExitInfo:
+    """How a target ended: its exit code (negative = killed by that signal) and how we ended it."""
+
+    returncode: int | None
+    how: str  # "exited" | "terminated" | "killed" | "not started"
+
+    def describe(self) -> str:
+        """e.g. `killed by signal 9` or `exit code 2`."""
+        if self.returncode is None:
+            return self.how
+        if self.returncode < 0:
+            return f"{self.how} (signal {-self.returncode})"
+        return f"{self.how} (exit code {self.returncode})"
+
+
+class ServeRuntime(Protocol):
+    """A serve target the runner drives. Every method has its own deadline."""
+
+    kind: str
+    base_url: str
+
+    async def start(self) -> None:
+        """Launch the target (returns once launched, not once ready)."""
+
+    async def wait_ready(self, deadline_s: float) -> ReadyInfo:
+        """Wait until /health answers and a 1-token completion succeeds; raise ServeError otherwise."""
+
+    async def probe(self) -> ProbeResult:
+        """One bounded health check."""
+
+    async def wait_exit(self) -> ExitInfo:
+        """Return when the target ends on its own (for watching it during a step)."""
+
+    async def stop(self, grace_s: float) -> ExitInfo:
+        """Stop gracefully, escalating to kill after `grace_s`."""
+
+    async def kill(self) -> ExitInfo:
+        """Kill at once."""
+
+    def logs(self, lines: int = 20) -> list[str]:
+        """The last lines of the target's log."""
+
+    def inspect(self) -> dict:
+        """What the target is: pid or container id, command, state, exit code."""

@@ -1,0 +1,338 @@
+"""Run a plan's steps against their serve targets, writing evidence and events as it goes.
+
+For each session (an arm in a mode) the target is started, checked for readiness, and its
+effective environment verified before anything is measured; then each step not already DONE runs
+under its deadline while the target is watched; the target is always stopped afterwards. A step
+that completes gets its DONE marker; anything else leaves it for `--resume`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Literal, TypeVar
+
+from engine.deadlines import timeout
+from runners.events import EventLog
+from runners.files import JsonlWriter, write_json_atomic
+from runners.plan import LoadedPlan, Session, StepKey
+from runners.replay.metrics import phase_stats
+from runners.replay.phase import run_fixed_concurrency
+from runners.replay.prompts import DatasetError, builtin_prompts, load_sharegpt, select_prompts
+from runners.replay.records import RequestRecord
+from runners.rundir import RunDir, RunState
+from runners.serve.process import ProcessRuntime
+from runners.serve.readiness import env_mismatches, fetch_effective_env
+from runners.serve.runtime import ServeError, ServeRuntime
+
+PROGRESS_EVERY_S = 0.5
+T = TypeVar("T")
+RuntimeFactory = Callable[[Session], ServeRuntime]
+StepOutcome = Literal["done", "failed", "aborted", "target_died"]
+
+
+@dataclass(frozen=True)
+class SoakResult:
+    """How the soak ended."""
+
+    status: Literal["finished", "failed", "aborted"]
+    reason: str
+    steps_done: int
+    steps_failed: int
+
+    @property
+    def exit_code(self) -> int:
+        """0 finished, 1 failed, 3 aborted (resumable)."""
+        return {"finished": 0, "failed": 1, "aborted": 3}[self.status]
+
+
+class Soak:
+    """One runner session over a run directory."""
+
+    def __init__(
+        self,
+        run: RunDir,
+        loaded: LoadedPlan,
+        events: EventLog,
+        abort: asyncio.Event,
+        runtime_factory: RuntimeFactory | None = None,
+    ) -> None:
+        self.run_dir = run
+        self.loaded = loaded
+        self.plan = loaded.plan
+        self.events = events
+        self.abort = abort
+        self.make_runtime = runtime_factory or self._process_runtime
+        self.failed: list[tuple[StepKey, str]] = []
+        info = run.info()
+        self.state = run.read_state() or RunState(run_id=info["run_id"], plan=self.plan.name)
+
+    async def run(self) -> SoakResult:
+        """Run every step that is not DONE; returns how the session ended."""
+        steps = self.plan.steps()
+        done_before = sum(self.run_dir.is_done(s) for s in steps)
+        self.state.status, self.state.reason, self.state.resumable = "running", "", True
+        self.state.steps_total, self.state.steps_done, self.state.steps_failed = len(steps), done_before, 0
+        self.state.runner_pid, self.state.ended_at = os.getpid(), None
+        self.state.started_at = self.state.started_at or time.time()
+        self._save_state()
+        self.events.emit(
+            "run_started",
+            run_id=self.state.run_id,
+            plan=self.plan.name,
+            pid=os.getpid(),
+            arms=[a.name for a in self.plan.arms],
+            steps=[s.as_dict() for s in steps],
+            already_done=done_before,
+        )
+        for session in self.plan.sessions():
+            if self.abort.is_set():
+                break
+            await self._session(session)
+        return self._finish()
+
+    def _finish(self) -> SoakResult:
+        st = self.state
+        st.current = None
+        if self.abort.is_set():
+            status, reason = "aborted", "aborted on request; `--resume` continues with the steps not done"
+        elif self.failed:
+            step, why = self.failed[0]
+            status, reason = "failed", f"{len(self.failed)} step(s) failed; first: {step.path}: {why}"
+        else:
+            status, reason = "finished", f"all {st.steps_total} steps done"
+        st.status, st.reason, st.resumable = status, reason, status != "finished"
+        st.ended_at = time.time()
+        self._save_state()
+        self.events.emit(
+            "run_finished", status=status, reason=reason, steps_done=st.steps_done, steps_failed=st.steps_failed
+        )
+        return SoakResult(status, reason, st.steps_done, st.steps_failed)
+
+    def crashed(self, exc: BaseException) -> SoakResult:
+        """Record a runner error as a failed, resumable session (best effort: the disk may be full)."""
+        reason = f"runner error: {type(exc).__name__}: {exc}"
+        st = self.state
+        st.status, st.reason, st.resumable, st.current, st.ended_at = "failed", reason, True, None, time.time()
+        with contextlib.suppress(OSError):
+            self._save_state()
+        with contextlib.suppress(OSError):
+            self.events.emit(
+                "run_finished", status="failed", reason=reason, steps_done=st.steps_done, steps_failed=st.steps_failed
+            )
+        return SoakResult("failed", reason, st.steps_done, st.steps_failed)
+
+    def _process_runtime(self, session: Session) -> ServeRuntime:
+        serve = self.plan.serve
+        serve_dir = self.run_dir.serve_dir(session.arm.name, session.mode)
+        return ProcessRuntime(
+            self.loaded.serve_command(),
+            {**serve.env, **session.arm.env},
+            serve_dir / "serve.log",
+            serve_dir / "env",
+            serve.host,
+        )
+
+    async def _session(self, session: Session) -> None:
+        arm, mode = session.arm.name, session.mode
+        todo = []
+        for step in session.steps:
+            if self.run_dir.is_done(step):
+                self.events.emit("step_skipped", step=step.as_dict(), reason="DONE in an earlier session")
+            else:
+                todo.append(step)
+        if not todo:
+            return
+        runtime = self.make_runtime(session)
+        serve = self.plan.serve
+        self.events.emit("serve_starting", arm=arm, mode=mode, kind=runtime.kind, target=runtime.inspect())
+        try:
+            await runtime.start()
+            ready = await self._unless_aborted(runtime.wait_ready(serve.ready_timeout_s))
+            if ready is None:
+                return
+            target = runtime.inspect()
+            self.events.emit(
+                "serve_ready", arm=arm, mode=mode, model=ready.model, waited_s=round(ready.waited_s, 3),
+                pid=target.get("pid"), base_url=runtime.base_url,
+            )  # fmt: skip
+            problem = await self._verify_env(session, runtime)
+            if problem:
+                self._fail_steps(todo, problem)
+                return
+            for i, step in enumerate(todo):
+                if self.abort.is_set():
+                    return
+                outcome = await self._step(step, runtime, ready.model)
+                if outcome == "target_died":
+                    self._fail_steps(todo[i + 1 :], "not run: the serve target died in an earlier step")
+                    return
+        except ServeError as exc:
+            self.events.emit("serve_failed", arm=arm, mode=mode, reason=str(exc))
+            self._fail_steps([s for s in todo if not self.run_dir.is_done(s)], f"serve target failed: {exc}")
+        finally:
+            ended = await runtime.stop(serve.stop_timeout_s)
+            self.events.emit("serve_stopped", arm=arm, mode=mode, how=ended.describe())
+
+    async def _unless_aborted(self, work: Awaitable[T]) -> T | None:
+        """Await `work`, or cancel it and return None as soon as an abort is requested."""
+        task = asyncio.ensure_future(work)
+        stop = asyncio.create_task(self.abort.wait())
+        try:
+            await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+        if task.done():
+            return task.result()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return None
+
+    async def _verify_env(self, session: Session, runtime: ServeRuntime) -> str | None:
+        """Compare the env the arm asked for with what the target reports; a reason when they differ."""
+        expected = {**self.plan.serve.env, **session.arm.env}
+        reported = await fetch_effective_env(runtime.base_url)
+        mismatches = env_mismatches(expected, reported or {})
+        unverified = sorted(k for k in expected if reported is None or k not in reported)
+        write_json_atomic(
+            self.run_dir.effective_env_path(session.arm.name),
+            {
+                "arm": session.arm.name,
+                "mode": session.mode,
+                "expected": expected,
+                "reported": reported,
+                "verified": reported is not None and not mismatches,
+                "unverified_keys": unverified,
+                "mismatches": mismatches,
+            },
+        )
+        arm = session.arm.name
+        if reported is None:
+            self.events.emit("env_unverified", arm=arm, reason="the target does not report /debug/config")
+        elif mismatches:
+            self.events.emit("env_mismatch", arm=arm, mismatches=mismatches, reported=reported)
+            return "the target does not run the arm's env: " + "; ".join(mismatches)
+        else:
+            self.events.emit("env_verified", arm=arm, reported=reported, unverified_keys=unverified)
+        return None
+
+    async def _step(self, step: StepKey, runtime: ServeRuntime, model: str) -> StepOutcome:
+        phase = self.plan.phase(step.phase)
+        try:
+            if phase.dataset == "builtin":
+                pool = builtin_prompts()
+            else:
+                pool = load_sharegpt(self.loaded.resolve(phase.dataset))
+            prompts = select_prompts(pool, phase.requests, phase.max_prompt_chars, phase.dataset)
+        except DatasetError as exc:
+            self._fail_steps([step], str(exc))
+            return "failed"
+        step_dir = self.run_dir.fresh_step_dir(step)
+        self.state.current = step.as_dict()
+        self._save_state()
+        started = time.time()
+        self.events.emit("step_started", step=step.as_dict(), requests=len(prompts), concurrency=phase.concurrency)
+        requests = JsonlWriter(step_dir / "requests.jsonl")
+        progress = _Progress(self.events, step, len(prompts))
+
+        def on_record(rec: RequestRecord) -> None:
+            requests.append(rec.as_dict())
+            progress.add(rec)
+
+        replay = asyncio.create_task(
+            run_fixed_concurrency(runtime.base_url, model, prompts, phase, on_record, self.abort)
+        )
+        died = asyncio.create_task(runtime.wait_exit())
+        try:
+            async with timeout(phase.deadline_s):
+                await asyncio.wait({replay, died}, return_when=asyncio.FIRST_COMPLETED)
+        except TimeoutError:
+            pass
+        finally:
+            died.cancel()
+            if not replay.done():
+                replay.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await replay
+            requests.close()
+        if replay.cancelled():
+            if died.done() and not died.cancelled():
+                why = f"the serve target {died.result().describe()} during the step; see its serve.log"
+                self._fail_steps([step], why)
+                return "target_died"
+            self._fail_steps([step], f"step passed its deadline of {phase.deadline_s:g} s")
+            return "failed"
+        outcome = replay.result()
+        stats = phase_stats(outcome.records, outcome.wall_s)
+        record = {
+            "step": step.as_dict(),
+            "phase": phase.model_dump(),
+            "started_at": started,
+            "ended_at": time.time(),
+            "aborted": outcome.aborted,
+            "target": runtime.inspect(),
+            "stats": stats.as_dict(),
+        }
+        write_json_atomic(step_dir / "phase.json", record)
+        if outcome.aborted:
+            self.events.emit("step_aborted", step=step.as_dict(), completed=stats.requests)
+            return "aborted"
+        if stats.ok == 0:
+            first = next((r.error for r in outcome.records if r.error), "no request was sent")
+            self._fail_steps([step], f"no request succeeded; first error: {first}")
+            return "failed"
+        self.run_dir.mark_done(step, {"stats": stats.as_dict()})
+        self.state.steps_done += 1
+        self._save_state()
+        self.events.emit("step_finished", step=step.as_dict(), stats=stats.as_dict())
+        return "done"
+
+    def _fail_steps(self, steps: list[StepKey], reason: str) -> None:
+        for step in steps:
+            self.failed.append((step, reason))
+            self.state.steps_failed += 1
+            self.events.emit("step_failed", step=step.as_dict(), reason=reason)
+        self._save_state()
+
+    def _save_state(self) -> None:
+        self.run_dir.write_state(self.state)
+
+
+class _Progress:
+    """Turns request completions into `step_progress` events, at most one per PROGRESS_EVERY_S."""
+
+    def __init__(self, events: EventLog, step: StepKey, total: int) -> None:
+        self.events, self.step, self.total = events, step, total
+        self.records: list[RequestRecord] = []
+        self.t0 = time.perf_counter()
+        self.last = 0.0
+
+    def add(self, rec: RequestRecord) -> None:
+        """Count one finished request."""
+        self.records.append(rec)
+        self.flush(force=len(self.records) == self.total)
+
+    def flush(self, force: bool = False) -> None:
+        """Emit a progress event if one is due (or `force`)."""
+        now = time.perf_counter()
+        if not force and now - self.last < PROGRESS_EVERY_S:
+            return
+        self.last = now
+        stats = phase_stats(self.records, now - self.t0)
+        self.events.emit(
+            "step_progress",
+            step=self.step.as_dict(),
+            total=self.total,
+            completed=stats.requests,
+            failed=stats.failed,
+            output_tokens=stats.output_tokens,
+            ttft_p50_ms=stats.ttft_p50_ms,
+            ttft_p95_ms=stats.ttft_p95_ms,
+            tpot_p50_ms=stats.tpot_p50_ms,
+            tpot_p95_ms=stats.tpot_p95_ms,
+        )
