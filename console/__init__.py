@@ -1,0 +1,1 @@
+"""The operator console: the Textual app and the `gb10-console` command line."""

@@ -1,0 +1,304 @@
+"""The console: a view and controller over one run directory. Quitting it never stops the soak.
+
+A thread worker tails events.jsonl, state.json, the runner lock and summary.json, and posts
+batched messages; the UI thread folds events into a RunView and updates widgets, nothing more.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from dataclasses import dataclass
+
+from rich.text import Text
+from textual import on, work
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.message import Message
+from textual.widgets import DataTable, Footer, ProgressBar, RichLog, Static, Tree
+from textual.widgets.tree import TreeNode
+from textual.worker import get_current_worker
+
+from console.screens import ConfirmAbort, HelpScreen
+from engine.config_file import ConfigFileError
+from runners.control import request_abort
+from runners.execute import load_run_plan
+from runners.files import JsonlTail, read_json
+from runners.plan import StepKey
+from runners.rundir import RunDir, runner_alive
+from runners.run_view import RunView, StepView
+
+POLL_INTERVAL_S = 0.2
+
+
+class RunOpened(Message):
+    """The run's plan was read: every arm and step, all pending."""
+
+    def __init__(self, view: RunView) -> None:
+        super().__init__()
+        self.view = view
+
+
+class RunUnreadable(Message):
+    """The run directory could not be read."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__()
+        self.reason = reason
+
+
+class EventsArrived(Message):
+    """New events, in order, from one read of events.jsonl."""
+
+    def __init__(self, events: list[dict]) -> None:
+        super().__init__()
+        self.events = events
+
+
+@dataclass(frozen=True)
+class RunnerStatus:
+    """What state.json and the runner lock say."""
+
+    label: str
+    alive: bool
+    exit_code: int | None
+
+
+class RunnerChanged(Message):
+    """The runner's status changed."""
+
+    def __init__(self, status: RunnerStatus) -> None:
+        super().__init__()
+        self.status = status
+
+
+class SummaryLoaded(Message):
+    """summary.json was (re)written."""
+
+    def __init__(self, summary: dict) -> None:
+        super().__init__()
+        self.summary = summary
+
+
+def _ms(value: float | None, digits: int = 1) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+class RunConsole(App[None]):
+    """Header, arm -> phase tree, arms table, progress, live TTFT/TPOT, event log, summary."""
+
+    TITLE = "gb10-console"
+    CSS = """
+    #title { height: 1; background: $primary; color: $text; padding: 0 1; }
+    #body { height: 1fr; }
+    #steps { width: 40%; min-width: 30; border: round $primary; }
+    #side { width: 1fr; }
+    #arms { height: auto; max-height: 8; border: round $primary; }
+    #current { height: 1; padding: 0 1; }
+    #progress { height: 1; padding: 0 1; }
+    #live { height: 1; padding: 0 1; color: $text-muted; }
+    #summary { height: auto; max-height: 10; border: round $success; display: none; }
+    #events { height: 9; border: round $primary-darken-2; }
+    """
+    BINDINGS = [
+        Binding("q", "quit", "Quit (soak keeps running)"),
+        Binding("question_mark", "help", "Help"),
+        Binding("a", "abort", "Abort"),
+    ]
+
+    def __init__(self, run: RunDir, runner: subprocess.Popen | None = None) -> None:
+        super().__init__()
+        self.run_dir = run
+        self.runner = runner
+        self.view: RunView | None = None
+        self.runner_status = RunnerStatus("opening", False, None)
+        self._step_nodes: dict[StepKey, TreeNode] = {}
+
+    def compose(self) -> ComposeResult:
+        yield Static(f"opening {self.run_dir.root} …", id="title")
+        with Horizontal(id="body"):
+            yield Tree("steps", id="steps")
+            with Vertical(id="side"):
+                yield DataTable(id="arms", cursor_type="none", zebra_stripes=True)
+                yield Static("", id="current")
+                yield ProgressBar(id="progress", show_eta=False)
+                yield Static("", id="live")
+                yield DataTable(id="summary", cursor_type="none")
+        yield RichLog(id="events", wrap=False, markup=False, max_lines=2000)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        """Set up tables and start tailing."""
+        arms = self.query_one("#arms", DataTable)
+        arms.border_title = "arms"
+        arms.add_columns("arm", "CUTE_WO_SPLIT", "env", "serve", "steps")
+        self.query_one("#steps", Tree).border_title = "arm → phase"
+        self.query_one("#events", RichLog).border_title = "events"
+        self.tail_run()
+        self.set_interval(1.0, self._refresh_title)
+
+    @work(thread=True, exclusive=True, group="tail", exit_on_error=False)
+    def tail_run(self) -> None:
+        """Read the run directory every POLL_INTERVAL_S and post what changed (thread worker)."""
+        worker = get_current_worker()
+        try:
+            loaded = load_run_plan(self.run_dir)
+            view = RunView.for_plan(loaded.plan, self.run_dir.info()["run_id"])
+        except (ConfigFileError, OSError, ValueError, KeyError) as exc:
+            self.post_message(RunUnreadable(f"cannot read {self.run_dir.root}: {exc}"))
+            return
+        self.post_message(RunOpened(view))
+        tail = JsonlTail(self.run_dir.events)
+        last_status: RunnerStatus | None = None
+        summary_mtime = None
+        while not worker.is_cancelled:
+            events = tail.read_new()
+            if events:
+                self.post_message(EventsArrived(events))
+            status = self._read_runner_status()
+            if status != last_status:
+                last_status = status
+                self.post_message(RunnerChanged(status))
+            try:
+                mtime = self.run_dir.summary_json.stat().st_mtime_ns
+                if mtime != summary_mtime:
+                    summary_mtime = mtime
+                    self.post_message(SummaryLoaded(read_json(self.run_dir.summary_json)))
+            except (FileNotFoundError, ValueError):
+                pass
+            time.sleep(POLL_INTERVAL_S)
+
+    def _read_runner_status(self) -> RunnerStatus:
+        try:
+            state = self.run_dir.read_state()
+        except ValueError:
+            state = None
+        code = self.runner.poll() if self.runner is not None else None  # also reaps our detached runner
+        label = state.label() if state else "created"
+        return RunnerStatus(label, runner_alive(self.run_dir), code)
+
+    @on(RunUnreadable)
+    def _unreadable(self, message: RunUnreadable) -> None:
+        self.query_one("#title", Static).update(Text(message.reason))
+        self.query_one("#events", RichLog).write(message.reason)
+
+    @on(RunOpened)
+    def _opened(self, message: RunOpened) -> None:
+        self.view = message.view
+        tree = self.query_one("#steps", Tree)
+        tree.root.set_label(f"plan {self.view.plan}")
+        tree.root.expand()
+        arms: dict[str, TreeNode] = {}
+        for key, step in self.view.steps.items():
+            if key.arm not in arms:
+                arms[key.arm] = tree.root.add(Text(key.arm), expand=True)
+            self._step_nodes[key] = arms[key.arm].add_leaf(self._step_label(step))
+        self._refresh_arms()
+        self._refresh_title()
+
+    @on(EventsArrived)
+    def _events(self, message: EventsArrived) -> None:
+        if self.view is None:
+            return
+        log = self.query_one("#events", RichLog)
+        for event in message.events:
+            line = self.view.apply(event)
+            if line:
+                log.write(f"{time.strftime('%H:%M:%S', time.localtime(event.get('t', 0)))} {line}")
+        for key, node in self._step_nodes.items():
+            node.set_label(self._step_label(self.view.steps[key]))
+        self._refresh_arms()
+        self._refresh_current()
+        self._refresh_title()
+
+    @on(RunnerChanged)
+    def _runner_changed(self, message: RunnerChanged) -> None:
+        self.runner_status = message.status
+        self._refresh_title()
+
+    @on(SummaryLoaded)
+    def _summary(self, message: SummaryLoaded) -> None:
+        table = self.query_one("#summary", DataTable)
+        table.clear(columns=True)
+        table.border_title = f"summary: {message.summary.get('status')}"
+        table.add_columns("arm", "WO_SPLIT", "ok", "failed", "wall s", "TTFT p50/p95", "TPOT p50/p95", "tok/s")
+        for row in message.summary.get("arms", []):
+            s = row["stats"]
+            table.add_row(
+                row["arm"], row["effective_wo_split"], str(s["ok"]), str(s["failed"]), _ms(s["wall_s"], 2),
+                f"{_ms(s['ttft_p50_ms'])}/{_ms(s['ttft_p95_ms'])}", f"{_ms(s['tpot_p50_ms'], 2)}/{_ms(s['tpot_p95_ms'], 2)}",
+                _ms(s["output_tok_s"]),
+            )  # fmt: skip
+        table.display = True
+
+    @staticmethod
+    def _step_label(step: StepView) -> Text:
+        key = step.key
+        progress = f" {step.completed}/{step.total}" if step.total else ""
+        reason = f" — {step.reason[:60]}" if step.status == "failed" and step.reason else ""
+        return Text(f"{step.icon} {key.phase} #{key.rep} ({key.mode}){progress}{reason}")
+
+    def _refresh_arms(self) -> None:
+        if self.view is None:
+            return
+        table = self.query_one("#arms", DataTable)
+        table.clear()
+        for name, arm in self.view.arms.items():
+            steps = [s for s in self.view.steps.values() if s.key.arm == name]
+            done = sum(s.status in ("done", "skipped") for s in steps)
+            wo_split = (arm.effective or {}).get("CUTE_WO_SPLIT", "-")
+            table.add_row(name, wo_split, arm.env_status, arm.serve, f"{done}/{len(steps)}", key=name)
+
+    def _refresh_current(self) -> None:
+        step = self.view.current_step() if self.view else None
+        bar = self.query_one("#progress", ProgressBar)
+        if step is None:
+            self.query_one("#current", Static).update("no step in flight")
+            return
+        self.query_one("#current", Static).update(f"▶ {step.key.path}: {step.completed}/{step.total} requests")
+        bar.update(total=max(step.total, 1), progress=step.completed)
+        live = step.live
+        self.query_one("#live", Static).update(
+            f"TTFT p50/p95 {_ms(live.get('ttft_p50_ms'))}/{_ms(live.get('ttft_p95_ms'))} ms   "
+            f"TPOT p50/p95 {_ms(live.get('tpot_p50_ms'), 2)}/{_ms(live.get('tpot_p95_ms'), 2)} ms"
+            + (f"   failed {step.failed}" if step.failed else "")
+        )
+
+    def _refresh_title(self) -> None:
+        view, status = self.view, self.runner_status
+        if view is None:
+            return
+        elapsed = view.elapsed(time.time())
+        clock = "--:--:--" if elapsed is None else time.strftime("%H:%M:%S", time.gmtime(elapsed))
+        runner = "runner alive" if status.alive else "runner not running"
+        self.query_one("#title", Static).update(
+            f"[b]{view.run_id}[/b]  ·  plan {view.plan}  ·  {status.label}  ·  {clock}  ·  {runner}"
+        )
+
+    def action_help(self) -> None:
+        """Show every key."""
+        self.push_screen(HelpScreen())
+
+    def action_abort(self) -> None:
+        """Ask, then ask the runner to abort."""
+        if not self.runner_status.alive:
+            self.notify("No runner is working on this run; nothing to abort.", severity="warning")
+            return
+        what = self.view.run_id if self.view else str(self.run_dir.root)
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.send_abort()
+
+        self.push_screen(ConfirmAbort(what), answered)
+
+    @work(thread=True, group="control")
+    def send_abort(self) -> None:
+        """Write the abort request (thread worker: file I/O stays off the UI thread)."""
+        try:
+            request_abort(self.run_dir, "operator pressed a in the console", by="console")
+        except OSError as exc:
+            self.call_from_thread(self.notify, f"could not request abort: {exc}", severity="error")
+            return
+        self.call_from_thread(self.notify, "Abort requested; the runner stops dispatch and the serve target.")

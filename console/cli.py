@@ -1,0 +1,150 @@
+"""`gb10-console`: run, resume, attach to, and abort soaks; `demo` runs configs/demo.toml."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from pathlib import Path
+
+from rich.console import Console
+
+from console.headless import HeadlessPrinter, summary_table
+from engine.config_file import ConfigFileError
+from runners.control import request_abort
+from runners.execute import create_run, execute, load_run_plan, open_run, spawn_detached
+from runners.paths import DEMO_PLAN, default_runs_dir
+from runners.rundir import RunDir, RunDirError, runner_alive
+from runners.run_view import RunView
+
+EXIT_BAD_INPUT = 2
+
+
+class CliError(Exception):
+    """A problem to report in one line, with the exit code to use."""
+
+    def __init__(self, message: str, code: int = EXIT_BAD_INPUT) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="gb10-console", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run a plan (or --resume a run directory)")
+    run.add_argument("plan", nargs="?", type=Path, help="plan TOML file")
+    run.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a run: steps already DONE are skipped")
+    run.add_argument("--out", type=Path, metavar="DIR", help="the run directory to create (default runs/<run-id>)")
+    run.add_argument("--headless", action="store_true", help="no UI: run here and print progress; exit 0 on success")
+
+    demo = sub.add_parser("demo", help="run the demo plan: the embedded engine, two W_O split arms")
+    demo.add_argument("--out", type=Path, metavar="DIR", help="the run directory to create (default runs/<run-id>)")
+    demo.add_argument("--headless", action="store_true", help="no UI: run here and print progress")
+
+    attach = sub.add_parser("attach", help="watch a run directory in the console (live or finished)")
+    attach.add_argument("run_dir", type=Path)
+
+    abort = sub.add_parser("abort", help="ask the runner of a run directory to abort (stays resumable)")
+    abort.add_argument("run_dir", type=Path)
+    return p
+
+
+def _start(args: argparse.Namespace, plan: Path | None) -> RunDir:
+    if args.command == "run" and args.resume is not None:
+        if plan is not None or args.out is not None:
+            raise CliError("--resume takes a run directory only; drop PLAN and --out")
+        return open_run(args.resume)
+    if plan is None:
+        raise CliError("give a PLAN file, or --resume RUN_DIR")
+    return create_run(plan, args.out, default_runs_dir())
+
+
+def _headless(run: RunDir, console: Console) -> int:
+    info = run.info()
+    view = RunView.for_plan(load_run_plan(run).plan, info["run_id"])
+    console.print(f"run [b]{info['run_id']}[/b] in {run.root}", highlight=False)
+    result = asyncio.run(execute(run, [HeadlessPrinter(console, view)]))
+    table = summary_table(run)
+    if table is not None:
+        console.print(table)
+    console.print(f"summary: {run.summary_md}", highlight=False)
+    if result.status != "finished":
+        print(f"{result.status}: {result.reason}", file=sys.stderr)
+        if result.status == "aborted":
+            print(f"resume with: gb10-console run --resume {run.root}", file=sys.stderr)
+    return result.exit_code
+
+
+def _interactive(run: RunDir) -> int:
+    from console.app import RunConsole
+
+    runner = spawn_detached(run)
+    RunConsole(run, runner).run()
+    _after_console(run)
+    return 0
+
+
+def _attach(run: RunDir) -> int:
+    from console.app import RunConsole
+
+    RunConsole(run).run()
+    _after_console(run)
+    return 0
+
+
+def _after_console(run: RunDir) -> None:
+    if runner_alive(run):
+        print(
+            f"The soak keeps running in the background.\n"
+            f"  reattach: gb10-console attach {run.root}\n  abort:    gb10-console abort {run.root}"
+        )
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    console = Console()
+    if not console.is_terminal:  # logs and CI: no wrapping at rich's 80-column default
+        console = Console(width=160)
+    if args.command == "attach":
+        return _attach(open_run(args.run_dir))
+    if args.command == "abort":
+        run = open_run(args.run_dir)
+        if not runner_alive(run):
+            raise CliError(f"no runner is working on {run.root}; nothing to abort", code=1)
+        request_abort(run, "gb10-console abort", by="cli")
+        print(f"abort requested for {run.root}; the runner stops the serve target and marks the run resumable")
+        return 0
+    plan = DEMO_PLAN if args.command == "demo" else args.plan
+    run = _start(args, plan)
+    if args.headless:
+        return _headless(run, console)
+    if not sys.stdout.isatty():
+        print("no terminal on stdout: running headless (pass --headless to skip this note)", file=sys.stderr)
+        return _headless(run, console)
+    return _interactive(run)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; returns the exit code (0 ok, 1 failed, 2 bad input, 3 aborted and resumable)."""
+    args = _parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except ConfigFileError as exc:
+        print("error: invalid plan:\n  " + "\n  ".join(exc.problems), file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except RunDirError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except CliError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.code
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted before the soak started; nothing is running", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
