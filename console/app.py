@@ -26,8 +26,8 @@ from runners.control import request_abort
 from runners.execute import load_run_plan
 from runners.files import JsonlTail, read_json
 from runners.plan import StepKey
-from runners.rundir import RunDir, runner_alive
 from runners.run_view import RunView, StepView
+from runners.rundir import RunDir, runner_alive
 
 POLL_INTERVAL_S = 0.2
 
@@ -227,8 +227,8 @@ class RunConsole(App[None]):
             s = row["stats"]
             table.add_row(
                 row["arm"], row["effective_wo_split"], str(s["ok"]), str(s["failed"]), _ms(s["wall_s"], 2),
-                f"{_ms(s['ttft_p50_ms'])}/{_ms(s['ttft_p95_ms'])}", f"{_ms(s['tpot_p50_ms'], 2)}/{_ms(s['tpot_p95_ms'], 2)}",
-                _ms(s["output_tok_s"]),
+                f"{_ms(s['ttft_p50_ms'])}/{_ms(s['ttft_p95_ms'])}",
+                f"{_ms(s['tpot_p50_ms'], 2)}/{_ms(s['tpot_p95_ms'], 2)}", _ms(s["output_tok_s"]),
             )  # fmt: skip
         table.display = True
 

@@ -14,8 +14,8 @@ from engine.config_file import ConfigFileError
 from runners.control import request_abort
 from runners.execute import create_run, execute, load_run_plan, open_run, spawn_detached
 from runners.paths import DEMO_PLAN, default_runs_dir
-from runners.rundir import RunDir, RunDirError, runner_alive
 from runners.run_view import RunView
+from runners.rundir import RunDir, RunDirError, runner_alive
 
 EXIT_BAD_INPUT = 2
 

@@ -10,8 +10,8 @@ from rich.table import Table
 
 from runners.files import read_json
 from runners.plan import StepKey
-from runners.rundir import RunDir
 from runners.run_view import RunView
+from runners.rundir import RunDir
 
 NON_TTY_PROGRESS_EVERY_S = 5.0
 
