@@ -1,0 +1,137 @@
+"""Shared fixtures: a real engine server over HTTP on loopback, plan files, process checks."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+ENGINE_CONFIG = ROOT / "configs" / "engine-tiny.toml"
+SHARED = ROOT.parent / "shared"
+START_DEADLINE_S = 60.0
+
+
+def free_port() -> int:
+    """A free loopback port."""
+    from runners.serve.process import free_port as pick
+
+    return pick("127.0.0.1")
+
+
+def wait_healthy(url: str, proc: subprocess.Popen, deadline_s: float = START_DEADLINE_S) -> None:
+    """Poll /health until 200; fail with the server's output if it exits or the deadline passes."""
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            raise AssertionError(f"engine server exited with {proc.returncode}")
+        try:
+            if httpx.get(f"{url}/health", timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"engine server at {url} not healthy within {deadline_s} s")
+
+
+def start_engine(env: dict[str, str], log: Path, extra_args: tuple[str, ...] = ()) -> tuple[subprocess.Popen, str]:
+    """Start `python -m engine.server` on a free port; returns (process, base URL) once healthy."""
+    port = free_port()
+    full_env = {k: v for k, v in os.environ.items() if k not in ("CUTE_WO_SPLIT", "GB10_ENV_DIR")}
+    full_env.update(env)
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "engine.server", "--config", str(ENGINE_CONFIG), "--port", str(port), *extra_args],
+            env=full_env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(url, proc)
+    except AssertionError:
+        stop_process(proc)
+        raise AssertionError(log.read_text()) from None
+    return proc, url
+
+
+def stop_process(proc: subprocess.Popen) -> None:
+    """SIGTERM, then SIGKILL after 10 s; always reaps."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+@pytest.fixture(scope="session")
+def engine_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One engine server (CUTE_WO_SPLIT=8) shared by the HTTP tests."""
+    log = tmp_path_factory.mktemp("engine") / "serve.log"
+    proc, url = start_engine({"CUTE_WO_SPLIT": "8"}, log)
+    yield url
+    stop_process(proc)
+
+
+def pid_gone(pid: int) -> bool:
+    """True when `pid` no longer runs (a zombie waiting for a reaper counts as gone)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def wait_until(predicate, deadline_s: float, interval_s: float = 0.1) -> bool:
+    """Poll `predicate` until true or `deadline_s` passes; returns its last value."""
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(interval_s)
+    return bool(predicate())
+
+
+def write_plan(directory: Path, requests: int = 6, concurrency: int = 3, max_tokens: int = 12, **serve) -> Path:
+    """A two-arm plan (CUTE_WO_SPLIT 1 and 8) against the embedded engine, written to `directory`."""
+    serve_lines = "\n".join(f"{k} = {v!r}" if isinstance(v, str) else f"{k} = {v}" for k, v in serve.items())
+    if "command" not in serve:
+        serve_lines = f'engine_config = "{ENGINE_CONFIG}"\n' + serve_lines
+    text = f"""
+name = "mini"
+description = "test plan"
+
+[serve]
+kind = "process"
+ready_timeout_s = 60
+{serve_lines}
+
+[[arms]]
+name = "split1"
+env = {{ CUTE_WO_SPLIT = "1" }}
+
+[[arms]]
+name = "split8"
+env = {{ CUTE_WO_SPLIT = 8 }}
+
+[[phases]]
+name = "replay"
+kind = "sharegpt"
+requests = {requests}
+concurrency = {concurrency}
+max_tokens = {max_tokens}
+ignore_eos = true
+http_timeout_s = 30
+"""
+    path = directory / "plan.toml"
+    path.write_text(text)
+    return path

@@ -1,0 +1,111 @@
+"""The Textual console driven by Pilot, against real runner processes and run directories."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+from textual.widgets import DataTable, Tree
+
+from console.app import RunConsole
+from console.screens import ConfirmAbort, HelpScreen
+from runners.control import request_abort
+from runners.execute import create_run, execute, spawn_detached
+from runners.rundir import RunDir, runner_alive
+from tests.conftest import write_plan
+
+pytestmark = pytest.mark.slow
+
+
+async def until(pilot, predicate, deadline_s: float = 30.0) -> bool:
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        await pilot.pause(0.1)
+    return bool(predicate())
+
+
+def arm_rows(app: RunConsole) -> list[list]:
+    table = app.query_one("#arms", DataTable)
+    return [table.get_row_at(i) for i in range(table.row_count)]
+
+
+@pytest.fixture
+def live_run(tmp_path: Path):
+    """A run with a detached runner working through a long step; always stopped afterwards."""
+    run = create_run(write_plan(tmp_path, requests=400, concurrency=2, max_tokens=64), tmp_path / "run", tmp_path)
+    runner = spawn_detached(run)
+    yield run, runner
+    if runner.poll() is None:
+        request_abort(run, "test cleanup", by="test")
+        try:
+            runner.wait(30)
+        except Exception:
+            runner.kill()
+            runner.wait(10)
+
+
+async def test_shows_both_arms_and_a_then_y_aborts_the_run(live_run) -> None:
+    run, runner = live_run
+    app = RunConsole(run, runner)
+    async with app.run_test(size=(120, 40)) as pilot:
+        assert await until(pilot, lambda: app.view and app.view.current_step() and app.view.current_step().completed)
+        rows = arm_rows(app)
+        assert [r[0] for r in rows] == ["split1", "split8"]
+        assert rows[0][1:3] == ["1", "verified"] and rows[1][3] == "not started"
+        tree = app.query_one("#steps", Tree)
+        assert [str(n.label) for n in tree.root.children] == ["split1", "split8"]
+        await pilot.press("a")
+        assert isinstance(app.screen, ConfirmAbort)
+        await pilot.press("y")
+        assert await until(
+            pilot, lambda: app.runner_status.label == "aborted (resumable)" and not app.runner_status.alive
+        )
+        assert runner.wait(10) == 3
+        assert "abort requested by console" in "\n".join(app.view.log)
+    assert run.read_state().label() == "aborted (resumable)"
+
+
+async def test_a_then_n_keeps_the_soak_running_and_q_leaves_it_running(live_run) -> None:
+    run, runner = live_run
+    app = RunConsole(run, runner)
+    async with app.run_test(size=(80, 24)) as pilot:
+        assert await until(pilot, lambda: app.runner_status.alive and app.view is not None)
+        await pilot.press("a")
+        assert isinstance(app.screen, ConfirmAbort)
+        await pilot.press("n")
+        assert not isinstance(app.screen, ConfirmAbort)
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        await pilot.press("x")
+        assert not isinstance(app.screen, HelpScreen)
+        await pilot.pause(0.5)
+        await pilot.press("q")
+    await asyncio.sleep(0.5)
+    assert runner.poll() is None and runner_alive(run)
+    assert not (run.control_dir / "abort.json").exists()
+    assert run.read_state().status == "running"
+
+
+async def test_attach_to_a_finished_run_shows_its_summary(tmp_path: Path) -> None:
+    run = create_run(write_plan(tmp_path, requests=3), tmp_path / "run", tmp_path)
+    assert (await execute(run)).status == "finished"
+    app = RunConsole(RunDir(run.root))
+    async with app.run_test(size=(120, 40)) as pilot:
+        summary = app.query_one("#summary", DataTable)
+        assert await until(pilot, lambda: summary.row_count == 2)
+        assert [summary.get_row_at(i)[:3] for i in range(2)] == [["split1", "1", "3"], ["split8", "8", "3"]]
+        assert await until(pilot, lambda: app.runner_status.label == "finished")
+        assert all(s.status == "done" for s in app.view.steps.values())
+        await pilot.press("a")  # nothing runs: no modal, a notice instead
+        assert not isinstance(app.screen, ConfirmAbort)
+
+
+async def test_a_directory_that_is_not_a_run_is_reported_not_crashed(tmp_path: Path) -> None:
+    app = RunConsole(RunDir(tmp_path))
+    async with app.run_test() as pilot:
+        title = app.query_one("#title")
+        assert await until(pilot, lambda: "cannot read" in str(title.render()), 10)

@@ -1,0 +1,81 @@
+"""ProcessRuntime against real processes: it never leaves one behind."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from runners.serve.process import ProcessRuntime
+from runners.serve.runtime import ServeError
+from tests.conftest import ENGINE_CONFIG, pid_gone, wait_until
+
+pytestmark = pytest.mark.slow
+
+ENGINE_CMD = [sys.executable, "-m", "engine.server", "--config", str(ENGINE_CONFIG), "--host", "{host}",
+              "--port", "{port}", "--env-dir", "{env_dir}"]  # fmt: skip
+
+
+def runtime(tmp_path: Path, command: list[str], env: dict[str, str]) -> ProcessRuntime:
+    return ProcessRuntime(command, env, tmp_path / "serve.log", tmp_path / "env")
+
+
+async def test_start_ready_stop_leaves_no_process_in_the_group(tmp_path: Path) -> None:
+    # the target leaves a grandchild in its process group, as vLLM's EngineCore would
+    marker = tmp_path / "grandchild.pid"
+    shell = f"sleep 300 & echo $! > {marker}; exec {' '.join(ENGINE_CMD)}"
+    rt = runtime(tmp_path, ["/bin/sh", "-c", shell], {"CUTE_WO_SPLIT": "2"})
+    await rt.start()
+    ready = await rt.wait_ready(60)
+    assert ready.model == "gb10-tiny"
+    assert (tmp_path / "env" / "ENV").read_text().splitlines()[-1] == "CUTE_WO_SPLIT=2"
+    assert (await rt.probe()).healthy
+    server_pid, grandchild = rt.pid, int(marker.read_text())
+    ended = await rt.stop(grace_s=10)
+    assert ended.how == "terminated"
+    assert wait_until(lambda: pid_gone(server_pid) and pid_gone(grandchild), 10)
+    assert rt.inspect()["running"] is False
+    assert "engine: serving gb10-tiny" in "\n".join(rt.logs())
+
+
+async def test_exit_before_ready_is_reported_with_the_log_tail(tmp_path: Path) -> None:
+    rt = runtime(tmp_path, ENGINE_CMD, {"CUTE_WO_SPLIT": "3"})
+    await rt.start()
+    with pytest.raises(ServeError) as info:
+        await rt.wait_ready(60)
+    message = str(info.value)
+    assert "exited with code 2 before it was ready" in message
+    assert "refusing to start: CUTE_WO_SPLIT (from env): '3'" in message
+    assert str(tmp_path / "serve.log") in message
+    assert (await rt.stop(5)).returncode == 2
+
+
+async def test_a_target_that_never_gets_ready_hits_the_deadline(tmp_path: Path) -> None:
+    rt = runtime(tmp_path, [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "{port}"], {})
+    await rt.start()
+    with pytest.raises(ServeError, match=r"not ready after 3 s \(last: /health answered 404\)"):
+        await rt.wait_ready(3)
+    pid = rt.pid
+    await rt.stop(5)
+    assert pid_gone(pid)
+
+
+async def test_kill_escalates_when_sigterm_is_ignored(tmp_path: Path) -> None:
+    # the marker is assembled at run time: serve.log's header echoes the command line itself
+    code = (
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        "print('ig' + 'noring', flush=True); time.sleep(300)"
+    )
+    rt = runtime(tmp_path, [sys.executable, "-c", code, "{port}"], {})
+    await rt.start()
+    assert wait_until(lambda: "ignoring" in (tmp_path / "serve.log").read_text(), 10)
+    ended = await rt.stop(grace_s=0.5)
+    assert ended.how == "killed" and ended.returncode == -9
+    assert pid_gone(rt.pid)
+
+
+async def test_a_missing_command_is_a_clear_error(tmp_path: Path) -> None:
+    rt = runtime(tmp_path, ["/nonexistent/vllm", "{port}"], {})
+    with pytest.raises(ServeError, match="cannot start serve command '/nonexistent/vllm'"):
+        await rt.start()

@@ -1,0 +1,55 @@
+"""Metric definitions, each against a hand-computed example."""
+
+from __future__ import annotations
+
+import pytest
+
+from runners.replay.metrics import dispatch_lag_ms, itl_ms, percentile, phase_stats, tpot_ms, ttft_ms
+from runners.replay.records import RequestRecord
+
+MS = 1_000_000
+
+
+def record(**kw) -> RequestRecord:
+    base = dict(index=0, endpoint="chat", prompt_source="t", prompt_chars=1, max_tokens=4, scheduled_ns=0)
+    return RequestRecord(**{**base, **kw})
+
+
+def test_percentile_is_linear_between_closest_ranks() -> None:
+    assert percentile([], 50) is None
+    assert percentile([7.0], 95) == 7.0
+    # sorted [1, 2, 3, 4]: rank for p50 = 1.5 -> 2.5; p95 = 2.85 -> 3 + 0.85 = 3.85
+    assert percentile([4.0, 1.0, 3.0, 2.0], 50) == 2.5
+    assert percentile([4.0, 1.0, 3.0, 2.0], 95) == pytest.approx(3.85)
+
+
+def test_ttft_tpot_itl_by_hand() -> None:
+    # first chunk at 100 ms, then 120, 150, 190; stream ends at 200 ms; 4 output tokens
+    rec = record(ttft_ns=100 * MS, chunk_ns=[100 * MS, 120 * MS, 150 * MS, 190 * MS], e2e_ns=200 * MS,
+                 output_tokens=4, sent_ns=3 * MS, scheduled_ns=1 * MS)  # fmt: skip
+    assert ttft_ms(rec) == 100.0
+    assert tpot_ms(rec) == pytest.approx((200 - 100) / 3)  # (E2EL - TTFT) / (n - 1)
+    assert itl_ms(rec) == [20.0, 30.0, 40.0]
+    assert dispatch_lag_ms(rec) == 2.0
+
+
+def test_tpot_undefined_for_one_token_and_failures_count_nowhere() -> None:
+    assert tpot_ms(record(ttft_ns=MS, e2e_ns=2 * MS, output_tokens=1)) is None
+    failed = record(ttft_ns=MS, e2e_ns=2 * MS, output_tokens=5, status="timeout", error="x")
+    assert ttft_ms(failed) is None and tpot_ms(failed) is None and itl_ms(failed) == []
+
+
+def test_phase_stats_throughput_counts_only_successes() -> None:
+    ok = [record(index=i, ttft_ns=(10 + i) * MS, e2e_ns=(50 + i) * MS, output_tokens=5, chunk_ns=[(10 + i) * MS])
+          for i in range(3)]  # fmt: skip
+    bad = record(index=9, status="http_error", error="HTTP 500", output_tokens=None)
+    stats = phase_stats([*ok, bad], wall_s=2.0)
+    assert (stats.requests, stats.ok, stats.failed) == (4, 3, 1)
+    assert stats.output_tokens == 15 and stats.output_tok_s == 7.5 and stats.req_s == 1.5
+    assert stats.ttft_p50_ms == 11.0 and stats.tpot_p50_ms == pytest.approx(10.0)
+    assert stats.errors == {"http_error": 1}
+
+
+def test_record_round_trips_and_ignores_unknown_keys() -> None:
+    rec = record(ttft_ns=5, chunk_ns=[5, 6])
+    assert RequestRecord.from_dict({**rec.as_dict(), "added_later": 1}) == rec
