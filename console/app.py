@@ -98,7 +98,7 @@ class RunConsole(App[None]):
     #current { height: 1; padding: 0 1; }
     #progress { height: 1; padding: 0 1; }
     #live { height: 1; padding: 0 1; color: $text-muted; }
-    #summary { height: auto; max-height: 10; border: round $success; display: none; }
+    #summary { height: auto; max-height: 8; border: round $success; display: none; }
     #events { height: 9; border: round $primary-darken-2; }
     """
     BINDINGS = [
@@ -124,7 +124,7 @@ class RunConsole(App[None]):
                 yield Static("", id="current")
                 yield ProgressBar(id="progress", show_eta=False)
                 yield Static("", id="live")
-                yield DataTable(id="summary", cursor_type="none")
+        yield DataTable(id="summary", cursor_type="none")
         yield RichLog(id="events", wrap=False, markup=False, max_lines=2000)
         yield Footer()
 
@@ -254,7 +254,11 @@ class RunConsole(App[None]):
         step = self.view.current_step() if self.view else None
         bar = self.query_one("#progress", ProgressBar)
         if step is None:
-            self.query_one("#current", Static).update("no step in flight")
+            done = sum(s.status in ("done", "skipped") for s in self.view.steps.values()) if self.view else 0
+            total = len(self.view.steps) if self.view else 0
+            self.query_one("#current", Static).update(f"no step in flight; {done}/{total} steps done")
+            bar.update(total=max(total, 1), progress=done)
+            self.query_one("#live", Static).update("")
             return
         self.query_one("#current", Static).update(f"▶ {step.key.path}: {step.completed}/{step.total} requests")
         bar.update(total=max(step.total, 1), progress=step.completed)

@@ -99,6 +99,8 @@ def _after_console(run: RunDir) -> None:
             f"The soak keeps running in the background.\n"
             f"  reattach: gb10-console attach {run.root}\n  abort:    gb10-console abort {run.root}"
         )
+    elif run.summary_md.exists():
+        print(f"run directory: {run.root}\nsummary:       {run.summary_md}")
 
 
 def _dispatch(args: argparse.Namespace) -> int:

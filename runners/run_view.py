@@ -137,7 +137,7 @@ class RunView:
         return f"{e['arm']}: serve target failed: {e.get('reason')}"
 
     def _on_serve_stopped(self, e: dict) -> str:
-        self._arm(e["arm"]).serve = f"stopped: {e.get('how')}"
+        self._arm(e["arm"]).serve = str(e.get("how", "stopped")).split(" (")[0]  # e.g. terminated, killed
         return f"{e['arm']}: serve target stopped: {e.get('how')}"
 
     def _on_env_verified(self, e: dict) -> str:
