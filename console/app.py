@@ -24,7 +24,7 @@ from console.screens import ConfirmAbort, HelpScreen
 from engine.config_file import ConfigFileError
 from runners.control import request_abort
 from runners.execute import load_run_plan
-from runners.files import JsonlTail, read_json
+from runners.files import JsonlTail, read_json, tail_lines
 from runners.plan import StepKey
 from runners.run_view import RunView, StepView
 from runners.rundir import RunDir, runner_alive
@@ -58,11 +58,12 @@ class EventsArrived(Message):
 
 @dataclass(frozen=True)
 class RunnerStatus:
-    """What state.json and the runner lock say."""
+    """What state.json and the runner lock say, and how a runner this console started ended."""
 
     label: str
     alive: bool
     exit_code: int | None
+    last_words: str = ""
 
 
 class RunnerChanged(Message):
@@ -176,7 +177,10 @@ class RunConsole(App[None]):
             state = None
         code = self.runner.poll() if self.runner is not None else None  # also reaps our detached runner
         label = state.label() if state else "created"
-        return RunnerStatus(label, runner_alive(self.run_dir), code)
+        last_words = ""
+        if code not in (None, 0):
+            last_words = next(iter(tail_lines(self.run_dir.runner_log, 1)), "")
+        return RunnerStatus(label, runner_alive(self.run_dir), code, last_words)
 
     @on(RunUnreadable)
     def _unreadable(self, message: RunUnreadable) -> None:
@@ -215,6 +219,9 @@ class RunConsole(App[None]):
     @on(RunnerChanged)
     def _runner_changed(self, message: RunnerChanged) -> None:
         self.runner_status = message.status
+        if message.status.exit_code not in (None, 0):
+            note = f"runner exited with code {message.status.exit_code}: {message.status.last_words}"
+            self.query_one("#events", RichLog).write(f"{note} (full log: {self.run_dir.runner_log})")
         self._refresh_title()
 
     @on(SummaryLoaded)
@@ -275,7 +282,12 @@ class RunConsole(App[None]):
             return
         elapsed = view.elapsed(time.time())
         clock = "--:--:--" if elapsed is None else time.strftime("%H:%M:%S", time.gmtime(elapsed))
-        runner = "runner alive" if status.alive else "runner not running"
+        if status.alive:
+            runner = "runner alive"
+        elif status.exit_code is not None:
+            runner = f"runner exited ({status.exit_code})"
+        else:
+            runner = "runner not running"
         self.query_one("#title", Static).update(
             f"[b]{view.run_id}[/b]  ·  plan {view.plan}  ·  {status.label}  ·  {clock}  ·  {runner}"
         )

@@ -10,6 +10,7 @@ import platform
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -46,15 +47,23 @@ def _gpu() -> dict:
         finally:
             pynvml.nvmlShutdown()
 
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="nvml-provenance")
+    # A daemon thread, not an executor: executor threads are joined at exit, so a hung driver call
+    # would hang the runner's exit too.
+    result: concurrent.futures.Future[dict] = concurrent.futures.Future()
+
+    def work() -> None:
+        try:
+            result.set_result(query())
+        except Exception as exc:  # pynvml raises NVMLError subclasses, or ImportError
+            result.set_exception(exc)
+
+    threading.Thread(target=work, name="nvml-provenance", daemon=True).start()
     try:
-        return pool.submit(query).result(timeout=NVML_DEADLINE_S)
+        return result.result(timeout=NVML_DEADLINE_S)
     except concurrent.futures.TimeoutError:
         return {"available": False, "reason": f"NVML did not answer within {NVML_DEADLINE_S:g} s"}
-    except Exception as exc:  # pynvml raises NVMLError subclasses, or ImportError
+    except Exception as exc:
         return {"available": False, "reason": f"NVML: {type(exc).__name__}: {exc}"}
-    finally:
-        pool.shutdown(wait=False)
 
 
 def git_state(path: Path) -> dict:

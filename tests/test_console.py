@@ -7,13 +7,13 @@ import time
 from pathlib import Path
 
 import pytest
-from textual.widgets import DataTable, Tree
+from textual.widgets import DataTable, RichLog, Tree
 
 from console.app import RunConsole
 from console.screens import ConfirmAbort, HelpScreen
 from runners.control import request_abort
 from runners.execute import create_run, execute, spawn_detached
-from runners.rundir import RunDir, runner_alive
+from runners.rundir import RunDir, RunnerLock, runner_alive
 from tests.conftest import write_plan
 
 pytestmark = pytest.mark.slow
@@ -109,3 +109,25 @@ async def test_a_directory_that_is_not_a_run_is_reported_not_crashed(tmp_path: P
     async with app.run_test() as pilot:
         title = app.query_one("#title")
         assert await until(pilot, lambda: "cannot read" in str(title.render()), 10)
+
+
+async def test_a_runner_that_dies_at_start_is_shown_with_its_reason(tmp_path: Path) -> None:
+    run = create_run(write_plan(tmp_path), tmp_path / "run", tmp_path)
+    held = RunnerLock(run)
+    held.acquire()  # another runner "holds" the run, so the one the console starts must refuse
+    try:
+        runner = spawn_detached(run)
+        assert runner.wait(60) == 2
+        app = RunConsole(run, runner)
+        async with app.run_test(size=(120, 40)) as pilot:
+            log = app.query_one("#events", RichLog)
+            assert await until(pilot, lambda: app.runner_status.exit_code == 2)
+            await pilot.pause(0.2)
+            text = "\n".join(str(line.text) for line in log.lines)
+            assert "runner exited with code 2: runner:" in text and "is being run by another runner" in text
+            assert "runner alive" in str(app.query_one("#title").render())  # the lock holder is
+            held.release()
+            title = app.query_one("#title")
+            assert await until(pilot, lambda: "runner exited (2)" in str(title.render()), 5)
+    finally:
+        held.release()
