@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 from pathlib import Path
 
 from rich.console import Console
 
+from console import bench_cli
 from console.headless import HeadlessPrinter, summary_table
 from engine.config_file import ConfigFileError
+from runners import event_loop
 from runners.control import request_abort
 from runners.execute import create_run, execute, load_run_plan, open_run, spawn_detached
 from runners.paths import DEMO_PLAN, default_runs_dir
@@ -47,6 +48,7 @@ def _parser() -> argparse.ArgumentParser:
 
     abort = sub.add_parser("abort", help="ask the runner of a run directory to abort (stays resumable)")
     abort.add_argument("run_dir", type=Path)
+    bench_cli.add_parsers(sub)
     return p
 
 
@@ -64,7 +66,7 @@ def _headless(run: RunDir, console: Console) -> int:
     info = run.info()
     view = RunView.for_plan(load_run_plan(run).plan, info["run_id"])
     console.print(f"run [b]{info['run_id']}[/b] in {run.root}", highlight=False)
-    result = asyncio.run(execute(run, [HeadlessPrinter(console, view)]))
+    result = event_loop.run(execute(run, [HeadlessPrinter(console, view)]))
     table = summary_table(run)
     if table is not None:
         console.print(table)
@@ -107,6 +109,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     console = Console()
     if not console.is_terminal:  # logs and CI: no wrapping at rich's 80-column default
         console = Console(width=160)
+    if args.command == "bench":
+        return bench_cli.run(args, console)
     if args.command == "attach":
         return _attach(open_run(args.run_dir))
     if args.command == "abort":

@@ -37,6 +37,27 @@ def field_path(loc: tuple[int | str, ...]) -> str:
     return out or "(top level)"
 
 
+def strip_union_tags(data: object, loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
+    """Drop the tags pydantic adds for tagged unions (`phases[0].sharegpt.x` -> `phases[0].x`).
+
+    A string part is a tag when the data at that point is a table without such a key and the
+    location goes on past it.
+    """
+    out: list[int | str] = []
+    node = data
+    for i, part in enumerate(loc):
+        if isinstance(node, dict) and isinstance(part, str) and part not in node and i + 1 < len(loc):
+            continue
+        out.append(part)
+        if isinstance(node, dict) and isinstance(part, str):
+            node = node.get(part)
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            node = node[part]
+        else:
+            node = None
+    return tuple(out)
+
+
 def locate_line(text: str, loc: tuple[int | str, ...]) -> int | None:
     """Best-effort 1-based line of the TOML key or table that `loc` points at; None when not found.
 
@@ -111,7 +132,7 @@ def load_toml_model(path: Path, model: type[M], context: dict | None = None) -> 
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
-            loc = tuple(err["loc"])
+            loc = strip_union_tags(data, tuple(err["loc"]))
             line = locate_line(text, loc)
             where = f"{path}:{line}" if line else str(path)
             problems.append(f"{where}: {field_path(loc)}: {_message(err)}")

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from engine.config_file import ConfigFileError
+from runners import event_loop
 from runners.control import take_abort_request, watch_control
 from runners.events import EventLog, Listener
 from runners.plan import LoadedPlan, load_plan
@@ -108,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         run = open_run(Path(args[0]))
-        result = asyncio.run(execute(run, argv=[sys.executable, "-m", "runners.execute", *args]))
+        result = event_loop.run(execute(run, argv=[sys.executable, "-m", "runners.execute", *args]))
     except (RunDirError, ConfigFileError) as exc:
         print(f"runner: {exc}", file=sys.stderr)
         return 2

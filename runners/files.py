@@ -7,6 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 
 class RunDirWriteError(OSError):
     """A write into the run directory failed (full disk, permissions); the message names the path."""
@@ -64,7 +66,7 @@ class JsonlWriter:
 
     def append(self, obj: Any, sync: bool = False) -> None:
         """Append `obj`; with `sync`, fsync before returning. Raises RunDirWriteError naming the file."""
-        line = (json.dumps(obj, separators=(",", ":"), default=str) + "\n").encode("utf-8")
+        line = orjson.dumps(obj, default=str, option=orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS)
         try:
             self._fh.write(line)
             self._fh.flush()
@@ -72,6 +74,12 @@ class JsonlWriter:
                 os.fsync(self._fh.fileno())
         except OSError as exc:
             raise RunDirWriteError(exc.errno, f"cannot append to {self.path}: {exc.strerror or exc}") from exc
+
+    def __enter__(self) -> JsonlWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def close(self) -> None:
         """Flush, fsync and close."""

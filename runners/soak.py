@@ -20,16 +20,20 @@ from engine.deadlines import timeout
 from runners.events import EventLog
 from runners.files import JsonlWriter, write_json_atomic
 from runners.plan import LoadedPlan, Session, StepKey
-from runners.replay.metrics import phase_stats
-from runners.replay.phase import run_fixed_concurrency
-from runners.replay.prompts import DatasetError, builtin_prompts, load_sharegpt, select_prompts
+from runners.replay.dispatch import replay
+from runners.replay.metrics import Slo, phase_stats
+from runners.replay.prompts import DatasetError
 from runners.replay.records import RequestRecord
+from runners.replay.server_metrics import MetricsSampler
+from runners.replay.server_metrics import summarize as summarize_metrics
+from runners.replay.workloads import evaluate, prepare
 from runners.rundir import RunDir, RunState
 from runners.serve.process import ProcessRuntime
 from runners.serve.readiness import env_mismatches, fetch_effective_env
 from runners.serve.runtime import ServeError, ServeRuntime
 
 PROGRESS_EVERY_S = 0.5
+SERVER_METRICS_FILE = "server_metrics.jsonl"
 T = TypeVar("T")
 RuntimeFactory = Callable[[Session], ServeRuntime]
 StepOutcome = Literal["done", "failed", "aborted", "target_died"]
@@ -224,51 +228,72 @@ class Soak:
     async def _step(self, step: StepKey, runtime: ServeRuntime, model: str) -> StepOutcome:
         phase = self.plan.phase(step.phase)
         try:
-            if phase.dataset == "builtin":
-                pool = builtin_prompts()
-            else:
-                pool = load_sharegpt(self.loaded.resolve(phase.dataset))
-            prompts = select_prompts(pool, phase.requests, phase.max_prompt_chars, phase.dataset)
+            workload = prepare(phase, self.loaded, arrival_seed=phase.seed or 0)
         except DatasetError as exc:
             self._fail_steps([step], str(exc))
             return "failed"
+        planned = sum(len(c.turns) for c in workload.conversations)
+        if phase.limit_requests is not None:
+            planned = min(planned, phase.limit_requests)
         step_dir = self.run_dir.fresh_step_dir(step)
         self.state.current = step.as_dict()
         self._save_state()
         started = time.time()
-        self.events.emit("step_started", step=step.as_dict(), requests=len(prompts), concurrency=phase.concurrency)
+        self.events.emit(
+            "step_started", step=step.as_dict(), kind=phase.kind, requests=planned,
+            concurrency=workload.arrivals.concurrency, open_loop=workload.arrivals.offsets is not None,
+        )  # fmt: skip
         requests = JsonlWriter(step_dir / "requests.jsonl")
-        progress = _Progress(self.events, step, len(prompts))
+        scrapes = JsonlWriter(step_dir / SERVER_METRICS_FILE)
+        progress = _Progress(self.events, step, planned)
+        samples: list[dict] = []
 
         def on_record(rec: RequestRecord) -> None:
             requests.append(rec.as_dict())
             progress.add(rec)
 
-        replay = asyncio.create_task(
-            run_fixed_concurrency(runtime.base_url, model, prompts, phase, on_record, self.abort)
-        )
+        def on_sample(sample: dict) -> None:
+            samples.append(sample)
+            scrapes.append(sample)
+
+        stop_scraping = asyncio.Event()
+        sampler = None
+        if phase.metrics_interval_s is not None:
+            scraper = MetricsSampler(runtime.base_url + "/metrics", on_sample, interval_s=phase.metrics_interval_s)
+            sampler = asyncio.create_task(scraper.run(stop_scraping))
+        replay_task = asyncio.create_task(
+            replay(
+                runtime.base_url, model, workload.conversations, workload.shape, workload.arrivals,
+                on_record, self.abort, limit_requests=phase.limit_requests,
+            )
+        )  # fmt: skip
         died = asyncio.create_task(runtime.wait_exit())
         try:
             async with timeout(phase.deadline_s):
-                await asyncio.wait({replay, died}, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait({replay_task, died}, return_when=asyncio.FIRST_COMPLETED)
         except TimeoutError:
             pass
         finally:
             died.cancel()
-            if not replay.done():
-                replay.cancel()
+            if not replay_task.done():
+                replay_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await replay
+                    await replay_task
+            stop_scraping.set()
+            if sampler is not None:
+                await sampler
             requests.close()
-        if replay.cancelled():
+            scrapes.close()
+        if replay_task.cancelled():
             if died.done() and not died.cancelled():
                 why = f"the serve target {died.result().describe()} during the step; see its serve.log"
                 self._fail_steps([step], why)
                 return "target_died"
             self._fail_steps([step], f"step passed its deadline of {phase.deadline_s:g} s")
             return "failed"
-        outcome = replay.result()
-        stats = phase_stats(outcome.records, outcome.wall_s)
+        outcome = replay_task.result()
+        slo = Slo(phase.slo_ttft_ms, phase.slo_tpot_ms, phase.slo_e2el_ms)
+        stats = phase_stats(outcome.records, outcome.wall_s, phase.percentiles, slo)
         record = {
             "step": step.as_dict(),
             "phase": phase.model_dump(),
@@ -277,6 +302,8 @@ class Soak:
             "aborted": outcome.aborted,
             "target": runtime.inspect(),
             "stats": stats.as_dict(),
+            "server_metrics": summarize_metrics(samples) if sampler is not None else None,
+            **evaluate(phase, self.loaded, outcome.records, step_dir),
         }
         write_json_atomic(step_dir / "phase.json", record)
         if outcome.aborted:
@@ -289,7 +316,8 @@ class Soak:
         self.run_dir.mark_done(step, {"stats": stats.as_dict()})
         self.state.steps_done += 1
         self._save_state()
-        self.events.emit("step_finished", step=step.as_dict(), stats=stats.as_dict())
+        extras = {k: record[k] for k in ("gsm8k", "coherence") if k in record}
+        self.events.emit("step_finished", step=step.as_dict(), stats=stats.as_dict(), **extras)
         return "done"
 
     def _fail_steps(self, steps: list[StepKey], reason: str) -> None:

@@ -1,103 +1,149 @@
 """One streaming request to an OpenAI-compatible server, measured chunk by chunk; it never raises.
 
 Every failure (connection refused, HTTP 4xx/5xx, malformed SSE, bad JSON, an error event, EOF
-without `[DONE]`, the total deadline) is recorded on the RequestRecord with a reason.
+without `[DONE]`, the total deadline) is recorded on the RequestRecord with a reason. The wire
+format is vLLM's: a role-only first delta, chunks whose content may be empty, the finish reason on
+the last token chunk, a trailing usage chunk with empty `choices`, then `data: [DONE]`.
+
+The hot path is per chunk, so it stays small: bytes-level SSE splitting and `orjson` parsing.
 """
 
 from __future__ import annotations
 
-import json
+import asyncio
 import time
 
 import httpx
+import orjson
 
 from engine.deadlines import timeout
 from runners.replay.records import RequestRecord
 from runners.replay.sse import SSEDecoder
 
 ERROR_BODY_LIMIT = 2048
+# identity: the body is read raw (no decoding layer), so ask servers not to compress the stream.
+JSON_HEADERS = {"content-type": "application/json", "accept": "text/event-stream", "accept-encoding": "identity"}
 
 
 async def stream_request(
-    client: httpx.AsyncClient, url: str, payload: dict, deadline_s: float, rec: RequestRecord, phase_t0_ns: int
+    client: httpx.AsyncClient,
+    url: str,
+    payload: dict,
+    deadline_s: float,
+    rec: RequestRecord,
+    phase_t0_ns: int,
+    keep_text: bool = False,
 ) -> None:
     """POST `payload` with `stream: true` to `url` and fill `rec`, all within `deadline_s` seconds.
 
-    `asyncio` cancellation propagates (the caller records it); everything else is recorded.
+    With `keep_text` the generated text is stored in `rec.output_text` (also when the request
+    fails part-way, for diagnosis). Cancellation is recorded as "cancelled" and propagates;
+    everything else is recorded.
     """
+    body = orjson.dumps(payload)
+    stream = _Stream(rec, keep_text)
     sent = time.perf_counter_ns()
     rec.sent_ns, rec.sent_at = sent - phase_t0_ns, time.time()
-    decoder = SSEDecoder()
-    saw_done = False
-    chunks_with_tokens = 0
     try:
-        async with timeout(deadline_s), client.stream("POST", url, json=payload) as resp:
+        async with timeout(deadline_s), client.stream("POST", url, content=body, headers=JSON_HEADERS) as resp:
             rec.http_status = resp.status_code
             if resp.status_code != 200:
-                body = await _read_some(resp)
-                rec.fail("http_error", f"HTTP {resp.status_code} from {url}: {_error_text(body)}")
+                text = await _read_some(resp)
+                rec.fail("http_error", f"HTTP {resp.status_code} from {url}: {_error_text(text)}")
                 return
-            async for chunk in resp.aiter_bytes():
+            decoder = stream.decoder
+            on_event = stream.on_event
+            async for chunk in resp.aiter_raw():
                 now = time.perf_counter_ns() - sent
                 for data in decoder.feed(chunk):
-                    if data == "[DONE]":
-                        saw_done = True
-                        continue
-                    chunks_with_tokens += _on_event(rec, data, now)
+                    on_event(data, now)
         rec.e2e_ns = time.perf_counter_ns() - sent
+    except asyncio.CancelledError:
+        rec.fail("cancelled", "the phase was stopped while the request was in flight")
+        raise
     except TimeoutError:
         rec.fail("timeout", f"no complete response within {deadline_s:g} s (total deadline)")
-        return
     except httpx.HTTPError as exc:
         rec.fail("connection_error", f"{type(exc).__name__} talking to {url}: {exc}".rstrip(": "))
-        return
-    if rec.status != "ok":
-        return
-    if not saw_done:
-        rec.fail("protocol_error", "stream ended without [DONE]" + (" (mid-event)" if decoder.pending else ""))
-    elif rec.ttft_ns is None:
-        rec.fail("protocol_error", "stream finished without any token chunk")
-    if rec.output_tokens is None:
-        rec.output_tokens, rec.output_tokens_source = chunks_with_tokens, "chunks"
+    finally:
+        stream.close()
 
 
-def _on_event(rec: RequestRecord, data: str, now_ns: int) -> int:
-    """Account for one SSE event; returns 1 when it carried a token chunk (for counting without usage)."""
-    try:
-        obj = json.loads(data)
-    except json.JSONDecodeError:
-        rec.fail("protocol_error", f"SSE data is not JSON: {data[:80]!r}")
-        return 0
-    if not isinstance(obj, dict):
-        rec.fail("protocol_error", f"SSE data is not a JSON object: {data[:80]!r}")
-        return 0
-    if "error" in obj:
-        err = obj["error"]
-        message = err.get("message", err) if isinstance(err, dict) else err
-        rec.fail("server_error", f"server sent an error event: {message}")
-        return 0
-    usage = obj.get("usage")
-    if isinstance(usage, dict) and usage.get("completion_tokens") is not None:
-        rec.output_tokens, rec.output_tokens_source = int(usage["completion_tokens"]), "usage"
-        rec.prompt_tokens = usage.get("prompt_tokens")
-    choices = obj.get("choices")
-    if not choices:
-        return 0
-    if rec.ttft_ns is None:
-        rec.ttft_ns = now_ns
-    rec.chunk_ns.append(now_ns)
-    choice = choices[0] if isinstance(choices[0], dict) else {}
-    delta = choice.get("delta") or {}
-    text = choice.get("text") or delta.get("content") or ""
-    rec.output_chars += len(text)
-    if choice.get("finish_reason"):
-        rec.finish_reason = choice["finish_reason"]
-    return 0 if "role" in delta else 1
+class _Stream:
+    """Per-request parsing state: turns SSE events into fields of the record."""
+
+    __slots__ = ("decoder", "done", "rec", "text", "token_chunks")
+
+    def __init__(self, rec: RequestRecord, keep_text: bool) -> None:
+        self.rec = rec
+        self.decoder = SSEDecoder()
+        self.done = False
+        self.token_chunks = 0
+        self.text: list[str] | None = [] if keep_text else None
+
+    def on_event(self, data: str, now_ns: int) -> None:
+        """Account for one SSE event that arrived `now_ns` after the send."""
+        rec = self.rec
+        if data == "[DONE]":
+            self.done = True
+            return
+        try:
+            obj = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            rec.fail("protocol_error", f"SSE data is not JSON: {data[:80]!r}")
+            return
+        if not isinstance(obj, dict):
+            rec.fail("protocol_error", f"SSE data is not a JSON object: {data[:80]!r}")
+            return
+        if "error" in obj:
+            err = obj["error"]
+            message = err.get("message", err) if isinstance(err, dict) else err
+            rec.fail("server_error", f"server sent an error event: {message}")
+            return
+        usage = obj.get("usage")
+        if usage and isinstance(usage, dict) and usage.get("completion_tokens") is not None:
+            rec.output_tokens, rec.output_tokens_source = int(usage["completion_tokens"]), "usage"
+            rec.prompt_tokens = usage.get("prompt_tokens")
+        choices = obj.get("choices")
+        if not choices or not isinstance(choices, list):
+            return
+        if rec.ttft_ns is None:
+            rec.ttft_ns = now_ns
+        rec.chunk_ns.append(now_ns)
+        choice = choices[0] if isinstance(choices[0], dict) else {}
+        delta = choice.get("delta")
+        if delta:
+            text = delta.get("content") or ""
+            if "role" not in delta:
+                self.token_chunks += 1
+        else:
+            text = choice.get("text") or ""
+            self.token_chunks += 1
+        if text:
+            rec.output_chars += len(text)
+            if self.text is not None:
+                self.text.append(text)
+        if choice.get("finish_reason"):
+            rec.finish_reason = choice["finish_reason"]
+
+    def close(self) -> None:
+        """Judge the stream as a whole once it has ended (or failed)."""
+        rec = self.rec
+        if self.text is not None:
+            rec.output_text = "".join(self.text)
+        if rec.status == "ok":
+            if not self.done:
+                cut = " (mid-event)" if self.decoder.pending else ""
+                rec.fail("protocol_error", f"stream ended without [DONE]{cut}")
+            elif rec.ttft_ns is None:
+                rec.fail("protocol_error", "stream finished without any token chunk")
+        if rec.output_tokens is None and rec.http_status == 200:
+            rec.output_tokens, rec.output_tokens_source = self.token_chunks, "chunks"
 
 
 async def _read_some(resp: httpx.Response) -> bytes:
     body = b""
-    async for part in resp.aiter_bytes():
+    async for part in resp.aiter_raw():
         body += part
         if len(body) >= ERROR_BODY_LIMIT:
             break
@@ -107,9 +153,9 @@ async def _read_some(resp: httpx.Response) -> bytes:
 def _error_text(body: bytes) -> str:
     text = body.decode("utf-8", errors="replace").strip()
     try:
-        err = json.loads(text).get("error")
+        err = orjson.loads(text).get("error")
         if isinstance(err, dict) and err.get("message"):
             return str(err["message"])
-    except (json.JSONDecodeError, AttributeError):
+    except (orjson.JSONDecodeError, AttributeError):
         pass
     return text[:300] or "(empty body)"

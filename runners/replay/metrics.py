@@ -1,7 +1,8 @@
 """Request metrics as vLLM's `bench serve` defines them, and their aggregates. Pure functions.
 
-Names follow vLLM. Aliases elsewhere: aiperf calls TPOT "inter token latency"; guidellm reports
-"time per output token" including the first token. Here:
+Names follow vLLM; docs/architecture.md lists where aiperf and guidellm use the same words for
+other things (aiperf's "inter token latency" is vLLM's TPOT; guidellm's "time per output token"
+includes the first token). Here:
 - TTFT  = arrival of the first chunk with non-empty `choices` - send time.
 - ITL   = gaps between arrivals of consecutive chunks with non-empty `choices`.
 - TPOT  = (E2EL - TTFT) / (n - 1), n = output tokens, defined for n > 1.
@@ -70,17 +71,87 @@ def dispatch_lag_ms(rec: RequestRecord) -> float:
     return (rec.sent_ns - rec.scheduled_ns) / NS_PER_MS
 
 
+DEFAULT_PERCENTILES = (50.0, 90.0, 95.0, 99.0)
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """Summary of one metric over a phase: count, mean, population std, min, max, chosen percentiles.
+
+    `percentiles` maps "p50", "p99.9", ... to values; every field is None when there are no values.
+    """
+
+    count: int
+    mean: float | None
+    std: float | None
+    min: float | None
+    max: float | None
+    percentiles: dict[str, float | None]
+
+
+def percentile_key(q: float) -> str:
+    """The name of percentile q: 50 -> "p50", 99.9 -> "p99.9"."""
+    return f"p{q:g}"
+
+
+def distribution(values: Sequence[float], percentiles: Sequence[float] = DEFAULT_PERCENTILES) -> Distribution:
+    """Mean, std = sqrt(sum((v - mean)^2) / n), min, max and `percentiles` of `values`."""
+    n = len(values)
+    pcts = {percentile_key(q): percentile(values, q) for q in percentiles}
+    if not n:
+        return Distribution(0, None, None, None, None, pcts)
+    mean = math.fsum(values) / n
+    std = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / n)
+    return Distribution(n, mean, std, min(values), max(values), pcts)
+
+
+@dataclass(frozen=True)
+class Slo:
+    """Service-level objectives for goodput, in ms; None leaves a metric unconstrained."""
+
+    ttft_ms: float | None = None
+    tpot_ms: float | None = None
+    e2el_ms: float | None = None
+
+    @property
+    def any(self) -> bool:
+        """True when at least one objective is set."""
+        return any(v is not None for v in (self.ttft_ms, self.tpot_ms, self.e2el_ms))
+
+
+def meets_slo(rec: RequestRecord, slo: Slo) -> bool:
+    """vLLM's goodput rule: a successful request whose TTFT, TPOT and E2EL are each <= its set objective.
+
+    A request with one output token has no TPOT and meets a TPOT objective.
+    """
+    if rec.status != "ok":
+        return False
+    checks = ((slo.ttft_ms, ttft_ms(rec)), (slo.tpot_ms, tpot_ms(rec)), (slo.e2el_ms, e2el_ms(rec)))
+    return all(limit is None or value is None or value <= limit for limit, value in checks)
+
+
 @dataclass(frozen=True)
 class PhaseStats:
-    """Aggregates of one phase (or of any set of requests)."""
+    """Aggregates of one phase (or of any set of requests).
+
+    Throughput counts successful requests over the phase's wall time: req_s = ok / wall_s,
+    output_tok_s = their output tokens / wall_s, total_tok_s = (prompt + output tokens) / wall_s
+    (None unless every successful request reported prompt tokens in `usage`), goodput_req_s =
+    requests meeting every SLO / wall_s (None without SLOs). `output_tokens_from_chunks` counts
+    requests whose token count was counted from chunks because the server sent no usage.
+    """
 
     requests: int
     ok: int
     failed: int
     wall_s: float
     output_tokens: int
-    output_tok_s: float | None
+    prompt_tokens: int | None
+    output_tokens_from_chunks: int
     req_s: float | None
+    output_tok_s: float | None
+    total_tok_s: float | None
+    goodput_req_s: float | None
     ttft_p50_ms: float | None
     ttft_p95_ms: float | None
     tpot_p50_ms: float | None
@@ -90,6 +161,7 @@ class PhaseStats:
     e2el_p50_ms: float | None
     e2el_p95_ms: float | None
     dispatch_lag_p99_ms: float | None
+    distributions: dict[str, Distribution]
     errors: dict[str, int]
 
     def as_dict(self) -> dict:
@@ -97,35 +169,51 @@ class PhaseStats:
         return asdict(self)
 
 
-def phase_stats(records: Iterable[RequestRecord], wall_s: float) -> PhaseStats:
-    """Aggregate `records` measured over `wall_s` seconds.
+def _rate(amount: float, wall_s: float) -> float | None:
+    return amount / wall_s if wall_s > 0 else None
 
-    Throughput counts only successful requests: output_tok_s = their output tokens / wall_s.
-    """
+
+def phase_stats(
+    records: Iterable[RequestRecord],
+    wall_s: float,
+    percentiles: Sequence[float] = DEFAULT_PERCENTILES,
+    slo: Slo | None = None,
+) -> PhaseStats:
+    """Aggregate `records` measured over `wall_s` seconds (rules in PhaseStats' docstring)."""
     recs = list(records)
     ok = [r for r in recs if r.status == "ok"]
-    ttfts = [v for v in map(ttft_ms, ok) if v is not None]
-    tpots = [v for v in map(tpot_ms, ok) if v is not None]
-    e2es = [v for v in map(e2el_ms, ok) if v is not None]
-    itls = [v for r in ok for v in itl_ms(r)]
+    values = {
+        "ttft_ms": [v for v in map(ttft_ms, ok) if v is not None],
+        "tpot_ms": [v for v in map(tpot_ms, ok) if v is not None],
+        "itl_ms": [v for r in ok for v in itl_ms(r)],
+        "e2el_ms": [v for v in map(e2el_ms, ok) if v is not None],
+        "dispatch_lag_ms": [dispatch_lag_ms(r) for r in recs if r.status != "cancelled"],
+    }
+    dists = {name: distribution(v, percentiles) for name, v in values.items()}
     tokens = sum(r.output_tokens or 0 for r in ok)
-    lags = [dispatch_lag_ms(r) for r in recs if r.status != "cancelled"]
+    prompt = None if any(r.prompt_tokens is None for r in ok) or not ok else sum(r.prompt_tokens or 0 for r in ok)
+    goodput = _rate(sum(meets_slo(r, slo) for r in ok), wall_s) if slo and slo.any else None
     return PhaseStats(
         requests=len(recs),
         ok=len(ok),
         failed=len(recs) - len(ok),
         wall_s=wall_s,
         output_tokens=tokens,
-        output_tok_s=tokens / wall_s if wall_s > 0 else None,
-        req_s=len(ok) / wall_s if wall_s > 0 else None,
-        ttft_p50_ms=percentile(ttfts, 50),
-        ttft_p95_ms=percentile(ttfts, 95),
-        tpot_p50_ms=percentile(tpots, 50),
-        tpot_p95_ms=percentile(tpots, 95),
-        itl_p50_ms=percentile(itls, 50),
-        itl_p95_ms=percentile(itls, 95),
-        e2el_p50_ms=percentile(e2es, 50),
-        e2el_p95_ms=percentile(e2es, 95),
-        dispatch_lag_p99_ms=percentile(lags, 99),
+        prompt_tokens=prompt,
+        output_tokens_from_chunks=sum(r.output_tokens_source == "chunks" for r in ok),
+        req_s=_rate(len(ok), wall_s),
+        output_tok_s=_rate(tokens, wall_s),
+        total_tok_s=_rate(tokens + prompt, wall_s) if prompt is not None else None,
+        goodput_req_s=goodput,
+        ttft_p50_ms=percentile(values["ttft_ms"], 50),
+        ttft_p95_ms=percentile(values["ttft_ms"], 95),
+        tpot_p50_ms=percentile(values["tpot_ms"], 50),
+        tpot_p95_ms=percentile(values["tpot_ms"], 95),
+        itl_p50_ms=percentile(values["itl_ms"], 50),
+        itl_p95_ms=percentile(values["itl_ms"], 95),
+        e2el_p50_ms=percentile(values["e2el_ms"], 50),
+        e2el_p95_ms=percentile(values["e2el_ms"], 95),
+        dispatch_lag_p99_ms=percentile(values["dispatch_lag_ms"], 99),
+        distributions=dists,
         errors=dict(Counter(r.status for r in recs if r.status != "ok")),
     )

@@ -1,4 +1,9 @@
-"""Prompt sources for replay phases: built-in prompts, or the first user turn of a ShareGPT file."""
+"""Conversation sources for replay phases: built-in prompts, or the turns of a ShareGPT file.
+
+A conversation is one or more user turns, each with the reply the dataset recorded (if any).
+Single-turn replay sends the first turn; multi-turn replay sends the turns in order, carrying
+either the recorded replies or the model's own answers forward as history.
+"""
 
 from __future__ import annotations
 
@@ -12,11 +17,25 @@ class DatasetError(ValueError):
 
 
 @dataclass(frozen=True)
-class Prompt:
-    """A prompt's text and where it came from (`builtin:3`, `sharegpt:<id>`)."""
+class Turn:
+    """A user message and the assistant reply the dataset recorded for it (None when it has none)."""
 
-    text: str
+    user: str
+    reply: str | None = None
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """Turns replayed in order; `source` names where they came from (`builtin:3`, `sharegpt:<id>`)."""
+
     source: str
+    turns: tuple[Turn, ...]
+    max_tokens: int | None = None
+
+    @property
+    def chars(self) -> int:
+        """Characters of every user turn and recorded reply: the longest context it can build."""
+        return sum(len(t.user) + len(t.reply or "") for t in self.turns)
 
 
 BUILTIN_PROMPTS = (
@@ -47,16 +66,29 @@ BUILTIN_PROMPTS = (
 )
 
 
-def builtin_prompts() -> list[Prompt]:
-    """The built-in prompts, always available (no dataset file needed)."""
-    return [Prompt(text, f"builtin:{i}") for i, text in enumerate(BUILTIN_PROMPTS)]
+BUILTIN_FOLLOW_UPS = (
+    "Now make that shorter: one sentence.",
+    "Give one concrete example.",
+    "What is the most common mistake people make here?",
+)
+BUILTIN_REPLY = "Here is a brief answer, with the main points first and the details after."
 
 
-def load_sharegpt(path: Path) -> list[Prompt]:
-    """First human turn of every conversation in a ShareGPT-format JSON file.
+def builtin_conversations(max_turns: int = 1) -> list[Conversation]:
+    """The built-in prompts, each a conversation of up to `max_turns` turns (fixed follow-ups after the first)."""
+    out = []
+    for i, text in enumerate(BUILTIN_PROMPTS):
+        users = [text, *BUILTIN_FOLLOW_UPS][:max_turns]
+        out.append(Conversation(f"builtin:{i}", tuple(Turn(u, BUILTIN_REPLY) for u in users)))
+    return out
 
-    The file is a list of `{"id": ..., "conversations": [{"from": "human", "value": ...}, ...]}`;
-    entries without a human turn are skipped. Raises DatasetError naming the file and entry.
+
+def load_sharegpt(path: Path, max_turns: int = 1) -> list[Conversation]:
+    """Conversations of a ShareGPT-format JSON file, up to `max_turns` user turns each.
+
+    The file is a list of `{"id": ..., "conversations": [{"from": "human"|"gpt", "value": ...}, ...]}`.
+    A turn is a human message and the gpt reply after it; leading non-human messages are skipped,
+    as are entries without a human turn. Raises DatasetError naming the file and entry.
     """
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -66,25 +98,43 @@ def load_sharegpt(path: Path) -> list[Prompt]:
         raise DatasetError(f"{path}: not a readable JSON file: {exc}") from None
     if not isinstance(data, list):
         raise DatasetError(f"{path}: expected a JSON list of conversations (ShareGPT format)")
-    prompts = []
+    out = []
     for i, entry in enumerate(data):
-        turns = entry.get("conversations") if isinstance(entry, dict) else None
-        if not isinstance(turns, list):
+        messages = entry.get("conversations") if isinstance(entry, dict) else None
+        if not isinstance(messages, list):
             raise DatasetError(f"{path}: entry {i} has no 'conversations' list (ShareGPT format)")
-        first = next((t for t in turns if isinstance(t, dict) and t.get("from") in ("human", "user")), None)
-        if first and isinstance(first.get("value"), str) and first["value"].strip():
-            prompts.append(Prompt(first["value"], f"sharegpt:{entry.get('id', i)}"))
-    if not prompts:
+        turns = _turns(messages)[:max_turns]
+        if turns:
+            out.append(Conversation(f"sharegpt:{entry.get('id', i)}", tuple(turns)))
+    if not out:
         raise DatasetError(f"{path}: no conversation has a human turn")
-    return prompts
+    return out
 
 
-def select_prompts(pool: list[Prompt], count: int, max_prompt_chars: int, origin: str) -> list[Prompt]:
-    """`count` prompts from `pool`, cycling when needed; prompts over `max_prompt_chars` are dropped first.
+def _turns(messages: list) -> list[Turn]:
+    turns: list[Turn] = []
+    for msg in messages:
+        if not isinstance(msg, dict) or not isinstance(msg.get("value"), str):
+            continue
+        role, text = msg.get("from"), msg["value"]
+        if role in ("human", "user"):
+            if not text.strip():
+                break
+            turns.append(Turn(text))
+        elif role in ("gpt", "assistant", "chatgpt") and turns and turns[-1].reply is None:
+            turns[-1] = Turn(turns[-1].user, text)
+    return turns
 
-    The length filter runs before counting, so a pathological prompt never takes a budgeted slot.
+
+def select_conversations(
+    pool: list[Conversation], count: int, max_prompt_chars: int, origin: str
+) -> list[Conversation]:
+    """`count` conversations from `pool`, cycling when needed; ones over `max_prompt_chars` are dropped first.
+
+    The length filter (Conversation.chars) runs before counting, so a pathological prompt never
+    takes a budgeted slot.
     """
-    eligible = [p for p in pool if len(p.text) <= max_prompt_chars]
+    eligible = [c for c in pool if c.chars <= max_prompt_chars]
     if not eligible:
         raise DatasetError(f"{origin}: no prompt is at most {max_prompt_chars} characters (raise max_prompt_chars)")
     return [eligible[i % len(eligible)] for i in range(count)]

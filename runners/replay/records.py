@@ -14,6 +14,8 @@ class RequestRecord:
 
     `scheduled_ns` and `sent_ns` count from the phase start; `ttft_ns`, `chunk_ns` and `e2e_ns`
     count from the send. `chunk_ns` has the arrival of every chunk with non-empty `choices`.
+    `conversation`/`turn` place a request in a multi-turn conversation; `output_text` is kept
+    only where the workload needs it (live history, GSM8K scoring, coherence checks).
     """
 
     index: int
@@ -35,6 +37,9 @@ class RequestRecord:
     status: Status = "ok"
     http_status: int | None = None
     error: str | None = None
+    conversation: str | None = None
+    turn: int = 0
+    output_text: str | None = None
 
     def fail(self, status: Status, error: str) -> None:
         """Mark the request failed; the first failure reason is kept."""

@@ -1,0 +1,92 @@
+"""`gb10-console bench client|mock-server`: measure the replay client against a loopback server."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from runners import event_loop
+from runners.bench.client_bench import BenchError, ClientBenchResult, bench_client
+from runners.bench.mock_server import MockSettings, serve_mock
+from runners.files import write_json_atomic
+from runners.replay.metrics import Distribution
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    """Add `bench client` and `bench mock-server` to the CLI."""
+    bench = sub.add_parser("bench", help="benchmark the replay client (and a mock server to run it against)")
+    what = bench.add_subparsers(dest="bench", required=True, metavar="WHAT")
+    client = what.add_parser("client", help="the soak's replay client at fixed concurrency against URL")
+    client.add_argument("--url", required=True, help="base URL of an OpenAI-compatible server")
+    client.add_argument("--concurrency", type=_positive, required=True)
+    client.add_argument("--requests", type=_positive, required=True)
+    client.add_argument("--endpoint", choices=("chat", "completions"), default="chat")
+    client.add_argument("--max-tokens", type=_positive, default=64)
+    client.add_argument("--json", type=Path, metavar="OUT", help="also write the result as JSON")
+    mock = what.add_parser("mock-server", help="a fast loopback streaming server with injected delays")
+    mock.add_argument("--host", default="127.0.0.1", choices=("127.0.0.1", "::1", "localhost"))
+    mock.add_argument("--port", type=int, required=True)
+    mock.add_argument("--ttft-ms", type=float, default=50.0)
+    mock.add_argument("--itl-ms", type=float, default=10.0)
+    mock.add_argument("--tokens", type=_positive, default=64, help="tokens per response (at most max_tokens)")
+    mock.add_argument("--fault", choices=("none", "http500", "garbage", "stall", "eof"), default="none")
+    mock.add_argument("--fault-every", type=_positive, default=1, help="the fault hits every N-th request")
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def run(args: argparse.Namespace, console: Console) -> int:
+    """Run the chosen benchmark command; returns the exit code."""
+    if args.bench == "mock-server":
+        settings = MockSettings(args.ttft_ms, args.itl_ms, args.tokens, args.fault, args.fault_every)
+        console.print(f"mock server on http://{args.host}:{args.port} ({settings}); Ctrl-C stops it", highlight=False)
+        with contextlib.suppress(KeyboardInterrupt):
+            event_loop.run(serve_mock(args.host, args.port, settings))
+        return 0
+    try:
+        result = event_loop.run(
+            bench_client(args.url, args.concurrency, args.requests, args.endpoint, args.max_tokens)
+        )
+    except BenchError as exc:
+        console.print(f"error: {exc}", highlight=False, markup=False)
+        return 1
+    console.print(result_table(result))
+    if args.json:
+        write_json_atomic(args.json, result.as_dict())
+        console.print(f"wrote {args.json}", highlight=False)
+    return 0 if result.ok else 1
+
+
+def result_table(r: ClientBenchResult) -> Table:
+    """The benchmark result as a rich table."""
+    t = Table(title=f"bench client: {r.url} {r.endpoint}, concurrency {r.concurrency}", show_header=False)
+    t.add_row("requests ok / failed", f"{r.ok} / {r.failed}" + (f"  {json.dumps(r.errors)}" if r.errors else ""))
+    t.add_row("completed req/s", _num(r.req_s, 1))
+    t.add_row("output tok/s", _num(r.output_tok_s, 0))
+    t.add_row("client CPU s", f"{r.cpu_s:.2f} (over {r.wall_s:.2f} s wall)")
+    t.add_row("dispatch lag p99 ms", _num(r.dispatch_lag_p99_ms, 2))
+    for name, dist in (("TTFT ms", r.ttft_ms), ("ITL ms", r.itl_ms), ("TPOT ms", r.tpot_ms)):
+        t.add_row(name, _dist(dist))
+    return t
+
+
+def _num(value: float | None, digits: int) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def _dist(d: Distribution) -> str:
+    pcts = "  ".join(f"{k} {_num(v, 2)}" for k, v in d.percentiles.items())
+    return f"mean {_num(d.mean, 2)}  {pcts}"
+
+
+

@@ -1,0 +1,1 @@
+"""Benchmarks of the replay client, and the loopback mock server they run against."""

@@ -1,0 +1,228 @@
+"""A fast loopback OpenAI-compatible streaming server with injected delays and faults.
+
+It speaks just enough HTTP/1.1 (keep-alive, Content-Length bodies, chunked responses) on raw
+asyncio protocols so that, on 2 cores, the server is never the bottleneck of a client benchmark.
+Streams follow vLLM's wire format: a role-only first delta (chat), one chunk per token, the
+finish reason on the last token chunk, a trailing usage chunk with empty `choices` when asked
+for, then `data: [DONE]`. Tokens arrive at send + TTFT, then every ITL, on an absolute schedule
+so a late tick does not push the rest back.
+
+Faults (every `fault_every`-th request, counting from 1) rehearse what a real server does wrong:
+`http500`, `garbage` (non-JSON SSE data), `stall` (stops after half the tokens and never ends),
+`eof` (closes the connection after half the tokens without `[DONE]`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Literal
+
+Fault = Literal["none", "http500", "garbage", "stall", "eof"]
+MODEL_ID = "mock"
+MAX_HEADER_BYTES = 64 * 1024
+MAX_BODY_BYTES = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class MockSettings:
+    """How the mock server answers: delays in ms, tokens per response, and an optional fault."""
+
+    ttft_ms: float = 50.0
+    itl_ms: float = 10.0
+    tokens: int = 64
+    fault: Fault = "none"
+    fault_every: int = 1
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive HTTP/1.1 connection; requests are answered one at a time, in order."""
+
+    def __init__(self, settings: MockSettings, numbers: Iterator[int]) -> None:
+        self.settings = settings
+        self.numbers = numbers
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.buffer = b""
+        self.busy = False
+        self.timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        self.transport = None
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        self._next_request()
+
+    def _next_request(self) -> None:
+        if self.busy or self.transport is None:
+            return
+        head_end = self.buffer.find(b"\r\n\r\n")
+        if head_end < 0:
+            if len(self.buffer) > MAX_HEADER_BYTES:
+                self._simple(431, {"error": {"message": "request headers too large"}}, close=True)
+            return
+        lines = self.buffer[:head_end].decode("latin-1").split("\r\n")
+        try:
+            method, path, _version = lines[0].split(" ", 2)
+        except ValueError:
+            self._simple(400, {"error": {"message": "malformed request line"}}, close=True)
+            return
+        headers = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        length = int(headers.get("content-length", "0") or 0)
+        if length > MAX_BODY_BYTES:
+            self._simple(413, {"error": {"message": "request body too large"}}, close=True)
+            return
+        if len(self.buffer) < head_end + 4 + length:
+            return
+        body = self.buffer[head_end + 4 : head_end + 4 + length]
+        self.buffer = self.buffer[head_end + 4 + length :]
+        self._route(method, path.split("?", 1)[0], body)
+
+    def _route(self, method: str, path: str, body: bytes) -> None:
+        if method == "GET" and path == "/health":
+            self._simple(200, {})
+        elif method == "GET" and path == "/v1/models":
+            self._simple(200, {"object": "list", "data": [{"id": MODEL_ID, "object": "model", "owned_by": "mock"}]})
+        elif method == "POST" and path in ("/v1/chat/completions", "/v1/completions"):
+            try:
+                request = json.loads(body or b"{}")
+            except json.JSONDecodeError:
+                self._simple(400, {"error": {"message": "request body is not JSON"}})
+                return
+            self._completion(path.endswith("chat/completions"), request if isinstance(request, dict) else {})
+        else:
+            self._simple(404, {"error": {"message": f"no route {method} {path}"}})
+
+    def _simple(self, status: int, payload: dict, close: bool = False) -> None:
+        assert self.transport is not None
+        body = json.dumps(payload).encode()
+        reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 413: "Too Large", 431: "Too Large"}.get(
+            status, "Error"
+        )
+        self.transport.write(
+            f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n"
+            f"{'connection: close' if close else 'connection: keep-alive'}\r\n\r\n".encode()
+            + body
+        )
+        if close:
+            self.transport.close()
+
+    def _completion(self, chat: bool, request: dict) -> None:
+        s = self.settings
+        n = next(self.numbers)
+        fault = s.fault if s.fault != "none" and n % s.fault_every == 0 else "none"
+        if fault == "http500":
+            self._simple(500, {"error": {"message": "injected fault: internal server error", "code": 500}})
+            return
+        tokens = int(request.get("max_tokens") or s.tokens)
+        tokens = max(1, min(tokens, s.tokens))
+        if not request.get("stream"):
+            text = "tok " * tokens
+            choice = {"index": 0, "finish_reason": "length"}
+            choice |= {"message": {"role": "assistant", "content": text}} if chat else {"text": text}
+            usage = {"prompt_tokens": 8, "completion_tokens": tokens, "total_tokens": 8 + tokens}
+            answer = {"id": f"cmpl-{n}", "object": "x", "model": MODEL_ID, "choices": [choice], "usage": usage}
+            self._simple(200, answer)
+            return
+        stream = _Stream(chat, n, tokens, bool((request.get("stream_options") or {}).get("include_usage")), fault)
+        assert self.transport is not None
+        self.transport.write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n"
+            b"transfer-encoding: chunked\r\nconnection: keep-alive\r\n\r\n"
+        )
+        self.busy = True
+        start = self.loop.time()
+        self.timer = self.loop.call_at(start + self.settings.ttft_ms / 1000.0, self._tick, stream, start, 0)
+
+    def _tick(self, stream: _Stream, start: float, sent: int) -> None:
+        transport = self.transport
+        if transport is None:
+            return
+        s = self.settings
+        if stream.fault in ("stall", "eof") and sent >= max(1, stream.tokens // 2):
+            if stream.fault == "eof":
+                transport.write(b"0\r\n\r\n")
+                transport.close()
+            return  # stall: keep the connection open and say nothing more
+        frames = []
+        if sent == 0 and stream.chat:
+            frames.append(stream.role_chunk())
+        frames.append(stream.token_chunk(last=sent + 1 == stream.tokens))
+        if stream.fault == "garbage" and sent == 1:
+            frames = [b"data: {not json at all\n\n"]
+        sent += 1
+        if sent == stream.tokens:
+            if stream.usage:
+                frames.append(stream.usage_chunk())
+            frames.append(b"data: [DONE]\n\n")
+        transport.write(b"".join(_chunked(f) for f in frames) + (b"0\r\n\r\n" if sent == stream.tokens else b""))
+        if sent == stream.tokens:
+            self.busy = False
+            self.timer = None
+            if self.buffer:
+                self._next_request()
+            return
+        due = start + (s.ttft_ms + sent * s.itl_ms) / 1000.0
+        self.timer = self.loop.call_at(due, self._tick, stream, start, sent)
+
+
+class _Stream:
+    """The pre-encoded SSE frames of one streamed response."""
+
+    def __init__(self, chat: bool, n: int, tokens: int, usage: bool, fault: Fault) -> None:
+        self.chat, self.tokens, self.usage, self.fault = chat, tokens, usage, fault
+        self.head = {"id": f"cmpl-{n}", "object": "chat.completion.chunk" if chat else "text_completion",
+                     "created": int(time.time()), "model": MODEL_ID}  # fmt: skip
+        self.plain = self._frame(self._choice("tok ", None))
+
+    def _choice(self, text: str, finish: str | None) -> dict:
+        if self.chat:
+            return {"index": 0, "delta": {"content": text}, "logprobs": None, "finish_reason": finish}
+        return {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
+
+    def _frame(self, choice: dict | None, usage: dict | None = None) -> bytes:
+        obj = self.head | {"choices": [choice] if choice else []}
+        if usage is not None:
+            obj["usage"] = usage
+        return b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
+
+    def role_chunk(self) -> bytes:
+        """The role-only first delta vLLM sends on chat streams."""
+        return self._frame({"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None})
+
+    def token_chunk(self, last: bool) -> bytes:
+        """One token; the last one carries finish_reason "length"."""
+        return self._frame(self._choice("tok ", "length")) if last else self.plain
+
+    def usage_chunk(self) -> bytes:
+        """The trailing usage chunk (`stream_options.include_usage`)."""
+        usage = {"prompt_tokens": 8, "completion_tokens": self.tokens, "total_tokens": 8 + self.tokens}
+        return self._frame(None, usage)
+
+
+def _chunked(frame: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(frame), frame)
+
+
+async def serve_mock(host: str, port: int, settings: MockSettings, ready: asyncio.Event | None = None) -> None:
+    """Serve until cancelled; `ready` is set once the socket listens."""
+    numbers = itertools.count(1)
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: _Connection(settings, numbers), host, port, backlog=4096)
+    if ready is not None:
+        ready.set()
+    async with server:
+        await server.serve_forever()

@@ -1,0 +1,236 @@
+"""Send a workload's conversations and record every request: closed loop or on a schedule.
+
+Closed loop: C workers, each sending its next conversation's turns as soon as its previous
+request ends; a request's scheduled time is the moment its worker became free. Open loop: each
+conversation starts at its offset in the schedule (constant rate, Poisson/gamma, a trace),
+whether or not earlier requests have finished, with at most `max_in_flight` conversations in
+flight; a turn after the first is scheduled when the previous turn ends. Either way the actual
+send time is recorded too, so dispatch lag (coordinated omission) is visible.
+
+Connections: httpx's pool scans every connection on every request, which costs more than the
+request itself at a hundred streams on 2 cores, so each conversation borrows a whole client
+(one keep-alive connection) from a free list instead; the number of clients is unbounded.
+
+On abort, dispatch stops at once and requests in flight get `cancel_grace_s` to finish before
+they are cancelled and recorded as such.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import httpx
+
+from runners.replay.client import stream_request
+from runners.replay.prompts import Conversation
+from runners.replay.records import RequestRecord
+from runners.replay.transport import replay_transport
+
+CANCEL_GRACE_S = 5.0
+CLOSE_DEADLINE_S = 5.0
+ENDPOINT_PATHS = {"chat": "/v1/chat/completions", "completions": "/v1/completions"}
+
+
+@dataclass(frozen=True)
+class RequestShape:
+    """What every request of a phase carries besides its prompt."""
+
+    endpoint: Literal["chat", "completions"]
+    max_tokens: int
+    temperature: float = 0.0
+    seed: int | None = None
+    ignore_eos: bool = False
+    stop: tuple[str, ...] = ()
+    http_timeout_s: float = 120.0
+    history: Literal["recorded", "live"] = "recorded"
+    keep_text: bool = False
+
+
+@dataclass(frozen=True)
+class Arrivals:
+    """Closed loop with `concurrency` workers (offsets None), or open loop at `offsets` seconds."""
+
+    concurrency: int
+    offsets: Sequence[float] | None = None
+
+
+@dataclass(frozen=True)
+class ReplayOutcome:
+    """Every request sent (in completion order), the phase's wall time, and whether it was aborted."""
+
+    records: list[RequestRecord]
+    wall_s: float
+    aborted: bool
+
+
+def request_payload(shape: RequestShape, model: str, messages: list[dict], max_tokens: int, index: int) -> dict:
+    """The JSON body of request `index`: chat messages, or the last user message as a completion prompt."""
+    body: dict = {
+        "model": model,
+        "max_tokens": max_tokens,
+        "temperature": shape.temperature,
+        "ignore_eos": shape.ignore_eos,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    if shape.seed is not None:
+        body["seed"] = shape.seed + index
+    if shape.stop:
+        body["stop"] = list(shape.stop)
+    if shape.endpoint == "chat":
+        body["messages"] = messages
+    else:
+        body["prompt"] = messages[-1]["content"]
+    return body
+
+
+@dataclass
+class _ClientPool:
+    """A free list of single-connection clients; `take` makes a new one when none is free."""
+
+    timeout_s: float
+    free: list[httpx.AsyncClient] = field(default_factory=list)
+    every: list[httpx.AsyncClient] = field(default_factory=list)
+
+    def take(self) -> httpx.AsyncClient:
+        if self.free:
+            return self.free.pop()
+        client = httpx.AsyncClient(transport=replay_transport(_SSL_CONTEXT), timeout=httpx.Timeout(self.timeout_s))
+        self.every.append(client)
+        return client
+
+    def give_back(self, client: httpx.AsyncClient) -> None:
+        self.free.append(client)
+
+    async def close(self) -> None:
+        with contextlib.suppress(TimeoutError, httpx.HTTPError):
+            await asyncio.wait_for(asyncio.gather(*(c.aclose() for c in self.every)), CLOSE_DEADLINE_S)
+
+
+# One TLS context for every client: loading CA certificates costs ~35 ms a client.
+_SSL_CONTEXT = ssl.create_default_context()
+
+
+async def replay(
+    base_url: str,
+    model: str,
+    conversations: Sequence[Conversation],
+    shape: RequestShape,
+    arrivals: Arrivals,
+    on_record: Callable[[RequestRecord], None],
+    abort: asyncio.Event,
+    limit_requests: int | None = None,
+    cancel_grace_s: float = CANCEL_GRACE_S,
+) -> ReplayOutcome:
+    """Send every conversation as `arrivals` says; `on_record` sees each request as it ends.
+
+    Request numbers (and seeds: seed + number) follow the conversations' order, turn by turn, so
+    they do not depend on timing. At most `limit_requests` requests are sent.
+    """
+    url = base_url + ENDPOINT_PATHS[shape.endpoint]
+    first_index = [0]
+    for conv in conversations:
+        first_index.append(first_index[-1] + len(conv.turns))
+    records: list[RequestRecord] = []
+    sent = [0]
+    pool = _ClientPool(shape.http_timeout_s)
+    t0 = time.perf_counter_ns()
+
+    async def converse(i: int, scheduled_ns: int, client: httpx.AsyncClient) -> int:
+        """Send conversation i's turns in order; returns when its last request ended (ns)."""
+        conv = conversations[i]
+        history: list[dict] = []
+        for turn_no, turn in enumerate(conv.turns):
+            if abort.is_set() or (limit_requests is not None and sent[0] >= limit_requests):
+                break
+            sent[0] += 1
+            index = first_index[i] + turn_no
+            messages = [*history, {"role": "user", "content": turn.user}]
+            max_tokens = conv.max_tokens or shape.max_tokens
+            rec = RequestRecord(
+                index=index, endpoint=shape.endpoint, prompt_source=conv.source,
+                prompt_chars=sum(len(m["content"]) for m in messages), max_tokens=max_tokens,
+                scheduled_ns=scheduled_ns - t0, conversation=conv.source if len(conv.turns) > 1 else None,
+                turn=turn_no,
+            )  # fmt: skip
+            payload = request_payload(shape, model, messages, max_tokens, index)
+            live = shape.history == "live" and turn_no + 1 < len(conv.turns)
+            try:
+                await stream_request(client, url, payload, shape.http_timeout_s, rec, t0, shape.keep_text or live)
+            finally:
+                records.append(rec)
+                on_record(rec)
+            if rec.status != "ok":
+                break  # a later turn would be sent with a history the server never produced
+            reply = rec.output_text if shape.history == "live" else turn.reply
+            history = [*messages, {"role": "assistant", "content": reply or ""}]
+            if live and not shape.keep_text:
+                rec.output_text = None
+            scheduled_ns = time.perf_counter_ns()
+        return time.perf_counter_ns()
+
+    async def worker(queue: list[int]) -> None:
+        client = pool.take()
+        free_at = t0
+        while queue and not abort.is_set():
+            free_at = await converse(queue.pop(), free_at, client)
+        pool.give_back(client)
+
+    async def scheduler(offsets: Sequence[float]) -> None:
+        room = asyncio.Semaphore(arrivals.concurrency)
+        tasks: set[asyncio.Task] = set()
+
+        async def one(i: int, due_ns: int) -> None:
+            try:
+                client = pool.take()
+                try:
+                    await converse(i, due_ns, client)
+                finally:
+                    pool.give_back(client)
+            finally:
+                room.release()
+
+        try:
+            for i, offset in enumerate(offsets[: len(conversations)]):
+                due_ns = t0 + int(offset * 1e9)
+                delay = (due_ns - time.perf_counter_ns()) / 1e9
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                await room.acquire()
+                if abort.is_set() or (limit_requests is not None and sent[0] >= limit_requests):
+                    room.release()
+                    break
+                task = asyncio.create_task(one(i, due_ns))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+            if tasks:
+                await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    if arrivals.offsets is None:
+        queue = list(reversed(range(len(conversations))))
+        work = asyncio.gather(*(worker(queue) for _ in range(min(arrivals.concurrency, len(conversations)))))
+    else:
+        work = asyncio.ensure_future(scheduler(arrivals.offsets))
+    stop = asyncio.create_task(abort.wait())
+    try:
+        await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
+        if not work.done():
+            await asyncio.wait({work}, timeout=cancel_grace_s)
+    finally:
+        stop.cancel()
+        work.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await work
+        wall_s = (time.perf_counter_ns() - t0) / 1e9
+        await pool.close()
+    return ReplayOutcome(records, wall_s, abort.is_set())

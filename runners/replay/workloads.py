@@ -1,0 +1,157 @@
+"""Phase kinds as workloads: what to send, when, and how to judge the answers.
+
+`prepare` turns a phase of a plan into conversations, a request shape and arrivals; `evaluate`
+turns the finished requests into the kind's own results (GSM8K accuracy, long-decode coherence)
+and writes any per-item file next to `requests.jsonl`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from runners.files import JsonlWriter
+from runners.plan import (
+    ConcurrentPhase,
+    Gsm8kPhase,
+    LoadedPlan,
+    LongDecodePhase,
+    OpenLoopFields,
+    Phase,
+    ShareGptPhase,
+    TracePhase,
+)
+from runners.replay.arrivals import constant_offsets, gamma_offsets
+from runners.replay.coherence import check_coherence
+from runners.replay.dispatch import Arrivals, RequestShape
+from runners.replay.gsm8k import accuracy, build_prompt, fewshot_prefixes, load_gsm8k, sample_items, score
+from runners.replay.prompts import (
+    Conversation,
+    DatasetError,
+    Turn,
+    builtin_conversations,
+    load_sharegpt,
+    select_conversations,
+)
+from runners.replay.records import RequestRecord
+from runners.replay.trace import load_trace, synthesize_prompt, trace_offsets
+
+UNCAPPED = 1_000_000
+GSM8K_FILE = "gsm8k.jsonl"
+COHERENCE_FILE = "coherence.jsonl"
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A phase ready to send."""
+
+    conversations: list[Conversation]
+    shape: RequestShape
+    arrivals: Arrivals
+
+
+def prepare(phase: Phase, loaded: LoadedPlan, arrival_seed: int = 0) -> Workload:
+    """The conversations, request shape and arrivals of `phase`; raises DatasetError for bad inputs."""
+    keep_text = isinstance(phase, (Gsm8kPhase, LongDecodePhase))
+    shape = RequestShape(
+        endpoint=phase.endpoint,
+        max_tokens=phase.max_tokens,
+        temperature=phase.temperature,
+        seed=phase.seed,
+        ignore_eos=phase.ignore_eos,
+        stop=tuple(phase.stop),
+        http_timeout_s=phase.http_timeout_s,
+        history=phase.history if isinstance(phase, ShareGptPhase) else "recorded",
+        keep_text=keep_text,
+    )
+    if isinstance(phase, Gsm8kPhase):
+        conversations = _gsm8k_conversations(phase, loaded)
+    elif isinstance(phase, TracePhase):
+        entries = load_trace(loaded.resolve(phase.trace))[: phase.requests]
+        conversations = [
+            Conversation(
+                f"trace:{e.line}",
+                (Turn(synthesize_prompt(e, phase.block_tokens, phase.chars_per_token)),),
+                max_tokens=max(1, e.output_length),
+            )
+            for e in entries
+        ]
+        return Workload(conversations, shape, Arrivals(phase.concurrency, trace_offsets(entries, phase.time_scale)))
+    else:
+        turns = phase.max_turns if isinstance(phase, ShareGptPhase) else 1
+        count = phase.streams if isinstance(phase, ConcurrentPhase) else phase.requests
+        pool = builtin_conversations(turns) if phase.dataset == "builtin" else load_sharegpt(
+            loaded.resolve(phase.dataset), turns
+        )
+        conversations = select_conversations(pool, count, phase.max_prompt_chars, phase.dataset)
+    if isinstance(phase, ConcurrentPhase):
+        arrivals = Arrivals(len(conversations), [0.0] * len(conversations))
+    else:
+        arrivals = _arrivals(phase, len(conversations), arrival_seed)
+    return Workload(conversations, shape, arrivals)
+
+
+def _arrivals(phase: OpenLoopFields, n: int, seed: int) -> Arrivals:
+    """Closed loop (default one worker) or an open-loop schedule at `phase.rate`."""
+    if phase.arrival == "closed":
+        return Arrivals(phase.concurrency or 1)
+    rate = phase.rate or 1.0
+    if phase.arrival == "constant":
+        offsets = constant_offsets(n, rate)
+    else:
+        offsets = gamma_offsets(n, rate, phase.burstiness if phase.arrival == "gamma" else 1.0, seed)
+    return Arrivals(phase.concurrency or UNCAPPED, offsets)
+
+
+def _gsm8k_conversations(phase: Gsm8kPhase, loaded: LoadedPlan) -> list[Conversation]:
+    """Sampled questions with their lm-eval few-shot prompts; over-long prompts leave the pool before sampling."""
+    test = load_gsm8k(loaded.resolve(phase.test_file))
+    train = load_gsm8k(loaded.resolve(phase.train_file))
+    prefixes = fewshot_prefixes(train, (i.index for i in test), phase.fewshot, phase.fewshot_seed)
+    prompts = {i.index: build_prompt(prefixes[i.index], i) for i in test}
+    eligible = [i for i in test if len(prompts[i.index]) <= phase.max_prompt_chars]
+    if not eligible:
+        raise DatasetError(f"{phase.test_file}: no GSM8K prompt is at most {phase.max_prompt_chars} characters")
+    items = sample_items(eligible, phase.questions, phase.sample_seed)
+    return [Conversation(f"gsm8k:{i.index}", (Turn(prompts[i.index]),)) for i in items]
+
+
+def evaluate(phase: Phase, loaded: LoadedPlan, records: list[RequestRecord], step_dir: Path) -> dict:
+    """The kind's own results for phase.json; GSM8K and long-decode write a per-item JSONL too."""
+    if isinstance(phase, Gsm8kPhase):
+        return _evaluate_gsm8k(phase, loaded, records, step_dir / GSM8K_FILE)
+    if isinstance(phase, LongDecodePhase):
+        return _evaluate_coherence(phase, records, step_dir / COHERENCE_FILE)
+    return {}
+
+
+def _evaluate_gsm8k(phase: Gsm8kPhase, loaded: LoadedPlan, records: list[RequestRecord], out: Path) -> dict:
+    """Score every question sent; a failed request (timeout included) is wrong, with its reason."""
+    items = {i.index: i for i in load_gsm8k(loaded.resolve(phase.test_file))}
+    scores = []
+    with JsonlWriter(out) as writer:
+        for rec in sorted(records, key=lambda r: r.index):
+            item = items[int(rec.prompt_source.split(":", 1)[1])]
+            response = rec.output_text if rec.status == "ok" else None
+            s = score(item, response)
+            scores.append(s)
+            writer.append({
+                "question_index": item.index, "target": item.target, "strict": s.strict, "flexible": s.flexible,
+                "strict_correct": s.strict_correct, "flexible_correct": s.flexible_correct,
+                "status": rec.status, "error": rec.error, "response": rec.output_text,
+            })  # fmt: skip
+    return {"gsm8k": accuracy(scores) | {"questions_planned": phase.questions, "file": out.name}}
+
+
+def _evaluate_coherence(phase: LongDecodePhase, records: list[RequestRecord], out: Path) -> dict:
+    """Warning-only coherence of every successful long decode."""
+    warned = 0
+    with JsonlWriter(out) as writer:
+        for rec in sorted(records, key=lambda r: r.index):
+            if rec.status != "ok":
+                continue
+            report = check_coherence(rec.output_text, phase.max_repetition, phase.max_nonprintable)
+            warned += bool(report.warnings)
+            writer.append({"index": rec.index, "source": rec.prompt_source} | report.as_dict())
+    return {"coherence": {"checked": sum(r.status == "ok" for r in records), "with_warnings": warned,
+                          "file": out.name}}  # fmt: skip
