@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import sys
 from pathlib import Path
 
 from rich.console import Console
@@ -58,7 +59,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
             bench_client(args.url, args.concurrency, args.requests, args.endpoint, args.max_tokens)
         )
     except BenchError as exc:
-        console.print(f"error: {exc}", highlight=False, markup=False)
+        print(f"error: {exc}", file=sys.stderr)
         return 1
     console.print(result_table(result))
     if args.json:

@@ -40,13 +40,18 @@ def field_path(loc: tuple[int | str, ...]) -> str:
 def strip_union_tags(data: object, loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
     """Drop the tags pydantic adds for tagged unions (`phases[0].sharegpt.x` -> `phases[0].x`).
 
-    A string part is a tag when the data at that point is a table without such a key and the
-    location goes on past it.
+    A string part is a tag when the data at that point is a table without such a key and either
+    the location goes on past it or the table holds it as a value (its `kind = "sharegpt"`).
     """
     out: list[int | str] = []
     node = data
     for i, part in enumerate(loc):
-        if isinstance(node, dict) and isinstance(part, str) and part not in node and i + 1 < len(loc):
+        if (
+            isinstance(node, dict)
+            and isinstance(part, str)
+            and part not in node
+            and (i + 1 < len(loc) or part in node.values())
+        ):
             continue
         out.append(part)
         if isinstance(node, dict) and isinstance(part, str):

@@ -31,11 +31,13 @@ class ArmRow:
 
 @dataclass(frozen=True)
 class StepRow:
-    """One step and how it stands."""
+    """One step and how it stands; `results` is the kind's own verdict line (GSM8K accuracy, ...)."""
 
     step: StepKey
+    kind: str
     done: bool
     stats: PhaseStats | None
+    results: str = ""
 
 
 def _env_status(run: RunDir, arm: str) -> tuple[str, str]:
@@ -50,14 +52,46 @@ def _env_status(run: RunDir, arm: str) -> tuple[str, str]:
     return ("verified" if eff.get("reported") is not None else "unverified"), wo_split
 
 
-def _step_records(run: RunDir, step: StepKey) -> tuple[list[RequestRecord], float]:
-    d = run.step_dir(step)
-    records = [RequestRecord.from_dict(r) for r in read_jsonl(d / "requests.jsonl")]
+def _phase_record(run: RunDir, step: StepKey) -> dict:
     try:
-        wall = float(read_json(d / "phase.json")["stats"]["wall_s"])
-    except (FileNotFoundError, ValueError, KeyError, TypeError):
+        record = read_json(run.step_dir(step) / "phase.json")
+    except (FileNotFoundError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _step_records(run: RunDir, step: StepKey) -> tuple[list[RequestRecord], float]:
+    records = [RequestRecord.from_dict(r) for r in read_jsonl(run.step_dir(step) / "requests.jsonl")]
+    try:
+        wall = float(_phase_record(run, step)["stats"]["wall_s"])
+    except (KeyError, TypeError, ValueError):
         wall = 0.0
     return records, wall
+
+
+def results_line(record: dict) -> str:
+    """A step's own results in a few words: GSM8K accuracy, coherence warnings, goodput, server metrics."""
+    parts = []
+    gsm = record.get("gsm8k")
+    if gsm:
+        parts.append(
+            f"GSM8K strict {gsm['strict_correct']}/{gsm['n']}, flexible {gsm['flexible_correct']}/{gsm['n']}"
+        )
+    coherence = record.get("coherence")
+    if coherence:
+        parts.append(f"coherence warnings {coherence['with_warnings']}/{coherence['checked']}")
+    goodput = (record.get("stats") or {}).get("goodput_req_s")
+    if goodput is not None:
+        parts.append(f"goodput {goodput:.2f} req/s")
+    metrics = record.get("server_metrics")
+    if metrics:
+        kv = metrics.get("kv_cache_usage_perc_max")
+        kv_text = "n/a" if kv is None else f"{kv:.0%}"
+        parts.append(
+            f"server: running max {_fmt(metrics.get('num_requests_running_max'), 0)}, "
+            f"waiting max {_fmt(metrics.get('num_requests_waiting_max'), 0)}, KV max {kv_text}"
+        )
+    return "; ".join(parts)
 
 
 def collect(run: RunDir, plan: Plan) -> tuple[list[ArmRow], list[StepRow]]:
@@ -75,9 +109,12 @@ def collect(run: RunDir, plan: Plan) -> tuple[list[ArmRow], list[StepRow]]:
         status, wo_split = _env_status(run, arm.name)
         arms.append(ArmRow(arm.name, wo_split, status, len(done), len(primary), phase_stats(records, wall)))
     for step in plan.steps():
-        is_done = run.is_done(step)
-        stats = phase_stats(*_step_records(run, step)) if is_done else None
-        steps.append(StepRow(step, is_done, stats))
+        phase = plan.phase(step.phase)
+        if run.is_done(step):
+            stats = phase_stats(*_step_records(run, step), phase.percentiles)
+            steps.append(StepRow(step, phase.kind, True, stats, results_line(_phase_record(run, step))))
+        else:
+            steps.append(StepRow(step, phase.kind, False, None))
     return arms, steps
 
 
@@ -109,17 +146,17 @@ def render_markdown(run_id: str, plan: Plan, status: str, arms: list[ArmRow], st
         "",
         "## Steps",
         "",
-        "| step | state | requests ok | failed | wall s | TTFT p50 ms | TPOT p50 ms |",
-        "|---|---|---|---|---|---|---|",
+        "| step | kind | state | requests ok | failed | wall s | TTFT p50 ms | TPOT p50 ms | results |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in steps:
         s = row.stats
         if s is None:
-            lines.append(f"| {row.step.path} | not done | | | | | |")
+            lines.append(f"| {row.step.path} | {row.kind} | not done | | | | | | |")
         else:
             lines.append(
-                f"| {row.step.path} | done | {s.ok} | {s.failed} | {_fmt(s.wall_s, 2)} "
-                f"| {_fmt(s.ttft_p50_ms)} | {_fmt(s.tpot_p50_ms, 2)} |"
+                f"| {row.step.path} | {row.kind} | done | {s.ok} | {s.failed} | {_fmt(s.wall_s, 2)} "
+                f"| {_fmt(s.ttft_p50_ms)} | {_fmt(s.tpot_p50_ms, 2)} | {row.results} |"
             )
     lines += [
         "",
@@ -145,7 +182,8 @@ def write_summary(run: RunDir, plan: Plan) -> tuple[list[ArmRow], list[StepRow]]
             "status": status,
             "arms": [asdict(a) for a in arms],
             "steps": [
-                {"step": r.step.as_dict(), "done": r.done, "stats": r.stats.as_dict() if r.stats else None}
+                {"step": r.step.as_dict(), "kind": r.kind, "done": r.done, "results": r.results,
+                 "stats": r.stats.as_dict() if r.stats else None}
                 for r in steps
             ],
         },
