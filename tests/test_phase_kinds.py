@@ -181,3 +181,15 @@ def test_phase_kind_errors_name_the_field(tmp_path: Path) -> None:
     (tmp_path / "plan.toml").write_text(bad)
     with pytest.raises(ConfigFileError, match=r"phases\[4\]\.trace: .*missing.jsonl does not exist"):
         load_plan(tmp_path / "plan.toml")
+
+
+def test_the_example_plan_with_every_kind_loads() -> None:
+    path = ROOT / "configs" / "workloads.toml"
+    if not (ROOT.parent / "shared" / "data" / "gsm8k" / "test.jsonl").is_file():
+        with pytest.raises(ConfigFileError, match=r"phases\[2\]\.test_file: .*does not exist"):
+            load_plan(path)
+        pytest.skip("../shared/data/gsm8k is absent: the example's GSM8K phase cannot load (error checked)")
+    loaded = load_plan(path)
+    assert sorted({p.kind for p in loaded.plan.phases}) == ["concurrent", "gsm8k", "longdecode", "sharegpt", "trace"]
+    gsm8k = prepare(loaded.plan.phase("gsm8k"), loaded)
+    assert len(gsm8k.conversations) == 20 and all(c.chars <= 3800 for c in gsm8k.conversations)
