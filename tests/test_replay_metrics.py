@@ -53,3 +53,27 @@ def test_phase_stats_throughput_counts_only_successes() -> None:
 def test_record_round_trips_and_ignores_unknown_keys() -> None:
     rec = record(ttft_ns=5, chunk_ns=[5, 6])
     assert RequestRecord.from_dict({**rec.as_dict(), "added_later": 1}) == rec
+
+
+def test_distribution_goodput_and_total_throughput_by_hand() -> None:
+    from runners.replay.metrics import Slo, distribution, meets_slo
+
+    d = distribution([1.0, 2.0, 3.0, 4.0], (50, 99.9))
+    # mean 2.5; population std sqrt((2.25 + 0.25 + 0.25 + 2.25) / 4) = sqrt(1.25)
+    assert (d.count, d.mean, d.min, d.max) == (4, 2.5, 1.0, 4.0)
+    assert d.std == pytest.approx(1.25**0.5)
+    assert d.percentiles == {"p50": 2.5, "p99.9": pytest.approx(3.997)}
+    assert distribution([]).mean is None and distribution([]).percentiles["p99"] is None
+    # TTFT 10/20/30 ms, E2EL 50/60/200 ms, 5 tokens -> TPOT 10/10/42.5 ms
+    recs = [
+        record(index=i, ttft_ns=t * MS, e2e_ns=e * MS, output_tokens=5, prompt_tokens=7)
+        for i, (t, e) in enumerate([(10, 50), (20, 60), (30, 200)])
+    ]
+    slo = Slo(ttft_ms=25, tpot_ms=20)
+    assert [meets_slo(r, slo) for r in recs] == [True, True, False]
+    stats = phase_stats(recs, wall_s=2.0, slo=slo)
+    assert stats.goodput_req_s == 1.0  # two requests meet both objectives in 2 s
+    assert stats.total_tok_s == (3 * 7 + 3 * 5) / 2.0
+    assert phase_stats(recs, wall_s=2.0).goodput_req_s is None  # no objectives, no goodput
+    no_prompt = [*recs, record(index=9, ttft_ns=MS, e2e_ns=2 * MS, output_tokens=2)]
+    assert phase_stats(no_prompt, wall_s=2.0).total_tok_s is None  # a request without usage.prompt_tokens
