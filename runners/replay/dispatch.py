@@ -170,8 +170,6 @@ async def replay(
                 break  # a later turn would be sent with a history the server never produced
             reply = rec.output_text if shape.history == "live" else turn.reply
             history = [*messages, {"role": "assistant", "content": reply or ""}]
-            if live and not shape.keep_text:
-                rec.output_text = None
             scheduled_ns = time.perf_counter_ns()
         return time.perf_counter_ns()
 
