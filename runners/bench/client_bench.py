@@ -18,6 +18,8 @@ from engine.deadlines import timeout
 from runners.replay.dispatch import Arrivals, RequestShape, replay
 from runners.replay.metrics import Distribution, phase_stats
 from runners.replay.prompts import builtin_conversations, select_conversations
+from runners.serve.readiness import model_id
+from runners.serve.runtime import ServeError
 
 MODEL_DEADLINE_S = 5.0
 
@@ -59,11 +61,9 @@ def _cpu_s() -> float:
 async def _model_id(url: str) -> str:
     """The first model the server lists; BenchError when it does not answer."""
     try:
-        async with timeout(MODEL_DEADLINE_S), httpx.AsyncClient() as client:
-            resp = await client.get(url + "/v1/models")
-            resp.raise_for_status()
-            return str(resp.json()["data"][0]["id"])
-    except (TimeoutError, httpx.HTTPError, ValueError, KeyError, IndexError, TypeError) as exc:
+        async with timeout(MODEL_DEADLINE_S), httpx.AsyncClient(base_url=url) as client:
+            return await model_id(client)
+    except (TimeoutError, httpx.HTTPError, ServeError) as exc:
         raise BenchError(
             f"{url}/v1/models did not list a model ({type(exc).__name__}: {exc}); is the server up? "
             "`gb10-console bench mock-server --port P` starts one"

@@ -36,7 +36,7 @@ async def wait_ready(base_url: str, deadline_s: float, exited: Callable[[], str 
                     try:
                         health = await client.get("/health")
                         if health.status_code == 200:
-                            model = await _model_id(client)
+                            model = await model_id(client)
                             t0 = time.perf_counter()
                             await _one_token(client, model, max(1.0, deadline_s - (t0 - start)))
                             return ReadyInfo(model, time.perf_counter() - start, time.perf_counter() - t0)
@@ -52,7 +52,8 @@ async def wait_ready(base_url: str, deadline_s: float, exited: Callable[[], str 
             ) from None
 
 
-async def _model_id(client: httpx.AsyncClient) -> str:
+async def model_id(client: httpx.AsyncClient) -> str:
+    """The first model `GET /v1/models` lists (client has the server's base_url); ServeError otherwise."""
     resp = await client.get("/v1/models")
     if resp.status_code != 200:
         raise ServeError(f"/v1/models answered {resp.status_code}")
