@@ -18,9 +18,10 @@ from engine.config_file import ConfigFileError
 from runners import event_loop
 from runners.control import take_abort_request, watch_control
 from runners.events import EventLog, Listener
-from runners.plan import LoadedPlan, load_plan
+from runners.plan import DockerServe, LoadedPlan, load_plan
 from runners.provenance import end_session, start_session
 from runners.rundir import RunDir, RunDirError, RunnerLock, create_run_dir
+from runners.serve.orphans import sweep_at_start
 from runners.soak import Soak, SoakResult
 from runners.summary import write_summary
 
@@ -70,6 +71,9 @@ async def execute(run: RunDir, listeners: Iterable[Listener] = (), argv: list[st
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, on_abort, {"by": "signal", "reason": sig.name})
         start_session(run, argv if argv is not None else sys.argv)
+        serve = loaded.plan.serve
+        kind, payload = await sweep_at_start(serve.socket if isinstance(serve, DockerServe) else None)
+        events.emit(kind, **payload)
         watcher = asyncio.create_task(watch_control(run, on_abort))
         soak = Soak(run, loaded, events, abort)
         try:

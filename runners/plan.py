@@ -1,9 +1,9 @@
 """Soak plans: TOML -> validated models. Errors name the file, the line and the field.
 
-A plan has a serve target, arms (each an environment for the target), and phases (workloads run
-against every arm; each phase has a `kind`: sharegpt, longdecode, gsm8k, concurrent or trace).
-Steps are (arm, mode, phase, rep); every primary step of every arm runs before
-any supplementary step.
+A plan has a serve target (a local process, a Docker container, or an external URL), arms (each
+an environment for the target), and phases (workloads run against every arm; each phase has a
+`kind`: sharegpt, longdecode, gsm8k, concurrent or trace). Steps are (arm, mode, phase, rep);
+every primary step of every arm runs before any supplementary step.
 """
 
 from __future__ import annotations
@@ -51,10 +51,44 @@ def _check_slug(value: str) -> str:
     return value
 
 
-class ServeSpec(BaseModel):
-    """The serve target: a local process (the embedded engine unless `command` is given)."""
+SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
+MOUNT = re.compile(r"^([^:]+):(/[^:]*)(?::(ro|rw))?$")
+
+
+def parse_size(value: str | int) -> int:
+    """`"16g"`, `"512m"`, `"1.5GiB"` or a byte count -> bytes (powers of 1024, as Docker reads them)."""
+    if isinstance(value, int):
+        return value
+    match = SIZE.match(value)
+    if not match:
+        raise ValueError(f"{value!r} is not a size; write it like 16g, 512m or a byte count")
+    number, unit = float(match.group(1)), match.group(2).lower()
+    return int(number * 1024 ** "_kmgt".index(unit or "_"))
+
+
+def _check_size(value: str | None) -> str | None:
+    if value is not None:
+        parse_size(value)
+    return value
+
+
+class ServeCommon(BaseModel):
+    """What every serve target kind shares: env, per-mode env, and the readiness/stop deadlines."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    env: dict[str, EnvValue] = Field(default_factory=dict, description="env for every arm (an arm's env wins)")
+    supplementary_env: dict[str, EnvValue] = Field(
+        default_factory=dict, description="added in supplementary sessions (profiler, region timing)"
+    )
+    ready_timeout_s: float = Field(120.0, gt=0, le=7200)
+    stop_timeout_s: float = Field(10.0, gt=0, le=600)
+
+    _env_ok = field_validator("env", "supplementary_env")(_check_env)
+
+
+class ProcessServe(ServeCommon):
+    """A local process: the embedded engine unless `command` is given."""
 
     kind: Literal["process"] = "process"
     engine_config: str | None = Field(
@@ -65,14 +99,9 @@ class ServeSpec(BaseModel):
         description="argv with placeholders {python} {host} {port} {env_dir} {plan_dir}",
     )
     host: Literal["127.0.0.1", "localhost", "::1"] = "127.0.0.1"
-    env: dict[str, EnvValue] = Field(default_factory=dict, description="env for every arm (an arm's env wins)")
-    ready_timeout_s: float = Field(120.0, gt=0, le=3600)
-    stop_timeout_s: float = Field(10.0, gt=0, le=600)
-
-    _env_ok = field_validator("env")(_check_env)
 
     @model_validator(mode="after")
-    def _one_target(self) -> ServeSpec:
+    def _one_target(self) -> ProcessServe:
         if not self.command and not self.engine_config:
             raise ValueError("give either engine_config (the embedded engine) or command")
         if self.command and self.engine_config:
@@ -80,6 +109,82 @@ class ServeSpec(BaseModel):
         if self.command and "{port}" not in " ".join(self.command):
             raise ValueError("command must contain {port} so the runner can pick a free port")
         return self
+
+
+class DockerServe(ServeCommon):
+    """A container on the local Docker (or Podman) engine, created and owned by the runner."""
+
+    kind: Literal["docker"]
+    image: str = Field(min_length=1, description="a local image; gb10-console never pulls")
+    command: list[str] = Field(
+        default_factory=list, description="the container's command, placeholders {host} {port} {env_dir}"
+    )
+    entrypoint: list[str] | None = Field(None, description="replaces the image's entrypoint")
+    network: Literal["host", "bridge"] = Field(
+        "host", description="host: the server binds {host}:{port}; bridge: container_port is published on 127.0.0.1"
+    )
+    host: Literal["127.0.0.1", "localhost", "::1"] = "127.0.0.1"
+    container_port: int = Field(8000, ge=1, le=65535, description="bridge network: the port the server listens on")
+    gpus: Literal["all", "none"] | int = Field("all", description='"all", "none" or a GPU count (--gpus)')
+    ipc: Literal["host", "private", "shareable"] = Field("host", description="IPC namespace (--ipc)")
+    shm_size: str | None = Field(None, description="/dev/shm size (--shm-size), e.g. 16g; with ipc = private")
+    memory_limit: str | None = Field(None, description="cgroup memory limit (--memory), e.g. 100g")
+    mounts: list[str] = Field(
+        default_factory=list, description="HOST:CONTAINER[:ro|rw]; HOST relative to the plan file or ~"
+    )
+    env_mount: str = Field("/gb10/env", description="where the arm's ENV sentinel directory appears in the container")
+    socket: str | None = Field(None, description="engine socket; default DOCKER_HOST, then the usual paths")
+    ready_timeout_s: float = Field(900.0, gt=0, le=7200)
+    stop_timeout_s: float = Field(30.0, gt=0, le=600)
+
+    _sizes_ok = field_validator("shm_size", "memory_limit")(_check_size)
+
+    @field_validator("gpus")
+    @classmethod
+    def _gpu_count(cls, value: str | int) -> str | int:
+        if isinstance(value, int) and value < 1:
+            raise ValueError('a GPU count must be at least 1; use "none" for no GPU')
+        return value
+
+    @field_validator("mounts")
+    @classmethod
+    def _mounts_ok(cls, value: list[str]) -> list[str]:
+        for mount in value:
+            if not MOUNT.match(mount):
+                raise ValueError(f"{mount!r} is not HOST:CONTAINER[:ro|rw] with an absolute CONTAINER path")
+        return value
+
+    @field_validator("env_mount")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError("env_mount must be an absolute path inside the container")
+        return value
+
+    @model_validator(mode="after")
+    def _port_known(self) -> DockerServe:
+        if self.network == "host" and "{port}" not in " ".join([*(self.entrypoint or []), *self.command]):
+            raise ValueError('with network = "host" the command must contain {port} so the runner can pick a free port')
+        if self.shm_size and self.ipc == "host":
+            raise ValueError('shm_size needs ipc = "private" or "shareable"; with ipc = "host" /dev/shm is the host\'s')
+        return self
+
+
+class ExternalServe(ServeCommon):
+    """A server we do not own: probed and measured, never started or stopped."""
+
+    kind: Literal["external"]
+    url: str = Field(description="base URL, e.g. http://127.0.0.1:8000")
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+$", value.rstrip("/")):
+            raise ValueError(f"{value!r} is not an http(s) base URL like http://127.0.0.1:8000")
+        return value.rstrip("/")
+
+
+ServeSpec = Annotated[ProcessServe | DockerServe | ExternalServe, Field(discriminator="kind")]
 
 
 class ArmSpec(BaseModel):
@@ -286,6 +391,14 @@ class Plan(BaseModel):
 
     _name_ok = field_validator("name")(_check_slug)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _serve_kind_default(cls, data: object) -> object:
+        """A [serve] table without `kind` is a local process (plans written before other kinds existed)."""
+        if isinstance(data, dict) and isinstance(data.get("serve"), dict) and "kind" not in data["serve"]:
+            data = {**data, "serve": {**data["serve"], "kind": "process"}}
+        return data
+
     @model_validator(mode="after")
     def _unique_names(self) -> Plan:
         for what, names in (("arms", [a.name for a in self.arms]), ("phases", [p.name for p in self.phases])):
@@ -336,8 +449,10 @@ class LoadedPlan:
         return p if p.is_absolute() else (self.base_dir / p).resolve()
 
     def serve_command(self, python: str = sys.executable) -> list[str]:
-        """The serve target's argv with placeholders still in it ({host} {port} {env_dir})."""
+        """A process target's argv with placeholders still in it ({host} {port} {env_dir})."""
         serve = self.plan.serve
+        if not isinstance(serve, ProcessServe):
+            raise TypeError(f"serve_command is for process targets, not {serve.kind}")
         if serve.command:
             plan_dir = str(self.base_dir)
             return [part.replace("{python}", python).replace("{plan_dir}", plan_dir) for part in serve.command]
@@ -357,8 +472,9 @@ def load_plan(path: Path, base_dir: Path | None = None) -> LoadedPlan:
     plan = load_toml_model(path, Plan)
     loaded = LoadedPlan(plan, path.resolve(), (base_dir or path.resolve().parent))
     problems = []
-    if plan.serve.engine_config and not loaded.resolve(plan.serve.engine_config).is_file():
-        problems.append(f"{path}: serve.engine_config: {loaded.resolve(plan.serve.engine_config)} does not exist")
+    serve = plan.serve
+    if isinstance(serve, ProcessServe) and serve.engine_config and not loaded.resolve(serve.engine_config).is_file():
+        problems.append(f"{path}: serve.engine_config: {loaded.resolve(serve.engine_config)} does not exist")
     for i, phase in enumerate(plan.phases):
         for field, relative in phase_files(phase).items():
             if not loaded.resolve(relative).is_file():

@@ -121,6 +121,13 @@ def start_session(run: RunDir, argv: list[str]) -> None:
     write_json_atomic(run.provenance, prov)
 
 
+def record_target(run: RunDir, session: str, target: dict) -> None:
+    """Record what a serve session ran (image id and digests, command or URL) under `targets`."""
+    prov = read_json(run.provenance)
+    prov.setdefault("targets", {})[session] = target
+    write_json_atomic(run.provenance, prov)
+
+
 def end_session(run: RunDir, status: str, exit_code: int) -> None:
     """Close the current session entry with its status and exit code."""
     prov = read_json(run.provenance)

@@ -19,7 +19,8 @@ from typing import Literal, TypeVar
 from engine.deadlines import timeout
 from runners.events import EventLog
 from runners.files import JsonlWriter, write_json_atomic
-from runners.plan import LoadedPlan, Session, StepKey
+from runners.plan import DockerServe, ExternalServe, LoadedPlan, Session, StepKey
+from runners.provenance import record_target
 from runners.replay.dispatch import replay
 from runners.replay.metrics import Slo, phase_stats
 from runners.replay.prompts import DatasetError
@@ -28,6 +29,9 @@ from runners.replay.server_metrics import MetricsSampler
 from runners.replay.server_metrics import summarize as summarize_metrics
 from runners.replay.workloads import evaluate, prepare
 from runners.rundir import RunDir, RunState
+from runners.serve.docker import DockerRuntime
+from runners.serve.external import ExternalRuntime
+from runners.serve.owner import this_runner
 from runners.serve.process import ProcessRuntime
 from runners.serve.readiness import env_mismatches, fetch_effective_env
 from runners.serve.runtime import ServeError, ServeRuntime
@@ -70,8 +74,9 @@ class Soak:
         self.plan = loaded.plan
         self.events = events
         self.abort = abort
-        self.make_runtime = runtime_factory or self._process_runtime
+        self.make_runtime = runtime_factory or self._runtime
         self.failed: list[tuple[StepKey, str]] = []
+        self.fatal: str | None = None
         info = run.info()
         self.state = run.read_state() or RunState(run_id=info["run_id"], plan=self.plan.name)
 
@@ -94,7 +99,7 @@ class Soak:
             already_done=done_before,
         )
         for session in self.plan.sessions():
-            if self.abort.is_set():
+            if self.abort.is_set() or self.fatal:
                 break
             await self._session(session)
         return self._finish()
@@ -102,7 +107,9 @@ class Soak:
     def _finish(self) -> SoakResult:
         st = self.state
         st.current = None
-        if self.abort.is_set():
+        if self.fatal:
+            status, reason = "failed", self.fatal
+        elif self.abort.is_set():
             status, reason = "aborted", "aborted on request; `--resume` continues with the steps not done"
         elif self.failed:
             step, why = self.failed[0]
@@ -130,16 +137,24 @@ class Soak:
             )
         return SoakResult("failed", reason, st.steps_done, st.steps_failed)
 
-    def _process_runtime(self, session: Session) -> ServeRuntime:
+    def session_env(self, session: Session) -> dict[str, str]:
+        """The env a session's target runs with: serve.env, supplementary_env in that mode, the arm's env."""
+        serve = self.plan.serve
+        extra = serve.supplementary_env if session.mode == "supplementary" else {}
+        return {**serve.env, **extra, **session.arm.env}
+
+    def _runtime(self, session: Session) -> ServeRuntime:
         serve = self.plan.serve
         serve_dir = self.run_dir.serve_dir(session.arm.name, session.mode)
-        return ProcessRuntime(
-            self.loaded.serve_command(),
-            {**serve.env, **session.arm.env},
-            serve_dir / "serve.log",
-            serve_dir / "env",
-            serve.host,
-        )
+        env = self.session_env(session)
+        if isinstance(serve, ExternalServe):
+            return ExternalRuntime(serve.url)
+        if isinstance(serve, DockerServe):
+            return DockerRuntime(
+                serve, env, run_id=self.state.run_id, arm=session.arm.name, mode=session.mode,
+                serve_dir=serve_dir, resolve=self.loaded.resolve, owner=this_runner(),
+            )  # fmt: skip
+        return ProcessRuntime(self.loaded.serve_command(), env, serve_dir / "serve.log", serve_dir / "env", serve.host)
 
     async def _session(self, session: Session) -> None:
         arm, mode = session.arm.name, session.mode
@@ -153,16 +168,17 @@ class Soak:
             return
         runtime = self.make_runtime(session)
         serve = self.plan.serve
-        self.events.emit("serve_starting", arm=arm, mode=mode, kind=runtime.kind, target=runtime.inspect())
+        self.events.emit("serve_starting", arm=arm, mode=mode, kind=runtime.kind, target=await runtime.inspect())
         try:
             await runtime.start()
             ready = await self._unless_aborted(runtime.wait_ready(serve.ready_timeout_s))
             if ready is None:
                 return
-            target = runtime.inspect()
+            target = await runtime.inspect()
+            record_target(self.run_dir, f"{arm}/{mode}", runtime.provenance())
             self.events.emit(
                 "serve_ready", arm=arm, mode=mode, model=ready.model, waited_s=round(ready.waited_s, 3),
-                pid=target.get("pid"), base_url=runtime.base_url,
+                pid=target.get("pid"), container=target.get("name"), base_url=runtime.base_url,
             )  # fmt: skip
             problem = await self._verify_env(session, runtime)
             if problem:
@@ -179,8 +195,17 @@ class Soak:
             self.events.emit("serve_failed", arm=arm, mode=mode, reason=str(exc))
             self._fail_steps([s for s in todo if not self.run_dir.is_done(s)], f"serve target failed: {exc}")
         finally:
-            ended = await runtime.stop(serve.stop_timeout_s)
-            self.events.emit("serve_stopped", arm=arm, mode=mode, how=ended.describe())
+            await self._stop_target(runtime, arm, mode)
+
+    async def _stop_target(self, runtime: ServeRuntime, arm: str, mode: str) -> None:
+        """Stop the target; one that cannot be stopped ends the run (the next arm must not share the GPU)."""
+        try:
+            ended = await runtime.stop(self.plan.serve.stop_timeout_s)
+        except ServeError as exc:
+            self.fatal = f"the serve target of {arm}/{mode} could not be stopped: {exc}"
+            self.events.emit("serve_stop_failed", arm=arm, mode=mode, reason=str(exc))
+            return
+        self.events.emit("serve_stopped", arm=arm, mode=mode, how=ended.describe(), target=await runtime.inspect())
 
     async def _unless_aborted(self, work: Awaitable[T]) -> T | None:
         """Await `work`, or cancel it and return None as soon as an abort is requested."""
@@ -199,7 +224,7 @@ class Soak:
 
     async def _verify_env(self, session: Session, runtime: ServeRuntime) -> str | None:
         """Compare the env the arm asked for with what the target reports; a reason when they differ."""
-        expected = {**self.plan.serve.env, **session.arm.env}
+        expected = self.session_env(session)
         reported = await fetch_effective_env(runtime.base_url)
         mismatches = env_mismatches(expected, reported or {})
         unverified = sorted(k for k in expected if reported is None or k not in reported)
@@ -286,12 +311,15 @@ class Soak:
             scrapes.close()
         if replay_task.cancelled():
             if died.done() and not died.cancelled():
+                self._note_oom_kills(step, await runtime.inspect())
                 why = f"the serve target {died.result().describe()} during the step; see its serve.log"
                 self._fail_steps([step], why)
                 return "target_died"
             self._fail_steps([step], f"step passed its deadline of {phase.deadline_s:g} s")
             return "failed"
         outcome = replay_task.result()
+        target = await runtime.inspect()
+        self._note_oom_kills(step, target)
         slo = Slo(phase.slo_ttft_ms, phase.slo_tpot_ms, phase.slo_e2el_ms)
         stats = phase_stats(outcome.records, outcome.wall_s, phase.percentiles, slo)
         record = {
@@ -300,7 +328,7 @@ class Soak:
             "started_at": started,
             "ended_at": time.time(),
             "aborted": outcome.aborted,
-            "target": runtime.inspect(),
+            "target": target,
             "stats": stats.as_dict(),
             "server_metrics": summarize_metrics(samples) if sampler is not None else None,
             **evaluate(phase, self.loaded, outcome.records, step_dir),
@@ -319,6 +347,15 @@ class Soak:
         extras = {k: record[k] for k in ("gsm8k", "coherence") if k in record}
         self.events.emit("step_finished", step=step.as_dict(), stats=stats.as_dict(), **extras)
         return "done"
+
+    def _note_oom_kills(self, step: StepKey, target: dict) -> None:
+        """An event when the target's cgroup counted OOM kills (a worker can die while the server lives)."""
+        kills = target.get("oom_kills")
+        if kills or target.get("oom_killed"):
+            self.events.emit(
+                "serve_oom", step=step.as_dict(), cgroup_oom_kills=kills, oom_killed=target.get("oom_killed"),
+                container=target.get("name"),
+            )  # fmt: skip
 
     def _fail_steps(self, steps: list[StepKey], reason: str) -> None:
         for step in steps:

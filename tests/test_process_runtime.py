@@ -35,7 +35,7 @@ async def test_start_ready_stop_leaves_no_process_in_the_group(tmp_path: Path) -
     ended = await rt.stop(grace_s=10)
     assert ended.how == "terminated"
     assert wait_until(lambda: pid_gone(server_pid) and pid_gone(grandchild), 10)
-    assert rt.inspect()["running"] is False
+    assert (await rt.inspect())["running"] is False
     assert "engine: serving gb10-tiny" in "\n".join(rt.logs())
 
 

@@ -65,7 +65,7 @@ class ProcessRuntime:
         self.log_path = log_path
         self.arm_env = dict(env)
         fill = {"{host}": host, "{port}": str(self.port), "{env_dir}": str(env_dir)}
-        self.command = [_fill(part, fill) for part in command]
+        self.command = [fill_placeholders(part, fill) for part in command]
         self._proc: asyncio.subprocess.Process | None = None
         self._stopped_how: str | None = None
 
@@ -163,7 +163,7 @@ class ProcessRuntime:
         """The last lines of serve.log."""
         return tail_lines(self.log_path, lines)
 
-    def inspect(self) -> dict:
+    async def inspect(self) -> dict:
         """pid, command, url, running or exit code."""
         proc = self._proc
         return {
@@ -176,8 +176,13 @@ class ProcessRuntime:
             "log": str(self.log_path),
         }
 
+    def provenance(self) -> dict:
+        """The command line that ran."""
+        return {"kind": self.kind, "command": self.command}
 
-def _fill(part: str, values: dict[str, str]) -> str:
+
+def fill_placeholders(part: str, values: dict[str, str]) -> str:
+    """`part` with every `{name}` key of `values` replaced by its value."""
     for key, value in values.items():
         part = part.replace(key, value)
     return part

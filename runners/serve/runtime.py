@@ -33,15 +33,18 @@ class ExitInfo:
     """How a target ended: its exit code (negative = killed by that signal) and how we ended it."""
 
     returncode: int | None
-    how: str  # "exited" | "terminated" | "killed" | "not started"
+    how: str  # "exited" | "terminated" | "killed" | "OOM-killed" | "killed from outside the runner" | ...
+    detail: str = ""
 
     def describe(self) -> str:
-        """e.g. `killed by signal 9` or `exit code 2`."""
+        """e.g. `killed (signal 9)` or `OOM-killed (exit code 137; OOMKilled=true, cgroup oom_kill 1)`."""
         if self.returncode is None:
-            return self.how
-        if self.returncode < 0:
-            return f"{self.how} (signal {-self.returncode})"
-        return f"{self.how} (exit code {self.returncode})"
+            text = self.how
+        elif self.returncode < 0:
+            text = f"{self.how} (signal {-self.returncode})"
+        else:
+            text = f"{self.how} (exit code {self.returncode})"
+        return f"{text}; {self.detail}" if self.detail else text
 
 
 class ServeRuntime(Protocol):
@@ -71,5 +74,8 @@ class ServeRuntime(Protocol):
     def logs(self, lines: int = 20) -> list[str]:
         """The last lines of the target's log."""
 
-    def inspect(self) -> dict:
-        """What the target is: pid or container id, command, state, exit code."""
+    async def inspect(self) -> dict:
+        """What the target is and its state now: pid or container id, command, state, exit code."""
+
+    def provenance(self) -> dict:
+        """What ran, for provenance.json: command, or image id and digests, or URL."""

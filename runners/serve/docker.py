@@ -1,0 +1,443 @@
+"""DockerRuntime: the serve target as a container the runner creates, watches, stops and inspects.
+
+The container carries the run's labels (gb10.run-id, gb10.arm, gb10.mode, gb10.owner), the arm's
+env as container env *and* as an `ENV` sentinel file in a read-only bind mount, OomScoreAdj=1000
+(a global OOM takes the server, not udev or snapd), no restart policy and no auto-remove (its
+inspect data outlives it). A watcher polls its state, and reads its cgroup's OOM-kill count
+while it runs; a follower decodes its multiplexed logs into serve.log.
+
+Stopping escalates: the API's stop with a grace period, then the API's kill under a deadline,
+then `docker kill` as a subprocess under a timeout, then a ServeError that says what is left
+running and what to do. No call can hang the runner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from engine.env_sentinel import ENV_DIR_VAR, SENTINEL_NAME, format_sentinel
+from runners.cgroup import MemoryCgroup, memory_cgroup
+from runners.files import tail_lines, write_atomic, write_json_atomic
+from runners.plan import MOUNT, DockerServe, parse_size
+from runners.serve.docker_api import DockerClient, DockerError, LogFrames, find_socket
+from runners.serve.owner import Owner, run_labels
+from runners.serve.process import fill_placeholders, free_port
+from runners.serve.readiness import probe_health, wait_ready
+from runners.serve.runtime import ExitInfo, ProbeResult, ReadyInfo, ServeError
+
+SIGNAL_EXIT = {137: "SIGKILL", 143: "SIGTERM", 130: "SIGINT", 134: "SIGABRT", 139: "SIGSEGV"}
+
+
+@dataclass(frozen=True)
+class DockerDeadlines:
+    """How long each kind of Docker call may take (tests shrink them)."""
+
+    call_s: float = 10.0  # any single API call
+    kill_s: float = 5.0  # the API's kill
+    cli_kill_s: float = 10.0  # `docker kill` as a subprocess
+    confirm_exit_s: float = 15.0  # from a kill to seeing the container not running
+    log_drain_s: float = 2.0  # for the log follower to finish once the container ended
+    watch_interval_s: float = 0.5  # state polls while the container runs
+
+
+def classify_exit(state: dict, stopping: str | None, oom_kills: int | None) -> ExitInfo:
+    """How a container ended, from its inspect State, what the runner was doing, and cgroup OOM kills."""
+    code = state.get("ExitCode")
+    notes = []
+    if state.get("OOMKilled"):
+        notes.append("OOMKilled=true")
+    if oom_kills:
+        notes.append(f"cgroup oom_kill {oom_kills}")
+    if state.get("Error"):
+        notes.append(f"error: {state['Error']}")
+    if state.get("OOMKilled"):
+        how = "OOM-killed"
+    elif stopping == "terminated" and code == 137:
+        how = "killed after the stop grace period (it ignored its stop signal)"
+    elif stopping:
+        how = stopping
+    elif code in SIGNAL_EXIT:
+        how = f"killed by {SIGNAL_EXIT[code]} from outside the runner"
+    else:
+        how = "exited"
+    return ExitInfo(code if isinstance(code, int) else None, how, "; ".join(notes))
+
+
+def container_state(data: dict) -> dict:
+    """The fields of `docker inspect` an operator reads: status, exit code, OOMKilled, health, times."""
+    state = data.get("State") or {}
+    health = state.get("Health") or {}
+    return {
+        "status": state.get("Status"),
+        "running": bool(state.get("Running")),
+        "exit_code": state.get("ExitCode"),
+        "oom_killed": state.get("OOMKilled"),
+        "error": state.get("Error") or None,
+        "health": health.get("Status"),
+        "pid": state.get("Pid") or None,
+        "started_at": state.get("StartedAt"),
+        "finished_at": state.get("FinishedAt"),
+        "restart_count": data.get("RestartCount"),
+    }
+
+
+class DockerRuntime:
+    """A serve container owned by this runner; everything about it lands in the session's serve dir."""
+
+    kind = "docker"
+
+    def __init__(
+        self,
+        spec: DockerServe,
+        env: dict[str, str],
+        *,
+        run_id: str,
+        arm: str,
+        mode: str,
+        serve_dir: Path,
+        resolve: Callable[[str], Path],
+        owner: Owner,
+        deadlines: DockerDeadlines | None = None,
+    ) -> None:
+        self.spec = spec
+        self.arm_env = dict(env)
+        self.serve_dir = serve_dir.resolve()
+        self.log_path = self.serve_dir / "serve.log"
+        self.env_dir = self.serve_dir / "env"
+        self.resolve = resolve
+        self.deadlines = deadlines or DockerDeadlines()
+        self.labels = run_labels(run_id, arm, mode, owner)
+        self.name = f"gb10-{run_id}-{arm}-{mode}-{int(time.time())}"
+        if spec.network == "host":
+            self.port = free_port(spec.host)
+            listen_host, listen_port = spec.host, self.port
+            url_host = f"[{spec.host}]" if ":" in spec.host else spec.host
+        else:
+            self.port = free_port("127.0.0.1")
+            listen_host, listen_port, url_host = "0.0.0.0", spec.container_port, "127.0.0.1"
+        self.base_url = f"http://{url_host}:{self.port}"
+        fill = {"{host}": listen_host, "{port}": str(listen_port), "{env_dir}": spec.env_mount}
+        self.command = [fill_placeholders(part, fill) for part in spec.command]
+        self.entrypoint = (
+            [fill_placeholders(part, fill) for part in spec.entrypoint] if spec.entrypoint is not None else None
+        )
+        self.id: str | None = None
+        self.image_info: dict = {}
+        self.engine_info: dict = {}
+        self._client: DockerClient | None = None
+        self._stopping: str | None = None
+        self._exit: ExitInfo | None = None
+        self._exited = asyncio.Event()
+        self._last_state: dict = {}
+        self._cgroup: MemoryCgroup | None = None
+        self.oom_kills: int | None = None
+        self._watcher: asyncio.Task | None = None
+        self._follower: asyncio.Task | None = None
+        self._notes: list[str] = []
+        self._final: dict | None = None
+
+    # ---- start ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Check the engine and image, write the ENV sentinel, create and start the container."""
+        try:
+            socket = find_socket(self.spec.socket)
+        except DockerError as exc:
+            raise ServeError(str(exc)) from None
+        self._client = DockerClient(socket, self.deadlines.call_s)
+        try:
+            self.engine_info = await self._client.connect()
+            image = await self._client.image(self.spec.image)
+            self.image_info = {
+                "ref": self.spec.image,
+                "id": image.get("Id"),
+                "repo_digests": image.get("RepoDigests") or [],
+                "created": image.get("Created"),
+            }
+            binds = self._binds()
+            write_atomic(self.env_dir / SENTINEL_NAME, format_sentinel(self.arm_env))
+            self._log_line(f"creating container {self.name} from {self.spec.image} ({image.get('Id')})")
+            self.id = await self._client.create(self.name, self._config(binds))
+            await self._client.start(self.id)
+        except DockerError as exc:
+            raise ServeError(str(exc)) from None
+        self._follower = asyncio.create_task(self._follow_logs())
+        self._watcher = asyncio.create_task(self._watch())
+
+    def _binds(self) -> list[str]:
+        binds = [f"{self.env_dir}:{self.spec.env_mount}:ro"]
+        for mount in self.spec.mounts:
+            match = MOUNT.match(mount)
+            assert match is not None  # the plan validated the form
+            host, target, option = match.group(1), match.group(2), match.group(3) or "rw"
+            source = self.resolve(host)
+            if not source.exists():
+                raise DockerError(
+                    f"serve.mounts: {source} (from {mount!r}) does not exist on this host; create it or fix the plan "
+                    "(Docker would silently mount an empty directory)"
+                )
+            binds.append(f"{source}:{target}:{option}")
+        return binds
+
+    def _config(self, binds: list[str]) -> dict:
+        spec = self.spec
+        env = {**self.arm_env, ENV_DIR_VAR: spec.env_mount}
+        host_config: dict = {
+            "NetworkMode": spec.network,
+            "Binds": binds,
+            "IpcMode": spec.ipc,
+            "OomScoreAdj": 1000,
+            "RestartPolicy": {"Name": "no"},
+            "AutoRemove": False,
+        }
+        config: dict = {
+            "Image": spec.image,
+            "Env": [f"{k}={v}" for k, v in env.items()],
+            "Labels": self.labels,
+            "Tty": False,
+            "AttachStdin": False,
+            "OpenStdin": False,
+        }
+        if self.command:
+            config["Cmd"] = self.command
+        if self.entrypoint is not None:
+            config["Entrypoint"] = self.entrypoint
+        if spec.network == "bridge":
+            port_key = f"{spec.container_port}/tcp"
+            config["ExposedPorts"] = {port_key: {}}
+            host_config["PortBindings"] = {port_key: [{"HostIp": "127.0.0.1", "HostPort": str(self.port)}]}
+        if spec.gpus != "none":
+            count = -1 if spec.gpus == "all" else spec.gpus
+            host_config["DeviceRequests"] = [{"Driver": "", "Count": count, "Capabilities": [["gpu"]]}]
+        if spec.shm_size:
+            host_config["ShmSize"] = parse_size(spec.shm_size)
+        if spec.memory_limit:
+            limit = parse_size(spec.memory_limit)
+            host_config["Memory"] = limit
+            host_config["MemorySwap"] = limit  # no swap on top: the limit is the limit
+        config["HostConfig"] = host_config
+        return config
+
+    def _log_line(self, text: str) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        with open(self.log_path, "ab") as fh:
+            fh.write(f"\n=== gb10-console {stamp}: {text}\n".encode())
+
+    # ---- watching -------------------------------------------------------------------------
+
+    async def _follow_logs(self) -> None:
+        """Append the container's decoded stdout and stderr to serve.log until it ends."""
+        assert self._client is not None and self.id is not None
+        frames = LogFrames()
+        with open(self.log_path, "ab") as fh:  # noqa: ASYNC230 - local appends of small chunks
+            try:
+                async for chunk in self._client.follow_logs(self.id):
+                    for _, payload in frames.feed(chunk):
+                        fh.write(payload)
+                    fh.flush()
+            except (DockerError, httpx.HTTPError) as exc:
+                fh.write(f"\n=== gb10-console: log stream lost: {exc}\n".encode())
+            fh.write(frames.rest())
+
+    async def _watch(self) -> None:
+        """Poll the container's state until it is no longer running; keep its cgroup OOM count."""
+        assert self._client is not None and self.id is not None
+        while True:
+            try:
+                data = await self._client.inspect(self.id)
+            except DockerError as exc:
+                if exc.status == 404:
+                    self._set_exit(ExitInfo(None, "removed from outside the runner", str(exc)))
+                    return
+                self._notes.append(str(exc))
+                await asyncio.sleep(self.deadlines.watch_interval_s)
+                continue
+            state = data.get("State") or {}
+            self._last_state = state
+            if state.get("Running"):
+                self._count_ooms(state.get("Pid"))
+            elif state.get("Status") in ("exited", "dead"):
+                self._set_exit(classify_exit(state, self._stopping, self.oom_kills))
+                return
+            await asyncio.sleep(self.deadlines.watch_interval_s)
+
+    def _count_ooms(self, pid: int | None) -> None:
+        if self._cgroup is None and pid:
+            self._cgroup = memory_cgroup(pid)
+        if self._cgroup is not None:
+            count = self._cgroup.oom_kills()
+            if count is not None:
+                self.oom_kills = count
+
+    def _set_exit(self, info: ExitInfo) -> None:
+        if self._exit is None:
+            self._exit = info
+            self._exited.set()
+
+    def _gone(self) -> str | None:
+        if self._exit is None:
+            return None
+        return self._exit.describe()
+
+    # ---- the ServeRuntime protocol --------------------------------------------------------
+
+    async def wait_ready(self, deadline_s: float) -> ReadyInfo:
+        """Ready = /health 200 and a 1-token completion; fails fast when the container ends."""
+        hint = f"see {self.log_path} (or `docker logs {self.name}`)"
+        try:
+            return await wait_ready(self.base_url, deadline_s, self._gone, hint)
+        except ServeError as exc:
+            tail = "\n    ".join(self.logs(8))
+            raise ServeError(f"{exc}\n  last lines of serve.log:\n    {tail}") from None
+
+    async def probe(self) -> ProbeResult:
+        """One bounded GET /health."""
+        healthy, latency, detail = await probe_health(self.base_url)
+        return ProbeResult(healthy, latency, detail)
+
+    async def wait_exit(self) -> ExitInfo:
+        """Return when the container ends (on its own, from outside, or by stop/kill)."""
+        if self.id is None:
+            return ExitInfo(None, "not started")
+        await self._exited.wait()
+        assert self._exit is not None
+        return self._exit
+
+    async def stop(self, grace_s: float) -> ExitInfo:
+        """The container's stop signal, SIGKILL after `grace_s`; escalates to kill() if the API fails."""
+        if self.id is None or self._client is None:
+            return ExitInfo(None, "not started")
+        if self._exit is None:
+            self._stopping = "terminated"
+            try:
+                await self._client.stop(self.id, grace_s)
+            except DockerError as exc:
+                self._notes.append(f"stop failed: {exc}")
+                return await self.kill()
+        return await self._finish()
+
+    async def kill(self) -> ExitInfo:
+        """SIGKILL through the API, then through `docker kill`; ServeError if both fail."""
+        if self.id is None or self._client is None:
+            return ExitInfo(None, "not started")
+        if self._exit is None:
+            self._stopping = "killed"
+            try:
+                await self._client.kill(self.id, deadline_s=self.deadlines.kill_s)
+            except DockerError as api_error:
+                cli_error = await self._cli_kill()
+                if cli_error:
+                    await self._close(wait_for_logs=False)
+                    raise ServeError(
+                        f"could not kill container {self.name} ({self.id[:12]}): API: {api_error}; "
+                        f"CLI: {cli_error}. It may still be running and holding memory: kill it by hand "
+                        f"(`docker kill {self.id[:12]}`) and check the daemon (`systemctl status docker`)"
+                    ) from None
+        return await self._finish()
+
+    async def _cli_kill(self) -> str | None:
+        """`docker kill ID` (or podman) under a timeout; None on success, else why it failed."""
+        assert self._client is not None and self.id is not None
+        cli = shutil.which("docker") or shutil.which("podman")
+        if cli is None:
+            return "neither docker nor podman is on PATH"
+        env = {"DOCKER_HOST": f"unix://{self._client.socket}", "PATH": "/usr/bin:/bin:/usr/local/bin"}
+        proc = await asyncio.create_subprocess_exec(
+            cli, "kill", self.id, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, env=env
+        )
+        try:
+            _, err = await asyncio.wait_for(proc.communicate(), self.deadlines.cli_kill_s)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+            return f"`{Path(cli).name} kill` did not finish within {self.deadlines.cli_kill_s:g} s"
+        if proc.returncode != 0:
+            return f"`{Path(cli).name} kill` failed: {err.decode(errors='replace').strip()[:300]}"
+        return None
+
+    async def _finish(self) -> ExitInfo:
+        """Confirm the container ended, drain its logs, save its final inspect, close the client."""
+        try:
+            await asyncio.wait_for(self._exited.wait(), self.deadlines.confirm_exit_s)
+        except TimeoutError:
+            await self._close(wait_for_logs=False)
+            raise ServeError(
+                f"container {self.name} ({self.id}) still runs {self.deadlines.confirm_exit_s:g} s after it was "
+                f"{self._stopping}; kill it by hand (`docker kill {self.id}`) and check the daemon"
+            ) from None
+        await self._close(wait_for_logs=True)
+        assert self._exit is not None
+        return self._exit
+
+    async def _close(self, wait_for_logs: bool) -> None:
+        if self._follower is not None:
+            if wait_for_logs:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(self._follower), self.deadlines.log_drain_s)
+            self._follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._follower
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+        if self._client is not None and self.id is not None and self._final is None:
+            with contextlib.suppress(DockerError):
+                self._final = await self._client.inspect(self.id)
+                write_json_atomic(self.serve_dir / "container.json", self._final)
+            self._final = self._final or {"State": self._last_state}
+            await self._client.aclose()
+
+    def logs(self, lines: int = 20) -> list[str]:
+        """The last lines of serve.log."""
+        return tail_lines(self.log_path, lines)
+
+    async def inspect(self) -> dict:
+        """Container id, name, image, url and its state now (from the daemon, under a deadline)."""
+        info: dict = {
+            "kind": self.kind,
+            "name": self.name,
+            "id": self.id,
+            "image": self.spec.image,
+            "image_id": self.image_info.get("id"),
+            "base_url": self.base_url,
+            "network": self.spec.network,
+            "labels": self.labels,
+            "log": str(self.log_path),
+            "oom_kills": self.oom_kills,
+        }
+        if self.id is None or self._client is None:
+            return {**info, "status": "not created"}
+        if self._exit is not None:
+            info["ended"] = self._exit.describe()
+        if self._final is not None:  # stopped and closed: the last inspect is the truth
+            return {**info, **container_state(self._final)}
+        try:
+            data = await self._client.inspect(self.id)
+        except DockerError as exc:
+            return {**info, **container_state({"State": self._last_state}), "inspect_error": str(exc)}
+        return {**info, **container_state(data)}
+
+    def provenance(self) -> dict:
+        """The image (id and registry digests) and the engine that ran it."""
+        return {
+            "kind": self.kind,
+            "image": self.image_info,
+            "container": self.name,
+            "command": self.command,
+            "engine": {
+                "socket": str(self._client.socket) if self._client else None,
+                "version": self.engine_info.get("Version"),
+                "api_version": self._client.api_version if self._client else None,
+                "components": [c.get("Name") for c in self.engine_info.get("Components") or []],
+            },
+        }

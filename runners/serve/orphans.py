@@ -1,0 +1,84 @@
+"""Orphan sweep: running containers labelled `gb10.owner` whose runner is dead are stopped and reported.
+
+A container with no `gb10.owner` label, one whose runner still lives, or one started on another
+host is never touched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from runners.serve.docker_api import DockerClient, DockerError, find_socket
+from runners.serve.owner import LABEL_ARM, LABEL_OWNER, LABEL_RUN, Owner
+
+ORPHAN_STOP_GRACE_S = 10.0
+SWEEP_CALL_DEADLINE_S = 5.0
+
+
+@dataclass(frozen=True)
+class OrphanReport:
+    """One labelled container the sweep looked at, and what it did."""
+
+    id: str
+    name: str
+    run_id: str | None
+    arm: str | None
+    owner: str
+    action: str  # "stopped" | "left: ..." | "stop failed: ..."
+
+    def as_dict(self) -> dict:
+        """JSON form for events."""
+        return asdict(self)
+
+
+async def sweep_orphans(client: DockerClient, this_host: str | None = None) -> list[OrphanReport]:
+    """Stop every running container whose `gb10.owner` runner is dead; `client` must be connected."""
+    reports = []
+    for item in await client.containers([LABEL_OWNER]):
+        labels = item.get("Labels") or {}
+        owner_label = labels.get(LABEL_OWNER, "")
+        ident = str(item.get("Id"))
+        name = (item.get("Names") or ["?"])[0].lstrip("/")
+        owner = Owner.parse(owner_label)
+        if owner is None:
+            action = "left: its gb10.owner label is not HOST/PID/START"
+        else:
+            alive = owner.alive(this_host)
+            if alive is None:
+                action = f"left: started by a runner on host {owner.host}"
+            elif alive:
+                action = f"left: its runner (pid {owner.pid}) is alive"
+            else:
+                action = await _stop(client, ident)
+        reports.append(OrphanReport(ident, name, labels.get(LABEL_RUN), labels.get(LABEL_ARM), owner_label, action))
+    return reports
+
+
+async def _stop(client: DockerClient, ident: str) -> str:
+    """Stop with a grace period, then kill; what happened, in words."""
+    try:
+        await client.stop(ident, ORPHAN_STOP_GRACE_S)
+        return "stopped"
+    except DockerError as stop_error:
+        try:
+            await client.kill(ident)
+            return f"killed (stop failed: {stop_error})"
+        except DockerError as kill_error:
+            return f"stop failed: {stop_error}; kill failed: {kill_error}"
+
+
+async def sweep_at_start(explicit_socket: str | None = None) -> tuple[str, dict]:
+    """The runner's start-up sweep, as an event: `orphans_checked`, `orphan_check_skipped` or `_failed`."""
+    try:
+        socket = find_socket(explicit_socket)
+    except DockerError as exc:
+        return "orphan_check_skipped", {"reason": str(exc)}
+    try:
+        async with DockerClient(socket, SWEEP_CALL_DEADLINE_S) as client:
+            await client.connect()
+            reports = await sweep_orphans(client)
+    except DockerError as exc:
+        return "orphan_check_failed", {"socket": str(socket), "reason": str(exc)}
+    stopped = [r.as_dict() for r in reports if not r.action.startswith("left")]
+    left = [r.as_dict() for r in reports if r.action.startswith("left")]
+    return "orphans_checked", {"socket": str(socket), "stopped": stopped, "left": left}
