@@ -34,9 +34,10 @@ from runners.serve.external import ExternalRuntime
 from runners.serve.owner import this_runner
 from runners.serve.process import ProcessRuntime
 from runners.serve.readiness import env_mismatches, fetch_effective_env
-from runners.serve.runtime import ServeError, ServeRuntime
+from runners.serve.runtime import ExitInfo, ServeError, ServeRuntime
 
 PROGRESS_EVERY_S = 0.5
+TARGET_DEATH_GRACE_S = 2.0
 SERVER_METRICS_FILE = "server_metrics.jsonl"
 T = TypeVar("T")
 RuntimeFactory = Callable[[Session], ServeRuntime]
@@ -299,7 +300,6 @@ class Soak:
         except TimeoutError:
             pass
         finally:
-            died.cancel()
             if not replay_task.done():
                 replay_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -309,17 +309,19 @@ class Soak:
                 await sampler
             requests.close()
             scrapes.close()
+        ended = await self._target_ended(died, replay_task)
+        if ended is not None:
+            self._note_oom_kills(step, await runtime.inspect())
         if replay_task.cancelled():
-            if died.done() and not died.cancelled():
-                self._note_oom_kills(step, await runtime.inspect())
-                why = f"the serve target {died.result().describe()} during the step; see its serve.log"
-                self._fail_steps([step], why)
+            if ended is not None:
+                self._fail_steps([step], f"the serve target {ended.describe()} during the step; see its serve.log")
                 return "target_died"
             self._fail_steps([step], f"step passed its deadline of {phase.deadline_s:g} s")
             return "failed"
         outcome = replay_task.result()
         target = await runtime.inspect()
-        self._note_oom_kills(step, target)
+        if ended is None:
+            self._note_oom_kills(step, target)
         slo = Slo(phase.slo_ttft_ms, phase.slo_tpot_ms, phase.slo_e2el_ms)
         stats = phase_stats(outcome.records, outcome.wall_s, phase.percentiles, slo)
         record = {
@@ -329,6 +331,7 @@ class Soak:
             "ended_at": time.time(),
             "aborted": outcome.aborted,
             "target": target,
+            "target_ended": ended.describe() if ended else None,
             "stats": stats.as_dict(),
             "server_metrics": summarize_metrics(samples) if sampler is not None else None,
             **evaluate(phase, self.loaded, outcome.records, step_dir),
@@ -337,6 +340,9 @@ class Soak:
         if outcome.aborted:
             self.events.emit("step_aborted", step=step.as_dict(), completed=stats.requests)
             return "aborted"
+        if ended is not None:
+            self._fail_steps([step], f"the serve target {ended.describe()} during the step; see its serve.log")
+            return "target_died"
         if stats.ok == 0:
             first = next((r.error for r in outcome.records if r.error), "no request was sent")
             self._fail_steps([step], f"no request succeeded; first error: {first}")
@@ -347,6 +353,22 @@ class Soak:
         extras = {k: record[k] for k in ("gsm8k", "coherence") if k in record}
         self.events.emit("step_finished", step=step.as_dict(), stats=stats.as_dict(), **extras)
         return "done"
+
+    async def _target_ended(self, died: asyncio.Task[ExitInfo], replay_task: asyncio.Task) -> ExitInfo | None:
+        """How the target ended during the step, or None if it still runs.
+
+        Failed requests are often the first sign of a dead target, before its watcher sees it
+        exit: then the watcher gets TARGET_DEATH_GRACE_S to confirm, so the step names the cause.
+        """
+        failures = replay_task.cancelled() or any(r.error for r in replay_task.result().records)
+        if failures and not died.done():
+            await asyncio.wait({died}, timeout=TARGET_DEATH_GRACE_S)
+        if not died.done():
+            died.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await died
+            return None
+        return died.result() if died.exception() is None else None
 
     def _note_oom_kills(self, step: StepKey, target: dict) -> None:
         """An event when the target's cgroup counted OOM kills (a worker can die while the server lives)."""

@@ -135,3 +135,26 @@ http_timeout_s = 30
     path = directory / "plan.toml"
     path.write_text(text)
     return path
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> Iterator:
+    """A real Docker engine (started here with its data under /tmp when none runs); skips where none can."""
+    from tests.docker_env import start_engine
+
+    engine = start_engine()
+    if isinstance(engine, str):
+        pytest.skip(f"no Docker engine: {engine}")
+    yield engine
+    engine.stop()
+
+
+@pytest.fixture(scope="session")
+def busybox_image(docker_engine) -> str:
+    """A busybox-static image imported into the engine (no registry pull)."""
+    from tests.docker_env import build_image
+
+    ref = build_image(docker_engine)
+    if ref is None:
+        pytest.skip("no static busybox at /bin/busybox (apt-get install -y busybox-static)")
+    return ref

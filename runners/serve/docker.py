@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import shutil
 import time
 from collections.abc import Callable
@@ -115,7 +116,7 @@ class DockerRuntime:
         self.resolve = resolve
         self.deadlines = deadlines or DockerDeadlines()
         self.labels = run_labels(run_id, arm, mode, owner)
-        self.name = f"gb10-{run_id}-{arm}-{mode}-{int(time.time())}"
+        self.name = f"gb10-{run_id}-{arm}-{mode}-{secrets.token_hex(3)}"
         if spec.network == "host":
             self.port = free_port(spec.host)
             listen_host, listen_port = spec.host, self.port
