@@ -10,13 +10,28 @@ TORCH  ?= torch==2.13.0
 # This machine's pip.conf names local index folders that lack most projects; pip warns once per project.
 PIP_NOISE := is ignored: it is neither a file nor a directory
 
-.PHONY: demo test lint venv clean
+.PHONY: demo test lint venv clean system-deps
 
 demo: $(VENV)/.installed
 	$(BIN)/gb10-console demo
 
-test: $(VENV)/.installed lint
+test: $(VENV)/.installed lint system-deps
 	$(BIN)/python -m pytest -q
+
+# The Docker tests need dockerd and a static busybox (the tests start dockerd themselves, with its
+# data under /tmp, and import a busybox image: no registry pulls). As root on Debian they are
+# installed here; elsewhere those tests skip and say why.
+system-deps:
+	@missing=""; \
+	command -v dockerd >/dev/null || missing="docker.io"; \
+	if command -v dpkg >/dev/null && ! dpkg -s busybox-static >/dev/null 2>&1; then missing="$$missing busybox-static"; fi; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing$${missing:+ }$$missing for the Docker tests (log: /tmp/gb10-apt.log)"; \
+	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; } >/tmp/gb10-apt.log 2>&1 \
+	      || echo "note: installing $$missing failed (see /tmp/gb10-apt.log); the Docker tests will skip"; \
+	  else echo "note: $$missing not installed and not root: the Docker tests will skip"; fi; \
+	fi
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .

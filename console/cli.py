@@ -15,6 +15,7 @@ from runners import event_loop
 from runners.control import request_abort
 from runners.execute import create_run, execute, load_run_plan, open_run, spawn_detached
 from runners.paths import DEMO_PLAN, default_runs_dir
+from runners.plan import DockerServe, ExternalServe, load_plan
 from runners.run_view import RunView
 from runners.rundir import RunDir, RunDirError, runner_alive
 
@@ -48,6 +49,9 @@ def _parser() -> argparse.ArgumentParser:
 
     abort = sub.add_parser("abort", help="ask the runner of a run directory to abort (stays resumable)")
     abort.add_argument("run_dir", type=Path)
+
+    validate = sub.add_parser("validate", help="check a plan without running it: fields, files, steps, target")
+    validate.add_argument("plan", type=Path)
     bench_cli.add_parsers(sub)
     return p
 
@@ -105,6 +109,31 @@ def _after_console(run: RunDir) -> None:
         print(f"run directory: {run.root}\nsummary:       {run.summary_md}")
 
 
+def _validate(path: Path) -> int:
+    loaded = load_plan(path)
+    plan, serve = loaded.plan, loaded.plan.serve
+    print(f"plan {plan.name} ({path}): valid")
+    if isinstance(serve, DockerServe):
+        target = f"docker image {serve.image}, network {serve.network}, gpus {serve.gpus}, ipc {serve.ipc}"
+    elif isinstance(serve, ExternalServe):
+        target = f"external server at {serve.url} (probed, never started or stopped)"
+    else:
+        target = "process: " + " ".join(loaded.serve_command())
+    print(f"  target: {target}")
+    for arm in plan.arms:
+        env = ", ".join(f"{k}={v}" for k, v in arm.env.items()) or "no env"
+        print(f"  arm {arm.name}: {env}")
+    steps = plan.steps()
+    modes = ", ".join(f"{m}: {sum(s.mode == m for s in steps)}" for m in ("primary", "supplementary"))
+    print(f"  steps: {len(steps)} in {len(plan.sessions())} serve sessions ({modes})")
+    if isinstance(serve, DockerServe):
+        for source, target_path, option in serve.binds(loaded.resolve):
+            if not source.exists():
+                what = "a read-only mount: starting will fail" if option == "ro" else "it will be created at start"
+                print(f"  warning: serve.mounts: {source} (for {target_path}) does not exist on this host; {what}")
+    return 0
+
+
 def _dispatch(args: argparse.Namespace) -> int:
     console = Console()
     if not console.is_terminal:  # logs and CI: no wrapping at rich's 80-column default
@@ -113,6 +142,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return bench_cli.run(args, console)
     if args.command == "attach":
         return _attach(open_run(args.run_dir))
+    if args.command == "validate":
+        return _validate(args.plan)
     if args.command == "abort":
         run = open_run(args.run_dir)
         if not runner_alive(run):

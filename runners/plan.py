@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
@@ -160,6 +161,16 @@ class DockerServe(ServeCommon):
         if not value.startswith("/"):
             raise ValueError("env_mount must be an absolute path inside the container")
         return value
+
+    def binds(self, resolve: Callable[[str], Path]) -> list[tuple[Path, str, str]]:
+        """Each mount as (host path resolved against the plan, container path, "ro" or "rw")."""
+        out = []
+        for mount in self.mounts:
+            match = MOUNT.match(mount)
+            if match is None:  # unreachable: validated above
+                raise ValueError(mount)
+            out.append((resolve(match.group(1)), match.group(2), match.group(3) or "rw"))
+        return out
 
     @model_validator(mode="after")
     def _port_known(self) -> DockerServe:

@@ -129,7 +129,8 @@ class RunView:
         return f"{e['arm']}: starting serve target ({e.get('kind')}, {e.get('mode')})"
 
     def _on_serve_ready(self, e: dict) -> str:
-        self._arm(e["arm"]).serve = f"ready (pid {e.get('pid')})"
+        where = f"container {e['container']}" if e.get("container") else f"pid {e.get('pid')}"
+        self._arm(e["arm"]).serve = f"ready ({where})"
         return f"{e['arm']}: serve target ready in {e.get('waited_s', 0):.1f} s at {e.get('base_url')}"
 
     def _on_serve_failed(self, e: dict) -> str:
@@ -139,6 +140,26 @@ class RunView:
     def _on_serve_stopped(self, e: dict) -> str:
         self._arm(e["arm"]).serve = str(e.get("how", "stopped")).split(" (")[0]  # e.g. terminated, killed
         return f"{e['arm']}: serve target stopped: {e.get('how')}"
+
+    def _on_serve_stop_failed(self, e: dict) -> str:
+        self._arm(e["arm"]).serve = "STOP FAILED"
+        return f"{e['arm']}: SERVE TARGET COULD NOT BE STOPPED: {e.get('reason')}"
+
+    def _on_serve_oom(self, e: dict) -> str:
+        return (
+            f"{e['step']['arm']}: OOM in the serve target: cgroup oom_kill {e.get('cgroup_oom_kills')}, "
+            f"OOMKilled={e.get('oom_killed')}"
+        )
+
+    def _on_orphans_checked(self, e: dict) -> str | None:
+        stopped = e.get("stopped") or []
+        if not stopped:
+            return None
+        names = ", ".join(f"{o['name']} ({o['action']})" for o in stopped)
+        return f"orphaned serve containers of dead runners: {names}"
+
+    def _on_orphan_check_failed(self, e: dict) -> str:
+        return f"orphan check failed: {e.get('reason')}"
 
     def _on_env_verified(self, e: dict) -> str:
         arm = self._arm(e["arm"])

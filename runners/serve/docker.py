@@ -27,7 +27,7 @@ import httpx
 from engine.env_sentinel import ENV_DIR_VAR, SENTINEL_NAME, format_sentinel
 from runners.cgroup import MemoryCgroup, memory_cgroup
 from runners.files import tail_lines, write_atomic, write_json_atomic
-from runners.plan import MOUNT, DockerServe, parse_size
+from runners.plan import DockerServe, parse_size
 from runners.serve.docker_api import DockerClient, DockerError, LogFrames, find_socket
 from runners.serve.owner import Owner, run_labels
 from runners.serve.process import fill_placeholders, free_port
@@ -174,17 +174,24 @@ class DockerRuntime:
         self._watcher = asyncio.create_task(self._watch())
 
     def _binds(self) -> list[str]:
+        """Bind specs: the ENV dir read-only, then the plan's mounts.
+
+        A missing read-only source (a model) is an error, since Docker would mount an empty
+        directory in its place; a missing read-write source (a cache) is created, as `docker -v` does.
+        """
         binds = [f"{self.env_dir}:{self.spec.env_mount}:ro"]
-        for mount in self.spec.mounts:
-            match = MOUNT.match(mount)
-            assert match is not None  # the plan validated the form
-            host, target, option = match.group(1), match.group(2), match.group(3) or "rw"
-            source = self.resolve(host)
+        for source, target, option in self.spec.binds(self.resolve):
             if not source.exists():
-                raise DockerError(
-                    f"serve.mounts: {source} (from {mount!r}) does not exist on this host; create it or fix the plan "
-                    "(Docker would silently mount an empty directory)"
-                )
+                if option == "ro":
+                    raise DockerError(
+                        f"serve.mounts: {source} (read-only, for {target}) does not exist on this host; "
+                        "fix the path in the plan or put the files there"
+                    )
+                try:
+                    source.mkdir(parents=True)
+                except OSError as exc:
+                    raise DockerError(f"serve.mounts: cannot create {source} for {target}: {exc}") from None
+                self._log_line(f"created {source} for the mount at {target}")
             binds.append(f"{source}:{target}:{option}")
         return binds
 
