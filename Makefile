@@ -18,19 +18,20 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed lint system-deps
 	$(BIN)/python -m pytest -q
 
-# The Docker tests need dockerd and a static busybox (the tests start dockerd themselves, with its
-# data under /tmp, and import a busybox image: no registry pulls). As root on Debian they are
-# installed here; elsewhere those tests skip and say why.
+# The container tests need dockerd, podman and a static busybox (the tests start dockerd and
+# Podman's API service themselves, with data under /tmp, and import a busybox image: no registry
+# pulls). As root on Debian they are installed here; elsewhere those tests skip and say why.
 system-deps:
 	@missing=""; \
-	command -v dockerd >/dev/null || missing="docker.io"; \
+	command -v dockerd >/dev/null || missing=" docker.io"; \
+	command -v podman >/dev/null || missing="$$missing podman"; \
 	if command -v dpkg >/dev/null && ! dpkg -s busybox-static >/dev/null 2>&1; then missing="$$missing busybox-static"; fi; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "installing$${missing:+ }$$missing for the Docker tests (log: /tmp/gb10-apt.log)"; \
+	    echo "installing$$missing for the container tests (log: /tmp/gb10-apt.log)"; \
 	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; } >/tmp/gb10-apt.log 2>&1 \
-	      || echo "note: installing $$missing failed (see /tmp/gb10-apt.log); the Docker tests will skip"; \
-	  else echo "note: $$missing not installed and not root: the Docker tests will skip"; fi; \
+	      || echo "note: installing$$missing failed (see /tmp/gb10-apt.log); the container tests will skip"; \
+	  else echo "note:$$missing not installed and not root: the container tests will skip"; fi; \
 	fi
 
 lint: $(VENV)/.installed

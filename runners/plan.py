@@ -67,6 +67,20 @@ def parse_size(value: str | int) -> int:
     return int(number * 1024 ** "_kmgt".index(unit or "_"))
 
 
+def ulimit_pair(name: str, value: int | str) -> tuple[int, int]:
+    """(soft, hard) from `1024`, `"1024:4096"` or -1 (unlimited), as `docker run --ulimit` reads them."""
+    if not re.match(r"^[a-z]+$", name):
+        raise ValueError(f"{name!r} is not a ulimit name (nofile, nproc, memlock, stack, core, ...)")
+    parts = [value] if isinstance(value, int) else str(value).split(":")
+    try:
+        numbers = [int(part) for part in parts]
+    except ValueError:
+        raise ValueError(f"ulimit {name} = {value!r}: write a number, SOFT:HARD or -1") from None
+    if len(numbers) not in (1, 2):
+        raise ValueError(f"ulimit {name} = {value!r}: write a number, SOFT:HARD or -1")
+    return numbers[0], numbers[-1]
+
+
 def _check_size(value: str | None) -> str | None:
     if value is not None:
         parse_size(value)
@@ -133,6 +147,9 @@ class DockerServe(ServeCommon):
     mounts: list[str] = Field(
         default_factory=list, description="HOST:CONTAINER[:ro|rw]; HOST relative to the plan file or ~"
     )
+    ulimits: dict[str, int | str] = Field(
+        default_factory=dict, description='--ulimit: {nofile = "1024:1024", memlock = -1}; -1 is unlimited'
+    )
     env_mount: str = Field("/gb10/env", description="where the arm's ENV sentinel directory appears in the container")
     socket: str | None = Field(None, description="engine socket; default DOCKER_HOST, then the usual paths")
     ready_timeout_s: float = Field(900.0, gt=0, le=7200)
@@ -153,6 +170,13 @@ class DockerServe(ServeCommon):
         for mount in value:
             if not MOUNT.match(mount):
                 raise ValueError(f"{mount!r} is not HOST:CONTAINER[:ro|rw] with an absolute CONTAINER path")
+        return value
+
+    @field_validator("ulimits")
+    @classmethod
+    def _ulimits_ok(cls, value: dict[str, int | str]) -> dict[str, int | str]:
+        for name, limit in value.items():
+            ulimit_pair(name, limit)
         return value
 
     @field_validator("env_mount")

@@ -158,3 +158,15 @@ def busybox_image(docker_engine) -> str:
     if ref is None:
         pytest.skip("no static busybox at /bin/busybox (apt-get install -y busybox-static)")
     return ref
+
+
+@pytest.fixture(scope="session")
+def podman_engine() -> Iterator:
+    """Podman's Docker-compatible API service (rootful), started here; skips where it cannot run."""
+    from tests.docker_env import start_podman
+
+    engine = start_podman()
+    if isinstance(engine, str):
+        pytest.skip(f"no Podman service: {engine}")
+    yield engine
+    engine.stop()

@@ -109,6 +109,39 @@ def start_engine() -> DockerEngine | str:
     return f"dockerd did not answer on {OWN_SOCKET} within {START_DEADLINE_S:.0f} s"
 
 
+PODMAN_DIR = Path("/tmp/gb10-test-podman")
+PODMAN_SOCKET = PODMAN_DIR / "podman.sock"
+# Podman's runc here refuses the default rlimits unless they are given explicitly.
+PODMAN_ULIMITS = {"nofile": "1024:1024", "nproc": "4096:4096"}
+
+
+def start_podman() -> DockerEngine | str:
+    """Podman's Docker-compatible API service on its own socket, or the reason it cannot run."""
+    if ping(PODMAN_SOCKET):
+        return DockerEngine(PODMAN_SOCKET)
+    podman = shutil.which("podman")
+    if podman is None:
+        return f"podman is not installed ({INSTALL_HINT} podman; `make test` does this as root)"
+    if os.geteuid() != 0:
+        return "the Podman test runs rootful podman, and the tests do not run as root"
+    PODMAN_DIR.mkdir(parents=True, exist_ok=True)
+    log = open(PODMAN_DIR / "service.log", "ab")  # noqa: SIM115 - the service keeps writing to it
+    proc = subprocess.Popen(
+        [podman, "system", "service", "--time=0", f"unix://{PODMAN_SOCKET}"],
+        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    end = time.monotonic() + START_DEADLINE_S
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            return f"podman system service exited with {proc.returncode}; see {PODMAN_DIR / 'service.log'}"
+        if ping(PODMAN_SOCKET):
+            return DockerEngine(PODMAN_SOCKET, proc)
+        time.sleep(0.2)
+    proc.kill()
+    proc.wait(5)
+    return f"podman system service did not answer on {PODMAN_SOCKET} within {START_DEADLINE_S:.0f} s"
+
+
 def _is_static(binary: Path) -> bool:
     head = binary.read_bytes()[:8192]
     return head.startswith(b"\x7fELF") and b"ld-linux" not in head and b"ld-musl" not in head
@@ -154,8 +187,11 @@ def build_image(engine: DockerEngine) -> str | None:
     with engine.client() as c:
         if c.get(f"/images/{ref}/json").status_code == 200:
             return ref
-        resp = c.post("/images/create", params={"fromSrc": "-", "repo": IMAGE_REPO, "tag": tag}, content=tar)
+        # the tag rides in `repo`: Podman's compatible API ignores a separate `tag`
+        resp = c.post("/images/create", params={"fromSrc": "-", "repo": ref}, content=tar)
         resp.raise_for_status()
+        if c.get(f"/images/{ref}/json").status_code != 200:
+            raise AssertionError(f"imported the busybox rootfs but {ref} does not resolve: {resp.text[:300]}")
     return ref
 
 

@@ -25,7 +25,7 @@ from runners.serve.orphans import sweep_orphans
 from runners.serve.owner import LABEL_OWNER, Owner, process_start_ticks, this_runner
 from runners.serve.runtime import ServeError
 from tests.conftest import ENGINE_CONFIG, ROOT, wait_until
-from tests.docker_env import DockerEngine, engine_mounts, remove_labelled
+from tests.docker_env import PODMAN_ULIMITS, DockerEngine, build_image, engine_mounts, remove_labelled
 
 pytestmark = pytest.mark.slow
 FAST = DockerDeadlines(watch_interval_s=0.1)
@@ -103,6 +103,42 @@ async def test_create_start_logs_stop_with_labels_and_settings(
     assert api_inspect(docker_engine, rt.id)["State"]["Status"] == "exited"  # not removed
     assert rt.provenance()["image"]["id"] == state["image_id"]
     assert rt.provenance()["engine"]["api_version"]
+
+
+async def test_the_same_lifecycle_on_podmans_compatible_socket(podman_engine: DockerEngine, tmp_path: Path) -> None:
+    """Podman's Docker API: version negotiation, labels, ulimits, logs, graceful stop, kill, orphan listing."""
+    image = build_image(podman_engine)
+    assert image is not None
+    rid = f"t{secrets.token_hex(4)}"
+    script = GRACEFUL + "httpd -p {port} -h /www; while true; do sleep 0.1; done"
+    try:
+        rt = runtime(podman_engine, image, tmp_path / "a", rid, ["sh", "-c", script], ulimits=PODMAN_ULIMITS)
+        await rt.start()
+        data = api_inspect(podman_engine, rt.id)
+        assert data["Config"]["Labels"]["gb10.run-id"] == rid
+        ulimits = {u["Name"].removeprefix("RLIMIT_").lower(): u["Soft"] for u in data["HostConfig"]["Ulimits"]}
+        assert ulimits["nofile"] == 1024 and ulimits["nproc"] == 4096
+        assert await eventually(lambda: "CUTE_WO_SPLIT=4" in rt.log_path.read_text(), 10)
+        assert await eventually(lambda: "err-line" in rt.log_path.read_text(), 5)
+        for _ in range(50):
+            if (await rt.probe()).healthy:
+                break
+            await asyncio.sleep(0.1)
+        assert (await rt.probe()).healthy
+        async with DockerClient(podman_engine.socket) as client:
+            await client.connect()
+            listed = await client.containers([f"gb10.run-id={rid}"])
+            assert [c["Id"] for c in listed] == [rt.id]
+        ended = await rt.stop(grace_s=5)
+        assert (ended.how, ended.returncode) == ("terminated", 0)
+        assert "got-term" in rt.log_path.read_text()
+
+        rt2 = runtime(podman_engine, image, tmp_path / "b", rid, ["sleep", "300"], network="bridge",
+                      ulimits=PODMAN_ULIMITS)  # fmt: skip
+        await rt2.start()
+        assert (await rt2.kill()).returncode == 137
+    finally:
+        remove_labelled(podman_engine, f"gb10.run-id={rid}")
 
 
 async def test_kill_and_a_stop_signal_that_is_ignored(

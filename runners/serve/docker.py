@@ -27,7 +27,7 @@ import httpx
 from engine.env_sentinel import ENV_DIR_VAR, SENTINEL_NAME, format_sentinel
 from runners.cgroup import MemoryCgroup, memory_cgroup
 from runners.files import tail_lines, write_atomic, write_json_atomic
-from runners.plan import DockerServe, parse_size
+from runners.plan import DockerServe, parse_size, ulimit_pair
 from runners.serve.docker_api import DockerClient, DockerError, LogFrames, find_socket
 from runners.serve.owner import Owner, run_labels
 from runners.serve.process import fill_placeholders, free_port
@@ -225,6 +225,11 @@ class DockerRuntime:
         if spec.gpus != "none":
             count = -1 if spec.gpus == "all" else spec.gpus
             host_config["DeviceRequests"] = [{"Driver": "", "Count": count, "Capabilities": [["gpu"]]}]
+        if spec.ulimits:
+            host_config["Ulimits"] = [
+                {"Name": name, "Soft": soft, "Hard": hard}
+                for name, (soft, hard) in ((n, ulimit_pair(n, v)) for n, v in spec.ulimits.items())
+            ]
         if spec.shm_size:
             host_config["ShmSize"] = parse_size(spec.shm_size)
         if spec.memory_limit:
