@@ -38,7 +38,7 @@ def field_path(loc: tuple[int | str, ...]) -> str:
 
 
 def strip_union_tags(data: object, loc: tuple[int | str, ...]) -> tuple[int | str, ...]:
-    """Drop the tags pydantic adds for tagged unions (`phases[0].sharegpt.x` -> `phases[0].x`).
+    """Drop the tags pydantic adds for unions (`phases[0].sharegpt.x` -> `phases[0].x`, `gpus.int` -> `gpus`).
 
     A string part is a tag when the data at that point is a table without such a key and either
     the location goes on past it or the table holds it as a value (its `kind = "sharegpt"`).
@@ -53,6 +53,8 @@ def strip_union_tags(data: object, loc: tuple[int | str, ...]) -> tuple[int | st
             and (i + 1 < len(loc) or part in node.values())
         ):
             continue
+        if isinstance(node, (str, int, float, bool)) and isinstance(part, str):
+            continue  # a union member's tag under a scalar value (`gpus.int`)
         out.append(part)
         if isinstance(node, dict) and isinstance(part, str):
             node = node.get(part)

@@ -81,7 +81,13 @@ def ulimit_pair(name: str, value: int | str) -> tuple[int, int]:
     return numbers[0], numbers[-1]
 
 
-def _check_size(value: str | None) -> str | None:
+def _check_gpus(value: object) -> object:
+    if isinstance(value, bool) or not (value in ("all", "none") or (isinstance(value, int) and value >= 1)):
+        raise ValueError(f'{value!r}: write "all", "none" or a GPU count of at least 1')
+    return value
+
+
+def _check_size(value: str | int | None) -> str | int | None:
     if value is not None:
         parse_size(value)
     return value
@@ -140,10 +146,12 @@ class DockerServe(ServeCommon):
     )
     host: Literal["127.0.0.1", "localhost", "::1"] = "127.0.0.1"
     container_port: int = Field(8000, ge=1, le=65535, description="bridge network: the port the server listens on")
-    gpus: Literal["all", "none"] | int = Field("all", description='"all", "none" or a GPU count (--gpus)')
+    gpus: Annotated[str | int, BeforeValidator(_check_gpus)] = Field(
+        "all", description='"all", "none" or a GPU count (--gpus)'
+    )
     ipc: Literal["host", "private", "shareable"] = Field("host", description="IPC namespace (--ipc)")
-    shm_size: str | None = Field(None, description="/dev/shm size (--shm-size), e.g. 16g; with ipc = private")
-    memory_limit: str | None = Field(None, description="cgroup memory limit (--memory), e.g. 100g")
+    shm_size: str | int | None = Field(None, description="/dev/shm size (--shm-size), e.g. 16g or bytes")
+    memory_limit: str | int | None = Field(None, description="cgroup memory limit (--memory), e.g. 100g or bytes")
     mounts: list[str] = Field(
         default_factory=list, description="HOST:CONTAINER[:ro|rw]; HOST relative to the plan file or ~"
     )
@@ -156,13 +164,6 @@ class DockerServe(ServeCommon):
     stop_timeout_s: float = Field(30.0, gt=0, le=600)
 
     _sizes_ok = field_validator("shm_size", "memory_limit")(_check_size)
-
-    @field_validator("gpus")
-    @classmethod
-    def _gpu_count(cls, value: str | int) -> str | int:
-        if isinstance(value, int) and value < 1:
-            raise ValueError('a GPU count must be at least 1; use "none" for no GPU')
-        return value
 
     @field_validator("mounts")
     @classmethod

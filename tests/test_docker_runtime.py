@@ -212,6 +212,9 @@ async def test_missing_image_and_gpu_request_give_clear_errors(
         await gpu.start()
     except ServeError as exc:
         assert "NVIDIA Container Toolkit" in str(exc) and 'gpus = "none"' in str(exc)
+        t0 = time.monotonic()
+        assert (await gpu.stop(1)).how == "never started"  # created, never ran: nothing to wait for
+        assert time.monotonic() - t0 < 5
     else:  # this engine has a GPU runtime: the request was honoured
         assert api_inspect(docker_engine, gpu.id)["HostConfig"]["DeviceRequests"][0]["Count"] == -1
         await gpu.kill()

@@ -169,6 +169,8 @@ class DockerRuntime:
             self.id = await self._client.create(self.name, self._config(binds))
             await self._client.start(self.id)
         except DockerError as exc:
+            if self.id is not None:  # created but not started: nothing runs, stop() has nothing to wait for
+                self._set_exit(ExitInfo(None, "never started", str(exc)))
             raise ServeError(str(exc)) from None
         self._follower = asyncio.create_task(self._follow_logs())
         self._watcher = asyncio.create_task(self._watch())

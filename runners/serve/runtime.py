@@ -37,7 +37,7 @@ class ExitInfo:
     detail: str = ""
 
     def describe(self) -> str:
-        """e.g. `killed (signal 9)` or `OOM-killed (exit code 137; OOMKilled=true, cgroup oom_kill 1)`."""
+        """e.g. `killed (signal 9)` or `OOM-killed (exit code 137); OOMKilled=true; cgroup oom_kill 1`."""
         if self.returncode is None:
             text = self.how
         elif self.returncode < 0:
