@@ -98,7 +98,7 @@ async def test_create_start_logs_stop_with_labels_and_settings(
     ended = await rt.stop(grace_s=5)
     assert (ended.how, ended.returncode) == ("terminated", 0)
     log = rt.log_path.read_text()
-    assert "out-line\nerr-line\n" in log and "got-term" in log
+    assert "out-line\n" in log and "err-line\n" in log and "got-term" in log  # two streams: no order between them
     assert read_json(tmp_path / "serve" / "container.json")["State"]["ExitCode"] == 0
     assert api_inspect(docker_engine, rt.id)["State"]["Status"] == "exited"  # not removed
     assert rt.provenance()["image"]["id"] == state["image_id"]
