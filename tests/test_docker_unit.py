@@ -15,9 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from engine.config_file import ConfigFileError
+from engine.config_file import ConfigFileError, load_toml_model
 from runners.cgroup import MemoryCgroup, memory_cgroup
-from runners.plan import DockerServe, ExternalServe, ProcessServe, load_plan, parse_size
+from runners.plan import DockerServe, ExternalServe, Plan, ProcessServe, load_plan, parse_size
 from runners.serve import docker_api
 from runners.serve.docker import DockerRuntime, classify_exit, container_state
 from runners.serve.docker_api import (
@@ -868,12 +868,36 @@ def test_an_unknown_serve_kind_is_named(tmp_path: Path) -> None:
     assert "'kubernetes'" in text and "'process', 'docker', 'external'" in text
 
 
-@pytest.mark.parametrize("name", ["wo-split-soak.toml", "phasee-tax-3leg.toml"])
-def test_the_shipped_example_plans_load(name: str) -> None:
-    """The example plans in configs/ validate (skipped until they are written)."""
+def _shipped(name: str) -> Plan:
+    """A shipped plan's model; with ../shared present, the whole load (dataset files too) must pass."""
     path = ROOT / "configs" / name
-    if not path.exists():
-        pytest.skip(f"{path} is not written yet")
-    loaded = load_plan(path)
-    assert loaded.plan.arms and loaded.plan.phases
-    assert loaded.plan.steps()
+    if (ROOT.parent / "shared" / "data" / "gsm8k" / "test.jsonl").is_file():
+        return load_plan(path).plan
+    with pytest.raises(ConfigFileError) as missing:
+        load_plan(path)
+    assert all("does not exist" in problem for problem in missing.value.problems)  # only the datasets
+    return load_toml_model(path, Plan)
+
+
+def test_the_wo_split_production_soak_plan_matches_nvllms() -> None:
+    """nvllm image, Qwen3.5-27B-NVFP4, CUTE_WO_SPLIT 1/2/4/8, GSM8K-50, 5x ShareGPT, 5x long-decode, 2-concurrent."""
+    plan = _shipped("wo-split-soak.toml")
+    serve = plan.serve
+    assert isinstance(serve, DockerServe) and serve.image.startswith("nvllm:gb10-") and serve.gpus == "all"
+    assert any("Qwen3.5-27B-NVFP4" in part for part in serve.command)
+    assert [a.env["CUTE_WO_SPLIT"] for a in plan.arms] == ["1", "2", "4", "8"]
+    primary = {p.kind: p for p in plan.phases if p.mode == "primary"}
+    assert primary["gsm8k"].questions == 50
+    assert primary["sharegpt"].repeats == 5 and primary["longdecode"].repeats == 5
+    assert primary["concurrent"].streams == 2
+    modes = [s.mode for s in plan.sessions()]
+    assert modes == ["primary"] * 4 + ["supplementary"] * 4  # every primary pass first
+
+
+def test_the_phasee_three_leg_plan_has_its_three_legs() -> None:
+    """lower8, phaseE-off and all-beta, each with primary passes before supplementary ones."""
+    plan = _shipped("phasee-tax-3leg.toml")
+    assert isinstance(plan.serve, DockerServe)
+    assert [a.name for a in plan.arms] == ["lower8", "phaseE-off", "all-beta"]
+    assert len({tuple(sorted(a.env.items())) for a in plan.arms}) == 3
+    assert [s.mode for s in plan.sessions()] == ["primary"] * 3 + ["supplementary"] * 3
