@@ -199,8 +199,12 @@ class DockerServe(ServeCommon):
 
     @model_validator(mode="after")
     def _port_known(self) -> DockerServe:
-        if self.network == "host" and "{port}" not in " ".join([*(self.entrypoint or []), *self.command]):
-            raise ValueError('with network = "host" the command must contain {port} so the runner can pick a free port')
+        argv = " ".join([*(self.entrypoint or []), *self.command])
+        if self.network == "host" and not ("{port}" in argv and "{host}" in argv):
+            raise ValueError(
+                'with network = "host" the command must contain {host} and {port}: the runner picks a free port, '
+                "and a server left to its default address (often 0.0.0.0) is reachable from the whole network"
+            )
         if self.shm_size and self.ipc == "host":
             raise ValueError('shm_size needs ipc = "private" or "shareable"; with ipc = "host" /dev/shm is the host\'s')
         return self

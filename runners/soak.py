@@ -78,6 +78,7 @@ class Soak:
         self.make_runtime = runtime_factory or self._runtime
         self.failed: list[tuple[StepKey, str]] = []
         self.fatal: str | None = None
+        self._oom_kills_seen = 0
         info = run.info()
         self.state = run.read_state() or RunState(run_id=info["run_id"], plan=self.plan.name)
 
@@ -168,6 +169,7 @@ class Soak:
         if not todo:
             return
         runtime = self.make_runtime(session)
+        self._oom_kills_seen = 0  # the count belongs to this session's target
         serve = self.plan.serve
         self.events.emit("serve_starting", arm=arm, mode=mode, kind=runtime.kind, target=await runtime.inspect())
         try:
@@ -202,9 +204,10 @@ class Soak:
         """Stop the target; one that cannot be stopped ends the run (the next arm must not share the GPU)."""
         try:
             ended = await runtime.stop(self.plan.serve.stop_timeout_s)
-        except ServeError as exc:
-            self.fatal = f"the serve target of {arm}/{mode} could not be stopped: {exc}"
-            self.events.emit("serve_stop_failed", arm=arm, mode=mode, reason=str(exc))
+        except Exception as exc:  # ServeError, or a runtime bug: either way fail closed
+            reason = str(exc) if isinstance(exc, ServeError) else f"{type(exc).__name__}: {exc}"
+            self.fatal = f"the serve target of {arm}/{mode} could not be stopped: {reason}"
+            self.events.emit("serve_stop_failed", arm=arm, mode=mode, reason=reason)
             return
         self.events.emit("serve_stopped", arm=arm, mode=mode, how=ended.describe(), target=await runtime.inspect())
 
@@ -297,7 +300,7 @@ class Soak:
         try:
             async with timeout(phase.deadline_s):
                 await asyncio.wait({replay_task, died}, return_when=asyncio.FIRST_COMPLETED)
-        except TimeoutError:
+        except asyncio.TimeoutError:
             pass
         finally:
             if not replay_task.done():
@@ -371,12 +374,14 @@ class Soak:
         return died.result() if died.exception() is None else None
 
     def _note_oom_kills(self, step: StepKey, target: dict) -> None:
-        """An event when the target's cgroup counted OOM kills (a worker can die while the server lives)."""
-        kills = target.get("oom_kills")
-        if kills or target.get("oom_killed"):
+        """An event when the target's cgroup counted new OOM kills (a worker can die while the server lives)."""
+        kills = target.get("oom_kills") or 0
+        new = kills - self._oom_kills_seen
+        if new > 0 or target.get("oom_killed"):
+            self._oom_kills_seen = kills
             self.events.emit(
-                "serve_oom", step=step.as_dict(), cgroup_oom_kills=kills, oom_killed=target.get("oom_killed"),
-                container=target.get("name"),
+                "serve_oom", step=step.as_dict(), new_oom_kills=new, cgroup_oom_kills=kills,
+                oom_killed=target.get("oom_killed"), container=target.get("name"),
             )  # fmt: skip
 
     def _fail_steps(self, steps: list[StepKey], reason: str) -> None:

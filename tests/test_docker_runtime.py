@@ -72,7 +72,7 @@ async def test_create_start_logs_stop_with_labels_and_settings(
     docker_engine: DockerEngine, busybox_image: str, tmp_path: Path, run_id: str
 ) -> None:
     """Labels, OomScoreAdj, no restart/auto-remove, env + sentinel, logs demuxed, graceful stop, inspect kept."""
-    script = GRACEFUL + "httpd -p {port} -h /www; while true; do sleep 0.1; done"
+    script = GRACEFUL + "httpd -p {host}:{port} -h /www; while true; do sleep 0.1; done"
     rt = runtime(docker_engine, busybox_image, tmp_path, run_id, ["sh", "-c", script])
     await rt.start()
     assert rt.id is not None
@@ -87,6 +87,10 @@ async def test_create_start_logs_stop_with_labels_and_settings(
     assert host["Binds"][0] == f"{rt.env_dir}:/gb10/env:ro"
 
     assert await eventually(lambda: "CUTE_WO_SPLIT=4" in rt.log_path.read_text(), 10)
+    for _ in range(50):  # httpd starts after the ENV line is printed
+        if (await rt.probe()).healthy:
+            break
+        await asyncio.sleep(0.1)
     assert (await rt.probe()).healthy
     started = time.monotonic()
     with pytest.raises(ServeError, match="1-token completion answered 501"):
@@ -94,7 +98,8 @@ async def test_create_start_logs_stop_with_labels_and_settings(
     assert time.monotonic() - started < 6
 
     state = await rt.inspect()
-    assert state["running"] is True and state["oom_kills"] == 0 and state["image_id"].startswith("sha256:")
+    assert state["running"] is True and state["image_id"].startswith("sha256:")
+    assert state["oom_kills"] in (0, None)  # None where the daemon's cgroups are not visible from here
     ended = await rt.stop(grace_s=5)
     assert (ended.how, ended.returncode) == ("terminated", 0)
     log = rt.log_path.read_text()
@@ -110,7 +115,7 @@ async def test_the_same_lifecycle_on_podmans_compatible_socket(podman_engine: Do
     image = build_image(podman_engine)
     assert image is not None
     rid = f"t{secrets.token_hex(4)}"
-    script = GRACEFUL + "httpd -p {port} -h /www; while true; do sleep 0.1; done"
+    script = GRACEFUL + "httpd -p {host}:{port} -h /www; while true; do sleep 0.1; done"
     try:
         rt = runtime(podman_engine, image, tmp_path / "a", rid, ["sh", "-c", script], ulimits=PODMAN_ULIMITS)
         await rt.start()
@@ -279,7 +284,7 @@ async def test_a_socket_that_never_answers_is_bounded(tmp_path: Path) -> None:
             assert time.monotonic() - t0 < 2
 
         deadlines = DockerDeadlines(call_s=0.5, kill_s=0.5, cli_kill_s=2.0, confirm_exit_s=1.0)
-        serve = DockerServe(kind="docker", image="x", socket=str(sock), gpus="none", command=["s", "{port}"])
+        serve = DockerServe(kind="docker", image="x", socket=str(sock), gpus="none", command=["s", "{host}", "{port}"])
         rt = DockerRuntime(
             serve, {}, run_id="r", arm="a", mode="primary", serve_dir=tmp_path / "serve", resolve=Path,
             owner=this_runner(), deadlines=deadlines,
@@ -291,6 +296,7 @@ async def test_a_socket_that_never_answers_is_bounded(tmp_path: Path) -> None:
 
         rt.id = "0123456789abcdef"  # as if the daemon hung after creating the container
         rt._client = DockerClient(sock, call_deadline_s=0.5)
+        rt._client.api_version = "1.41"  # connected earlier: the kill itself must meet the hung socket
         t0 = time.monotonic()
         with pytest.raises(ServeError) as failure:
             await rt.kill()

@@ -45,15 +45,29 @@ Answer = tuple[int, dict | list | bytes]
 class FakeEngine:
     """A MockTransport handler: answers /version with `api`, other calls from `answers`, records requests."""
 
-    def __init__(self, api: str = "1.41", answers: dict[tuple[str, str], Answer] | None = None) -> None:
-        self.api = api
+    def __init__(
+        self,
+        api: str = "1.41",
+        answers: dict[tuple[str, str], Answer] | None = None,
+        min_api: str = "1.24",
+        components: tuple[str, ...] = ("Engine",),
+    ) -> None:
+        self.api, self.min_api, self.components = api, min_api, components
         self.answers = answers or {}
         self.seen: list[httpx.Request] = []
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         self.seen.append(request)
         if request.url.path == "/version":
-            return httpx.Response(200, json={"ApiVersion": self.api, "Version": "24.0.7"})
+            return httpx.Response(
+                200,
+                json={
+                    "ApiVersion": self.api,
+                    "MinAPIVersion": self.min_api,
+                    "Version": "24.0.7",
+                    "Components": [{"Name": name} for name in self.components],
+                },
+            )
         for (method, suffix), (status, body) in self.answers.items():
             if request.method == method and request.url.path.endswith(suffix):
                 if isinstance(body, bytes):
@@ -84,13 +98,38 @@ async def test_connect_uses_the_daemon_version_when_older_than_the_cap() -> None
 
 
 async def test_connect_caps_a_newer_daemon_at_max_api_version() -> None:
-    """Daemon API 1.47 is capped at MAX_API_VERSION (1.43)."""
+    """Daemon API 1.47 is capped at MAX_API_VERSION (1.45)."""
     engine = FakeEngine("1.47")
     async with engine.client() as client:
         await client.connect()
-        assert client.api_version == MAX_API_VERSION == "1.43"
+        assert client.api_version == MAX_API_VERSION == "1.45"
         await client.inspect("0123456789abcdef")
-    assert engine.last().url.path == "/v1.43/containers/0123456789abcdef/json"
+    assert engine.last().url.path == "/v1.45/containers/0123456789abcdef/json"
+
+
+async def test_connect_respects_a_daemon_minimum_above_the_cap() -> None:
+    """Docker 29 (API 1.52, minimum 1.44) would refuse 1.43: the minimum wins over the cap when higher."""
+    engine = FakeEngine("1.52", min_api="1.46")
+    async with engine.client() as client:
+        await client.connect()
+        assert client.api_version == "1.46" and not client.is_podman
+    podman = FakeEngine("1.41", components=("Podman Engine", "Conmon"))
+    async with podman.client() as client:
+        await client.connect()
+        assert client.is_podman
+
+
+async def test_a_body_that_is_not_json_is_a_docker_error_not_a_crash() -> None:
+    """A proxy page or garbage where JSON belongs: DockerError naming the call, for every parsed call."""
+    engine = FakeEngine("1.41", {("GET", "/json"): (200, b"<html>proxy</html>"), ("POST", "/create"): (201, {})})
+    async with engine.client() as client:
+        await client.connect()
+        with pytest.raises(DockerError, match=r"inspect container .*not a JSON dict"):
+            await client.inspect("0123456789abcdef")
+        with pytest.raises(DockerError, match=r"list containers: .*not a JSON list"):
+            await client.containers(["gb10.owner"])
+        with pytest.raises(DockerError, match="without a container Id"):
+            await client.create("n", {})
 
 
 async def test_connect_refuses_an_engine_older_than_the_minimum() -> None:
@@ -737,7 +776,7 @@ requests = 2
 
 DOCKER_SERVE = """kind = "docker"
 image = "vllm:local"
-command = ["vllm", "serve", "--port", "{port}"]"""
+command = ["vllm", "serve", "--host", "{host}", "--port", "{port}"]"""
 
 
 def plan_file(tmp_path: Path, serve: str) -> Path:
@@ -806,6 +845,8 @@ def test_docker_model_rules_are_reported_on_the_serve_table(tmp_path: Path) -> N
     """Host network without {port}, or shm_size with ipc = host, are refused with the reason."""
     path = plan_file(tmp_path, 'kind = "docker"\nimage = "vllm:local"\ncommand = ["vllm", "serve"]')
     assert f'{path}:{line_of(path, "[serve]")}: serve: with network = "host"' in plan_error(path)
+    path = plan_file(tmp_path, 'kind = "docker"\nimage = "vllm:local"\ncommand = ["vllm", "serve", "--port", "{port}"]')
+    assert "must contain {host} and {port}" in plan_error(path) and "0.0.0.0" in plan_error(path)
     path = plan_file(tmp_path, 'kind = "docker"\nimage = "vllm:local"\nnetwork = "bridge"')
     assert isinstance(load_plan(path).plan.serve, DockerServe)  # bridge: container_port is known
     path = plan_file(tmp_path, f'{DOCKER_SERVE}\nshm_size = "16g"')

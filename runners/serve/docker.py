@@ -14,15 +14,12 @@ running and what to do. No call can hang the runner.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import secrets
 import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-
-import httpx
 
 from engine.env_sentinel import ENV_DIR_VAR, SENTINEL_NAME, format_sentinel
 from runners.cgroup import MemoryCgroup, memory_cgroup
@@ -42,10 +39,11 @@ class DockerDeadlines:
     """How long each kind of Docker call may take (tests shrink them)."""
 
     call_s: float = 10.0  # any single API call
-    kill_s: float = 5.0  # the API's kill
+    kill_s: float = 20.0  # the API's kill (the daemon waits for the exit before answering)
     cli_kill_s: float = 10.0  # `docker kill` as a subprocess
     confirm_exit_s: float = 15.0  # from a kill to seeing the container not running
     log_drain_s: float = 2.0  # for the log follower to finish once the container ended
+    log_retry_s: float = 1.0  # before following the logs again after the stream broke
     watch_interval_s: float = 0.5  # state polls while the container runs
 
 
@@ -142,7 +140,7 @@ class DockerRuntime:
         self.oom_kills: int | None = None
         self._watcher: asyncio.Task | None = None
         self._follower: asyncio.Task | None = None
-        self._notes: list[str] = []
+        self.last_error: str | None = None
         self._final: dict | None = None
 
     # ---- start ----------------------------------------------------------------------------
@@ -155,25 +153,50 @@ class DockerRuntime:
             raise ServeError(str(exc)) from None
         self._client = DockerClient(socket, self.deadlines.call_s)
         try:
-            self.engine_info = await self._client.connect()
-            image = await self._client.image(self.spec.image)
-            self.image_info = {
-                "ref": self.spec.image,
-                "id": image.get("Id"),
-                "repo_digests": image.get("RepoDigests") or [],
-                "created": image.get("Created"),
-            }
-            binds = self._binds()
-            write_atomic(self.env_dir / SENTINEL_NAME, format_sentinel(self.arm_env))
-            self._log_line(f"creating container {self.name} from {self.spec.image} ({image.get('Id')})")
-            self.id = await self._client.create(self.name, self._config(binds))
-            await self._client.start(self.id)
-        except DockerError as exc:
-            if self.id is not None:  # created but not started: nothing runs, stop() has nothing to wait for
-                self._set_exit(ExitInfo(None, "never started", str(exc)))
+            await self._create_and_start()
+        except (DockerError, OSError) as exc:
+            if self.id is None:
+                await self._client.aclose()
+            else:
+                await self._abandon_start()
             raise ServeError(str(exc)) from None
         self._follower = asyncio.create_task(self._follow_logs())
         self._watcher = asyncio.create_task(self._watch())
+
+    async def _create_and_start(self) -> None:
+        assert self._client is not None
+        self.engine_info = await self._client.connect()
+        image = await self._client.image(self.spec.image)
+        self.image_info = {
+            "ref": self.spec.image,
+            "id": image.get("Id"),
+            "repo_digests": image.get("RepoDigests") or [],
+            "created": image.get("Created"),
+        }
+        binds = self._binds()
+        write_atomic(self.env_dir / SENTINEL_NAME, format_sentinel(self.arm_env))
+        self._log_line(f"creating container {self.name} from {self.spec.image} ({image.get('Id')})")
+        self.id = await self._client.create(self.name, self._config(binds))
+        await self._client.start(self.id)
+
+    async def _abandon_start(self) -> None:
+        """After a failure between create and a confirmed start: make sure nothing runs, keep the record.
+
+        The daemon may have started the container although the call failed (a deadline passed).
+        """
+        assert self._client is not None and self.id is not None
+        self._stopping = "killed"
+        try:
+            await self.kill()  # a container that never ran answers 409 "not running": fine
+        except ServeError as exc:
+            self.last_error = str(exc)
+            self._log_line(f"could not make sure the container is stopped: {exc}")
+            return
+        finally:
+            await self._close(wait_for_logs=False)
+        final = (self._final or {}).get("State") or {}
+        if final.get("Status") == "created":  # the daemon never ran it
+            self._exit = ExitInfo(None, "never started", final.get("Error") or "")
 
     def _binds(self) -> list[str]:
         """Bind specs: the ENV dir read-only, then the plan's mounts.
@@ -225,8 +248,7 @@ class DockerRuntime:
             config["ExposedPorts"] = {port_key: {}}
             host_config["PortBindings"] = {port_key: [{"HostIp": "127.0.0.1", "HostPort": str(self.port)}]}
         if spec.gpus != "none":
-            count = -1 if spec.gpus == "all" else spec.gpus
-            host_config["DeviceRequests"] = [{"Driver": "", "Count": count, "Capabilities": [["gpu"]]}]
+            host_config["DeviceRequests"] = [self._gpu_request()]
         if spec.ulimits:
             host_config["Ulimits"] = [
                 {"Name": name, "Soft": soft, "Hard": hard}
@@ -241,27 +263,57 @@ class DockerRuntime:
         config["HostConfig"] = host_config
         return config
 
+    def _gpu_request(self) -> dict:
+        """`--gpus` as a device request: Docker's NVIDIA capability request, or CDI names for Podman.
+
+        Podman's compatible API honours only CDI requests and silently drops the others.
+        """
+        gpus = self.spec.gpus
+        if self._client is not None and self._client.is_podman:
+            ids = ["nvidia.com/gpu=all"] if gpus == "all" else [f"nvidia.com/gpu={i}" for i in range(int(gpus))]
+            return {"Driver": "cdi", "DeviceIDs": ids}
+        return {"Driver": "", "Count": -1 if gpus == "all" else int(gpus), "Capabilities": [["gpu"]]}
+
     def _log_line(self, text: str) -> None:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        """A marker line in serve.log (best effort: a full disk must not stop the runtime)."""
         stamp = time.strftime("%Y-%m-%d %H:%M:%S")
-        with open(self.log_path, "ab") as fh:
-            fh.write(f"\n=== gb10-console {stamp}: {text}\n".encode())
+        try:
+            self.log_path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.log_path, "ab") as fh:
+                fh.write(f"\n=== gb10-console {stamp}: {text}\n".encode())
+        except OSError as exc:
+            self.last_error = f"cannot write {self.log_path}: {exc}"
 
     # ---- watching -------------------------------------------------------------------------
 
     async def _follow_logs(self) -> None:
-        """Append the container's decoded stdout and stderr to serve.log until it ends."""
+        """Append the container's decoded stdout and stderr to serve.log until it ends.
+
+        A stream that breaks while the container runs (a daemon restart) is followed again from
+        the time of the last bytes received, with a marker line: lines near it may repeat.
+        """
         assert self._client is not None and self.id is not None
-        frames = LogFrames()
-        with open(self.log_path, "ab") as fh:  # noqa: ASYNC230 - local appends of small chunks
+        since = 0.0
+        while True:
+            frames = LogFrames()
             try:
-                async for chunk in self._client.follow_logs(self.id):
-                    for _, payload in frames.feed(chunk):
-                        fh.write(payload)
-                    fh.flush()
-            except (DockerError, httpx.HTTPError) as exc:
-                fh.write(f"\n=== gb10-console: log stream lost: {exc}\n".encode())
-            fh.write(frames.rest())
+                with open(self.log_path, "ab") as fh:  # noqa: ASYNC230 - local appends of small chunks
+                    async for chunk in self._client.follow_logs(self.id, since):
+                        since = time.time()
+                        for _, payload in frames.feed(chunk):
+                            fh.write(payload)
+                        fh.flush()
+                    fh.write(frames.rest())
+                return  # the stream ended: so did the container
+            except OSError as exc:  # the run dir's disk: stop writing, never stop the runtime
+                self.last_error = f"serve.log: {exc}"
+                return
+            except Exception as exc:  # DockerError, httpx errors, anything else from the stream
+                self.last_error = f"log stream: {type(exc).__name__}: {exc}"
+            if self._exit is not None:
+                return
+            self._log_line(f"log stream lost ({self.last_error}); following again, lines near here may repeat")
+            await asyncio.sleep(self.deadlines.log_retry_s)
 
     async def _watch(self) -> None:
         """Poll the container's state until it is no longer running; keep its cgroup OOM count."""
@@ -273,10 +325,14 @@ class DockerRuntime:
                 if exc.status == 404:
                     self._set_exit(ExitInfo(None, "removed from outside the runner", str(exc)))
                     return
-                self._notes.append(str(exc))
+                self.last_error = str(exc)
                 await asyncio.sleep(self.deadlines.watch_interval_s)
                 continue
-            state = data.get("State") or {}
+            except Exception as exc:  # httpx or anything unexpected: report it, keep watching
+                self.last_error = f"inspect: {type(exc).__name__}: {exc}"
+                await asyncio.sleep(self.deadlines.watch_interval_s)
+                continue
+            state = data.get("State") if isinstance(data.get("State"), dict) else {}
             self._last_state = state
             if state.get("Running"):
                 self._count_ooms(state.get("Pid"))
@@ -331,26 +387,30 @@ class DockerRuntime:
         """The container's stop signal, SIGKILL after `grace_s`; escalates to kill() if the API fails."""
         if self.id is None or self._client is None:
             return ExitInfo(None, "not started")
+        if self._final is not None:  # closed by an earlier stop, kill or failed start
+            return self._exit or ExitInfo(None, "unknown: an earlier stop could not confirm the exit")
         if self._exit is None:
             self._stopping = "terminated"
             try:
                 await self._client.stop(self.id, grace_s)
             except DockerError as exc:
-                self._notes.append(f"stop failed: {exc}")
+                self.last_error = f"stop: {exc}"
                 return await self.kill()
         return await self._finish()
 
     async def kill(self) -> ExitInfo:
-        """SIGKILL through the API, then through `docker kill`; ServeError if both fail."""
+        """SIGKILL through the API, then through the CLI; ServeError if the container may still run."""
         if self.id is None or self._client is None:
             return ExitInfo(None, "not started")
+        if self._final is not None:
+            return self._exit or ExitInfo(None, "unknown: an earlier stop could not confirm the exit")
         if self._exit is None:
             self._stopping = "killed"
             try:
                 await self._client.kill(self.id, deadline_s=self.deadlines.kill_s)
             except DockerError as api_error:
                 cli_error = await self._cli_kill()
-                if cli_error:
+                if cli_error and not await self._confirmed_gone():
                     await self._close(wait_for_logs=False)
                     raise ServeError(
                         f"could not kill container {self.name} ({self.id[:12]}): API: {api_error}; "
@@ -359,58 +419,86 @@ class DockerRuntime:
                     ) from None
         return await self._finish()
 
-    async def _cli_kill(self) -> str | None:
-        """`docker kill ID` (or podman) under a timeout; None on success, else why it failed."""
+    async def _confirmed_gone(self) -> bool:
+        """True when the daemon says the container is not running (or no longer exists)."""
         assert self._client is not None and self.id is not None
-        cli = shutil.which("docker") or shutil.which("podman")
+        try:
+            state = (await self._client.inspect(self.id)).get("State") or {}
+        except DockerError as exc:
+            if exc.status == 404:
+                self._set_exit(ExitInfo(None, "removed from outside the runner", str(exc)))
+                return True
+            return False
+        if state.get("Running"):
+            return False
+        self._set_exit(classify_exit(state, self._stopping, self.oom_kills))
+        return True
+
+    async def _cli_kill(self) -> str | None:
+        """`docker kill ID` (or `podman kill`) on the same socket under a timeout; None on success."""
+        assert self._client is not None and self.id is not None
+        order = ("podman", "docker") if self._client.is_podman else ("docker", "podman")
+        cli = next((path for path in map(shutil.which, order) if path), None)
         if cli is None:
             return "neither docker nor podman is on PATH"
-        env = {"DOCKER_HOST": f"unix://{self._client.socket}", "PATH": "/usr/bin:/bin:/usr/local/bin"}
-        proc = await asyncio.create_subprocess_exec(
-            cli, "kill", self.id, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, env=env
-        )
+        name = Path(cli).name
+        socket = f"unix://{self._client.socket}"
+        argv = [cli, "--url", socket] if name == "podman" else [cli, "-H", socket]
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv, "kill", self.id, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+            )
+        except OSError as exc:
+            return f"cannot run {name}: {exc}"
         try:
             _, err = await asyncio.wait_for(proc.communicate(), self.deadlines.cli_kill_s)
-        except TimeoutError:
+        except asyncio.TimeoutError:
             proc.kill()
             await proc.wait()
-            return f"`{Path(cli).name} kill` did not finish within {self.deadlines.cli_kill_s:g} s"
+            return f"`{name} kill` did not finish within {self.deadlines.cli_kill_s:g} s"
         if proc.returncode != 0:
-            return f"`{Path(cli).name} kill` failed: {err.decode(errors='replace').strip()[:300]}"
+            return f"`{name} kill` failed: {err.decode(errors='replace').strip()[:300]}"
         return None
 
     async def _finish(self) -> ExitInfo:
         """Confirm the container ended, drain its logs, save its final inspect, close the client."""
+        if self._exit is None and (self._watcher is None or self._watcher.done()):
+            await self._confirmed_gone()  # nobody is watching: ask once
         try:
             await asyncio.wait_for(self._exited.wait(), self.deadlines.confirm_exit_s)
-        except TimeoutError:
-            await self._close(wait_for_logs=False)
-            raise ServeError(
-                f"container {self.name} ({self.id}) still runs {self.deadlines.confirm_exit_s:g} s after it was "
-                f"{self._stopping}; kill it by hand (`docker kill {self.id}`) and check the daemon"
-            ) from None
+        except asyncio.TimeoutError:
+            if not await self._confirmed_gone():
+                await self._close(wait_for_logs=False)
+                raise ServeError(
+                    f"container {self.name} ({self.id}) still runs {self.deadlines.confirm_exit_s:g} s after it "
+                    f"was {self._stopping}; kill it by hand (`docker kill {self.id}`) and check the daemon"
+                ) from None
         await self._close(wait_for_logs=True)
         assert self._exit is not None
         return self._exit
 
     async def _close(self, wait_for_logs: bool) -> None:
-        if self._follower is not None:
-            if wait_for_logs:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(self._follower), self.deadlines.log_drain_s)
-            self._follower.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._follower
-        if self._watcher is not None:
-            self._watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watcher
-        if self._client is not None and self.id is not None and self._final is None:
-            with contextlib.suppress(DockerError):
+        """End the follower and the watcher, keep the final inspect in container.json, close the client."""
+        if self._follower is not None and wait_for_logs:
+            await asyncio.wait({self._follower}, timeout=self.deadlines.log_drain_s)
+        for task in (self._follower, self._watcher):
+            if task is not None and not task.done():
+                task.cancel()
+                await asyncio.wait({task})
+        if self._client is None or self._final is not None:
+            return
+        if self.id is not None:
+            try:
                 self._final = await self._client.inspect(self.id)
-                write_json_atomic(self.serve_dir / "container.json", self._final)
-            self._final = self._final or {"State": self._last_state}
-            await self._client.aclose()
+            except DockerError as exc:
+                self.last_error = str(exc)
+            if self._final is not None:
+                try:
+                    write_json_atomic(self.serve_dir / "container.json", self._final)
+                except OSError as exc:
+                    self.last_error = f"container.json: {exc}"
+        self._final = self._final or {"State": self._last_state}
+        await self._client.aclose()
 
     def logs(self, lines: int = 20) -> list[str]:
         """The last lines of serve.log."""
@@ -429,6 +517,7 @@ class DockerRuntime:
             "labels": self.labels,
             "log": str(self.log_path),
             "oom_kills": self.oom_kills,
+            "last_error": self.last_error,
         }
         if self.id is None or self._client is None:
             return {**info, "status": "not created"}
@@ -440,6 +529,8 @@ class DockerRuntime:
             data = await self._client.inspect(self.id)
         except DockerError as exc:
             return {**info, **container_state({"State": self._last_state}), "inspect_error": str(exc)}
+        except RuntimeError:  # the client closed meanwhile (stopped): the final inspect is the truth
+            return {**info, **container_state(self._final or {"State": self._last_state})}
         return {**info, **container_state(data)}
 
     def provenance(self) -> dict:

@@ -2,12 +2,14 @@
 
 Every call runs under its own deadline: a daemon that accepts and never answers turns into a
 DockerError that says which call, which socket and what to do, never a hang. The API version is
-negotiated once with `GET /version` (the lower of the daemon's and MAX_API_VERSION). gb10-console
+negotiated once with `GET /version`: the lower of the daemon's and MAX_API_VERSION, raised to the
+daemon's MinAPIVersion where that is higher (Docker 29 refuses anything below 1.44). gb10-console
 never pulls images: a missing image is an error that says how to provide it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
@@ -19,7 +21,7 @@ import orjson
 from engine.deadlines import timeout
 
 DEFAULT_SOCKET = Path("/var/run/docker.sock")
-MAX_API_VERSION = "1.43"
+MAX_API_VERSION = "1.45"
 MIN_API_VERSION = "1.40"  # DeviceRequests (the `--gpus` equivalent) arrived in 1.40
 CALL_DEADLINE_S = 10.0
 
@@ -81,6 +83,20 @@ def _error_message(resp: httpx.Response) -> str:
     if isinstance(body, dict):
         return str(body.get("message") or body.get("cause") or body)[:300]
     return str(body)[:300]
+
+
+def _body(resp: httpx.Response, kind: type, action: str):
+    """The response's JSON body, which must be a `kind` (dict or list); DockerError otherwise."""
+    try:
+        body = orjson.loads(resp.content)
+    except orjson.JSONDecodeError:
+        body = None
+    if not isinstance(body, kind):
+        raise DockerError(
+            f"{action}: the engine answered {resp.status_code} with a body that is not a JSON {kind.__name__}: "
+            f"{resp.text[:200]!r}; is the socket really a Docker or Podman engine?"
+        )
+    return body
 
 
 def explain(status: int, message: str, action: str) -> str:
@@ -179,17 +195,23 @@ class DockerClient:
 
     async def connect(self) -> dict:
         """`GET /version` and pick the API version both sides speak; returns the daemon's version info."""
-        resp = await self._call("GET", "/version", action="ask the daemon its version", versioned=False)
-        info = resp.json()
+        action = "ask the daemon its version"
+        info = _body(await self._call("GET", "/version", action=action, versioned=False), dict, action)
         server_api = str(info.get("ApiVersion", MIN_API_VERSION))
         if _version_tuple(server_api) < _version_tuple(MIN_API_VERSION):
             raise DockerError(
                 f"the engine at {self.socket} speaks API {server_api}; gb10-console needs {MIN_API_VERSION} "
                 "or newer (Docker 19.03+, Podman 3+): upgrade the engine"
             )
-        self.api_version = min(server_api, MAX_API_VERSION, key=_version_tuple)
+        chosen = min(server_api, MAX_API_VERSION, key=_version_tuple)
+        self.api_version = max(chosen, str(info.get("MinAPIVersion", chosen)), key=_version_tuple)
         self.server = info
         return info
+
+    @property
+    def is_podman(self) -> bool:
+        """True when the engine behind the socket is Podman (its /version names a Podman component)."""
+        return any("podman" in str(c.get("Name", "")).lower() for c in self.server.get("Components") or [])
 
     def _path(self, path: str, versioned: bool) -> str:
         if not versioned:
@@ -223,7 +245,7 @@ class DockerClient:
                     headers=headers,
                     timeout=httpx.Timeout(limit + 1.0),
                 )
-        except (TimeoutError, httpx.TimeoutException):
+        except (asyncio.TimeoutError, httpx.TimeoutException):
             raise DockerError(
                 f"{action}: the engine at {self.socket} did not answer within {limit:g} s; "
                 "the daemon is hung or overloaded (check `systemctl status docker` and its log)"
@@ -239,15 +261,17 @@ class DockerClient:
 
     async def image(self, ref: str) -> dict:
         """`docker image inspect REF`."""
-        resp = await self._call("GET", f"/images/{ref}/json", action=f"look up image {ref}")
-        return resp.json()
+        action = f"look up image {ref}"
+        return _body(await self._call("GET", f"/images/{ref}/json", action=action), dict, action)
 
     async def create(self, name: str, config: dict) -> str:
         """Create a container called `name`; returns its id."""
-        resp = await self._call(
-            "POST", "/containers/create", action=f"create container {name}", params={"name": name}, body=config
-        )
-        return str(resp.json()["Id"])
+        action = f"create container {name}"
+        resp = await self._call("POST", "/containers/create", action=action, params={"name": name}, body=config)
+        ident = _body(resp, dict, action).get("Id")
+        if not isinstance(ident, str) or not ident:
+            raise DockerError(f"{action}: the engine answered without a container Id: {resp.text[:200]}")
+        return ident
 
     async def start(self, ident: str) -> None:
         """Start a created container (304 = already running is fine)."""
@@ -260,7 +284,7 @@ class DockerClient:
             f"/containers/{ident}/stop",
             action=f"stop container {ident[:12]}",
             params={"t": max(0, round(grace_s))},
-            deadline_s=grace_s + self.call_deadline_s,
+            deadline_s=grace_s + self.call_deadline_s + 10.0,  # the daemon waits for the exit too
             ok=(204, 304),
         )
 
@@ -280,16 +304,17 @@ class DockerClient:
 
     async def inspect(self, ident: str, deadline_s: float | None = None) -> dict:
         """`docker inspect ID`."""
-        resp = await self._call(
-            "GET", f"/containers/{ident}/json", action=f"inspect container {ident[:12]}", deadline_s=deadline_s
+        action = f"inspect container {ident[:12]}"
+        return _body(
+            await self._call("GET", f"/containers/{ident}/json", action=action, deadline_s=deadline_s), dict, action
         )
-        return resp.json()
 
     async def containers(self, labels: list[str], include_stopped: bool = False) -> list[dict]:
         """Containers carrying every label in `labels` (`key` or `key=value`)."""
         params = {"filters": orjson.dumps({"label": labels}).decode(), "all": "1" if include_stopped else "0"}
-        resp = await self._call("GET", "/containers/json", action="list containers", params=params)
-        return list(resp.json())
+        action = "list containers"
+        found = _body(await self._call("GET", "/containers/json", action=action, params=params), list, action)
+        return [item for item in found if isinstance(item, dict)]
 
     async def remove(self, ident: str) -> None:
         """Remove a stopped container."""
@@ -311,7 +336,7 @@ class DockerClient:
         try:
             async with timeout(self.call_deadline_s):
                 resp = await self._http.send(request, stream=True)
-        except (TimeoutError, httpx.TimeoutException):
+        except (asyncio.TimeoutError, httpx.TimeoutException):
             raise DockerError(
                 f"follow logs of {ident[:12]}: the engine at {self.socket} did not answer within "
                 f"{self.call_deadline_s:g} s"

@@ -24,7 +24,14 @@ class OrphanReport:
     run_id: str | None
     arm: str | None
     owner: str
-    action: str  # "stopped" | "left: ..." | "stop failed: ..."
+    action: str  # "stopped" | "killed (...)" | "left: ..." | "stop failed: ..."
+
+    @property
+    def outcome(self) -> str:
+        """stopped, failed (it may still run) or left (not ours to touch)."""
+        if self.action.startswith("left"):
+            return "left"
+        return "failed" if self.action.startswith("stop failed") else "stopped"
 
     def as_dict(self) -> dict:
         """JSON form for events."""
@@ -79,6 +86,9 @@ async def sweep_at_start(explicit_socket: str | None = None) -> tuple[str, dict]
             reports = await sweep_orphans(client)
     except DockerError as exc:
         return "orphan_check_failed", {"socket": str(socket), "reason": str(exc)}
-    stopped = [r.as_dict() for r in reports if not r.action.startswith("left")]
-    left = [r.as_dict() for r in reports if r.action.startswith("left")]
-    return "orphans_checked", {"socket": str(socket), "stopped": stopped, "left": left}
+    except Exception as exc:  # never let the sweep keep a soak from starting
+        return "orphan_check_failed", {"socket": str(socket), "reason": f"{type(exc).__name__}: {exc}"}
+    by_outcome: dict[str, list[dict]] = {"stopped": [], "failed": [], "left": []}
+    for report in reports:
+        by_outcome[report.outcome].append(report.as_dict())
+    return "orphans_checked", {"socket": str(socket), **by_outcome}

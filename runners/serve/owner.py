@@ -53,7 +53,18 @@ class Owner:
         """True/False for a runner on this host; None when it ran on another host (cannot tell)."""
         if self.host != (this_host or socket.gethostname()):
             return None
-        return process_start_ticks(self.pid, proc) == self.start_ticks
+        ticks = process_start_ticks(self.pid, proc)
+        if ticks is not None:
+            return ticks == self.start_ticks
+        if proc != Path("/proc"):
+            return False
+        try:  # /proc hidden (hidepid): a process we may not signal still exists, so count it alive
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return False
 
 
 def this_runner() -> Owner:

@@ -134,7 +134,7 @@ class ProcessRuntime:
             self._signal_group(signal.SIGTERM)
             try:
                 await asyncio.wait_for(asyncio.shield(self._proc.wait()), grace_s)
-            except TimeoutError:
+            except asyncio.TimeoutError:
                 return await self.kill()
         self._signal_group(signal.SIGKILL)  # children the target left behind in its group
         return ExitInfo(self._proc.returncode, self._stopped_how or "exited")
@@ -148,7 +148,7 @@ class ProcessRuntime:
         self._signal_group(signal.SIGKILL)
         try:
             await asyncio.wait_for(asyncio.shield(self._proc.wait()), KILL_REAP_TIMEOUT_S)
-        except TimeoutError:
+        except asyncio.TimeoutError:
             raise ServeError(
                 f"serve process {self._proc.pid} survived SIGKILL for {KILL_REAP_TIMEOUT_S:.0f} s "
                 "(uninterruptible sleep?); check it with `ps -o pid,stat,wchan -p PID`"

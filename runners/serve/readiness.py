@@ -46,7 +46,7 @@ async def wait_ready(base_url: str, deadline_s: float, exited: Callable[[], str 
                     except ServeError as exc:
                         last = str(exc)
                     await asyncio.sleep(POLL_INTERVAL_S)
-        except TimeoutError:
+        except asyncio.TimeoutError:
             raise ServeError(
                 f"serve target at {base_url} not ready after {deadline_s:.0f} s (last: {last}); {log_hint}"
             ) from None
