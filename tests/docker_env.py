@@ -82,31 +82,35 @@ def start_engine() -> DockerEngine | str:
         return "dockerd needs root here, and the tests do not run as root"
     for sub in ("data", "exec"):
         (DOCKERD_DIR / sub).mkdir(parents=True, exist_ok=True)
-    log = open(DOCKERD_DIR / "dockerd.log", "ab")  # noqa: SIM115 - dockerd keeps writing to it
-    proc = subprocess.Popen(
-        [
-            dockerd,
-            "--data-root", str(DOCKERD_DIR / "data"),
-            "--exec-root", str(DOCKERD_DIR / "exec"),
-            "--pidfile", str(DOCKERD_DIR / "dockerd.pid"),
-            "-H", f"unix://{OWN_SOCKET}",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
-    )  # fmt: skip
+    argv = [
+        dockerd,
+        "--data-root", str(DOCKERD_DIR / "data"),
+        "--exec-root", str(DOCKERD_DIR / "exec"),
+        "--pidfile", str(DOCKERD_DIR / "dockerd.pid"),
+        "-H", f"unix://{OWN_SOCKET}",
+    ]  # fmt: skip
+    return _spawn_service(argv, OWN_SOCKET, DOCKERD_DIR / "dockerd.log")
+
+
+def _spawn_service(argv: list[str], socket: Path, log_path: Path) -> DockerEngine | str:
+    """Start an engine service in its own session; its engine once it answers on `socket`, else why not."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:  # the child keeps its own copy of the descriptor
+        proc = subprocess.Popen(
+            argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
+    name = Path(argv[0]).name
     end = time.monotonic() + START_DEADLINE_S
     while time.monotonic() < end:
         if proc.poll() is not None:
-            tail = (DOCKERD_DIR / "dockerd.log").read_text(errors="replace")[-600:]
-            return f"dockerd exited with {proc.returncode}: {tail}"
-        if ping(OWN_SOCKET):
-            return DockerEngine(OWN_SOCKET, proc)
+            tail = log_path.read_text(errors="replace")[-600:]
+            return f"{name} exited with {proc.returncode}: {tail}"
+        if ping(socket):
+            return DockerEngine(socket, proc)
         time.sleep(0.2)
     proc.kill()
     proc.wait(5)
-    return f"dockerd did not answer on {OWN_SOCKET} within {START_DEADLINE_S:.0f} s"
+    return f"{name} did not answer on {socket} within {START_DEADLINE_S:.0f} s"
 
 
 PODMAN_DIR = Path("/tmp/gb10-test-podman")
@@ -124,22 +128,8 @@ def start_podman() -> DockerEngine | str:
         return f"podman is not installed ({INSTALL_HINT} podman; `make test` does this as root)"
     if os.geteuid() != 0:
         return "the Podman test runs rootful podman, and the tests do not run as root"
-    PODMAN_DIR.mkdir(parents=True, exist_ok=True)
-    log = open(PODMAN_DIR / "service.log", "ab")  # noqa: SIM115 - the service keeps writing to it
-    proc = subprocess.Popen(
-        [podman, "system", "service", "--time=0", f"unix://{PODMAN_SOCKET}"],
-        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
-    end = time.monotonic() + START_DEADLINE_S
-    while time.monotonic() < end:
-        if proc.poll() is not None:
-            return f"podman system service exited with {proc.returncode}; see {PODMAN_DIR / 'service.log'}"
-        if ping(PODMAN_SOCKET):
-            return DockerEngine(PODMAN_SOCKET, proc)
-        time.sleep(0.2)
-    proc.kill()
-    proc.wait(5)
-    return f"podman system service did not answer on {PODMAN_SOCKET} within {START_DEADLINE_S:.0f} s"
+    argv = [podman, "system", "service", "--time=0", f"unix://{PODMAN_SOCKET}"]
+    return _spawn_service(argv, PODMAN_SOCKET, PODMAN_DIR / "service.log")
 
 
 def _is_static(binary: Path) -> bool:

@@ -28,7 +28,7 @@ from runners.plan import DockerServe, parse_size, ulimit_pair
 from runners.serve.docker_api import DockerClient, DockerError, LogFrames, find_socket
 from runners.serve.owner import Owner, run_labels
 from runners.serve.process import fill_placeholders, free_port
-from runners.serve.readiness import probe_health, wait_ready
+from runners.serve.readiness import probe, wait_ready_explained
 from runners.serve.runtime import ExitInfo, ProbeResult, ReadyInfo, ServeError
 
 SIGNAL_EXIT = {137: "SIGKILL", 143: "SIGTERM", 130: "SIGINT", 134: "SIGABRT", 139: "SIGSEGV"}
@@ -364,16 +364,11 @@ class DockerRuntime:
     async def wait_ready(self, deadline_s: float) -> ReadyInfo:
         """Ready = /health 200 and a 1-token completion; fails fast when the container ends."""
         hint = f"see {self.log_path} (or `docker logs {self.name}`)"
-        try:
-            return await wait_ready(self.base_url, deadline_s, self._gone, hint)
-        except ServeError as exc:
-            tail = "\n    ".join(self.logs(8))
-            raise ServeError(f"{exc}\n  last lines of serve.log:\n    {tail}") from None
+        return await wait_ready_explained(self.base_url, deadline_s, self._gone, hint, lambda: self.logs(8))
 
     async def probe(self) -> ProbeResult:
         """One bounded GET /health."""
-        healthy, latency, detail = await probe_health(self.base_url)
-        return ProbeResult(healthy, latency, detail)
+        return await probe(self.base_url)
 
     async def wait_exit(self) -> ExitInfo:
         """Return when the container ends (on its own, from outside, or by stop/kill)."""

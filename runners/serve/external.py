@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from runners.serve.readiness import probe_health, wait_ready
+from runners.serve.readiness import probe, wait_ready
 from runners.serve.runtime import ExitInfo, ProbeResult, ReadyInfo
 
 HEALTH_POLL_S = 2.0
@@ -38,8 +38,7 @@ class ExternalRuntime:
 
     async def probe(self) -> ProbeResult:
         """One bounded GET /health."""
-        healthy, latency, detail = await probe_health(self.base_url)
-        self._last_probe = ProbeResult(healthy, latency, detail)
+        self._last_probe = await probe(self.base_url)
         return self._last_probe
 
     async def wait_exit(self) -> ExitInfo:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from engine.env_sentinel import ENV_DIR_VAR, SENTINEL_NAME, format_sentinel
 from runners.files import tail_lines, write_atomic
-from runners.serve.readiness import probe_health, wait_ready
+from runners.serve.readiness import probe, wait_ready_explained
 from runners.serve.runtime import ExitInfo, ProbeResult, ReadyInfo, ServeError
 
 PR_SET_PDEATHSIG = 1
@@ -107,16 +107,11 @@ class ProcessRuntime:
     async def wait_ready(self, deadline_s: float) -> ReadyInfo:
         """Ready = /health 200 and a 1-token completion; fails fast if the process exits."""
         hint = f"see {self.log_path}"
-        try:
-            return await wait_ready(self.base_url, deadline_s, self._exited, hint)
-        except ServeError as exc:
-            tail = "\n    ".join(self.logs(8))
-            raise ServeError(f"{exc}\n  last lines of serve.log:\n    {tail}") from None
+        return await wait_ready_explained(self.base_url, deadline_s, self._exited, hint, lambda: self.logs(8))
 
     async def probe(self) -> ProbeResult:
         """One bounded GET /health."""
-        healthy, latency, detail = await probe_health(self.base_url)
-        return ProbeResult(healthy, latency, detail)
+        return await probe(self.base_url)
 
     async def wait_exit(self) -> ExitInfo:
         """Return when the process ends by itself (or is ended by stop/kill)."""

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import httpx
 
 from engine.deadlines import timeout
-from runners.serve.runtime import ReadyInfo, ServeError
+from runners.serve.runtime import ProbeResult, ReadyInfo, ServeError
 
 POLL_INTERVAL_S = 0.25
 PROBE_TIMEOUT_S = 2.0
@@ -50,6 +50,27 @@ async def wait_ready(base_url: str, deadline_s: float, exited: Callable[[], str 
             raise ServeError(
                 f"serve target at {base_url} not ready after {deadline_s:.0f} s (last: {last}); {log_hint}"
             ) from None
+
+
+async def wait_ready_explained(
+    base_url: str,
+    deadline_s: float,
+    exited: Callable[[], str | None],
+    log_hint: str,
+    log_tail: Callable[[], list[str]],
+) -> ReadyInfo:
+    """wait_ready, with the last lines of the target's log added to the error."""
+    try:
+        return await wait_ready(base_url, deadline_s, exited, log_hint)
+    except ServeError as exc:
+        tail = "\n    ".join(log_tail())
+        raise ServeError(f"{exc}\n  last lines of serve.log:\n    {tail}") from None
+
+
+async def probe(base_url: str) -> ProbeResult:
+    """One GET /health under PROBE_TIMEOUT_S."""
+    healthy, latency, detail = await probe_health(base_url)
+    return ProbeResult(healthy, latency, detail)
 
 
 async def model_id(client: httpx.AsyncClient) -> str:
