@@ -150,3 +150,18 @@ def test_gpu_requests_are_cdi_names_on_podman_and_capabilities_on_docker(tmp_pat
     assert two._gpu_request()["DeviceIDs"] == ["nvidia.com/gpu=0", "nvidia.com/gpu=1"]
     docker = attached(tmp_path / "d", engine, gpus="all")
     assert docker._gpu_request() == {"Driver": "", "Count": -1, "Capabilities": [["gpu"]]}
+
+
+async def test_after_an_unconfirmed_kill_every_later_stop_still_says_it_may_run(tmp_path: Path) -> None:
+    """A failed kill closes the runtime; stop() afterwards raises again instead of reporting an end."""
+
+    def engine(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/kill"):
+            return httpx.Response(500, json={"message": "no"})
+        return httpx.Response(200, json=state(running=True))
+
+    rt = attached(tmp_path, engine)
+    with pytest.raises(ServeError):
+        await rt.kill()
+    with pytest.raises(ServeError, match="may still be running"):
+        await rt.stop(1)

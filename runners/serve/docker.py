@@ -188,7 +188,7 @@ class DockerRuntime:
         self._stopping = "killed"
         try:
             await self.kill()  # a container that never ran answers 409 "not running": fine
-        except ServeError as exc:
+        except ServeError as exc:  # stop() raises it again: the soak must not go on beside it
             self.last_error = str(exc)
             self._log_line(f"could not make sure the container is stopped: {exc}")
             return
@@ -383,7 +383,7 @@ class DockerRuntime:
         if self.id is None or self._client is None:
             return ExitInfo(None, "not started")
         if self._final is not None:  # closed by an earlier stop, kill or failed start
-            return self._exit or ExitInfo(None, "unknown: an earlier stop could not confirm the exit")
+            return self._closed_exit()
         if self._exit is None:
             self._stopping = "terminated"
             try:
@@ -398,7 +398,7 @@ class DockerRuntime:
         if self.id is None or self._client is None:
             return ExitInfo(None, "not started")
         if self._final is not None:
-            return self._exit or ExitInfo(None, "unknown: an earlier stop could not confirm the exit")
+            return self._closed_exit()
         if self._exit is None:
             self._stopping = "killed"
             try:
@@ -413,6 +413,14 @@ class DockerRuntime:
                         f"(`docker kill {self.id[:12]}`) and check the daemon (`systemctl status docker`)"
                     ) from None
         return await self._finish()
+
+    def _closed_exit(self) -> ExitInfo:
+        """How the container ended, once the runtime is closed; ServeError if that was never confirmed."""
+        if self._exit is None:
+            raise ServeError(
+                f"container {self.name} ({self.id}) may still be running: {self.last_error or 'its end was never seen'}"
+            )
+        return self._exit
 
     async def _confirmed_gone(self) -> bool:
         """True when the daemon says the container is not running (or no longer exists)."""
