@@ -1,4 +1,4 @@
-"""`gb10-console bench client|mock-server`: measure the replay client against a loopback server."""
+"""`gb10-console bench client|mock-server|watchdog`: measure the replay client and the memory guard."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from rich.table import Table
 from runners import event_loop
 from runners.bench.client_bench import BenchError, ClientBenchResult, bench_client
 from runners.bench.mock_server import MockSettings, serve_mock
+from runners.bench.watchdog_bench import as_row, measure
 from runners.files import write_json_atomic
 from runners.replay.metrics import Distribution
 
@@ -37,6 +38,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     mock.add_argument("--tokens", type=_positive, default=64, help="tokens per response (at most max_tokens)")
     mock.add_argument("--fault", choices=("none", "http500", "garbage", "stall", "eof"), default="none")
     mock.add_argument("--fault-every", type=_positive, default=1, help="the fault hits every N-th request")
+    watchdog = what.add_parser("watchdog", help="guard reaction to a real memory hog (floors just below now)")
+    watchdog.add_argument("--rates", default="0.5,1,2", help="fill rates in GiB/s, comma-separated")
+    watchdog.add_argument("--repeats", type=_positive, default=1)
+    watchdog.add_argument("--max-gib", type=float, default=6.0, help="the hog never holds more than this")
+    watchdog.add_argument("--json", type=Path, metavar="OUT", help="also write the results as JSON")
 
 
 def _positive(text: str) -> int:
@@ -48,6 +54,8 @@ def _positive(text: str) -> int:
 
 def run(args: argparse.Namespace, console: Console) -> int:
     """Run the chosen benchmark command; returns the exit code."""
+    if args.bench == "watchdog":
+        return _watchdog(args, console)
     if args.bench == "mock-server":
         settings = MockSettings(args.ttft_ms, args.itl_ms, args.tokens, args.fault, args.fault_every)
         console.print(f"mock server on http://{args.host}:{args.port} ({settings}); Ctrl-C stops it", highlight=False)
@@ -91,3 +99,28 @@ def _dist(d: Distribution) -> str:
 
 
 
+
+
+def _watchdog(args: argparse.Namespace, console: Console) -> int:
+    try:
+        rates = [float(r) for r in args.rates.split(",")]
+    except ValueError:
+        print(f"error: --rates {args.rates!r}: give GiB/s values like 0.5,1,2", file=sys.stderr)
+        return 2
+    rows = []
+    table = Table(title="bench watchdog: a real memory hog against the guard (floors 1/2/3 GiB below MemAvailable)")
+    columns = ("GiB/s", "killed", "predicted", "reaction s", "min avail GiB", "below KILL GiB", "hog GiB", "guard s")
+    for col in columns:
+        table.add_column(col)
+    for rate in rates:
+        for _ in range(args.repeats):
+            r = event_loop.run(measure(rate, max_gib=args.max_gib))
+            rows.append(as_row(r))
+            table.add_row(
+                f"{rate:g}", str(r.killed), str(r.predicted), _num(r.reaction_s, 3), f"{r.min_available_gib:.2f}",
+                f"{r.below_kill_floor_gib:.3f}", f"{r.hog_allocated_gib:.2f}", f"{r.guard_cpu_s:.2f}",
+            )  # fmt: skip
+    console.print(table)
+    if args.json:
+        write_json_atomic(args.json, rows)
+    return 0 if all(row["killed"] for row in rows) else 1

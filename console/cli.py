@@ -8,7 +8,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from console import bench_cli
+from console import bench_cli, watch_cli
 from console.headless import HeadlessPrinter, summary_table
 from engine.config_file import ConfigFileError
 from runners import event_loop
@@ -53,6 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     validate = sub.add_parser("validate", help="check a plan without running it: fields, files, steps, target")
     validate.add_argument("plan", type=Path)
     bench_cli.add_parsers(sub)
+    watch_cli.add_parser(sub)
     return p
 
 
@@ -142,6 +143,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return bench_cli.run(args, console)
     if args.command == "attach":
         return _attach(open_run(args.run_dir))
+    if args.command == "watch":
+        return watch_cli.run(args)
     if args.command == "validate":
         return _validate(args.plan)
     if args.command == "abort":

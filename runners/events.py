@@ -17,7 +17,18 @@ EVENT_SCHEMA = 1
 
 # Events worth an fsync: losing them would misreport where a run stands.
 DURABLE = frozenset(
-    {"run_started", "run_finished", "step_finished", "step_failed", "step_aborted", "serve_failed", "env_mismatch"}
+    {
+        "run_started",
+        "run_finished",
+        "step_finished",
+        "step_failed",
+        "step_aborted",
+        "serve_failed",
+        "env_mismatch",
+        "watchdog_action",
+        "guard_lost",
+        "guard_ended_target",
+    }
 )
 
 Listener = Callable[[dict], None]

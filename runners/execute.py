@@ -24,6 +24,7 @@ from runners.rundir import RunDir, RunDirError, RunnerLock, create_run_dir
 from runners.serve.orphans import sweep_at_start
 from runners.soak import Soak, SoakResult
 from runners.summary import write_summary
+from runners.watchdog.link import GuardError, GuardLink
 
 
 def create_run(plan_path: Path, out: Path | None, runs_root: Path) -> RunDir:
@@ -75,13 +76,28 @@ async def execute(run: RunDir, listeners: Iterable[Listener] = (), argv: list[st
         kind, payload = await sweep_at_start(serve.socket if isinstance(serve, DockerServe) else None)
         events.emit(kind, **payload)
         watcher = asyncio.create_task(watch_control(run, on_abort))
-        soak = Soak(run, loaded, events, abort)
+        guard = GuardLink(run, loaded.plan.watchdog)
+        soak = Soak(run, loaded, events, abort, guard=guard)
+
+        def on_guard_lost(reason: str) -> None:  # fail closed: no measuring without a watchdog
+            events.emit("guard_lost", reason=reason)
+            soak.fatal = f"{reason}; the runner stopped the target (fail closed); `--resume` continues"
+            abort.set()
+
+        tasks: list[asyncio.Task] = []
         try:
+            guard.start()
+            await guard.wait_up()
+            tasks = [asyncio.create_task(guard.beat_forever()), asyncio.create_task(guard.watch(on_guard_lost))]
             result = await soak.run()
+        except GuardError as exc:
+            result = soak.ended_early(f"cannot start the memory guard: {exc}")
         except Exception as exc:  # a runner bug or a failing disk: record it, never leave "running"
             result = soak.crashed(exc)
         finally:
-            watcher.cancel()
+            for task in (watcher, *tasks):
+                task.cancel()
+            await guard.stop()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
         write_summary(run, loaded.plan)

@@ -227,6 +227,31 @@ class ExternalServe(ServeCommon):
 ServeSpec = Annotated[ProcessServe | DockerServe | ExternalServe, Field(discriminator="kind")]
 
 
+class WatchdogSpec(BaseModel):
+    """The memory watchdog's floors and timings; floors left out follow the host's size."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    warn_gib: float | None = Field(None, gt=0, description="MemAvailable below this: WARN (no profiler start/stop)")
+    abort_gib: float | None = Field(None, gt=0, description="below this: stop dispatch and the target")
+    kill_gib: float | None = Field(None, gt=0, description="below this (or predicted within the horizon): kill")
+    predict_horizon_s: float = Field(5.0, gt=0, le=60)
+    psi_full_avg10_abort: float = Field(20.0, gt=0, le=100, description="PSI full avg10 % confirming WARN -> ABORT")
+    post_action_delay_s: float = Field(15.0, ge=0, le=600)
+    runner_stale_s: float = Field(10.0, gt=0, le=600, description="guard stops the target after this runner silence")
+    guard_stale_s: float = Field(5.0, gt=0, le=600, description="runner fails closed after this guard silence")
+    restart_wait_s: float = Field(600.0, gt=0, le=86400, description="wait for memory to recover before a start")
+
+    @model_validator(mode="after")
+    def _floors_all_or_none(self) -> WatchdogSpec:
+        given = [f for f in (self.warn_gib, self.abort_gib, self.kill_gib) if f is not None]
+        if given and len(given) != 3:
+            raise ValueError("give warn_gib, abort_gib and kill_gib together (or none: sized from the host)")
+        if len(given) == 3 and not (self.warn_gib > self.abort_gib > self.kill_gib):  # type: ignore[operator]
+            raise ValueError("floors must fall: warn_gib > abort_gib > kill_gib")
+        return self
+
+
 class ArmSpec(BaseModel):
     """One variant under test: a name and the environment that selects it."""
 
@@ -426,6 +451,7 @@ class Plan(BaseModel):
     name: str
     description: str = ""
     serve: ServeSpec
+    watchdog: WatchdogSpec = Field(default_factory=WatchdogSpec)
     arms: list[ArmSpec] = Field(min_length=1)
     phases: list[Phase] = Field(min_length=1)
 

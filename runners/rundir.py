@@ -76,6 +76,11 @@ class RunDir:
     runner_log = property(lambda self: self.root / "runner.log")
     control_dir = property(lambda self: self.root / "control")
     lock_path = property(lambda self: self.root / "runner.lock")
+    watchdog_jsonl = property(lambda self: self.root / "watchdog.jsonl")
+    watchdog_json = property(lambda self: self.root / "watchdog.json")
+    runner_heartbeat = property(lambda self: self.root / "runner.heartbeat")
+    guard_heartbeat = property(lambda self: self.root / "guard.heartbeat")
+    guard_log = property(lambda self: self.root / "guard.log")
 
     def step_dir(self, step: StepKey) -> Path:
         """Where a step's evidence goes."""

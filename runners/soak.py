@@ -31,10 +31,12 @@ from runners.replay.workloads import evaluate, prepare
 from runners.rundir import RunDir, RunState
 from runners.serve.docker import DockerRuntime
 from runners.serve.external import ExternalRuntime
-from runners.serve.owner import this_runner
+from runners.serve.owner import process_start_ticks, this_runner
 from runners.serve.process import ProcessRuntime
 from runners.serve.readiness import env_mismatches, fetch_effective_env
 from runners.serve.runtime import ExitInfo, ServeError, ServeRuntime
+from runners.watchdog.link import GuardLink
+from runners.watchdog.targets import TargetRef, write_targets
 
 PROGRESS_EVERY_S = 0.5
 TARGET_DEATH_GRACE_S = 2.0
@@ -69,6 +71,7 @@ class Soak:
         events: EventLog,
         abort: asyncio.Event,
         runtime_factory: RuntimeFactory | None = None,
+        guard: GuardLink | None = None,
     ) -> None:
         self.run_dir = run
         self.loaded = loaded
@@ -76,6 +79,7 @@ class Soak:
         self.events = events
         self.abort = abort
         self.make_runtime = runtime_factory or self._runtime
+        self.guard = guard
         self.failed: list[tuple[StepKey, str]] = []
         self.fatal: str | None = None
         self._oom_kills_seen = 0
@@ -128,7 +132,10 @@ class Soak:
 
     def crashed(self, exc: BaseException) -> SoakResult:
         """Record a runner error as a failed, resumable session (best effort: the disk may be full)."""
-        reason = f"runner error: {type(exc).__name__}: {exc}"
+        return self.ended_early(f"runner error: {type(exc).__name__}: {exc}")
+
+    def ended_early(self, reason: str) -> SoakResult:
+        """Record a session that could not run (or crashed) as failed and resumable."""
         st = self.state
         st.status, st.reason, st.resumable, st.current, st.ended_at = "failed", reason, True, None, time.time()
         with contextlib.suppress(OSError):
@@ -156,7 +163,10 @@ class Soak:
                 serve, env, run_id=self.state.run_id, arm=session.arm.name, mode=session.mode,
                 serve_dir=serve_dir, resolve=self.loaded.resolve, owner=this_runner(),
             )  # fmt: skip
-        return ProcessRuntime(self.loaded.serve_command(), env, serve_dir / "serve.log", serve_dir / "env", serve.host)
+        return ProcessRuntime(
+            self.loaded.serve_command(), env, serve_dir / "serve.log", serve_dir / "env", serve.host,
+            run_id=self.state.run_id,
+        )  # fmt: skip
 
     async def _session(self, session: Session) -> None:
         arm, mode = session.arm.name, session.mode
@@ -171,9 +181,18 @@ class Soak:
         runtime = self.make_runtime(session)
         self._oom_kills_seen = 0  # the count belongs to this session's target
         serve = self.plan.serve
+        blocked = await self._unless_aborted(self._memory_recovered())
+        if blocked:
+            self._fail_steps(todo, blocked)
+            return
+        if self.abort.is_set():
+            return
         self.events.emit("serve_starting", arm=arm, mode=mode, kind=runtime.kind, target=await runtime.inspect())
         try:
-            await runtime.start()
+            try:
+                await runtime.start()
+            finally:
+                self._register_target(runtime, arm, mode)
             ready = await self._unless_aborted(runtime.wait_ready(serve.ready_timeout_s))
             if ready is None:
                 return
@@ -200,6 +219,29 @@ class Soak:
         finally:
             await self._stop_target(runtime, arm, mode)
 
+    async def _memory_recovered(self) -> str | None:
+        """Wait while the guard blocks restarts (memory below WARN after an action); a reason if it never clears."""
+        if self.guard is None or not self.guard.restart_blocked():
+            return None
+        wait_s = self.plan.watchdog.restart_wait_s
+        self.events.emit("restart_blocked", reason=self.guard.restart_blocked(), wait_s=wait_s)
+        end = time.monotonic() + wait_s
+        while time.monotonic() < end:
+            await asyncio.sleep(1.0)
+            if not self.guard.restart_blocked():
+                self.events.emit("restart_allowed")
+                return None
+        return f"not started: {self.guard.restart_blocked()} (waited {wait_s:g} s)"
+
+    def _register_target(self, runtime: ServeRuntime, arm: str, mode: str) -> None:
+        """List the started target in targets.json so the guard can end it (it checks the label too)."""
+        ref = None
+        if isinstance(runtime, ProcessRuntime) and runtime.pid is not None:
+            ref = TargetRef("process", arm, mode, pid=runtime.pid, start_ticks=process_start_ticks(runtime.pid))
+        elif isinstance(runtime, DockerRuntime) and runtime.id is not None:
+            ref = TargetRef("docker", arm, mode, container=runtime.id, socket=runtime.socket)
+        write_targets(self.run_dir, [ref] if ref else [])
+
     async def _stop_target(self, runtime: ServeRuntime, arm: str, mode: str) -> None:
         """Stop the target; one that cannot be stopped ends the run (the next arm must not share the GPU)."""
         try:
@@ -209,6 +251,7 @@ class Soak:
             self.fatal = f"the serve target of {arm}/{mode} could not be stopped: {reason}"
             self.events.emit("serve_stop_failed", arm=arm, mode=mode, reason=reason)
             return
+        write_targets(self.run_dir, [])
         self.events.emit("serve_stopped", arm=arm, mode=mode, how=ended.describe(), target=await runtime.inspect())
 
     async def _unless_aborted(self, work: Awaitable[T]) -> T | None:
@@ -297,12 +340,16 @@ class Soak:
             )
         )  # fmt: skip
         died = asyncio.create_task(runtime.wait_exit())
+        alarm = asyncio.create_task(self.guard.wait_alarm()) if self.guard else None
         try:
             async with timeout(phase.deadline_s):
-                await asyncio.wait({replay_task, died}, return_when=asyncio.FIRST_COMPLETED)
+                watched = {replay_task, died} | ({alarm} if alarm else set())
+                await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
         except asyncio.TimeoutError:
             pass
         finally:
+            if alarm is not None and not alarm.done():
+                alarm.cancel()
             if not replay_task.done():
                 replay_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -315,6 +362,10 @@ class Soak:
         ended = await self._target_ended(died, replay_task)
         if ended is not None:
             self._note_oom_kills(step, await runtime.inspect())
+        memory = self._memory_alarm(alarm, target_died=ended is not None)
+        if memory is not None:
+            self._fail_steps([step], memory)
+            return "target_died"
         if replay_task.cancelled():
             if ended is not None:
                 self._fail_steps([step], f"the serve target {ended.describe()} during the step; see its serve.log")
@@ -356,6 +407,17 @@ class Soak:
         extras = {k: record[k] for k in ("gsm8k", "coherence") if k in record}
         self.events.emit("step_finished", step=step.as_dict(), stats=stats.as_dict(), **extras)
         return "done"
+
+    def _memory_alarm(self, alarm: asyncio.Task | None, target_died: bool) -> str | None:
+        """Why the memory watchdog ended the step (ABORT: the runner stops the target; KILL: the guard killed it)."""
+        status = alarm.result() if alarm is not None and alarm.done() and not alarm.cancelled() else None
+        if status is None and target_died and self.guard is not None:
+            latest = self.guard.status() or {}
+            status = latest if latest.get("level") == "kill" else None
+        if status is None:
+            return None
+        level = str(status.get("level", "?")).upper()
+        return f"memory watchdog {level}: {status.get('reason')}; `--resume` repeats this step once memory recovers"
 
     async def _target_ended(self, died: asyncio.Task[ExitInfo], replay_task: asyncio.Task) -> ExitInfo | None:
         """How the target ended during the step, or None if it still runs.

@@ -536,6 +536,11 @@ class DockerRuntime:
             return {**info, **container_state(self._final or {"State": self._last_state})}
         return {**info, **container_state(data)}
 
+    @property
+    def socket(self) -> str | None:
+        """The engine socket this runtime talks to (once started)."""
+        return str(self._client.socket) if self._client else None
+
     def provenance(self) -> dict:
         """The image (id and registry digests) and the engine that ran it."""
         return {

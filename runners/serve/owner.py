@@ -15,6 +15,7 @@ LABEL_OWNER = "gb10.owner"
 LABEL_RUN = "gb10.run-id"
 LABEL_ARM = "gb10.arm"
 LABEL_MODE = "gb10.mode"
+RUN_ID_VAR = "GB10_RUN_ID"  # a serve process's label: its environment carries the run id
 
 
 def process_start_ticks(pid: int, proc: Path = Path("/proc")) -> int | None:

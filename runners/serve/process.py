@@ -19,6 +19,7 @@ from pathlib import Path
 
 from engine.env_sentinel import ENV_DIR_VAR, SENTINEL_NAME, format_sentinel
 from runners.files import tail_lines, write_atomic
+from runners.serve.owner import RUN_ID_VAR
 from runners.serve.readiness import probe, wait_ready_explained
 from runners.serve.runtime import ExitInfo, ProbeResult, ReadyInfo, ServeError
 
@@ -55,7 +56,13 @@ class ProcessRuntime:
     kind = "process"
 
     def __init__(
-        self, command: list[str], env: dict[str, str], log_path: Path, env_dir: Path, host: str = "127.0.0.1"
+        self,
+        command: list[str],
+        env: dict[str, str],
+        log_path: Path,
+        env_dir: Path,
+        host: str = "127.0.0.1",
+        run_id: str | None = None,
     ) -> None:
         self.host = host
         self.port = free_port(host)
@@ -64,6 +71,7 @@ class ProcessRuntime:
         self.env_dir = env_dir
         self.log_path = log_path
         self.arm_env = dict(env)
+        self.run_id = run_id
         fill = {"{host}": host, "{port}": str(self.port), "{env_dir}": str(env_dir)}
         self.command = [fill_placeholders(part, fill) for part in command]
         self._proc: asyncio.subprocess.Process | None = None
@@ -78,6 +86,8 @@ class ProcessRuntime:
         """Write the ENV sentinel, then launch the command in its own session with output to serve.log."""
         write_atomic(self.env_dir / SENTINEL_NAME, format_sentinel(self.arm_env))
         env = {**os.environ, **self.arm_env, ENV_DIR_VAR: str(self.env_dir)}
+        if self.run_id:
+            env[RUN_ID_VAR] = self.run_id  # the label the guard checks before it touches the process
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:  # noqa: ASYNC230 - a local append, once per start
             stamp = time.strftime("%Y-%m-%d %H:%M:%S")

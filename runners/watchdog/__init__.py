@@ -1,0 +1,1 @@
+"""Unified-memory watchdog: samplers, policy, the guard process."""

@@ -1,0 +1,136 @@
+"""The serve targets a run owns (`targets.json`), and the guard's stop/kill path for them.
+
+The runner lists each target it starts; the guard acts only on a listed target that still
+carries the run's label: a container labelled `gb10.run-id=<run id>`, or a process started at the
+recorded time whose environment holds `GB10_RUN_ID=<run id>`. Anything else is never touched,
+however it got into the list.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from runners.files import read_json, write_json_atomic
+from runners.rundir import RunDir
+from runners.serve.docker_api import DockerClient, DockerError
+from runners.serve.owner import LABEL_RUN, RUN_ID_VAR, process_start_ticks
+
+TARGETS_FILE = "targets.json"
+DOCKER_CALL_S = 3.0
+PROCESS_GRACE_S = 5.0
+
+
+@dataclass(frozen=True)
+class TargetRef:
+    """A serve target as the guard sees it: enough to find it, check its label, and end it."""
+
+    kind: str  # "process" | "docker"
+    arm: str
+    mode: str
+    pid: int | None = None  # process: the group leader (its own session)
+    start_ticks: int | None = None
+    container: str | None = None  # docker: the container id
+    socket: str | None = None
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TargetRef:
+        """Inverse of asdict (unknown keys ignored)."""
+        fields = {k: d.get(k) for k in cls.__dataclass_fields__}
+        return cls(**fields)
+
+
+def targets_path(run: RunDir) -> Path:
+    """Where the run's live targets are listed."""
+    return run.root / TARGETS_FILE
+
+
+def write_targets(run: RunDir, refs: list[TargetRef]) -> None:
+    """Replace the list of live targets (atomically)."""
+    write_json_atomic(targets_path(run), {"targets": [asdict(r) for r in refs]})
+
+
+def read_targets(run: RunDir) -> list[TargetRef]:
+    """The listed targets; [] when there is no list or it cannot be read."""
+    try:
+        data = read_json(targets_path(run))
+    except (OSError, ValueError):
+        return []
+    items = data.get("targets") if isinstance(data, dict) else None
+    return [TargetRef.from_dict(d) for d in items or [] if isinstance(d, dict)]
+
+
+def process_labelled(pid: int, start_ticks: int | None, run_id: str, proc: Path = Path("/proc")) -> bool:
+    """True when `pid` is the process started at `start_ticks` and its env carries GB10_RUN_ID=run_id."""
+    if start_ticks is None or process_start_ticks(pid, proc) != start_ticks:
+        return False
+    try:
+        environ = (proc / str(pid) / "environ").read_bytes()
+    except OSError:
+        return False
+    return f"{RUN_ID_VAR}={run_id}".encode() in environ.split(b"\0")
+
+
+async def end_target(ref: TargetRef, run_id: str, kill: bool) -> str:
+    """Stop (or, with `kill`, SIGKILL at once) a labelled target; returns what happened, in words."""
+    if ref.kind == "process" and ref.pid is not None:
+        return await _end_process(ref.pid, ref.start_ticks, run_id, kill)
+    if ref.kind == "docker" and ref.container and ref.socket:
+        return await _end_container(ref.container, Path(ref.socket), run_id, kill)
+    return f"left: not a target the guard can end ({ref.kind})"
+
+
+async def _end_process(pid: int, start_ticks: int | None, run_id: str, kill: bool) -> str:
+    if not process_labelled(pid, start_ticks, run_id):
+        return f"left: pid {pid} is gone or not labelled {RUN_ID_VAR}={run_id}"
+    if kill:
+        _signal_group(pid, signal.SIGKILL)
+        return f"killed process group {pid}"
+    _signal_group(pid, signal.SIGTERM)
+    for _ in range(int(PROCESS_GRACE_S / 0.1)):
+        await asyncio.sleep(0.1)
+        if _gone(pid, start_ticks):
+            return f"stopped process group {pid} (SIGTERM)"
+    _signal_group(pid, signal.SIGKILL)
+    return f"killed process group {pid} after {PROCESS_GRACE_S:g} s of SIGTERM"
+
+
+def _gone(pid: int, start_ticks: int | None, proc: Path = Path("/proc")) -> bool:
+    """True once `pid` no longer runs: gone, reused, or a zombie its parent has not reaped yet."""
+    if process_start_ticks(pid, proc) != start_ticks:
+        return True
+    try:
+        stat = (proc / str(pid) / "stat").read_text()
+    except OSError:
+        return True
+    return stat[stat.rindex(")") + 2 :].startswith("Z")
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+
+
+async def _end_container(ident: str, socket: Path, run_id: str, kill: bool) -> str:
+    try:
+        async with DockerClient(socket, DOCKER_CALL_S) as client:
+            await client.connect()
+            data = await client.inspect(ident)
+            labels = (data.get("Config") or {}).get("Labels") or {}
+            if labels.get(LABEL_RUN) != run_id:
+                return f"left: container {ident[:12]} is not labelled {LABEL_RUN}={run_id}"
+            if not (data.get("State") or {}).get("Running"):
+                return f"container {ident[:12]} is not running"
+            if kill:
+                await client.kill(ident)
+                return f"killed container {ident[:12]}"
+            await client.stop(ident, PROCESS_GRACE_S)
+            return f"stopped container {ident[:12]}"
+    except DockerError as exc:
+        if not kill:
+            return await _end_container(ident, socket, run_id, kill=True) + f" (stop failed: {exc})"
+        return f"FAILED to end container {ident[:12]}: {exc}"

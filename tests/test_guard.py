@@ -1,0 +1,205 @@
+"""The guard process for real: a memory hog killed, a dead or silent runner's target stopped, a dead
+guard making the runner fail closed, and nothing unlabelled ever touched."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from runners.bench.watchdog_bench import measure
+from runners.files import read_json, read_jsonl
+from runners.plan import load_plan
+from runners.rundir import RunDir, create_run_dir
+from runners.serve.owner import RUN_ID_VAR, process_start_ticks
+from runners.watchdog.targets import TargetRef, end_target
+from tests.conftest import ROOT, pid_gone, wait_until, write_plan
+
+pytestmark = pytest.mark.slow
+
+
+def _run_dir(tmp_path: Path, watchdog: str) -> RunDir:
+    plan = write_plan(tmp_path)
+    plan.write_text(plan.read_text() + f"\n[watchdog]\n{watchdog}\n")
+    loaded = load_plan(plan)
+    return create_run_dir(tmp_path / "run", tmp_path, loaded.source, loaded.plan.name, loaded.base_dir)
+
+
+@pytest.fixture
+def sleepers() -> Iterator[list[subprocess.Popen]]:
+    """Processes a test starts; all killed afterwards."""
+    procs: list[subprocess.Popen] = []
+    yield procs
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+
+
+def _sleeper(procs: list[subprocess.Popen], run_id: str | None) -> subprocess.Popen:
+    env = {**os.environ, **({RUN_ID_VAR: run_id} if run_id else {})}
+    proc = subprocess.Popen(["sleep", "300"], env=env, start_new_session=True)
+    procs.append(proc)
+    return proc
+
+
+async def test_a_real_memory_hog_is_killed_within_a_second_of_the_floor(tmp_path: Path) -> None:
+    """1 GiB/s against floors 1/2/3 GiB below MemAvailable: killed by the guard, ≤ 1 s, floor held."""
+    result = await measure(1.0, max_gib=4.0, max_s=20.0, workdir=tmp_path)
+    assert result.killed, result
+    assert result.reaction_s is not None and result.reaction_s <= 1.0, result
+    assert result.below_kill_floor_gib <= 1.0 * 0.1 + 0.05, result  # at most one minimum poll of fill
+    assert result.hog_allocated_gib < 4.0  # stopped before its own bound
+    events = read_jsonl(tmp_path / "run" / "events.jsonl")
+    ended = [e for e in events if e["type"] == "guard_ended_target"]
+    assert ended and ended[0]["kill"] is True and ended[0]["outcome"].startswith("killed process group")
+    assert "memory KILL" in ended[0]["cause"] and ended[0]["available_gib"] is not None
+    records = read_jsonl(tmp_path / "run" / "watchdog.jsonl")
+    assert {r["level"] for r in records} >= {"ok", "kill"}
+
+
+FAKE_RUNNER = textwrap.dedent(
+    """
+    import asyncio, os, subprocess, sys
+    from pathlib import Path
+    from runners.plan import load_plan
+    from runners.rundir import RunDir, RunState
+    from runners.serve.owner import process_start_ticks
+    from runners.watchdog.link import GuardLink
+    from runners.watchdog.targets import TargetRef, write_targets
+
+    run = RunDir(Path(sys.argv[1]))
+    beat = sys.argv[2] == "beat"
+    run_id = run.info()["run_id"]
+    # a target that does not die with its runner, as a container does not
+    target = subprocess.Popen(["sleep", "300"], env={**os.environ, "GB10_RUN_ID": run_id}, start_new_session=True)
+    ref = TargetRef("process", "a", "primary", pid=target.pid, start_ticks=process_start_ticks(target.pid))
+    write_targets(run, [ref])
+    run.write_state(RunState(run_id=run_id, plan="mini", status="running",
+                             current={"arm": "a", "mode": "primary", "phase": "p", "rep": 0}))
+
+    async def main():
+        guard = GuardLink(run, load_plan(run.plan_toml).plan.watchdog)
+        guard.start()
+        await guard.wait_up()
+        print(target.pid, guard.proc.pid, flush=True)
+        if beat:
+            await guard.beat_forever()
+        await asyncio.sleep(300)
+
+    asyncio.run(main())
+    """
+)
+
+
+def _fake_runner(run: RunDir, beat: bool) -> tuple[subprocess.Popen, int, int]:
+    runner = subprocess.Popen(
+        [sys.executable, "-c", FAKE_RUNNER, str(run.root), "beat" if beat else "silent"],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert runner.stdout is not None
+    target_pid, guard_pid = (int(x) for x in runner.stdout.readline().split())
+    return runner, target_pid, guard_pid
+
+
+def test_the_guard_stops_the_target_of_a_sigkilled_runner_within_10_s(tmp_path: Path) -> None:
+    """Runner SIGKILLed mid-step: its target (which would outlive it) is stopped; the guard then exits."""
+    run = _run_dir(tmp_path, "warn_gib = 1.0\nabort_gib = 0.5\nkill_gib = 0.25")
+    runner, target, guard = _fake_runner(run, beat=True)
+    try:
+        runner.send_signal(signal.SIGKILL)
+        runner.wait(5)
+        assert wait_until(lambda: pid_gone(target), 10), "the guard did not stop the target"
+        assert wait_until(lambda: pid_gone(guard), 10), "the guard did not exit after its runner died"
+    finally:
+        for pid in (target, guard):
+            if not pid_gone(pid):
+                os.kill(pid, signal.SIGKILL)
+    ended = [e for e in read_jsonl(run.events) if e["type"] == "guard_ended_target"]
+    assert len(ended) == 1 and "is gone" in ended[0]["cause"] and ended[0]["outcome"].startswith("stopped process")
+    assert any(e["type"] == "guard_stopped" and e["reason"] == "the runner is gone" for e in read_jsonl(run.events))
+
+
+def test_a_silent_runner_mid_step_gets_its_target_stopped(tmp_path: Path) -> None:
+    """A runner alive but not beating for runner_stale_s during a step: the guard stops the target."""
+    run = _run_dir(tmp_path, "warn_gib = 1.0\nabort_gib = 0.5\nkill_gib = 0.25\nrunner_stale_s = 2")
+    runner, target, guard = _fake_runner(run, beat=False)
+
+    def ended() -> list[dict]:
+        return [e for e in read_jsonl(run.events) if e["type"] == "guard_ended_target"]
+
+    try:
+        assert wait_until(lambda: pid_gone(target) and bool(ended()), 10)
+        assert not pid_gone(guard)  # the runner still lives: the guard stays
+    finally:
+        runner.kill()
+        runner.wait(5)
+        for pid in (target, guard):
+            if not pid_gone(pid):
+                os.kill(pid, signal.SIGKILL)
+    assert "silent for" in ended()[0]["cause"] and ended()[0]["outcome"] == f"stopped process group {target} (SIGTERM)"
+
+
+def test_a_runner_whose_guard_dies_fails_closed(tmp_path: Path) -> None:
+    """Guard SIGKILLed mid-step: the runner stops the target and ends the run resumable, naming why."""
+    plan = write_plan(tmp_path, requests=400, concurrency=2, max_tokens=64)
+    out = tmp_path / "run"
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "console.cli", "run", str(plan), "--headless", "--out", str(out)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+
+        def started() -> dict | None:
+            path = out / "events.jsonl"
+            evs = read_jsonl(path) if path.exists() else []
+            if any(e["type"] == "step_started" for e in evs):
+                return next(e for e in evs if e["type"] == "guard_started")
+            return None
+
+        assert wait_until(lambda: started() is not None or runner.poll() is not None, 120)
+        guard_pid = started()["pid"]
+        os.kill(guard_pid, signal.SIGKILL)
+        output, _ = runner.communicate(timeout=60)
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+    assert runner.returncode == 1, output
+    evs = read_jsonl(out / "events.jsonl")
+    lost = [e for e in evs if e["type"] == "guard_lost"]
+    assert lost and "the guard exited" in lost[0]["reason"]
+    assert any(e["type"] == "serve_stopped" for e in evs)
+    state = read_json(out / "state.json")
+    assert state["status"] == "failed" and state["resumable"] is True and "fail closed" in state["reason"]
+
+
+def _ref(pid: int, ticks: int | None) -> TargetRef:
+    return TargetRef("process", "a", "primary", pid=pid, start_ticks=ticks)
+
+
+async def test_only_labelled_targets_are_ever_touched(tmp_path: Path, sleepers: list[subprocess.Popen]) -> None:
+    """No label, another run's label, or a reused pid: left alone. The labelled one: ended."""
+    run_id = "run-a"
+    unlabelled = _sleeper(sleepers, None)
+    other_run = _sleeper(sleepers, "run-b")
+    mine = _sleeper(sleepers, run_id)
+    refs = {
+        "unlabelled": _ref(unlabelled.pid, process_start_ticks(unlabelled.pid)),
+        "other": _ref(other_run.pid, process_start_ticks(other_run.pid)),
+        "reused": _ref(mine.pid, (process_start_ticks(mine.pid) or 0) + 1),
+    }
+    for name, ref in refs.items():
+        outcome = await end_target(ref, run_id, kill=True)
+        assert outcome.startswith("left:"), (name, outcome)
+    await asyncio.sleep(0.2)
+    assert unlabelled.poll() is None and other_run.poll() is None and mine.poll() is None
+    ref = _ref(mine.pid, process_start_ticks(mine.pid))
+    assert (await end_target(ref, run_id, kill=True)).startswith("killed process group")
+    assert mine.wait(5) == -signal.SIGKILL
