@@ -4,6 +4,7 @@ guard making the runner fail closed, and nothing unlabelled ever touched."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -19,6 +20,7 @@ from runners.files import read_json, read_jsonl
 from runners.plan import load_plan
 from runners.rundir import RunDir, create_run_dir
 from runners.serve.owner import RUN_ID_VAR, process_start_ticks
+from runners.watchdog.samplers import read_meminfo
 from runners.watchdog.targets import TargetRef, end_target
 from tests.conftest import ROOT, pid_gone, wait_until, write_plan
 
@@ -203,3 +205,93 @@ async def test_only_labelled_targets_are_ever_touched(tmp_path: Path, sleepers: 
     ref = _ref(mine.pid, process_start_ticks(mine.pid))
     assert (await end_target(ref, run_id, kill=True)).startswith("killed process group")
     assert mine.wait(5) == -signal.SIGKILL
+
+
+def test_watch_prints_live_samples_and_json() -> None:
+    """`gb10-console watch` headless: one line per sample, N/A for the missing GPU, JSON with --json."""
+    cli = [sys.executable, "-m", "console.cli", "watch", "--count", "2", "--interval", "0.1"]
+    text = subprocess.run(cli, capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert text.returncode == 0, text.stderr
+    lines = text.stdout.splitlines()
+    assert len(lines) == 2 and all("avail " in line and " GiB" in line for line in lines)
+    assert all(("gpu N/A" in line) or ("gpu " in line and "procs" in line) for line in lines)
+    as_json = subprocess.run([*cli, "--json"], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    records = [json.loads(line) for line in as_json.stdout.splitlines()]
+    assert len(records) == 2 and records[0]["mem"]["available"] > 0 and records[0]["level"] in ("ok", "warn")
+    bad = subprocess.run([*cli, "--floors", "1,2,3"], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert bad.returncode == 2 and "warn_gib > abort_gib > kill_gib" in bad.stderr
+
+
+async def test_the_guard_kill_path_for_containers_checks_the_run_label(
+    docker_engine, busybox_image: str, sleepers: list[subprocess.Popen]
+) -> None:
+    """A container labelled with the run is stopped; one labelled with another run is left running."""
+    from runners.serve.docker_api import DockerClient
+    from tests.docker_env import remove_labelled
+
+    async with DockerClient(docker_engine.socket) as client:
+        await client.connect()
+        ids = {}
+        for run_id in ("guard-run-a", "guard-run-b"):
+            config = {"Image": busybox_image, "Cmd": ["sleep", "300"], "Labels": {"gb10.run-id": run_id}}
+            ids[run_id] = await client.create(f"{run_id}-{os.getpid()}", config)
+            await client.start(ids[run_id])
+        try:
+            socket = str(docker_engine.socket)
+            mine = TargetRef("docker", "a", "primary", container=ids["guard-run-a"], socket=socket)
+            other = TargetRef("docker", "a", "primary", container=ids["guard-run-b"], socket=socket)
+            assert (await end_target(other, "guard-run-a", kill=True)).startswith("left: container")
+            assert (await end_target(mine, "guard-run-a", kill=True)).startswith("killed container")
+            assert (await client.inspect(ids["guard-run-a"]))["State"]["Running"] is False
+            assert (await client.inspect(ids["guard-run-b"]))["State"]["Running"] is True
+        finally:
+            for run_id in ids:
+                remove_labelled(docker_engine, f"gb10.run-id={run_id}")
+
+
+def test_memory_abort_stops_the_step_and_the_next_arm_waits_for_recovery(tmp_path: Path) -> None:
+    """A hog beside the target crosses ABORT: the step fails naming the watchdog, the target is stopped,
+    the next arm starts only once memory is back above WARN, and then runs normally."""
+    available = read_meminfo().available
+    assert available is not None
+    top = available / (1 << 30)
+    plan = write_plan(tmp_path, requests=150, concurrency=2, max_tokens=64)
+    plan.write_text(
+        plan.read_text()
+        + f"\n[watchdog]\nwarn_gib = {top - 2.5:.2f}\nabort_gib = {top - 3.5:.2f}\nkill_gib = {top - 12:.2f}\n"
+        "predict_horizon_s = 0.01\nrestart_wait_s = 60\n"
+    )
+    out = tmp_path / "run"
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "console.cli", "run", str(plan), "--headless", "--out", str(out)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    hog = None
+    try:
+
+        def step_started() -> bool:
+            path = out / "events.jsonl"
+            return path.exists() and any(e["type"] == "step_started" for e in read_jsonl(path))
+
+        assert wait_until(lambda: step_started() or runner.poll() is not None, 120)
+        hog = subprocess.Popen(
+            [sys.executable, "-m", "runners.bench.memhog", "--rate-gib-s", "2", "--max-gib", "5", "--hold-s", "4"],
+            cwd=ROOT, stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        output, _ = runner.communicate(timeout=240)
+    finally:
+        for proc in (runner, hog):
+            if proc is not None and proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+    assert runner.returncode == 1, output
+    evs = read_jsonl(out / "events.jsonl")
+    types = [e["type"] for e in evs]
+    assert any(e["type"] == "watchdog_action" and e["action"] == "abort" for e in evs)
+    failed = [e for e in evs if e["type"] == "step_failed"]
+    assert [e["step"]["arm"] for e in failed] == ["split1"] and "memory watchdog ABORT" in failed[0]["reason"]
+    assert "restart_blocked" in types and "restart_allowed" in types
+    assert types.index("restart_blocked") < types.index("restart_allowed")
+    finished = [e for e in evs if e["type"] == "step_finished"]
+    assert [e["step"]["arm"] for e in finished] == ["split8"]
+    assert not any(e["type"] == "guard_ended_target" for e in evs)  # ABORT is the runner's to act on
