@@ -14,7 +14,7 @@ from rich.table import Table
 from runners import event_loop
 from runners.bench.client_bench import BenchError, ClientBenchResult, bench_client
 from runners.bench.mock_server import MockSettings, serve_mock
-from runners.bench.watchdog_bench import as_row, measure
+from runners.bench.watchdog_bench import as_row, idle_cpu, measure
 from runners.files import write_json_atomic
 from runners.replay.metrics import Distribution
 
@@ -42,6 +42,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     watchdog.add_argument("--rates", default="0.5,1,2", help="fill rates in GiB/s, comma-separated")
     watchdog.add_argument("--repeats", type=_positive, default=1)
     watchdog.add_argument("--max-gib", type=float, default=6.0, help="the hog never holds more than this")
+    watchdog.add_argument("--horizon", type=float, default=5.0, help="prediction horizon s (0.001: floors only)")
+    watchdog.add_argument("--idle-s", type=float, default=0.0, help="also measure the guard's idle CPU for S seconds")
     watchdog.add_argument("--json", type=Path, metavar="OUT", help="also write the results as JSON")
 
 
@@ -114,13 +116,17 @@ def _watchdog(args: argparse.Namespace, console: Console) -> int:
         table.add_column(col)
     for rate in rates:
         for _ in range(args.repeats):
-            r = event_loop.run(measure(rate, max_gib=args.max_gib))
+            r = event_loop.run(measure(rate, max_gib=args.max_gib, horizon_s=args.horizon))
             rows.append(as_row(r))
             table.add_row(
                 f"{rate:g}", str(r.killed), str(r.predicted), _num(r.reaction_s, 3), f"{r.min_available_gib:.2f}",
                 f"{r.below_kill_floor_gib:.3f}", f"{r.hog_allocated_gib:.2f}", f"{r.guard_cpu_s:.2f}",
             )  # fmt: skip
     console.print(table)
+    result: dict = {"reactions": rows}
+    if args.idle_s > 0:
+        result["guard_idle_cpu_pct"] = round(event_loop.run(idle_cpu(args.idle_s)), 3)
+        console.print(f"guard idle CPU over {args.idle_s:g} s: {result['guard_idle_cpu_pct']:.2f}% of one core")
     if args.json:
-        write_json_atomic(args.json, rows)
+        write_json_atomic(args.json, result)
     return 0 if all(row["killed"] for row in rows) else 1

@@ -48,16 +48,20 @@ class Reaction:
     guard_cpu_s: float
 
 
-def _plan(floors: tuple[float, float, float]) -> str:
-    warn, abort, kill = floors
+def _plan(floors: tuple[float, float, float] | None, horizon_s: float = 5.0) -> str:
+    """A one-arm plan; `floors` (GiB) fill its [watchdog] table, None leaves them sized from the host."""
+    table = ""
+    if floors is not None:
+        warn, abort, kill = floors
+        table = (
+            f"[watchdog]\nwarn_gib = {warn:.3f}\nabort_gib = {abort:.3f}\nkill_gib = {kill:.3f}\n"
+            f"predict_horizon_s = {horizon_s}\n"
+        )
     return f"""
 name = "watchdog-bench"
 [serve]
 engine_config = "{PROJECT_ROOT / 'configs' / 'engine-tiny.toml'}"
-[watchdog]
-warn_gib = {warn:.3f}
-abort_gib = {abort:.3f}
-kill_gib = {kill:.3f}
+{table}
 [[arms]]
 name = "hog"
 [[phases]]
@@ -68,8 +72,12 @@ streams = 1
 
 
 async def measure(rate_gib_s: float, margins_gib: tuple[float, float, float] = (1.0, 2.0, 3.0),
-                  max_gib: float = 6.0, max_s: float = 30.0, workdir: Path | None = None) -> Reaction:  # fmt: skip
-    """Run the hog against a guard once; the floors sit `margins_gib` below the current MemAvailable."""
+                  max_gib: float = 6.0, max_s: float = 30.0, workdir: Path | None = None,
+                  horizon_s: float = 5.0) -> Reaction:  # fmt: skip
+    """Run the hog against a guard once; the floors sit `margins_gib` below the current MemAvailable.
+
+    A tiny `horizon_s` (0.001) all but switches prediction off, to measure the floor-crossing path.
+    """
     available = read_meminfo().available
     if available is None:
         raise RuntimeError("MemAvailable is not readable on this host: the watchdog cannot work here")
@@ -77,7 +85,7 @@ async def measure(rate_gib_s: float, margins_gib: tuple[float, float, float] = (
     floors = (top - margins_gib[0], top - margins_gib[1], top - margins_gib[2])
     base = Path(workdir or tempfile.mkdtemp(prefix="gb10-wd-bench-"))
     plan_path = base / "plan.toml"
-    plan_path.write_text(_plan(floors))
+    plan_path.write_text(_plan(floors, horizon_s))
     loaded = load_plan(plan_path)
     run = create_run_dir(base / "run", base, loaded.source, loaded.plan.name, loaded.base_dir)
     run_id = run.info()["run_id"]
@@ -139,6 +147,29 @@ async def measure(rate_gib_s: float, margins_gib: tuple[float, float, float] = (
         hog_allocated_gib=round(int(lines[-1][1]) / GIB, 3) if lines else 0.0,
         guard_cpu_s=round(guard_cpu, 3),
     )
+
+
+async def idle_cpu(seconds: float, workdir: Path | None = None) -> float:
+    """The guard's CPU use at steady state (host-sized floors, nothing near them) in % of one core."""
+    base = Path(workdir or tempfile.mkdtemp(prefix="gb10-wd-idle-"))
+    plan_path = base / "plan.toml"
+    plan_path.write_text(_plan(None))
+    loaded = load_plan(plan_path)
+    run = create_run_dir(base / "run", base, loaded.source, loaded.plan.name, loaded.base_dir)
+    guard = GuardLink(run, loaded.plan.watchdog)
+    guard.start()
+    beat = asyncio.create_task(guard.beat_forever())
+    try:
+        await guard.wait_up()
+        await asyncio.sleep(2.0)  # past start-up (imports, the first NVML attempt)
+        assert guard.proc is not None
+        before, t0 = _cpu_s(guard.proc.pid), time.monotonic()
+        await asyncio.sleep(seconds)
+        used, wall = _cpu_s(guard.proc.pid) - before, time.monotonic() - t0
+    finally:
+        beat.cancel()
+        await guard.stop()
+    return 100.0 * used / wall
 
 
 def _ticks(pid: int) -> int | None:
