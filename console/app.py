@@ -290,6 +290,7 @@ class RunConsole(App[None]):
             runner = "runner not running"
         self.query_one("#title", Static).update(
             f"[b]{view.run_id}[/b]  ·  plan {view.plan}  ·  {status.label}  ·  {clock}  ·  {runner}"
+            f"  ·  memory {view.watchdog_level.upper()}"
         )
 
     def action_help(self) -> None:

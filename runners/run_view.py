@@ -54,6 +54,7 @@ class RunView:
     arms: dict[str, ArmView] = field(default_factory=dict)
     steps: dict[StepKey, StepView] = field(default_factory=dict)
     current: StepKey | None = None
+    watchdog_level: str = "unknown"  # ok / warn / abort / kill, "lost" when the guard is gone
     log: list[str] = field(default_factory=list)
 
     @classmethod
@@ -150,6 +151,32 @@ class RunView:
             f"{e['step']['arm']}: OOM in the serve target: cgroup oom_kill {e.get('cgroup_oom_kills')}, "
             f"OOMKilled={e.get('oom_killed')}"
         )
+
+    def _on_guard_started(self, e: dict) -> str:
+        floors = e.get("floors_gib") or {}
+        self.watchdog_level = "ok"
+        return (
+            f"guard up (pid {e.get('pid')}): MemAvailable floors WARN {floors.get('warn')} / ABORT "
+            f"{floors.get('abort')} / KILL {floors.get('kill')} GiB"
+        )
+
+    def _on_watchdog_level(self, e: dict) -> str:
+        self.watchdog_level = str(e.get("level"))
+        return f"memory {str(e.get('level')).upper()} (was {e.get('previous')}): {e.get('reason')}"
+
+    def _on_guard_ended_target(self, e: dict) -> str:
+        target = e.get("target") or {}
+        return f"{target.get('arm')}: the guard ended the serve target ({e.get('outcome')}): {e.get('cause')}"
+
+    def _on_guard_lost(self, e: dict) -> str:
+        self.watchdog_level = "lost"
+        return f"GUARD LOST: {e.get('reason')}; the runner stops the target (fail closed)"
+
+    def _on_restart_blocked(self, e: dict) -> str:
+        return f"next serve target held back: {e.get('reason')} (waiting up to {e.get('wait_s')} s)"
+
+    def _on_restart_allowed(self, e: dict) -> str:
+        return "memory recovered: serve targets may start again"
 
     def _on_orphans_checked(self, e: dict) -> str | None:
         stopped = e.get("stopped") or []
