@@ -402,3 +402,36 @@ def test_a_soak_against_engine_containers_survives_a_container_killed_from_outsi
     container = read_json(out / "arms" / "split8" / "primary" / "container.json")
     assert container["Config"]["Labels"]["gb10.arm"] == "split8"
     remove_labelled(docker_engine, f"gb10.run-id={read_json(out / 'run.json')['run_id']}")
+
+
+def test_a_sigkilled_runners_container_is_stopped_by_its_guard(
+    docker_engine: DockerEngine, busybox_image: str, tmp_path: Path
+) -> None:
+    """The orphaned-container incident: runner SIGKILLed mid-step; the guard stops the container within 10 s."""
+    out = tmp_path / "run"
+    env = {"DOCKER_HOST": f"unix://{docker_engine.socket}", "PATH": "/usr/bin:/bin:/usr/sbin:/sbin"}
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "console.cli", "run", str(_docker_plan(tmp_path, busybox_image, docker_engine)),
+         "--headless", "--out", str(out)],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        assert wait_until(lambda: (out / "events.jsonl").exists() and any(
+            e["type"] == "step_started" for e in read_jsonl(out / "events.jsonl")), 120)  # fmt: skip
+        runner.kill()
+        runner.wait(10)
+        killed_at = time.monotonic()
+        with docker_engine.client() as c:
+
+            def running() -> list:
+                flt = json.dumps({"label": ["gb10.arm=split1"]})
+                return c.get("/containers/json", params={"filters": flt}).json()
+
+            assert wait_until(lambda: not running(), 10), "the guard left the container running"
+        assert time.monotonic() - killed_at <= 10
+        ended = [e for e in read_jsonl(out / "events.jsonl") if e["type"] == "guard_ended_target"]
+        assert ended and "is gone" in ended[0]["cause"] and "container" in ended[0]["outcome"]
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+        remove_labelled(docker_engine, f"gb10.run-id={read_json(out / 'run.json')['run_id']}")
