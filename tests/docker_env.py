@@ -30,7 +30,7 @@ START_DEADLINE_S = 60.0
 STOP_DEADLINE_S = 20.0
 BUSYBOX = Path("/bin/busybox")
 IMAGE_REPO = "gb10-test/busybox"
-APPLETS = ("sh", "httpd", "sleep", "cat", "echo", "head", "tr", "kill", "ls", "true", "env")
+APPLETS = ("sh", "httpd", "sleep", "cat", "echo", "head", "tr", "kill", "ls", "true", "env", "dd")
 INSTALL_HINT = "apt-get install -y docker.io busybox-static"
 
 
