@@ -83,6 +83,7 @@ class Soak:
         self.failed: list[tuple[StepKey, str]] = []
         self.fatal: str | None = None
         self._oom_kills_seen = 0
+        self._alarm: asyncio.Task | None = None
         info = run.info()
         self.state = run.read_state() or RunState(run_id=info["run_id"], plan=self.plan.name)
 
@@ -188,6 +189,8 @@ class Soak:
         if self.abort.is_set():
             return
         self.events.emit("serve_starting", arm=arm, mode=mode, kind=runtime.kind, target=await runtime.inspect())
+        # the memory alarm is watched for the target's whole life: loading a model is its biggest fill
+        self._alarm = asyncio.create_task(self.guard.wait_alarm()) if self.guard else None
         try:
             try:
                 await runtime.start()
@@ -195,6 +198,9 @@ class Soak:
                 self._register_target(runtime, arm, mode)
             ready = await self._unless_aborted(runtime.wait_ready(serve.ready_timeout_s))
             if ready is None:
+                memory = self._memory_alarm(target_died=False, since=0.0)
+                if memory:
+                    self._fail_steps(todo, f"not run: {memory}")
                 return
             target = await runtime.inspect()
             record_target(self.run_dir, f"{arm}/{mode}", runtime.provenance())
@@ -210,6 +216,12 @@ class Soak:
                 if self.abort.is_set():
                     return
                 outcome = await self._step(step, runtime, ready.model)
+                self.state.current = None
+                self._save_state()
+                memory = self._memory_alarm(target_died=False, since=0.0)
+                if memory and outcome != "target_died":
+                    self._fail_steps(todo[i + 1 :], f"not run: {memory}")
+                    return
                 if outcome == "target_died":
                     self._fail_steps(todo[i + 1 :], "not run: the serve target died in an earlier step")
                     return
@@ -217,6 +229,9 @@ class Soak:
             self.events.emit("serve_failed", arm=arm, mode=mode, reason=str(exc))
             self._fail_steps([s for s in todo if not self.run_dir.is_done(s)], f"serve target failed: {exc}")
         finally:
+            if self._alarm is not None:
+                self._alarm.cancel()
+                self._alarm = None
             await self._stop_target(runtime, arm, mode)
 
     async def _memory_recovered(self) -> str | None:
@@ -255,11 +270,12 @@ class Soak:
         self.events.emit("serve_stopped", arm=arm, mode=mode, how=ended.describe(), target=await runtime.inspect())
 
     async def _unless_aborted(self, work: Awaitable[T]) -> T | None:
-        """Await `work`, or cancel it and return None as soon as an abort is requested."""
+        """Await `work`, or cancel it and return None as soon as an abort is requested or memory alarms."""
         task = asyncio.ensure_future(work)
         stop = asyncio.create_task(self.abort.wait())
+        watched = {task, stop} | ({self._alarm} if self._alarm is not None else set())
         try:
-            await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
         finally:
             stop.cancel()
         if task.done():
@@ -340,16 +356,13 @@ class Soak:
             )
         )  # fmt: skip
         died = asyncio.create_task(runtime.wait_exit())
-        alarm = asyncio.create_task(self.guard.wait_alarm()) if self.guard else None
         try:
             async with timeout(phase.deadline_s):
-                watched = {replay_task, died} | ({alarm} if alarm else set())
+                watched = {replay_task, died} | ({self._alarm} if self._alarm else set())
                 await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
         except asyncio.TimeoutError:
             pass
         finally:
-            if alarm is not None and not alarm.done():
-                alarm.cancel()
             if not replay_task.done():
                 replay_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -362,8 +375,8 @@ class Soak:
         ended = await self._target_ended(died, replay_task)
         if ended is not None:
             self._note_oom_kills(step, await runtime.inspect())
-        memory = self._memory_alarm(alarm, target_died=ended is not None)
-        if memory is not None:
+        memory = self._memory_alarm(target_died=ended is not None, since=started)
+        if memory is not None and (replay_task.cancelled() or ended is not None):  # a finished replay stands
             self._fail_steps([step], memory)
             return "target_died"
         if replay_task.cancelled():
@@ -408,12 +421,19 @@ class Soak:
         self.events.emit("step_finished", step=step.as_dict(), stats=stats.as_dict(), **extras)
         return "done"
 
-    def _memory_alarm(self, alarm: asyncio.Task | None, target_died: bool) -> str | None:
-        """Why the memory watchdog ended the step (ABORT: the runner stops the target; KILL: the guard killed it)."""
+    def _memory_alarm(self, target_died: bool, since: float) -> str | None:
+        """Why the memory watchdog stopped this target, or None.
+
+        ABORT (or KILL) seen by the alarm: the runner stops the target. A target that died is the
+        watchdog's doing only if the guard recorded killing this arm's target after `since`.
+        """
+        alarm = self._alarm
         status = alarm.result() if alarm is not None and alarm.done() and not alarm.cancelled() else None
         if status is None and target_died and self.guard is not None:
-            latest = self.guard.status() or {}
-            status = latest if latest.get("level") == "kill" else None
+            kill = (self.guard.status() or {}).get("last_kill") or {}
+            current = self.state.current or {}
+            if kill.get("t", 0) >= since and kill.get("arm") == current.get("arm"):
+                status = {"level": "kill", "reason": f"{kill.get('reason')} ({kill.get('outcome')})"}
         if status is None:
             return None
         level = str(status.get("level", "?")).upper()

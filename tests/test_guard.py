@@ -53,11 +53,12 @@ def _sleeper(procs: list[subprocess.Popen], run_id: str | None) -> subprocess.Po
 
 
 async def test_a_real_memory_hog_is_killed_within_a_second_of_the_floor(tmp_path: Path) -> None:
-    """1 GiB/s against floors 1/2/3 GiB below MemAvailable: killed by the guard, ≤ 1 s, floor held."""
-    result = await measure(1.0, max_gib=4.0, max_s=20.0, workdir=tmp_path)
-    assert result.killed, result
+    """1 GiB/s against floors 1/2/3 GiB below MemAvailable, prediction off: the guard kills within 1 s of the
+    KILL floor crossing, and MemAvailable goes at most one minimum poll's worth of fill below it."""
+    result = await measure(1.0, max_gib=4.0, max_s=20.0, workdir=tmp_path, horizon_s=0.001)
+    assert result.killed and not result.predicted, result
     assert result.reaction_s is not None and result.reaction_s <= 1.0, result
-    assert result.below_kill_floor_gib <= 1.0 * 0.1 + 0.05, result  # at most one minimum poll of fill
+    assert result.below_kill_floor_gib <= 1.0 * 0.1 + 0.05, result
     assert result.hog_allocated_gib < 4.0  # stopped before its own bound
     events = read_jsonl(tmp_path / "run" / "events.jsonl")
     ended = [e for e in events if e["type"] == "guard_ended_target"]

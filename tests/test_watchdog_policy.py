@@ -118,34 +118,42 @@ def test_the_level_comes_down_one_floor_at_a_time() -> None:
     assert policy.observe(20, gib(17.0)).level == Level.OK
 
 
-def test_prediction_kills_before_the_floor_at_warn() -> None:
-    """Filling at 2 GiB/s from WARN, the kill comes while MemAvailable is still above the ABORT floor."""
-    decisions = feed(make_policy(), [(t / 2, 15.0 - t) for t in range(6)])
+def test_prediction_kills_at_abort_before_the_floor() -> None:
+    """Filling at 2 GiB/s into ABORT (floors 16/10/6), the kill comes at once, well above the KILL floor."""
+    decisions = feed(make_policy(), [(t / 2, 12.0 - t) for t in range(6)])
     kills = [d for d in decisions if d.action == "kill"]
     assert len(kills) == 1
     kill = kills[0]
-    assert kill.level == Level.KILL
-    assert kill.available_gib is not None and kill.available_gib >= FLOORS.abort_gib
+    assert kill.level == Level.KILL and kill.available_gib == pytest.approx(9.0)  # the first poll in ABORT
     assert kill.fill_gib_s == pytest.approx(2.0)
     assert kill.seconds_to_kill_floor is not None and kill.seconds_to_kill_floor < 5.0
     assert "predicted" in kill.reason and "2.0 GiB/s" in kill.reason
 
 
-def test_prediction_never_fires_from_ok() -> None:
-    """The same 2 GiB/s fill far above the floors stays OK, even with the KILL floor inside the horizon."""
+def test_prediction_never_fires_from_ok_or_warn() -> None:
+    """The same fill far above the floors stays OK; a fast load that settles inside WARN is not killed."""
     decisions = feed(make_policy(predict_horizon_s=60.0), [(t / 2, 40.0 - t) for t in range(24)])
     assert {d.level for d in decisions} == {Level.OK}
     assert {d.action for d in decisions} == {None}
     assert decisions[-1].seconds_to_kill_floor is not None and decisions[-1].seconds_to_kill_floor < 60.0
+    loading = feed(make_policy(), [(t / 2, 20.0 - 1.5 * t) for t in range(5)] + [(2.5 + t, 13.0) for t in range(5)])
+    assert max(d.level for d in loading) == Level.WARN and {d.action for d in loading} <= {None, "warn"}
+
+
+def test_one_large_allocation_is_not_a_fill() -> None:
+    """A single 3 GiB drop into ABORT aborts, but does not predict a kill: two falling polls are needed."""
+    decisions = feed(make_policy(), [(0.0, 17.0), (0.5, 17.0), (1.0, 9.0), (1.5, 9.0), (2.0, 9.0)])
+    assert [d.action for d in decisions] == [None, None, "abort", None, None]
+    assert max(d.level for d in decisions) == Level.ABORT
 
 
 def test_a_fill_that_stops_ends_the_prediction() -> None:
-    """Once the fill stops for longer than the rate window, the level falls back from KILL to WARN."""
-    samples = [(0.0, 15.0), (0.5, 14.0), (1.0, 13.0)] + [(1.0 + t / 2, 13.0) for t in range(1, 9)]
+    """Once the fill stops for longer than the rate window, the level falls back from KILL to ABORT."""
+    samples = [(0.0, 11.0), (0.5, 10.0), (1.0, 9.0)] + [(1.0 + t / 2, 9.0) for t in range(1, 9)]
     decisions = feed(make_policy(), samples)
-    assert decisions[1].level == Level.KILL
+    assert decisions[2].level == Level.KILL
     last = decisions[-1]
-    assert (last.level, last.action, last.fill_gib_s, last.seconds_to_kill_floor) == (Level.WARN, None, 0.0, None)
+    assert (last.level, last.action, last.fill_gib_s, last.seconds_to_kill_floor) == (Level.ABORT, None, 0.0, None)
 
 
 def test_psi_confirms_trouble_at_warn() -> None:

@@ -9,8 +9,8 @@ cgroup, NVML) every second, `watchdog.jsonl` every 5 s and on each level change 
 It acts only on targets listed in `targets.json` that carry the run's label (targets.py):
 - KILL (floor crossed, or predicted within the horizon): the target is killed at once.
 - ABORT and WARN: the runner acts (stops dispatch and the target; refuses profiler calls).
-- the runner is gone (its pid, checked by start time) or silent for `runner_stale_s` during a
-  step: the target is stopped, and once the runner is gone the guard exits.
+- the runner is gone (its pid, checked by start time): the targets are stopped and the guard
+  exits; the runner silent for `runner_stale_s` while a target runs: the targets are stopped.
 Every action is an event in events.jsonl with the numbers that caused it. SIGTERM ends the guard.
 """
 
@@ -20,27 +20,36 @@ import argparse
 import asyncio
 import contextlib
 import ctypes
+import functools
 import os
 import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import orjson
+
 from runners import event_loop
 from runners.events import EventLog
-from runners.files import JsonlWriter, read_json, write_json_atomic
+from runners.files import JsonlWriter
 from runners.plan import WatchdogSpec, load_plan
 from runners.rundir import RunDir
 from runners.serve.owner import process_start_ticks
+from runners.watchdog.heartbeat import Heartbeat
 from runners.watchdog.policy import Decision, Floors, Level, Policy, PolicyConfig, default_floors
 from runners.watchdog.samplers import Sample, Sampler, read_meminfo
-from runners.watchdog.targets import TargetRef, end_target, read_targets
+from runners.watchdog.targets import TargetRef, end_target, process_labelled, read_targets
 
 FULL_SAMPLE_S = 1.0
 RECORD_EVERY_S = 5.0
 STATUS_EVERY_S = 1.0
-MCL_CURRENT, MCL_FUTURE = 1, 2
+PSI_MAX_AGE_S = 3.0  # an older full sample's PSI is not used: it may be frozen
+KILL_RETRY_S = 0.5  # while the level stays KILL, a target that still lives is killed again
+DRAIN_DEADLINE_S = 5.0
+THREAD_STACK = 512 << 10  # the guard's helper threads (mlocked) need little stack
+MCL_CURRENT, MCL_FUTURE, MCL_ONFAULT = 1, 2, 4
 GUARD_OOM_SCORE_ADJ = -900
 
 
@@ -59,11 +68,17 @@ def policy_config(spec: WatchdogSpec, mem_total: int | None) -> PolicyConfig:
 
 
 def harden_self() -> dict:
-    """Best effort: mlockall and a low oom_score_adj, so the guard is the last to stall or die."""
+    """Best effort: mlockall and a low oom_score_adj, so the guard is the last to stall or die.
+
+    MCL_ONFAULT locks pages as they are touched instead of populating every future mapping (a new
+    thread's whole stack) up front; kernels without it get MCL_CURRENT | MCL_FUTURE.
+    """
     out: dict = {"mlocked": False, "oom_score_adj": None}
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        out["mlocked"] = libc.mlockall(MCL_CURRENT | MCL_FUTURE) == 0
+        out["mlocked"] = libc.mlockall(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT) == 0
+        if not out["mlocked"]:
+            out["mlocked"] = libc.mlockall(MCL_CURRENT | MCL_FUTURE) == 0
         if not out["mlocked"]:
             out["mlock_error"] = os.strerror(ctypes.get_errno())
     except (OSError, AttributeError) as exc:
@@ -78,26 +93,31 @@ def harden_self() -> dict:
 
 @dataclass
 class RunnerWatch:
-    """Is the runner alive (pid + start time), and when did it last touch its heartbeat?"""
+    """Is the runner alive (pid + start time), and how long has its heartbeat been silent?"""
 
     pid: int
     start_ticks: int | None
-    heartbeat: Path
+    heartbeat: Heartbeat
 
     def alive(self) -> bool:
         """False once the runner's pid is gone or belongs to another process."""
         return self.start_ticks is not None and process_start_ticks(self.pid) == self.start_ticks
 
-    def silent_for(self, now: float) -> float:
-        """Seconds since the runner's last heartbeat (infinite without one)."""
-        try:
-            return now - self.heartbeat.stat().st_mtime
-        except OSError:
-            return float("inf")
+
+def _replace_json(path: Path, obj: dict) -> None:
+    """Atomic replace without fsync: watchdog.json is a live status, rewritten every second."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(orjson.dumps(obj, default=str))
+    os.replace(tmp, path)
 
 
 class Guard:
-    """The guard loop over one run directory."""
+    """The guard loop over one run directory.
+
+    The loop itself only reads /proc/meminfo, decides, and sends SIGKILL; everything that can be
+    slow (fsynced records and events, the full sample, label checks, graceful stops, Docker calls)
+    runs in tasks and threads beside it, so a slow disk or a hung daemon never delays a kill.
+    """
 
     def __init__(self, run: RunDir, spec: WatchdogSpec, runner: RunnerWatch, sampler: Sampler | None = None):
         self.run_dir = run
@@ -105,112 +125,195 @@ class Guard:
         self.spec = spec
         self.runner = runner
         self.sampler = sampler or Sampler()
-        mem_total = read_meminfo().total
-        self.config = policy_config(spec, mem_total)
+        self.config = policy_config(spec, read_meminfo().total)
         self.policy = Policy(self.config)
         self.events = EventLog(run.events)
         self.records = JsonlWriter(run.watchdog_jsonl)
         self.level = Level.OK
         self.last_full: Sample | None = None
+        self._full_at = 0.0  # monotonic time of last_full
         self.last_decision: Decision | None = None
+        self.last_kill: dict | None = None
         self._next_record = self._next_status = 0.0
-        self._runner_stopped_target = False
+        self._targets: list[TargetRef] = []
+        self._verified: set[TargetRef] = set()
+        self._killed: dict[TargetRef, float] = {}  # monotonic time of the last SIGKILL per target
+        self._ending: asyncio.Task | None = None
+        self._tasks: set[asyncio.Task] = set()
+        self._writes: asyncio.Queue = asyncio.Queue()
+        self._silence_handled = False
+
+    # ---- slow work, off the loop ------------------------------------------------------------
+
+    def _post(self, fn, *args, **kwargs) -> None:
+        """Queue a write (record, event, status) for the writer task; never waits."""
+        self._writes.put_nowait(functools.partial(fn, *args, **kwargs))
+
+    def _event(self, type_: str, **fields: object) -> None:
+        self._post(self.events.emit, type_, **fields)
+
+    async def _writer(self) -> None:
+        """Carry out queued writes in order, in a thread; a failing write is reported, never fatal."""
+        while True:
+            job = await self._writes.get()
+            try:
+                await asyncio.to_thread(job)
+            except Exception as exc:  # a full disk must not take the guard down
+                print(f"guard: write failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+            finally:
+                self._writes.task_done()
+
+    async def _background(self) -> None:
+        """Every FULL_SAMPLE_S: the full sample (PSI, the target's cgroup, NVML) and the target list."""
+        while True:
+            try:
+                self._targets = await asyncio.to_thread(read_targets, self.run_dir)
+                for ref in self._targets:
+                    new = ref not in self._verified and ref.kind == "process" and ref.pid
+                    if new and await asyncio.to_thread(process_labelled, ref.pid, ref.start_ticks, self.run_id):
+                        self._verified.add(ref)
+                self.last_full = await asyncio.to_thread(self.sampler.sample, self._target_pid())
+                self._full_at = time.monotonic()
+            except Exception as exc:
+                print(f"guard: sampling failed: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+            await asyncio.sleep(FULL_SAMPLE_S)
+
+    def _target_pid(self) -> int | None:
+        return next((ref.pid for ref in self._targets if ref.kind == "process" and ref.pid), None)
+
+    # ---- the loop -----------------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> str:
         """Loop until `stop` is set or the runner is gone (after stopping its targets); returns why."""
-        self.events.emit(
+        writer = asyncio.create_task(self._writer())
+        background = asyncio.create_task(self._background())
+        self._event(
             "guard_started", pid=os.getpid(), floors_gib=_floors(self.config.floors), runner_pid=self.runner.pid,
             **harden_self(),
         )  # fmt: skip
         why = "stopped by the runner"
-        full = asyncio.create_task(self._sample_fully())
         while not stop.is_set():
-            now = time.time()
-            decision = self._observe(now)
-            if decision.action == "kill":
-                await self._end_targets(kill=True, cause=f"memory KILL: {decision.reason}", decision=decision)
-            elif decision.action in ("warn", "abort"):
-                self.events.emit("watchdog_action", action=decision.action, **_numbers(decision))
-            if not self.runner.alive():
-                await self._end_targets(kill=False, cause=f"the runner (pid {self.runner.pid}) is gone")
-                why = "the runner is gone"
-                break
-            await self._check_runner_silence(now)
-            self._write(now, decision)
+            poll = self.config.min_poll_s
+            try:
+                decision = self._observe()
+                poll = decision.next_poll_s
+                if decision.level == Level.KILL:
+                    await self._kill_targets(decision)
+                elif decision.action in ("warn", "abort"):
+                    self._event("watchdog_action", action=decision.action, **_numbers(decision))
+                if not self.runner.alive():
+                    why = "the runner is gone"
+                    await self._end_targets_gracefully(f"the runner (pid {self.runner.pid}) is gone")
+                    break
+                self._check_runner_silence()
+                self._write(decision)
+            except Exception as exc:  # keep guarding whatever went wrong in one iteration
+                print(f"guard: loop error: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(stop.wait(), min(decision.next_poll_s, STATUS_EVERY_S))
-        full.cancel()
-        self._write(time.time(), self.last_decision, force=True)
-        self.events.emit("guard_stopped", reason=why)
+                await asyncio.wait_for(stop.wait(), min(poll, STATUS_EVERY_S))
+        background.cancel()
+        if self.last_decision is not None:
+            self._write(self.last_decision, force=True)
+        self._event("guard_stopped", reason=why)
+        await self._drain(writer)
         self.records.close()
         self.events.close()
         return why
 
-    async def _sample_fully(self) -> None:
-        """Every FULL_SAMPLE_S: PSI, the target's cgroup and NVML, in a thread (NVML may take its timeout)."""
-        while True:
-            self.last_full = await asyncio.to_thread(self.sampler.sample, self._target_pid())
-            await asyncio.sleep(FULL_SAMPLE_S)
+    async def _drain(self, writer: asyncio.Task) -> None:
+        """Let queued writes finish (bounded), then stop the writer."""
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._writes.join(), DRAIN_DEADLINE_S)
+        writer.cancel()
 
-    def _observe(self, now: float) -> Decision:
+    def _observe(self) -> Decision:
         mem = self.sampler.fast()  # the hot path: one read of /proc/meminfo
-        psi = self.last_full.psi.full_avg10 if self.last_full and self.last_full.psi else None
+        fresh = self.last_full is not None and time.monotonic() - self._full_at <= PSI_MAX_AGE_S
+        psi = self.last_full.psi.full_avg10 if fresh and self.last_full and self.last_full.psi else None
         decision = self.policy.observe(time.monotonic(), mem.available, psi)  # the wall clock may jump
         if decision.level != self.level:
-            self.events.emit(
-                "watchdog_level", level=decision.level.label, previous=self.level.label, **_numbers(decision)
-            )
+            self._event("watchdog_level", level=decision.level.label, previous=self.level.label, **_numbers(decision))
             self._next_record = 0.0  # a level change is always recorded
             self.level = decision.level
         self.last_decision = decision
         return decision
 
-    def _target_pid(self) -> int | None:
-        for ref in read_targets(self.run_dir):
-            if ref.kind == "process" and ref.pid:
-                return ref.pid
-        return None
+    async def _kill_targets(self, decision: Decision) -> None:
+        """At KILL: SIGKILL every labelled target now, and again every KILL_RETRY_S while it lives."""
+        now = time.monotonic()
+        due = [ref for ref in self._targets if now - self._killed.get(ref, -1e9) >= KILL_RETRY_S]
+        if decision.action == "kill" and not self._targets:
+            self._event("watchdog_action", action="kill", outcome="no serve target is listed", **_numbers(decision))
+        for ref in due:
+            self._killed[ref] = now
+            if ref.kind == "process":
+                outcome = await end_target(ref, self.run_id, kill=True, verified=ref in self._verified)
+                self._report_kill(ref, outcome, decision, now)
+            else:  # a Docker call may take its deadline: never in the loop
+                task = asyncio.create_task(self._kill_container(ref, decision, now))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
 
-    async def _check_runner_silence(self, now: float) -> None:
-        silent = self.runner.silent_for(now)
-        if silent < self.spec.runner_stale_s:
-            self._runner_stopped_target = False
-            return
-        if self._runner_stopped_target or not self._in_step():
-            return
-        self._runner_stopped_target = True
-        await self._end_targets(kill=False, cause=f"the runner has been silent for {silent:.1f} s during a step")
+    async def _kill_container(self, ref: TargetRef, decision: Decision, started: float) -> None:
+        self._report_kill(ref, await end_target(ref, self.run_id, kill=True), decision, started)
 
-    def _in_step(self) -> bool:
-        try:
-            return bool(read_json(self.run_dir.state_json).get("current"))
-        except (OSError, ValueError):
-            return True  # unknown: assume the worst
+    def _report_kill(self, ref: TargetRef, outcome: str, decision: Decision, started: float) -> None:
+        if outcome.startswith("left") and ref in self._verified:
+            outcome = f"{outcome} (gone)"
+        first = self.last_kill is None or self.last_kill.get("arm") != ref.arm or decision.action == "kill"
+        self.last_kill = {
+            "t": time.time(),
+            "arm": ref.arm,
+            "mode": ref.mode,
+            "outcome": outcome,
+            "reason": decision.reason,
+        }
+        if first:
+            self._event(
+                "guard_ended_target", cause=f"memory KILL: {decision.reason}", kill=True, outcome=outcome,
+                target=_target(ref), took_s=round(time.monotonic() - started, 3), **_numbers(decision),
+            )  # fmt: skip
+        self._next_status = 0.0
 
-    async def _end_targets(self, kill: bool, cause: str, decision: Decision | None = None) -> None:
-        t0 = time.monotonic()
-        for ref in read_targets(self.run_dir):
-            outcome = await end_target(ref, self.run_id, kill)
-            self.events.emit(
-                "guard_ended_target", cause=cause, kill=kill, outcome=outcome, target=_target(ref),
-                took_s=round(time.monotonic() - t0, 3), **(_numbers(decision) if decision else {}),
+    async def _end_targets_gracefully(self, cause: str) -> None:
+        """Stop every listed target (stop, then kill); awaited only when the guard is about to exit."""
+        for ref in self._targets or await asyncio.to_thread(read_targets, self.run_dir):
+            t0 = time.monotonic()
+            try:
+                outcome = await end_target(ref, self.run_id, kill=False, verified=ref in self._verified)
+            except Exception as exc:
+                outcome = f"FAILED: {type(exc).__name__}: {exc}"
+            self._event(
+                "guard_ended_target", cause=cause, kill=False, outcome=outcome, target=_target(ref),
+                took_s=round(time.monotonic() - t0, 3),
             )  # fmt: skip
 
-    def _write(self, now: float, decision: Decision | None, force: bool = False) -> None:
-        if decision is None:
+    def _check_runner_silence(self) -> None:
+        """A runner silent for runner_stale_s while it has a target: stop the target, in the background."""
+        silent = self.runner.heartbeat.silent_for()
+        if silent < self.spec.runner_stale_s:
+            self._silence_handled = False
             return
+        if self._silence_handled or not self._targets or (self._ending and not self._ending.done()):
+            return
+        self._silence_handled = True
+        cause = f"the runner has been silent for {silent:.1f} s while its serve target runs"
+        self._ending = asyncio.create_task(self._end_targets_gracefully(cause))
+
+    def _write(self, decision: Decision, force: bool = False) -> None:
+        now = time.monotonic()
         if force or now >= self._next_record:
-            record = {"t": now, "level": decision.level.label, **_numbers(decision)}
+            record = {"t": time.time(), "level": decision.level.label, **_numbers(decision)}
             if self.last_full is not None:
                 record["sample"] = self.last_full.as_dict()
-            self.records.append(record, sync=True)
+            self._post(self.records.append, record, sync=True)
             self._next_record = now + RECORD_EVERY_S
         if force or now >= self._next_status or decision.action:
             status = {
-                "t": now, "pid": os.getpid(), "level": decision.level.label, "action": decision.action,
-                "floors_gib": _floors(self.config.floors), **_numbers(decision),
+                "t": time.time(), "pid": os.getpid(), "level": decision.level.label, "action": decision.action,
+                "floors_gib": _floors(self.config.floors), "last_kill": self.last_kill, **_numbers(decision),
             }  # fmt: skip
-            write_json_atomic(self.run_dir.watchdog_json, status)
+            self._post(_replace_json, self.run_dir.watchdog_json, status)
             self._next_status = now + STATUS_EVERY_S
         with contextlib.suppress(OSError):
             self.run_dir.guard_heartbeat.touch()
@@ -248,7 +351,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # the runner validated this plan; anything here is worth one line
         print(f"guard: cannot read the plan of {run.root}: {exc}", file=sys.stderr)
         return 2
-    runner = RunnerWatch(args.runner_pid, process_start_ticks(args.runner_pid), run.runner_heartbeat)
+    threading.stack_size(THREAD_STACK)
+    runner = RunnerWatch(args.runner_pid, process_start_ticks(args.runner_pid), Heartbeat(run.runner_heartbeat))
     guard = Guard(run, spec, runner)
 
     async def go() -> str:

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from runners.files import read_json
 from runners.plan import WatchdogSpec
 from runners.rundir import RunDir
+from runners.watchdog.heartbeat import Heartbeat
 
 BEAT_EVERY_S = 1.0
 WATCH_EVERY_S = 0.5
@@ -41,6 +42,7 @@ class GuardLink:
         self.spec = spec
         self.proc: subprocess.Popen | None = None
         self._started_at = 0.0
+        self.heartbeat = Heartbeat(run.guard_heartbeat)
 
     def start(self) -> None:
         """Spawn the guard in its own session, output to guard.log."""
@@ -62,7 +64,8 @@ class GuardLink:
             if self.proc is not None and self.proc.poll() is not None:
                 code = self.proc.returncode
                 raise GuardError(f"the guard exited with code {code} at start; see {self.run.guard_log}")
-            if self._guard_beat_age() < deadline_s and self._beat_mtime() >= self._started_at:
+            if self._beat_mtime() >= self._started_at:
+                self.heartbeat = Heartbeat(self.run.guard_heartbeat)
                 return
             await asyncio.sleep(0.05)
         raise GuardError(f"the guard did not start within {deadline_s:g} s; see {self.run.guard_log}")
@@ -84,17 +87,13 @@ class GuardLink:
         except OSError:
             return 0.0
 
-    def _guard_beat_age(self) -> float:
-        mtime = self._beat_mtime()
-        return time.time() - mtime if mtime else float("inf")
-
     def lost(self) -> str | None:
         """Why the guard can no longer be trusted, or None while it is alive and beating."""
         if self.proc is None:
             return "the guard was never started"
         if self.proc.poll() is not None:
             return f"the guard exited with code {self.proc.returncode} (see {self.run.guard_log})"
-        age = self._guard_beat_age()
+        age = self.heartbeat.silent_for()
         if age > self.spec.guard_stale_s:
             return f"the guard has been silent for {age:.1f} s (limit {self.spec.guard_stale_s:g} s)"
         return None
@@ -125,10 +124,15 @@ class GuardLink:
             await asyncio.sleep(ALARM_POLL_S)
 
     def restart_blocked(self) -> str | None:
-        """Why a serve target must not start now (memory has not recovered), or None."""
+        """Why a serve target must not start now, or None: only at level OK with restarts allowed.
+
+        Fails closed: no readable status from the guard is a reason not to start.
+        """
         status = self.status()
-        if status and status.get("restart_allowed") is False:
-            return f"memory has not recovered above WARN: {status.get('reason')}"
+        if status is None:
+            return f"the guard's status ({self.run.watchdog_json}) cannot be read"
+        if status.get("restart_allowed") is False or status.get("level") != "ok":
+            return f"memory is not above WARN ({status.get('level')}): {status.get('reason')}"
         return None
 
     async def stop(self) -> int | None:

@@ -7,8 +7,11 @@ records its time itself.
 
 Levels, lowest to highest: OK, WARN, ABORT, KILL. MemAvailable below a level's floor raises the level
 at once; the level only comes down once MemAvailable is back at or above that level's floor plus
-`hysteresis_gib`. From WARN up, a fill that would reach the KILL floor within `predict_horizon_s`
-raises the level to KILL, and PSI "full avg10" at or above `psi_full_avg10_abort` raises WARN to ABORT.
+`hysteresis_gib`. At ABORT, a sustained fill (MemAvailable falling at each of the last two polls)
+that would reach the KILL floor within `predict_horizon_s` raises the level to KILL, and PSI
+"full avg10" at or above `psi_full_avg10_abort` raises WARN to ABORT. Prediction never fires from
+OK or WARN, and never on a single drop: a server that loads fast and settles inside the WARN band,
+or one large allocation, is not killed for it.
 An unknown MemAvailable is never read as 0 or as plenty: the level is held and the next poll comes soon.
 """
 
@@ -191,8 +194,8 @@ class Policy:
     1. the level from the floors; up at once, down one level at a time while MemAvailable ≥ that level's
        floor + hysteresis;
     2. at WARN, PSI full avg10 ≥ the threshold → ABORT;
-    3. at WARN or ABORT, a positive fill (slope over the last `rate_window_s`) that reaches the KILL floor
-       within `predict_horizon_s` → KILL (never from OK: a model loading fast far above the floors is fine);
+    3. at ABORT, a sustained positive fill (slope over the last `rate_window_s`, MemAvailable falling at each
+       of the last two polls) that reaches the KILL floor within `predict_horizon_s` → KILL;
     4. the action: `warn` when the level rises to WARN; `abort`/`kill` at ABORT/KILL unless one was sent
        within `post_action_delay_s` (an abort is held by an earlier abort or kill, a kill only by an earlier
        kill), so a level that stays fires again once the delay has passed;
@@ -264,6 +267,13 @@ class Policy:
         while self._samples[0][0] < t - self.config.rate_window_s:
             self._samples.popleft()
 
+    def _falling(self) -> bool:
+        """MemAvailable fell at each of the last two polls (a fill, not one allocation)."""
+        if len(self._samples) < 3:
+            return False
+        (_, a), (_, b), (_, c) = list(self._samples)[-3:]
+        return a > b > c
+
     def _level_for(
         self, available: float, fill: float | None, seconds: float | None, psi: float | None
     ) -> tuple[Level, str]:
@@ -288,8 +298,8 @@ class Policy:
                 f"PSI confirmed: full avg10 {psi:.1f}% >= {cfg.psi_full_avg10_abort:g}% at WARN "
                 f"(MemAvailable {available:.1f} GiB)"
             )
-        filling = fill is not None and fill > 0
-        if Level.WARN <= level < Level.KILL and filling and seconds is not None and seconds < cfg.predict_horizon_s:
+        filling = fill is not None and fill > 0 and self._falling()
+        if level == Level.ABORT and filling and seconds is not None and seconds < cfg.predict_horizon_s:
             level = Level.KILL
             reason = (
                 f"filling at {fill:.1f} GiB/s: KILL floor predicted in {seconds:.1f} s "

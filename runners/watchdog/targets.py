@@ -75,28 +75,65 @@ def process_labelled(pid: int, start_ticks: int | None, run_id: str, proc: Path 
     return f"{RUN_ID_VAR}={run_id}".encode() in environ.split(b"\0")
 
 
-async def end_target(ref: TargetRef, run_id: str, kill: bool) -> str:
-    """Stop (or, with `kill`, SIGKILL at once) a labelled target; returns what happened, in words."""
+async def end_target(ref: TargetRef, run_id: str, kill: bool, verified: bool = False) -> str:
+    """Stop (or, with `kill`, SIGKILL at once) a labelled target; returns what happened, in words.
+
+    `verified`: the process's label was checked earlier (reading /proc/PID/environ can block on a
+    process stuck in reclaim, so the guard checks it when the target appears, not in an emergency);
+    then only the start time is checked, and the group is signalled even when its leader is gone
+    (its workers may still hold memory).
+    """
     if ref.kind == "process" and ref.pid is not None:
-        return await _end_process(ref.pid, ref.start_ticks, run_id, kill)
+        if not verified and not process_labelled(ref.pid, ref.start_ticks, run_id):
+            return f"left: pid {ref.pid} is gone or not labelled {RUN_ID_VAR}={run_id}"
+        return await _end_process(ref.pid, ref.start_ticks, kill)
     if ref.kind == "docker" and ref.container and ref.socket:
         return await _end_container(ref.container, Path(ref.socket), run_id, kill)
     return f"left: not a target the guard can end ({ref.kind})"
 
 
-async def _end_process(pid: int, start_ticks: int | None, run_id: str, kill: bool) -> str:
-    if not process_labelled(pid, start_ticks, run_id):
-        return f"left: pid {pid} is gone or not labelled {RUN_ID_VAR}={run_id}"
+async def _end_process(pid: int, start_ticks: int | None, kill: bool) -> str:
+    ticks = process_start_ticks(pid)
+    if ticks is not None and ticks != start_ticks:
+        # the pid belongs to a newer process, so the old group is empty: Linux never hands out a
+        # pid that is still some group's id
+        return f"left: pid {pid} now belongs to another process"
+    leader = "" if ticks is not None else " (its leader was already gone)"
     if kill:
         _signal_group(pid, signal.SIGKILL)
-        return f"killed process group {pid}"
+        return f"killed process group {pid}{leader}"
     _signal_group(pid, signal.SIGTERM)
     for _ in range(int(PROCESS_GRACE_S / 0.1)):
         await asyncio.sleep(0.1)
-        if _gone(pid, start_ticks):
-            return f"stopped process group {pid} (SIGTERM)"
+        if _group_gone(pid):
+            return f"stopped process group {pid} (SIGTERM){leader}"
     _signal_group(pid, signal.SIGKILL)
-    return f"killed process group {pid} after {PROCESS_GRACE_S:g} s of SIGTERM"
+    return f"killed process group {pid} after {PROCESS_GRACE_S:g} s of SIGTERM{leader}"
+
+
+def _group_gone(pgid: int) -> bool:
+    """True once no live member of process group `pgid` is left (zombies do not count)."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return _gone(pgid, process_start_ticks(pgid)) and not _live_member(pgid)
+
+
+def _live_member(pgid: int, proc: Path = Path("/proc")) -> bool:
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        if fields[0] != "Z" and fields[2] == str(pgid):
+            return True
+    return False
 
 
 def _gone(pid: int, start_ticks: int | None, proc: Path = Path("/proc")) -> bool:
