@@ -355,17 +355,22 @@ http_timeout_s = 30
     return path
 
 
+def _start_runner(tmp_path: Path, image: str, engine: DockerEngine, out: Path) -> subprocess.Popen:
+    """`gb10-console run PLAN --headless` on the engine-in-containers plan, talking to the test engine."""
+    env = {"DOCKER_HOST": f"unix://{engine.socket}", "PATH": "/usr/bin:/bin:/usr/sbin:/sbin"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "console.cli", "run", str(_docker_plan(tmp_path, image, engine)),
+         "--headless", "--out", str(out)],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+
+
 def test_a_soak_against_engine_containers_survives_a_container_killed_from_outside(
     docker_engine: DockerEngine, busybox_image: str, tmp_path: Path
 ) -> None:
     """split1's container is killed mid-step (classified, step failed); split8 runs, env verified via ENV."""
     out = tmp_path / "run"
-    env = {"DOCKER_HOST": f"unix://{docker_engine.socket}", "PATH": "/usr/bin:/bin:/usr/sbin:/sbin"}
-    runner = subprocess.Popen(
-        [sys.executable, "-m", "console.cli", "run", str(_docker_plan(tmp_path, busybox_image, docker_engine)),
-         "--headless", "--out", str(out)],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+    runner = _start_runner(tmp_path, busybox_image, docker_engine, out)
     try:
 
         def step_started(arm: str) -> bool:
@@ -410,12 +415,7 @@ def test_a_sigkilled_runners_container_is_stopped_by_its_guard(
 ) -> None:
     """The orphaned-container incident: runner SIGKILLed mid-step; the guard stops the container within 10 s."""
     out = tmp_path / "run"
-    env = {"DOCKER_HOST": f"unix://{docker_engine.socket}", "PATH": "/usr/bin:/bin:/usr/sbin:/sbin"}
-    runner = subprocess.Popen(
-        [sys.executable, "-m", "console.cli", "run", str(_docker_plan(tmp_path, busybox_image, docker_engine)),
-         "--headless", "--out", str(out)],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    runner = _start_runner(tmp_path, busybox_image, docker_engine, out)
     try:
         assert wait_until(lambda: (out / "events.jsonl").exists() and any(
             e["type"] == "step_started" for e in read_jsonl(out / "events.jsonl")), 120)  # fmt: skip
