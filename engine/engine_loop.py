@@ -3,6 +3,9 @@
 Requests wait in a queue; up to `max_num_seqs` are decoded together, one token per step. Every
 token is handed to the request's sink (called from the engine thread; the server's sink hops to
 its event loop). Text is detokenized here so stop strings end generation at the right token.
+
+Control commands (`call`) are callables the engine thread runs between steps, for work that must
+happen on that thread (the torch profiler records only the thread that started it).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import collections
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 import torch
@@ -33,6 +37,7 @@ class TokenDelta:
 
 
 Sink = Callable[[TokenDelta], None]
+StepHook = Callable[[], None]
 
 
 class EngineStopped(RuntimeError):
@@ -57,13 +62,25 @@ class _Sequence:
 
 
 class EngineLoop:
-    """Owns the model and the decode thread; `submit`, `abort` and the counters are thread-safe."""
+    """Owns the model and the decode thread; `submit`, `abort`, `call` and the counters are thread-safe.
 
-    def __init__(self, model: TinyDecoder, max_num_seqs: int, metrics: EngineMetrics | None = None) -> None:
+    `on_step`, when given, runs on the engine thread after every step: one loop iteration that ran the
+    model (prefills of newly admitted requests and/or one decode of the running batch).
+    """
+
+    def __init__(
+        self,
+        model: TinyDecoder,
+        max_num_seqs: int,
+        metrics: EngineMetrics | None = None,
+        on_step: StepHook | None = None,
+    ) -> None:
         self.model = model
         self.max_num_seqs = max_num_seqs
         self.metrics = metrics
+        self._on_step = on_step
         self._cond = threading.Condition()
+        self._commands: collections.deque[tuple[Callable[[], object], Future]] = collections.deque()
         self._waiting: collections.deque[_Sequence] = collections.deque()
         self._aborted: set[str] = set()
         self._running: list[_Sequence] = []
@@ -112,24 +129,56 @@ class EngineLoop:
             self._aborted.add(request_id)
             self._cond.notify()
 
+    def call(self, command: Callable[[], object]) -> Future:
+        """Run `command` on the engine thread between steps; its result or exception lands in the future.
+
+        An idle engine thread is woken at once. A future cancelled before the command starts skips it.
+        Raises EngineStopped when the thread is down; commands still queued when it stops fail with it.
+        """
+        future: Future = Future()
+        with self._cond:
+            if not self.alive or self._stopping.is_set():
+                raise EngineStopped(self.fatal_error or "the engine is stopping")
+            self._commands.append((command, future))
+            self._cond.notify()
+        return future
+
     def _run(self) -> None:
         try:
             while not self._stopping.is_set():
+                self._run_commands()
                 self._drop_aborted()
-                self._admit()
+                prefilled = self._admit()
                 if self.metrics:
                     self.metrics.on_queue(len(self._running), len(self._waiting))
+                if self._running:
+                    self._step()
+                if (prefilled or self._running) and self._on_step:
+                    self._on_step()
                 if not self._running:
                     with self._cond:
-                        if not self._waiting and not self._stopping.is_set():
+                        if not self._waiting and not self._commands and not self._stopping.is_set():
                             self._cond.wait(timeout=0.5)
-                    continue
-                self._step()
         except Exception as exc:  # the thread must report, not vanish
             self.fatal_error = f"engine loop failed: {type(exc).__name__}: {exc}"
             self._fail_all(self.fatal_error)
             raise
         self._fail_all("the engine is shutting down")
+
+    def _run_commands(self) -> None:
+        while True:
+            with self._cond:
+                if not self._commands:
+                    return
+                command, future = self._commands.popleft()
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                result = command()
+            except Exception as exc:  # the caller gets the failure; the engine goes on
+                future.set_exception(exc)
+            else:
+                future.set_result(result)
 
     def _drop_aborted(self) -> None:
         with self._cond:
@@ -139,12 +188,15 @@ class EngineLoop:
             self._waiting = collections.deque(s for s in self._waiting if s.request_id not in aborted)
         self._running = [s for s in self._running if s.request_id not in aborted]
 
-    def _admit(self) -> None:
+    def _admit(self) -> int:
+        """Prefill waiting requests while decode slots are free; returns how many were prefilled."""
+        prefilled = 0
         while len(self._running) < self.max_num_seqs:
             with self._cond:
                 if not self._waiting:
-                    return
+                    return prefilled
                 seq = self._waiting.popleft()
+            prefilled += 1
             capacity = len(seq.prompt_ids) + seq.params.max_tokens
             seq.cache = self.model.new_cache(capacity)
             logits = self.model.prefill(seq.prompt_ids, seq.cache)
@@ -152,6 +204,7 @@ class EngineLoop:
                 self.metrics.on_prefill(len(seq.prompt_ids))
             if self._emit(seq, sample_token(logits, seq.params, seq.generator)):
                 self._running.append(seq)
+        return prefilled
 
     def _step(self) -> None:
         batch = self._running
@@ -201,7 +254,12 @@ class EngineLoop:
 
     def _fail_all(self, reason: str) -> None:
         with self._cond:
+            self._stopping.set()  # no more requests or commands: nobody would run them
             pending, self._waiting = list(self._waiting), collections.deque()
+            commands, self._commands = list(self._commands), collections.deque()
+        for _, future in commands:
+            if future.set_running_or_notify_cancel():
+                future.set_exception(EngineStopped(reason))
         for seq in [*self._running, *pending]:
             self._send(seq, TokenDelta("", "error", len(seq.prompt_ids), seq.completion_tokens, error=reason))
         self._running = []

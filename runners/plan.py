@@ -288,8 +288,18 @@ class PhaseBase(BaseModel):
     slo_tpot_ms: float | None = Field(None, gt=0, description="goodput objective on TPOT")
     slo_e2el_ms: float | None = Field(None, gt=0, description="goodput objective on E2EL")
     metrics_interval_s: float | None = Field(2.0, gt=0, le=3600, description="scrape /metrics; None: never")
+    profile: bool = Field(False, description="wrap the step in /start_profile and /stop_profile (supplementary)")
+    profile_stop_timeout_s: float = Field(
+        60.0, gt=0, le=3600, description="hard deadline of /stop_profile; past it the target is killed"
+    )
 
     _name_ok = field_validator("name")(_check_slug)
+
+    @model_validator(mode="after")
+    def _profile_is_supplementary(self) -> PhaseBase:
+        if self.profile and self.mode != "supplementary":
+            raise ValueError('profile = true belongs in mode = "supplementary": primary passes keep clean timing')
+        return self
 
     @field_validator("percentiles")
     @classmethod

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from runners.files import read_json, write_json_atomic
 from runners.paths import PROJECT_ROOT
+from runners.redact import redact_argv
 from runners.rundir import RunDir
 
 PACKAGES = ("gb10-console", "torch", "textual", "httpx", "pydantic", "starlette", "uvicorn", "nvidia-ml-py")
@@ -116,7 +117,13 @@ def start_session(run: RunDir, argv: list[str]) -> None:
             "sessions": [],
         }
     prov["sessions"].append(
-        {"pid": os.getpid(), "argv": argv, "python": sys.executable, "started_at": time.time(), "ended_at": None}
+        {
+            "pid": os.getpid(),
+            "argv": redact_argv(argv),
+            "python": sys.executable,
+            "started_at": time.time(),
+            "ended_at": None,
+        }
     )
     write_json_atomic(run.provenance, prov)
 

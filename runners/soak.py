@@ -20,7 +20,9 @@ from engine.deadlines import timeout
 from runners.events import EventLog
 from runners.files import JsonlWriter, write_json_atomic
 from runners.plan import DockerServe, ExternalServe, LoadedPlan, Session, StepKey
+from runners.profiler import ProfileRecord, ProfilerError, start_profile, stop_profile
 from runners.provenance import record_target
+from runners.redact import redact_env
 from runners.replay.dispatch import replay
 from runners.replay.metrics import Slo, phase_stats
 from runners.replay.prompts import DatasetError
@@ -43,7 +45,8 @@ TARGET_DEATH_GRACE_S = 2.0
 SERVER_METRICS_FILE = "server_metrics.jsonl"
 T = TypeVar("T")
 RuntimeFactory = Callable[[Session], ServeRuntime]
-StepOutcome = Literal["done", "failed", "aborted", "target_died"]
+StepOutcome = Literal["done", "failed", "aborted", "target_died", "restart"]
+MAX_RESTARTS_PER_SESSION = 3
 
 
 @dataclass(frozen=True)
@@ -177,17 +180,32 @@ class Soak:
                 self.events.emit("step_skipped", step=step.as_dict(), reason="DONE in an earlier session")
             else:
                 todo.append(step)
-        if not todo:
-            return
+        restarts = 0
+        while todo and not self.abort.is_set() and not self.fatal:
+            todo = await self._target_session(session, todo)
+            if not todo:
+                return
+            restarts += 1
+            if restarts > MAX_RESTARTS_PER_SESSION:
+                why = f"not run: the serve target was restarted {MAX_RESTARTS_PER_SESSION} times in this session"
+                self._fail_steps(todo, why)
+                return
+            self.events.emit(
+                "serve_restarting", arm=arm, mode=mode, restart=restarts, remaining=[s.as_dict() for s in todo]
+            )
+
+    async def _target_session(self, session: Session, todo: list[StepKey]) -> list[StepKey]:
+        """One serve target's life: start, verify, run steps; the steps left when it must be restarted."""
+        arm, mode = session.arm.name, session.mode
         runtime = self.make_runtime(session)
-        self._oom_kills_seen = 0  # the count belongs to this session's target
+        self._oom_kills_seen = 0  # the count belongs to this target
         serve = self.plan.serve
         blocked = await self._unless_aborted(self._memory_recovered())
         if blocked:
             self._fail_steps(todo, blocked)
-            return
+            return []
         if self.abort.is_set():
-            return
+            return []
         self.events.emit("serve_starting", arm=arm, mode=mode, kind=runtime.kind, target=await runtime.inspect())
         # the memory alarm is watched for the target's whole life: loading a model is its biggest fill
         self._alarm = asyncio.create_task(self.guard.wait_alarm()) if self.guard else None
@@ -201,7 +219,7 @@ class Soak:
                 memory = self._memory_alarm(target_died=False, since=0.0)
                 if memory:
                     self._fail_steps(todo, f"not run: {memory}")
-                return
+                return []
             target = await runtime.inspect()
             record_target(self.run_dir, f"{arm}/{mode}", runtime.provenance())
             self.events.emit(
@@ -211,20 +229,22 @@ class Soak:
             problem = await self._verify_env(session, runtime)
             if problem:
                 self._fail_steps(todo, problem)
-                return
+                return []
             for i, step in enumerate(todo):
                 if self.abort.is_set():
-                    return
+                    return []
                 outcome = await self._step(step, runtime, ready.model)
                 self.state.current = None
                 self._save_state()
+                if outcome == "restart":  # a profiler incident killed the target: the rest run on a new one
+                    return todo[i + 1 :]
                 memory = self._memory_alarm(target_died=False, since=0.0)
                 if memory and outcome != "target_died":
                     self._fail_steps(todo[i + 1 :], f"not run: {memory}")
-                    return
+                    return []
                 if outcome == "target_died":
                     self._fail_steps(todo[i + 1 :], "not run: the serve target died in an earlier step")
-                    return
+                    return []
         except ServeError as exc:
             self.events.emit("serve_failed", arm=arm, mode=mode, reason=str(exc))
             self._fail_steps([s for s in todo if not self.run_dir.is_done(s)], f"serve target failed: {exc}")
@@ -233,6 +253,7 @@ class Soak:
                 self._alarm.cancel()
                 self._alarm = None
             await self._stop_target(runtime, arm, mode)
+        return []
 
     async def _memory_recovered(self) -> str | None:
         """Wait while the guard blocks restarts (memory below WARN after an action); a reason if it never clears."""
@@ -296,8 +317,8 @@ class Soak:
             {
                 "arm": session.arm.name,
                 "mode": session.mode,
-                "expected": expected,
-                "reported": reported,
+                "expected": redact_env(expected),
+                "reported": redact_env(reported),
                 "verified": reported is not None and not mismatches,
                 "unverified_keys": unverified,
                 "mismatches": mismatches,
@@ -307,10 +328,10 @@ class Soak:
         if reported is None:
             self.events.emit("env_unverified", arm=arm, reason="the target does not report /debug/config")
         elif mismatches:
-            self.events.emit("env_mismatch", arm=arm, mismatches=mismatches, reported=reported)
+            self.events.emit("env_mismatch", arm=arm, mismatches=mismatches, reported=redact_env(reported))
             return "the target does not run the arm's env: " + "; ".join(mismatches)
         else:
-            self.events.emit("env_verified", arm=arm, reported=reported, unverified_keys=unverified)
+            self.events.emit("env_verified", arm=arm, reported=redact_env(reported), unverified_keys=unverified)
         return None
 
     async def _step(self, step: StepKey, runtime: ServeRuntime, model: str) -> StepOutcome:
@@ -331,6 +352,11 @@ class Soak:
             "step_started", step=step.as_dict(), kind=phase.kind, requests=planned,
             concurrency=workload.arrivals.concurrency, open_loop=workload.arrivals.offsets is not None,
         )  # fmt: skip
+        if phase.profile:
+            refused = await self._start_profiler(step, runtime, step_dir)
+            if refused:
+                self._fail_steps([step], refused)
+                return "failed"
         requests = JsonlWriter(step_dir / "requests.jsonl")
         scrapes = JsonlWriter(step_dir / SERVER_METRICS_FILE)
         progress = _Progress(self.events, step, planned)
@@ -386,6 +412,11 @@ class Soak:
             self._fail_steps([step], f"step passed its deadline of {phase.deadline_s:g} s")
             return "failed"
         outcome = replay_task.result()
+        profile = None
+        if phase.profile and outcome.aborted:  # an abort must be quick: the target is stopped, not its profiler
+            profile = ProfileRecord("lost", "the run was aborted before stop_profile")
+        elif phase.profile and ended is None:
+            profile = await self._stop_profiler(step, phase, runtime)
         target = await runtime.inspect()
         if ended is None:
             self._note_oom_kills(step, target)
@@ -399,6 +430,7 @@ class Soak:
             "aborted": outcome.aborted,
             "target": target,
             "target_ended": ended.describe() if ended else None,
+            "profile": profile.as_dict() if profile else None,
             "stats": stats.as_dict(),
             "server_metrics": summarize_metrics(samples) if sampler is not None else None,
             **evaluate(phase, self.loaded, outcome.records, step_dir),
@@ -410,16 +442,72 @@ class Soak:
         if ended is not None:
             self._fail_steps([step], f"the serve target {ended.describe()} during the step; see its serve.log")
             return "target_died"
+        lost = profile is not None and profile.status == "lost"
         if stats.ok == 0:
             first = next((r.error for r in outcome.records if r.error), "no request was sent")
             self._fail_steps([step], f"no request succeeded; first error: {first}")
-            return "failed"
+            return "restart" if lost else "failed"
         self.run_dir.mark_done(step, {"stats": stats.as_dict()})
         self.state.steps_done += 1
         self._save_state()
         extras = {k: record[k] for k in ("gsm8k", "coherence") if k in record}
         self.events.emit("step_finished", step=step.as_dict(), stats=stats.as_dict(), **extras)
-        return "done"
+        return "restart" if lost else "done"
+
+    def _profiler_refused(self) -> str | None:
+        """Why the profiler must not be started or stopped now: memory at WARN or worse, or unknown."""
+        if self.guard is None:
+            return None
+        status = self.guard.status()
+        if status is None:
+            return "the guard's status cannot be read"
+        if status.get("level") != "ok":
+            return f"memory at {str(status.get('level')).upper()}: {status.get('reason')}"
+        return None
+
+    async def _start_profiler(self, step: StepKey, runtime: ServeRuntime, step_dir) -> str | None:
+        """Start the target's profiler if memory allows; a reason for failing the step otherwise."""
+        refused = self._profiler_refused()
+        if refused:
+            return f"profiler not started: {refused}"
+        try:
+            answer = await start_profile(runtime.base_url, str(step_dir / "profile"))
+        except ProfilerError as exc:
+            return f"profiler could not start: {exc}"
+        self.events.emit("profile_started", step=step.as_dict(), answer=answer)
+        return None
+
+    async def _stop_profiler(self, step: StepKey, phase, runtime: ServeRuntime) -> ProfileRecord:
+        """Stop the profiler under its hard deadline, never in an emergency; kill the target if it will not stop.
+
+        A lost trace does not undo the step's measurements; the target is killed and the session
+        restarts it (verified) before the next step.
+        """
+        refused = self._profiler_refused()
+        if refused:
+            record = ProfileRecord("lost", f"stop_profile not called: {refused}; the target was killed instead")
+        else:
+            stop = asyncio.create_task(stop_profile(runtime.base_url, phase.profile_stop_timeout_s))
+            watched = {stop} | ({self._alarm} if self._alarm is not None else set())
+            await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+            if stop.done() and stop.exception() is None:
+                answer, took = stop.result()
+                record = ProfileRecord("captured", trace=answer.get("trace"), stop_s=round(took, 3))
+                self.events.emit("profile_captured", step=step.as_dict(), **record.as_dict())
+                return record
+            if stop.done():
+                reason = str(stop.exception())
+            else:
+                stop.cancel()
+                reason = f"memory watchdog alarm during stop_profile: {self._memory_alarm(False, 0.0)}"
+            record = ProfileRecord("lost", f"{reason}; the target was killed")
+        self.events.emit("profile_lost", step=step.as_dict(), **record.as_dict())
+        try:
+            ended = await runtime.kill()
+            self.events.emit("serve_killed", arm=step.arm, mode=step.mode, how=ended.describe(), reason=record.reason)
+        except ServeError as exc:
+            self.fatal = f"the serve target of {step.arm}/{step.mode} could not be killed after a lost profile: {exc}"
+        return record
 
     def _memory_alarm(self, target_died: bool, since: float) -> str | None:
         """Why the memory watchdog stopped this target, or None.

@@ -25,6 +25,7 @@ from engine.env_sentinel import ENV_DIR_VAR, SENTINEL_NAME, format_sentinel
 from runners.cgroup import MemoryCgroup, memory_cgroup
 from runners.files import tail_lines, write_atomic, write_json_atomic
 from runners.plan import DockerServe, parse_size, ulimit_pair
+from runners.redact import redact_argv, redact_env_list
 from runners.serve.docker_api import DockerClient, DockerError, LogFrames, find_socket
 from runners.serve.owner import Owner, run_labels
 from runners.serve.process import fill_placeholders, free_port
@@ -68,6 +69,21 @@ def classify_exit(state: dict, stopping: str | None, oom_kills: int | None) -> E
     else:
         how = "exited"
     return ExitInfo(code if isinstance(code, int) else None, how, "; ".join(notes))
+
+
+def _redacted(data: dict) -> dict:
+    """An inspect body with secret env values and command options replaced (it goes into the run dir)."""
+    config = data.get("Config")
+    if isinstance(config, dict):
+        config = dict(config)
+        if isinstance(config.get("Env"), list):
+            config["Env"] = redact_env_list([str(e) for e in config["Env"]])
+        if isinstance(config.get("Cmd"), list):
+            config["Cmd"] = redact_argv([str(a) for a in config["Cmd"]])
+        data = {**data, "Config": config}
+    if isinstance(data.get("Args"), list):
+        data = {**data, "Args": redact_argv([str(a) for a in data["Args"]])}
+    return data
 
 
 def container_state(data: dict) -> dict:
@@ -492,7 +508,7 @@ class DockerRuntime:
             return
         if self.id is not None:
             try:
-                self._final = await self._client.inspect(self.id)
+                self._final = _redacted(await self._client.inspect(self.id))
             except DockerError as exc:
                 self.last_error = str(exc)
             if self._final is not None:
@@ -547,7 +563,7 @@ class DockerRuntime:
             "kind": self.kind,
             "image": self.image_info,
             "container": self.name,
-            "command": self.command,
+            "command": redact_argv(self.command),
             "engine": {
                 "socket": str(self._client.socket) if self._client else None,
                 "version": self.engine_info.get("Version"),

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from engine.env_sentinel import ENV_DIR_VAR, SENTINEL_NAME, format_sentinel
 from runners.files import tail_lines, write_atomic
+from runners.redact import redact_argv
 from runners.serve.owner import RUN_ID_VAR
 from runners.serve.readiness import probe, wait_ready_explained
 from runners.serve.runtime import ExitInfo, ProbeResult, ReadyInfo, ServeError
@@ -174,7 +175,7 @@ class ProcessRuntime:
         return {
             "kind": self.kind,
             "pid": proc.pid if proc else None,
-            "command": self.command,
+            "command": redact_argv(self.command),
             "base_url": self.base_url,
             "running": bool(proc and proc.returncode is None),
             "returncode": proc.returncode if proc else None,
@@ -183,7 +184,7 @@ class ProcessRuntime:
 
     def provenance(self) -> dict:
         """The command line that ran."""
-        return {"kind": self.kind, "command": self.command}
+        return {"kind": self.kind, "command": redact_argv(self.command)}
 
 
 def fill_placeholders(part: str, values: dict[str, str]) -> str:

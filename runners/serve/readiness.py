@@ -13,6 +13,7 @@ from collections.abc import Callable
 import httpx
 
 from engine.deadlines import timeout
+from runners.redact import is_secret
 from runners.serve.runtime import ProbeResult, ReadyInfo, ServeError
 
 POLL_INTERVAL_S = 0.25
@@ -119,9 +120,12 @@ async def fetch_effective_env(base_url: str) -> dict[str, str] | None:
 
 
 def env_mismatches(expected: dict[str, str], reported: dict[str, str]) -> list[str]:
-    """Keys the target reports with a value other than the arm asked for, as `KEY: want X, got Y`."""
-    return [
-        f"{key}: want {want!r}, target runs {reported[key]!r}"
-        for key, want in expected.items()
-        if key in reported and reported[key] != want
-    ]
+    """Keys the target reports with a value other than the arm asked for, as `KEY: want X, got Y`.
+
+    Secret values are never spelled out: `HF_TOKEN: differs`.
+    """
+    out = []
+    for key, want in expected.items():
+        if key in reported and reported[key] != want:
+            out.append(f"{key}: differs" if is_secret(key) else f"{key}: want {want!r}, target runs {reported[key]!r}")
+    return out

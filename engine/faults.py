@@ -1,0 +1,240 @@
+"""Fault switches for rehearsing incidents: `python -m engine.server ... --test-fault NAME[=ARG]`.
+
+Nothing here is active unless the server is started with an explicit `--test-fault` flag. Parsing
+(`parse_faults`) is a pure function; the misbehaviour itself lives here too, so the server only
+decides where each fault applies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+GIB = 1 << 30
+BALLOON_CHUNK_BYTES = 64 << 20
+TRICKLE_BODY_BYTES = 600
+DEFAULT_TRICKLE_S = 1.0
+DEFAULT_STALL_TOKENS = 3
+DISCONNECT_POLL_S = 0.5
+
+# name -> (argument syntax, what it does); the order is the order of --help.
+FAULTS: dict[str, tuple[str, str]] = {
+    "stop_profile_hang": ("", "POST /stop_profile never answers (until the client goes away)"),
+    "stop_profile_trickle": (
+        f"[=SECONDS]",
+        f"POST /stop_profile stops the profile, answers 200, then sends its {TRICKLE_BODY_BYTES}-byte body one "
+        f"byte every SECONDS (default {DEFAULT_TRICKLE_S:g})",
+    ),
+    "stream_stall": (
+        "[=N]",
+        f"every streaming completion sends N tokens (default {DEFAULT_STALL_TOKENS}), then nothing, "
+        "without closing, until the client goes away",
+    ),
+    "zombie": ("", "GET endpoints answer; every POST hangs until the client goes away"),
+    "balloon_after_stop": (
+        "=RATE_GIB_S:MAX_GIB",
+        "after POST /stop_profile answers, a thread allocates and touches memory at RATE GiB/s up to MAX GiB "
+        "and holds it until the process exits",
+    ),
+}
+
+
+class FaultSpecError(ValueError):
+    """A `--test-fault` value that names no fault or carries a bad argument."""
+
+
+@dataclass(frozen=True)
+class BalloonSpec:
+    """`balloon_after_stop=RATE_GIB_S:MAX_GIB`."""
+
+    rate_gib_s: float
+    max_gib: float
+
+
+@dataclass(frozen=True)
+class ActiveFaults:
+    """The faults a server was started with; the default is none."""
+
+    stop_profile_hang: bool = False
+    stop_profile_trickle_s: float | None = None
+    stream_stall_tokens: int | None = None
+    zombie: bool = False
+    balloon_after_stop: BalloonSpec | None = None
+
+    def names(self) -> list[str]:
+        """The active faults as `NAME[=ARG]` in a canonical form, e.g. `["stream_stall=3", "zombie"]`."""
+        out = []
+        if self.stop_profile_hang:
+            out.append("stop_profile_hang")
+        if self.stop_profile_trickle_s is not None:
+            out.append(f"stop_profile_trickle={self.stop_profile_trickle_s:g}")
+        if self.stream_stall_tokens is not None:
+            out.append(f"stream_stall={self.stream_stall_tokens}")
+        if self.zombie:
+            out.append("zombie")
+        if self.balloon_after_stop is not None:
+            b = self.balloon_after_stop
+            out.append(f"balloon_after_stop={b.rate_gib_s:g}:{b.max_gib:g}")
+        return out
+
+
+def fault_help() -> str:
+    """The `--help` section that lists every fault."""
+    lines = ["test faults (--test-fault NAME[=ARG], repeatable; only for rehearsing incidents):"]
+    lines += [f"  {name}{syntax}\n      {text}" for name, (syntax, text) in FAULTS.items()]
+    return "\n".join(lines)
+
+
+def parse_faults(specs: Iterable[str]) -> ActiveFaults:
+    """`--test-fault` values -> ActiveFaults; raises FaultSpecError naming the bad value and the choices."""
+    values: dict[str, Any] = {}
+    seen: set[str] = set()
+    for spec in specs:
+        name, has_arg, arg = spec.partition("=")
+        name = name.strip()
+        if name not in FAULTS:
+            raise FaultSpecError(f"--test-fault {spec!r}: unknown fault {name!r} (known: {', '.join(FAULTS)})")
+        if name in seen:
+            raise FaultSpecError(f"--test-fault {name} is given twice")
+        seen.add(name)
+        syntax = FAULTS[name][0]
+        if has_arg and not syntax:
+            raise FaultSpecError(f"--test-fault {spec!r}: {name} takes no argument")
+        if name == "stop_profile_hang":
+            values["stop_profile_hang"] = True
+        elif name == "zombie":
+            values["zombie"] = True
+        elif name == "stop_profile_trickle":
+            values["stop_profile_trickle_s"] = _number(spec, arg, float, DEFAULT_TRICKLE_S if not has_arg else None)
+        elif name == "stream_stall":
+            values["stream_stall_tokens"] = _number(spec, arg, int, DEFAULT_STALL_TOKENS if not has_arg else None)
+        else:
+            rate, colon, most = arg.partition(":")
+            if not colon:
+                raise FaultSpecError(f"--test-fault {spec!r}: write it as balloon_after_stop=RATE_GIB_S:MAX_GIB")
+            values["balloon_after_stop"] = BalloonSpec(_number(spec, rate, float), _number(spec, most, float))
+    return ActiveFaults(**values)
+
+
+def _number(spec: str, text: str, kind: type, default: float | None = None) -> Any:
+    if default is not None:
+        return default
+    try:
+        value = kind(text)
+    except ValueError:
+        raise FaultSpecError(f"--test-fault {spec!r}: {text!r} is not a{'n integer' if kind is int else ' number'}")
+    if not (value > 0 or (kind is int and value == 0)) or value != value or value == float("inf"):
+        raise FaultSpecError(f"--test-fault {spec!r}: {text!r} must be {'0 or more' if kind is int else 'above 0'}")
+    return value
+
+
+async def hang_until_disconnect(receive: Callable[[], Awaitable[dict]]) -> None:
+    """Never answer: read ASGI messages until `http.disconnect` (or until the task is cancelled)."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def _stall(is_disconnected: Callable[[], Awaitable[bool]] | None) -> None:
+    never = asyncio.Event()
+    while True:
+        try:
+            await asyncio.wait_for(never.wait(), DISCONNECT_POLL_S)
+        except asyncio.TimeoutError:
+            if is_disconnected is not None and await is_disconnected():
+                return
+
+
+async def stall_after(
+    items: AsyncIterator[T], count: int, is_disconnected: Callable[[], Awaitable[bool]] | None = None
+) -> AsyncIterator[T]:
+    """Pass on the first `count` items (or all, if fewer come), then send nothing and never end.
+
+    The source is closed at the stall, so the engine stops generating for it; the stall ends only
+    when the client goes away (`is_disconnected`) or the task is cancelled, and then the stream just
+    stops, without its normal ending.
+    """
+    sent = 0
+    try:
+        async for item in items:
+            if sent >= count:
+                break
+            yield item
+            sent += 1
+    finally:
+        aclose = getattr(items, "aclose", None)
+        if aclose is not None:
+            await aclose()
+    await _stall(is_disconnected)
+    raise asyncio.CancelledError  # the client is gone: end the response without a normal ending
+
+
+async def trickle(body: bytes, interval_s: float, size: int = TRICKLE_BODY_BYTES) -> AsyncIterator[bytes]:
+    """`body` left-padded with spaces to `size` bytes (still valid JSON), one byte every `interval_s`."""
+    padded = body.rjust(size)
+    for i in range(len(padded)):
+        if i:
+            await asyncio.sleep(interval_s)
+        yield padded[i : i + 1]
+
+
+@dataclass(eq=False)
+class MemoryBalloon:
+    """A runaway buffer: a daemon thread allocates and touches memory at a rate up to a cap, held to exit."""
+
+    spec: BalloonSpec
+    chunk_bytes: int = BALLOON_CHUNK_BYTES
+    _chunks: list[bytearray] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _thread: threading.Thread | None = None
+
+    @property
+    def held_bytes(self) -> int:
+        """Bytes allocated so far."""
+        return sum(map(len, self._chunks))
+
+    def start(self) -> bool:
+        """Start inflating (once per process); False when it already has."""
+        with self._lock:
+            if self._thread is not None:
+                return False
+            self._thread = threading.Thread(target=self._inflate, name="test-fault-balloon", daemon=True)
+        self._thread.start()
+        return True
+
+    def _inflate(self) -> None:
+        limit = int(self.spec.max_gib * GIB)
+        rate = self.spec.rate_gib_s * GIB
+        began, held = time.monotonic(), 0
+        while held < limit:
+            size = min(self.chunk_bytes, limit - held)
+            self._chunks.append(bytearray(b"\xa5") * size)  # written, so every page is resident
+            held += size
+            time.sleep(max(0.0, began + held / rate - time.monotonic()))
+
+
+def balloon_for(faults: ActiveFaults) -> MemoryBalloon | None:
+    """The balloon a server with `faults` inflates after /stop_profile, if any."""
+    return MemoryBalloon(faults.balloon_after_stop) if faults.balloon_after_stop else None
+
+
+__all__: Sequence[str] = (
+    "FAULTS",
+    "ActiveFaults",
+    "BalloonSpec",
+    "FaultSpecError",
+    "MemoryBalloon",
+    "balloon_for",
+    "fault_help",
+    "hang_until_disconnect",
+    "parse_faults",
+    "stall_after",
+    "trickle",
+)
