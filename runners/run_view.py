@@ -152,6 +152,23 @@ class RunView:
             f"OOMKilled={e.get('oom_killed')}"
         )
 
+    def _on_profile_started(self, e: dict) -> str:
+        return f"{e['step']['arm']}: profiler started for {e['step']['phase']}"
+
+    def _on_profile_captured(self, e: dict) -> str:
+        return f"{e['step']['arm']}: profile captured in {e.get('stop_s')} s: {e.get('trace')}"
+
+    def _on_profile_lost(self, e: dict) -> str:
+        return f"{e['step']['arm']}: PROFILE LOST: {e.get('reason')}"
+
+    def _on_serve_killed(self, e: dict) -> str:
+        self._arm(e["arm"]).serve = "killed"
+        return f"{e['arm']}: serve target killed ({e.get('how')}): {e.get('reason')}"
+
+    def _on_serve_restarting(self, e: dict) -> str:
+        left = len(e.get("remaining", []))
+        return f"{e['arm']}: restarting the serve target (restart {e.get('restart')}) for {left} step(s)"
+
     def _on_guard_started(self, e: dict) -> str:
         floors = e.get("floors_gib") or {}
         self.watchdog_level = "ok"
