@@ -151,9 +151,10 @@ class EngineLoop:
                 prefilled = self._admit()
                 if self.metrics:
                     self.metrics.on_queue(len(self._running), len(self._waiting))
-                if self._running:
+                decoding = bool(self._running)
+                if decoding:
                     self._step()
-                if (prefilled or self._running) and self._on_step:
+                if (prefilled or decoding) and self._on_step:
                     self._on_step()
                 if not self._running:
                     with self._cond:

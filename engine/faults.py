@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -27,7 +27,7 @@ DISCONNECT_POLL_S = 0.5
 FAULTS: dict[str, tuple[str, str]] = {
     "stop_profile_hang": ("", "POST /stop_profile never answers (until the client goes away)"),
     "stop_profile_trickle": (
-        f"[=SECONDS]",
+        "[=SECONDS]",
         f"POST /stop_profile stops the profile, answers 200, then sends its {TRICKLE_BODY_BYTES}-byte body one "
         f"byte every SECONDS (default {DEFAULT_TRICKLE_S:g})",
     ),
@@ -111,9 +111,9 @@ def parse_faults(specs: Iterable[str]) -> ActiveFaults:
         elif name == "zombie":
             values["zombie"] = True
         elif name == "stop_profile_trickle":
-            values["stop_profile_trickle_s"] = _number(spec, arg, float, DEFAULT_TRICKLE_S if not has_arg else None)
+            values["stop_profile_trickle_s"] = _number(spec, arg, float) if has_arg else DEFAULT_TRICKLE_S
         elif name == "stream_stall":
-            values["stream_stall_tokens"] = _number(spec, arg, int, DEFAULT_STALL_TOKENS if not has_arg else None)
+            values["stream_stall_tokens"] = _number(spec, arg, int) if has_arg else DEFAULT_STALL_TOKENS
         else:
             rate, colon, most = arg.partition(":")
             if not colon:
@@ -122,15 +122,18 @@ def parse_faults(specs: Iterable[str]) -> ActiveFaults:
     return ActiveFaults(**values)
 
 
-def _number(spec: str, text: str, kind: type, default: float | None = None) -> Any:
-    if default is not None:
-        return default
+def _number(spec: str, text: str, kind: type[int] | type[float]) -> Any:
+    """An integer of 0 or more, or a finite number above 0."""
     try:
         value = kind(text)
     except ValueError:
-        raise FaultSpecError(f"--test-fault {spec!r}: {text!r} is not a{'n integer' if kind is int else ' number'}")
-    if not (value > 0 or (kind is int and value == 0)) or value != value or value == float("inf"):
-        raise FaultSpecError(f"--test-fault {spec!r}: {text!r} must be {'0 or more' if kind is int else 'above 0'}")
+        raise FaultSpecError(
+            f"--test-fault {spec!r}: {text!r} is not {'an integer' if kind is int else 'a number'}"
+        ) from None
+    if kind is int and value < 0:
+        raise FaultSpecError(f"--test-fault {spec!r}: {text!r} must be 0 or more")
+    if kind is float and not 0 < value < float("inf"):
+        raise FaultSpecError(f"--test-fault {spec!r}: {text!r} must be a finite number above 0")
     return value
 
 
@@ -158,22 +161,20 @@ async def stall_after(
     """Pass on the first `count` items (or all, if fewer come), then send nothing and never end.
 
     The source is closed at the stall, so the engine stops generating for it; the stall ends only
-    when the client goes away (`is_disconnected`) or the task is cancelled, and then the stream just
-    stops, without its normal ending.
+    when the client goes away (`is_disconnected`) or the task is cancelled.
     """
-    sent = 0
     try:
-        async for item in items:
-            if sent >= count:
+        for _ in range(count):
+            try:
+                item = await anext(items)
+            except StopAsyncIteration:
                 break
             yield item
-            sent += 1
     finally:
         aclose = getattr(items, "aclose", None)
         if aclose is not None:
             await aclose()
     await _stall(is_disconnected)
-    raise asyncio.CancelledError  # the client is gone: end the response without a normal ending
 
 
 async def trickle(body: bytes, interval_s: float, size: int = TRICKLE_BODY_BYTES) -> AsyncIterator[bytes]:
@@ -185,20 +186,20 @@ async def trickle(body: bytes, interval_s: float, size: int = TRICKLE_BODY_BYTES
         yield padded[i : i + 1]
 
 
-@dataclass(eq=False)
 class MemoryBalloon:
     """A runaway buffer: a daemon thread allocates and touches memory at a rate up to a cap, held to exit."""
 
-    spec: BalloonSpec
-    chunk_bytes: int = BALLOON_CHUNK_BYTES
-    _chunks: list[bytearray] = field(default_factory=list)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-    _thread: threading.Thread | None = None
+    def __init__(self, spec: BalloonSpec, chunk_bytes: int = BALLOON_CHUNK_BYTES) -> None:
+        self.spec = spec
+        self.chunk_bytes = chunk_bytes
+        self._chunks: list[bytearray] = []
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
 
     @property
     def held_bytes(self) -> int:
         """Bytes allocated so far."""
-        return sum(map(len, self._chunks))
+        return sum(map(len, list(self._chunks)))
 
     def start(self) -> bool:
         """Start inflating (once per process); False when it already has."""
@@ -223,18 +224,3 @@ class MemoryBalloon:
 def balloon_for(faults: ActiveFaults) -> MemoryBalloon | None:
     """The balloon a server with `faults` inflates after /stop_profile, if any."""
     return MemoryBalloon(faults.balloon_after_stop) if faults.balloon_after_stop else None
-
-
-__all__: Sequence[str] = (
-    "FAULTS",
-    "ActiveFaults",
-    "BalloonSpec",
-    "FaultSpecError",
-    "MemoryBalloon",
-    "balloon_for",
-    "fault_help",
-    "hang_until_disconnect",
-    "parse_faults",
-    "stall_after",
-    "trickle",
-)

@@ -1,8 +1,10 @@
 """OpenAI-compatible HTTP server for the tiny engine: `python -m engine.server --config FILE --port N`.
 
 Endpoints: /health, /v1/models, /v1/completions, /v1/chat/completions (SSE when `stream`),
-/metrics (Prometheus, vLLM names) and /debug/config (the effective kernel settings and where each
-came from, so a runner can verify that an arm's environment really arrived).
+/metrics (Prometheus, vLLM names), /debug/config (the effective kernel settings and where each
+came from, so a runner can verify that an arm's environment really arrived) and, like vLLM,
+POST /start_profile and POST /stop_profile (a torch profile of the engine thread, written as a
+Chrome trace). `--test-fault` switches on deliberate misbehaviour for rehearsing incidents.
 """
 
 from __future__ import annotations
@@ -13,14 +15,15 @@ import json
 import os
 import sys
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import uvicorn
 from pydantic import ValidationError
 from starlette.applications import Starlette
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
@@ -30,6 +33,17 @@ from engine.config_file import ConfigFileError, field_path
 from engine.deadlines import timeout
 from engine.engine_loop import EngineLoop, EngineStopped, TokenDelta
 from engine.env_sentinel import ENV_DIR_VAR
+from engine.faults import (
+    ActiveFaults,
+    FaultSpecError,
+    MemoryBalloon,
+    balloon_for,
+    fault_help,
+    hang_until_disconnect,
+    parse_faults,
+    stall_after,
+    trickle,
+)
 from engine.kernel_settings import KernelSettings, resolve_kernel_settings
 from engine.metrics import EngineMetrics
 from engine.model import TinyDecoder
@@ -41,10 +55,14 @@ from engine.openai_api import (
     now,
     usage,
 )
+from engine.profiler import EngineProfiler, ProfilerConflict
 from engine.tokenizer import VOCAB_SIZE, apply_chat_template, encode
 
 # How often a waiting request checks that the engine thread is still alive.
 ENGINE_LIVENESS_POLL_S = 1.0
+# The longest a profiler request waits for the engine thread to run its command.
+ENGINE_COMMAND_TIMEOUT_S = 30.0
+DEFAULT_PROFILE_MAX_STEPS = 200
 
 
 @dataclass
@@ -58,6 +76,10 @@ class ServerState:
     device: str
     env_dir: str | None
     started_at: float
+    profiler: EngineProfiler
+    profile_dir: Path | None = None
+    faults: ActiveFaults = field(default_factory=ActiveFaults)
+    balloon: MemoryBalloon | None = None
 
     @property
     def model_name(self) -> str:
@@ -112,6 +134,9 @@ def create_app(state: ServerState) -> Starlette:
                 "max_num_seqs": state.config.server.max_num_seqs,
                 "max_model_len": state.config.model.max_model_len,
                 "pid": os.getpid(),
+                "profile_dir": str(state.profile_dir) if state.profile_dir else None,
+                "profile_max_steps": state.profiler.max_steps,
+                "test_faults": state.faults.names(),
             }
         )
 
@@ -122,7 +147,7 @@ def create_app(state: ServerState) -> Starlette:
             max_tokens = _check_lengths(state, prompt_ids, body.max_tokens or 16)
         except RequestError as exc:
             return exc.response()
-        return await _respond(state, body, prompt_ids, max_tokens, chat=False)
+        return await _respond(state, request, body, prompt_ids, max_tokens, chat=False)
 
     async def chat_completions(request: Request) -> Response:
         try:
@@ -132,9 +157,33 @@ def create_app(state: ServerState) -> Starlette:
             max_tokens = _check_lengths(state, prompt_ids, body.requested_max_tokens())
         except RequestError as exc:
             return exc.response()
-        return await _respond(state, body, prompt_ids, max_tokens, chat=True)
+        return await _respond(state, request, body, prompt_ids, max_tokens, chat=True)
 
-    return Starlette(
+    async def start_profile(request: Request) -> Response:
+        try:
+            directory = _profile_dir(await _json_object(request), state.profile_dir)
+            started = await _on_engine(state, lambda: state.profiler.start(directory))
+        except RequestError as exc:
+            return exc.response()
+        return JSONResponse({"status": "started", "dir": str(started.directory), "max_steps": started.max_steps})
+
+    async def stop_profile(request: Request) -> Response:
+        if state.faults.stop_profile_hang:
+            await hang_until_disconnect(request.receive)
+            return Response(status_code=499)  # nobody is listening any more
+        try:
+            stopped = await _on_engine(state, state.profiler.stop)
+        except RequestError as exc:
+            return exc.response()
+        body = {"status": "stopped", "trace": str(stopped.trace), "steps": stopped.steps}
+        background = BackgroundTask(state.balloon.start) if state.balloon else None
+        if state.faults.stop_profile_trickle_s is not None:
+            content = json.dumps(body).encode()
+            stream = trickle(content, state.faults.stop_profile_trickle_s)
+            return StreamingResponse(stream, media_type="application/json", background=background)
+        return JSONResponse(body, background=background)
+
+    app = Starlette(
         routes=[
             Route("/health", health),
             Route("/v1/models", models),
@@ -142,8 +191,84 @@ def create_app(state: ServerState) -> Starlette:
             Route("/debug/config", debug_config),
             Route("/v1/completions", completions, methods=["POST"]),
             Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+            Route("/start_profile", start_profile, methods=["POST"]),
+            Route("/stop_profile", stop_profile, methods=["POST"]),
         ]
     )
+    return _zombie(app) if state.faults.zombie else app
+
+
+def _zombie(app: Starlette) -> Callable:
+    """The app behind the `zombie` fault: GETs answer, every POST hangs until its client goes away."""
+
+    async def asgi(scope: dict, receive: Callable, send: Callable) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            await hang_until_disconnect(receive)
+            return
+        await app(scope, receive, send)
+
+    return asgi
+
+
+async def _json_object(request: Request) -> dict:
+    """The request body as a JSON object; an empty body is `{}`."""
+    raw = await request.body()
+    if not raw.strip():
+        return {}
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RequestError(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise RequestError(f"request body must be a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _profile_dir(body: dict, default: Path | None) -> Path:
+    """The trace directory from the body's `dir` or `--profile-dir`, created if missing."""
+    given = body.get("dir")
+    if given is not None and (not isinstance(given, str) or not given.strip()):
+        raise RequestError("dir: must be a non-empty string (an absolute path)", param="dir")
+    if given is not None and not os.path.isabs(given):
+        raise RequestError(f"dir: {given!r} is not an absolute path", param="dir")
+    directory = Path(given) if given is not None else default
+    if directory is None:
+        raise RequestError(
+            'no trace directory: send {"dir": "/abs/path"} in the body of POST /start_profile, '
+            "or start the server with --profile-dir DIR",
+            param="dir",
+        )
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RequestError(f"cannot create the trace directory {directory}: {exc}", param="dir") from None
+    if not os.access(directory, os.W_OK | os.X_OK):
+        raise RequestError(f"the trace directory {directory} is not writable by the server", param="dir")
+    return directory
+
+
+async def _on_engine(state: ServerState, command: Callable):
+    """Run `command` on the engine thread, waiting at most ENGINE_COMMAND_TIMEOUT_S; failures as RequestError."""
+    try:
+        future = state.engine.call(command)
+    except EngineStopped as exc:
+        raise RequestError(f"the engine is not running: {exc}", 503, "ServiceUnavailableError") from None
+    try:
+        async with timeout(ENGINE_COMMAND_TIMEOUT_S):
+            return await asyncio.wrap_future(future)
+    except asyncio.TimeoutError:
+        raise RequestError(
+            f"the engine thread did not run the profiler command within {ENGINE_COMMAND_TIMEOUT_S:g} s "
+            "(a step may be stuck); the profiler state is unknown: check /health, then retry",
+            503,
+            "ServiceUnavailableError",
+        ) from None
+    except ProfilerConflict as exc:
+        raise RequestError(str(exc), 409, "ConflictError") from None
+    except EngineStopped as exc:
+        raise RequestError(f"the engine stopped: {exc}", 503, "ServiceUnavailableError") from None
+    except Exception as exc:
+        raise RequestError(f"profiler failed: {type(exc).__name__}: {exc}", 500, "InternalServerError") from None
 
 
 async def _parse(request: Request, model: type) -> CompletionRequest | ChatCompletionRequest:
@@ -192,6 +317,7 @@ def _check_lengths(state: ServerState, prompt_ids: list[int], max_tokens: int | 
 
 async def _respond(
     state: ServerState,
+    request: Request,
     body: CompletionRequest | ChatCompletionRequest,
     prompt_ids: list[int],
     max_tokens: int,
@@ -202,6 +328,8 @@ async def _respond(
     request_id = new_id("chatcmpl" if chat else "cmpl")
     deltas = _generate(state, request_id, prompt_ids, body.sampling(max_tokens))
     if body.stream:
+        if state.faults.stream_stall_tokens is not None:
+            deltas = stall_after(deltas, state.faults.stream_stall_tokens, request.is_disconnected)
         chunks = _chat_chunks if chat else _completion_chunks
         return StreamingResponse(
             _sse(chunks(state, request_id, body.include_usage(), deltas)),
@@ -246,7 +374,7 @@ async def _generate(state: ServerState, request_id: str, prompt_ids: list[int], 
             try:
                 async with timeout(ENGINE_LIVENESS_POLL_S):
                     delta = await queue.get()
-            except TimeoutError:
+            except asyncio.TimeoutError:
                 if state.engine.alive:
                     continue
                 delta = TokenDelta("", "error", len(prompt_ids), 0, error=state.engine.fatal_error or "engine stopped")
@@ -303,29 +431,91 @@ async def _chat_chunks(
         yield {**base, "choices": [], "usage": usage(last.prompt_tokens, last.completion_tokens)}
 
 
-def build_state(config: EngineConfig, settings: KernelSettings, env_dir: str | None, device: str) -> ServerState:
+def build_state(
+    config: EngineConfig,
+    settings: KernelSettings,
+    env_dir: str | None,
+    device: str,
+    profile_dir: Path | None = None,
+    profile_max_steps: int = DEFAULT_PROFILE_MAX_STEPS,
+    faults: ActiveFaults | None = None,
+) -> ServerState:
     """Build the model and start the engine thread."""
     torch.set_num_threads(config.server.threads)
     model = TinyDecoder(config.model, settings.wo_split, device)
     metrics = EngineMetrics(config.model.name)
-    engine = EngineLoop(model, config.server.max_num_seqs, metrics)
+    profiler = EngineProfiler(device, profile_max_steps)
+    engine = EngineLoop(model, config.server.max_num_seqs, metrics, on_step=profiler.on_step)
     engine.start()
-    return ServerState(config, settings, engine, metrics, device, env_dir, time.time())
+    faults = faults or ActiveFaults()
+    return ServerState(
+        config,
+        settings,
+        engine,
+        metrics,
+        device,
+        env_dir,
+        time.time(),
+        profiler,
+        profile_dir=profile_dir,
+        faults=faults,
+        balloon=balloon_for(faults),
+    )
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 1 or more")
+    return value
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m engine.server", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m engine.server",
+        description=__doc__.splitlines()[0],
+        epilog=fault_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--config", required=True, help="engine TOML file, e.g. configs/engine-tiny.toml")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port to bind (default 8000)")
     parser.add_argument("--env-dir", default=None, help=f"directory holding an ENV sentinel file (or ${ENV_DIR_VAR})")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to run the model")
+    parser.add_argument(
+        "--profile-dir",
+        default=None,
+        metavar="DIR",
+        help='where POST /start_profile writes traces when its body has no {"dir": ...} (created if missing)',
+    )
+    parser.add_argument(
+        "--profile-max-steps",
+        type=_positive_int,
+        default=DEFAULT_PROFILE_MAX_STEPS,
+        metavar="N",
+        help=f"a profile stops recording by itself after N engine steps (default {DEFAULT_PROFILE_MAX_STEPS})",
+    )
+    parser.add_argument(
+        "--test-fault",
+        action="append",
+        default=[],
+        metavar="NAME[=ARG]",
+        help="switch on a deliberate fault for rehearsing incidents (repeatable; listed below)",
+    )
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the server until SIGINT/SIGTERM; exit 2 with a one-line reason on bad configuration."""
     args = _parse_args(argv)
+    try:
+        faults = parse_faults(args.test_fault)
+    except FaultSpecError as exc:
+        print(f"engine: refusing to start: {exc}", file=sys.stderr)
+        return 2
     try:
         config = load_engine_config(Path(args.config))
         env_dir = args.env_dir or os.environ.get(ENV_DIR_VAR) or None
@@ -338,7 +528,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     device = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device
     device = "cpu" if device == "auto" else device
-    state = build_state(config, settings, env_dir, device)
+    profile_dir = Path(args.profile_dir).resolve() if args.profile_dir else None
+    state = build_state(config, settings, env_dir, device, profile_dir, args.profile_max_steps, faults)
     print(
         f"engine: serving {config.model.name} on http://{args.host}:{args.port} "
         f"(CUTE_WO_SPLIT={settings.wo_split} from {settings.sources['CUTE_WO_SPLIT']}, device {device}, "
@@ -346,6 +537,12 @@ def main(argv: list[str] | None = None) -> int:
         file=sys.stderr,
         flush=True,
     )
+    if faults.names():
+        print(
+            f"engine: TEST FAULTS ACTIVE: {', '.join(faults.names())} (this server misbehaves on purpose)",
+            file=sys.stderr,
+            flush=True,
+        )
     server = uvicorn.Server(
         uvicorn.Config(
             create_app(state),
