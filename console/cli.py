@@ -75,7 +75,8 @@ def _headless(run: RunDir, console: Console) -> int:
     table = summary_table(run)
     if table is not None:
         console.print(table)
-    console.print(f"summary: {run.summary_md}", highlight=False)
+    if run.summary_md.exists():
+        console.print(f"summary: {run.summary_md}", highlight=False)
     if result.status != "finished":
         print(f"{result.status}: {result.reason}", file=sys.stderr)
         if result.status == "aborted":

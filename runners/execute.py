@@ -100,10 +100,13 @@ async def execute(run: RunDir, listeners: Iterable[Listener] = (), argv: list[st
             await guard.stop()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
-        write_summary(run, loaded.plan)
-        events.emit("summary_written", path=str(run.summary_md))
-        end_session(run, result.status, result.exit_code)
-        events.close()
+        try:  # evidence beyond the run's own state: a full disk must not turn the result into a traceback
+            write_summary(run, loaded.plan)
+            events.emit("summary_written", path=str(run.summary_md))
+            end_session(run, result.status, result.exit_code)
+            events.close()
+        except OSError as exc:
+            print(f"runner: could not finish writing {run.root}: {exc}", file=sys.stderr)
         return result
     finally:
         lock.release()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -88,8 +89,11 @@ class JsonlWriter:
         try:
             self._fh.flush()
             os.fsync(self._fh.fileno())
+        except OSError as exc:
+            raise RunDirWriteError(exc.errno, f"cannot finish {self.path}: {exc.strerror or exc}") from exc
         finally:
-            self._fh.close()
+            with contextlib.suppress(OSError):  # a failed flush was reported above; the descriptor closes anyway
+                self._fh.close()
 
 
 class JsonlTail:

@@ -18,7 +18,7 @@ from typing import Literal, TypeVar
 
 from engine.deadlines import timeout
 from runners.events import EventLog
-from runners.files import JsonlWriter, write_json_atomic
+from runners.files import JsonlWriter, RunDirWriteError, write_json_atomic
 from runners.plan import DockerServe, ExternalServe, LoadedPlan, Session, StepKey
 from runners.profiler import ProfileRecord, ProfilerError, start_profile, stop_profile
 from runners.provenance import record_target
@@ -108,10 +108,16 @@ class Soak:
             steps=[s.as_dict() for s in steps],
             already_done=done_before,
         )
-        for session in self.plan.sessions():
-            if self.abort.is_set() or self.fatal:
-                break
-            await self._session(session)
+        try:
+            for session in self.plan.sessions():
+                if self.abort.is_set() or self.fatal:
+                    break
+                await self._session(session)
+        except RunDirWriteError as exc:  # the evidence cannot be written: stop, say so, stay resumable
+            return self.ended_early(
+                f"the run directory cannot be written: {exc}; free space (or fix permissions), then "
+                f"`gb10-console run --resume {self.run_dir.root}`; steps already DONE are kept"
+            )
         return self._finish()
 
     def _finish(self) -> SoakResult:
@@ -287,7 +293,8 @@ class Soak:
             self.fatal = f"the serve target of {arm}/{mode} could not be stopped: {reason}"
             self.events.emit("serve_stop_failed", arm=arm, mode=mode, reason=reason)
             return
-        write_targets(self.run_dir, [])
+        with contextlib.suppress(RunDirWriteError):  # a stale list only names a target that is gone
+            write_targets(self.run_dir, [])
         self.events.emit("serve_stopped", arm=arm, mode=mode, how=ended.describe(), target=await runtime.inspect())
 
     async def _unless_aborted(self, work: Awaitable[T]) -> T | None:
@@ -381,6 +388,7 @@ class Soak:
                 on_record, self.abort, limit_requests=phase.limit_requests,
             )
         )  # fmt: skip
+        replay_task.add_done_callback(_retrieve)  # its error is read below, on every path
         died = asyncio.create_task(runtime.wait_exit())
         try:
             async with timeout(phase.deadline_s):
@@ -396,8 +404,12 @@ class Soak:
             stop_scraping.set()
             if sampler is not None:
                 await sampler
-            requests.close()
-            scrapes.close()
+            closing = [_close_quietly(requests), _close_quietly(scrapes)]
+        if not replay_task.cancelled() and isinstance(replay_task.exception(), RunDirWriteError):
+            raise replay_task.exception()  # type: ignore[misc]
+        for error in closing:
+            if error is not None:
+                raise error
         ended = await self._target_ended(died, replay_task)
         if ended is not None:
             self._note_oom_kills(step, await runtime.inspect())
@@ -563,6 +575,21 @@ class Soak:
 
     def _save_state(self) -> None:
         self.run_dir.write_state(self.state)
+
+
+def _retrieve(task: asyncio.Task) -> None:
+    """Mark a task's exception as seen (the step reads and reports it itself)."""
+    if not task.cancelled():
+        task.exception()
+
+
+def _close_quietly(writer: JsonlWriter) -> RunDirWriteError | None:
+    """Close a writer; the error instead of raising it (the step decides what it means)."""
+    try:
+        writer.close()
+    except RunDirWriteError as exc:
+        return exc
+    return None
 
 
 class _Progress:
