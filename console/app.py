@@ -23,7 +23,7 @@ from textual.worker import get_current_worker
 from console.screens import ConfirmAbort, HelpScreen
 from engine.config_file import ConfigFileError
 from runners.control import request_abort
-from runners.execute import load_run_plan
+from runners.execute import load_run_plan, spawn_detached
 from runners.files import JsonlTail, read_json, tail_lines
 from runners.plan import StepKey
 from runners.run_view import RunView, StepView
@@ -106,6 +106,7 @@ class RunConsole(App[None]):
         Binding("q", "quit", "Quit (soak keeps running)"),
         Binding("question_mark", "help", "Help"),
         Binding("a", "abort", "Abort"),
+        Binding("r", "resume", "Resume"),
     ]
 
     def __init__(self, run: RunDir, runner: subprocess.Popen | None = None) -> None:
@@ -309,6 +310,29 @@ class RunConsole(App[None]):
                 self.send_abort()
 
         self.push_screen(ConfirmAbort(what), answered)
+
+    def action_resume(self) -> None:
+        """Start a detached runner that continues an aborted or failed run (DONE steps are skipped)."""
+        status = self.runner_status
+        if status.alive:
+            self.notify("The soak is running; there is nothing to resume.", severity="warning")
+            return
+        if status.label.startswith("finished"):
+            self.notify("This run finished; there is nothing to resume.")
+            return
+        self.start_runner()
+
+    @work(thread=True, group="control")
+    def start_runner(self) -> None:
+        """Spawn `python -m runners.execute RUN_DIR` (thread worker: process start stays off the UI thread)."""
+        try:
+            self.runner = spawn_detached(self.run_dir)
+        except OSError as exc:
+            self.call_from_thread(self.notify, f"could not start a runner: {exc}", severity="error")
+            return
+        self.call_from_thread(
+            self.notify, f"Resuming: runner pid {self.runner.pid} continues the steps that are not DONE."
+        )
 
     @work(thread=True, group="control")
     def send_abort(self) -> None:

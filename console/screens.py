@@ -13,6 +13,8 @@ KEYS_HELP = """\
 
   [b]a[/b]   abort the soak (asks first): stop dispatch, cancel requests in flight,
       stop the serve target; the run stays resumable
+  [b]r[/b]   resume an aborted or failed run here: a new runner continues the
+      steps that are not DONE
   [b]q[/b]   quit the console; the soak keeps running in the background
   [b]?[/b]   this help
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from pathlib import Path
 
@@ -131,3 +132,53 @@ async def test_a_runner_that_dies_at_start_is_shown_with_its_reason(tmp_path: Pa
             assert await until(pilot, lambda: "runner exited (2)" in str(title.render()), 5)
     finally:
         held.release()
+
+
+async def test_r_resumes_an_aborted_run_and_is_refused_while_one_runs(tmp_path: Path) -> None:
+    """An aborted run: r starts a detached runner that finishes the steps not done; r again is refused."""
+    run = create_run(write_plan(tmp_path, requests=3), tmp_path / "run", tmp_path)
+
+    def abort_after_first_step(event: dict) -> None:
+        if event["type"] == "step_finished":
+            request_abort(run, "test: stop after the first step", by="test")
+
+    assert (await execute(run, [abort_after_first_step])).status == "aborted"
+    app = RunConsole(RunDir(run.root))
+    async with app.run_test(size=(120, 40)) as pilot:
+        assert await until(pilot, lambda: app.runner_status.label == "aborted (resumable)")
+        await pilot.press("r")
+        assert await until(pilot, lambda: app.runner is not None)
+        assert await until(pilot, lambda: app.runner_status.alive or app.runner_status.label == "finished", 60)
+        if app.runner_status.alive:
+            await pilot.press("r")  # a second runner is refused while one works
+        assert await until(pilot, lambda: app.runner_status.label == "finished", 120)
+        assert app.runner.wait(10) == 0
+        await pilot.press("r")  # finished: nothing to resume, nothing started
+    assert run.read_state().status == "finished"
+    assert run.read_state().steps_done == 2
+
+
+def test_killing_the_console_never_stops_the_soak(tmp_path: Path) -> None:
+    """The console (attached to a detached runner) is SIGKILLed; the runner finishes the soak anyway."""
+    import signal
+    import subprocess
+    import sys
+
+    run = create_run(write_plan(tmp_path, requests=20, concurrency=2, max_tokens=32), tmp_path / "run", tmp_path)
+    runner = spawn_detached(run)
+    console = subprocess.Popen(
+        ["script", "-qec", f"{sys.executable} -m console.cli attach {run.root}", "/dev/null"],
+        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        time.sleep(3)
+        assert console.poll() is None, "the console did not stay up"
+        os.killpg(console.pid, signal.SIGKILL)
+        console.wait(10)
+        assert runner.wait(180) == 0
+    finally:
+        for proc in (console, runner):
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+    assert run.read_state().status == "finished"

@@ -239,3 +239,29 @@ def test_executing_a_finished_run_again_changes_nothing(tmp_path: Path) -> None:
     again = asyncio.run(execute(run))
     assert again.status == "finished" and again.steps_done == 2
     assert RunDir(run.root).read_state().status == "finished"
+
+
+def test_a_sigkill_while_a_done_marker_is_written_repeats_only_that_step(tmp_path: Path) -> None:
+    """Killed as the DONE marker was half written (its temp file left, never renamed): resume repeats only
+    that step, every marker is whole JSON, and no serve process survives or doubles."""
+    run = create_run(write_plan(tmp_path, requests=30, concurrency=2, max_tokens=48), tmp_path / "run", tmp_path)
+    runner = spawn_detached(run)
+    try:
+        assert wait_until(lambda: of_type(run.root, "step_progress"), 60), (run.root / "runner.log").read_text()
+        runner.send_signal(signal.SIGKILL)
+        runner.wait(10)
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+    marker = run.done_path(StepKey("split1", "primary", "replay", 0))
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    half = marker.with_name(f".{marker.name}.tmp-{runner.pid}")
+    half.write_text('{"stats": {"ok": 3')  # what a kill between write and rename leaves
+    result = cli("run", "--resume", str(run.root), "--headless")
+    assert result.returncode == 0, result.stderr + result.stdout
+    starts = [e["step"]["arm"] for e in events(run.root) if e["type"] == "step_started"]
+    assert starts == ["split1", "split1", "split8"]  # the step in flight, repeated once; nothing else
+    for arm in ("split1", "split8"):
+        assert read_json(run.done_path(StepKey(arm, "primary", "replay", 0)))["stats"]["ok"] == 30
+    served = [e["pid"] for e in events(run.root) if e["type"] == "serve_ready"]
+    assert len(served) == 3 and all(pid_gone(pid) for pid in served)
