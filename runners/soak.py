@@ -47,6 +47,7 @@ T = TypeVar("T")
 RuntimeFactory = Callable[[Session], ServeRuntime]
 StepOutcome = Literal["done", "failed", "aborted", "target_died", "restart"]
 MAX_RESTARTS_PER_SESSION = 3
+ABORT_STOP_GRACE_S = 8.0
 
 
 @dataclass(frozen=True)
@@ -286,8 +287,11 @@ class Soak:
 
     async def _stop_target(self, runtime: ServeRuntime, arm: str, mode: str) -> None:
         """Stop the target; one that cannot be stopped ends the run (the next arm must not share the GPU)."""
+        grace = self.plan.serve.stop_timeout_s
+        if self.abort.is_set():  # an operator's abort must have the target down within 15 s
+            grace = min(grace, ABORT_STOP_GRACE_S)
         try:
-            ended = await runtime.stop(self.plan.serve.stop_timeout_s)
+            ended = await runtime.stop(grace)
         except Exception as exc:  # ServeError, or a runtime bug: either way fail closed
             reason = str(exc) if isinstance(exc, ServeError) else f"{type(exc).__name__}: {exc}"
             self.fatal = f"the serve target of {arm}/{mode} could not be stopped: {reason}"
