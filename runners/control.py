@@ -24,6 +24,11 @@ def request_abort(run: RunDir, reason: str, by: str) -> None:
     )
 
 
+def abort_pending(run: RunDir) -> bool:
+    """True while an abort request waits in control/ (the watcher takes it within POLL_INTERVAL_S)."""
+    return (run.control_dir / "abort.json").exists()
+
+
 def take_abort_request(run: RunDir) -> dict | None:
     """The pending abort request, removed from disk; None when there is none."""
     path = run.control_dir / "abort.json"

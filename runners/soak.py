@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from typing import Literal, TypeVar
 
 from engine.deadlines import timeout
+from runners.control import POLL_INTERVAL_S as CONTROL_POLL_S
+from runners.control import abort_pending
 from runners.events import EventLog
 from runners.files import JsonlWriter, RunDirWriteError, write_json_atomic
 from runners.plan import DockerServe, ExternalServe, LoadedPlan, Session, StepKey
@@ -207,6 +209,9 @@ class Soak:
         runtime = self.make_runtime(session)
         self._oom_kills_seen = 0  # the count belongs to this target
         serve = self.plan.serve
+        if abort_pending(self.run_dir):  # asked for while the last target stopped: start nothing new
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.abort.wait(), 2 * CONTROL_POLL_S)
         blocked = await self._unless_aborted(self._memory_recovered())
         if blocked:
             self._fail_steps(todo, blocked)
