@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -170,3 +171,38 @@ def podman_engine() -> Iterator:
         pytest.skip(f"no Podman service: {engine}")
     yield engine
     engine.stop()
+
+
+def fault_plan(tmp_path: Path, faults: list[str], phases: str, extra: str = "", ready_timeout_s: float = 60) -> Path:
+    """A one-arm plan against the embedded engine started with `--test-fault` switches."""
+    command = [
+        "{python}", "-m", "engine.server", "--config", str(ENGINE_CONFIG), "--host", "{host}", "--port", "{port}",
+        "--env-dir", "{env_dir}",
+    ]  # fmt: skip
+    for fault in faults:
+        command += ["--test-fault", fault]
+    path = tmp_path / "plan.toml"
+    path.write_text(
+        f"""
+name = "incident"
+{extra}
+[serve]
+command = {json.dumps(command)}
+ready_timeout_s = {ready_timeout_s}
+stop_timeout_s = 5
+
+[[arms]]
+name = "split4"
+env = {{ CUTE_WO_SPLIT = "4" }}
+{phases}
+"""
+    )
+    return path
+
+
+def run_headless(plan: Path, out: Path, timeout_s: float = 240) -> subprocess.CompletedProcess:
+    """`gb10-console run PLAN --headless --out OUT` as a subprocess."""
+    return subprocess.run(
+        [sys.executable, "-m", "console.cli", "run", str(plan), "--headless", "--out", str(out)],
+        capture_output=True, text=True, timeout=timeout_s, cwd=ROOT,
+    )  # fmt: skip

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,43 +15,10 @@ import pytest
 
 from runners.files import read_json, read_jsonl
 from runners.watchdog.samplers import read_meminfo
-from tests.conftest import ENGINE_CONFIG, ROOT, pid_gone, write_plan
+from tests.conftest import fault_plan, pid_gone, run_headless, write_plan
 
 pytestmark = pytest.mark.slow
 GIB = 1 << 30
-
-
-def _plan(tmp_path: Path, faults: list[str], phases: str, extra: str = "", ready_timeout_s: float = 60) -> Path:
-    command = [
-        "{python}", "-m", "engine.server", "--config", str(ENGINE_CONFIG), "--host", "{host}", "--port", "{port}",
-        "--env-dir", "{env_dir}",
-    ]  # fmt: skip
-    for fault in faults:
-        command += ["--test-fault", fault]
-    path = tmp_path / "plan.toml"
-    path.write_text(
-        f"""
-name = "incident"
-{extra}
-[serve]
-command = {json.dumps(command)}
-ready_timeout_s = {ready_timeout_s}
-stop_timeout_s = 5
-
-[[arms]]
-name = "split4"
-env = {{ CUTE_WO_SPLIT = "4" }}
-{phases}
-"""
-    )
-    return path
-
-
-def _run(plan: Path, out: Path, timeout_s: float = 240) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "console.cli", "run", str(plan), "--headless", "--out", str(out)],
-        capture_output=True, text=True, timeout=timeout_s, cwd=ROOT,
-    )  # fmt: skip
 
 
 PHASE = """
@@ -75,7 +41,7 @@ def test_a_stream_that_stalls_mid_response_times_out_and_the_runner_reports_it(t
     """stream_stall: every request stops after 3 tokens; each hits its 2 s deadline; the step fails, clearly."""
     out = tmp_path / "run"
     started = time.monotonic()
-    result = _run(_plan(tmp_path, ["stream_stall=3"], PHASE), out)
+    result = run_headless(fault_plan(tmp_path, ["stream_stall=3"], PHASE), out)
     assert result.returncode == 1, result.stdout + result.stderr
     assert time.monotonic() - started < 120
     records = read_jsonl(out / "arms" / "split4" / "primary" / "replay" / "0" / "requests.jsonl")
@@ -92,7 +58,7 @@ def test_a_zombie_engine_is_never_called_ready(tmp_path: Path) -> None:
     """zombie: /health answers but POSTs hang; readiness fails by its deadline, naming the completion."""
     out = tmp_path / "run"
     started = time.monotonic()
-    result = _run(_plan(tmp_path, ["zombie"], PHASE, ready_timeout_s=6), out)
+    result = run_headless(fault_plan(tmp_path, ["zombie"], PHASE, ready_timeout_s=6), out)
     assert result.returncode == 1, result.stdout + result.stderr
     assert time.monotonic() - started < 90
     events = read_jsonl(out / "events.jsonl")
@@ -133,7 +99,7 @@ max_tokens = 64
 http_timeout_s = 30
 """
     out = tmp_path / "run"
-    result = _run(_plan(tmp_path, ["balloon_after_stop=1:3.5"], phases, extra=extra), out)
+    result = run_headless(fault_plan(tmp_path, ["balloon_after_stop=1:3.5"], phases, extra=extra), out)
     events = read_jsonl(out / "events.jsonl")
     types = [e["type"] for e in events]
     assert "profile_captured" in types, result.stdout + result.stderr
@@ -156,7 +122,7 @@ def test_a_full_run_directory_disk_gives_a_clear_error_and_valid_state(tmp_path:
     try:
         plan = write_plan(tmp_path, requests=200, concurrency=4, max_tokens=64)
         out = mount / "run"
-        result = _run(plan, out)
+        result = run_headless(plan, out)
         assert result.returncode == 1
         both = result.stdout + result.stderr
         assert "Traceback" not in both, both

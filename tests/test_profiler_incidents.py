@@ -8,36 +8,17 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from runners.files import read_json, read_jsonl
-from tests.conftest import ENGINE_CONFIG, ROOT
+from tests.conftest import fault_plan, run_headless
 
 pytestmark = pytest.mark.slow
 
 
-def _plan(tmp_path: Path, faults: list[str], stop_timeout_s: float = 2.0) -> Path:
-    command = [
-        "{python}", "-m", "engine.server", "--config", str(ENGINE_CONFIG), "--host", "{host}", "--port", "{port}",
-        "--env-dir", "{env_dir}",
-    ]  # fmt: skip
-    for fault in faults:
-        command += ["--test-fault", fault]
-    text = f"""
-name = "profiled"
-
-[serve]
-command = {json.dumps(command)}
-ready_timeout_s = 60
-stop_timeout_s = 5
-
-[[arms]]
-name = "split4"
-env = {{ CUTE_WO_SPLIT = "4" }}
-
+PHASES = """
 [[phases]]
 name = "clean"
 kind = "sharegpt"
@@ -51,7 +32,7 @@ name = "profiled"
 kind = "sharegpt"
 mode = "supplementary"
 profile = true
-profile_stop_timeout_s = {stop_timeout_s}
+profile_stop_timeout_s = 2
 requests = 4
 concurrency = 2
 max_tokens = 8
@@ -66,18 +47,11 @@ concurrency = 2
 max_tokens = 8
 http_timeout_s = 30
 """
-    path = tmp_path / "plan.toml"
-    path.write_text(text)
-    return path
 
 
 def _run(tmp_path: Path, faults: list[str]) -> tuple[subprocess.CompletedProcess, Path]:
     out = tmp_path / "run"
-    result = subprocess.run(
-        [sys.executable, "-m", "console.cli", "run", str(_plan(tmp_path, faults)), "--headless", "--out", str(out)],
-        capture_output=True, text=True, timeout=240, cwd=ROOT,
-    )  # fmt: skip
-    return result, out
+    return run_headless(fault_plan(tmp_path, faults, PHASES), out), out
 
 
 def test_a_profiled_step_captures_a_trace_and_primary_steps_are_never_profiled(tmp_path: Path) -> None:
