@@ -104,7 +104,8 @@ async def measure(rate_gib_s: float, margins_gib: tuple[float, float, float] = (
             env={**os.environ, RUN_ID_VAR: run_id}, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
             start_new_session=True,
         )  # fmt: skip
-        write_targets(run, [TargetRef("process", "hog", "primary", pid=hog.pid, start_ticks=_ticks(hog.pid))])
+        ref = TargetRef("process", "hog", "primary", pid=hog.pid, start_ticks=process_start_ticks(hog.pid))
+        write_targets(run, [ref])
 
         def sample() -> None:
             while not stop_sampling.is_set():
@@ -170,10 +171,6 @@ async def idle_cpu(seconds: float, workdir: Path | None = None) -> float:
         beat.cancel()
         await guard.stop()
     return 100.0 * used / wall
-
-
-def _ticks(pid: int) -> int | None:
-    return process_start_ticks(pid)
 
 
 def _cpu_s(pid: int) -> float:
