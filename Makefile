@@ -44,7 +44,7 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) install "$(TORCH)" 2>&1 | { grep -v "$(PIP_NOISE)" || true; }
 	$(PIP) install -e ".[dev]" 2>&1 | { grep -v "$(PIP_NOISE)" || true; }
-	$(BIN)/python -c "import torch, textual, httpx, pydantic, uvicorn, starlette, pynvml, prometheus_client, orjson, uvloop, sniffio"
+	$(BIN)/python -c "import torch, textual, httpx, pydantic, uvicorn, starlette, pynvml, prometheus_client, orjson, uvloop, sniffio, matplotlib"
 	touch $@
 
 clean:

@@ -253,16 +253,56 @@ class WatchdogSpec(BaseModel):
 
 
 class ArmSpec(BaseModel):
-    """One variant under test: a name and the environment that selects it."""
+    """One variant under test: a name, the environment that selects it, and what serving mechanism it is.
+
+    The mechanism fields are free text on purpose: the mechanism gate judges them against the JSON
+    registries in configs/registries/, so an unregistered value fails that gate instead of the plan.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str
     description: str = ""
     env: dict[str, EnvValue] = Field(default_factory=dict)
+    mechanism: str = Field("baseline", description="serving mechanism, e.g. kv_quantization (registry key)")
+    variant: str = Field("baseline", description="the mechanism's variant, e.g. fp8_e4m3 (registry key)")
+    support: str = Field(
+        "experimental", description='"supported" (offered to users), "experimental" or "unsupported"'
+    )
+    quality_eval: str | None = Field(None, description="the quality evaluation behind the variant, e.g. ruler_v1")
+    quality_eval_status: str = Field("not_required", description="pending | completed | failed | not_required")
+    draft_model_id: str | None = Field(None, description="speculative decoding: the draft model")
+    acceptance_rate: float | None = Field(
+        None, ge=0, le=1, description="speculative decoding: measured elsewhere; the run's own metrics win"
+    )
 
     _name_ok = field_validator("name")(_check_slug)
     _env_ok = field_validator("env")(_check_env)
+
+
+class GatesSpec(BaseModel):
+    """`[gates]`: which arm is the baseline, which phases decide, and the thresholds of each gate.
+
+    Phase names left empty are chosen from the plan: the first GSM8K phase; for wall time and TPOT
+    the primary non-GSM8K phase with the most repeats; the first long-decode phase.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    baseline: str | None = Field(None, description="the baseline arm (default: the first arm)")
+    gsm8k_phase: str | None = None
+    gsm8k_match: Literal["strict", "flexible"] = "strict"
+    gsm8k_floor: int | None = Field(None, ge=0, description="correct answers an arm needs per GSM8K run")
+    gsm8k_parity: int = Field(2, ge=0, description="questions an arm may trail the baseline by")
+    wall_phase: str | None = None
+    min_wall_improvement_pct: float = Field(5.0, description="default candidate: faster wall by at least this")
+    tpot_phase: str | None = None
+    tpot_p95_tolerance_pct: float = Field(0.0, ge=0, description="TPOT p95 may be this much worse and still pass")
+    long_decode_phase: str | None = None
+    reproduce_tolerance_pct: float = Field(2.0, gt=0, description="reproduction: kernel µs and ms/token Δ% bound")
+    reproduce_gsm8k_questions: int = Field(2, ge=0, description="reproduction: GSM8K bound in questions")
+    reproduce_from: str | None = Field(None, description="a prior run directory to reproduce (plan-relative)")
+    registries: str | None = Field(None, description="registry directory (default: configs/registries)")
 
 
 class PhaseBase(BaseModel):
@@ -464,6 +504,7 @@ class Plan(BaseModel):
     watchdog: WatchdogSpec = Field(default_factory=WatchdogSpec)
     arms: list[ArmSpec] = Field(min_length=1)
     phases: list[Phase] = Field(min_length=1)
+    gates: GatesSpec = Field(default_factory=GatesSpec)
 
     _name_ok = field_validator("name")(_check_slug)
 
@@ -481,6 +522,29 @@ class Plan(BaseModel):
             dupes = sorted({n for n in names if names.count(n) > 1})
             if dupes:
                 raise ValueError(f"{what} names must be unique; repeated: {', '.join(dupes)}")
+        return self
+
+    @model_validator(mode="after")
+    def _gate_names_exist(self) -> Plan:
+        g = self.gates
+        if g.baseline is not None and g.baseline not in {a.name for a in self.arms}:
+            raise ValueError(f"gates.baseline: no arm is called {g.baseline!r}")
+        kinds = {p.name: p.kind for p in self.phases}
+        modes = {p.name: p.mode for p in self.phases}
+        for field, value, want in (
+            ("gsm8k_phase", g.gsm8k_phase, "gsm8k"),
+            ("wall_phase", g.wall_phase, None),
+            ("tpot_phase", g.tpot_phase, None),
+            ("long_decode_phase", g.long_decode_phase, "longdecode"),
+        ):
+            if value is None:
+                continue
+            if value not in kinds:
+                raise ValueError(f"gates.{field}: no phase is called {value!r}")
+            if want is not None and kinds[value] != want:
+                raise ValueError(f"gates.{field}: phase {value!r} is a {kinds[value]} phase, not {want}")
+            if modes[value] != "primary":
+                raise ValueError(f"gates.{field}: phase {value!r} is supplementary; verdicts use primary timing")
         return self
 
     def phase(self, name: str) -> Phase:

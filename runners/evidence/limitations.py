@@ -1,0 +1,139 @@
+"""Known limitations of a run's evidence, in words a reviewer acts on, from the run directory alone.
+
+Each line says what is missing or suspect and where to look: steps not done, lost profiler
+traces, effective env that was not verified, unfinished attempts kept aside, token counts taken
+from chunks, server metrics that could not be scraped, memory actions and OOM kills, restarts.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from runners.files import read_json, read_jsonl
+from runners.plan import Plan, StepKey
+from runners.rundir import RunDir
+
+
+def _phase_json(run: RunDir, step: StepKey) -> dict:
+    try:
+        record = read_json(run.step_dir(step) / "phase.json")
+    except (FileNotFoundError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _steps(run: RunDir, plan: Plan, events: list[dict]) -> list[str]:
+    steps = plan.steps()
+    missing = [s for s in steps if not run.is_done(s)]
+    if not missing:
+        return []
+    failed: dict[str, str] = {}
+    for e in events:
+        if e.get("type") == "step_failed" and isinstance(e.get("step"), dict):
+            try:
+                failed[StepKey.from_dict(e["step"]).path] = str(e.get("reason", ""))
+            except (KeyError, ValueError):
+                continue
+    out = [f"{len(missing)} of {len(steps)} steps are not done; their arms' numbers cover fewer repetitions"]
+    for step in missing[:10]:
+        why = failed.get(step.path)
+        out.append(f"  - {step.path}: " + (f"failed: {why}" if why else "not run"))
+    if len(missing) > 10:
+        out.append(f"  - ... and {len(missing) - 10} more (events.jsonl has every step_failed)")
+    return out
+
+
+def _profiles(run: RunDir, plan: Plan) -> list[str]:
+    out = []
+    for step in plan.steps():
+        if not plan.phase(step.phase).profile:
+            continue
+        profile = _phase_json(run, step).get("profile")
+        if isinstance(profile, dict) and profile.get("status") != "captured":
+            out.append(f"trace lost: {step.path}: {profile.get('reason') or profile.get('status')}")
+    return out
+
+
+def _env(run: RunDir, plan: Plan) -> list[str]:
+    out = []
+    for arm in plan.arms:
+        try:
+            eff = read_json(run.effective_env_path(arm.name))
+        except (FileNotFoundError, ValueError):
+            continue
+        if not isinstance(eff, dict):
+            continue
+        if eff.get("mismatches"):
+            out.append(f"env mismatch: arm {arm.name}: " + "; ".join(map(str, eff["mismatches"])))
+        elif eff.get("reported") is None:
+            out.append(
+                f"env unverified: arm {arm.name}: the target does not report /debug/config, so its kernel "
+                "variant is taken on trust"
+            )
+        elif eff.get("unverified_keys"):
+            keys = ", ".join(map(str, eff["unverified_keys"]))
+            out.append(f"env unverified: arm {arm.name}: the target does not report {keys}")
+    return out
+
+
+def _attempts(run: RunDir) -> list[str]:
+    arms_dir = run.root / "arms"
+    kept = sorted(arms_dir.rglob("*.incomplete-*")) if arms_dir.is_dir() else []
+    if not kept:
+        return []
+    first = kept[0].relative_to(run.root)
+    return [f"{len(kept)} unfinished attempt(s) kept aside and not counted (e.g. {first})"]
+
+
+def _request_details(run: RunDir, plan: Plan) -> list[str]:
+    chunks = scrape_failures = absent = 0
+    for step in plan.steps():
+        if not run.is_done(step):
+            continue
+        record = _phase_json(run, step)
+        stats = record.get("stats") or {}
+        chunks += int(stats.get("output_tokens_from_chunks") or 0)
+        metrics = record.get("server_metrics")
+        if isinstance(metrics, dict):
+            scrape_failures += int(metrics.get("scrapes_failed") or 0)
+            absent += not metrics.get("scrapes_ok")
+    out = []
+    if chunks:
+        out.append(
+            f"{chunks} request(s) had no `usage` in the stream: their output tokens were counted from chunks, "
+            "which undercounts when a chunk carries several tokens"
+        )
+    if scrape_failures:
+        out.append(f"{scrape_failures} /metrics scrape(s) failed; server-side numbers have gaps (phase.json)")
+    if absent:
+        out.append(f"{absent} step(s) have no server metrics at all")
+    return out
+
+
+def _incidents(events: list[dict]) -> list[str]:
+    counts = Counter(e.get("type") for e in events)
+    out = []
+    actions = Counter(str(e.get("action")) for e in events if e.get("type") == "watchdog_action")
+    if actions:
+        what = ", ".join(f"{n} {a}" for a, n in sorted(actions.items()))
+        out.append(f"the memory watchdog acted ({what}); steps it cut short are not done (watchdog.jsonl)")
+    if counts["serve_oom"]:
+        out.append(f"{counts['serve_oom']} OOM kill report(s) in the serve target (events.jsonl serve_oom)")
+    if counts["serve_restarting"]:
+        out.append(f"the serve target was restarted {counts['serve_restarting']} time(s) mid-session")
+    if counts["guard_lost"]:
+        out.append("the memory guard was lost; the runner failed closed (events.jsonl guard_lost)")
+    return out
+
+
+def known_limitations(run: RunDir, plan: Plan) -> list[str]:
+    """Every known limitation of the run's evidence, most consequential first; empty when there is none."""
+    events = read_jsonl(run.events)
+    return [
+        *_steps(run, plan, events),
+        *_env(run, plan),
+        *_profiles(run, plan),
+        *_incidents(events),
+        *_attempts(run),
+        *_request_details(run, plan),
+    ]

@@ -1,0 +1,356 @@
+"""What a run measured, read back from its run directory alone.
+
+`load_run_results` is the one reader behind gates, `report`, `compare` and the results database:
+it needs nothing but the run directory (the plan copy, DONE markers, phase.json, requests.jsonl,
+effective.json, provenance.json, events.jsonl), so evidence can be regenerated at any time, on
+any machine, after the fact. Pooling rules:
+- a phase's percentiles are recomputed over the requests of all its done repetitions, never
+  averaged across repetitions; its wall time per repetition is kept for mean and spread;
+- a GSM8K score is the mean number of correct answers per done repetition (one repetition is the
+  usual case, so it is an integer count out of the questions asked).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from engine.config_file import ConfigFileError, load_toml_model
+from runners.evidence.kernel_times import KernelTime, arm_kernel_times
+from runners.evidence.limitations import known_limitations
+from runners.files import read_json, read_jsonl
+from runners.gates.correctness import KernelCheck
+from runners.plan import GatesSpec, Plan, StepKey
+from runners.replay.metrics import PhaseStats, percentile, phase_stats, tpot_ms, ttft_ms
+from runners.replay.records import RequestRecord
+from runners.rundir import RunDir, RunDirError
+
+
+@dataclass(frozen=True)
+class Gsm8kScore:
+    """Mean correct answers per repetition under both lm-eval matchers, out of `n` questions each."""
+
+    strict: float
+    flexible: float
+    n: int
+    runs: int
+
+    def correct(self, match: str) -> float:
+        """Correct answers under `match` ("strict" or "flexible")."""
+        return self.flexible if match == "flexible" else self.strict
+
+
+@dataclass(frozen=True)
+class PhaseResult:
+    """One phase of one arm: every done repetition pooled."""
+
+    phase: str
+    kind: str
+    mode: str
+    reps_done: int
+    reps_total: int
+    wall_s: tuple[float, ...]
+    stats: PhaseStats
+    ttft_ms: tuple[float, ...] = ()
+    tpot_ms: tuple[float, ...] = ()
+    gsm8k: Gsm8kScore | None = None
+    coherence_checked: int = 0
+    coherence_warned: int = 0
+    spec_accepted: float | None = None
+    spec_drafted: float | None = None
+
+    @property
+    def wall_mean_s(self) -> float | None:
+        """Mean wall time of one repetition."""
+        return statistics.fmean(self.wall_s) if self.wall_s else None
+
+    @property
+    def wall_std_s(self) -> float | None:
+        """Sample standard deviation of the repetitions' wall times (None below two repetitions)."""
+        return statistics.stdev(self.wall_s) if len(self.wall_s) > 1 else None
+
+    @property
+    def ttft_p99_ms(self) -> float | None:
+        """TTFT p99 over every successful request of the phase."""
+        return percentile(self.ttft_ms, 99)
+
+    @property
+    def tpot_mean_ms(self) -> float | None:
+        """Mean TPOT: the phase's ms per output token after the first."""
+        return statistics.fmean(self.tpot_ms) if self.tpot_ms else None
+
+
+@dataclass(frozen=True)
+class ArmResult:
+    """One arm: what it declared in the plan and what was measured."""
+
+    name: str
+    env: dict[str, str]
+    mechanism: str
+    variant: str
+    support: str
+    quality_eval: str | None
+    quality_eval_status: str
+    draft_model_id: str | None
+    declared_acceptance_rate: float | None
+    env_status: str  # verified | unverified | mismatch | not started
+    effective_env: dict[str, str]
+    phases: dict[str, PhaseResult]
+    primary: PhaseStats
+    kernel_checks: tuple[KernelCheck, ...] | None = None  # None: the target reported none
+    kernel_times: dict[str, KernelTime] = field(default_factory=dict)
+
+    @property
+    def acceptance_rate(self) -> float | None:
+        """Speculative decoding acceptance: accepted / drafted tokens from the server's metrics, else declared."""
+        accepted = sum(p.spec_accepted or 0.0 for p in self.phases.values())
+        drafted = sum(p.spec_drafted or 0.0 for p in self.phases.values())
+        return accepted / drafted if drafted > 0 else self.declared_acceptance_rate
+
+    def phase(self, name: str | None) -> PhaseResult | None:
+        """The named phase's result, or None when the name is None or the phase has no done repetition."""
+        result = self.phases.get(name) if name else None
+        return result if result is not None and result.reps_done else None
+
+
+@dataclass(frozen=True)
+class DecidingPhases:
+    """The phases the gates read, after the plan's defaults are applied (None where the plan has none)."""
+
+    gsm8k: str | None
+    wall: str | None
+    tpot: str | None
+    long_decode: str | None
+
+
+@dataclass(frozen=True)
+class RunResults:
+    """Everything gates and reports need, from one run directory."""
+
+    run_id: str
+    plan: Plan
+    status: str
+    root: Path
+    arms: tuple[ArmResult, ...]
+    limitations: tuple[str, ...]
+    provenance: dict
+    plan_dir: Path | None = None
+    started_at: float | None = None
+    ended_at: float | None = None
+
+    @property
+    def gates(self) -> GatesSpec:
+        """The plan's gate settings."""
+        return self.plan.gates
+
+    @property
+    def baseline(self) -> str:
+        """The baseline arm's name."""
+        return self.plan.gates.baseline or self.plan.arms[0].name
+
+    def arm(self, name: str) -> ArmResult | None:
+        """The named arm, or None."""
+        return next((a for a in self.arms if a.name == name), None)
+
+    def deciding_phases(self) -> DecidingPhases:
+        """The phases that decide each gate: the plan's choice, else the defaults in GatesSpec's docstring."""
+        return deciding_phases(self.plan)
+
+    def resolve(self, relative: str) -> Path:
+        """A plan-relative path made absolute (against the original plan's directory)."""
+        path = Path(relative).expanduser()
+        return path if path.is_absolute() or self.plan_dir is None else (self.plan_dir / path).resolve()
+
+
+def deciding_phases(plan: Plan) -> DecidingPhases:
+    """The gate-deciding phases of `plan` (GatesSpec's docstring gives the defaults)."""
+    g = plan.gates
+    primary = [p for p in plan.phases if p.mode == "primary"]
+    gsm8k = g.gsm8k_phase or next((p.name for p in primary if p.kind == "gsm8k"), None)
+    timed = [p for p in primary if p.kind != "gsm8k"]
+    most = max(timed, key=lambda p: p.repeats).repeats if timed else 0
+    wall = g.wall_phase or next((p.name for p in timed if p.repeats == most), None)
+    long_decode = g.long_decode_phase or next((p.name for p in primary if p.kind == "longdecode"), None)
+    return DecidingPhases(gsm8k, wall, g.tpot_phase or wall, long_decode)
+
+
+def _phase_json(run: RunDir, step: StepKey) -> dict:
+    try:
+        record = read_json(run.step_dir(step) / "phase.json")
+    except (FileNotFoundError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _wall(record: dict) -> float:
+    try:
+        wall = float(record["stats"]["wall_s"])
+    except (KeyError, TypeError, ValueError):
+        return 0.0
+    return wall if math.isfinite(wall) and wall > 0 else 0.0
+
+
+def _sum_optional(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return math.fsum(present) if present else None
+
+
+def _phase_result(run: RunDir, plan: Plan, arm: str, phase_name: str) -> tuple[PhaseResult, list[RequestRecord]]:
+    phase = plan.phase(phase_name)
+    steps = [StepKey(arm, phase.mode, phase.name, rep) for rep in range(phase.repeats)]
+    done = [s for s in steps if run.is_done(s)]
+    records: list[RequestRecord] = []
+    walls: list[float] = []
+    gsm_runs: list[dict] = []
+    checked = warned = 0
+    accepted: list[float | None] = []
+    drafted: list[float | None] = []
+    for step in done:
+        record = _phase_json(run, step)
+        records += [RequestRecord.from_dict(r) for r in read_jsonl(run.step_dir(step) / "requests.jsonl")]
+        walls.append(_wall(record))
+        if isinstance(record.get("gsm8k"), dict):
+            gsm_runs.append(record["gsm8k"])
+        coherence = record.get("coherence") or {}
+        checked += int(coherence.get("checked") or 0)
+        warned += int(coherence.get("with_warnings") or 0)
+        metrics = record.get("server_metrics") or {}
+        accepted.append(metrics.get("spec_decode_num_accepted_tokens_increase"))
+        drafted.append(metrics.get("spec_decode_num_draft_tokens_increase"))
+    gsm = None
+    if gsm_runs:
+        gsm = Gsm8kScore(
+            strict=statistics.fmean(float(g.get("strict_correct", 0)) for g in gsm_runs),
+            flexible=statistics.fmean(float(g.get("flexible_correct", 0)) for g in gsm_runs),
+            n=int(gsm_runs[0].get("n", 0)),
+            runs=len(gsm_runs),
+        )
+    ok = [r for r in records if r.status == "ok"]
+    result = PhaseResult(
+        phase=phase.name,
+        kind=phase.kind,
+        mode=phase.mode,
+        reps_done=len(done),
+        reps_total=len(steps),
+        wall_s=tuple(walls),
+        stats=phase_stats(records, math.fsum(walls), phase.percentiles),
+        ttft_ms=tuple(v for v in map(ttft_ms, ok) if v is not None),
+        tpot_ms=tuple(v for v in map(tpot_ms, ok) if v is not None),
+        gsm8k=gsm,
+        coherence_checked=checked,
+        coherence_warned=warned,
+        spec_accepted=_sum_optional(accepted),
+        spec_drafted=_sum_optional(drafted),
+    )
+    return result, records
+
+
+def _effective(run: RunDir, arm: str) -> tuple[str, dict[str, str], tuple[KernelCheck, ...] | None]:
+    try:
+        eff = read_json(run.effective_env_path(arm))
+    except (FileNotFoundError, ValueError):
+        return "not started", {}, None
+    if not isinstance(eff, dict):
+        return "not started", {}, None
+    reported = eff.get("reported")
+    env = {str(k): str(v) for k, v in reported.items()} if isinstance(reported, dict) else {}
+    if eff.get("mismatches"):
+        status = "mismatch"
+    elif reported is not None and not eff.get("unverified_keys"):
+        status = "verified"
+    else:
+        status = "unverified"
+    checks = None
+    raw = eff.get("kernel_checks")
+    if isinstance(raw, list):
+        checks = tuple(_kernel_check(c) for c in raw if isinstance(c, dict))
+    return status, env, checks
+
+
+def _kernel_check(raw: dict) -> KernelCheck:
+    def number(key: str) -> float | None:
+        value = raw.get(key)
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+    return KernelCheck(
+        kernel=str(raw.get("kernel", "?")),
+        check=str(raw.get("check", "?")),
+        passed=raw.get("passed") is True,
+        max_abs=number("max_abs"),
+        tolerance=number("tolerance"),
+        detail=str(raw.get("detail", "")),
+    )
+
+
+def load_plan_copy(run: RunDir) -> Plan:
+    """The run's copy of its plan, validated as a model only (datasets may be gone by report time)."""
+    try:
+        return load_toml_model(run.plan_toml, Plan)
+    except FileNotFoundError:
+        raise RunDirError(f"{run.plan_toml} is missing; the run directory is incomplete") from None
+    except ConfigFileError:
+        raise
+    except OSError as exc:
+        raise RunDirError(f"{run.plan_toml}: {exc}") from None
+
+
+def load_run_results(root: Path) -> RunResults:
+    """Read everything gates and reports need from the run directory at `root`.
+
+    Raises RunDirError when `root` is not a run directory, ConfigFileError when its plan copy is invalid.
+    """
+    run = RunDir(root)
+    if not run.is_run():
+        raise RunDirError(f"{root} is not a run directory (no run.json)")
+    info = run.info()
+    plan = load_plan_copy(run)
+    state = run.read_state()
+    arms = []
+    for spec in plan.arms:
+        phases: dict[str, PhaseResult] = {}
+        primary_records: list[RequestRecord] = []
+        primary_wall = 0.0
+        for phase in plan.phases:
+            result, records = _phase_result(run, plan, spec.name, phase.name)
+            phases[phase.name] = result
+            if phase.mode == "primary":
+                primary_records += records
+                primary_wall += math.fsum(result.wall_s)
+        env_status, effective, checks = _effective(run, spec.name)
+        arms.append(
+            ArmResult(
+                name=spec.name,
+                env=dict(spec.env),
+                mechanism=spec.mechanism,
+                variant=spec.variant,
+                support=spec.support,
+                quality_eval=spec.quality_eval,
+                quality_eval_status=spec.quality_eval_status,
+                draft_model_id=spec.draft_model_id,
+                declared_acceptance_rate=spec.acceptance_rate,
+                env_status=env_status,
+                effective_env=effective,
+                phases=phases,
+                primary=phase_stats(primary_records, primary_wall),
+                kernel_checks=checks,
+                kernel_times=arm_kernel_times(run, plan, spec.name),
+            )
+        )
+    try:
+        provenance = read_json(run.provenance)
+    except (FileNotFoundError, ValueError):
+        provenance = {}
+    return RunResults(
+        run_id=str(info.get("run_id", run.root.name)),
+        plan=plan,
+        status=state.label() if state else "created",
+        root=run.root,
+        arms=tuple(arms),
+        limitations=tuple(known_limitations(run, plan)),
+        provenance=provenance if isinstance(provenance, dict) else {},
+        plan_dir=Path(info["plan_dir"]) if info.get("plan_dir") else None,
+        started_at=state.started_at if state else None,
+        ended_at=state.ended_at if state else None,
+    )

@@ -1,0 +1,1 @@
+"""Gates: pure functions over measured results that return explained verdicts (GateResult)."""

@@ -1,0 +1,138 @@
+"""Every configured gate over one run's results, and the verdict of each arm.
+
+Order: quality, kernel correctness, mechanism, coherence (warning) per arm; then the
+default-candidate verdict per non-baseline arm (it reads the quality and correctness results);
+then reproduction against a prior run when one is given (the plan's `gates.reproduce_from`, or
+`compare`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from runners.evidence.results import ArmResult, RunResults
+from runners.gates.candidate import CandidateInput, CandidateRules, candidate_verdicts
+from runners.gates.coherence import coherence_gate
+from runners.gates.correctness import correctness_gate
+from runners.gates.mechanism import MechanismInput, mechanism_gate
+from runners.gates.quality import quality_gate
+from runners.gates.registry import Registry, load_registry
+from runners.gates.reproduction import DeltaRow, ReproInput, reproduction_gate
+from runners.gates.result import GateResult
+
+BASELINE_VERDICT = "baseline"
+NO_VERDICT = "no verdict"
+
+
+@dataclass(frozen=True)
+class GateReport:
+    """All gate results of a run, each arm's verdict, and the reproduction Δ rows (if any)."""
+
+    gates: tuple[GateResult, ...]
+    verdicts: dict[str, str]
+    reproduction_rows: tuple[DeltaRow, ...] = ()
+    prior_run: str | None = None
+
+    def for_arm(self, arm: str) -> list[GateResult]:
+        """The gate results about `arm`."""
+        return [g for g in self.gates if g.arm == arm]
+
+    def as_dict(self) -> dict:
+        """JSON form."""
+        return {
+            "gates": [g.as_dict() for g in self.gates],
+            "verdicts": dict(self.verdicts),
+            "reproduction_rows": [r.as_dict() for r in self.reproduction_rows],
+            "prior_run": self.prior_run,
+        }
+
+
+def gsm8k_correct(results: RunResults, arm: ArmResult) -> tuple[float | None, int | None]:
+    """The arm's GSM8K correct count under the plan's matcher, and the questions asked."""
+    phase = arm.phase(results.deciding_phases().gsm8k)
+    if phase is None or phase.gsm8k is None:
+        return None, None
+    return phase.gsm8k.correct(results.gates.gsm8k_match), phase.gsm8k.n
+
+
+def repro_inputs(results: RunResults) -> list[ReproInput]:
+    """What reproduction compares for every arm of `results`."""
+    deciding = results.deciding_phases()
+    out = []
+    for arm in results.arms:
+        tpot = arm.phase(deciding.tpot)
+        wall = arm.phase(deciding.wall)
+        out.append(
+            ReproInput(
+                arm=arm.name,
+                kernel_us={name: k.mean_us for name, k in arm.kernel_times.items()},
+                ms_per_token=tpot.tpot_mean_ms if tpot else None,
+                gsm8k_correct=gsm8k_correct(results, arm)[0],
+                wall_mean_s=wall.wall_mean_s if wall else None,
+            )
+        )
+    return out
+
+
+def registry_for(results: RunResults) -> Registry:
+    """The registries the run's plan names (plan-relative), else configs/registries."""
+    directory = results.gates.registries
+    return load_registry(results.resolve(directory) if directory else None)
+
+
+def evaluate_gates(results: RunResults, registry: Registry, prior: RunResults | None = None) -> GateReport:
+    """Run every gate over `results` (and reproduction against `prior`); see the module docstring."""
+    g = results.gates
+    deciding = results.deciding_phases()
+    base = results.arm(results.baseline)
+    base_gsm = gsm8k_correct(results, base)[0] if base else None
+    gates: list[GateResult] = []
+    candidates: list[CandidateInput] = []
+    baseline_input = None
+    for arm in results.arms:
+        correct, questions = gsm8k_correct(results, arm)
+        is_base = arm.name == results.baseline
+        quality = quality_gate(
+            arm.name, correct, questions, base_gsm, is_baseline=is_base, floor=g.gsm8k_floor, parity=g.gsm8k_parity,
+            match=g.gsm8k_match,
+        )  # fmt: skip
+        correctness = correctness_gate(arm.name, arm.kernel_checks)
+        mechanism = mechanism_gate(
+            MechanismInput(
+                arm.name, arm.mechanism, arm.variant, arm.support, arm.quality_eval, arm.quality_eval_status,
+                arm.draft_model_id, arm.acceptance_rate,
+            ),
+            registry,
+        )  # fmt: skip
+        long_decode = arm.phase(deciding.long_decode)
+        checked = long_decode.coherence_checked if long_decode else 0
+        coherence = coherence_gate(arm.name, checked, long_decode.coherence_warned if long_decode else 0)
+        gates += [quality, correctness, mechanism, coherence]
+        wall, tpot = arm.phase(deciding.wall), arm.phase(deciding.tpot)
+        entry = CandidateInput(
+            arm=arm.name,
+            wall_mean_s=wall.wall_mean_s if wall else None,
+            tpot_p95_ms=tpot.stats.tpot_p95_ms if tpot else None,
+            gsm8k_correct=correct,
+            quality_ok={"pass": True, "fail": False}.get(quality.status),
+            correct_kernels={"pass": True, "fail": False}.get(correctness.status),
+        )
+        if is_base:
+            baseline_input = entry
+        else:
+            candidates.append(entry)
+    verdicts = {a.name: NO_VERDICT for a in results.arms}
+    if baseline_input is not None:
+        verdicts[baseline_input.arm] = BASELINE_VERDICT
+        rules = CandidateRules(g.min_wall_improvement_pct, g.gsm8k_parity, g.tpot_p95_tolerance_pct)
+        for result in candidate_verdicts(baseline_input, candidates, rules):
+            gates.append(result)
+            verdicts[result.arm or ""] = result.verdict or NO_VERDICT
+    rows: tuple[DeltaRow, ...] = ()
+    if prior is not None:
+        repro, delta = reproduction_gate(
+            repro_inputs(prior), repro_inputs(results), g.reproduce_tolerance_pct, g.reproduce_gsm8k_questions
+        )
+        gates.append(repro)
+        rows = tuple(delta)
+    return GateReport(tuple(gates), verdicts, rows, prior.run_id if prior else None)

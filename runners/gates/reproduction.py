@@ -1,0 +1,108 @@
+"""Reproduction: does a run reproduce a prior run within noise?
+
+Per arm present in both runs: each kernel's mean µs and the decode ms/token (mean TPOT of the
+deciding phase) must change by no more than ±tolerance% (2% by default), and the GSM8K score by
+no more than ±N questions (2 by default). Rows missing on either side are shown but not judged;
+a run pair with nothing judgeable is `no_data`. Verdicts: `reproduces within noise` / `diverges`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from runners.gates.result import Criterion, GateResult, combine, pct_change
+
+REPRODUCES = "reproduces within noise"
+DIVERGES = "diverges"
+
+
+@dataclass(frozen=True)
+class ReproInput:
+    """One arm of one run, as the reproduction check reads it."""
+
+    arm: str
+    kernel_us: dict[str, float] = field(default_factory=dict)
+    ms_per_token: float | None = None
+    gsm8k_correct: float | None = None
+    wall_mean_s: float | None = None
+
+
+@dataclass(frozen=True)
+class DeltaRow:
+    """One compared number: prior and current values, the change, and whether it is within its bound.
+
+    `delta` is in percent for µs and ms rows and in questions for GSM8K; `within` is None when the
+    row is informational (wall time) or one side is missing.
+    """
+
+    arm: str
+    metric: str
+    unit: str
+    prior: float | None
+    current: float | None
+    delta: float | None
+    bound: float | None
+    within: bool | None
+
+    def as_dict(self) -> dict:
+        """JSON form."""
+        return asdict(self)
+
+
+def _pct_row(arm: str, metric: str, unit: str, prior: float | None, current: float | None, bound: float | None):
+    delta = pct_change(current, prior) if prior is not None and current is not None else None
+    within = None if delta is None or bound is None else abs(delta) <= bound
+    return DeltaRow(arm, metric, unit, prior, current, delta, bound, within)
+
+
+def delta_rows(prior: ReproInput, current: ReproInput, tolerance_pct: float, gsm8k_questions: int) -> list[DeltaRow]:
+    """The Δ table of one arm: kernels (sorted by name), ms/token, GSM8K, and wall time (not judged)."""
+    rows = [
+        _pct_row(prior.arm, f"kernel {name}", "µs", prior.kernel_us.get(name), current.kernel_us.get(name),
+                 tolerance_pct)
+        for name in sorted(set(prior.kernel_us) | set(current.kernel_us))
+    ]  # fmt: skip
+    rows.append(_pct_row(prior.arm, "ms/token", "ms", prior.ms_per_token, current.ms_per_token, tolerance_pct))
+    if prior.gsm8k_correct is not None or current.gsm8k_correct is not None:
+        both = prior.gsm8k_correct is not None and current.gsm8k_correct is not None
+        delta = current.gsm8k_correct - prior.gsm8k_correct if both else None  # type: ignore[operator]
+        rows.append(
+            DeltaRow(prior.arm, "GSM8K correct", "questions", prior.gsm8k_correct, current.gsm8k_correct, delta,
+                     float(gsm8k_questions), None if delta is None else abs(delta) <= gsm8k_questions)
+        )  # fmt: skip
+    rows.append(_pct_row(prior.arm, "wall mean", "s", prior.wall_mean_s, current.wall_mean_s, None))
+    return rows
+
+
+def _describe(row: DeltaRow) -> str:
+    if row.unit == "questions":
+        return f"{row.arm}: {row.metric} {row.delta:+g} questions (bound ±{row.bound:g})"
+    return f"{row.arm}: {row.metric} {row.delta:+.2f}% (bound ±{row.bound:g}%)"
+
+
+def reproduction_gate(
+    prior: list[ReproInput], current: list[ReproInput], tolerance_pct: float = 2.0, gsm8k_questions: int = 2
+) -> tuple[GateResult, list[DeltaRow]]:
+    """The reproduction verdict over arms present in both runs, and the Δ rows behind it."""
+    by_name = {c.arm: c for c in current}
+    rows: list[DeltaRow] = []
+    for p in prior:
+        if p.arm in by_name:
+            rows += delta_rows(p, by_name[p.arm], tolerance_pct, gsm8k_questions)
+    judged = [r for r in rows if r.bound is not None and r.within is not None]
+    criteria = [Criterion(r.within, _describe(r)) for r in judged]
+    if not judged:
+        criteria = [Criterion(None, "no arm has a number measured in both runs (kernel µs, ms/token or GSM8K)")]
+    status, failed = combine(criteria)
+    only_prior = sorted(set(p.arm for p in prior) - set(by_name))
+    only_current = sorted(set(by_name) - set(p.arm for p in prior))
+    numbers = {
+        "judged": len(judged),
+        "within": sum(bool(r.within) for r in judged),
+        "tolerance_pct": tolerance_pct,
+        "gsm8k_questions": gsm8k_questions,
+        "arms_only_in_prior": only_prior,
+        "arms_only_in_current": only_current,
+    }
+    verdict = {"pass": REPRODUCES, "fail": DIVERGES}.get(status)
+    return GateResult("reproduction", status, failed, numbers, verdict=verdict), rows
