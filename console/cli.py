@@ -8,12 +8,14 @@ from pathlib import Path
 
 from rich.console import Console
 
-from console import bench_cli, watch_cli
+from console import bench_cli, report_cli, results_cli, watch_cli
 from console.headless import HeadlessPrinter, summary_table
 from engine.config_file import ConfigFileError
 from runners import event_loop
 from runners.control import request_abort
 from runners.execute import create_run, execute, load_run_plan, open_run, spawn_detached
+from runners.gates.mechanism import ACCEPTANCE_RULE, MechanismInput, mechanism_gate
+from runners.gates.registry import load_registry
 from runners.paths import DEMO_PLAN, default_runs_dir
 from runners.plan import DockerServe, ExternalServe, load_plan
 from runners.run_view import RunView
@@ -52,6 +54,8 @@ def _parser() -> argparse.ArgumentParser:
 
     validate = sub.add_parser("validate", help="check a plan without running it: fields, files, steps, target")
     validate.add_argument("plan", type=Path)
+    report_cli.add_parsers(sub)
+    results_cli.add_parser(sub)
     bench_cli.add_parsers(sub)
     watch_cli.add_parser(sub)
     return p
@@ -128,6 +132,16 @@ def _validate(path: Path) -> int:
     steps = plan.steps()
     modes = ", ".join(f"{m}: {sum(s.mode == m for s in steps)}" for m in ("primary", "supplementary"))
     print(f"  steps: {len(steps)} in {len(plan.sessions())} serve sessions ({modes})")
+    registry = load_registry(loaded.resolve(plan.gates.registries) if plan.gates.registries else None)
+    for arm in plan.arms:
+        fields = MechanismInput(arm.name, arm.mechanism, arm.variant, arm.support, arm.quality_eval,
+                                arm.quality_eval_status, arm.draft_model_id, arm.acceptance_rate)  # fmt: skip
+        for criterion in mechanism_gate(fields, registry).failed_criteria:
+            if criterion.startswith(ACCEPTANCE_RULE) and arm.acceptance_rate is None:
+                print(f"  note: arm {arm.name}: the acceptance rate is taken from the server's vllm:spec_decode_* "
+                      "metrics at run time; declare acceptance_rate if it does not export them")  # fmt: skip
+            else:
+                print(f"  warning: arm {arm.name}: the mechanism gate will fail: {criterion}")
     if isinstance(serve, DockerServe):
         for source, target_path, option in serve.binds(loaded.resolve):
             if not source.exists():
@@ -146,6 +160,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _attach(open_run(args.run_dir))
     if args.command == "watch":
         return watch_cli.run(args)
+    if args.command in ("report", "compare"):
+        return report_cli.run(args, console)
+    if args.command == "results":
+        return results_cli.run(args, console)
     if args.command == "validate":
         return _validate(args.plan)
     if args.command == "abort":

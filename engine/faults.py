@@ -14,6 +14,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import torch
+
+from engine.kernels.wo_split import gather_slots, wo_split_partials
+
 T = TypeVar("T")
 
 GIB = 1 << 30
@@ -37,6 +41,11 @@ FAULTS: dict[str, tuple[str, str]] = {
         "without closing, until the client goes away",
     ),
     "zombie": ("", "GET endpoints answer; every POST hangs until the client goes away"),
+    "wo_drop_last_slot": (
+        "",
+        "the W_O split-K kernel leaves out its last slot's partial sum (a gather bug): the start-up kernel "
+        "checks fail and the model computes wrong outputs",
+    ),
     "balloon_after_stop": (
         "=RATE_GIB_S:MAX_GIB",
         "after POST /stop_profile answers, a thread allocates and touches memory at RATE GiB/s up to MAX GiB "
@@ -65,6 +74,7 @@ class ActiveFaults:
     stop_profile_trickle_s: float | None = None
     stream_stall_tokens: int | None = None
     zombie: bool = False
+    wo_drop_last_slot: bool = False
     balloon_after_stop: BalloonSpec | None = None
 
     def names(self) -> list[str]:
@@ -78,6 +88,8 @@ class ActiveFaults:
             out.append(f"stream_stall={self.stream_stall_tokens}")
         if self.zombie:
             out.append("zombie")
+        if self.wo_drop_last_slot:
+            out.append("wo_drop_last_slot")
         if self.balloon_after_stop is not None:
             b = self.balloon_after_stop
             out.append(f"balloon_after_stop={b.rate_gib_s:g}:{b.max_gib:g}")
@@ -110,6 +122,8 @@ def parse_faults(specs: Iterable[str]) -> ActiveFaults:
             values["stop_profile_hang"] = True
         elif name == "zombie":
             values["zombie"] = True
+        elif name == "wo_drop_last_slot":
+            values["wo_drop_last_slot"] = True
         elif name == "stop_profile_trickle":
             values["stop_profile_trickle_s"] = _number(spec, arg, float) if has_arg else DEFAULT_TRICKLE_S
         elif name == "stream_stall":
@@ -135,6 +149,12 @@ def _number(spec: str, text: str, kind: type[int] | type[float]) -> Any:
     if kind is float and not 0 < value < float("inf"):
         raise FaultSpecError(f"--test-fault {spec!r}: {text!r} must be a finite number above 0")
     return value
+
+
+def wo_gemv_dropping_last_slot(x: torch.Tensor, w: torch.Tensor, num_kv_heads: int, wo_split: int) -> torch.Tensor:
+    """`wo_drop_last_slot`: the split-K W_O GEMV with the last slot's partial left out of the gather."""
+    partials = wo_split_partials(x, w, num_kv_heads, wo_split)
+    return gather_slots(partials[:-1]) if partials.shape[0] > 1 else torch.zeros_like(partials[0])
 
 
 async def hang_until_disconnect(receive: Callable[[], Awaitable[dict]]) -> None:

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from engine.config import ModelConfig
+from engine.kernels.checks import KernelCheckResult, WoGemv, check_wo_gemv
 from engine.kernels.wo_split import check_wo_split, wo_split_gemv
 from engine.tokenizer import BOS, EOS, VOCAB_SIZE
 
@@ -49,9 +50,12 @@ def output_prior() -> torch.Tensor:
 class TinyDecoder:
     """The model: seeded weights, prefill of one prompt, batched single-token decode."""
 
-    def __init__(self, cfg: ModelConfig, wo_split: int = 1, device: str | torch.device = "cpu") -> None:
+    def __init__(
+        self, cfg: ModelConfig, wo_split: int = 1, device: str | torch.device = "cpu", wo_kernel: WoGemv = wo_split_gemv
+    ) -> None:
         self.cfg = cfg
         self.wo_split = check_wo_split(wo_split)
+        self.wo_kernel = wo_kernel
         self.device = torch.device(device)
         gen = torch.Generator().manual_seed(cfg.seed)
         h, hd, ffn = cfg.hidden, cfg.head_dim, cfg.ffn
@@ -82,6 +86,12 @@ class TinyDecoder:
         angles = torch.outer(torch.arange(cfg.max_model_len, dtype=torch.float32), inv_freq)
         self.rope_cos = angles.cos().to(self.device)
         self.rope_sin = angles.sin().to(self.device)
+
+    def kernel_checks(self) -> list[KernelCheckResult]:
+        """Check the W_O kernel this model runs, at the model's own shape and split (engine/kernels/checks.py)."""
+        cfg = self.cfg
+        return check_wo_gemv(self.wo_kernel, self.wo_split, cfg.kv_heads, cfg.heads * cfg.head_dim, cfg.hidden,
+                               self.device, seed=cfg.seed)  # fmt: skip
 
     def new_cache(self, capacity: int) -> KVCache:
         """An empty KV cache for a sequence of at most `capacity` tokens."""
@@ -154,7 +164,7 @@ class TinyDecoder:
         return _rotate(q, cos, sin), _rotate(k, cos, sin), v
 
     def _after_attention(self, layer: dict, x: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
-        x = x + wo_split_gemv(attn, layer["wo"], self.cfg.kv_heads, self.wo_split)
+        x = x + self.wo_kernel(attn, layer["wo"], self.cfg.kv_heads, self.wo_split)
         h = _rms_norm(x, layer["mlp_norm"])
         return x + (F.silu(h @ layer["w_gate"]) * (h @ layer["w_up"])) @ layer["w_down"]
 

@@ -43,8 +43,10 @@ from engine.faults import (
     parse_faults,
     stall_after,
     trickle,
+    wo_gemv_dropping_last_slot,
 )
 from engine.kernel_settings import KernelSettings, resolve_kernel_settings
+from engine.kernels.wo_split import wo_split_gemv
 from engine.metrics import EngineMetrics
 from engine.model import TinyDecoder
 from engine.openai_api import (
@@ -80,6 +82,7 @@ class ServerState:
     profile_dir: Path | None = None
     faults: ActiveFaults = field(default_factory=ActiveFaults)
     balloon: MemoryBalloon | None = None
+    kernel_checks: list[dict] = field(default_factory=list)
 
     @property
     def model_name(self) -> str:
@@ -127,6 +130,7 @@ def create_app(state: ServerState) -> Starlette:
                 "model": state.model_name,
                 "env": s.effective_env(),
                 "sources": s.sources,
+                "kernel_checks": state.kernel_checks,
                 "env_dir": state.env_dir,
                 "sentinel": str(s.sentinel_path) if s.sentinel_path else None,
                 "device": state.device,
@@ -442,12 +446,14 @@ def build_state(
 ) -> ServerState:
     """Build the model and start the engine thread."""
     torch.set_num_threads(config.server.threads)
-    model = TinyDecoder(config.model, settings.wo_split, device)
+    faults = faults or ActiveFaults()
+    wo_kernel = wo_gemv_dropping_last_slot if faults.wo_drop_last_slot else wo_split_gemv
+    model = TinyDecoder(config.model, settings.wo_split, device, wo_kernel=wo_kernel)
+    checks = [c.as_dict() for c in model.kernel_checks()]
     metrics = EngineMetrics(config.model.name)
     profiler = EngineProfiler(device, profile_max_steps)
     engine = EngineLoop(model, config.server.max_num_seqs, metrics, on_step=profiler.on_step)
     engine.start()
-    faults = faults or ActiveFaults()
     return ServerState(
         config,
         settings,
@@ -460,6 +466,7 @@ def build_state(
         profile_dir=profile_dir,
         faults=faults,
         balloon=balloon_for(faults),
+        kernel_checks=checks,
     )
 
 

@@ -25,6 +25,7 @@ DURABLE = frozenset(
         "step_aborted",
         "serve_failed",
         "env_mismatch",
+        "kernel_checks_failed",
         "watchdog_action",
         "guard_lost",
         "guard_ended_target",

@@ -18,12 +18,12 @@ from engine.config_file import ConfigFileError
 from runners import event_loop
 from runners.control import take_abort_request, watch_control
 from runners.events import EventLog, Listener
+from runners.evidence.report import write_report
 from runners.plan import DockerServe, LoadedPlan, load_plan
 from runners.provenance import end_session, start_session
 from runners.rundir import RunDir, RunDirError, RunnerLock, create_run_dir
 from runners.serve.orphans import sweep_at_start
 from runners.soak import Soak, SoakResult
-from runners.summary import write_summary
 from runners.watchdog.link import GuardError, GuardLink
 
 
@@ -101,8 +101,7 @@ async def execute(run: RunDir, listeners: Iterable[Listener] = (), argv: list[st
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
         try:  # evidence beyond the run's own state: a full disk must not turn the result into a traceback
-            write_summary(run, loaded.plan)
-            events.emit("summary_written", path=str(run.summary_md))
+            _write_evidence(run, events)
             end_session(run, result.status, result.exit_code)
             events.close()
         except OSError as exc:
@@ -110,6 +109,22 @@ async def execute(run: RunDir, listeners: Iterable[Listener] = (), argv: list[st
         return result
     finally:
         lock.release()
+
+
+def _write_evidence(run: RunDir, events: EventLog) -> None:
+    """summary.md, summary.json and plots; a report that cannot be made is an event, never a lost result."""
+    try:
+        outcome = write_report(run.root)
+    except OSError:
+        raise
+    except Exception as exc:  # the run's own files stand; `gb10-console report` can retry later
+        events.emit("summary_failed", reason=f"{type(exc).__name__}: {exc}")
+        print(f"runner: the report could not be written: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return
+    events.emit(
+        "summary_written", path=str(run.summary_md), plots=[str(p) for p in outcome.plots],
+        verdicts=outcome.gates.verdicts,
+    )  # fmt: skip
 
 
 def spawn_detached(run: RunDir) -> subprocess.Popen:

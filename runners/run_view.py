@@ -220,6 +220,19 @@ class RunView:
         arm.effective, arm.env_status = e.get("reported"), "mismatch"
         return f"{e['arm']}: ENV MISMATCH: {'; '.join(e.get('mismatches', []))}"
 
+    def _on_summary_written(self, e: dict) -> str:
+        verdicts = e.get("verdicts") or {}
+        said = ", ".join(f"{arm}: {v}" for arm, v in verdicts.items())
+        return f"summary written ({len(e.get('plots') or [])} plots){f'; verdicts: {said}' if said else ''}"
+
+    def _on_summary_failed(self, e: dict) -> str:
+        return f"summary NOT written: {e.get('reason')}; retry with `gb10-console report RUN_DIR`"
+
+    def _on_kernel_checks_failed(self, e: dict) -> str:
+        failed = e.get("failed") or []
+        what = "; ".join(f"{c.get('kernel')} {c.get('check')} max |diff| {c.get('max_abs')}" for c in failed[:3])
+        return f"{e['arm']}: KERNEL CHECK FAILED ({len(failed)}): {what}; the arm will be rejected"
+
     def _on_step_started(self, e: dict) -> str | None:
         step = self._step(e)
         if step is None:

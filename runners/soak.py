@@ -37,7 +37,7 @@ from runners.serve.docker import DockerRuntime
 from runners.serve.external import ExternalRuntime
 from runners.serve.owner import process_start_ticks, this_runner
 from runners.serve.process import ProcessRuntime
-from runners.serve.readiness import env_mismatches, fetch_effective_env
+from runners.serve.readiness import env_mismatches, fetch_target_report
 from runners.serve.runtime import ExitInfo, ServeError, ServeRuntime
 from runners.watchdog.link import GuardLink
 from runners.watchdog.targets import TargetRef, write_targets
@@ -325,7 +325,8 @@ class Soak:
     async def _verify_env(self, session: Session, runtime: ServeRuntime) -> str | None:
         """Compare the env the arm asked for with what the target reports; a reason when they differ."""
         expected = self.session_env(session)
-        reported = await fetch_effective_env(runtime.base_url)
+        report = await fetch_target_report(runtime.base_url)
+        reported = report.env
         mismatches = env_mismatches(expected, reported or {})
         unverified = sorted(k for k in expected if reported is None or k not in reported)
         write_json_atomic(
@@ -338,9 +339,13 @@ class Soak:
                 "verified": reported is not None and not mismatches,
                 "unverified_keys": unverified,
                 "mismatches": mismatches,
+                "kernel_checks": report.kernel_checks,
             },
         )
         arm = session.arm.name
+        failed_checks = [c for c in report.kernel_checks or [] if c.get("passed") is not True]
+        if failed_checks:  # measured anyway: the kernel-correctness gate rejects the arm in the report
+            self.events.emit("kernel_checks_failed", arm=arm, mode=session.mode, failed=failed_checks)
         if reported is None:
             self.events.emit("env_unverified", arm=arm, reason="the target does not report /debug/config")
         elif mismatches:

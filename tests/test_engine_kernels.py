@@ -8,7 +8,16 @@ import pytest
 import torch
 
 from engine.config import ModelConfig
-from engine.kernels.wo_split import VALID_WO_SPLITS, WoSplitError, check_wo_split, slot_bounds, wo_split_gemv
+from engine.faults import wo_gemv_dropping_last_slot
+from engine.kernels.checks import check_wo_gemv, exact_inputs
+from engine.kernels.wo_split import (
+    VALID_WO_SPLITS,
+    WoSplitError,
+    check_wo_split,
+    reference_split_order,
+    slot_bounds,
+    wo_split_gemv,
+)
 from engine.model import TinyDecoder
 from engine.tokenizer import encode
 
@@ -86,3 +95,48 @@ def test_other_split_values_are_refused_with_a_clear_error(bad: str) -> None:
         check_wo_split(bad, "CUTE_WO_SPLIT")
     with pytest.raises(WoSplitError):
         TinyDecoder(ModelConfig(layers=1), wo_split=bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("wo_split", VALID_WO_SPLITS)
+def test_reference_split_order_matches_the_kernel_bit_for_bit_on_exact_inputs(wo_split: int) -> None:
+    x, w = exact_inputs(64, 24, seed=wo_split)
+    want = reference_split_order(x, w, 2, wo_split)
+    assert torch.equal(wo_split_gemv(x, w, 2, wo_split), want)
+    assert torch.equal(want, x @ w)  # exact inputs: every order gives the same bits
+
+
+def test_reference_split_order_is_the_sequential_order_not_just_close() -> None:
+    gen = torch.Generator().manual_seed(7)
+    x, w = torch.randn(1, 512, generator=gen), torch.randn(512, 8, generator=gen)
+    ref = reference_split_order(x, w, 4, 8)
+    partials = []
+    for k0, k1 in slot_bounds(512, 4, 8):
+        acc = torch.zeros(1, 8)
+        for k in range(k0, k1):
+            acc = acc + x[:, k : k + 1] * w[k]
+        partials.append(acc)
+    assert torch.equal(ref, sum(partials[1:], partials[0]))
+    assert torch.allclose(ref, x @ w, atol=1e-4)
+
+
+@pytest.mark.parametrize("wo_split", VALID_WO_SPLITS)
+def test_start_up_checks_pass_for_the_real_kernel(wo_split: int) -> None:
+    results = check_wo_gemv(wo_split_gemv, wo_split, 2, 256, 64)
+    assert [(r.check, r.passed) for r in results] == [("bit-exact", True), ("tolerance", True)]
+    assert results[0].max_abs == 0.0 and 0 <= results[1].max_abs <= results[1].tolerance
+
+
+@pytest.mark.parametrize("wo_split", VALID_WO_SPLITS)
+def test_start_up_checks_catch_a_dropped_slot(wo_split: int) -> None:
+    results = check_wo_gemv(wo_gemv_dropping_last_slot, wo_split, 2, 256, 64)
+    assert [(r.check, r.passed) for r in results] == [("bit-exact", False), ("tolerance", False)]
+    assert results[0].max_abs > 0 and "K=256" in results[0].detail
+
+
+def test_start_up_checks_catch_a_kernel_off_by_one_ulp() -> None:
+    def nudged(x, w, heads, split):
+        out = wo_split_gemv(x, w, heads, split)
+        return torch.nextafter(out, out + 1)
+
+    exact, tolerance = check_wo_gemv(nudged, 4, 2, 256, 64)
+    assert not exact.passed and tolerance.passed  # bit-exact sees what a tolerance cannot

@@ -85,6 +85,9 @@ vllm:num_preemptions_total{model_name="m"} 4.0
 """
 
 
+NO_SPEC = {"spec_decode_num_accepted_tokens": None, "spec_decode_num_draft_tokens": None}
+
+
 def test_vllm_v1_gauges_sum_counters_sum_kv_takes_the_max() -> None:
     assert parse_metrics(VLLM_V1) == MetricValues(
         kv_cache_usage_perc=0.5,
@@ -158,9 +161,13 @@ def test_counter_resets_and_absences_by_hand() -> None:
     # Missing from the first scrapes, then 7: it appeared since, so it counts from 0.
     assert [s.increases["prompt_tokens"] for s in steps] == [None, None, 7.0, 2.0, 0.0, 3.0]
     assert [s.resets for s in steps] == [(), (), ("num_preemptions", "generation_tokens"), (), (), ()]
-    assert tracker.totals == {"num_preemptions": 1.0, "prompt_tokens": 12.0, "generation_tokens": 140.0}
+    assert tracker.totals == {
+        "num_preemptions": 1.0, "prompt_tokens": 12.0, "generation_tokens": 140.0,
+        **NO_SPEC,
+    }
     assert tracker.reset_count == 2
-    assert CounterTracker().totals == {"num_preemptions": None, "prompt_tokens": None, "generation_tokens": None}
+    empty = {"num_preemptions": None, "prompt_tokens": None, "generation_tokens": None, **NO_SPEC}
+    assert CounterTracker().totals == empty
 
 
 def sample(error: str | None = None, **values: float) -> dict:
@@ -187,8 +194,9 @@ def test_summarize_by_hand() -> None:
         "num_preemptions_increase": None,
         "prompt_tokens_increase": None,
         "generation_tokens_increase": 40.0 + 20.0,  # 10 -> 50, then a reset to 20
+        **{f"{name}_increase": None for name in NO_SPEC},
         "counter_resets": 1,
-        "absent_metrics": ["num_preemptions", "prompt_tokens"],
+        "absent_metrics": ["num_preemptions", "prompt_tokens", *NO_SPEC],
         "last_error": "scraping u failed: ConnectError",
     }
 
@@ -296,7 +304,10 @@ async def test_sampler_records_values_reset_garbage_and_http_errors_and_stops_pr
     first, second, reset, garbage, http_500 = samples[:5]
     assert first["error"] is None and first["values"]["num_requests_running"] == 2.0
     assert first["values"]["kv_cache_usage_perc"] is None and first["increases"]["generation_tokens"] is None
-    assert second["increases"] == {"num_preemptions": None, "prompt_tokens": 10.0, "generation_tokens": 5.0}
+    assert second["increases"] == {
+        "num_preemptions": None, "prompt_tokens": 10.0, "generation_tokens": 5.0,
+        **NO_SPEC,
+    }
     assert reset["resets"] == ["generation_tokens"] and reset["increases"]["generation_tokens"] == 4.0
     assert url in garbage["error"] and "not Prometheus text exposition" in garbage["error"]
     assert garbage["values"] == MetricValues().as_dict() and garbage["resets"] == []

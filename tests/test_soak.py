@@ -208,8 +208,13 @@ def test_demo_headless_finishes_both_arms_in_under_three_minutes(tmp_path: Path)
     for arm in summary["arms"]:
         assert arm["effective_wo_split"] == plan_env[arm["arm"]]
         assert arm["stats"]["ttft_p50_ms"] > 0 and arm["stats"]["tpot_p50_ms"] > 0
-    rows = [ln for ln in (out / "summary.md").read_text().splitlines() if ln.startswith("| wo-split-")]
-    assert len(rows) == 4  # two in the arms table, two in the steps table
+    lines = (out / "summary.md").read_text().splitlines()
+    arms_table = lines[lines.index("## Arms (primary steps)") : lines.index("## Steps")]
+    assert [ln.split(" | ")[:3] for ln in arms_table if ln.startswith("| wo-split-")] == [
+        ["| wo-split-1", "1", "verified"],
+        ["| wo-split-8", "8", "verified"],
+    ]
+    assert summary["verdicts"]["wo-split-1"] == "baseline"
     print(json.dumps({"demo_seconds": round(elapsed, 1)}))
 
 

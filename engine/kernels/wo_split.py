@@ -66,3 +66,21 @@ def gather_slots(partials: torch.Tensor) -> torch.Tensor:
 def wo_split_gemv(x: torch.Tensor, w: torch.Tensor, num_kv_heads: int, wo_split: int) -> torch.Tensor:
     """W_O projection of `x` [M, K] by `w` [K, N] as a split-K sum gathered in slot order."""
     return gather_slots(wo_split_partials(x, w, num_kv_heads, wo_split))
+
+
+def reference_split_order(x: torch.Tensor, w: torch.Tensor, num_kv_heads: int, wo_split: int) -> torch.Tensor:
+    """The GPU kernel's summation order, literally: per slot a sequential fp32 sum over k0..k1, slots in order.
+
+    x [M, K], w [K, N] -> [M, N] in float32. Slow (one vector add per k); for checks on small shapes.
+    """
+    xf, wf = x.float(), w.float()
+    partials = []
+    for k0, k1 in slot_bounds(x.shape[-1], num_kv_heads, wo_split):
+        acc = torch.zeros(x.shape[0], w.shape[1], dtype=torch.float32, device=x.device)
+        for k in range(k0, k1):
+            acc = acc + xf[:, k : k + 1] * wf[k]
+        partials.append(acc)
+    out = partials[0]
+    for partial in partials[1:]:
+        out = out + partial
+    return out

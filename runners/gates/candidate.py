@@ -59,7 +59,9 @@ def _judge(arm: CandidateInput, base: CandidateInput, rules: CandidateRules) -> 
             None if improvement is None else improvement >= rules.min_wall_improvement_pct,
             "wall time: no mean for this arm or the baseline"
             if improvement is None
-            else f"wall time: {improvement:+.2f}% faster than baseline, needs >= {rules.min_wall_improvement_pct:g}%",
+            else f"wall time: {arm.wall_mean_s:.3f} s vs baseline {base.wall_mean_s:.3f} s, "
+            f"{abs(improvement):.2f}% {'faster' if improvement >= 0 else 'slower'}; "
+            f"needs >= {rules.min_wall_improvement_pct:g}% faster",
         ),
         Criterion(
             None if gsm_delta is None else gsm_delta >= -rules.gsm8k_parity,
@@ -71,8 +73,8 @@ def _judge(arm: CandidateInput, base: CandidateInput, rules: CandidateRules) -> 
             None if tpot_change is None else tpot_change <= rules.tpot_p95_tolerance_pct,
             "TPOT p95: no value for this arm or the baseline"
             if tpot_change is None
-            else f"TPOT p95: {tpot_change:+.2f}% vs baseline, may be worse by at most "
-            f"{rules.tpot_p95_tolerance_pct:g}%",
+            else f"TPOT p95: {arm.tpot_p95_ms:.3f} ms vs baseline {base.tpot_p95_ms:.3f} ms ({tpot_change:+.2f}%); "
+            f"may be worse by at most {rules.tpot_p95_tolerance_pct:g}%",
         ),
     ]
     numbers = {

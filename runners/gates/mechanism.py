@@ -21,6 +21,7 @@ BASELINE = "baseline"
 QUALITY_EVAL_STATUSES = ("pending", "completed", "failed", "not_required")
 SUPPORT_LEVELS = ("supported", "experimental", "unsupported")
 SPECULATIVE = "speculative_decoding"
+ACCEPTANCE_RULE = "speculative decoding needs an acceptance rate"
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,7 @@ def _speculative(m: MechanismInput) -> list[Criterion]:
         Criterion(bool(m.draft_model_id and m.draft_model_id.strip()), "speculative decoding needs draft_model_id"),
         Criterion(
             rate_ok,
-            "speculative decoding needs an acceptance rate in [0, 1] "
+            f"{ACCEPTANCE_RULE} in [0, 1] "
             f"(measured from vllm:spec_decode_* metrics or declared as acceptance_rate; got {rate!r})",
         ),
     ]

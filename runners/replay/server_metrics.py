@@ -5,7 +5,9 @@ Kept, under vLLM's names (without the `vllm:` prefix):
   a fraction in [0, 1] despite the name; the max over label sets (one per engine).
 - `num_requests_running`, `num_requests_waiting`: gauges, summed over label sets.
 - `num_preemptions`, `prompt_tokens`, `generation_tokens`: counters (`vllm:<name>_total` samples), summed
-  over label sets.
+  over label sets;
+- `spec_decode_num_accepted_tokens`, `spec_decode_num_draft_tokens`: speculative decoding counters, whose
+  increases give the acceptance rate (accepted / drafted) the mechanism gate asks for.
 
 A metric the server does not export is None (absent), never 0. Counter increases follow Prometheus
 `increase()`: a value lower than the previous one is a reset, and the increase is then the new value.
@@ -27,7 +29,13 @@ from engine.deadlines import timeout
 DEFAULT_INTERVAL_S = 2.0
 DEFAULT_SCRAPE_DEADLINE_S = 1.5
 ERROR_BODY_CHARS = 200
-COUNTERS = ("num_preemptions", "prompt_tokens", "generation_tokens")
+COUNTERS = (
+    "num_preemptions",
+    "prompt_tokens",
+    "generation_tokens",
+    "spec_decode_num_accepted_tokens",
+    "spec_decode_num_draft_tokens",
+)
 
 # Field -> accepted sample names in order of preference. Counters are matched on the sample name, which is
 # `<name>_total` whether prometheus_client's parser named the family `<name>` (typed counter, `_total`
@@ -39,6 +47,8 @@ _SAMPLE_NAMES: dict[str, tuple[str, ...]] = {
     "num_preemptions": ("vllm:num_preemptions_total",),
     "prompt_tokens": ("vllm:prompt_tokens_total",),
     "generation_tokens": ("vllm:generation_tokens_total",),
+    "spec_decode_num_accepted_tokens": ("vllm:spec_decode_num_accepted_tokens_total",),
+    "spec_decode_num_draft_tokens": ("vllm:spec_decode_num_draft_tokens_total",),
 }
 _MAX_OVER_LABELS = frozenset({"kv_cache_usage_perc"})
 _WANTED = frozenset(name for names in _SAMPLE_NAMES.values() for name in names)
@@ -67,6 +77,8 @@ class MetricValues:
     num_preemptions: float | None = None
     prompt_tokens: float | None = None
     generation_tokens: float | None = None
+    spec_decode_num_accepted_tokens: float | None = None
+    spec_decode_num_draft_tokens: float | None = None
 
     def as_dict(self) -> dict[str, float | None]:
         """JSON form: every field, None for absent."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import httpx
 
@@ -103,20 +104,34 @@ async def probe_health(base_url: str) -> tuple[bool, float | None, str]:
     return resp.status_code == 200, time.perf_counter() - t0, f"/health answered {resp.status_code}"
 
 
-async def fetch_effective_env(base_url: str) -> dict[str, str] | None:
-    """The env the target reports in /debug/config, or None when it does not report one."""
+@dataclass(frozen=True)
+class TargetReport:
+    """What a target says about itself in /debug/config: its effective env and its kernel checks (None: absent)."""
+
+    env: dict[str, str] | None
+    kernel_checks: list[dict] | None = None
+
+
+async def fetch_target_report(base_url: str) -> TargetReport:
+    """The env and kernel checks the target reports in /debug/config; both None when it reports nothing."""
     try:
         async with httpx.AsyncClient(timeout=PROBE_TIMEOUT_S) as client:
             resp = await client.get(f"{base_url}/debug/config")
     except httpx.HTTPError:
-        return None
+        return TargetReport(None)
     if resp.status_code != 200:
-        return None
+        return TargetReport(None)
     try:
-        env = resp.json().get("env")
+        body = resp.json()
     except ValueError:
-        return None
-    return {str(k): str(v) for k, v in env.items()} if isinstance(env, dict) else None
+        return TargetReport(None)
+    if not isinstance(body, dict):
+        return TargetReport(None)
+    env, checks = body.get("env"), body.get("kernel_checks")
+    return TargetReport(
+        {str(k): str(v) for k, v in env.items()} if isinstance(env, dict) else None,
+        [c for c in checks if isinstance(c, dict)] if isinstance(checks, list) else None,
+    )
 
 
 def env_mismatches(expected: dict[str, str], reported: dict[str, str]) -> list[str]:

@@ -1,0 +1,95 @@
+"""`gb10-console report RUN_DIR` and `gb10-console compare RUN_A RUN_B`: evidence regenerated from run directories.
+
+`report` rewrites summary.md, summary.json and plots/*.png from the run directory alone (at any
+time, also while the soak runs). `compare` prints the reproduction Δ% tables of RUN_B against the
+prior RUN_A and the verdict; its exit code is 0 when RUN_B reproduces RUN_A within noise, 1 when
+it diverges, 2 when the runs cannot be read or have nothing in common to compare.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import orjson
+from rich.console import Console
+from rich.table import Table
+
+from runners.evidence.report import write_report
+from runners.evidence.results import load_run_results
+from runners.gates.evaluate import repro_inputs
+from runners.gates.reproduction import DeltaRow, reproduction_gate
+
+EXIT_DIVERGES = 1
+EXIT_NO_DATA = 2
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    """Add `report` and `compare` to the CLI."""
+    report = sub.add_parser("report", help="regenerate summary.md, summary.json and plots of a run directory")
+    report.add_argument("run_dir", type=Path)
+    report.add_argument("--prior", type=Path, metavar="RUN_DIR", help="also judge reproduction of this prior run")
+    report.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    compare = sub.add_parser("compare", help="Δ%% tables and reproduction verdict of RUN_B against the prior RUN_A")
+    compare.add_argument("run_a", type=Path, metavar="RUN_A", help="the prior (reference) run directory")
+    compare.add_argument("run_b", type=Path, metavar="RUN_B", help="the run that should reproduce it")
+    compare.add_argument("--json", action="store_true", help="print the verdict and rows as JSON")
+
+
+def _report(args: argparse.Namespace, console: Console) -> int:
+    outcome = write_report(args.run_dir, prior=args.prior, plots=not args.no_plots)
+    console.print(f"summary: {outcome.summary_md}", highlight=False)
+    for plot in outcome.plots:
+        console.print(f"plot:    {plot}", highlight=False)
+    for note in outcome.plot_notes:
+        console.print(f"[yellow]not drawn:[/yellow] {note}", highlight=False)
+    for arm, verdict in outcome.gates.verdicts.items():
+        console.print(f"{arm}: [b]{verdict}[/b]", highlight=False)
+    return 0
+
+
+def _value(v: float | None, pct: bool) -> str:
+    return "n/a" if v is None else f"{v:.3f}" if pct else f"{v:g}"
+
+
+def _delta_table(title: str, rows: list[DeltaRow]) -> Table:
+    table = Table(title=title, title_justify="left")
+    for col in ("metric", "prior", "current", "Δ", "bound", "within"):
+        table.add_column(col, justify="left" if col == "metric" else "right")
+    for r in rows:
+        pct = r.unit != "questions"
+        delta = "n/a" if r.delta is None else f"{r.delta:+.2f}%" if pct else f"{r.delta:+g}"
+        bound = "info" if r.bound is None else f"±{r.bound:g}{'%' if pct else ''}"
+        within = {True: "[green]yes[/green]", False: "[red]no[/red]", None: "-"}[r.within]
+        table.add_row(f"{r.metric} ({r.unit})", _value(r.prior, pct), _value(r.current, pct), delta, bound, within)
+    return table
+
+
+def _compare(args: argparse.Namespace, console: Console) -> int:
+    prior, current = load_run_results(args.run_a), load_run_results(args.run_b)
+    g = current.gates
+    gate, rows = reproduction_gate(repro_inputs(prior), repro_inputs(current), g.reproduce_tolerance_pct,
+                                   g.reproduce_gsm8k_questions)  # fmt: skip
+    code = {"pass": 0, "fail": EXIT_DIVERGES}.get(gate.status, EXIT_NO_DATA)
+    if args.json:
+        print(orjson.dumps({"prior": prior.run_id, "current": current.run_id, "gate": gate.as_dict(),
+                            "rows": [r.as_dict() for r in rows]}).decode())  # fmt: skip
+        return code
+    console.print(f"prior:   {prior.run_id} ({prior.root})", highlight=False)
+    console.print(f"current: {current.run_id} ({current.root})", highlight=False)
+    for arm in dict.fromkeys(r.arm for r in rows):
+        console.print(_delta_table(f"arm {arm}", [r for r in rows if r.arm == arm]))
+    for key, label in (("arms_only_in_prior", "only in the prior run"), ("arms_only_in_current", "only in this run")):
+        if gate.numbers.get(key):
+            console.print(f"arms {label}: {', '.join(gate.numbers[key])}", highlight=False)
+    verdict = gate.verdict or "no data: nothing measured in both runs to compare"
+    colour = {"pass": "green", "fail": "red"}.get(gate.status, "yellow")
+    console.print(f"verdict: [{colour}][b]{verdict}[/b][/{colour}]", highlight=False)
+    for criterion in gate.failed_criteria:
+        console.print(f"  - {criterion}", highlight=False)
+    return code
+
+
+def run(args: argparse.Namespace, console: Console) -> int:
+    """Run `report` or `compare`; returns the exit code."""
+    return _report(args, console) if args.command == "report" else _compare(args, console)

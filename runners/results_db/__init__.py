@@ -1,0 +1,1 @@
+"""The results database: soak results from many runs in one SQLite file, for queries across runs."""

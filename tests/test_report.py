@@ -1,0 +1,166 @@
+"""Evidence from real runs: `report` on finished demo runs (tables, gates, plots), `compare` of two demo runs,
+missing data, known limitations, and a kernel that fails its start-up checks end to end."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from matplotlib.image import imread
+
+from runners.evidence.report import write_report
+from runners.evidence.results import load_run_results
+from runners.files import read_json, read_jsonl, write_json_atomic
+from runners.gates.evaluate import evaluate_gates, registry_for
+from runners.rundir import create_run_dir
+from tests.conftest import ENGINE_CONFIG, ROOT, run_headless, write_plan
+
+pytestmark = pytest.mark.slow
+CLI = [sys.executable, "-m", "console.cli"]
+PLOTS = ("ttft_cdf.png", "tpot_cdf.png", "wall_per_arm.png", "pareto.png")
+
+
+def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+
+
+@pytest.fixture(scope="module")
+def demo_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Two finished runs of the real demo plan (the embedded engine, two W_O split arms)."""
+    root = tmp_path_factory.mktemp("demo")
+    runs = []
+    for name in ("a", "b"):
+        result = cli("demo", "--headless", "--out", str(root / name))
+        assert result.returncode == 0, result.stderr + result.stdout
+        runs.append(root / name)
+    return runs[0], runs[1]
+
+
+def copy_run(run: Path, to: Path) -> Path:
+    shutil.copytree(run, to)
+    return to
+
+
+def assert_real_png(path: Path) -> None:
+    data = path.read_bytes()
+    assert data.startswith(b"\x89PNG\r\n\x1a\n") and len(data) > 5_000, (path, len(data))
+    pixels = imread(path)
+    assert pixels.shape[0] > 200 and pixels.shape[1] > 200
+    assert (pixels != pixels[0, 0]).any(), f"{path.name} is a single colour"
+
+
+def test_the_runner_writes_the_report_and_plots_when_a_run_finishes(demo_runs: tuple[Path, Path]) -> None:
+    run, _ = demo_runs
+    summary = (run / "summary.md").read_text()
+    assert "## Verdicts" in summary and "## Gates" in summary and "## Known limitations" in summary
+    for name in PLOTS:
+        assert_real_png(run / "plots" / name)
+    written = [e for e in read_jsonl(run / "events.jsonl") if e["type"] == "summary_written"]
+    assert written and written[-1]["verdicts"]["wo-split-1"] == "baseline" and len(written[-1]["plots"]) == 4
+
+
+def test_report_regenerates_the_summary_and_plots_from_the_run_dir_alone(demo_runs, tmp_path: Path) -> None:
+    run = copy_run(demo_runs[0], tmp_path / "run")
+    first = (run / "summary.md").read_text()
+    (run / "summary.md").unlink()
+    (run / "summary.json").unlink()
+    shutil.rmtree(run / "plots")
+    result = cli("report", str(run))
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert f"summary: {run / 'summary.md'}" in result.stdout and "wo-split-8: " in result.stdout
+    again = (run / "summary.md").read_text()
+    assert again == first.replace(str(demo_runs[0]), str(run))  # the same evidence, wherever the directory is
+    for name in PLOTS:
+        assert_real_png(run / "plots" / name)
+    lines = again.splitlines()
+    headline = lines[lines.index("## Verdicts") : lines.index("## Gates")]
+    rows = {ln.split(" | ")[0].lstrip("| "): ln for ln in headline if ln.startswith("| wo-split-")}
+    assert set(rows) == {"wo-split-1", "wo-split-8"}
+    assert "**baseline**" in rows["wo-split-1"]
+    assert any(v in rows["wo-split-8"] for v in ("**default candidate**", "**keep opt-in**"))
+    summary = read_json(run / "summary.json")
+    assert summary["baseline"] == "wo-split-1" and summary["deciding_phases"]["wall"] == "sharegpt"
+    gates = {(g["arm"], g["name"]): g for g in summary["gates"]}
+    assert gates[("wo-split-8", "kernel-correctness")]["status"] == "pass"  # the engine's own start-up checks
+    assert gates[("wo-split-8", "mechanism")]["status"] == "pass"
+    assert gates[("wo-split-8", "quality")]["status"] == "no_data"  # the demo has no GSM8K phase
+    assert "GSM8K: no score" in gates[("wo-split-8", "quality")]["failed_criteria"][0]
+    assert summary["verdicts"]["wo-split-8"] == gates[("wo-split-8", "default-candidate")]["verdict"]
+    assert summary["plots"] == [f"plots/{name}" for name in PLOTS]
+
+
+def test_compare_two_demo_runs_prints_delta_tables_and_a_verdict(demo_runs: tuple[Path, Path]) -> None:
+    a, b = demo_runs
+    result = cli("compare", str(a), str(b))
+    assert result.returncode in (0, 1), result.stderr + result.stdout  # two real runs: either verdict is honest
+    out = result.stdout
+    assert "arm wo-split-1" in out and "arm wo-split-8" in out and "ms/token (ms)" in out and "wall mean (s)" in out
+    verdict = "reproduces within noise" if result.returncode == 0 else "diverges"
+    assert f"verdict: {verdict}" in out
+    as_json = json.loads(cli("compare", str(a), str(b), "--json").stdout)
+    assert as_json["gate"]["verdict"] == verdict and {r["arm"] for r in as_json["rows"]} == {"wo-split-1", "wo-split-8"}
+    ms = [r for r in as_json["rows"] if r["metric"] == "ms/token"]
+    assert all(r["prior"] > 0 and r["current"] > 0 and r["delta"] is not None for r in ms)
+    same = cli("compare", str(a), str(a))
+    assert same.returncode == 0 and "verdict: reproduces within noise" in same.stdout
+
+
+def test_report_with_a_prior_run_adds_the_reproduction_table(demo_runs, tmp_path: Path) -> None:
+    run = copy_run(demo_runs[1], tmp_path / "run")
+    outcome = write_report(run, prior=demo_runs[0], plots=False)
+    summary = outcome.summary_md.read_text()
+    assert f"## Reproduction of `{load_run_results(demo_runs[0]).run_id}`" in summary
+    assert "| wo-split-8 | ms/token (ms) |" in summary
+    assert any(g.name == "reproduction" for g in outcome.gates.gates)
+
+
+def test_missing_steps_give_no_data_and_limitations_never_a_crash(demo_runs, tmp_path: Path) -> None:
+    run = copy_run(demo_runs[0], tmp_path / "run")
+    (run / "done" / "wo-split-8" / "primary" / "sharegpt" / "0").unlink()
+    eff = read_json(run / "arms" / "wo-split-1" / "effective.json")
+    write_json_atomic(run / "arms" / "wo-split-1" / "effective.json", {**eff, "reported": None, "verified": False})
+    (run / "arms" / "wo-split-1" / "primary" / "sharegpt" / "0.incomplete-1").mkdir()
+    outcome = write_report(run)
+    results, gates = outcome.results, outcome.gates
+    assert gates.verdicts["wo-split-8"] == "no verdict"
+    candidate = next(g for g in gates.gates if g.name == "default-candidate")
+    assert candidate.status == "no_data" and "wall time: no mean" in candidate.failed_criteria[0]
+    text = "\n".join(results.limitations)
+    assert "1 of 2 steps are not done" in text and "wo-split-8/primary/sharegpt/0: not run" in text
+    assert "env unverified: arm wo-split-1" in text and "unfinished attempt" in text
+    summary = outcome.summary_md.read_text()
+    assert "| wo-split-8 | n/a | n/a | n/a | 0/1 |" in summary
+    assert "ttft_cdf.png" in "".join(str(p) for p in outcome.plots)  # the arm with data is still drawn
+
+
+def test_report_on_a_run_that_never_ran_and_on_a_non_run(tmp_path: Path) -> None:
+    plan = write_plan(tmp_path)
+    run = create_run_dir(tmp_path / "fresh", tmp_path, plan, "mini", tmp_path)
+    outcome = write_report(run.root)
+    assert outcome.plots == () and outcome.plot_notes  # nothing to draw, and it says so
+    assert set(outcome.gates.verdicts.values()) == {"baseline", "no verdict"}
+    assert "2 of 2 steps are not done" in outcome.summary_md.read_text()
+    result = cli("report", str(tmp_path))
+    assert result.returncode == 2 and "is not a run directory" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_kernel_that_fails_its_start_up_checks_is_rejected(tmp_path: Path) -> None:
+    command = ["{python}", "-m", "engine.server", "--config", str(ENGINE_CONFIG), "--host", "{host}", "--port",
+               "{port}", "--env-dir", "{env_dir}", "--test-fault", "wo_drop_last_slot"]  # fmt: skip
+    plan = write_plan(tmp_path, requests=3, concurrency=3, max_tokens=8, command=command)
+    out = tmp_path / "run"
+    result = run_headless(plan, out)
+    assert result.returncode == 0, result.stderr + result.stdout  # measured anyway: the gate decides
+    assert "KERNEL CHECK FAILED" in result.stdout
+    failed = [e for e in read_jsonl(out / "events.jsonl") if e["type"] == "kernel_checks_failed"]
+    assert {e["arm"] for e in failed} == {"split1", "split8"}
+    results = load_run_results(out)
+    report = evaluate_gates(results, registry_for(results))
+    correctness = {g.arm: g for g in report.gates if g.name == "kernel-correctness"}
+    assert correctness["split8"].status == "fail"
+    assert "wo_split_gemv[wo_split=8] bit-exact" in correctness["split8"].failed_criteria[0]
+    assert report.verdicts["split8"] == "reject"
