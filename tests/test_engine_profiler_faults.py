@@ -87,7 +87,9 @@ def test_parse_faults_defaults_args_and_errors() -> None:
     assert faults.balloon_after_stop == BalloonSpec(0.5, 2.0)
     assert faults.names() == ["stop_profile_trickle=0.25", "stream_stall=3", "zombie", "balloon_after_stop=0.5:2"]
     assert parse_faults(["stop_profile_trickle"]).stop_profile_trickle_s == 1.0
+    assert parse_faults(["wo_drop_last_slot"]).names() == ["wo_drop_last_slot"]
     for bad, says in [
+        ("wo_drop_last_slot=1", "takes no argument"),
         ("nope", "unknown fault 'nope'"),
         ("zombie=1", "takes no argument"),
         ("stream_stall=x", "not an integer"),
@@ -168,7 +170,7 @@ def test_unknown_fault_exits_2_with_one_line() -> None:
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "engine: refusing to start: --test-fault 'melt_down': unknown fault 'melt_down' (known: stop_profile_hang, "
-        "stop_profile_trickle, stream_stall, zombie, balloon_after_stop)"
+        "stop_profile_trickle, stream_stall, zombie, wo_drop_last_slot, balloon_after_stop)"
     ]
 
 

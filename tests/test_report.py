@@ -120,7 +120,7 @@ def test_report_with_a_prior_run_adds_the_reproduction_table(demo_runs, tmp_path
 
 def test_missing_steps_give_no_data_and_limitations_never_a_crash(demo_runs, tmp_path: Path) -> None:
     run = copy_run(demo_runs[0], tmp_path / "run")
-    (run / "done" / "wo-split-8" / "primary" / "sharegpt" / "0").unlink()
+    shutil.rmtree(run / "done" / "wo-split-8")
     eff = read_json(run / "arms" / "wo-split-1" / "effective.json")
     write_json_atomic(run / "arms" / "wo-split-1" / "effective.json", {**eff, "reported": None, "verified": False})
     (run / "arms" / "wo-split-1" / "primary" / "sharegpt" / "0.incomplete-1").mkdir()
@@ -130,10 +130,11 @@ def test_missing_steps_give_no_data_and_limitations_never_a_crash(demo_runs, tmp
     candidate = next(g for g in gates.gates if g.name == "default-candidate")
     assert candidate.status == "no_data" and "wall time: no mean" in candidate.failed_criteria[0]
     text = "\n".join(results.limitations)
-    assert "1 of 2 steps are not done" in text and "wo-split-8/primary/sharegpt/0: not run" in text
+    assert "2 of 4 steps are not done" in text and "wo-split-8/primary/sharegpt/1: not run" in text
     assert "env unverified: arm wo-split-1" in text and "unfinished attempt" in text
     summary = outcome.summary_md.read_text()
-    assert "| wo-split-8 | n/a | n/a | n/a | 0/1 |" in summary
+    assert "| wo-split-8 | n/a | n/a | n/a | 0/2 |" in summary
+    assert "| wo-split-1 | n/a | " in summary and "| 2/2 |" in summary
     assert "ttft_cdf.png" in "".join(str(p) for p in outcome.plots)  # the arm with data is still drawn
 
 

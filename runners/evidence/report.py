@@ -76,6 +76,10 @@ def _when(ts: float | None) -> str:
     return "n/a" if ts is None else dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def _phase_name(name: str | None, kind: str = "") -> str:
+    return f"phase `{name}`" if name else f"no {kind}phase in the plan"
+
+
 def _reps(arm: ArmResult, phase: str | None) -> str:
     result = arm.phases.get(phase) if phase else None
     return f"{result.reps_done}/{result.reps_total}" if result else "-"
@@ -87,9 +91,9 @@ def _headline(results: RunResults, gates: GateReport) -> list[str]:
     lines = [
         "## Verdicts",
         "",
-        f"Baseline arm `{results.baseline}`. Wall time and TPOT from phase `{d.wall or 'none'}`"
-        f"{f' (TPOT from `{d.tpot}`)' if d.tpot != d.wall else ''}, GSM8K ({match} match) from "
-        f"`{d.gsm8k or 'none'}`, long decode from `{d.long_decode or 'none'}`.",
+        f"Baseline arm `{results.baseline}`. Wall time from {_phase_name(d.wall)}, TPOT from {_phase_name(d.tpot)}, "
+        f"GSM8K ({match} match) from {_phase_name(d.gsm8k, 'GSM8K ')}, long decode from "
+        f"{_phase_name(d.long_decode, 'long-decode ')}.",
         "",
         "| arm | GSM8K | wall mean s | wall sd s | reps | TPOT p50 ms | TPOT p95 ms | long-decode TPOT p95 ms "
         "| verdict |",
