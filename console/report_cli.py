@@ -15,7 +15,7 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
-from runners.evidence.report import write_report
+from runners.evidence.report import delta_cells, write_report
 from runners.evidence.results import load_run_results
 from runners.gates.evaluate import repro_inputs
 from runners.gates.reproduction import DeltaRow, reproduction_gate
@@ -48,20 +48,15 @@ def _report(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
-def _value(v: float | None, pct: bool) -> str:
-    return "n/a" if v is None else f"{v:.3f}" if pct else f"{v:g}"
-
-
 def _delta_table(title: str, rows: list[DeltaRow]) -> Table:
     table = Table(title=title, title_justify="left")
     for col in ("metric", "prior", "current", "Δ", "bound", "within"):
         table.add_column(col, justify="left" if col == "metric" else "right")
+    colour = {True: "green", False: "red", None: "dim"}
     for r in rows:
-        pct = r.unit != "questions"
-        delta = "n/a" if r.delta is None else f"{r.delta:+.2f}%" if pct else f"{r.delta:+g}"
-        bound = "info" if r.bound is None else f"±{r.bound:g}{'%' if pct else ''}"
-        within = {True: "[green]yes[/green]", False: "[red]no[/red]", None: "-"}[r.within]
-        table.add_row(f"{r.metric} ({r.unit})", _value(r.prior, pct), _value(r.current, pct), delta, bound, within)
+        prior, current, delta, bound, within = delta_cells(r)
+        table.add_row(f"{r.metric} ({r.unit})", prior, current, delta, bound,
+                      f"[{colour[r.within]}]{within}[/{colour[r.within]}]")  # fmt: skip
     return table
 
 

@@ -8,6 +8,7 @@ console, it outlives the terminal and the UI, logs to runner.log, and exits 0 (f
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import subprocess
 import sys
@@ -115,11 +116,10 @@ def _write_evidence(run: RunDir, events: EventLog) -> None:
     """summary.md, summary.json and plots; a report that cannot be made is an event, never a lost result."""
     try:
         outcome = write_report(run.root)
-    except OSError:
-        raise
     except Exception as exc:  # the run's own files stand; `gb10-console report` can retry later
-        events.emit("summary_failed", reason=f"{type(exc).__name__}: {exc}")
         print(f"runner: the report could not be written: {type(exc).__name__}: {exc}", file=sys.stderr)
+        with contextlib.suppress(OSError):
+            events.emit("summary_failed", reason=f"{type(exc).__name__}: {exc}")
         return
     events.emit(
         "summary_written", path=str(run.summary_md), plots=[str(p) for p in outcome.plots],

@@ -128,6 +128,8 @@ class JsonlTail:
                 continue
             if isinstance(obj, dict):
                 out.append(obj)
+            else:
+                self.bad_lines += 1
         return out
 
 

@@ -121,6 +121,16 @@ def test_gsm8k_regression_or_a_failed_quality_or_correctness_gate_rejects() -> N
     assert g.verdict == REJECT and g.failed_criteria == ("kernel correctness gate failed",)
 
 
+def test_failed_requests_or_a_failed_mechanism_gate_keep_a_faster_arm_opt_in() -> None:
+    g = verdict_of(CandidateInput("a", 80.0, 8.0, 30, failed_requests=3))
+    assert g.verdict == KEEP_OPT_IN and "3 request(s) failed" in g.failed_criteria[0]
+    g = verdict_of(CandidateInput("a", 80.0, 8.0, 30, mechanism_ok=False))
+    assert g.verdict == KEEP_OPT_IN and g.failed_criteria == (
+        "mechanism gate failed: the arm's declared mechanism is not acceptable",
+    )
+    assert verdict_of(CandidateInput("a", 80.0, 8.0, 30, mechanism_ok=None)).verdict == DEFAULT_CANDIDATE
+
+
 @pytest.mark.parametrize(
     ("arm", "missing"),
     [
@@ -201,11 +211,17 @@ def test_reproduction_with_nothing_in_common_is_no_data_and_lists_arms_on_one_si
     assert gate.status == "no_data" and all(r.within is None for r in rows)
 
 
-def test_a_kernel_seen_in_one_run_only_is_shown_not_judged() -> None:
+def test_a_number_seen_in_one_run_only_or_a_missing_arm_leaves_the_verdict_open() -> None:
     gate, rows = reproduction_gate([ReproInput("x", {"a": 1.0, "old": 5.0}, 10.0)], [ReproInput("x", {"a": 1.0}, 10.0)])
-    assert gate.status == "pass"
+    assert (gate.status, gate.verdict) == ("no_data", None)  # a lost trace must not read as reproduced
+    assert gate.failed_criteria == ("x: kernel old measured in the prior run only",)
     old = next(r for r in rows if r.metric == "kernel old")
     assert old.current is None and old.within is None
+    gate, _ = reproduction_gate([ReproInput("x", ms_per_token=10.0), ReproInput("y", ms_per_token=10.0)],
+                                [ReproInput("x", ms_per_token=10.1)])  # fmt: skip
+    assert gate.status == "no_data" and gate.failed_criteria == ("arm y of the prior run is missing from this run",)
+    gate, _ = reproduction_gate([ReproInput("x", {"old": 5.0}, 10.0)], [ReproInput("x", {}, 11.0)])
+    assert gate.status == "fail"  # a divergence is definite even with other numbers missing
 
 
 # --- kernel correctness and coherence ---------------------------------------------------------------
@@ -241,6 +257,8 @@ SUPPORTED_LOSSY_DONE = dict(mechanism="kv_quantization", variant="fp8_e4m3", sup
         ({"mechanism": "kv_quantization", "variant": "fp8_e4m3"}, "pass", None),  # experimental: no eval needed
         ({"mechanism": "kv_quantization", "variant": "int3"}, "fail", "variant 'int3' of kv_quantization"),
         ({"mechanism": "sparsity", "variant": "x"}, "fail", "mechanism 'sparsity' is not registered"),
+        ({"mechanism": "speculative_decoding", "draft_model_id": "m", "acceptance_rate": 0.5}, "fail",
+         "variant 'baseline' of speculative_decoding"),  # only baseline/baseline needs no registry entry
         ({"quality_eval_status": "done"}, "fail", "quality_eval_status 'done'"),
         ({"support": "maybe"}, "fail", "support 'maybe'"),
         ({"quality_eval": "mmlu"}, "fail", "quality_eval 'mmlu' is not registered"),

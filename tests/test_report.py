@@ -165,3 +165,77 @@ def test_a_kernel_that_fails_its_start_up_checks_is_rejected(tmp_path: Path) -> 
     assert correctness["split8"].status == "fail"
     assert "wo_split_gemv[wo_split=8] bit-exact" in correctness["split8"].failed_criteria[0]
     assert report.verdicts["split8"] == "reject"
+
+
+def _edit_json(path: Path, change) -> None:
+    data = read_json(path)
+    change(data)
+    write_json_atomic(path, data)
+
+
+DAMAGE = {
+    "corrupt phase.json": lambda step: (step / "phase.json").write_text("{corrupt"),
+    "coherence not an object": lambda step: _edit_json(step / "phase.json", lambda d: d.update(coherence=[1])),
+    "coherence count a word": lambda step: _edit_json(
+        step / "phase.json", lambda d: d.update(coherence={"checked": "many", "with_warnings": None})
+    ),
+    "gsm8k without n": lambda step: _edit_json(step / "phase.json", lambda d: d.update(gsm8k={"strict_correct": "x"})),
+    "spec counters garbage": lambda step: _edit_json(
+        step / "phase.json",
+        lambda d: d.update(server_metrics={"spec_decode_num_accepted_tokens_increase": "x", "scrapes_ok": "y"}),
+    ),
+    "stats garbage": lambda step: _edit_json(
+        step / "phase.json", lambda d: d["stats"].update(output_tokens_from_chunks="x", goodput_req_s="fast")
+    ),
+    "request lines garbage": lambda step: (step / "requests.jsonl").open("a").write(
+        '{"foo": 1}\n{"index": 1, "endpoint": "chat", "prompt_source": "p", "prompt_chars": 1, "max_tokens": 1, '
+        '"scheduled_ns": 0, "ttft_ns": "x"}\n[1, 2]\n'
+    ),
+    "provenance garbage": lambda step: (step.parents[4] / "provenance.json").write_text(
+        '{"host": "x", "gpu": [], "targets": {"s": "x"}, "sessions": 3}'
+    ),
+    "state.json corrupt": lambda step: (step.parents[4] / "state.json").write_text("{"),
+    "effective.json garbage": lambda step: (step.parents[2] / "effective.json").write_text(
+        '{"reported": 5, "mismatches": "x", "kernel_checks": [1, {"passed": "yes", "max_abs": "big"}]}'
+    ),
+    "events garbage": lambda step: (step.parents[4] / "events.jsonl").open("a").write(
+        '[1]\n{"type": "step_failed", "step": {"arm": null}}\n"x"\n'
+    ),
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_damaged_evidence_is_left_out_and_named_never_a_traceback(demo_runs, tmp_path: Path, damage: str) -> None:
+    run = copy_run(demo_runs[0], tmp_path / "run")
+    DAMAGE[damage](run / "arms" / "wo-split-8" / "primary" / "sharegpt" / "1")
+    result = cli("report", str(run), "--no-plots")
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+    results = load_run_results(run)
+    if damage == "corrupt phase.json":  # the repetition is not counted as a 0 s one: it is left out and named
+        assert results.arm("wo-split-8").phases["sharegpt"].reps_done == 1
+        assert any("wo-split-8/primary/sharegpt/1: phase.json" in x for x in results.limitations)
+    if damage == "request lines garbage":
+        assert any("3 line(s) of requests.jsonl could not be read" in x for x in results.limitations)
+        assert results.arm("wo-split-8").phases["sharegpt"].stats.requests == 64
+    if damage == "state.json corrupt":
+        assert results.status == "unknown"
+    ingest = cli("results", "ingest", str(run), "--db", str(tmp_path / "r.db"))
+    assert ingest.returncode == 0 and "Traceback" not in ingest.stderr, ingest.stderr
+    compare = cli("compare", str(demo_runs[0]), str(run))
+    assert compare.returncode in (0, 1, 2) and "Traceback" not in compare.stderr, compare.stderr
+
+
+def test_an_oversized_trace_is_skipped_and_named(demo_runs, tmp_path: Path, monkeypatch) -> None:
+    from runners.evidence import kernel_times
+
+    run = copy_run(demo_runs[0], tmp_path / "run")
+    profile = run / "arms" / "wo-split-1" / "primary" / "sharegpt" / "0" / "profile"
+    profile.mkdir()
+    event = {"ph": "X", "cat": "kernel", "name": "wo_gemv", "dur": 12.5}
+    (profile / "small.json").write_text(json.dumps({"traceEvents": [event, {**event, "dur": 7.5}]}))
+    (profile / "big.json").write_text(json.dumps({"traceEvents": [event] * 2000}))
+    monkeypatch.setattr(kernel_times, "MAX_TRACE_BYTES", 10_000)
+    results = load_run_results(run)
+    times = results.arm("wo-split-1").kernel_times
+    assert times["wo_gemv"].mean_us == 10.0 and times["wo_gemv"].count == 2 and times["wo_gemv"].source == "gpu"
+    assert any("trace skipped" in x and "big.json" in x and "limit" in x for x in results.limitations)

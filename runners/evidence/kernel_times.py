@@ -7,8 +7,9 @@ Sources, per done step of an arm (any mode; profiled steps are supplementary):
   target named in phase.json, as torch's profiler writes them: complete events (`"ph": "X"`) with
   `dur` in µs. GPU kernels (`cat` "kernel") are used when a trace has any; a CPU-only trace falls
   back to operator events (`cat` "cpu_op"), so the embedded engine on CPU still yields a table.
-Means are pooled over every occurrence (weighted by count). An unreadable trace is skipped; the
-report's limitations come from phase.json's profile record, not from here.
+Means are pooled over every occurrence (weighted by count). A trace that cannot be read, or is
+larger than MAX_TRACE_BYTES once decompressed (a trace is parsed in memory, and on a GB10 host
+memory is the GPU's), is skipped and named in the notes that become report limitations.
 """
 
 from __future__ import annotations
@@ -21,10 +22,12 @@ from pathlib import Path
 
 import orjson
 
+from runners.evidence.step_files import phase_record, section
 from runners.files import read_json
 from runners.plan import Plan
 from runners.rundir import RunDir
 
+MAX_TRACE_BYTES = 512 << 20
 GPU_CATEGORIES = frozenset({"kernel", "Kernel", "gpu_op"})
 CPU_CATEGORIES = frozenset({"cpu_op", "operator"})
 
@@ -39,15 +42,20 @@ class KernelTime:
     source: str  # "gpu" | "cpu" | "summary"
 
 
-def _load_trace(path: Path) -> dict | None:
+def _load_trace(path: Path) -> tuple[dict | None, str | None]:
+    """The trace as a dict, or None and why not. At most MAX_TRACE_BYTES are read (after decompression)."""
+    too_big = f"is over the {MAX_TRACE_BYTES >> 20} MiB limit for parsing in memory"
     try:
-        raw = path.read_bytes()
-        if path.suffix == ".gz":
-            raw = gzip.decompress(raw)
+        if path.stat().st_size > MAX_TRACE_BYTES:
+            return None, too_big
+        with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as fh:
+            raw = fh.read(MAX_TRACE_BYTES + 1)
+        if len(raw) > MAX_TRACE_BYTES:
+            return None, too_big
         data = orjson.loads(raw)
-    except (OSError, EOFError, gzip.BadGzipFile, orjson.JSONDecodeError):
-        return None
-    return data if isinstance(data, dict) else None
+    except (OSError, EOFError, orjson.JSONDecodeError) as exc:
+        return None, f"cannot be read: {exc}"
+    return (data, None) if isinstance(data, dict) else (None, "is not a Chrome trace (no JSON object)")
 
 
 def trace_kernel_times(trace: dict) -> dict[str, tuple[float, int, str]]:
@@ -75,11 +83,11 @@ def trace_kernel_times(trace: dict) -> dict[str, tuple[float, int, str]]:
 def _summary_times(path: Path) -> dict[str, tuple[float, int, str]]:
     try:
         data = read_json(path)
-    except (FileNotFoundError, ValueError):
+    except (OSError, ValueError):
         return {}
     kernels = data.get("kernels") if isinstance(data, dict) else None
     out = {}
-    for name, entry in (kernels or {}).items():
+    for name, entry in (kernels if isinstance(kernels, dict) else {}).items():
         try:
             mean, count = float(entry["mean_us"]), int(entry["count"])
         except (KeyError, TypeError, ValueError):
@@ -94,31 +102,31 @@ def _trace_files(step_dir: Path, record: dict) -> list[Path]:
     profile_dir = step_dir / "profile"
     if profile_dir.is_dir():
         found |= {p for p in profile_dir.rglob("*") if p.is_file() and p.name.endswith((".json", ".json.gz"))}
-    named = (record.get("profile") or {}).get("trace") if isinstance(record.get("profile"), dict) else None
+    named = section(record, "profile").get("trace")
     if isinstance(named, str) and Path(named).is_file():
         found.add(Path(named))
     return sorted(found)
 
 
-def arm_kernel_times(run: RunDir, plan: Plan, arm: str) -> dict[str, KernelTime]:
-    """Pooled per-kernel means for `arm` over every done step's summaries and traces."""
+def arm_kernel_times(run: RunDir, plan: Plan, arm: str) -> tuple[dict[str, KernelTime], list[str]]:
+    """Pooled per-kernel means for `arm` over every done step's summaries and traces, and notes on skipped traces."""
     totals: dict[str, list] = {}
+    notes: list[str] = []
     for step in plan.steps():
         if step.arm != arm or not run.is_done(step):
             continue
         step_dir = run.step_dir(step)
-        try:
-            record = read_json(step_dir / "phase.json")
-        except (FileNotFoundError, ValueError):
-            record = {}
         parts = [_summary_times(step_dir / "kernel_times.json")]
-        for path in _trace_files(step_dir, record if isinstance(record, dict) else {}):
-            trace = _load_trace(path)
-            if trace is not None:
+        for path in _trace_files(step_dir, phase_record(run, step)):
+            trace, problem = _load_trace(path)
+            if trace is None:
+                notes.append(f"trace skipped: {path}: {problem}; its kernels are missing from kernel times")
+            else:
                 parts.append(trace_kernel_times(trace))
         for part in parts:
             for name, (total, count, source) in part.items():
                 entry = totals.setdefault(name, [0.0, 0, source])
                 entry[0] += total
                 entry[1] += count
-    return {name: KernelTime(name, total / count, count, source) for name, (total, count, source) in totals.items()}
+    times = {name: KernelTime(name, total / count, count, source) for name, (total, count, source) in totals.items()}
+    return times, notes

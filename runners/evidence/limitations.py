@@ -9,17 +9,10 @@ from __future__ import annotations
 
 from collections import Counter
 
+from runners.evidence.step_files import number, phase_record, section
 from runners.files import read_json, read_jsonl
 from runners.plan import Plan, StepKey
 from runners.rundir import RunDir
-
-
-def _phase_json(run: RunDir, step: StepKey) -> dict:
-    try:
-        record = read_json(run.step_dir(step) / "phase.json")
-    except (FileNotFoundError, ValueError):
-        return {}
-    return record if isinstance(record, dict) else {}
 
 
 def _steps(run: RunDir, plan: Plan, events: list[dict]) -> list[str]:
@@ -32,7 +25,7 @@ def _steps(run: RunDir, plan: Plan, events: list[dict]) -> list[str]:
         if e.get("type") == "step_failed" and isinstance(e.get("step"), dict):
             try:
                 failed[StepKey.from_dict(e["step"]).path] = str(e.get("reason", ""))
-            except (KeyError, ValueError):
+            except (KeyError, TypeError, ValueError):
                 continue
     out = [f"{len(missing)} of {len(steps)} steps are not done; their arms' numbers cover fewer repetitions"]
     for step in missing[:10]:
@@ -48,8 +41,8 @@ def _profiles(run: RunDir, plan: Plan) -> list[str]:
     for step in plan.steps():
         if not plan.phase(step.phase).profile:
             continue
-        profile = _phase_json(run, step).get("profile")
-        if isinstance(profile, dict) and profile.get("status") != "captured":
+        profile = section(phase_record(run, step), "profile")
+        if profile and profile.get("status") != "captured":
             out.append(f"trace lost: {step.path}: {profile.get('reason') or profile.get('status')}")
     return out
 
@@ -59,19 +52,22 @@ def _env(run: RunDir, plan: Plan) -> list[str]:
     for arm in plan.arms:
         try:
             eff = read_json(run.effective_env_path(arm.name))
-        except (FileNotFoundError, ValueError):
+        except (OSError, ValueError):
             continue
         if not isinstance(eff, dict):
             continue
-        if eff.get("mismatches"):
-            out.append(f"env mismatch: arm {arm.name}: " + "; ".join(map(str, eff["mismatches"])))
+        mismatches = eff.get("mismatches")
+        if mismatches:
+            listed = mismatches if isinstance(mismatches, list) else [mismatches]
+            out.append(f"env mismatch: arm {arm.name}: " + "; ".join(map(str, listed)))
         elif eff.get("reported") is None:
             out.append(
                 f"env unverified: arm {arm.name}: the target does not report /debug/config, so its kernel "
                 "variant is taken on trust"
             )
         elif eff.get("unverified_keys"):
-            keys = ", ".join(map(str, eff["unverified_keys"]))
+            unverified = eff["unverified_keys"]
+            keys = ", ".join(map(str, unverified if isinstance(unverified, list) else [unverified]))
             out.append(f"env unverified: arm {arm.name}: the target does not report {keys}")
     return out
 
@@ -90,13 +86,12 @@ def _request_details(run: RunDir, plan: Plan) -> list[str]:
     for step in plan.steps():
         if not run.is_done(step):
             continue
-        record = _phase_json(run, step)
-        stats = record.get("stats") or {}
-        chunks += int(stats.get("output_tokens_from_chunks") or 0)
-        metrics = record.get("server_metrics")
-        if isinstance(metrics, dict):
-            scrape_failures += int(metrics.get("scrapes_failed") or 0)
-            absent += not metrics.get("scrapes_ok")
+        record = phase_record(run, step)
+        chunks += int(number(section(record, "stats").get("output_tokens_from_chunks")) or 0)
+        if isinstance(record.get("server_metrics"), dict):
+            metrics = section(record, "server_metrics")
+            scrape_failures += int(number(metrics.get("scrapes_failed")) or 0)
+            absent += not number(metrics.get("scrapes_ok"))
     out = []
     if chunks:
         out.append(
@@ -128,7 +123,10 @@ def _incidents(events: list[dict]) -> list[str]:
 
 def known_limitations(run: RunDir, plan: Plan) -> list[str]:
     """Every known limitation of the run's evidence, most consequential first; empty when there is none."""
-    events = read_jsonl(run.events)
+    try:
+        events = [e for e in read_jsonl(run.events) if isinstance(e, dict)]
+    except OSError as exc:
+        return [f"events.jsonl cannot be read ({exc}): incidents are not listed", *_env(run, plan)]
     return [
         *_steps(run, plan, events),
         *_env(run, plan),

@@ -14,7 +14,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from runners.evidence.results import ArmResult, RunResults, load_run_results
-from runners.files import read_json, write_atomic, write_json_atomic
+from runners.evidence.step_files import number, phase_record, section
+from runners.files import write_atomic, write_json_atomic
 from runners.gates.evaluate import GateReport, evaluate_gates, gsm8k_correct, registry_for
 from runners.gates.reproduction import DeltaRow
 from runners.plan import StepKey
@@ -52,22 +53,29 @@ def effective_wo_split(arm: ArmResult) -> str:
 def results_line(record: dict) -> str:
     """A step's own results in a few words: GSM8K accuracy, coherence warnings, goodput, server metrics."""
     parts = []
-    gsm = record.get("gsm8k")
+    gsm = section(record, "gsm8k")
     if gsm:
-        parts.append(f"GSM8K strict {gsm['strict_correct']}/{gsm['n']}, flexible {gsm['flexible_correct']}/{gsm['n']}")
-    coherence = record.get("coherence")
+        n = fmt(number(gsm.get("n")), 0)
+        parts.append(
+            f"GSM8K strict {fmt(number(gsm.get('strict_correct')), 0)}/{n}, "
+            f"flexible {fmt(number(gsm.get('flexible_correct')), 0)}/{n}"
+        )
+    coherence = section(record, "coherence")
     if coherence:
-        parts.append(f"coherence warnings {coherence['with_warnings']}/{coherence['checked']}")
-    goodput = (record.get("stats") or {}).get("goodput_req_s")
+        parts.append(
+            f"coherence warnings {fmt(number(coherence.get('with_warnings')), 0)}/"
+            f"{fmt(number(coherence.get('checked')), 0)}"
+        )
+    goodput = number(section(record, "stats").get("goodput_req_s"))
     if goodput is not None:
         parts.append(f"goodput {goodput:.2f} req/s")
-    metrics = record.get("server_metrics")
+    metrics = section(record, "server_metrics")
     if metrics:
-        kv = metrics.get("kv_cache_usage_perc_max")
+        kv = number(metrics.get("kv_cache_usage_perc_max"))
         kv_text = "n/a" if kv is None else f"{kv:.0%}"
         parts.append(
-            f"server: running max {fmt(metrics.get('num_requests_running_max'), 0)}, "
-            f"waiting max {fmt(metrics.get('num_requests_waiting_max'), 0)}, KV max {kv_text}"
+            f"server: running max {fmt(number(metrics.get('num_requests_running_max')), 0)}, "
+            f"waiting max {fmt(number(metrics.get('num_requests_waiting_max')), 0)}, KV max {kv_text}"
         )
     return "; ".join(parts)
 
@@ -133,19 +141,27 @@ def _gates(gates: GateReport) -> list[str]:
     return [*lines, ""]
 
 
+def delta_cells(row: DeltaRow) -> tuple[str, str, str, str, str]:
+    """A Δ row's prior, current, Δ, bound and within as text (Δ in % for µs/ms/s rows, in questions for GSM8K)."""
+    pct = row.unit != "questions"
+    unit = "%" if pct else ""
+
+    def value(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:.3f}" if pct else f"{v:g}"
+
+    delta = "n/a" if row.delta is None else f"{row.delta:+.2f}%" if pct else f"{row.delta:+g}"
+    bound = "info" if row.bound is None else f"±{row.bound:g}{unit}"
+    within = {True: "yes", False: "no", None: "-"}[row.within]
+    return value(row.prior), value(row.current), delta, bound, within
+
+
 def delta_table(rows: list[DeltaRow] | tuple[DeltaRow, ...]) -> list[str]:
     """The reproduction Δ% table as Markdown lines."""
     lines = ["| arm | metric | prior | current | Δ | bound | within |", "|---|---|---|---|---|---|---|"]
     for r in rows:
-        unit = "" if r.unit == "questions" else "%"
-        delta = "n/a" if r.delta is None else f"{r.delta:+.2f}{unit}" if unit else f"{r.delta:+g}"
-        bound = "info" if r.bound is None else f"±{r.bound:g}{unit}"
-        within = {True: "yes", False: "**no**", None: "-"}[r.within]
-        digits = 3 if r.unit in ("µs", "ms") else 2
-        lines.append(
-            f"| {r.arm} | {r.metric} ({r.unit}) | {fmt(r.prior, digits)} | {fmt(r.current, digits)} "
-            f"| {delta} | {bound} | {within} |"
-        )
+        prior, current, delta, bound, within = delta_cells(r)
+        within = "**no**" if r.within is False else within
+        lines.append(f"| {r.arm} | {r.metric} ({r.unit}) | {prior} | {current} | {delta} | {bound} | {within} |")
     return lines
 
 
@@ -177,14 +193,6 @@ def _arms(results: RunResults) -> list[str]:
     return [*lines, ""]
 
 
-def _phase_record(run: RunDir, step: StepKey) -> dict:
-    try:
-        record = read_json(run.step_dir(step) / "phase.json")
-    except (FileNotFoundError, ValueError):
-        return {}
-    return record if isinstance(record, dict) else {}
-
-
 def step_rows(results: RunResults) -> list[dict]:
     """Every step of the plan: done or not, its stats from phase.json and its results line."""
     run = RunDir(results.root)
@@ -194,10 +202,10 @@ def step_rows(results: RunResults) -> list[dict]:
         if not run.is_done(step):
             rows.append({"step": step.as_dict(), "kind": kind, "done": False, "results": "", "stats": None})
             continue
-        record = _phase_record(run, step)
+        record = phase_record(run, step)
         rows.append(
             {"step": step.as_dict(), "kind": kind, "done": True, "results": results_line(record),
-             "stats": record.get("stats")}
+             "stats": section(record, "stats") or None}
         )  # fmt: skip
     return rows
 
@@ -241,11 +249,12 @@ def _limitations(results: RunResults) -> list[str]:
 
 def _provenance(p: dict) -> list[str]:
     if not p:
-        return ["## Provenance", "", "provenance.json is missing.", ""]
-    host, gpu, versions = p.get("host") or {}, p.get("gpu") or {}, p.get("versions") or {}
-    project, plan = p.get("project") or {}, p.get("plan") or {}
+        return ["## Provenance", "", "provenance.json is missing or unreadable.", ""]
+    host, gpu, versions = section(p, "host"), section(p, "gpu"), section(p, "versions")
+    project, plan = section(p, "project"), section(p, "plan")
+    devices = gpu.get("devices") if isinstance(gpu.get("devices"), list) else []
     gpu_text = (
-        f"{', '.join(map(str, gpu.get('devices') or []))} (driver {gpu.get('driver')})"
+        f"{', '.join(map(str, devices))} (driver {gpu.get('driver')})"
         if gpu.get("available")
         else f"none ({gpu.get('reason', 'not recorded')})"
     )
@@ -260,11 +269,14 @@ def _provenance(p: dict) -> list[str]:
         f"- plan: {plan.get('source', '?')} (sha256 {str(plan.get('sha256', '?'))[:16]}…)",
         "- versions: " + ", ".join(f"{k} {v}" for k, v in versions.items() if v),
     ]
-    for session, target in (p.get("targets") or {}).items():
-        what = target.get("image_id") or target.get("url") or " ".join(map(str, target.get("command") or []))[:120]
-        digests = target.get("repo_digests") or []
+    for session, target in section(p, "targets").items():
+        target = target if isinstance(target, dict) else {}
+        command = target.get("command") if isinstance(target.get("command"), list) else []
+        what = target.get("image_id") or target.get("url") or " ".join(map(str, command))[:120]
+        digests = target.get("repo_digests") if isinstance(target.get("repo_digests"), list) else []
         lines.append(f"- target {session}: {what}{f' ({digests[0]})' if digests else ''}")
-    lines.append(f"- runner sessions: {len(p.get('sessions') or [])}")
+    sessions = p.get("sessions") if isinstance(p.get("sessions"), list) else []
+    lines.append(f"- runner sessions: {len(sessions)}")
     return [*lines, ""]
 
 
@@ -341,7 +353,8 @@ def write_report(root: Path, prior: Path | None = None, plots: bool = True) -> R
             prior_results = load_run_results(prior)
         except RunDirError as exc:
             raise RunDirError(f"the prior run to reproduce: {exc}") from None
-    gates = evaluate_gates(results, registry_for(results), prior_results)
+    registry = registry_for(results)
+    gates = evaluate_gates(results, registry, prior_results)
     written: tuple[Path, ...] = ()
     notes: tuple[str, ...] = ()
     if plots:
@@ -352,5 +365,7 @@ def write_report(root: Path, prior: Path | None = None, plots: bool = True) -> R
     steps = step_rows(results)
     run = RunDir(results.root)
     write_atomic(run.summary_md, render_summary(results, gates, steps, written, notes))
-    write_json_atomic(run.summary_json, summary_json(results, gates, steps, written))
+    data = summary_json(results, gates, steps, written)
+    data["registries"] = {"directory": str(registry.directory), "errors": list(registry.errors)}
+    write_json_atomic(run.summary_json, data)
     return ReportOutcome(run.summary_md, run.summary_json, written, notes, results, gates)

@@ -20,7 +20,8 @@ from pathlib import Path
 from engine.config_file import ConfigFileError, load_toml_model
 from runners.evidence.kernel_times import KernelTime, arm_kernel_times
 from runners.evidence.limitations import known_limitations
-from runners.files import read_json, read_jsonl
+from runners.evidence.step_files import number, phase_record, request_records, section, step_wall_s
+from runners.files import read_json
 from runners.gates.correctness import KernelCheck
 from runners.plan import GatesSpec, Plan, StepKey
 from runners.replay.metrics import PhaseStats, percentile, phase_stats, tpot_ms, ttft_ms
@@ -35,7 +36,6 @@ class Gsm8kScore:
     strict: float
     flexible: float
     n: int
-    runs: int
 
     def correct(self, match: str) -> float:
         """Correct answers under `match` ("strict" or "flexible")."""
@@ -176,20 +176,16 @@ def deciding_phases(plan: Plan) -> DecidingPhases:
     return DecidingPhases(gsm8k, wall, g.tpot_phase or wall, long_decode)
 
 
-def _phase_json(run: RunDir, step: StepKey) -> dict:
-    try:
-        record = read_json(run.step_dir(step) / "phase.json")
-    except (FileNotFoundError, ValueError):
-        return {}
-    return record if isinstance(record, dict) else {}
-
-
-def _wall(record: dict) -> float:
-    try:
-        wall = float(record["stats"]["wall_s"])
-    except (KeyError, TypeError, ValueError):
-        return 0.0
-    return wall if math.isfinite(wall) and wall > 0 else 0.0
+def _gsm8k(runs: list[dict]) -> Gsm8kScore | None:
+    scores = [(number(g.get("strict_correct")), number(g.get("flexible_correct")), number(g.get("n"))) for g in runs]
+    sound = [(st, fl, n) for st, fl, n in scores if st is not None and fl is not None and n is not None]
+    if not sound:
+        return None
+    return Gsm8kScore(
+        strict=statistics.fmean(st for st, _, _ in sound),
+        flexible=statistics.fmean(fl for _, fl, _ in sound),
+        n=int(sound[0][2]),
+    )
 
 
 def _sum_optional(values: list[float | None]) -> float | None:
@@ -197,42 +193,47 @@ def _sum_optional(values: list[float | None]) -> float | None:
     return math.fsum(present) if present else None
 
 
-def _phase_result(run: RunDir, plan: Plan, arm: str, phase_name: str) -> tuple[PhaseResult, list[RequestRecord]]:
+def _phase_result(
+    run: RunDir, plan: Plan, arm: str, phase_name: str
+) -> tuple[PhaseResult, list[RequestRecord], list[str]]:
+    """One phase of one arm; done steps whose evidence is damaged are left out and named in the notes."""
     phase = plan.phase(phase_name)
     steps = [StepKey(arm, phase.mode, phase.name, rep) for rep in range(phase.repeats)]
-    done = [s for s in steps if run.is_done(s)]
     records: list[RequestRecord] = []
     walls: list[float] = []
     gsm_runs: list[dict] = []
+    notes: list[str] = []
     checked = warned = 0
     accepted: list[float | None] = []
     drafted: list[float | None] = []
-    for step in done:
-        record = _phase_json(run, step)
-        records += [RequestRecord.from_dict(r) for r in read_jsonl(run.step_dir(step) / "requests.jsonl")]
-        walls.append(_wall(record))
-        if isinstance(record.get("gsm8k"), dict):
-            gsm_runs.append(record["gsm8k"])
-        coherence = record.get("coherence") or {}
-        checked += int(coherence.get("checked") or 0)
-        warned += int(coherence.get("with_warnings") or 0)
-        metrics = record.get("server_metrics") or {}
-        accepted.append(metrics.get("spec_decode_num_accepted_tokens_increase"))
-        drafted.append(metrics.get("spec_decode_num_draft_tokens_increase"))
-    gsm = None
-    if gsm_runs:
-        gsm = Gsm8kScore(
-            strict=statistics.fmean(float(g.get("strict_correct", 0)) for g in gsm_runs),
-            flexible=statistics.fmean(float(g.get("flexible_correct", 0)) for g in gsm_runs),
-            n=int(gsm_runs[0].get("n", 0)),
-            runs=len(gsm_runs),
-        )
+    for step in (s for s in steps if run.is_done(s)):
+        record = phase_record(run, step)
+        wall = step_wall_s(record)
+        if wall is None:
+            notes.append(f"{step.path}: phase.json is missing, damaged or has no wall time; the step is left out")
+            continue
+        recs, bad = request_records(run, step)
+        if bad:
+            notes.append(f"{step.path}: {bad} line(s) of requests.jsonl could not be read and are left out")
+        records += recs
+        walls.append(wall)
+        if "gsm8k" in record:
+            gsm_runs.append(section(record, "gsm8k"))
+        coherence = section(record, "coherence")
+        checked += int(number(coherence.get("checked")) or 0)
+        warned += int(number(coherence.get("with_warnings")) or 0)
+        metrics = section(record, "server_metrics")
+        accepted.append(number(metrics.get("spec_decode_num_accepted_tokens_increase")))
+        drafted.append(number(metrics.get("spec_decode_num_draft_tokens_increase")))
+    gsm = _gsm8k(gsm_runs)
+    if gsm_runs and gsm is None:
+        notes.append(f"{arm}/{phase.mode}/{phase.name}: GSM8K results are damaged in every repetition; no score")
     ok = [r for r in records if r.status == "ok"]
     result = PhaseResult(
         phase=phase.name,
         kind=phase.kind,
         mode=phase.mode,
-        reps_done=len(done),
+        reps_done=len(walls),
         reps_total=len(steps),
         wall_s=tuple(walls),
         stats=phase_stats(records, math.fsum(walls), phase.percentiles),
@@ -244,13 +245,13 @@ def _phase_result(run: RunDir, plan: Plan, arm: str, phase_name: str) -> tuple[P
         spec_accepted=_sum_optional(accepted),
         spec_drafted=_sum_optional(drafted),
     )
-    return result, records
+    return result, records, notes
 
 
 def _effective(run: RunDir, arm: str) -> tuple[str, dict[str, str], tuple[KernelCheck, ...] | None]:
     try:
         eff = read_json(run.effective_env_path(arm))
-    except (FileNotFoundError, ValueError):
+    except (OSError, ValueError):
         return "not started", {}, None
     if not isinstance(eff, dict):
         return "not started", {}, None
@@ -270,16 +271,12 @@ def _effective(run: RunDir, arm: str) -> tuple[str, dict[str, str], tuple[Kernel
 
 
 def _kernel_check(raw: dict) -> KernelCheck:
-    def number(key: str) -> float | None:
-        value = raw.get(key)
-        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
-
     return KernelCheck(
         kernel=str(raw.get("kernel", "?")),
         check=str(raw.get("check", "?")),
         passed=raw.get("passed") is True,
-        max_abs=number("max_abs"),
-        tolerance=number("tolerance"),
+        max_abs=number(raw.get("max_abs")),
+        tolerance=number(raw.get("tolerance")),
         detail=str(raw.get("detail", "")),
     )
 
@@ -296,29 +293,50 @@ def load_plan_copy(run: RunDir) -> Plan:
         raise RunDirError(f"{run.plan_toml}: {exc}") from None
 
 
+def _run_info(run: RunDir) -> dict:
+    try:
+        info = run.info()
+    except (OSError, ValueError) as exc:
+        raise RunDirError(f"{run.run_json} cannot be read ({exc}); the run directory is damaged") from None
+    if not isinstance(info, dict):
+        raise RunDirError(f"{run.run_json} is not a JSON object; the run directory is damaged")
+    return info
+
+
 def load_run_results(root: Path) -> RunResults:
     """Read everything gates and reports need from the run directory at `root`.
 
-    Raises RunDirError when `root` is not a run directory, ConfigFileError when its plan copy is invalid.
+    Damaged evidence (unreadable phase.json or request lines, oversized traces, a broken
+    state.json) is left out and listed among the limitations. Raises RunDirError when `root` is not
+    a readable run directory, ConfigFileError when its plan copy is invalid.
     """
     run = RunDir(root)
     if not run.is_run():
         raise RunDirError(f"{root} is not a run directory (no run.json)")
-    info = run.info()
+    info = _run_info(run)
     plan = load_plan_copy(run)
-    state = run.read_state()
+    notes: list[str] = []
+    status = "created"
+    try:
+        state = run.read_state()
+    except (OSError, ValueError, TypeError) as exc:
+        state, status = None, "unknown"
+        notes.append(f"state.json cannot be read ({exc}); the run's status is unknown")
     arms = []
     for spec in plan.arms:
         phases: dict[str, PhaseResult] = {}
         primary_records: list[RequestRecord] = []
         primary_wall = 0.0
         for phase in plan.phases:
-            result, records = _phase_result(run, plan, spec.name, phase.name)
+            result, records, phase_notes = _phase_result(run, plan, spec.name, phase.name)
             phases[phase.name] = result
+            notes += phase_notes
             if phase.mode == "primary":
                 primary_records += records
                 primary_wall += math.fsum(result.wall_s)
         env_status, effective, checks = _effective(run, spec.name)
+        kernel_times, trace_notes = arm_kernel_times(run, plan, spec.name)
+        notes += trace_notes
         arms.append(
             ArmResult(
                 name=spec.name,
@@ -335,22 +353,22 @@ def load_run_results(root: Path) -> RunResults:
                 phases=phases,
                 primary=phase_stats(primary_records, primary_wall),
                 kernel_checks=checks,
-                kernel_times=arm_kernel_times(run, plan, spec.name),
+                kernel_times=kernel_times,
             )
         )
     try:
         provenance = read_json(run.provenance)
-    except (FileNotFoundError, ValueError):
+    except (OSError, ValueError):
         provenance = {}
     return RunResults(
         run_id=str(info.get("run_id", run.root.name)),
         plan=plan,
-        status=state.label() if state else "created",
+        status=state.label() if state else status,
         root=run.root,
         arms=tuple(arms),
-        limitations=tuple(known_limitations(run, plan)),
+        limitations=(*known_limitations(run, plan), *notes),
         provenance=provenance if isinstance(provenance, dict) else {},
-        plan_dir=Path(info["plan_dir"]) if info.get("plan_dir") else None,
-        started_at=state.started_at if state else None,
-        ended_at=state.ended_at if state else None,
+        plan_dir=Path(str(info["plan_dir"])) if info.get("plan_dir") else None,
+        started_at=number(state.started_at) if state else None,
+        ended_at=number(state.ended_at) if state else None,
     )

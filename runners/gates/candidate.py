@@ -2,9 +2,10 @@
 
 An arm is a **default candidate** when its wall time improves on the baseline's by at least the
 threshold (5% by default), its GSM8K score does not regress (it trails the baseline by no more
-than the parity bound), and its TPOT p95 is not worse (within an optional tolerance). It is
-**reject** when its quality fails (GSM8K regression or floor) or its kernels failed a correctness
-check; otherwise **keep opt-in**. When several arms qualify, the one with the lowest TPOT p95
+than the parity bound), and its TPOT p95 is not worse (within an optional tolerance) — with no
+failed request in the deciding phase (failures make wall times incomparable) and a passing
+mechanism gate. It is **reject** when its quality fails (GSM8K regression or floor) or its kernels
+failed a correctness check; otherwise **keep opt-in**. When several arms qualify, the one with the lowest TPOT p95
 (then the lowest wall mean, then plan order) stays the default candidate and the others are kept
 opt-in, naming the winner. Missing numbers give `no_data` and no verdict.
 """
@@ -24,7 +25,8 @@ REJECT = "reject"
 class CandidateInput:
     """What the verdict reads for one arm; None where not measured.
 
-    `quality_ok` and `correct_kernels`: False when that gate failed, None when it had no data.
+    `quality_ok`, `correct_kernels` and `mechanism_ok`: False when that gate failed, None when it
+    had no data. `failed_requests`: failed requests in the deciding (wall) phase.
     """
 
     arm: str
@@ -33,6 +35,8 @@ class CandidateInput:
     gsm8k_correct: float | None
     quality_ok: bool | None = None
     correct_kernels: bool | None = None
+    mechanism_ok: bool | None = None
+    failed_requests: int = 0
 
 
 @dataclass(frozen=True)
@@ -77,7 +81,13 @@ def _judge(arm: CandidateInput, base: CandidateInput, rules: CandidateRules) -> 
             f"may be worse by at most {rules.tpot_p95_tolerance_pct:g}%",
         ),
     ]
+    if arm.failed_requests:
+        failed = f"{arm.failed_requests} request(s) failed in the deciding phase: wall time is not comparable"
+        criteria.append(Criterion(False, failed))
+    if arm.mechanism_ok is False:
+        criteria.append(Criterion(False, "mechanism gate failed: the arm's declared mechanism is not acceptable"))
     numbers = {
+        "failed_requests": arm.failed_requests,
         "wall_mean_s": arm.wall_mean_s,
         "baseline_wall_mean_s": base.wall_mean_s,
         "wall_improvement_pct": improvement,

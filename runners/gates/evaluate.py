@@ -33,10 +33,6 @@ class GateReport:
     reproduction_rows: tuple[DeltaRow, ...] = ()
     prior_run: str | None = None
 
-    def for_arm(self, arm: str) -> list[GateResult]:
-        """The gate results about `arm`."""
-        return [g for g in self.gates if g.arm == arm]
-
     def as_dict(self) -> dict:
         """JSON form."""
         return {
@@ -116,6 +112,8 @@ def evaluate_gates(results: RunResults, registry: Registry, prior: RunResults | 
             gsm8k_correct=correct,
             quality_ok={"pass": True, "fail": False}.get(quality.status),
             correct_kernels={"pass": True, "fail": False}.get(correctness.status),
+            mechanism_ok={"pass": True, "fail": False}.get(mechanism.status),
+            failed_requests=wall.stats.failed if wall else 0,
         )
         if is_base:
             baseline_input = entry

@@ -1,7 +1,7 @@
 """The mechanism gate: an arm's declared serving mechanism checked against the registries.
 
 The four rules:
-1. a non-baseline mechanism and variant must be registered;
+1. a non-baseline mechanism and variant must be registered (only baseline/baseline needs no entry);
 2. `quality_eval_status` is one of pending, completed, failed, not_required (and `support` one of
    supported, experimental, unsupported; a named `quality_eval` must be registered);
 3. a `supported` arm with a lossy variant needs a completed, registered quality evaluation;
@@ -45,7 +45,7 @@ def _registered(m: MechanismInput, registry: Registry) -> list[Criterion]:
     if entry is None:
         known = ", ".join(sorted(registry.mechanisms)) or "none"
         return [Criterion(False, f"mechanism {m.mechanism!r} is not registered (registered: {known})")]
-    if m.variant != BASELINE and m.variant not in entry.variants:
+    if m.variant not in entry.variants:
         known = ", ".join(sorted(entry.variants))
         return [Criterion(False, f"variant {m.variant!r} of {m.mechanism} is not registered (registered: {known})")]
     return [Criterion(True, f"{m.mechanism}/{m.variant} registered")]

@@ -2,8 +2,10 @@
 
 Per arm present in both runs: each kernel's mean µs and the decode ms/token (mean TPOT of the
 deciding phase) must change by no more than ±tolerance% (2% by default), and the GSM8K score by
-no more than ±N questions (2 by default). Rows missing on either side are shown but not judged;
-a run pair with nothing judgeable is `no_data`. Verdicts: `reproduces within noise` / `diverges`.
+no more than ±N questions (2 by default). A number measured on one side only (a lost trace, a
+renamed kernel, a missing phase) and an arm of the prior run missing from this one cannot be
+judged: the verdict is then `no_data` unless something diverged. Verdicts: `reproduces within
+noise` / `diverges`.
 """
 
 from __future__ import annotations
@@ -80,6 +82,10 @@ def _describe(row: DeltaRow) -> str:
     return f"{row.arm}: {row.metric} {row.delta:+.2f}% (bound ±{row.bound:g}%)"
 
 
+def _side(row: DeltaRow) -> str:
+    return "the prior run" if row.current is None else "this run"
+
+
 def reproduction_gate(
     prior: list[ReproInput], current: list[ReproInput], tolerance_pct: float = 2.0, gsm8k_questions: int = 2
 ) -> tuple[GateResult, list[DeltaRow]]:
@@ -90,12 +96,15 @@ def reproduction_gate(
         if p.arm in by_name:
             rows += delta_rows(p, by_name[p.arm], tolerance_pct, gsm8k_questions)
     judged = [r for r in rows if r.bound is not None and r.within is not None]
-    criteria = [Criterion(r.within, _describe(r)) for r in judged]
-    if not judged:
-        criteria = [Criterion(None, "no arm has a number measured in both runs (kernel µs, ms/token or GSM8K)")]
-    status, failed = combine(criteria)
+    one_sided = [r for r in rows if r.bound is not None and r.within is None and (r.prior, r.current) != (None, None)]
     only_prior = sorted(set(p.arm for p in prior) - set(by_name))
     only_current = sorted(set(by_name) - set(p.arm for p in prior))
+    criteria = [Criterion(r.within, _describe(r)) for r in judged]
+    criteria += [Criterion(None, f"{r.arm}: {r.metric} measured in {_side(r)} only") for r in one_sided]
+    criteria += [Criterion(None, f"arm {arm} of the prior run is missing from this run") for arm in only_prior]
+    if not judged:
+        criteria.append(Criterion(None, "no arm has a number measured in both runs (kernel µs, ms/token or GSM8K)"))
+    status, failed = combine(criteria)
     numbers = {
         "judged": len(judged),
         "within": sum(bool(r.within) for r in judged),
