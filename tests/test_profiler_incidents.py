@@ -85,3 +85,7 @@ def test_a_stop_profile_that_does_not_finish_kills_the_target_and_the_soak_goes_
     assert len(verified) == 3  # primary, supplementary, and the restarted supplementary target
     phase = read_json(out / "arms" / "split4" / "supplementary" / "profiled" / "0" / "phase.json")
     assert phase["profile"]["status"] == "lost" and phase["profile"]["trace"] is None
+    limitations = (out / "summary.md").read_text().split("## Known limitations")[1].split("## Provenance")[0]
+    assert "- trace lost: split4/supplementary/profiled/0: " in limitations
+    assert "did not answer within 2 s" in limitations
+    assert "the serve target was restarted 1 time(s) mid-session" in limitations

@@ -27,7 +27,7 @@ from runners.files import read_json
 from runners.plan import Plan
 from runners.rundir import RunDir
 
-MAX_TRACE_BYTES = 512 << 20
+MAX_TRACE_BYTES = 256 << 20
 GPU_CATEGORIES = frozenset({"kernel", "Kernel", "gpu_op"})
 CPU_CATEGORIES = frozenset({"cpu_op", "operator"})
 
