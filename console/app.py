@@ -15,6 +15,7 @@ from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.css.query import NoMatches
 from textual.message import Message
 from textual.widgets import DataTable, Footer, ProgressBar, RichLog, Static, Tree
 from textual.widgets.tree import TreeNode
@@ -289,7 +290,11 @@ class RunConsole(App[None]):
             runner = f"runner exited ({status.exit_code})"
         else:
             runner = "runner not running"
-        self.query_one("#title", Static).update(
+        try:
+            title = self.query_one("#title", Static)
+        except NoMatches:  # a message that arrives while the app shuts down, after its widgets are gone
+            return
+        title.update(
             f"[b]{view.run_id}[/b]  ·  plan {view.plan}  ·  {status.label}  ·  {clock}  ·  {runner}"
             f"  ·  memory {view.watchdog_level.upper()}"
         )
