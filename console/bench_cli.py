@@ -20,7 +20,7 @@ from runners.replay.metrics import Distribution
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    """Add `bench client` and `bench mock-server` to the CLI."""
+    """Add `bench client`, `mock-server`, `watchdog` and `kernels` to the CLI."""
     bench = sub.add_parser("bench", help="benchmark the replay client (and a mock server to run it against)")
     what = bench.add_subparsers(dest="bench", required=True, metavar="WHAT")
     client = what.add_parser("client", help="the soak's replay client at fixed concurrency against URL")
@@ -45,6 +45,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     watchdog.add_argument("--horizon", type=float, default=5.0, help="prediction horizon s (0.001: floors only)")
     watchdog.add_argument("--idle-s", type=float, default=0.0, help="also measure the guard's idle CPU for S seconds")
     watchdog.add_argument("--json", type=Path, metavar="OUT", help="also write the results as JSON")
+    kernels = what.add_parser("kernels", help="build every CuTe DSL kernel for an arch, no GPU needed")
+    kernels.add_argument(
+        "--compile-only", action="store_true", required=True,
+        help="compile with fake tensors and report the builds (the timing bench is not built yet)",
+    )  # fmt: skip
+    kernels.add_argument("--arch", default="sm_121a", help="comma-separated, e.g. sm_121a,sm_90a (default sm_121a)")
+    kernels.add_argument("--dump-dir", type=Path, metavar="DIR", help="keep PTX and cubin here (default a temp dir)")
+    kernels.add_argument("--json", type=Path, metavar="OUT", help="also write the results as JSON")
 
 
 def _positive(text: str) -> int:
@@ -58,6 +66,8 @@ def run(args: argparse.Namespace, console: Console) -> int:
     """Run the chosen benchmark command; returns the exit code."""
     if args.bench == "watchdog":
         return _watchdog(args, console)
+    if args.bench == "kernels":
+        return _kernels(args, console)
     if args.bench == "mock-server":
         settings = MockSettings(args.ttft_ms, args.itl_ms, args.tokens, args.fault, args.fault_every)
         console.print(f"mock server on http://{args.host}:{args.port} ({settings}); Ctrl-C stops it", highlight=False)
@@ -101,6 +111,37 @@ def _dist(d: Distribution) -> str:
 
 
 
+
+
+def _kernels(args: argparse.Namespace, console: Console) -> int:
+    from engine.kernels.cute.wo_gemv import CuteUnavailableError
+    from runners.bench.kernel_compile import compile_all
+
+    table = Table(title="bench kernels --compile-only: CuTe DSL builds (fake tensors, no GPU)")
+    for col in ("kernel", "variant", "arch", "regs", "cubin B", "128-bit loads", "compile s"):
+        table.add_column(col)
+    rows = []
+    for arch in (a.strip() for a in args.arch.split(",") if a.strip()):
+        try:
+            built = compile_all(arch, args.dump_dir)
+        except CuteUnavailableError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        except KeyError:
+            hint = "try sm_121a, sm_100a or sm_90a"
+            print(f"error: --arch: the CuTe DSL does not know {arch!r}; {hint}", file=sys.stderr)
+            return 2
+        except Exception as exc:  # the DSL's own errors (a compiler failure) name the cause
+            print(f"error: compiling for {arch} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 1
+        for k in built:
+            rows.append(k.as_dict())
+            table.add_row(k.kernel, k.variant, k.arch, str(k.registers or "n/a"), f"{k.cubin_bytes:,}",
+                          "yes" if k.vectorized_128 else "NO", f"{k.compile_s:.2f}")  # fmt: skip
+    console.print(table)
+    if args.json:
+        write_json_atomic(args.json, {"kernels": rows})
+    return 0 if rows and all(r["vectorized_128"] for r in rows) else 1
 
 
 def _watchdog(args: argparse.Namespace, console: Console) -> int:

@@ -65,3 +65,20 @@ def test_matches_reference_split_order_bit_exactly(wo_split):
         y = wo_gemv(x, packed, scales, t.global_scale, KV_HEADS, wo_split)
         torch.cuda.synchronize()
         assert (y - expected).abs().max().item() == 0
+
+
+def test_bench_kernels_compile_only_reports_every_build_for_sm_121a(tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "kernels.json"
+    cli = [sys.executable, "-m", "console.cli", "bench", "kernels", "--compile-only"]
+    result = subprocess.run([*cli, "--arch", "sm_121a", "--dump-dir", str(tmp_path / "dump"), "--json", str(out)],
+                            capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr + result.stdout
+    rows = json.loads(out.read_text())["kernels"]
+    assert [r["variant"].split()[-1] for r in rows] == [f"wo_split={s}" for s in VALID_WO_SPLITS]
+    assert all(r["arch"] == "sm_121a" and r["vectorized_128"] and r["cubin_bytes"] > 0 for r in rows)
+    bad = subprocess.run([*cli, "--arch", "sm_999z"], capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "does not know 'sm_999z'" in bad.stderr and "Traceback" not in bad.stderr
