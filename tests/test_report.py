@@ -19,6 +19,7 @@ from runners.gates.evaluate import evaluate_gates, registry_for, repro_inputs
 from runners.gates.reproduction import reproduction_gate
 from runners.rundir import create_run_dir
 from tests.conftest import ENGINE_CONFIG, ROOT, fault_plan, run_headless, write_plan
+from tests.test_profiler_incidents import PHASES as PROFILED_PHASES
 
 pytestmark = pytest.mark.slow
 CLI = [sys.executable, "-m", "console.cli"]
@@ -243,28 +244,6 @@ def test_an_oversized_trace_is_skipped_and_named(demo_runs, tmp_path: Path, monk
     times = results.arm("wo-split-1").kernel_times
     assert times["wo_gemv"].mean_us == 10.0 and times["wo_gemv"].count == 2 and times["wo_gemv"].source == "gpu"
     assert any("trace skipped" in x and "big.json" in x and "limit" in x for x in results.limitations)
-
-
-PROFILED_PHASES = """
-[[phases]]
-name = "clean"
-kind = "sharegpt"
-requests = 3
-concurrency = 3
-max_tokens = 8
-http_timeout_s = 30
-
-[[phases]]
-name = "profiled"
-kind = "sharegpt"
-mode = "supplementary"
-profile = true
-profile_stop_timeout_s = 60
-requests = 3
-concurrency = 3
-max_tokens = 8
-http_timeout_s = 30
-"""
 
 
 def test_kernel_times_come_from_the_real_profiler_trace_and_feed_reproduction(tmp_path: Path) -> None:
