@@ -430,8 +430,14 @@ def test_a_sigkilled_runners_container_is_stopped_by_its_guard(
 
             assert wait_until(lambda: not running(), 10), "the guard left the container running"
         assert time.monotonic() - killed_at <= 10
-        ended = [e for e in read_jsonl(out / "events.jsonl") if e["type"] == "guard_ended_target"]
-        assert ended and "is gone" in ended[0]["cause"] and "container" in ended[0]["outcome"]
+
+        def ended() -> list[dict]:
+            return [e for e in read_jsonl(out / "events.jsonl") if e["type"] == "guard_ended_target"]
+
+        # the guard records the stop once the engine has confirmed it, a moment after the container is gone
+        assert wait_until(lambda: bool(ended()), 5), "the guard stopped the container but recorded nothing"
+        event = ended()[0]
+        assert "is gone" in event["cause"] and "container" in event["outcome"]
     finally:
         if runner.poll() is None:
             runner.kill()
