@@ -134,9 +134,7 @@ def _validate(path: Path) -> int:
     print(f"  steps: {len(steps)} in {len(plan.sessions())} serve sessions ({modes})")
     registry = load_registry(loaded.resolve(plan.gates.registries) if plan.gates.registries else None)
     for arm in plan.arms:
-        fields = MechanismInput(arm.name, arm.mechanism, arm.variant, arm.support, arm.quality_eval,
-                                arm.quality_eval_status, arm.draft_model_id, arm.acceptance_rate)  # fmt: skip
-        for criterion in mechanism_gate(fields, registry).failed_criteria:
+        for criterion in mechanism_gate(MechanismInput.declared_by(arm), registry).failed_criteria:
             if criterion.startswith(ACCEPTANCE_RULE) and arm.acceptance_rate is None:
                 print(f"  note: arm {arm.name}: the acceptance rate is taken from the server's vllm:spec_decode_* "
                       "metrics at run time; declare acceptance_rate if it does not export them")  # fmt: skip

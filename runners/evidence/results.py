@@ -23,6 +23,7 @@ from runners.evidence.limitations import known_limitations
 from runners.evidence.step_files import number, phase_record, request_records, section, step_wall_s
 from runners.files import read_json
 from runners.gates.correctness import KernelCheck
+from runners.gates.mechanism import MechanismInput
 from runners.plan import GatesSpec, Plan, StepKey
 from runners.replay.metrics import PhaseStats, percentile, phase_stats, tpot_ms, ttft_ms
 from runners.replay.records import RequestRecord
@@ -88,13 +89,7 @@ class ArmResult:
 
     name: str
     env: dict[str, str]
-    mechanism: str
-    variant: str
-    support: str
-    quality_eval: str | None
-    quality_eval_status: str
-    draft_model_id: str | None
-    declared_acceptance_rate: float | None
+    declared: MechanismInput  # the mechanism fields as the plan declares them
     env_status: str  # verified | unverified | mismatch | not started
     effective_env: dict[str, str]
     phases: dict[str, PhaseResult]
@@ -107,7 +102,7 @@ class ArmResult:
         """Speculative decoding acceptance: accepted / drafted tokens from the server's metrics, else declared."""
         accepted = sum(p.spec_accepted or 0.0 for p in self.phases.values())
         drafted = sum(p.spec_drafted or 0.0 for p in self.phases.values())
-        return accepted / drafted if drafted > 0 else self.declared_acceptance_rate
+        return accepted / drafted if drafted > 0 else self.declared.acceptance_rate
 
     def phase(self, name: str | None) -> PhaseResult | None:
         """The named phase's result, or None when the name is None or the phase has no done repetition."""
@@ -341,13 +336,7 @@ def load_run_results(root: Path) -> RunResults:
             ArmResult(
                 name=spec.name,
                 env=dict(spec.env),
-                mechanism=spec.mechanism,
-                variant=spec.variant,
-                support=spec.support,
-                quality_eval=spec.quality_eval,
-                quality_eval_status=spec.quality_eval_status,
-                draft_model_id=spec.draft_model_id,
-                declared_acceptance_rate=spec.acceptance_rate,
+                declared=MechanismInput.declared_by(spec),
                 env_status=env_status,
                 effective_env=effective,
                 phases=phases,

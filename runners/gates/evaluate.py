@@ -8,13 +8,13 @@ then reproduction against a prior run when one is given (the plan's `gates.repro
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from runners.evidence.results import ArmResult, RunResults
 from runners.gates.candidate import CandidateInput, CandidateRules, candidate_verdicts
 from runners.gates.coherence import coherence_gate
 from runners.gates.correctness import correctness_gate
-from runners.gates.mechanism import MechanismInput, mechanism_gate
+from runners.gates.mechanism import mechanism_gate
 from runners.gates.quality import quality_gate
 from runners.gates.registry import Registry, load_registry
 from runners.gates.reproduction import DeltaRow, ReproInput, reproduction_gate
@@ -93,13 +93,7 @@ def evaluate_gates(results: RunResults, registry: Registry, prior: RunResults | 
             match=g.gsm8k_match,
         )  # fmt: skip
         correctness = correctness_gate(arm.name, arm.kernel_checks)
-        mechanism = mechanism_gate(
-            MechanismInput(
-                arm.name, arm.mechanism, arm.variant, arm.support, arm.quality_eval, arm.quality_eval_status,
-                arm.draft_model_id, arm.acceptance_rate,
-            ),
-            registry,
-        )  # fmt: skip
+        mechanism = mechanism_gate(replace(arm.declared, acceptance_rate=arm.acceptance_rate), registry)
         long_decode = arm.phase(deciding.long_decode)
         checked = long_decode.coherence_checked if long_decode else 0
         coherence = coherence_gate(arm.name, checked, long_decode.coherence_warned if long_decode else 0)

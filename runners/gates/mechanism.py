@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from runners.gates.registry import Registry
 from runners.gates.result import Criterion, GateResult, combine
+from runners.plan import ArmSpec
 
 BASELINE = "baseline"
 QUALITY_EVAL_STATUSES = ("pending", "completed", "failed", "not_required")
@@ -36,6 +37,12 @@ class MechanismInput:
     quality_eval_status: str = "not_required"
     draft_model_id: str | None = None
     acceptance_rate: float | None = None
+
+    @classmethod
+    def declared_by(cls, arm: ArmSpec) -> MechanismInput:
+        """The mechanism fields a plan's arm declares (its acceptance rate as declared, not measured)."""
+        return cls(arm.name, arm.mechanism, arm.variant, arm.support, arm.quality_eval, arm.quality_eval_status,
+                   arm.draft_model_id, arm.acceptance_rate)  # fmt: skip
 
 
 def _registered(m: MechanismInput, registry: Registry) -> list[Criterion]:

@@ -125,12 +125,12 @@ def arm_records(results: RunResults, report: GateReport) -> list[dict]:
             "env_json": _json(arm.env),
             "env_status": arm.env_status,
             "verdict": report.verdicts.get(arm.name),
-            "mechanism": arm.mechanism,
-            "variant": arm.variant,
-            "support": arm.support,
-            "quality_eval": arm.quality_eval,
-            "quality_eval_status": arm.quality_eval_status,
-            "draft_model_id": arm.draft_model_id,
+            "mechanism": arm.declared.mechanism,
+            "variant": arm.declared.variant,
+            "support": arm.declared.support,
+            "quality_eval": arm.declared.quality_eval,
+            "quality_eval_status": arm.declared.quality_eval_status,
+            "draft_model_id": arm.declared.draft_model_id,
             "acceptance_rate": _num(arm.acceptance_rate),
         }
         for arm in results.arms
