@@ -75,9 +75,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
             event_loop.run(serve_mock(args.host, args.port, settings))
         return 0
     try:
-        result = event_loop.run(
-            bench_client(args.url, args.concurrency, args.requests, args.endpoint, args.max_tokens)
-        )
+        result = event_loop.run(bench_client(args.url, args.concurrency, args.requests, args.endpoint, args.max_tokens))
     except BenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -110,11 +108,8 @@ def _dist(d: Distribution) -> str:
     return f"mean {_num(d.mean, 2)}  {pcts}"
 
 
-
-
-
 def _kernels(args: argparse.Namespace, console: Console) -> int:
-    from engine.kernels.cute.wo_gemv import CuteUnavailableError
+    from engine.kernels.cute.build import CuteUnavailableError
     from runners.bench.kernel_compile import compile_all
 
     table = Table(title="bench kernels --compile-only: CuTe DSL builds (fake tensors, no GPU)")

@@ -266,9 +266,7 @@ class ArmSpec(BaseModel):
     env: dict[str, EnvValue] = Field(default_factory=dict)
     mechanism: str = Field("baseline", description="serving mechanism, e.g. kv_quantization (registry key)")
     variant: str = Field("baseline", description="the mechanism's variant, e.g. fp8_e4m3 (registry key)")
-    support: str = Field(
-        "experimental", description='"supported" (offered to users), "experimental" or "unsupported"'
-    )
+    support: str = Field("experimental", description='"supported" (offered to users), "experimental" or "unsupported"')
     quality_eval: str | None = Field(None, description="the quality evaluation behind the variant, e.g. ruler_v1")
     quality_eval_status: str = Field("not_required", description="pending | completed | failed | not_required")
     draft_model_id: str | None = Field(None, description="speculative decoding: the draft model")

@@ -381,9 +381,7 @@ def test_a_soak_against_engine_containers_survives_a_container_killed_from_outsi
 
         assert wait_until(lambda: step_started("split1") or runner.poll() is not None, 120)
         with docker_engine.client() as c:
-            found = c.get(
-                "/containers/json", params={"filters": json.dumps({"label": ["gb10.arm=split1"]})}
-            ).json()
+            found = c.get("/containers/json", params={"filters": json.dumps({"label": ["gb10.arm=split1"]})}).json()
             assert len(found) == 1
             assert c.post(f"/containers/{found[0]['Id']}/kill").status_code == 204
         output, _ = runner.communicate(timeout=180)

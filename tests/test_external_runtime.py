@@ -48,9 +48,7 @@ http_timeout_s = 30
     return path
 
 
-def test_a_soak_against_an_external_server_verifies_env_and_leaves_it_running(
-    engine_url: str, tmp_path: Path
-) -> None:
+def test_a_soak_against_an_external_server_verifies_env_and_leaves_it_running(engine_url: str, tmp_path: Path) -> None:
     """The arm the server runs is measured; the arm it does not run is refused; the server keeps running."""
     out = tmp_path / "run"
     result = subprocess.run(

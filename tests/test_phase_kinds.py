@@ -169,7 +169,7 @@ def test_trace_prompts_share_prefixes_by_hash_id(tmp_path: Path) -> None:
 
 def test_phase_kind_errors_name_the_field(tmp_path: Path) -> None:
     write_inputs(tmp_path)
-    bad = PLAN.replace('rate = 20\n', "").replace('kind = "gsm8k"\n', 'kind = "gsm8k"\nendpoint = "chat"\n')
+    bad = PLAN.replace("rate = 20\n", "").replace('kind = "gsm8k"\n', 'kind = "gsm8k"\nendpoint = "chat"\n')
     bad = bad.replace('trace = "trace.jsonl"', 'trace = "missing.jsonl"')
     (tmp_path / "plan.toml").write_text(bad)
     with pytest.raises(ConfigFileError) as err:

@@ -192,9 +192,13 @@ DAMAGE = {
     "stats garbage": lambda step: _edit_json(
         step / "phase.json", lambda d: d["stats"].update(output_tokens_from_chunks="x", goodput_req_s="fast")
     ),
-    "request lines garbage": lambda step: (step / "requests.jsonl").open("a").write(
-        '{"foo": 1}\n{"index": 1, "endpoint": "chat", "prompt_source": "p", "prompt_chars": 1, "max_tokens": 1, '
-        '"scheduled_ns": 0, "ttft_ns": "x"}\n[1, 2]\n'
+    "request lines garbage": lambda step: (
+        (step / "requests.jsonl")
+        .open("a")
+        .write(
+            '{"foo": 1}\n{"index": 1, "endpoint": "chat", "prompt_source": "p", "prompt_chars": 1, "max_tokens": 1, '
+            '"scheduled_ns": 0, "ttft_ns": "x"}\n[1, 2]\n'
+        )
     ),
     "provenance garbage": lambda step: (step.parents[4] / "provenance.json").write_text(
         '{"host": "x", "gpu": [], "targets": {"s": "x"}, "sessions": 3}'
@@ -203,8 +207,8 @@ DAMAGE = {
     "effective.json garbage": lambda step: (step.parents[2] / "effective.json").write_text(
         '{"reported": 5, "mismatches": "x", "kernel_checks": [1, {"passed": "yes", "max_abs": "big"}]}'
     ),
-    "events garbage": lambda step: (step.parents[4] / "events.jsonl").open("a").write(
-        '[1]\n{"type": "step_failed", "step": {"arm": null}}\n"x"\n'
+    "events garbage": lambda step: (
+        (step.parents[4] / "events.jsonl").open("a").write('[1]\n{"type": "step_failed", "step": {"arm": null}}\n"x"\n')
     ),
 }
 

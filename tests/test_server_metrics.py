@@ -162,7 +162,9 @@ def test_counter_resets_and_absences_by_hand() -> None:
     assert [s.increases["prompt_tokens"] for s in steps] == [None, None, 7.0, 2.0, 0.0, 3.0]
     assert [s.resets for s in steps] == [(), (), ("num_preemptions", "generation_tokens"), (), (), ()]
     assert tracker.totals == {
-        "num_preemptions": 1.0, "prompt_tokens": 12.0, "generation_tokens": 140.0,
+        "num_preemptions": 1.0,
+        "prompt_tokens": 12.0,
+        "generation_tokens": 140.0,
         **NO_SPEC,
     }
     assert tracker.reset_count == 2
@@ -305,7 +307,9 @@ async def test_sampler_records_values_reset_garbage_and_http_errors_and_stops_pr
     assert first["error"] is None and first["values"]["num_requests_running"] == 2.0
     assert first["values"]["kv_cache_usage_perc"] is None and first["increases"]["generation_tokens"] is None
     assert second["increases"] == {
-        "num_preemptions": None, "prompt_tokens": 10.0, "generation_tokens": 5.0,
+        "num_preemptions": None,
+        "prompt_tokens": 10.0,
+        "generation_tokens": 5.0,
         **NO_SPEC,
     }
     assert reset["resets"] == ["generation_tokens"] and reset["increases"]["generation_tokens"] == 4.0

@@ -40,8 +40,8 @@ def compile_all(arch: str, dump_root: Path | None = None) -> list[CompiledKernel
         report = compile_wo_gemv(**WO_SHAPE, wo_split=split, arch=arch, dump_dir=root / arch / f"wo_gemv_split{split}")
         out.append(
             CompiledKernel(
-                kernel="wo_gemv_nvfp4",
-                variant=f"K={WO_SHAPE['k']} N={WO_SHAPE['n']} kv_heads={WO_SHAPE['num_kv_heads']} wo_split={split}",
+                kernel=report.kernel,
+                variant=report.variant,
                 arch=arch,
                 registers=report.registers,
                 cubin_bytes=report.cubin_bytes,

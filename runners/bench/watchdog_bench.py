@@ -60,7 +60,7 @@ def _plan(floors: tuple[float, float, float] | None, horizon_s: float = 5.0) -> 
     return f"""
 name = "watchdog-bench"
 [serve]
-engine_config = "{PROJECT_ROOT / 'configs' / 'engine-tiny.toml'}"
+engine_config = "{PROJECT_ROOT / "configs" / "engine-tiny.toml"}"
 {table}
 [[arms]]
 name = "hog"

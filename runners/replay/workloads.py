@@ -80,8 +80,10 @@ def prepare(phase: Phase, loaded: LoadedPlan, arrival_seed: int = 0) -> Workload
     else:
         turns = phase.max_turns if isinstance(phase, ShareGptPhase) else 1
         count = phase.streams if isinstance(phase, ConcurrentPhase) else phase.requests
-        pool = builtin_conversations(turns) if phase.dataset == "builtin" else load_sharegpt(
-            loaded.resolve(phase.dataset), turns
+        pool = (
+            builtin_conversations(turns)
+            if phase.dataset == "builtin"
+            else load_sharegpt(loaded.resolve(phase.dataset), turns)
         )
         conversations = select_conversations(pool, count, phase.max_prompt_chars, phase.dataset)
     if isinstance(phase, ConcurrentPhase):

@@ -17,9 +17,6 @@ sm_90a as well as on sm_100+/sm_12x. E4M3 NaN codes are not handled (NVFP4 scale
 
 from __future__ import annotations
 
-import re
-import struct
-import time
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -27,17 +24,19 @@ from typing import Any
 
 import torch
 
+from engine.kernels.cute.build import (
+    CompileReport,
+    compile_kept,
+    current_stream,
+    cute_modules,
+    fake_stream,
+    fake_tensor,
+    require_cuda,
+)
 from engine.kernels.wo_split import WoSplitError, check_wo_split
 
 THREADS = 128
 VALUES_PER_LOAD = 32  # one 128-bit load = 16 bytes of packed fp4
-_EIATTR_REGCOUNT = 0x2F
-_EIFMT_SVAL = 0x04
-_LOAD_128 = re.compile(r"ld\.global(?:\.[a-z0-9:_]+)*\.(?:v4\.(?:b32|u32|s32|f32)|v2\.(?:b64|u64|s64|f64))\s")
-
-
-class CuteUnavailableError(RuntimeError):
-    """The CuTe DSL (pip package nvidia-cutlass-dsl) is not installed, or no GPU is there to run on."""
 
 
 @dataclass(frozen=True)
@@ -60,20 +59,6 @@ class WoGemvShape:
         return self.k // self.slots
 
 
-@dataclass(frozen=True)
-class CompileReport:
-    """What `compile_wo_gemv` produced for one arch and configuration."""
-
-    arch: str
-    wo_split: int
-    ptx_path: Path
-    cubin_path: Path
-    cubin_bytes: int
-    registers: int | None  # per thread, from the cubin's .nv.info; None when it cannot be read
-    vectorized_128: bool  # the PTX has 128-bit global loads
-    compile_seconds: float
-
-
 def wo_gemv_shape(k: int, n: int, num_kv_heads: int, wo_split: int) -> WoGemvShape:
     """Validate a configuration: wo_split in 1/2/4/8 and K / num_kv_heads / wo_split a multiple of 32."""
     split = check_wo_split(wo_split)
@@ -88,22 +73,10 @@ def wo_gemv_shape(k: int, n: int, num_kv_heads: int, wo_split: int) -> WoGemvSha
     return WoGemvShape(k, n, num_kv_heads, split)
 
 
-def _cute() -> tuple[Any, Any]:
-    """Import the CuTe DSL, or raise CuteUnavailableError saying how to install it."""
-    try:
-        import cutlass
-        import cutlass.cute as cute
-    except ImportError as exc:
-        raise CuteUnavailableError(
-            f"the CuTe DSL is not importable ({exc}); install it with `pip install nvidia-cutlass-dsl==4.8.1`"
-        ) from exc
-    return cutlass, cute
-
-
 @cache
 def _kernel_class() -> type:
     """Define the kernel class (its decorators need `cutlass`, so this runs on first use)."""
-    cutlass, cute = _cute()
+    cutlass, cute = cute_modules()
 
     def decode_e4m3_quarter(byte: Any) -> Any:
         """E4M3 byte -> scale / 4 as fp32 (exact): (8·[e>0] + m) << max(e, 1) · 2^-12, sign from bit 7."""
@@ -188,75 +161,27 @@ def _kernel_class() -> type:
     return WoGemvKernel
 
 
-def _compile(shape: WoGemvShape, options: str) -> Any:
-    """Compile the kernel for `shape` against fake tensors with the given `cute.compile` options."""
-    cutlass, cute = _cute()
-    from cutlass.cute.runtime import make_fake_compact_tensor, make_fake_stream
-
-    def fake(dtype: Any, dims: tuple[int, ...]) -> Any:
-        """A row-major fake tensor, 16-byte aligned so 128-bit copies are provably legal."""
-        return make_fake_compact_tensor(dtype, dims, stride_order=tuple(reversed(range(len(dims)))), assumed_align=16)
-
-    args = (
-        fake(cutlass.BFloat16, (shape.k,)),
-        fake(cutlass.Int32, (shape.n, shape.k // 8)),
-        fake(cutlass.Int16, (shape.n, shape.k // VALUES_PER_LOAD)),
+def _host_args(shape: WoGemvShape) -> tuple:
+    """Fake arguments with the shapes and dtypes `wo_gemv` passes, for compiling without tensors."""
+    cutlass, _ = cute_modules()
+    return (
+        fake_tensor(cutlass.BFloat16, (shape.k,)),
+        fake_tensor(cutlass.Int32, (shape.n, shape.k // 8)),
+        fake_tensor(cutlass.Int16, (shape.n, shape.k // VALUES_PER_LOAD)),
         cutlass.Float32(1.0),
-        fake(cutlass.Float32, (shape.slots, shape.n)),
-        fake(cutlass.Int32, (1,)),
-        fake(cutlass.Float32, (shape.n,)),
-        make_fake_stream(),
+        fake_tensor(cutlass.Float32, (shape.slots, shape.n)),
+        fake_tensor(cutlass.Int32, (1,)),
+        fake_tensor(cutlass.Float32, (shape.n,)),
+        fake_stream(),
     )
-    return cute.compile(_kernel_class()(shape), *args, options=options)
-
-
-def cubin_registers(cubin: bytes) -> int | None:
-    """Registers per thread from EIATTR_REGCOUNT in the cubin's .nv.info sections (the largest over kernels)."""
-    if cubin[:4] != b"\x7fELF":
-        return None
-    (shoff,) = struct.unpack_from("<Q", cubin, 0x28)
-    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", cubin, 0x3A)
-    sections = [struct.unpack_from("<IIQQQQ", cubin, shoff + i * shentsize) for i in range(shnum)]
-    names_at = sections[shstrndx][4]
-    counts = []
-    for name, _, _, _, offset, size in sections:
-        if not cubin[names_at + name :].startswith(b".nv.info"):
-            continue
-        pos = offset
-        while pos + 4 <= offset + size:
-            fmt, attr = cubin[pos], cubin[pos + 1]
-            if fmt != _EIFMT_SVAL:
-                pos += 4
-                continue
-            (length,) = struct.unpack_from("<H", cubin, pos + 2)
-            if attr == _EIATTR_REGCOUNT:
-                counts.append(struct.unpack_from("<II", cubin, pos + 4)[1])
-            pos += 4 + length
-    return max(counts) if counts else None
 
 
 def compile_wo_gemv(k: int, n: int, num_kv_heads: int, wo_split: int, arch: str, dump_dir: Path) -> CompileReport:
     """Compile (no GPU needed) for `arch`, e.g. "sm_121a", keeping PTX and cubin in `dump_dir` (one dir per variant)."""
     shape = wo_gemv_shape(k, n, num_kv_heads, wo_split)
-    dump_dir = Path(dump_dir).resolve()
-    dump_dir.mkdir(parents=True, exist_ok=True)  # without it the DSL silently writes nothing
-    started = time.perf_counter()
-    compiled = _compile(shape, f"--gpu-arch {arch} --keep-ptx --keep-cubin --dump-dir {dump_dir}")
-    seconds = time.perf_counter() - started
-    ptx, cubin = compiled.artifacts.PTX, compiled.artifacts.CUBIN
-    ptx_paths, cubin_paths = sorted(dump_dir.glob(f"*.{arch}.ptx")), sorted(dump_dir.glob(f"*.{arch}.cubin"))
-    if not isinstance(cubin, bytes) or not ptx_paths or not cubin_paths:
-        raise RuntimeError(f"compiling for {arch} kept no PTX/cubin in {dump_dir}; files: {sorted(dump_dir.iterdir())}")
-    return CompileReport(
-        arch=arch,
-        wo_split=shape.wo_split,
-        ptx_path=ptx_paths[-1],
-        cubin_path=cubin_paths[-1],
-        cubin_bytes=len(cubin),
-        registers=cubin_registers(cubin),
-        vectorized_128=bool(_LOAD_128.search(ptx)),
-        compile_seconds=seconds,
-    )
+    variant = f"K={k} N={n} kv_heads={num_kv_heads} wo_split={shape.wo_split}"
+    return compile_kept(_kernel_class()(shape), _host_args(shape), kernel="wo_gemv_nvfp4", variant=variant,
+                        arch=arch, dump_dir=dump_dir)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -271,7 +196,8 @@ class _Launcher:
 @cache
 def _launcher(shape: WoGemvShape, device: torch.device) -> _Launcher:
     """Compile once per configuration and device; the counter starts at 0 and every launch leaves it at 0."""
-    compiled = _compile(shape, "")  # the DSL targets the GPU it detects, so the result is runnable here
+    _, cute = cute_modules()
+    compiled = cute.compile(_kernel_class()(shape), *_host_args(shape))  # targets the GPU it detects
     partial = torch.empty(shape.slots, shape.n, dtype=torch.float32, device=device)
     return _Launcher(compiled, partial, torch.zeros(1, dtype=torch.int32, device=device))
 
@@ -284,10 +210,8 @@ def wo_gemv(
     Launches on the current CUDA stream. The workspace is shared per configuration, so calls with the same
     configuration must not run concurrently on different streams.
     """
-    if not torch.cuda.is_available() or not x.is_cuda:
-        raise CuteUnavailableError("wo_gemv needs a CUDA GPU and CUDA tensors; none is available here")
-    cutlass, _ = _cute()
-    from cuda.bindings.driver import CUstream
+    require_cuda("wo_gemv", x, packed, scales)
+    cutlass, _ = cute_modules()
     from cutlass.cute.runtime import from_dlpack
 
     n, half_k = packed.shape
@@ -304,7 +228,7 @@ def wo_gemv(
         packed.contiguous().view(torch.int32),
         scales.contiguous().view(torch.int16),
     )
-    stream = CUstream(torch.cuda.current_stream(x.device).cuda_stream)
+    stream = current_stream(x.device)
     launcher.compiled(
         *(from_dlpack(t, assumed_align=16) for t in tensors),
         cutlass.Float32(global_scale),
