@@ -45,13 +45,17 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     watchdog.add_argument("--horizon", type=float, default=5.0, help="prediction horizon s (0.001: floors only)")
     watchdog.add_argument("--idle-s", type=float, default=0.0, help="also measure the guard's idle CPU for S seconds")
     watchdog.add_argument("--json", type=Path, metavar="OUT", help="also write the results as JSON")
-    kernels = what.add_parser("kernels", help="build every CuTe DSL kernel for an arch, no GPU needed")
+    kernels = what.add_parser("kernels", help="time the decode kernels (correctness gate first), or just compile them")
     kernels.add_argument(
-        "--compile-only", action="store_true", required=True,
-        help="compile with fake tensors and report the builds (the timing bench is not built yet)",
+        "--compile-only", action="store_true",
+        help="compile every CuTe kernel with fake tensors for --arch and report the builds (no GPU needed)",
     )  # fmt: skip
-    kernels.add_argument("--arch", default="sm_121a", help="comma-separated, e.g. sm_121a,sm_90a (default sm_121a)")
-    kernels.add_argument("--dump-dir", type=Path, metavar="DIR", help="keep PTX and cubin here (default a temp dir)")
+    kernels.add_argument("--arch", default="sm_121a", help="--compile-only: comma-separated, e.g. sm_121a,sm_90a")
+    kernels.add_argument("--dump-dir", type=Path, metavar="DIR", help="--compile-only: keep PTX and cubin here")
+    sizes_help = "issue: K=6144 N=5120 W_O and matching attention/MLP; tiny: the engine's own model"
+    kernels.add_argument("--sizes", choices=("issue", "tiny"), default="issue", help=sizes_help)
+    kernels.add_argument("--iters", type=_positive, default=20, help="timed calls per variant (default 20)")
+    kernels.add_argument("--seed", type=int, default=0)
     kernels.add_argument("--json", type=Path, metavar="OUT", help="also write the results as JSON")
 
 
@@ -109,6 +113,8 @@ def _dist(d: Distribution) -> str:
 
 
 def _kernels(args: argparse.Namespace, console: Console) -> int:
+    if not args.compile_only:
+        return _kernel_timing(args, console)
     from engine.kernels.cute.build import CuteUnavailableError
     from runners.bench.kernel_compile import compile_all
 
@@ -137,6 +143,34 @@ def _kernels(args: argparse.Namespace, console: Console) -> int:
     if args.json:
         write_json_atomic(args.json, {"kernels": rows})
     return 0 if rows and all(r["vectorized_128"] for r in rows) else 1
+
+
+def _kernel_timing(args: argparse.Namespace, console: Console) -> int:
+    from runners.bench.kernel_bench import SIZES, bench_kernels
+
+    report = bench_kernels(SIZES[args.sizes], iters=args.iters, seed=args.seed)
+    meta = report.meta
+    title = (
+        f"bench kernels ({meta['impl']} on {meta['device']}, {meta['arch']}; torch {meta['torch']}, "
+        f"CuTe DSL {meta['cutlass_dsl'] or 'not installed'}; seed {meta['seed']}; "
+        f"copy bandwidth {report.copy_bandwidth_gbs:.1f} GB/s)"
+    )
+    table = Table(title=title)
+    cols = ("kernel", "impl", "variant", "median µs", "p10", "p90", "payload MB", "GB/s", "% copy BW", "× baseline",
+            "× wo_split=1", "correctness")  # fmt: skip
+    for col in cols:
+        table.add_column(col)
+    for r in report.rows:
+        table.add_row(
+            r.kernel, r.impl, r.variant, _num(r.median_us, 1), _num(r.p10_us, 1), _num(r.p90_us, 1),
+            f"{r.payload_bytes / 1e6:.2f}", _num(r.gbs, 1), _num(r.pct_copy_bw, 0), _num(r.speedup_vs_baseline, 2),
+            _num(r.speedup_vs_split1, 2), r.correctness,
+        )  # fmt: skip
+    console.print(table)
+    if args.json:
+        write_json_atomic(args.json, report.as_dict())
+        console.print(f"wrote {args.json}", highlight=False)
+    return 0 if report.ok else 1
 
 
 def _watchdog(args: argparse.Namespace, console: Console) -> int:

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import torch
 
+from engine.kernels.wo_nvfp4 import WoWeight, bf16_rounded
 from engine.kernels.wo_split import gather_slots, wo_split_partials
 
 T = TypeVar("T")
@@ -151,9 +152,9 @@ def _number(spec: str, text: str, kind: type[int] | type[float]) -> Any:
     return value
 
 
-def wo_gemv_dropping_last_slot(x: torch.Tensor, w: torch.Tensor, num_kv_heads: int, wo_split: int) -> torch.Tensor:
-    """`wo_drop_last_slot`: the split-K W_O GEMV with the last slot's partial left out of the gather."""
-    partials = wo_split_partials(x, w, num_kv_heads, wo_split)
+def wo_gemv_dropping_last_slot(x: torch.Tensor, w: WoWeight, num_kv_heads: int, wo_split: int) -> torch.Tensor:
+    """`wo_drop_last_slot`: the torch W_O path with the last slot's partial left out of the gather."""
+    partials = wo_split_partials(bf16_rounded(x), w.dense, num_kv_heads, wo_split)
     return gather_slots(partials[:-1]) if partials.shape[0] > 1 else torch.zeros_like(partials[0])
 
 

@@ -1,34 +1,31 @@
-"""A tiny decoder-only transformer (RMSNorm, RoPE, grouped-query attention, SwiGLU) with a KV cache.
+"""A tiny decoder-only transformer (RMSNorm, RoPE, grouped-query attention, SwiGLU) with a paged KV cache.
 
-Weights are random but seeded, so the same config gives the same tokens. The attention output
-projection runs through the split-K W_O kernel, so `wo_split` changes real computation.
+Weights are random but seeded, so the same config gives the same tokens. Decode runs the kernels under
+test (engine/kernels/backend.py): the split-K W_O GEMV on NVFP4 weights, so `wo_split` changes real
+computation; paged split-KV decode attention; and the fused SwiGLU MLP — the CuTe DSL kernels on CUDA,
+the torch references elsewhere. Prefill gathers a sequence's pages and uses torch attention.
 """
 
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from engine.config import ModelConfig
-from engine.kernels.checks import KernelCheckResult, WoGemv, check_wo_gemv
-from engine.kernels.wo_split import check_wo_split, wo_split_gemv
+from engine.kernels.backend import TORCH_KERNELS, DecodeKernels
+from engine.kernels.checks import KernelCheckResult, check_wo_gemv
+from engine.kernels.wo_nvfp4 import prepare_wo
+from engine.kernels.wo_split import check_wo_split
+from engine.kv_pages import KVCache, PagePool, batch_tables, new_cache
 from engine.tokenizer import BOS, EOS, VOCAB_SIZE
 
+KV_SPLITS = 4  # split-KV partitions per sequence in decode attention
+MLP_SLOT_WIDTH = 128  # FFN rows per fused-MLP CTA when the FFN size allows it
 
-@dataclass
-class KVCache:
-    """Keys and values of one sequence: [layers, kv_heads, capacity, head_dim] each."""
 
-    k: torch.Tensor
-    v: torch.Tensor
-    length: int = 0
-
-    @property
-    def capacity(self) -> int:
-        """Most tokens this cache can hold."""
-        return self.k.shape[2]
+def mlp_slots(ffn: int) -> int:
+    """Fused-MLP slots for an FFN size: ffn / 128 when 128 divides it, else one slot."""
+    return ffn // MLP_SLOT_WIDTH if ffn % MLP_SLOT_WIDTH == 0 else 1
 
 
 def output_prior() -> torch.Tensor:
@@ -51,12 +48,19 @@ class TinyDecoder:
     """The model: seeded weights, prefill of one prompt, batched single-token decode."""
 
     def __init__(
-        self, cfg: ModelConfig, wo_split: int = 1, device: str | torch.device = "cpu", wo_kernel: WoGemv = wo_split_gemv
+        self,
+        cfg: ModelConfig,
+        wo_split: int = 1,
+        device: str | torch.device = "cpu",
+        kernels: DecodeKernels = TORCH_KERNELS,
     ) -> None:
         self.cfg = cfg
         self.wo_split = check_wo_split(wo_split)
-        self.wo_kernel = wo_kernel
+        self.kernels = kernels
         self.device = torch.device(device)
+        self.mlp_slots = mlp_slots(cfg.ffn)
+        self._prefill = kernels if kernels.name == "torch" else TORCH_KERNELS  # CuTe kernels are batch-1 GEMVs
+        store = kernels.storage_dtype
         gen = torch.Generator().manual_seed(cfg.seed)
         h, hd, ffn = cfg.hidden, cfg.head_dim, cfg.ffn
 
@@ -72,11 +76,11 @@ class TinyDecoder:
                     "wq": weight(h, cfg.heads * hd),
                     "wk": weight(h, cfg.kv_heads * hd),
                     "wv": weight(h, cfg.kv_heads * hd),
-                    "wo": weight(cfg.heads * hd, h),
+                    "wo": prepare_wo(weight(cfg.heads * hd, h), self.device),
                     "mlp_norm": torch.ones(h, device=self.device),
-                    "w_gate": weight(h, ffn),
-                    "w_up": weight(h, ffn),
-                    "w_down": weight(ffn, h),
+                    "w_gate": weight(h, ffn).T.contiguous().to(store),  # [F, H], as nn.Linear stores it
+                    "w_up": weight(h, ffn).T.contiguous().to(store),
+                    "w_down": weight(ffn, h).T.contiguous().to(store),  # [H, F]
                 }
             )
         self.final_norm = torch.ones(h, device=self.device)
@@ -86,19 +90,17 @@ class TinyDecoder:
         angles = torch.outer(torch.arange(cfg.max_model_len, dtype=torch.float32), inv_freq)
         self.rope_cos = angles.cos().to(self.device)
         self.rope_sin = angles.sin().to(self.device)
+        self.pages = PagePool(cfg.layers, cfg.kv_heads, hd, self.device, store)
 
     def kernel_checks(self) -> list[KernelCheckResult]:
         """Check the W_O kernel this model runs, at the model's own shape and split (engine/kernels/checks.py)."""
         cfg = self.cfg
-        return check_wo_gemv(self.wo_kernel, self.wo_split, cfg.kv_heads, cfg.heads * cfg.head_dim, cfg.hidden,
-                               self.device, seed=cfg.seed)  # fmt: skip
+        return check_wo_gemv(self.kernels.wo, self.wo_split, cfg.kv_heads, cfg.heads * cfg.head_dim, cfg.hidden,
+                             self.device, seed=cfg.seed)  # fmt: skip
 
     def new_cache(self, capacity: int) -> KVCache:
-        """An empty KV cache for a sequence of at most `capacity` tokens."""
-        cfg = self.cfg
-        capacity = min(capacity, cfg.max_model_len)
-        shape = (cfg.layers, cfg.kv_heads, capacity, cfg.head_dim)
-        return KVCache(torch.empty(shape, device=self.device), torch.empty(shape, device=self.device))
+        """An empty paged KV cache for a sequence of at most `capacity` tokens (pages return when it is dropped)."""
+        return new_cache(self.pages, min(capacity, self.cfg.max_model_len))
 
     @torch.inference_mode()
     def prefill(self, tokens: list[int], cache: KVCache) -> torch.Tensor:
@@ -114,17 +116,19 @@ class TinyDecoder:
             raise ValueError(f"sequence of {start + t} tokens exceeds the cache capacity {cache.capacity}")
         positions = torch.arange(start, start + t, device=self.device)
         x = self.embed[torch.tensor(tokens, device=self.device)]
+        page, offset = cache.slots(start, t)
+        used = cache.block_table[: -(-(start + t) // self.pages.page_size)].long()
         for li, layer in enumerate(self.layers):
             q, k, v = self._qkv(layer, x, positions)
-            cache.k[li, :, start : start + t] = k.transpose(0, 1)
-            cache.v[li, :, start : start + t] = v.transpose(0, 1)
-            keys = cache.k[li, :, : start + t].unsqueeze(0)
-            values = cache.v[li, :, : start + t].unsqueeze(0)
+            self.pages.k[li, page, offset] = k.to(self.pages.k.dtype)
+            self.pages.v[li, page, offset] = v.to(self.pages.v.dtype)
+            keys, values = (self._gathered(p[li], used, start + t) for p in (self.pages.k, self.pages.v))
             mask = self._causal_mask(start, t)
             attn = F.scaled_dot_product_attention(
                 q.transpose(0, 1).unsqueeze(0), keys, values, attn_mask=mask, enable_gqa=True
             )
-            x = self._after_attention(layer, x, attn[0].transpose(0, 1).reshape(t, cfg.heads * cfg.head_dim))
+            attn = attn[0].transpose(0, 1).reshape(t, cfg.heads * cfg.head_dim)
+            x = self._after_attention(layer, x, attn, self._prefill)
         cache.length = start + t
         return self._logits(x)
 
@@ -132,24 +136,21 @@ class TinyDecoder:
     def decode(self, tokens: list[int], caches: list[KVCache]) -> torch.Tensor:
         """One decode step for a batch: token i is appended to caches[i]; returns logits [B, vocab]."""
         cfg = self.cfg
-        b = len(tokens)
+        for cache in caches:
+            if cache.length >= cache.capacity:
+                raise ValueError(f"sequence of {cache.length + 1} tokens exceeds the cache capacity {cache.capacity}")
         positions = torch.tensor([c.length for c in caches], device=self.device)
         x = self.embed[torch.tensor(tokens, device=self.device)]
-        attn_out = torch.empty(b, cfg.heads * cfg.head_dim, device=self.device)
+        table, lens = batch_tables(caches)
+        slots = [c.slots(c.length, 1) for c in caches]
+        page, offset = torch.cat([s[0] for s in slots]), torch.cat([s[1] for s in slots])
+        scale = cfg.head_dim**-0.5
         for li, layer in enumerate(self.layers):
             q, k, v = self._qkv(layer, x, positions)
-            for i, cache in enumerate(caches):
-                pos = cache.length
-                cache.k[li, :, pos] = k[i]
-                cache.v[li, :, pos] = v[i]
-                out = F.scaled_dot_product_attention(
-                    q[i].unsqueeze(0).unsqueeze(2),
-                    cache.k[li, :, : pos + 1].unsqueeze(0),
-                    cache.v[li, :, : pos + 1].unsqueeze(0),
-                    enable_gqa=True,
-                )
-                attn_out[i] = out.reshape(-1)
-            x = self._after_attention(layer, x, attn_out)
+            self.pages.k[li, page, offset] = k.to(self.pages.k.dtype)
+            self.pages.v[li, page, offset] = v.to(self.pages.v.dtype)
+            attn = self.kernels.attention(q, self.pages.k[li], self.pages.v[li], table, lens + 1, scale, KV_SPLITS)
+            x = self._after_attention(layer, x, attn.float().reshape(len(caches), cfg.heads * cfg.head_dim))
         for cache in caches:
             cache.length += 1
         return self._logits(x)
@@ -163,10 +164,20 @@ class TinyDecoder:
         cos, sin = self.rope_cos[positions].unsqueeze(1), self.rope_sin[positions].unsqueeze(1)
         return _rotate(q, cos, sin), _rotate(k, cos, sin), v
 
-    def _after_attention(self, layer: dict, x: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
-        x = x + self.wo_kernel(attn, layer["wo"], self.cfg.kv_heads, self.wo_split)
+    def _gathered(self, pool: torch.Tensor, pages: torch.Tensor, length: int) -> torch.Tensor:
+        """One layer's K or V of a sequence, contiguous: [1, kv_heads, length, head_dim] in float32."""
+        flat = pool[pages].reshape(-1, self.cfg.kv_heads, self.cfg.head_dim)[:length]
+        return flat.transpose(0, 1).unsqueeze(0).float()
+
+    def _after_attention(
+        self, layer: dict, x: torch.Tensor, attn: torch.Tensor, kernels: DecodeKernels | None = None
+    ) -> torch.Tensor:
+        """W_O and the MLP with `kernels` (the model's own unless given; prefill passes the torch set)."""
+        kernels = kernels or self.kernels
+        x = x + kernels.wo(attn, layer["wo"], self.cfg.kv_heads, self.wo_split).float()
         h = _rms_norm(x, layer["mlp_norm"])
-        return x + (F.silu(h @ layer["w_gate"]) * (h @ layer["w_up"])) @ layer["w_down"]
+        mlp_weights = (layer[name].to(kernels.storage_dtype) for name in ("w_gate", "w_up", "w_down"))
+        return x + kernels.mlp(h, *mlp_weights, self.mlp_slots).float()
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
         return _rms_norm(x, self.final_norm) @ self.lm_head + self.prior

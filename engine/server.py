@@ -46,7 +46,8 @@ from engine.faults import (
     wo_gemv_dropping_last_slot,
 )
 from engine.kernel_settings import KernelSettings, resolve_kernel_settings
-from engine.kernels.wo_split import wo_split_gemv
+from engine.kernels.backend import KERNEL_CHOICES, DecodeKernels, select_kernels
+from engine.kernels.cute.build import CuteUnavailableError
 from engine.metrics import EngineMetrics
 from engine.model import TinyDecoder
 from engine.openai_api import (
@@ -83,6 +84,7 @@ class ServerState:
     faults: ActiveFaults = field(default_factory=ActiveFaults)
     balloon: MemoryBalloon | None = None
     kernel_checks: list[dict] = field(default_factory=list)
+    kernels: str = "torch"  # which implementation of the decode kernels runs: "torch" or "cute"
 
     @property
     def model_name(self) -> str:
@@ -131,6 +133,7 @@ def create_app(state: ServerState) -> Starlette:
                 "env": s.effective_env(),
                 "sources": s.sources,
                 "kernel_checks": state.kernel_checks,
+                "kernels": state.kernels,
                 "env_dir": state.env_dir,
                 "sentinel": str(s.sentinel_path) if s.sentinel_path else None,
                 "device": state.device,
@@ -443,12 +446,15 @@ def build_state(
     profile_dir: Path | None = None,
     profile_max_steps: int = DEFAULT_PROFILE_MAX_STEPS,
     faults: ActiveFaults | None = None,
+    kernels: DecodeKernels | None = None,
 ) -> ServerState:
-    """Build the model and start the engine thread."""
+    """Build the model (with `kernels`, default the torch references) and start the engine thread."""
     torch.set_num_threads(config.server.threads)
     faults = faults or ActiveFaults()
-    wo_kernel = wo_gemv_dropping_last_slot if faults.wo_drop_last_slot else wo_split_gemv
-    model = TinyDecoder(config.model, settings.wo_split, device, wo_kernel=wo_kernel)
+    kernels = kernels or select_kernels("torch", torch.device(device))
+    if faults.wo_drop_last_slot:
+        kernels = kernels.with_wo(wo_gemv_dropping_last_slot)
+    model = TinyDecoder(config.model, settings.wo_split, device, kernels)
     checks = [c.as_dict() for c in model.kernel_checks()]
     metrics = EngineMetrics(config.model.name)
     profiler = EngineProfiler(device, profile_max_steps)
@@ -467,6 +473,7 @@ def build_state(
         faults=faults,
         balloon=balloon_for(faults),
         kernel_checks=checks,
+        kernels=kernels.name,
     )
 
 
@@ -492,6 +499,12 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=8000, help="port to bind (default 8000)")
     parser.add_argument("--env-dir", default=None, help=f"directory holding an ENV sentinel file (or ${ENV_DIR_VAR})")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="where to run the model")
+    parser.add_argument(
+        "--kernels",
+        choices=KERNEL_CHOICES,
+        default="auto",
+        help="decode kernels: the CuTe DSL ones (cuda only), the torch references, or auto (CuTe where it can run)",
+    )
     parser.add_argument(
         "--profile-dir",
         default=None,
@@ -536,10 +549,16 @@ def main(argv: list[str] | None = None) -> int:
     device = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device
     device = "cpu" if device == "auto" else device
     profile_dir = Path(args.profile_dir).resolve() if args.profile_dir else None
-    state = build_state(config, settings, env_dir, device, profile_dir, args.profile_max_steps, faults)
+    try:
+        kernels = select_kernels(args.kernels, torch.device(device))
+    except CuteUnavailableError as exc:
+        print(f"engine: refusing to start: --kernels cute: {exc}", file=sys.stderr)
+        return 2
+    state = build_state(config, settings, env_dir, device, profile_dir, args.profile_max_steps, faults, kernels)
     print(
         f"engine: serving {config.model.name} on http://{args.host}:{args.port} "
         f"(CUTE_WO_SPLIT={settings.wo_split} from {settings.sources['CUTE_WO_SPLIT']}, device {device}, "
+        f"{kernels.name} kernels, "
         f"{torch.get_num_threads()} torch thread(s), pid {os.getpid()})",
         file=sys.stderr,
         flush=True,

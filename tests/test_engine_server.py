@@ -114,6 +114,7 @@ def test_models_metrics_and_debug_config(engine_url: str) -> None:
     assert float(generated[0].split()[-1]) >= 2
     config = httpx.get(f"{engine_url}/debug/config", timeout=10).json()
     assert config["env"] == {"CUTE_WO_SPLIT": "8"} and config["sources"] == {"CUTE_WO_SPLIT": "env"}
+    assert config["kernels"] == ("cute" if config["device"] == "cuda" else "torch")
     checks = {c["check"]: c for c in config["kernel_checks"]}
     assert set(checks) == {"bit-exact", "tolerance"} and all(c["passed"] for c in checks.values())
     assert checks["bit-exact"]["max_abs"] == 0.0 and checks["bit-exact"]["kernel"] == "wo_split_gemv[wo_split=8]"

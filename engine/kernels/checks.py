@@ -1,22 +1,26 @@
 """Correctness checks the engine runs on its kernels at start, reported in /debug/config `kernel_checks`.
 
-W_O split-K GEMV, for the configured `wo_split` and the model's own shape:
-- **bit-exact** against `reference_split_order` on inputs whose products and partial sums are exact
-  in fp32 (small integers times powers of two), so any correct kernel gives identical bits and a
-  wrong slot range or a dropped slot shows as a non-zero difference;
-- **tolerance** against a float64 matmul on random inputs: max |diff| <= 64 · eps(fp32) · max_n Σ_k |x_k·w_kn|.
+W_O split-K GEMV with NVFP4 weights, for the configured `wo_split` and the model's own shape:
+- **bit-exact** against `reference_split_order` on inputs whose products are exact in fp32 (bf16 activations
+  i/8, NVFP4 weights with a power-of-two global scale), so any kernel that adds in the split order gives
+  identical bits and a wrong slot range or a dropped slot shows as a non-zero difference. The CuTe kernel
+  fuses each `acc + x·w` into one FMA; with exact products that rounds exactly like the separate add;
+- **tolerance** against a float64 matmul of the same (bf16-rounded, NVFP4-decoded) inputs:
+  max |diff| <= 64 · eps(fp32) · max_n Σ_k |x_k·w_kn|.
+A kernel that raises fails its check with the error as the detail, so a broken build is reported, not fatal.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
 from dataclasses import asdict, dataclass
 
 import torch
 
+from engine.kernels import nvfp4
+from engine.kernels.wo_nvfp4 import WoKernel, WoWeight, bf16_rounded, prepare_wo
 from engine.kernels.wo_split import reference_split_order
 
-WoGemv = Callable[[torch.Tensor, torch.Tensor, int, int], torch.Tensor]
 FP32_EPS = float(torch.finfo(torch.float32).eps)
 TOLERANCE_ULPS = 64
 
@@ -28,7 +32,7 @@ class KernelCheckResult:
     kernel: str
     check: str
     passed: bool
-    max_abs: float
+    max_abs: float | None  # None: the kernel raised (the detail says what)
     tolerance: float
     detail: str
 
@@ -45,23 +49,54 @@ def exact_inputs(k: int, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]
     return x, w
 
 
+def power_of_two_global_scale(w: torch.Tensor) -> float:
+    """The power of two nearest amax / (6·448): with it every decoded NVFP4 weight times a bf16 i/8 is exact in fp32."""
+    amax = float(w.abs().max()) if w.numel() else 0.0
+    return 2.0 ** round(math.log2(amax / (nvfp4.E2M1_MAX * nvfp4.E4M3_MAX))) if amax > 0 else 1.0
+
+
+def nvfp4_exact_inputs(k: int, n: int, seed: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, WoWeight]:
+    """bf16 x [1, K] of i/8 and NVFP4 W_O [K, N] with a power-of-two global scale: every x_k·w_kn exact in fp32."""
+    gen = torch.Generator().manual_seed(seed)
+    x = (torch.randint(-8, 9, (1, k), generator=gen).float() / 8).to(torch.bfloat16)
+    w = torch.randn(k, n, generator=gen) / k**0.5
+    return x.to(device), prepare_wo(w, device, power_of_two_global_scale(w))
+
+
 def check_wo_gemv(
-    gemv: WoGemv, wo_split: int, num_kv_heads: int, k: int, n: int, device: torch.device | str = "cpu", seed: int = 0
+    wo: WoKernel, wo_split: int, num_kv_heads: int, k: int, n: int, device: torch.device | str = "cpu", seed: int = 0
 ) -> list[KernelCheckResult]:
-    """Run the bit-exact and tolerance checks of `gemv` (the W_O kernel the model uses) for one variant."""
+    """Run the bit-exact and tolerance checks of `wo` (the W_O kernel the model uses) for one variant."""
     name = f"wo_split_gemv[wo_split={wo_split}]"
     shape = f"K={k}, N={n}, kv_heads={num_kv_heads}"
-    x, w = (t.to(device) for t in exact_inputs(k, n, seed))
-    reference = reference_split_order(x, w, num_kv_heads, wo_split)
-    exact_diff = float((gemv(x, w, num_kv_heads, wo_split).float() - reference).abs().max())
+    x, weight = nvfp4_exact_inputs(k, n, seed, device)
+    reference = reference_split_order(x.float(), weight.dense, num_kv_heads, wo_split)
+    exact = _run(wo, x, weight, num_kv_heads, wo_split)
     gen = torch.Generator().manual_seed(seed + 1)
     xr = torch.randn(1, k, generator=gen).to(device)
-    wr = (torch.randn(k, n, generator=gen) / k**0.5).to(device)
-    want = xr.double() @ wr.double()
-    got = gemv(xr, wr, num_kv_heads, wo_split).double()
-    bound = TOLERANCE_ULPS * FP32_EPS * float((xr.double().abs() @ wr.double().abs()).max())
-    tol_diff = float((got - want).abs().max())
+    wr = prepare_wo(torch.randn(k, n, generator=gen) / k**0.5, device)
+    want = bf16_rounded(xr).double() @ wr.dense.double()
+    bound = TOLERANCE_ULPS * FP32_EPS * float((bf16_rounded(xr).double().abs() @ wr.dense.double().abs()).max())
+    got = _run(wo, xr, wr, num_kv_heads, wo_split)
     return [
-        KernelCheckResult(name, "bit-exact", exact_diff == 0.0, exact_diff, 0.0, f"vs reference_split_order, {shape}"),
-        KernelCheckResult(name, "tolerance", tol_diff <= bound, tol_diff, bound, f"vs float64 matmul, {shape}"),
+        _result(name, "bit-exact", exact, reference.double(), 0.0, f"vs reference_split_order, {shape}"),
+        _result(name, "tolerance", got, want, bound, f"vs float64 matmul, {shape}"),
     ]
+
+
+def _run(wo: WoKernel, x: torch.Tensor, weight: WoWeight, heads: int, split: int) -> torch.Tensor | Exception:
+    try:
+        return wo(x, weight, heads, split)
+    except Exception as exc:  # a kernel that cannot run fails its check instead of stopping the engine
+        return exc
+
+
+def _result(
+    name: str, check: str, got: torch.Tensor | Exception, want: torch.Tensor, bound: float, detail: str
+) -> KernelCheckResult:
+    if isinstance(got, Exception):
+        return KernelCheckResult(name, check, False, None, bound, f"{detail}: raised {type(got).__name__}: {got}")
+    diff = float((got.double() - want).abs().max())
+    if not math.isfinite(diff):
+        return KernelCheckResult(name, check, False, None, bound, f"{detail}: the kernel's output is not finite")
+    return KernelCheckResult(name, check, diff <= bound, diff, bound, detail)

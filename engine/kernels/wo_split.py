@@ -84,3 +84,16 @@ def reference_split_order(x: torch.Tensor, w: torch.Tensor, num_kv_heads: int, w
     for partial in partials[1:]:
         out = out + partial
     return out
+
+
+def reference_chained(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """The order of a kernel without split-K: one fp32 accumulator per output walking k = 0..K-1 in order.
+
+    x [M, K], w [K, N] -> [M, N] in float32. It equals `reference_split_order` only when there is a single
+    slot (one KV head and wo_split=1); with more slots the gather adds the slot partials instead.
+    """
+    xf, wf = x.float(), w.float()
+    acc = torch.zeros(x.shape[0], w.shape[1], dtype=torch.float32, device=x.device)
+    for k in range(x.shape[-1]):
+        acc = acc + xf[:, k : k + 1] * wf[k]
+    return acc

@@ -1,0 +1,69 @@
+"""The paged KV cache and the choice of decode kernels (torch references or CuTe DSL)."""
+
+from __future__ import annotations
+
+import gc
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from engine.config import ModelConfig
+from engine.kernels.backend import TORCH_KERNELS, select_kernels
+from engine.kernels.cute.build import CuteUnavailableError
+from engine.kv_pages import PagePool, batch_tables, new_cache
+from engine.model import TinyDecoder
+from engine.tokenizer import encode
+from tests.conftest import ENGINE_CONFIG
+
+CPU = torch.device("cpu")
+
+
+def test_pages_are_handed_out_returned_on_collection_and_the_pool_grows() -> None:
+    pool = PagePool(layers=1, kv_heads=1, head_dim=4, device=CPU, dtype=torch.float32, page_size=4, initial_pages=4)
+    a = new_cache(pool, 9)  # 3 pages
+    assert a.pages == [0, 1, 2] and a.capacity == 12 and pool.free_pages == 1
+    b = new_cache(pool, 8)  # 2 pages: the pool doubles
+    assert pool.total_pages == 8 and len(set(a.pages) | set(b.pages)) == 5
+    del a
+    gc.collect()
+    assert pool.free_pages == 8 - 2
+    c = new_cache(pool, 4)
+    assert c.pages[0] in (0, 1, 2)  # a freed page is reused before fresh ones
+
+
+def test_slots_and_batch_tables_follow_the_block_table() -> None:
+    pool = PagePool(layers=1, kv_heads=1, head_dim=2, device=CPU, dtype=torch.float32, page_size=4, initial_pages=8)
+    first, second = new_cache(pool, 8), new_cache(pool, 4)
+    page, offset = first.slots(3, 3)  # tokens 3, 4, 5: end of page 0, start of page 1
+    assert page.tolist() == [first.pages[0], first.pages[1], first.pages[1]] and offset.tolist() == [3, 0, 1]
+    first.length, second.length = 6, 2
+    table, lens = batch_tables([first, second])
+    assert table.tolist() == [first.pages, [*second.pages, 0]] and lens.tolist() == [6, 2]
+    assert table.dtype == lens.dtype == torch.int32
+
+
+def test_decode_past_the_cache_capacity_is_refused_with_the_sizes() -> None:
+    model = TinyDecoder(ModelConfig(layers=1, hidden=64, heads=4, kv_heads=2, ffn=128, max_model_len=64))
+    cache = model.new_cache(16)
+    model.prefill(encode("0123456789abcdef")[:16], cache)
+    with pytest.raises(ValueError, match="exceeds the cache capacity 16"):
+        model.decode([65], [cache])
+
+
+def test_kernel_choice_on_a_machine_without_cuda_or_on_cpu() -> None:
+    assert select_kernels("torch", CPU) is TORCH_KERNELS
+    assert select_kernels("auto", CPU) is TORCH_KERNELS
+    with pytest.raises(CuteUnavailableError, match="CUDA only"):
+        select_kernels("cute", CPU)
+    with pytest.raises(ValueError, match="'fast' is not one of auto, torch, cute"):
+        select_kernels("fast", CPU)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on machines without CUDA")
+def test_engine_refuses_cute_kernels_without_a_gpu_in_one_line() -> None:
+    cmd = [sys.executable, "-m", "engine.server", "--config", str(ENGINE_CONFIG), "--kernels", "cute", "--port", "1"]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "refusing to start: --kernels cute" in result.stderr
+    assert "Traceback" not in result.stderr
