@@ -12,11 +12,11 @@ import torch
 import torch.nn.functional as F
 
 from engine.config import ModelConfig
-from engine.kernels.backend import TORCH_KERNELS, DecodeKernels
+from engine.kernels.backend import TORCH_KERNELS, DecodeKernels, ModelShapes
 from engine.kernels.checks import KernelCheckResult, check_wo_gemv
 from engine.kernels.wo_nvfp4 import prepare_wo
 from engine.kernels.wo_split import check_wo_split
-from engine.kv_pages import KVCache, PagePool, batch_tables, new_cache
+from engine.kv_pages import PAGE_SIZE, KVCache, PagePool, batch_tables, new_cache
 from engine.tokenizer import BOS, EOS, VOCAB_SIZE
 
 KV_SPLITS = 4  # split-KV partitions per sequence in decode attention
@@ -59,6 +59,8 @@ class TinyDecoder:
         self.kernels = kernels
         self.device = torch.device(device)
         self.mlp_slots = mlp_slots(cfg.ffn)
+        kernels.check_shapes(ModelShapes(cfg.hidden, cfg.heads, cfg.kv_heads, cfg.head_dim, cfg.ffn, self.wo_split,
+                                         self.mlp_slots, KV_SPLITS, PAGE_SIZE))  # fmt: skip
         self._prefill = kernels if kernels.name == "torch" else TORCH_KERNELS  # CuTe kernels are batch-1 GEMVs
         store = kernels.storage_dtype
         gen = torch.Generator().manual_seed(cfg.seed)

@@ -554,7 +554,11 @@ def main(argv: list[str] | None = None) -> int:
     except CuteUnavailableError as exc:
         print(f"engine: refusing to start: --kernels cute: {exc}", file=sys.stderr)
         return 2
-    state = build_state(config, settings, env_dir, device, profile_dir, args.profile_max_steps, faults, kernels)
+    try:
+        state = build_state(config, settings, env_dir, device, profile_dir, args.profile_max_steps, faults, kernels)
+    except ValueError as exc:  # a shape the chosen kernels cannot run (e.g. the CuTe W_O at this wo_split)
+        print(f"engine: refusing to start: {kernels.name} kernels with {args.config}: {exc}", file=sys.stderr)
+        return 2
     print(
         f"engine: serving {config.model.name} on http://{args.host}:{args.port} "
         f"(CUTE_WO_SPLIT={settings.wo_split} from {settings.sources['CUTE_WO_SPLIT']}, device {device}, "

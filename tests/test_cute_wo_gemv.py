@@ -40,9 +40,16 @@ def test_refuses_wo_split_outside_allowed_values(tmp_path):
         compile_wo_gemv(K, N, KV_HEADS, 3, "sm_121a", tmp_path)
 
 
-def test_refuses_slot_ranges_that_are_not_multiples_of_32(tmp_path):
-    with pytest.raises(WoSplitError, match="multiple of 32"):
-        compile_wo_gemv(512, N, KV_HEADS, 8, "sm_121a", tmp_path)  # 512 / 4 / 8 = 16 values per slot
+def test_refuses_slot_ranges_that_are_not_whole_nvfp4_blocks(tmp_path):
+    with pytest.raises(WoSplitError, match="multiple of 16"):
+        compile_wo_gemv(256, N, KV_HEADS, 8, "sm_121a", tmp_path)  # 256 / 4 / 8 = 8 values per slot
+
+
+def test_slots_of_an_odd_number_of_16_value_blocks_use_64_bit_loads(tmp_path):
+    """The tiny engine at CUTE_WO_SPLIT=8: 256 / 2 / 8 = 16 values per slot, one NVFP4 block per load."""
+    report = compile_wo_gemv(256, 256, 2, 8, "sm_121a", tmp_path)
+    ptx = report.ptx_path.read_text()
+    assert not report.vectorized_128 and "ld.global.v2.b32" in ptx.replace(".L1::no_allocate", "")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error raised on machines without CUDA")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import subprocess
 import sys
@@ -9,11 +10,12 @@ import sys
 import pytest
 import torch
 
-from engine.config import ModelConfig
-from engine.kernels.backend import TORCH_KERNELS, select_kernels
+from engine.config import ModelConfig, load_engine_config
+from engine.kernels.backend import TORCH_KERNELS, ModelShapes, cute_shape_check, select_kernels
 from engine.kernels.cute.build import CuteUnavailableError
-from engine.kv_pages import PagePool, batch_tables, new_cache
-from engine.model import TinyDecoder
+from engine.kernels.wo_split import VALID_WO_SPLITS, WoSplitError
+from engine.kv_pages import PAGE_SIZE, PagePool, batch_tables, new_cache
+from engine.model import KV_SPLITS, TinyDecoder, mlp_slots
 from engine.tokenizer import encode
 from tests.conftest import ENGINE_CONFIG
 
@@ -67,3 +69,23 @@ def test_engine_refuses_cute_kernels_without_a_gpu_in_one_line() -> None:
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "refusing to start: --kernels cute" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def model_shapes(cfg: ModelConfig, wo_split: int) -> ModelShapes:
+    return ModelShapes(cfg.hidden, cfg.heads, cfg.kv_heads, cfg.head_dim, cfg.ffn, wo_split, mlp_slots(cfg.ffn),
+                       KV_SPLITS, PAGE_SIZE)  # fmt: skip
+
+
+@pytest.mark.parametrize("wo_split", VALID_WO_SPLITS)
+def test_the_cute_kernels_can_run_the_embedded_engine_at_every_split(wo_split: int) -> None:
+    cute_shape_check(model_shapes(load_engine_config(ENGINE_CONFIG).model, wo_split))
+
+
+def test_a_model_the_chosen_kernels_cannot_run_is_refused_before_it_serves() -> None:
+    cfg = ModelConfig(layers=1, hidden=64, heads=4, kv_heads=1, ffn=128, max_model_len=64)  # K=64: 8 values per slot
+    with pytest.raises(WoSplitError, match="multiple of 16"):
+        cute_shape_check(model_shapes(cfg, 8))
+    strict = dataclasses.replace(TORCH_KERNELS, check_shapes=cute_shape_check)
+    with pytest.raises(WoSplitError, match="wo_split=8"):
+        TinyDecoder(cfg, wo_split=8, kernels=strict)
+    TinyDecoder(cfg, wo_split=4, kernels=strict)  # 16 values per slot: fine

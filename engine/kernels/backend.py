@@ -26,6 +26,25 @@ MlpKernel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, in
 
 
 @dataclass(frozen=True)
+class ModelShapes:
+    """The shapes a model runs its decode kernels at."""
+
+    hidden: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    ffn: int
+    wo_split: int
+    mlp_slots: int
+    kv_splits: int
+    page_size: int
+
+
+def _any_shape(_: ModelShapes) -> None:
+    """The torch paths run every shape a valid model config has."""
+
+
+@dataclass(frozen=True)
 class DecodeKernels:
     """The decode kernels a model runs, by name ("torch" or "cute"), and the dtype their inputs are stored in."""
 
@@ -34,10 +53,11 @@ class DecodeKernels:
     wo: WoKernel
     attention: AttentionKernel
     mlp: MlpKernel
+    check_shapes: Callable[[ModelShapes], None] = _any_shape  # raises a ValueError naming what it cannot run
 
     def with_wo(self, wo: WoKernel) -> DecodeKernels:
         """The same set with another W_O kernel (the `wo_drop_last_slot` fault rehearses a broken one)."""
-        return DecodeKernels(self.name, self.storage_dtype, wo, self.attention, self.mlp)
+        return DecodeKernels(self.name, self.storage_dtype, wo, self.attention, self.mlp, self.check_shapes)
 
 
 TORCH_KERNELS = DecodeKernels("torch", torch.float32, wo_torch, split_kv_attention, fused_mlp_slots)
@@ -65,7 +85,18 @@ def cute_kernels() -> DecodeKernels:
         rows = x.to(torch.bfloat16)
         return torch.stack([fused_mlp(r, w_gate, w_up, w_down, num_slots)[0] for r in rows])
 
-    return DecodeKernels("cute", torch.bfloat16, wo, attention, mlp)
+    return DecodeKernels("cute", torch.bfloat16, wo, attention, mlp, cute_shape_check)
+
+
+def cute_shape_check(m: ModelShapes) -> None:
+    """Raise a ValueError naming the first of the three CuTe kernels that cannot run these shapes (no GPU needed)."""
+    from engine.kernels.cute.fused_mlp import fused_mlp_shape
+    from engine.kernels.cute.paged_attention import paged_attention_shape
+    from engine.kernels.cute.wo_gemv import wo_gemv_shape
+
+    wo_gemv_shape(m.heads * m.head_dim, m.hidden, m.kv_heads, m.wo_split)
+    fused_mlp_shape(m.hidden, m.ffn, m.mlp_slots)
+    paged_attention_shape(m.heads, m.kv_heads, m.head_dim, m.page_size, m.kv_splits)
 
 
 def select_kernels(choice: str, device: torch.device) -> DecodeKernels:

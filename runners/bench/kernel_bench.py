@@ -110,13 +110,14 @@ class Impl:
 def pick_impl() -> Impl:
     """CuTe on CUDA when the DSL imports, else torch on CPU."""
     if torch.cuda.is_available():
-        try:
-            from engine.kernels.backend import cute_kernels
-            from engine.kernels.cute.fused_mlp import fused_mlp
+        from engine.kernels.backend import cute_kernels
+        from engine.kernels.cute.build import CuteUnavailableError
+        from engine.kernels.cute.fused_mlp import fused_mlp
 
+        try:
             kernels = cute_kernels()
             return Impl("cute", torch.device("cuda"), kernels.wo, kernels.attention, fused_mlp, torch.bfloat16)
-        except ImportError:
+        except CuteUnavailableError:  # CUDA without the DSL: time the torch paths on CPU
             pass
     cpu = torch.device("cpu")
     return Impl("torch", cpu, wo_torch, attn_ref.split_kv_attention, mlp_ref.fused_mlp_slots_with_h, torch.float32)
