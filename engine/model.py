@@ -13,7 +13,8 @@ import torch.nn.functional as F
 
 from engine.config import ModelConfig
 from engine.kernels.backend import TORCH_KERNELS, DecodeKernels, ModelShapes
-from engine.kernels.checks import KernelCheckResult, check_wo_gemv
+from engine.kernels.checks import KernelCheckResult
+from engine.kernels.decode_checks import check_decode_kernels
 from engine.kernels.wo_nvfp4 import prepare_wo
 from engine.kernels.wo_split import check_wo_split
 from engine.kv_pages import PAGE_SIZE, KVCache, PagePool, batch_tables, new_cache
@@ -59,8 +60,9 @@ class TinyDecoder:
         self.kernels = kernels
         self.device = torch.device(device)
         self.mlp_slots = mlp_slots(cfg.ffn)
-        kernels.check_shapes(ModelShapes(cfg.hidden, cfg.heads, cfg.kv_heads, cfg.head_dim, cfg.ffn, self.wo_split,
-                                         self.mlp_slots, KV_SPLITS, PAGE_SIZE))  # fmt: skip
+        self.shapes = ModelShapes(cfg.hidden, cfg.heads, cfg.kv_heads, cfg.head_dim, cfg.ffn, self.wo_split,
+                                  self.mlp_slots, KV_SPLITS, PAGE_SIZE)  # fmt: skip
+        kernels.check_shapes(self.shapes)
         self._prefill = kernels if kernels.name == "torch" else TORCH_KERNELS  # CuTe kernels are batch-1 GEMVs
         store = kernels.storage_dtype
         gen = torch.Generator().manual_seed(cfg.seed)
@@ -95,10 +97,8 @@ class TinyDecoder:
         self.pages = PagePool(cfg.layers, cfg.kv_heads, hd, self.device, store)
 
     def kernel_checks(self) -> list[KernelCheckResult]:
-        """Check the W_O kernel this model runs, at the model's own shape and split (engine/kernels/checks.py)."""
-        cfg = self.cfg
-        return check_wo_gemv(self.kernels.wo, self.wo_split, cfg.kv_heads, cfg.heads * cfg.head_dim, cfg.hidden,
-                             self.device, seed=cfg.seed)  # fmt: skip
+        """Check the W_O, attention and MLP kernels this model runs, at its own shapes (kernels/decode_checks.py)."""
+        return check_decode_kernels(self.kernels, self.shapes, self.device, seed=self.cfg.seed)
 
     def new_cache(self, capacity: int) -> KVCache:
         """An empty paged KV cache for a sequence of at most `capacity` tokens (pages return when it is dropped)."""

@@ -115,9 +115,10 @@ def test_models_metrics_and_debug_config(engine_url: str) -> None:
     config = httpx.get(f"{engine_url}/debug/config", timeout=10).json()
     assert config["env"] == {"CUTE_WO_SPLIT": "8"} and config["sources"] == {"CUTE_WO_SPLIT": "env"}
     assert config["kernels"] == ("cute" if config["device"] == "cuda" else "torch")
-    checks = {c["check"]: c for c in config["kernel_checks"]}
-    assert set(checks) == {"bit-exact", "tolerance"} and all(c["passed"] for c in checks.values())
-    assert checks["bit-exact"]["max_abs"] == 0.0 and checks["bit-exact"]["kernel"] == "wo_split_gemv[wo_split=8]"
+    checks = {(c["kernel"], c["check"]): c for c in config["kernel_checks"]}
+    assert {kernel.split("[")[0] for kernel, _ in checks} == {"wo_split_gemv", "paged_attention", "fused_mlp"}
+    assert all(c["passed"] for c in checks.values())
+    assert checks[("wo_split_gemv[wo_split=8]", "bit-exact")]["max_abs"] == 0.0
 
 
 def test_sentinel_file_sets_the_split_when_env_does_not(tmp_path: Path) -> None:

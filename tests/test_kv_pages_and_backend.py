@@ -89,3 +89,35 @@ def test_a_model_the_chosen_kernels_cannot_run_is_refused_before_it_serves() -> 
     with pytest.raises(WoSplitError, match="wo_split=8"):
         TinyDecoder(cfg, wo_split=8, kernels=strict)
     TinyDecoder(cfg, wo_split=4, kernels=strict)  # 16 values per slot: fine
+
+
+def test_start_up_checks_cover_all_three_kernels_and_pass_for_the_torch_set() -> None:
+    checks = TinyDecoder(ModelConfig(layers=1), wo_split=4).kernel_checks()
+    assert [(c.kernel.split("[")[0], c.check) for c in checks] == [
+        ("wo_split_gemv", "bit-exact"), ("wo_split_gemv", "tolerance"), ("paged_attention", "ones"),
+        ("paged_attention", "tolerance"), ("paged_attention", "repeat"), ("fused_mlp", "tolerance"),
+    ]  # fmt: skip
+    assert all(c.passed for c in checks), [c for c in checks if not c.passed]
+
+
+def test_start_up_checks_catch_a_broken_attention_or_mlp() -> None:
+    def attention_missing_the_last_token(q, k, v, table, lens, scale, splits):
+        return TORCH_KERNELS.attention(q, k, v, table, (lens - 1).clamp(min=1), scale, splits)
+
+    def mlp_missing_the_last_slot(x, w_gate, w_up, w_down, slots):
+        width = w_gate.shape[0] // slots
+        return TORCH_KERNELS.mlp(x, w_gate[:-width], w_up[:-width], w_down[:, :-width], slots - 1)
+
+    def attention_that_raises(*_):
+        raise RuntimeError("illegal memory access")
+
+    broken = dataclasses.replace(
+        TORCH_KERNELS, attention=attention_missing_the_last_token, mlp=mlp_missing_the_last_slot
+    )
+    results = TinyDecoder(ModelConfig(layers=1), kernels=broken).kernel_checks()
+    failed = {(c.kernel.split("[")[0], c.check) for c in results if not c.passed}
+    assert failed == {("paged_attention", "tolerance"), ("fused_mlp", "tolerance")}
+    raising = dataclasses.replace(TORCH_KERNELS, attention=attention_that_raises)
+    checks = [c for c in TinyDecoder(ModelConfig(layers=1), kernels=raising).kernel_checks() if not c.passed]
+    assert [c.check for c in checks] == ["ones", "tolerance", "repeat"]
+    assert all(c.max_abs is None and "RuntimeError: illegal memory access" in c.detail for c in checks)
