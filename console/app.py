@@ -8,19 +8,22 @@ from __future__ import annotations
 
 import subprocess
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from rich.text import Text
 from textual import on, work
-from textual.app import App, ComposeResult
+from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.css.query import NoMatches
 from textual.message import Message
+from textual.screen import Screen
 from textual.widgets import DataTable, Footer, ProgressBar, RichLog, Static, Tree
 from textual.widgets.tree import TreeNode
 from textual.worker import get_current_worker
 
+from console.gates_screen import GatesScreen
 from console.screens import ConfirmAbort, HelpScreen
 from engine.config_file import ConfigFileError
 from runners.control import request_abort
@@ -108,12 +111,16 @@ class RunConsole(App[None]):
         Binding("question_mark", "help", "Help"),
         Binding("a", "abort", "Abort"),
         Binding("r", "resume", "Resume"),
+        Binding("g", "gates", "Gates"),
     ]
+    CONTROL_ACTIONS = frozenset({"abort", "resume"})  # what --readonly takes away
 
-    def __init__(self, run: RunDir, runner: subprocess.Popen | None = None) -> None:
+    def __init__(self, run: RunDir, runner: subprocess.Popen | None = None, readonly: bool = False) -> None:
         super().__init__()
         self.run_dir = run
         self.runner = runner
+        self.readonly = readonly
+        self.summary: dict | None = None
         self.view: RunView | None = None
         self.runner_status = RunnerStatus("opening", False, None)
         self._step_nodes: dict[StepKey, TreeNode] = {}
@@ -228,6 +235,7 @@ class RunConsole(App[None]):
 
     @on(SummaryLoaded)
     def _summary(self, message: SummaryLoaded) -> None:
+        self.summary = message.summary
         table = self.query_one("#summary", DataTable)
         table.clear(columns=True)
         table.border_title = f"summary: {message.summary.get('status')}"
@@ -299,12 +307,33 @@ class RunConsole(App[None]):
             f"  ·  memory {view.watchdog_level.upper()}"
         )
 
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """--readonly: the control actions are neither shown nor run."""
+        return not (self.readonly and action in self.CONTROL_ACTIONS)
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        """The command palette (ctrl+p): every console action, less the controls under --readonly."""
+        yield from super().get_system_commands(screen)
+        yield SystemCommand("Gates", "Every gate of the latest summary, with verdicts (g)", self.action_gates)
+        yield SystemCommand("Help", "Every key of the console (?)", self.action_help)
+        if not self.readonly:
+            yield SystemCommand("Abort the soak", "Stop dispatch and the serve target; stays resumable (a)",
+                                self.action_abort)  # fmt: skip
+            yield SystemCommand("Resume the run", "Start a runner that continues the steps not DONE (r)",
+                                self.action_resume)  # fmt: skip
+
     def action_help(self) -> None:
         """Show every key."""
-        self.push_screen(HelpScreen())
+        self.push_screen(HelpScreen(self.readonly))
+
+    def action_gates(self) -> None:
+        """Show the gate table of the latest summary."""
+        self.push_screen(GatesScreen(self.summary))
 
     def action_abort(self) -> None:
         """Ask, then ask the runner to abort."""
+        if self.readonly:
+            return
         if not self.runner_status.alive:
             self.notify("No runner is working on this run; nothing to abort.", severity="warning")
             return
@@ -318,6 +347,8 @@ class RunConsole(App[None]):
 
     def action_resume(self) -> None:
         """Start a detached runner that continues an aborted or failed run (DONE steps are skipped)."""
+        if self.readonly:
+            return
         status = self.runner_status
         if status.alive:
             self.notify("The soak is running; there is nothing to resume.", severity="warning")

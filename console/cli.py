@@ -16,8 +16,9 @@ from runners.control import request_abort
 from runners.execute import create_run, execute, load_run_plan, open_run, spawn_detached
 from runners.gates.mechanism import ACCEPTANCE_RULE, MechanismInput, mechanism_gate
 from runners.gates.registry import load_registry
-from runners.paths import DEMO_PLAN, default_runs_dir
+from runners.paths import CONFIGS_DIR, DEMO_PLAN, default_runs_dir
 from runners.plan import DockerServe, ExternalServe, load_plan
+from runners.run_index import list_runs, newest_live, plan_files
 from runners.run_view import RunView
 from runners.rundir import RunDir, RunDirError, runner_alive
 
@@ -34,7 +35,7 @@ class CliError(Exception):
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gb10-console", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")  # none: attach to the newest live run
 
     run = sub.add_parser("run", help="run a plan (or --resume a run directory)")
     run.add_argument("plan", nargs="?", type=Path, help="plan TOML file")
@@ -48,6 +49,7 @@ def _parser() -> argparse.ArgumentParser:
 
     attach = sub.add_parser("attach", help="watch a run directory in the console (live or finished)")
     attach.add_argument("run_dir", type=Path)
+    attach.add_argument("--readonly", action="store_true", help="no abort or resume: look, never touch")
 
     abort = sub.add_parser("abort", help="ask the runner of a run directory to abort (stays resumable)")
     abort.add_argument("run_dir", type=Path)
@@ -97,12 +99,39 @@ def _interactive(run: RunDir) -> int:
     return 0
 
 
-def _attach(run: RunDir) -> int:
+def _attach(run: RunDir, readonly: bool = False) -> int:
     from console.app import RunConsole
 
-    RunConsole(run).run()
+    RunConsole(run, readonly=readonly).run()
     _after_console(run)
     return 0
+
+
+def _launch() -> int:
+    """No command: attach to the newest live run under ./runs, else list runs and plans and offer to start one."""
+    runs_dir = default_runs_dir()
+    entries = list_runs(runs_dir)
+    live = newest_live(entries)
+    if live is not None:
+        print(f"attaching to {live.run_id} (plan {live.plan}), the newest live run in {runs_dir}")
+        return _attach(live.run)
+    plans = plan_files(CONFIGS_DIR)
+    print(f"No live run in {runs_dir}.")
+    if entries:
+        print("Recent runs (gb10-console attach RUN_DIR):")
+        for e in entries[:5]:
+            print(f"  {e.run.root}  {e.plan}  {e.status}")
+    print("Plans (gb10-console run PLAN):")
+    for i, path in enumerate(plans, 1):
+        print(f"  {i}. {path}")
+    if not sys.stdin.isatty() or not sys.stdout.isatty() or not plans:
+        return 0
+    answer = input(f"Start which plan? [1-{len(plans)}, enter to quit] ").strip()
+    if not answer:
+        return 0
+    if not answer.isdigit() or not 1 <= int(answer) <= len(plans):
+        raise CliError(f"{answer!r} is not a plan number between 1 and {len(plans)}")
+    return _interactive(create_run(plans[int(answer) - 1], None, runs_dir))
 
 
 def _after_console(run: RunDir) -> None:
@@ -154,8 +183,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         console = Console(width=160)
     if args.command == "bench":
         return bench_cli.run(args, console)
+    if args.command is None:
+        return _launch()
     if args.command == "attach":
-        return _attach(open_run(args.run_dir))
+        return _attach(open_run(args.run_dir), args.readonly)
     if args.command == "watch":
         return watch_cli.run(args)
     if args.command in ("report", "compare"):

@@ -8,20 +8,30 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 
-KEYS_HELP = """\
-[b]Keys[/b]
-
-  [b]a[/b]   abort the soak (asks first): stop dispatch, cancel requests in flight,
-      stop the serve target; the run stays resumable
-  [b]r[/b]   resume an aborted or failed run here: a new runner continues the
-      steps that are not DONE
-  [b]q[/b]   quit the console; the soak keeps running in the background
-  [b]?[/b]   this help
-
+CONTROL_KEYS_HELP = """\
+  [b]a[/b]       abort the soak (asks first): stop dispatch, cancel requests in flight,
+          stop the serve target; the run stays resumable
+  [b]r[/b]       resume an aborted or failed run here: a new runner continues the
+          steps that are not DONE
+"""
+VIEW_KEYS_HELP = """\
+  [b]g[/b]       gates: every gate of the latest summary, its verdict and criteria
+  [b]ctrl+p[/b]  command palette: every action by name
+  [b]q[/b]       quit the console; the soak keeps running in the background
+  [b]?[/b]       this help
+"""
+READONLY_NOTE = "[b]Read-only console[/b]: abort and resume are switched off (--readonly).\n"
+FOOTER_HELP = """
 Resume an aborted run with  gb10-console run --resume RUN_DIR
 Reattach to a run with      gb10-console attach RUN_DIR
 
 [dim]esc or any key closes this[/dim]"""
+
+
+def keys_help(readonly: bool) -> str:
+    """The help text: every key this console answers to (no control keys when read-only)."""
+    head = "[b]Keys[/b]\n\n" + (READONLY_NOTE + "\n" if readonly else CONTROL_KEYS_HELP)
+    return head + VIEW_KEYS_HELP + FOOTER_HELP
 
 
 class ConfirmAbort(ModalScreen[bool]):
@@ -72,8 +82,12 @@ class HelpScreen(ModalScreen[None]):
     HelpScreen > Static { width: 80; height: auto; border: thick $primary; background: $surface; padding: 1 2; }
     """
 
+    def __init__(self, readonly: bool = False) -> None:
+        super().__init__()
+        self.readonly = readonly
+
     def compose(self) -> ComposeResult:
-        yield Static(KEYS_HELP)
+        yield Static(keys_help(self.readonly))
 
     def on_key(self, event) -> None:
         """Any key closes the help."""

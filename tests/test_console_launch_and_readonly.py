@@ -1,0 +1,123 @@
+"""The launcher (`gb10-console` alone), the run index, --readonly, the command palette and the gates screen."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from textual.widgets import DataTable, Static
+
+from console.app import RunConsole
+from console.gates_screen import NO_SUMMARY, GatesScreen, gate_rows, verdict_line
+from console.screens import ConfirmAbort, HelpScreen, keys_help
+from runners.execute import create_run
+from runners.paths import PROJECT_ROOT
+from runners.run_index import list_runs, newest_live, plan_files
+from runners.rundir import RunnerLock
+from tests.conftest import write_plan
+
+SUMMARY = {
+    "run_id": "r1",
+    "status": "finished",
+    "verdicts": {"split1": "baseline", "split8": "keep opt-in"},
+    "gates": [
+        {"name": "quality", "arm": "split8", "status": "pass", "failed_criteria": [], "verdict": None},
+        {"name": "default-candidate", "arm": "split8", "status": "fail", "verdict": "keep opt-in",
+         "failed_criteria": ["wall 1.2% faster, needs 5%", "TPOT p95 worse"]},
+        "not a gate",
+    ],
+}  # fmt: skip
+
+
+def test_gate_rows_and_verdicts_come_from_summary_json() -> None:
+    rows = gate_rows(SUMMARY)
+    assert [(r[0], r[1], r[2].plain, r[3]) for r in rows] == [
+        ("quality", "split8", "pass", ""), ("default-candidate", "split8", "fail", "keep opt-in")
+    ]  # fmt: skip
+    assert rows[1][4] == "wall 1.2% faster, needs 5%  (+1 more)"
+    assert verdict_line(SUMMARY) == "split1: baseline   split8: keep opt-in"
+    assert gate_rows({}) == [] and verdict_line({}) == ""
+
+
+def test_help_lists_every_key_and_leaves_out_controls_when_read_only() -> None:
+    full, readonly = keys_help(False), keys_help(True)
+    for key in ("[b]a[/b]", "[b]r[/b]", "[b]g[/b]", "[b]q[/b]", "[b]?[/b]", "ctrl+p"):
+        assert key in full
+    assert "[b]a[/b]" not in readonly and "[b]r[/b]" not in readonly and "Read-only" in readonly
+
+
+def test_run_index_lists_newest_first_and_finds_the_live_one(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    plan = write_plan(tmp_path)
+    older = create_run(plan, runs / "older", runs)
+    create_run(plan, runs / "newer", runs)
+    os.utime(older.run_json, (time.time() - 100, time.time() - 100))
+    (runs / "not-a-run").mkdir()
+    entries = list_runs(runs)
+    assert [e.run.root.name for e in entries] == ["newer", "older"]
+    assert all(e.plan == "mini" and e.status == "created" and not e.live for e in entries)
+    assert newest_live(entries) is None
+    lock = RunnerLock(older)
+    lock.acquire()
+    try:
+        assert newest_live(list_runs(runs)).run.root == older.root
+    finally:
+        lock.release()
+    assert list_runs(tmp_path / "absent") == []
+
+
+def test_plan_files_are_the_configs_with_arms() -> None:
+    names = [p.name for p in plan_files(PROJECT_ROOT / "configs")]
+    assert "demo.toml" in names and "engine-tiny.toml" not in names
+
+
+def test_no_command_without_a_live_run_lists_runs_and_plans(tmp_path: Path) -> None:
+    create_run(write_plan(tmp_path), tmp_path / "runs" / "r1", tmp_path / "runs")
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    result = subprocess.run([sys.executable, "-m", "console.cli"], cwd=tmp_path, capture_output=True, text=True,
+                            stdin=subprocess.DEVNULL, timeout=60, env=env)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert f"No live run in {tmp_path / 'runs'}" in result.stdout and "runs/r1  mini  created" in result.stdout
+    assert "demo.toml" in result.stdout and "Traceback" not in result.stderr
+
+
+@pytest.fixture
+def created_run(tmp_path: Path):
+    return create_run(write_plan(tmp_path), tmp_path / "run", tmp_path)
+
+
+async def test_read_only_console_neither_shows_nor_runs_the_controls(created_run) -> None:
+    app = RunConsole(created_run, readonly=True)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause(0.3)
+        assert app.check_action("abort", ()) is False and app.check_action("resume", ()) is False
+        await pilot.press("a")
+        await pilot.press("r")
+        await pilot.pause(0.1)
+        assert not isinstance(app.screen, ConfirmAbort) and not app._notifications
+        titles = [c.title for c in app.get_system_commands(app.screen)]
+        assert "Gates" in titles and "Abort the soak" not in titles and "Resume the run" not in titles
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen) and app.screen.readonly
+
+
+async def test_the_palette_offers_every_action_and_g_shows_the_gates(created_run) -> None:
+    app = RunConsole(created_run)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause(0.3)
+        titles = [c.title for c in app.get_system_commands(app.screen)]
+        assert {"Gates", "Help", "Abort the soak", "Resume the run"} <= set(titles)
+        await pilot.press("g")
+        assert isinstance(app.screen, GatesScreen)
+        assert NO_SUMMARY[:20] in str(app.screen.query_one("#verdicts", Static).render())
+        await pilot.press("escape")
+        app.summary = SUMMARY
+        await pilot.press("g")
+        table = app.screen.query_one("#gates", DataTable)
+        assert table.row_count == 2 and "split8: keep opt-in" in str(app.screen.query_one("#verdicts", Static).render())
+        await pilot.press("g")
+        assert not isinstance(app.screen, GatesScreen)
