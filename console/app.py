@@ -26,7 +26,7 @@ from textual.worker import get_current_worker
 from console.gates_screen import GatesScreen
 from console.screens import ConfirmAbort, HelpScreen
 from engine.config_file import ConfigFileError
-from runners.control import request_abort
+from runners.control import pause_requested, request_abort, request_continue, request_pause
 from runners.execute import load_run_plan, spawn_detached
 from runners.files import JsonlTail, read_json, tail_lines
 from runners.plan import StepKey
@@ -111,9 +111,10 @@ class RunConsole(App[None]):
         Binding("question_mark", "help", "Help"),
         Binding("a", "abort", "Abort"),
         Binding("r", "resume", "Resume"),
+        Binding("p", "pause", "Pause/continue"),
         Binding("g", "gates", "Gates"),
     ]
-    CONTROL_ACTIONS = frozenset({"abort", "resume"})  # what --readonly takes away
+    CONTROL_ACTIONS = frozenset({"abort", "resume", "pause"})  # what --readonly takes away
 
     def __init__(self, run: RunDir, runner: subprocess.Popen | None = None, readonly: bool = False) -> None:
         super().__init__()
@@ -304,7 +305,7 @@ class RunConsole(App[None]):
             return
         title.update(
             f"[b]{view.run_id}[/b]  ·  plan {view.plan}  ·  {status.label}  ·  {clock}  ·  {runner}"
-            f"  ·  memory {view.watchdog_level.upper()}"
+            f"  ·  memory {view.watchdog_level.upper()}" + ("  ·  [b reverse] PAUSED [/]" if view.paused else "")
         )
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
@@ -321,6 +322,8 @@ class RunConsole(App[None]):
                                 self.action_abort)  # fmt: skip
             yield SystemCommand("Resume the run", "Start a runner that continues the steps not DONE (r)",
                                 self.action_resume)  # fmt: skip
+            yield SystemCommand("Pause or continue dispatch", "Hold new requests; those in flight finish (p)",
+                                self.action_pause)  # fmt: skip
 
     def action_help(self) -> None:
         """Show every key."""
@@ -344,6 +347,30 @@ class RunConsole(App[None]):
                 self.send_abort()
 
         self.push_screen(ConfirmAbort(what), answered)
+
+    def action_pause(self) -> None:
+        """Hold dispatch, or let it continue (the runner acts within a fraction of a second)."""
+        if self.readonly:
+            return
+        if not self.runner_status.alive:
+            self.notify("No runner is working on this run; nothing to pause.", severity="warning")
+            return
+        self.toggle_pause()
+
+    @work(thread=True, group="control")
+    def toggle_pause(self) -> None:
+        """Write or remove control/pause.json (thread worker: file I/O stays off the UI thread)."""
+        try:
+            if pause_requested(self.run_dir) is None:
+                request_pause(self.run_dir, by="console")
+                note = "Pausing dispatch: requests in flight finish, no new ones start. p continues."
+            else:
+                request_continue(self.run_dir)
+                note = "Dispatch continues."
+        except OSError as exc:
+            self.call_from_thread(self.notify, f"could not pause or continue: {exc}", severity="error")
+            return
+        self.call_from_thread(self.notify, note)
 
     def action_resume(self) -> None:
         """Start a detached runner that continues an aborted or failed run (DONE steps are skipped)."""

@@ -13,6 +13,8 @@ CONTROL_KEYS_HELP = """\
           stop the serve target; the run stays resumable
   [b]r[/b]       resume an aborted or failed run here: a new runner continues the
           steps that are not DONE
+  [b]p[/b]       pause dispatch (requests in flight finish, no new ones start);
+          p again continues. A paused step's wall time includes the pause
 """
 VIEW_KEYS_HELP = """\
   [b]g[/b]       gates: every gate of the latest summary, its verdict and criteria
@@ -20,7 +22,7 @@ VIEW_KEYS_HELP = """\
   [b]q[/b]       quit the console; the soak keeps running in the background
   [b]?[/b]       this help
 """
-READONLY_NOTE = "[b]Read-only console[/b]: abort and resume are switched off (--readonly).\n"
+READONLY_NOTE = "[b]Read-only console[/b]: abort, resume and pause are switched off (--readonly).\n"
 FOOTER_HELP = """
 Resume an aborted run with  gb10-console run --resume RUN_DIR
 Reattach to a run with      gb10-console attach RUN_DIR

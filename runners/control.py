@@ -1,7 +1,8 @@
 """Control requests to a running runner, as files in `<run>/control/` (they work across processes and hosts).
 
 The console (or `gb10-console abort`) writes `control/abort.json` atomically; the runner polls for
-it, acts, and removes it. A new runner session clears requests left from before it started.
+it, acts, and removes it. `control/pause.json` is a state, not a request: while it exists the runner
+holds dispatch (requests in flight finish); removing it continues. A new runner session clears both.
 """
 
 from __future__ import annotations
@@ -42,10 +43,35 @@ def take_abort_request(run: RunDir) -> dict | None:
     return request
 
 
-async def watch_control(run: RunDir, on_abort: Callable[[dict], None]) -> None:
-    """Poll for control requests until cancelled; call `on_abort(request)` for each abort request."""
+def request_pause(run: RunDir, by: str) -> None:
+    """Ask the runner of `run` to hold dispatch until `request_continue` (requests in flight finish)."""
+    write_json_atomic(run.control_dir / "pause.json", {"by": by, "pid": os.getpid(), "at": time.time()})
+
+
+def request_continue(run: RunDir) -> None:
+    """Let a paused runner dispatch again."""
+    (run.control_dir / "pause.json").unlink(missing_ok=True)
+
+
+def pause_requested(run: RunDir) -> dict | None:
+    """The pause request while one stands (an unreadable one still pauses), else None."""
+    try:
+        return read_json(run.control_dir / "pause.json")
+    except FileNotFoundError:
+        return None
+    except ValueError:
+        return {"by": "unknown"}
+
+
+async def watch_control(
+    run: RunDir, on_abort: Callable[[dict], None], on_pause: Callable[[dict | None], None] | None = None
+) -> None:
+    """Poll for control requests until cancelled: `on_abort(request)` per abort request, and
+    `on_pause(request or None)` on every poll with the standing pause request (None: dispatch)."""
     while True:
         request = take_abort_request(run)
         if request is not None:
             on_abort(request)
+        if on_pause is not None:
+            on_pause(pause_requested(run))
         await asyncio.sleep(POLL_INTERVAL_S)

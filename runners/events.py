@@ -23,6 +23,8 @@ DURABLE = frozenset(
         "step_finished",
         "step_failed",
         "step_aborted",
+        "dispatch_paused",
+        "dispatch_resumed",
         "serve_failed",
         "env_mismatch",
         "kernel_checks_failed",

@@ -17,11 +17,12 @@ from pathlib import Path
 
 from engine.config_file import ConfigFileError
 from runners import event_loop
-from runners.control import take_abort_request, watch_control
+from runners.control import pause_requested, request_continue, take_abort_request, watch_control
 from runners.events import EventLog, Listener
 from runners.evidence.report import write_report
 from runners.plan import DockerServe, LoadedPlan, load_plan
 from runners.provenance import end_session, start_session
+from runners.replay.dispatch_gate import DispatchGate
 from runners.rundir import RunDir, RunDirError, RunnerLock, create_run_dir
 from runners.serve.orphans import sweep_at_start
 from runners.soak import Soak, SoakResult
@@ -62,7 +63,18 @@ async def execute(run: RunDir, listeners: Iterable[Listener] = (), argv: list[st
         stale = take_abort_request(run)
         if stale:
             events.emit("control_cleared", request=stale)
+        stale_pause = pause_requested(run)
+        if stale_pause is not None:  # a new session dispatches; the operator can pause it again
+            request_continue(run)
+            events.emit("control_cleared", request={"pause": stale_pause})
         abort = asyncio.Event()
+        gate = DispatchGate()
+
+        def on_pause(request: dict | None) -> None:
+            if request is not None and gate.pause():
+                events.emit("dispatch_paused", by=request.get("by", "?"))
+            elif request is None and gate.paused:
+                events.emit("dispatch_resumed", paused_s=round(gate.resume() or 0.0, 3))
 
         def on_abort(request: dict) -> None:
             if not abort.is_set():
@@ -76,9 +88,9 @@ async def execute(run: RunDir, listeners: Iterable[Listener] = (), argv: list[st
         serve = loaded.plan.serve
         kind, payload = await sweep_at_start(serve.socket if isinstance(serve, DockerServe) else None)
         events.emit(kind, **payload)
-        watcher = asyncio.create_task(watch_control(run, on_abort))
+        watcher = asyncio.create_task(watch_control(run, on_abort, on_pause))
         guard = GuardLink(run, loaded.plan.watchdog)
-        soak = Soak(run, loaded, events, abort, guard=guard)
+        soak = Soak(run, loaded, events, abort, guard=guard, gate=gate)
 
         def on_guard_lost(reason: str) -> None:  # fail closed: no measuring without a watchdog
             events.emit("guard_lost", reason=reason)

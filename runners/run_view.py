@@ -55,6 +55,7 @@ class RunView:
     steps: dict[StepKey, StepView] = field(default_factory=dict)
     current: StepKey | None = None
     watchdog_level: str = "unknown"  # ok / warn / abort / kill, "lost" when the guard is gone
+    paused: bool = False  # dispatch held by the operator (requests in flight finish)
     log: list[str] = field(default_factory=list)
 
     @classmethod
@@ -106,7 +107,7 @@ class RunView:
     def _on_run_started(self, e: dict) -> str:
         self.run_id = e.get("run_id", self.run_id)
         self.plan = e.get("plan", self.plan)
-        self.status, self.reason, self.ended_t = "running", "", None
+        self.status, self.reason, self.ended_t, self.paused = "running", "", None, False
         self.started_t = self.started_t or e.get("t")
         for name in e.get("arms", []):
             self._arm(name)
@@ -118,8 +119,17 @@ class RunView:
 
     def _on_run_finished(self, e: dict) -> str:
         self.status, self.reason, self.ended_t = e.get("status", "?"), e.get("reason", ""), e.get("t")
+        self.paused = False
         self.current = None
         return f"run {self.status}: {self.reason}"
+
+    def _on_dispatch_paused(self, e: dict) -> str:
+        self.paused = True
+        return f"dispatch paused by {e.get('by')}: requests in flight finish, no new ones start"
+
+    def _on_dispatch_resumed(self, e: dict) -> str:
+        self.paused = False
+        return f"dispatch continues after {e.get('paused_s', 0):.1f} s paused"
 
     def _on_abort_requested(self, e: dict) -> str:
         self.status = "aborting"

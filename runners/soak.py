@@ -16,7 +16,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal, TypeVar
 
-from engine.deadlines import timeout
 from runners.control import POLL_INTERVAL_S as CONTROL_POLL_S
 from runners.control import abort_pending
 from runners.events import EventLog
@@ -26,6 +25,7 @@ from runners.profiler import ProfileRecord, ProfilerError, start_profile, stop_p
 from runners.provenance import record_target
 from runners.redact import redact_env
 from runners.replay.dispatch import replay
+from runners.replay.dispatch_gate import DispatchGate
 from runners.replay.metrics import Slo, phase_stats
 from runners.replay.prompts import DatasetError
 from runners.replay.records import RequestRecord
@@ -78,8 +78,10 @@ class Soak:
         abort: asyncio.Event,
         runtime_factory: RuntimeFactory | None = None,
         guard: GuardLink | None = None,
+        gate: DispatchGate | None = None,
     ) -> None:
         self.run_dir = run
+        self.gate = gate or DispatchGate()
         self.loaded = loaded
         self.plan = loaded.plan
         self.events = events
@@ -122,6 +124,15 @@ class Soak:
                 f"`gb10-console run --resume {self.run_dir.root}`; steps already DONE are kept"
             )
         return self._finish()
+
+    async def _deadline(self, deadline_s: float, paused_before: float) -> None:
+        """Return once a step has run `deadline_s` seconds, not counting time dispatch was paused."""
+        started = time.monotonic()
+        while True:
+            ran = time.monotonic() - started - (self.gate.paused_s() - paused_before)
+            if ran >= deadline_s:
+                return
+            await asyncio.sleep(min(deadline_s - ran, 1.0))
 
     def _finish(self) -> SoakResult:
         st = self.state
@@ -396,21 +407,21 @@ class Soak:
         if phase.metrics_interval_s is not None:
             scraper = MetricsSampler(runtime.base_url + "/metrics", on_sample, interval_s=phase.metrics_interval_s)
             sampler = asyncio.create_task(scraper.run(stop_scraping))
+        paused_before = self.gate.paused_s()
         replay_task = asyncio.create_task(
             replay(
                 runtime.base_url, model, workload.conversations, workload.shape, workload.arrivals,
-                on_record, self.abort, limit_requests=phase.limit_requests,
+                on_record, self.abort, limit_requests=phase.limit_requests, gate=self.gate,
             )
         )  # fmt: skip
         replay_task.add_done_callback(_retrieve)  # its error is read below, on every path
         died = asyncio.create_task(runtime.wait_exit())
+        deadline = asyncio.create_task(self._deadline(phase.deadline_s, paused_before))
         try:
-            async with timeout(phase.deadline_s):
-                watched = {replay_task, died} | ({self._alarm} if self._alarm else set())
-                await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
-        except asyncio.TimeoutError:
-            pass
+            watched = {replay_task, died, deadline} | ({self._alarm} if self._alarm else set())
+            await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            deadline.cancel()
             if not replay_task.done():
                 replay_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -454,6 +465,7 @@ class Soak:
             "started_at": started,
             "ended_at": time.time(),
             "aborted": outcome.aborted,
+            "paused_s": round(self.gate.paused_s() - paused_before, 3),  # included in the wall time
             "target": target,
             "target_ended": ended.describe() if ended else None,
             "profile": profile.as_dict() if profile else None,

@@ -2,22 +2,28 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import httpx
 import psutil
 import pytest
 
+from runners.bench.mock_server import MockSettings, serve_mock
+
 ROOT = Path(__file__).resolve().parent.parent
 ENGINE_CONFIG = ROOT / "configs" / "engine-tiny.toml"
 SHARED = ROOT.parent / "shared"
 START_DEADLINE_S = 60.0
+HOST = "127.0.0.1"
+MOCK_START_S = 10.0
+MOCK_STOP_S = 5.0
 
 
 def free_port() -> int:
@@ -206,3 +212,32 @@ def run_headless(plan: Path, out: Path, timeout_s: float = 240) -> subprocess.Co
         [sys.executable, "-m", "console.cli", "run", str(plan), "--headless", "--out", str(out)],
         capture_output=True, text=True, timeout=timeout_s, cwd=ROOT,
     )  # fmt: skip
+
+
+StartMock = Callable[[MockSettings], Awaitable[str]]
+
+
+@pytest.fixture
+async def start_mock() -> AsyncIterator[StartMock]:
+    """Start mock servers as tasks of the test's loop on free loopback ports; all are cancelled at teardown."""
+    tasks: list[asyncio.Task] = []
+
+    async def start(settings: MockSettings) -> str:
+        port = free_port()
+        ready = asyncio.Event()
+        server = asyncio.create_task(serve_mock(HOST, port, settings, ready))
+        tasks.append(server)
+        listening = asyncio.create_task(ready.wait())
+        await asyncio.wait({server, listening}, timeout=MOCK_START_S, return_when=asyncio.FIRST_COMPLETED)
+        listening.cancel()
+        if server.done():
+            server.result()  # raises the server's own error (port taken, ...)
+        assert ready.is_set(), f"mock server on {HOST}:{port} not listening within {MOCK_START_S} s"
+        return f"http://{HOST}:{port}"
+
+    yield start
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        _, pending = await asyncio.wait(tasks, timeout=MOCK_STOP_S)
+        assert not pending, "a mock server did not stop when cancelled"

@@ -45,9 +45,9 @@ def test_gate_rows_and_verdicts_come_from_summary_json() -> None:
 
 def test_help_lists_every_key_and_leaves_out_controls_when_read_only() -> None:
     full, readonly = keys_help(False), keys_help(True)
-    for key in ("[b]a[/b]", "[b]r[/b]", "[b]g[/b]", "[b]q[/b]", "[b]?[/b]", "ctrl+p"):
+    for key in ("[b]a[/b]", "[b]r[/b]", "[b]p[/b]", "[b]g[/b]", "[b]q[/b]", "[b]?[/b]", "ctrl+p"):
         assert key in full
-    assert "[b]a[/b]" not in readonly and "[b]r[/b]" not in readonly and "Read-only" in readonly
+    assert all(k not in readonly for k in ("[b]a[/b]", "[b]r[/b]", "[b]p[/b]")) and "Read-only" in readonly
 
 
 def test_run_index_lists_newest_first_and_finds_the_live_one(tmp_path: Path) -> None:
@@ -94,13 +94,16 @@ async def test_read_only_console_neither_shows_nor_runs_the_controls(created_run
     app = RunConsole(created_run, readonly=True)
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.pause(0.3)
-        assert app.check_action("abort", ()) is False and app.check_action("resume", ()) is False
+        assert not any(app.check_action(action, ()) for action in ("abort", "resume", "pause"))
         await pilot.press("a")
         await pilot.press("r")
+        await pilot.press("p")
         await pilot.pause(0.1)
         assert not isinstance(app.screen, ConfirmAbort) and not app._notifications
         titles = [c.title for c in app.get_system_commands(app.screen)]
-        assert "Gates" in titles and "Abort the soak" not in titles and "Resume the run" not in titles
+        assert "Gates" in titles and not {"Abort the soak", "Resume the run", "Pause or continue dispatch"} & set(
+            titles
+        )
         await pilot.press("question_mark")
         assert isinstance(app.screen, HelpScreen) and app.screen.readonly
 
@@ -110,7 +113,7 @@ async def test_the_palette_offers_every_action_and_g_shows_the_gates(created_run
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.pause(0.3)
         titles = [c.title for c in app.get_system_commands(app.screen)]
-        assert {"Gates", "Help", "Abort the soak", "Resume the run"} <= set(titles)
+        assert {"Gates", "Help", "Abort the soak", "Resume the run", "Pause or continue dispatch"} <= set(titles)
         await pilot.press("g")
         assert isinstance(app.screen, GatesScreen)
         assert NO_SUMMARY[:20] in str(app.screen.query_one("#verdicts", Static).render())

@@ -9,56 +9,25 @@ import ssl
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
 import httpx
 import pytest
 
-from runners.bench.mock_server import MODEL_ID, Fault, MockSettings, serve_mock
+from runners.bench.mock_server import MODEL_ID, Fault, MockSettings
 from runners.replay.client import stream_request
 from runners.replay.dispatch import ENDPOINT_PATHS, Arrivals, ReplayOutcome, RequestShape, replay, request_payload
 from runners.replay.metrics import Slo, dispatch_lag_ms, meets_slo, phase_stats, ttft_ms
 from runners.replay.prompts import Conversation, Turn, builtin_conversations
 from runners.replay.records import RequestRecord
 from runners.replay.transport import replay_transport
-from tests.conftest import ROOT, free_port, stop_process, wait_healthy
+from tests.conftest import HOST, ROOT, StartMock, free_port, stop_process, wait_healthy
 
-HOST = "127.0.0.1"
-MOCK_START_S = 10.0
-MOCK_STOP_S = 5.0
 NS_PER_MS = 1_000_000
-CLI = [sys.executable, "-m", "console.cli"]
-
-StartMock = Callable[[MockSettings], Awaitable[str]]
 Endpoint = Literal["chat", "completions"]
-
-
-@pytest.fixture
-async def start_mock() -> AsyncIterator[StartMock]:
-    """Start mock servers as tasks of the test's loop on free loopback ports; all are cancelled at teardown."""
-    tasks: list[asyncio.Task] = []
-
-    async def start(settings: MockSettings) -> str:
-        port = free_port()
-        ready = asyncio.Event()
-        server = asyncio.create_task(serve_mock(HOST, port, settings, ready))
-        tasks.append(server)
-        listening = asyncio.create_task(ready.wait())
-        await asyncio.wait({server, listening}, timeout=MOCK_START_S, return_when=asyncio.FIRST_COMPLETED)
-        listening.cancel()
-        if server.done():
-            server.result()  # raises the server's own error (port taken, ...)
-        assert ready.is_set(), f"mock server on {HOST}:{port} not listening within {MOCK_START_S} s"
-        return f"http://{HOST}:{port}"
-
-    yield start
-    for task in tasks:
-        task.cancel()
-    if tasks:
-        _, pending = await asyncio.wait(tasks, timeout=MOCK_STOP_S)
-        assert not pending, "a mock server did not stop when cancelled"
+CLI = [sys.executable, "-m", "console.cli"]
 
 
 def new_record(endpoint: Endpoint = "chat") -> RequestRecord:

@@ -2,7 +2,8 @@
 
 Each line says what is missing or suspect and where to look: steps not done, lost profiler
 traces, effective env that was not verified, unfinished attempts kept aside, token counts taken
-from chunks, server metrics that could not be scraped, memory actions and OOM kills, restarts.
+from chunks, server metrics that could not be scraped, memory actions and OOM kills, restarts,
+steps whose dispatch the operator paused.
 """
 
 from __future__ import annotations
@@ -81,6 +82,15 @@ def _attempts(run: RunDir) -> list[str]:
     return [f"{len(kept)} unfinished attempt(s) kept aside and not counted (e.g. {first})"]
 
 
+def _paused(run: RunDir, plan: Plan) -> list[str]:
+    out = []
+    for step in plan.steps():
+        paused = number(phase_record(run, step).get("paused_s")) if run.is_done(step) else None
+        if paused:
+            out.append(f"{step.path}: dispatch was paused for {paused:.1f} s; its wall time includes the pause")
+    return out
+
+
 def _request_details(run: RunDir, plan: Plan) -> list[str]:
     chunks = scrape_failures = absent = 0
     for step in plan.steps():
@@ -132,6 +142,7 @@ def known_limitations(run: RunDir, plan: Plan) -> list[str]:
         *_env(run, plan),
         *_profiles(run, plan),
         *_incidents(events),
+        *_paused(run, plan),
         *_attempts(run),
         *_request_details(run, plan),
     ]

@@ -28,6 +28,7 @@ from typing import Literal
 import httpx
 
 from runners.replay.client import stream_request
+from runners.replay.dispatch_gate import DispatchGate
 from runners.replay.prompts import Conversation
 from runners.replay.records import RequestRecord
 from runners.replay.transport import replay_transport
@@ -127,12 +128,15 @@ async def replay(
     abort: asyncio.Event,
     limit_requests: int | None = None,
     cancel_grace_s: float = CANCEL_GRACE_S,
+    gate: DispatchGate | None = None,
 ) -> ReplayOutcome:
     """Send every conversation as `arrivals` says; `on_record` sees each request as it ends.
 
     Request numbers (and seeds: seed + number) follow the conversations' order, turn by turn, so
-    they do not depend on timing. At most `limit_requests` requests are sent.
+    they do not depend on timing. At most `limit_requests` requests are sent. While `gate` is
+    closed no request starts; an open-loop schedule is shifted by the time paused.
     """
+    gate = gate or DispatchGate()
     url = base_url + ENDPOINT_PATHS[shape.endpoint]
     first_index = [0]
     for conv in conversations:
@@ -147,6 +151,9 @@ async def replay(
         conv = conversations[i]
         history: list[dict] = []
         for turn_no, turn in enumerate(conv.turns):
+            if gate.paused:
+                await gate.wait_open(abort)
+                scheduled_ns = time.perf_counter_ns()  # the pause is not the request's queueing delay
             if abort.is_set() or (limit_requests is not None and sent[0] >= limit_requests):
                 break
             sent[0] += 1
@@ -196,10 +203,12 @@ async def replay(
 
         try:
             for i, offset in enumerate(offsets[: len(conversations)]):
-                due_ns = t0 + int(offset * 1e9)
+                await gate.wait_open(abort)
+                due_ns = t0 + int((offset + gate.paused_s()) * 1e9)  # a pause shifts the rest of the schedule
                 delay = (due_ns - time.perf_counter_ns()) / 1e9
                 if delay > 0:
                     await asyncio.sleep(delay)
+                await gate.wait_open(abort)
                 await room.acquire()
                 if abort.is_set() or (limit_requests is not None and sent[0] >= limit_requests):
                     room.release()
