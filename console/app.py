@@ -25,6 +25,7 @@ from textual.worker import get_current_worker
 
 from console.gates_screen import GatesScreen
 from console.screens import ConfirmAbort, HelpScreen
+from console.watchdog_panel import WatchdogPanel
 from engine.config_file import ConfigFileError
 from runners.control import pause_requested, request_abort, request_continue, request_pause
 from runners.execute import load_run_plan, spawn_detached
@@ -32,6 +33,7 @@ from runners.files import JsonlTail, read_json, tail_lines
 from runners.plan import StepKey
 from runners.run_view import RunView, StepView
 from runners.rundir import RunDir, runner_alive
+from runners.watchdog_view import WatchdogView
 
 POLL_INTERVAL_S = 0.2
 
@@ -58,6 +60,14 @@ class EventsArrived(Message):
     def __init__(self, events: list[dict]) -> None:
         super().__init__()
         self.events = events
+
+
+class WatchdogRecords(Message):
+    """New guard records (watchdog.jsonl lines, and watchdog.json when it changed), in order."""
+
+    def __init__(self, records: list[dict]) -> None:
+        super().__init__()
+        self.records = records
 
 
 @dataclass(frozen=True)
@@ -103,6 +113,7 @@ class RunConsole(App[None]):
     #current { height: 1; padding: 0 1; }
     #progress { height: 1; padding: 0 1; }
     #live { height: 1; padding: 0 1; color: $text-muted; }
+    #watchdog { border: round $primary-darken-2; }
     #summary { height: auto; max-height: 8; border: round $success; display: none; }
     #events { height: 9; border: round $primary-darken-2; }
     """
@@ -122,6 +133,7 @@ class RunConsole(App[None]):
         self.runner = runner
         self.readonly = readonly
         self.summary: dict | None = None
+        self.watchdog = WatchdogView()
         self.view: RunView | None = None
         self.runner_status = RunnerStatus("opening", False, None)
         self._step_nodes: dict[StepKey, TreeNode] = {}
@@ -135,6 +147,7 @@ class RunConsole(App[None]):
                 yield Static("", id="current")
                 yield ProgressBar(id="progress", show_eta=False)
                 yield Static("", id="live")
+                yield WatchdogPanel(self.watchdog, id="watchdog")
         yield DataTable(id="summary", cursor_type="none")
         yield RichLog(id="events", wrap=False, markup=False, max_lines=2000)
         yield Footer()
@@ -146,6 +159,7 @@ class RunConsole(App[None]):
         arms.add_columns("arm", "CUTE_WO_SPLIT", "env", "serve", "steps")
         self.query_one("#steps", Tree).border_title = "arm → phase"
         self.query_one("#events", RichLog).border_title = "events"
+        self.query_one("#watchdog", WatchdogPanel).border_title = "memory watchdog"
         self.tail_run()
         self.set_interval(1.0, self._refresh_title)
 
@@ -161,12 +175,23 @@ class RunConsole(App[None]):
             return
         self.post_message(RunOpened(view))
         tail = JsonlTail(self.run_dir.events)
+        guard_tail = JsonlTail(self.run_dir.watchdog_jsonl)
         last_status: RunnerStatus | None = None
-        summary_mtime = None
+        summary_mtime = guard_mtime = None
         while not worker.is_cancelled:
             events = tail.read_new()
             if events:
                 self.post_message(EventsArrived(events))
+            records = guard_tail.read_new()
+            try:
+                mtime = self.run_dir.watchdog_json.stat().st_mtime_ns
+                if mtime != guard_mtime:
+                    guard_mtime = mtime
+                    records.append(read_json(self.run_dir.watchdog_json))  # the floors live only here
+            except (FileNotFoundError, ValueError):
+                pass
+            if records:
+                self.post_message(WatchdogRecords(records))
             status = self._read_runner_status()
             if status != last_status:
                 last_status = status
@@ -217,14 +242,22 @@ class RunConsole(App[None]):
             return
         log = self.query_one("#events", RichLog)
         for event in message.events:
+            self.watchdog.apply(event)  # guard_started (the floors), levels, actions, kills, guard_lost
             line = self.view.apply(event)
             if line:
                 log.write(f"{time.strftime('%H:%M:%S', time.localtime(event.get('t', 0)))} {line}")
+        self.query_one("#watchdog", WatchdogPanel).update_view(self.watchdog)
         for key, node in self._step_nodes.items():
             node.set_label(self._step_label(self.view.steps[key]))
         self._refresh_arms()
         self._refresh_current()
         self._refresh_title()
+
+    @on(WatchdogRecords)
+    def _watchdog(self, message: WatchdogRecords) -> None:
+        for record in message.records:
+            self.watchdog.apply(record)
+        self.query_one("#watchdog", WatchdogPanel).update_view(self.watchdog)
 
     @on(RunnerChanged)
     def _runner_changed(self, message: RunnerChanged) -> None:

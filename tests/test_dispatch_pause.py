@@ -117,6 +117,10 @@ async def test_p_in_the_console_pauses_and_continues_a_live_run(tmp_path: Path) 
                 return bool(predicate())
 
             assert await until(lambda: app.runner_status.alive and app.view and app.view.current_step())
+            # the watchdog panel follows the live guard: its floors (watchdog.json) and a sampled level
+            assert await until(lambda: app.watchdog.floors is not None and app.watchdog.level == "ok", 20)
+            panel = str(app.query_one("#watchdog").render())
+            assert "OK" in panel.upper() and "KILL" in panel.upper()
             await pilot.press("p")
             assert await until(lambda: app.view.paused, 10)
             assert pause_requested(run) is not None
