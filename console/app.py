@@ -100,6 +100,15 @@ def _ms(value: float | None, digits: int = 1) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
+def _host(run: RunDir) -> str:
+    """The runner's hostname from provenance.json ("" while there is none); called from the worker."""
+    try:
+        host = read_json(run.provenance).get("host") or {}
+    except (OSError, ValueError):
+        return ""
+    return str(host.get("hostname", "")) if isinstance(host, dict) else ""
+
+
 class RunConsole(App[None]):
     """Header, arm -> phase tree, arms table, progress, live TTFT/TPOT, event log, summary."""
 
@@ -170,6 +179,7 @@ class RunConsole(App[None]):
         try:
             loaded = load_run_plan(self.run_dir)
             view = RunView.for_plan(loaded.plan, self.run_dir.info()["run_id"])
+            view.host = _host(self.run_dir)
         except (ConfigFileError, OSError, ValueError, KeyError) as exc:
             self.post_message(RunUnreadable(f"cannot read {self.run_dir.root}: {exc}"))
             return
@@ -287,8 +297,10 @@ class RunConsole(App[None]):
     def _step_label(step: StepView) -> Text:
         key = step.key
         progress = f" {step.completed}/{step.total}" if step.total else ""
+        took = step.duration(time.time())
+        clock = f" {took:.0f}s" if took is not None else ""
         reason = f" — {step.reason[:60]}" if step.status == "failed" and step.reason else ""
-        return Text(f"{step.icon} {key.phase} #{key.rep} ({key.mode}){progress}{reason}")
+        return Text(f"{step.icon} {key.phase} #{key.rep} ({key.mode}){progress}{clock}{reason}")
 
     def _refresh_arms(self) -> None:
         if self.view is None:
@@ -311,21 +323,33 @@ class RunConsole(App[None]):
             bar.update(total=max(total, 1), progress=done)
             self.query_one("#live", Static).update("")
             return
-        self.query_one("#current", Static).update(f"▶ {step.key.path}: {step.completed}/{step.total} requests")
-        bar.update(total=max(step.total, 1), progress=step.completed)
         live = step.live
+        tokens = live.get("output_tokens")
+        self.query_one("#current", Static).update(
+            f"▶ {step.key.path}: {step.completed}/{step.total} requests"
+            + (f", {tokens:,} tokens" if isinstance(tokens, int) else "")
+        )
+        bar.update(total=max(step.total, 1), progress=step.completed)
+        errors = live.get("errors") or {}
+        failed = f"   failed {step.failed}" + (
+            f" ({', '.join(f'{k} {n}' for k, n in errors.items())})" if errors else ""
+        )
         self.query_one("#live", Static).update(
             f"TTFT p50/p95 {_ms(live.get('ttft_p50_ms'))}/{_ms(live.get('ttft_p95_ms'))} ms   "
-            f"TPOT p50/p95 {_ms(live.get('tpot_p50_ms'), 2)}/{_ms(live.get('tpot_p95_ms'), 2)} ms"
-            + (f"   failed {step.failed}" if step.failed else "")
+            f"TPOT {_ms(live.get('tpot_p50_ms'), 2)}/{_ms(live.get('tpot_p95_ms'), 2)}   "
+            f"ITL {_ms(live.get('itl_p50_ms'), 2)}/{_ms(live.get('itl_p95_ms'), 2)} ms"
+            + (failed if step.failed else "")
         )
 
     def _refresh_title(self) -> None:
         view, status = self.view, self.runner_status
         if view is None:
             return
-        elapsed = view.elapsed(time.time())
+        now = time.time()
+        elapsed, eta = view.elapsed(now), view.eta_s(now)
         clock = "--:--:--" if elapsed is None else time.strftime("%H:%M:%S", time.gmtime(elapsed))
+        if eta is not None:
+            clock += f" (ETA {time.strftime('%H:%M:%S', time.gmtime(eta))})"
         if status.alive:
             runner = "runner alive"
         elif status.exit_code is not None:
@@ -337,7 +361,8 @@ class RunConsole(App[None]):
         except NoMatches:  # a message that arrives while the app shuts down, after its widgets are gone
             return
         title.update(
-            f"[b]{view.run_id}[/b]  ·  plan {view.plan}  ·  {status.label}  ·  {clock}  ·  {runner}"
+            f"[b]{view.run_id}[/b]{f' on {view.host}' if view.host else ''}  ·  plan {view.plan}  ·  {status.label}"
+            f"  ·  {clock}  ·  {runner}"
             f"  ·  memory {view.watchdog_level.upper()}" + ("  ·  [b reverse] PAUSED [/]" if view.paused else "")
         )
 

@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 
 from runners.plan import Plan, StepKey
 
+LIVE_KEYS = (
+    "ttft_p50_ms", "ttft_p95_ms", "tpot_p50_ms", "tpot_p95_ms", "itl_p50_ms", "itl_p95_ms", "output_tokens", "errors",
+)  # fmt: skip
 STEP_ICONS = {"pending": "·", "running": "▶", "done": "✔", "failed": "✘", "aborted": "■", "skipped": "✔"}
 
 
@@ -28,6 +31,12 @@ class StepView:
     def icon(self) -> str:
         """A one-character status mark."""
         return STEP_ICONS.get(self.status, "?")
+
+    def duration(self, now: float) -> float | None:
+        """Seconds the step ran (so far, while it runs); None before it started."""
+        if self.started_t is None:
+            return None
+        return (self.ended_t or now) - self.started_t
 
 
 @dataclass
@@ -56,6 +65,7 @@ class RunView:
     current: StepKey | None = None
     watchdog_level: str = "unknown"  # ok / warn / abort / kill, "lost" when the guard is gone
     paused: bool = False  # dispatch held by the operator (requests in flight finish)
+    host: str = ""  # where the runner runs (provenance.json)
     log: list[str] = field(default_factory=list)
 
     @classmethod
@@ -71,6 +81,16 @@ class RunView:
         if self.started_t is None:
             return None
         return (self.ended_t or now) - self.started_t
+
+    def eta_s(self, now: float) -> float | None:
+        """Seconds left, estimated: the mean duration of finished steps times the steps left (None before one ends)."""
+        finished = [s.duration(now) for s in self.steps.values() if s.status == "done" and s.ended_t is not None]
+        if not finished or self.status not in ("running", "aborting"):
+            return None
+        mean = sum(d for d in finished if d is not None) / len(finished)
+        left = [s for s in self.steps.values() if s.status in ("pending", "running")]
+        running = sum(min(s.duration(now) or 0.0, mean) for s in left if s.status == "running")
+        return max(0.0, mean * len(left) - running)
 
     def current_step(self) -> StepView | None:
         """The step in flight, if any."""
@@ -257,7 +277,7 @@ class RunView:
         if step is None:
             return
         step.total, step.completed, step.failed = e.get("total", step.total), e.get("completed", 0), e.get("failed", 0)
-        step.live = {k: e.get(k) for k in ("ttft_p50_ms", "ttft_p95_ms", "tpot_p50_ms", "tpot_p95_ms", "output_tokens")}
+        step.live = {k: e.get(k) for k in LIVE_KEYS}
 
     def _on_step_finished(self, e: dict) -> str | None:
         step = self._step(e)
@@ -266,7 +286,7 @@ class RunView:
         stats = e.get("stats", {})
         step.status, step.ended_t = "done", e.get("t")
         step.completed, step.failed = stats.get("requests", step.completed), stats.get("failed", step.failed)
-        step.live = {k: stats.get(k) for k in ("ttft_p50_ms", "ttft_p95_ms", "tpot_p50_ms", "tpot_p95_ms")}
+        step.live = {k: stats.get(k) for k in LIVE_KEYS}
         if self.current == step.key:
             self.current = None
         wall = stats.get("wall_s") or 0.0

@@ -650,4 +650,7 @@ class _Progress:
             ttft_p95_ms=stats.ttft_p95_ms,
             tpot_p50_ms=stats.tpot_p50_ms,
             tpot_p95_ms=stats.tpot_p95_ms,
+            itl_p50_ms=stats.itl_p50_ms,
+            itl_p95_ms=stats.itl_p95_ms,
+            errors=stats.errors,
         )

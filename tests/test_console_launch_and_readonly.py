@@ -124,3 +124,21 @@ async def test_the_palette_offers_every_action_and_g_shows_the_gates(created_run
         assert table.row_count == 2 and "split8: keep opt-in" in str(app.screen.query_one("#verdicts", Static).render())
         await pilot.press("g")
         assert not isinstance(app.screen, GatesScreen)
+
+
+def test_eta_is_the_mean_step_time_times_the_steps_left() -> None:
+    from runners.plan import StepKey
+    from runners.run_view import RunView, StepView
+
+    keys = [StepKey("a", "primary", "p", rep) for rep in range(4)]
+    view = RunView(status="running", steps={k: StepView(k) for k in keys})
+    assert view.eta_s(100.0) is None  # nothing finished yet: no estimate
+    for key, (t0, t1) in zip(keys[:2], [(0.0, 10.0), (10.0, 30.0)], strict=False):
+        step = view.steps[key]
+        step.status, step.started_t, step.ended_t = "done", t0, t1
+    running = view.steps[keys[2]]
+    running.status, running.started_t = "running", 30.0
+    assert view.eta_s(34.0) == pytest.approx(15.0 * 2 - 4.0)  # mean 15 s; 2 left, one 4 s in
+    assert running.duration(34.0) == 4.0 and view.steps[keys[3]].duration(34.0) is None
+    view.status = "finished"
+    assert view.eta_s(34.0) is None
