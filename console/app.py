@@ -10,6 +10,7 @@ import subprocess
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 
 from rich.text import Text
 from textual import on, work
@@ -24,6 +25,7 @@ from textual.widgets.tree import TreeNode
 from textual.worker import get_current_worker
 
 from console.gates_screen import GatesScreen
+from console.logs_screen import LogsScreen
 from console.screens import ConfirmAbort, HelpScreen
 from console.watchdog_panel import WatchdogPanel
 from engine.config_file import ConfigFileError
@@ -133,6 +135,7 @@ class RunConsole(App[None]):
         Binding("r", "resume", "Resume"),
         Binding("p", "pause", "Pause/continue"),
         Binding("g", "gates", "Gates"),
+        Binding("l", "logs", "Logs"),
     ]
     CONTROL_ACTIONS = frozenset({"abort", "resume", "pause"})  # what --readonly takes away
 
@@ -375,6 +378,8 @@ class RunConsole(App[None]):
         yield from super().get_system_commands(screen)
         yield SystemCommand("Gates", "Every gate of the latest summary, with verdicts (g)", self.action_gates)
         yield SystemCommand("Help", "Every key of the console (?)", self.action_help)
+        yield SystemCommand("Serve log", "Follow the serve target's log: search, pause, jump to errors (l)",
+                            self.action_logs)  # fmt: skip
         if not self.readonly:
             yield SystemCommand("Abort the soak", "Stop dispatch and the serve target; stays resumable (a)",
                                 self.action_abort)  # fmt: skip
@@ -386,6 +391,15 @@ class RunConsole(App[None]):
     def action_help(self) -> None:
         """Show every key."""
         self.push_screen(HelpScreen(self.readonly))
+
+    def action_logs(self) -> None:
+        """Follow the serve log of the serve target started last (it changes with the arm)."""
+        self.push_screen(LogsScreen(self._serve_log, f"serve log: {self.run_dir.root}"))
+
+    def _serve_log(self) -> Path | None:
+        """The serve.log to follow now (called on the logs screen's worker thread)."""
+        serving = self.view.serving if self.view else None
+        return self.run_dir.serve_dir(*serving) / "serve.log" if serving else None
 
     def action_gates(self) -> None:
         """Show the gate table of the latest summary."""

@@ -17,6 +17,8 @@ CONTROL_KEYS_HELP = """\
           p again continues. A paused step's wall time includes the pause
 """
 VIEW_KEYS_HELP = """\
+  [b]l[/b]       the serve target's log, followed: / search, n/N next/previous match,
+          e/E next/previous error, space pause, G bottom, esc back
   [b]g[/b]       gates: every gate of the latest summary, its verdict and criteria
   [b]ctrl+p[/b]  command palette: every action by name
   [b]q[/b]       quit the console; the soak keeps running in the background

@@ -66,6 +66,7 @@ class RunView:
     watchdog_level: str = "unknown"  # ok / warn / abort / kill, "lost" when the guard is gone
     paused: bool = False  # dispatch held by the operator (requests in flight finish)
     host: str = ""  # where the runner runs (provenance.json)
+    serving: tuple[str, str] | None = None  # (arm, mode) of the serve target started last
     log: list[str] = field(default_factory=list)
 
     @classmethod
@@ -157,6 +158,7 @@ class RunView:
 
     def _on_serve_starting(self, e: dict) -> str:
         self._arm(e["arm"]).serve = "starting"
+        self.serving = (str(e["arm"]), str(e.get("mode", "primary")))
         return f"{e['arm']}: starting serve target ({e.get('kind')}, {e.get('mode')})"
 
     def _on_serve_ready(self, e: dict) -> str:

@@ -214,6 +214,23 @@ async def test_space_pauses_then_flushes_the_held_lines(tmp_path: Path) -> None:
         assert "paused" not in status(app) and "following" in status(app)
 
 
+async def test_lines_held_while_paused_are_bounded_and_the_rest_are_counted(tmp_path: Path) -> None:
+    path = tmp_path / "serve.log"
+    write(path, ["a"])
+    app = Host(lambda: path, max_lines=10)
+    async with app.run_test(size=(100, 30)) as pilot:
+        assert await until(pilot, lambda: shown(app) == ["a"])
+        await pilot.press("space")
+        write(path, [f"new {i}" for i in range(6)])
+        assert await until(pilot, lambda: "paused — 6 new lines" in status(app))
+        write(path, [f"new {i}" for i in range(6, 12)])
+        assert await until(pilot, lambda: "paused — 12 new lines" in status(app))
+        await pilot.press("space")
+        lines = shown(app)
+        assert "not shown: 3 lines that arrived while paused" in lines[0]
+        assert lines[1:] == [f"new {i}" for i in range(3, 12)]
+
+
 async def test_slash_searches_and_n_moves_between_matches(tmp_path: Path) -> None:
     path = tmp_path / "serve.log"
     write(path, ["alpha", "needle one", "beta", "a NEEDLE two", "gamma", "needle three"])
@@ -224,6 +241,10 @@ async def test_slash_searches_and_n_moves_between_matches(tmp_path: Path) -> Non
         await pilot.press("slash", *"Needle", "enter")
         assert log.marked_line == 1 and "match 1 of 3" in status(app)
         assert not log.auto_scroll and "view held" in status(app)
+        await pilot.pause()
+        marked, plain = log.render_line(1), log.render_line(0)  # the view starts at line 0
+        assert marked.text.startswith("needle one") and plain.text.startswith("alpha")
+        assert next(iter(marked)).style.bgcolor != next(iter(plain)).style.bgcolor
         await pilot.press("n")
         assert log.marked_line == 3 and "match 2 of 3" in status(app)
         await pilot.press("n", "n")

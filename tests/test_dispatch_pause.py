@@ -103,6 +103,7 @@ async def test_p_in_the_console_pauses_and_continues_a_live_run(tmp_path: Path) 
     from textual.widgets import Static
 
     from console.app import RunConsole
+    from console.logs_screen import LogsScreen
 
     run = create_run(write_plan(tmp_path, requests=200, concurrency=2, max_tokens=32), tmp_path / "run", tmp_path)
     runner = spawn_detached(run)
@@ -128,6 +129,12 @@ async def test_p_in_the_console_pauses_and_continues_a_live_run(tmp_path: Path) 
             await pilot.press("p")
             assert await until(lambda: not app.view.paused, 10)
             assert pause_requested(run) is None and "dispatch_resumed" in _types(run)
+            await pilot.press("l")  # the serve log of the arm being served, followed
+            assert isinstance(app.screen, LogsScreen)
+            assert await until(lambda: any("engine: serving" in line for line in app.screen._buffer), 10)
+            assert app.screen.path == run.serve_dir("split1", "primary") / "serve.log"
+            await pilot.press("escape")
+            assert not isinstance(app.screen, LogsScreen)
     finally:
         request_abort(run, "test cleanup", by="test")
         runner.wait(60)
