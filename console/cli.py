@@ -8,7 +8,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from console import bench_cli, report_cli, results_cli, watch_cli
+from console import bench_cli, report_cli, results_cli, watch_cli, web_cli
 from console.headless import HeadlessPrinter, summary_table
 from engine.config_file import ConfigFileError
 from runners import event_loop
@@ -60,6 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     results_cli.add_parser(sub)
     bench_cli.add_parsers(sub)
     watch_cli.add_parser(sub)
+    web_cli.add_parser(sub)
     return p
 
 
@@ -189,6 +190,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _attach(open_run(args.run_dir), args.readonly)
     if args.command == "watch":
         return watch_cli.run(args)
+    if args.command == "serve-web":
+        return web_cli.run(args)
     if args.command in ("report", "compare"):
         return report_cli.run(args, console)
     if args.command == "results":
