@@ -6,8 +6,10 @@ batched messages; the UI thread folds events into a RunView and updates widgets,
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import time
+from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +22,7 @@ from textual.containers import Horizontal, Vertical
 from textual.css.query import NoMatches
 from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, ProgressBar, RichLog, Static, Tree
+from textual.widgets import DataTable, Footer, Input, ProgressBar, RichLog, Static, Tree
 from textual.widgets.tree import TreeNode
 from textual.worker import get_current_worker
 
@@ -38,6 +40,7 @@ from runners.rundir import RunDir, runner_alive
 from runners.watchdog_view import WatchdogView
 
 POLL_INTERVAL_S = 0.2
+EVENT_LINES = 2000  # event lines kept (and shown unfiltered)
 
 
 class RunOpened(Message):
@@ -127,6 +130,7 @@ class RunConsole(App[None]):
     #watchdog { border: round $primary-darken-2; }
     #summary { height: auto; max-height: 8; border: round $success; display: none; }
     #events { height: 9; border: round $primary-darken-2; }
+    #events-filter { display: none; height: 3; }
     """
     BINDINGS = [
         Binding("q", "quit", "Quit (soak keeps running)"),
@@ -136,6 +140,7 @@ class RunConsole(App[None]):
         Binding("p", "pause", "Pause/continue"),
         Binding("g", "gates", "Gates"),
         Binding("l", "logs", "Logs"),
+        Binding("f", "filter_events", "Filter events"),
     ]
     CONTROL_ACTIONS = frozenset({"abort", "resume", "pause"})  # what --readonly takes away
 
@@ -146,6 +151,8 @@ class RunConsole(App[None]):
         self.readonly = readonly
         self.summary: dict | None = None
         self.watchdog = WatchdogView()
+        self._event_lines: deque[str] = deque(maxlen=EVENT_LINES)  # every shown event line, for the filter
+        self._event_filter = ""
         self.view: RunView | None = None
         self.runner_status = RunnerStatus("opening", False, None)
         self._step_nodes: dict[StepKey, TreeNode] = {}
@@ -161,19 +168,20 @@ class RunConsole(App[None]):
                 yield Static("", id="live")
                 yield WatchdogPanel(self.watchdog, id="watchdog")
         yield DataTable(id="summary", cursor_type="none")
-        yield RichLog(id="events", wrap=False, markup=False, max_lines=2000)
+        yield Input(placeholder="filter events (ignores case); esc clears", id="events-filter")
+        yield RichLog(id="events", wrap=False, markup=False, max_lines=EVENT_LINES)
         yield Footer()
 
     def on_mount(self) -> None:
         """Set up tables and start tailing."""
         arms = self.query_one("#arms", DataTable)
         arms.border_title = "arms"
-        arms.add_columns("arm", "CUTE_WO_SPLIT", "env", "serve", "steps")
+        arms.add_columns("arm", "CUTE_WO_SPLIT", "env", "serve", "up", "restarts", "steps")
         self.query_one("#steps", Tree).border_title = "arm → phase"
         self.query_one("#events", RichLog).border_title = "events"
         self.query_one("#watchdog", WatchdogPanel).border_title = "memory watchdog"
         self.tail_run()
-        self.set_interval(1.0, self._refresh_title)
+        self.set_interval(1.0, self._tick)
 
     @work(thread=True, exclusive=True, group="tail", exit_on_error=False)
     def tail_run(self) -> None:
@@ -233,7 +241,7 @@ class RunConsole(App[None]):
     @on(RunUnreadable)
     def _unreadable(self, message: RunUnreadable) -> None:
         self.query_one("#title", Static).update(Text(message.reason))
-        self.query_one("#events", RichLog).write(message.reason)
+        self._log_line(message.reason)
 
     @on(RunOpened)
     def _opened(self, message: RunOpened) -> None:
@@ -258,7 +266,7 @@ class RunConsole(App[None]):
             self.watchdog.apply(event)  # guard_started (the floors), levels, actions, kills, guard_lost
             line = self.view.apply(event)
             if line:
-                log.write(f"{time.strftime('%H:%M:%S', time.localtime(event.get('t', 0)))} {line}")
+                self._log_line(f"{time.strftime('%H:%M:%S', time.localtime(event.get('t', 0)))} {line}", log)
         self.query_one("#watchdog", WatchdogPanel).update_view(self.watchdog)
         for key, node in self._step_nodes.items():
             node.set_label(self._step_label(self.view.steps[key]))
@@ -277,7 +285,7 @@ class RunConsole(App[None]):
         self.runner_status = message.status
         if message.status.exit_code not in (None, 0):
             note = f"runner exited with code {message.status.exit_code}: {message.status.last_words}"
-            self.query_one("#events", RichLog).write(f"{note} (full log: {self.run_dir.runner_log})")
+            self._log_line(f"{note} (full log: {self.run_dir.runner_log})")
         self._refresh_title()
 
     @on(SummaryLoaded)
@@ -309,12 +317,17 @@ class RunConsole(App[None]):
         if self.view is None:
             return
         table = self.query_one("#arms", DataTable)
+        table.border_title = f"serve: {self.view.target}" if self.view.target else "arms"
         table.clear()
+        now = time.time()
         for name, arm in self.view.arms.items():
             steps = [s for s in self.view.steps.values() if s.key.arm == name]
             done = sum(s.status in ("done", "skipped") for s in steps)
             wo_split = (arm.effective or {}).get("CUTE_WO_SPLIT", "-")
-            table.add_row(name, wo_split, arm.env_status, arm.serve, f"{done}/{len(steps)}", key=name)
+            up = arm.uptime(now)
+            uptime = time.strftime("%H:%M:%S", time.gmtime(up)) if up is not None else "-"
+            table.add_row(name, wo_split, arm.env_status, arm.serve, uptime, str(arm.restarts), f"{done}/{len(steps)}",
+                          key=name)  # fmt: skip
 
     def _refresh_current(self) -> None:
         step = self.view.current_step() if self.view else None
@@ -343,6 +356,12 @@ class RunConsole(App[None]):
             f"ITL {_ms(live.get('itl_p50_ms'), 2)}/{_ms(live.get('itl_p95_ms'), 2)} ms"
             + (failed if step.failed else "")
         )
+
+    def _tick(self) -> None:
+        """Once a second: the clocks (elapsed, ETA, serve uptime) move without new events."""
+        self._refresh_title()
+        with contextlib.suppress(NoMatches):  # the app is shutting down
+            self._refresh_arms()
 
     def _refresh_title(self) -> None:
         view, status = self.view, self.runner_status
@@ -378,6 +397,9 @@ class RunConsole(App[None]):
         yield from super().get_system_commands(screen)
         yield SystemCommand("Gates", "Every gate of the latest summary, with verdicts (g)", self.action_gates)
         yield SystemCommand("Help", "Every key of the console (?)", self.action_help)
+        yield SystemCommand(
+            "Filter events", "Show only event lines containing some text (f)", self.action_filter_events
+        )
         yield SystemCommand("Serve log", "Follow the serve target's log: search, pause, jump to errors (l)",
                             self.action_logs)  # fmt: skip
         if not self.readonly:
@@ -391,6 +413,37 @@ class RunConsole(App[None]):
     def action_help(self) -> None:
         """Show every key."""
         self.push_screen(HelpScreen(self.readonly))
+
+    def _log_line(self, line: str, log: RichLog | None = None) -> None:
+        """Keep `line` for filtering and show it when it passes the current filter."""
+        self._event_lines.append(line)
+        if not self._event_filter or self._event_filter in line.lower():
+            (log or self.query_one("#events", RichLog)).write(line)
+
+    def action_filter_events(self) -> None:
+        """Show the events filter box and focus it."""
+        box = self.query_one("#events-filter", Input)
+        box.display = True
+        box.focus()
+
+    @on(Input.Changed, "#events-filter")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        self._event_filter = event.value.strip().lower()
+        log = self.query_one("#events", RichLog)
+        log.clear()
+        shown = [line for line in self._event_lines if not self._event_filter or self._event_filter in line.lower()]
+        for line in shown:
+            log.write(line)
+        log.border_title = f"events matching “{event.value.strip()}”: {len(shown)}" if self._event_filter else "events"
+
+    def on_key(self, event) -> None:
+        """esc in the events filter clears it and hides the box."""
+        box = self.query_one("#events-filter", Input)
+        if event.key == "escape" and box.has_focus:
+            event.stop()
+            box.value = ""
+            box.display = False
+            self.set_focus(None)
 
     def action_logs(self) -> None:
         """Follow the serve log of the serve target started last (it changes with the arm)."""

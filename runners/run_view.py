@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from runners.plan import Plan, StepKey
+from runners.plan import DockerServe, ExternalServe, Plan, StepKey
 
 LIVE_KEYS = (
     "ttft_p50_ms", "ttft_p95_ms", "tpot_p50_ms", "tpot_p95_ms", "itl_p50_ms", "itl_p95_ms", "output_tokens", "errors",
@@ -39,6 +39,18 @@ class StepView:
         return (self.ended_t or now) - self.started_t
 
 
+def describe_target(plan: Plan) -> str:
+    """What serves the arms, in a few words: `process: <command or engine>`, `docker: <image>`, `external: <url>`."""
+    serve = plan.serve
+    if isinstance(serve, DockerServe):
+        return f"docker: {serve.image}"
+    if isinstance(serve, ExternalServe):
+        return f"external: {serve.url}"
+    if serve.command:
+        return "process: " + " ".join(serve.command)[:60]
+    return "process: embedded engine" + (f" ({serve.engine_config})" if serve.engine_config else "")
+
+
 @dataclass
 class ArmView:
     """An arm: its serve target's state and its effective env."""
@@ -47,6 +59,13 @@ class ArmView:
     serve: str = "not started"
     effective: dict[str, str] | None = None
     env_status: str = "unverified"
+    ready_t: float | None = None  # when the serve target last became ready (None while it is not up)
+    restarts: int = 0
+    base_url: str = ""
+
+    def uptime(self, now: float) -> float | None:
+        """Seconds the serve target has been up, while it is."""
+        return now - self.ready_t if self.ready_t is not None else None
 
 
 @dataclass
@@ -66,13 +85,14 @@ class RunView:
     watchdog_level: str = "unknown"  # ok / warn / abort / kill, "lost" when the guard is gone
     paused: bool = False  # dispatch held by the operator (requests in flight finish)
     host: str = ""  # where the runner runs (provenance.json)
+    target: str = ""  # what serves: the plan's serve kind and image, command or URL
     serving: tuple[str, str] | None = None  # (arm, mode) of the serve target started last
     log: list[str] = field(default_factory=list)
 
     @classmethod
     def for_plan(cls, plan: Plan, run_id: str) -> RunView:
         """A view with every arm and step of `plan` pending."""
-        view = cls(run_id=run_id, plan=plan.name)
+        view = cls(run_id=run_id, plan=plan.name, target=describe_target(plan))
         view.arms = {a.name: ArmView(a.name) for a in plan.arms}
         view.steps = {s: StepView(s) for s in plan.steps()}
         return view
@@ -163,15 +183,18 @@ class RunView:
 
     def _on_serve_ready(self, e: dict) -> str:
         where = f"container {e['container']}" if e.get("container") else f"pid {e.get('pid')}"
-        self._arm(e["arm"]).serve = f"ready ({where})"
+        arm = self._arm(e["arm"])
+        arm.serve, arm.ready_t, arm.base_url = f"ready ({where})", e.get("t"), str(e.get("base_url") or "")
         return f"{e['arm']}: serve target ready in {e.get('waited_s', 0):.1f} s at {e.get('base_url')}"
 
     def _on_serve_failed(self, e: dict) -> str:
-        self._arm(e["arm"]).serve = "failed"
+        arm = self._arm(e["arm"])
+        arm.serve, arm.ready_t = "failed", None
         return f"{e['arm']}: serve target failed: {e.get('reason')}"
 
     def _on_serve_stopped(self, e: dict) -> str:
-        self._arm(e["arm"]).serve = str(e.get("how", "stopped")).split(" (")[0]  # e.g. terminated, killed
+        arm = self._arm(e["arm"])
+        arm.serve, arm.ready_t = str(e.get("how", "stopped")).split(" (")[0], None  # e.g. terminated, killed
         return f"{e['arm']}: serve target stopped: {e.get('how')}"
 
     def _on_serve_stop_failed(self, e: dict) -> str:
@@ -194,10 +217,13 @@ class RunView:
         return f"{e['step']['arm']}: PROFILE LOST: {e.get('reason')}"
 
     def _on_serve_killed(self, e: dict) -> str:
-        self._arm(e["arm"]).serve = "killed"
+        arm = self._arm(e["arm"])
+        arm.serve, arm.ready_t = "killed", None
         return f"{e['arm']}: serve target killed ({e.get('how')}): {e.get('reason')}"
 
     def _on_serve_restarting(self, e: dict) -> str:
+        arm = self._arm(e["arm"])
+        arm.restarts, arm.ready_t = arm.restarts + 1, None
         left = len(e.get("remaining", []))
         return f"{e['arm']}: restarting the serve target (restart {e.get('restart')}) for {left} step(s)"
 

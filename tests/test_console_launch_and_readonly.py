@@ -14,7 +14,7 @@ from textual.widgets import DataTable, Static
 from console.app import RunConsole
 from console.gates_screen import NO_SUMMARY, GatesScreen, gate_rows, verdict_line
 from console.screens import ConfirmAbort, HelpScreen, keys_help
-from runners.execute import create_run
+from runners.execute import create_run, load_run_plan
 from runners.paths import PROJECT_ROOT
 from runners.run_index import list_runs, newest_live, plan_files
 from runners.rundir import RunnerLock
@@ -142,3 +142,41 @@ def test_eta_is_the_mean_step_time_times_the_steps_left() -> None:
     assert running.duration(34.0) == 4.0 and view.steps[keys[3]].duration(34.0) is None
     view.status = "finished"
     assert view.eta_s(34.0) is None
+
+
+async def test_serve_panel_and_event_filter_follow_the_event_log(created_run) -> None:
+    from textual.widgets import Input, RichLog
+
+    from runners.events import EventLog
+
+    events = EventLog(created_run.events)
+    steps = [s.as_dict() for s in load_run_plan(created_run).plan.steps()]
+    events.emit("run_started", run_id="r", plan="mini", pid=1, arms=["split1", "split8"], steps=steps, already_done=0)
+    events.emit("serve_starting", arm="split1", kind="process", mode="primary")
+    events.emit("serve_ready", arm="split1", pid=4242, base_url="http://127.0.0.1:1", waited_s=1.0)
+    events.emit("serve_restarting", arm="split1", restart=1, remaining=[])
+    events.emit("serve_ready", arm="split1", pid=4243, base_url="http://127.0.0.1:1", waited_s=1.0)
+    events.emit("step_started", step=steps[0], kind="sharegpt", requests=6, concurrency=3, open_loop=False)
+    app = RunConsole(created_run, readonly=True)
+    async with app.run_test(size=(120, 40)) as pilot:
+        log = app.query_one("#events", RichLog)
+        for _ in range(50):
+            if len(app._event_lines) >= 5:
+                break
+            await pilot.pause(0.1)
+        rows = arm_rows(app)
+        assert rows[0][3] == "ready (pid 4243)" and rows[0][4] != "-" and rows[0][5] == "1"
+        assert str(app.query_one("#arms").border_title).startswith("serve: process: embedded engine")
+        everything = len(log.lines)
+        await pilot.press("f")
+        assert app.query_one("#events-filter", Input).has_focus
+        await pilot.press(*"ready")
+        assert 0 < len(log.lines) < everything and all("ready" in str(line.text) for line in log.lines)
+        assert "events matching" in str(log.border_title)
+        await pilot.press("escape")
+        assert len(log.lines) == everything and not app.query_one("#events-filter", Input).display
+
+
+def arm_rows(app: RunConsole) -> list[list]:
+    table = app.query_one("#arms", DataTable)
+    return [table.get_row_at(i) for i in range(table.row_count)]
