@@ -4,6 +4,7 @@ headless printer both render it, so they always agree."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import PurePath
 
 from runners.plan import DockerServe, ExternalServe, Plan, StepKey
 
@@ -48,7 +49,7 @@ def describe_target(plan: Plan) -> str:
         return f"external: {serve.url}"
     if serve.command:
         return "process: " + " ".join(serve.command)[:60]
-    return "process: embedded engine" + (f" ({serve.engine_config})" if serve.engine_config else "")
+    return "process: embedded engine" + (f" ({PurePath(serve.engine_config).name})" if serve.engine_config else "")
 
 
 @dataclass
