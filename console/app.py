@@ -29,6 +29,7 @@ from textual.worker import get_current_worker
 from console.gates_screen import GatesScreen
 from console.logs_screen import LogsScreen
 from console.screens import ConfirmAbort, HelpScreen
+from console.timeline_screen import TimelineScreen
 from console.watchdog_panel import WatchdogPanel
 from engine.config_file import ConfigFileError
 from runners.control import pause_requested, request_abort, request_continue, request_pause
@@ -37,6 +38,7 @@ from runners.files import JsonlTail, read_json, tail_lines
 from runners.plan import StepKey
 from runners.run_view import RunView, StepView
 from runners.rundir import RunDir, runner_alive
+from runners.timeline import MemoryTimeline
 from runners.watchdog_view import WatchdogView
 
 POLL_INTERVAL_S = 0.2
@@ -141,6 +143,7 @@ class RunConsole(App[None]):
         Binding("g", "gates", "Gates"),
         Binding("l", "logs", "Logs"),
         Binding("f", "filter_events", "Filter events"),
+        Binding("t", "timeline", "Timeline"),
     ]
     CONTROL_ACTIONS = frozenset({"abort", "resume", "pause"})  # what --readonly takes away
 
@@ -151,6 +154,7 @@ class RunConsole(App[None]):
         self.readonly = readonly
         self.summary: dict | None = None
         self.watchdog = WatchdogView()
+        self.timeline = MemoryTimeline()  # the whole run's MemAvailable, at bounded resolution
         self._event_lines: deque[str] = deque(maxlen=EVENT_LINES)  # every shown event line, for the filter
         self._event_filter = ""
         self.view: RunView | None = None
@@ -278,6 +282,7 @@ class RunConsole(App[None]):
     def _watchdog(self, message: WatchdogRecords) -> None:
         for record in message.records:
             self.watchdog.apply(record)
+            self.timeline.add_record(record)
         self.query_one("#watchdog", WatchdogPanel).update_view(self.watchdog)
 
     @on(RunnerChanged)
@@ -397,6 +402,7 @@ class RunConsole(App[None]):
         yield from super().get_system_commands(screen)
         yield SystemCommand("Gates", "Every gate of the latest summary, with verdicts (g)", self.action_gates)
         yield SystemCommand("Help", "Every key of the console (?)", self.action_help)
+        yield SystemCommand("Timeline", "The whole run: memory, step spans, verdicts (t)", self.action_timeline)
         yield SystemCommand(
             "Filter events", "Show only event lines containing some text (f)", self.action_filter_events
         )
@@ -453,6 +459,14 @@ class RunConsole(App[None]):
         """The serve.log to follow now (called on the logs screen's worker thread)."""
         serving = self.view.serving if self.view else None
         return self.run_dir.serve_dir(*serving) / "serve.log" if serving else None
+
+    def action_timeline(self) -> None:
+        """The whole run on one time axis: MemAvailable, every step's span, the verdicts."""
+        if self.view is None:
+            self.notify("The run is not read yet.", severity="warning")
+            return
+        verdicts = (self.summary or {}).get("verdicts") or {}
+        self.push_screen(TimelineScreen(self.view, self.timeline, self.watchdog.floors, verdicts))
 
     def action_gates(self) -> None:
         """Show the gate table of the latest summary."""

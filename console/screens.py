@@ -21,6 +21,7 @@ VIEW_KEYS_HELP = """\
           e/E next/previous error, space pause, G bottom, esc back
   [b]g[/b]       gates: every gate of the latest summary, its verdict and criteria
   [b]f[/b]       filter the events (as you type, ignoring case); esc clears
+  [b]t[/b]       timeline: MemAvailable, every step's span and the verdicts on one axis
   [b]ctrl+p[/b]  command palette: every action by name
   [b]q[/b]       quit the console; the soak keeps running in the background
   [b]?[/b]       this help

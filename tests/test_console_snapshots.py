@@ -76,3 +76,45 @@ def test_main_screen(snap_compare, finished_run: RunDir, size: tuple[int, int]) 
         await pilot.pause(0.3)
 
     assert snap_compare(app, terminal_size=size, run_before=settle)
+
+
+async def test_t_shows_the_whole_run_on_one_time_axis(finished_run: RunDir) -> None:
+    from console.timeline_screen import Timeline, TimelineScreen
+
+    app = RunConsole(finished_run, readonly=True)
+    async with app.run_test(size=(120, 40)) as pilot:
+        for _ in range(100):
+            if app.view and app.view.status == "finished" and len(app.timeline.points) >= 6:
+                break
+            await pilot.pause(0.05)
+        await pilot.press("t")
+        assert isinstance(app.screen, TimelineScreen)
+        text = str(app.screen.query_one(Timeline).render())
+        lines = text.splitlines()
+        assert lines[0].startswith("snapshot-run") and "lowest 15.0 GiB, KILL floor 4 GiB" in lines[1]
+        steps = [line for line in lines if "/primary/replay/0" in line]
+        assert len(steps) == 2 and all("█" in line for line in steps)
+        first, second = (line.index("█") for line in steps)
+        assert first < second  # split1 ran before split8
+        assert lines[-1].startswith("verdicts") and "none yet" in lines[-1]
+        await pilot.press("t")
+        assert not isinstance(app.screen, TimelineScreen)
+
+
+def test_memory_timeline_stays_bounded_and_keeps_the_lows_and_the_worst_level() -> None:
+    from runners.timeline import MemoryTimeline, memory_cells, step_bar
+
+    memory = MemoryTimeline(capacity=8)
+    for i in range(100):
+        memory.add(float(i), 50.0 - (i == 37) * 45.0, "kill" if i == 37 else "ok")
+    assert len(memory.points) <= 8
+    assert min(p.available_gib for p in memory.points) == 5.0 and any(p.level == "kill" for p in memory.points)
+    memory.add(1.0, 1.0, "kill")  # older than the last point: ignored
+    assert min(p.available_gib for p in memory.points) == 5.0
+    memory.add_record({"t": 200.0, "available_gib": 40.0, "level": "warn"})
+    memory.add_record({"t": "bad"})
+    assert memory.points[-1].t == 200.0
+    cells = memory_cells(memory, 0.0, 201.0, 10)
+    assert len(cells) == 10 and cells[-1].level == "warn"
+    assert step_bar(50.0, 100.0, 0.0, 100.0, 10, "#") == "     #####"
+    assert step_bar(None, None, 0.0, 100.0, 4, "#") == "    "
