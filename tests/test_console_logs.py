@@ -11,16 +11,8 @@ import pytest
 from textual.app import App, ComposeResult
 from textual.widgets import Static
 
-from console.logs_screen import (
-    LogFollower,
-    LogsScreen,
-    LogView,
-    clean_line,
-    find_errors,
-    find_matches,
-    is_error_line,
-    step_to,
-)
+from console.logs_screen import LogsScreen, LogView
+from runners.log_follow import LogFollower, clean_line, find_errors, find_matches, is_error_line, step_to
 
 WAIT_S = 5.0
 
