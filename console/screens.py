@@ -68,8 +68,8 @@ class ConfirmAbort(ModalScreen[bool]):
                 id="abort-text",
             )
             with Horizontal():
-                yield Button("Keep running [n]", id="no")
-                yield Button("Abort [y]", id="yes", variant="error")
+                yield Button("Keep running \\[n]", id="no")
+                yield Button("Abort \\[y]", id="yes", variant="error")
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         """A click answers like the key."""
