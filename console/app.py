@@ -42,6 +42,7 @@ from runners.timeline import MemoryTimeline
 from runners.watchdog_view import WatchdogView
 
 POLL_INTERVAL_S = 0.2
+ARM_COLUMNS = ("arm", "CUTE_WO_SPLIT", "env", "serve", "up", "restarts", "steps")
 EVENT_LINES = 2000  # event lines kept (and shown unfiltered)
 
 
@@ -61,19 +62,13 @@ class RunUnreadable(Message):
         self.reason = reason
 
 
-class EventsArrived(Message):
-    """New events, in order, from one read of events.jsonl."""
+class RunUpdate(Message):
+    """One poll's news: new events (events.jsonl) and guard records (watchdog.jsonl lines, and watchdog.json
+    when it changed), each in order; one message so a poll costs one repaint."""
 
-    def __init__(self, events: list[dict]) -> None:
+    def __init__(self, events: list[dict], records: list[dict]) -> None:
         super().__init__()
         self.events = events
-
-
-class WatchdogRecords(Message):
-    """New guard records (watchdog.jsonl lines, and watchdog.json when it changed), in order."""
-
-    def __init__(self, records: list[dict]) -> None:
-        super().__init__()
         self.records = records
 
 
@@ -157,6 +152,7 @@ class RunConsole(App[None]):
         self.timeline = MemoryTimeline()  # the whole run's MemAvailable, at bounded resolution
         self._event_lines: deque[str] = deque(maxlen=EVENT_LINES)  # every shown event line, for the filter
         self._event_filter = ""
+        self._arm_rows: list[tuple[str, ...]] = []  # what the serve panel shows
         self.view: RunView | None = None
         self.runner_status = RunnerStatus("opening", False, None)
         self._step_nodes: dict[StepKey, TreeNode] = {}
@@ -180,7 +176,7 @@ class RunConsole(App[None]):
         """Set up tables and start tailing."""
         arms = self.query_one("#arms", DataTable)
         arms.border_title = "arms"
-        arms.add_columns("arm", "CUTE_WO_SPLIT", "env", "serve", "up", "restarts", "steps")
+        arms.add_columns(*ARM_COLUMNS)
         self.query_one("#steps", Tree).border_title = "arm → phase"
         self.query_one("#events", RichLog).border_title = "events"
         self.query_one("#watchdog", WatchdogPanel).border_title = "memory watchdog"
@@ -205,8 +201,6 @@ class RunConsole(App[None]):
         summary_mtime = guard_mtime = None
         while not worker.is_cancelled:
             events = tail.read_new()
-            if events:
-                self.post_message(EventsArrived(events))
             records = guard_tail.read_new()
             try:
                 mtime = self.run_dir.watchdog_json.stat().st_mtime_ns
@@ -215,8 +209,8 @@ class RunConsole(App[None]):
                     records.append(read_json(self.run_dir.watchdog_json))  # the floors live only here
             except (FileNotFoundError, ValueError):
                 pass
-            if records:
-                self.post_message(WatchdogRecords(records))
+            if events or records:
+                self.post_message(RunUpdate(events, records))
             status = self._read_runner_status()
             if status != last_status:
                 last_status = status
@@ -261,9 +255,13 @@ class RunConsole(App[None]):
         self._refresh_arms()
         self._refresh_title()
 
-    @on(EventsArrived)
-    def _events(self, message: EventsArrived) -> None:
-        if self.view is None:
+    @on(RunUpdate)
+    def _update(self, message: RunUpdate) -> None:
+        for record in message.records:
+            self.watchdog.apply(record)
+            self.timeline.add_record(record)
+        if self.view is None or not message.events:
+            self.query_one("#watchdog", WatchdogPanel).update_view(self.watchdog)
             return
         log = self.query_one("#events", RichLog)
         for event in message.events:
@@ -273,17 +271,12 @@ class RunConsole(App[None]):
                 self._log_line(f"{time.strftime('%H:%M:%S', time.localtime(event.get('t', 0)))} {line}", log)
         self.query_one("#watchdog", WatchdogPanel).update_view(self.watchdog)
         for key, node in self._step_nodes.items():
-            node.set_label(self._step_label(self.view.steps[key]))
+            label = self._step_label(self.view.steps[key])
+            if label.plain != node.label.plain:  # relabel only what changed
+                node.set_label(label)
         self._refresh_arms()
         self._refresh_current()
         self._refresh_title()
-
-    @on(WatchdogRecords)
-    def _watchdog(self, message: WatchdogRecords) -> None:
-        for record in message.records:
-            self.watchdog.apply(record)
-            self.timeline.add_record(record)
-        self.query_one("#watchdog", WatchdogPanel).update_view(self.watchdog)
 
     @on(RunnerChanged)
     def _runner_changed(self, message: RunnerChanged) -> None:
@@ -319,20 +312,29 @@ class RunConsole(App[None]):
         return Text(f"{step.icon} {key.phase} #{key.rep} ({key.mode}){progress}{clock}{reason}")
 
     def _refresh_arms(self) -> None:
+        """Redraw the serve panel when a row changed (it is asked every second and on every batch of events)."""
         if self.view is None:
             return
         table = self.query_one("#arms", DataTable)
-        table.border_title = f"serve: {self.view.target}" if self.view.target else "arms"
-        table.clear()
+        title = f"serve: {self.view.target}" if self.view.target else "arms"
+        if table.border_title != title:
+            table.border_title = title
         now = time.time()
+        rows = []
         for name, arm in self.view.arms.items():
             steps = [s for s in self.view.steps.values() if s.key.arm == name]
             done = sum(s.status in ("done", "skipped") for s in steps)
             wo_split = (arm.effective or {}).get("CUTE_WO_SPLIT", "-")
             up = arm.uptime(now)
             uptime = time.strftime("%H:%M:%S", time.gmtime(up)) if up is not None else "-"
-            table.add_row(name, wo_split, arm.env_status, arm.serve, uptime, str(arm.restarts), f"{done}/{len(steps)}",
-                          key=name)  # fmt: skip
+            rows.append((name, wo_split, arm.env_status, arm.serve, uptime, str(arm.restarts), f"{done}/{len(steps)}"))
+        if rows == self._arm_rows:
+            return
+        self._arm_rows = rows
+        table.clear(columns=True)  # column widths follow what is shown now, not the widest value ever shown
+        table.add_columns(*ARM_COLUMNS)
+        for row in rows:
+            table.add_row(*row, key=row[0])
 
     def _refresh_current(self) -> None:
         step = self.view.current_step() if self.view else None

@@ -73,6 +73,10 @@ def test_main_screen(snap_compare, finished_run: RunDir, size: tuple[int, int]) 
             if app.view and app.view.status == "finished" and app.watchdog.records >= 6:
                 break
             await pilot.pause(0.05)
+        tree = app.query_one("#steps")
+        app.set_focus(None)  # no focus, no tree cursor: where they land at mount depends on timing
+        tree.cursor_line = -1
+        tree.scroll_home(animate=False)
         await pilot.pause(0.3)
 
     assert snap_compare(app, terminal_size=size, run_before=settle)
