@@ -111,7 +111,7 @@ def no_gpu_launch(monkeypatch):
                 made = real(shape, device)
                 recorder = Recorder(made.compiled, module._host_args(shape))
                 recorders[name].append(recorder)
-                cached[shape, device] = module._Launcher(recorder, made.partial, made.counter)
+                cached[shape, device] = build.SlotLauncher(recorder, made.partial, made.counter)
             return cached[shape, device]
 
         monkeypatch.setattr(module, "_launcher", launcher)

@@ -42,6 +42,15 @@ class CompileReport:
     compile_seconds: float
 
 
+@dataclass(frozen=True)
+class SlotLauncher:
+    """A kernel compiled for the current GPU plus its split workspace: per-slot partials and arrival counters."""
+
+    compiled: Any
+    partial: torch.Tensor
+    counter: torch.Tensor  # int32, all 0 between launches (the last CTA resets what it counted)
+
+
 def cute_modules() -> tuple[Any, Any]:
     """Import the CuTe DSL as (cutlass, cutlass.cute), or raise CuteUnavailableError saying how to install it."""
     try:

@@ -22,12 +22,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from engine.kernels.cute.build import (
     CompileReport,
+    SlotLauncher,
     compile_kept,
     current_stream,
     cute_modules,
@@ -181,22 +181,13 @@ def compile_fused_mlp(hidden: int, ffn: int, num_slots: int, arch: str, dump_dir
                         arch=arch, dump_dir=dump_dir)  # fmt: skip
 
 
-@dataclass(frozen=True)
-class _Launcher:
-    """A kernel compiled for the current GPU plus its workspace (slot partials and the arrival counter)."""
-
-    compiled: Any
-    partial: torch.Tensor
-    counter: torch.Tensor
-
-
 @cache
-def _launcher(shape: FusedMlpShape, device: torch.device) -> _Launcher:
+def _launcher(shape: FusedMlpShape, device: torch.device) -> SlotLauncher:
     """Compile once per configuration and device; the counter starts at 0 and every launch leaves it at 0."""
     _, cute = cute_modules()
     compiled = cute.compile(_kernel_class()(shape), *_host_args(shape))  # targets the GPU it detects
     partial = torch.empty(shape.num_slots, shape.hidden, dtype=torch.float32, device=device)
-    return _Launcher(compiled, partial, torch.zeros(1, dtype=torch.int32, device=device))
+    return SlotLauncher(compiled, partial, torch.zeros(1, dtype=torch.int32, device=device))
 
 
 def fused_mlp(

@@ -31,6 +31,7 @@ import torch
 
 from engine.kernels.cute.build import (
     CompileReport,
+    SlotLauncher,
     compile_kept,
     current_stream,
     cute_modules,
@@ -207,22 +208,13 @@ def compile_wo_gemv(k: int, n: int, num_kv_heads: int, wo_split: int, arch: str,
                         arch=arch, dump_dir=dump_dir)  # fmt: skip
 
 
-@dataclass(frozen=True)
-class _Launcher:
-    """A kernel compiled for the current GPU plus its workspace (slot partials and the arrival counter)."""
-
-    compiled: Any
-    partial: torch.Tensor
-    counter: torch.Tensor
-
-
 @cache
-def _launcher(shape: WoGemvShape, device: torch.device) -> _Launcher:
+def _launcher(shape: WoGemvShape, device: torch.device) -> SlotLauncher:
     """Compile once per configuration and device; the counter starts at 0 and every launch leaves it at 0."""
     _, cute = cute_modules()
     compiled = cute.compile(_kernel_class()(shape), *_host_args(shape))  # targets the GPU it detects
     partial = torch.empty(shape.slots, shape.n, dtype=torch.float32, device=device)
-    return _Launcher(compiled, partial, torch.zeros(shape.row_blocks, dtype=torch.int32, device=device))
+    return SlotLauncher(compiled, partial, torch.zeros(shape.row_blocks, dtype=torch.int32, device=device))
 
 
 def wo_gemv(
