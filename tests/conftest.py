@@ -241,3 +241,13 @@ async def start_mock() -> AsyncIterator[StartMock]:
     if tasks:
         _, pending = await asyncio.wait(tasks, timeout=MOCK_STOP_S)
         assert not pending, "a mock server did not stop when cancelled"
+
+
+async def pilot_until(pilot, predicate, deadline_s: float = 30.0) -> bool:
+    """Let a Textual app run (pilot.pause) until `predicate()` or `deadline_s` passes; returns its last value."""
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        await pilot.pause(0.1)
+    return bool(predicate())

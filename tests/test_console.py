@@ -15,18 +15,10 @@ from console.screens import ConfirmAbort, HelpScreen
 from runners.control import request_abort
 from runners.execute import create_run, execute, spawn_detached
 from runners.rundir import RunDir, RunnerLock, runner_alive
+from tests.conftest import pilot_until as until
 from tests.conftest import write_plan
 
 pytestmark = pytest.mark.slow
-
-
-async def until(pilot, predicate, deadline_s: float = 30.0) -> bool:
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        await pilot.pause(0.1)
-    return bool(predicate())
 
 
 def arm_rows(app: RunConsole) -> list[list]:

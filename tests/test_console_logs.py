@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,8 +12,14 @@ from textual.widgets import Static
 
 from console.logs_screen import LogsScreen, LogView
 from runners.log_follow import LogFollower, clean_line, find_errors, find_matches, is_error_line, step_to
+from tests.conftest import pilot_until
 
 WAIT_S = 5.0
+
+
+async def until(pilot, predicate, deadline_s: float = WAIT_S) -> bool:
+    """pilot_until with this file's shorter deadline."""
+    return await pilot_until(pilot, predicate, deadline_s)
 
 
 def write(path: Path, lines: list[str], mode: str = "a") -> None:
@@ -155,15 +160,6 @@ class Host(App[None]):
 
     def on_mount(self) -> None:
         self.push_screen(LogsScreen(self.path_for, "serve log · split8 / replay", **self.options))
-
-
-async def until(pilot, predicate, deadline_s: float = WAIT_S) -> bool:
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        await pilot.pause(0.1)
-    return bool(predicate())
 
 
 def shown(app: App) -> list[str]:

@@ -17,7 +17,7 @@ from runners.replay.dispatch import Arrivals
 from runners.replay.dispatch_gate import DispatchGate
 from runners.replay.prompts import builtin_conversations
 from runners.rundir import runner_alive
-from tests.conftest import StartMock, wait_until, write_plan
+from tests.conftest import StartMock, pilot_until, wait_until, write_plan
 from tests.test_replay_client import run_replay
 
 
@@ -112,10 +112,7 @@ async def test_p_in_the_console_pauses_and_continues_a_live_run(tmp_path: Path) 
         async with app.run_test(size=(120, 40)) as pilot:
 
             async def until(predicate, deadline_s: float = 60.0) -> bool:
-                end = time.monotonic() + deadline_s
-                while time.monotonic() < end and not predicate():
-                    await pilot.pause(0.1)
-                return bool(predicate())
+                return await pilot_until(pilot, predicate, deadline_s)
 
             assert await until(lambda: app.runner_status.alive and app.view and app.view.current_step())
             # the watchdog panel follows the live guard: its floors (watchdog.json) and a sampled level
