@@ -20,18 +20,20 @@ test: $(VENV)/.installed lint system-deps
 
 # The container tests need dockerd, podman and a static busybox (the tests start dockerd and
 # Podman's API service themselves, with data under /tmp, and import a busybox image: no registry
-# pulls). As root on Debian they are installed here; elsewhere those tests skip and say why.
+# pulls); the web-console test needs a headless Chromium. As root on Debian they are installed here;
+# elsewhere those tests skip and say why.
 system-deps:
 	@missing=""; \
 	command -v dockerd >/dev/null || missing=" docker.io"; \
 	command -v podman >/dev/null || missing="$$missing podman"; \
 	if command -v dpkg >/dev/null && ! dpkg -s busybox-static >/dev/null 2>&1; then missing="$$missing busybox-static"; fi; \
+	command -v chromium >/dev/null || missing="$$missing chromium"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "installing$$missing for the container tests (log: /tmp/gb10-apt.log)"; \
+	    echo "installing$$missing for the container and web tests (log: /tmp/gb10-apt.log)"; \
 	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; } >/tmp/gb10-apt.log 2>&1 \
-	      || echo "note: installing$$missing failed (see /tmp/gb10-apt.log); the container tests will skip"; \
-	  else echo "note:$$missing not installed and not root: the container tests will skip"; fi; \
+	      || echo "note: installing$$missing failed (see /tmp/gb10-apt.log); the tests that need them will skip"; \
+	  else echo "note:$$missing not installed and not root: the tests that need them will skip"; fi; \
 	fi
 
 lint: $(VENV)/.installed

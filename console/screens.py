@@ -8,29 +8,29 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Static
 
+HELP_WIDTH = 74  # columns inside the help box (80 less its border and padding): lines never wrap
 CONTROL_KEYS_HELP = """\
-  [b]a[/b]       abort the soak (asks first): stop dispatch, cancel requests in flight,
-          stop the serve target; the run stays resumable
-  [b]r[/b]       resume an aborted or failed run here: a new runner continues the
-          steps that are not DONE
-  [b]p[/b]       pause dispatch (requests in flight finish, no new ones start);
-          p again continues. A paused step's wall time includes the pause
+  [b]a[/b]       abort the soak (asks first): stop dispatch, cancel the
+          requests in flight, stop the serve target; it stays resumable
+  [b]r[/b]       resume an aborted or failed run: a new runner continues
+          every step that is not DONE
+  [b]p[/b]       pause dispatch (requests in flight finish, none start);
+          p again continues. The step's wall time includes the pause
 """
 VIEW_KEYS_HELP = """\
-  [b]l[/b]       the serve target's log, followed: / search, n/N next/previous match,
-          e/E next/previous error, space pause, G bottom, esc back
-  [b]g[/b]       gates: every gate of the latest summary, its verdict and criteria
-  [b]f[/b]       filter the events (as you type, ignoring case); esc clears
-  [b]t[/b]       timeline: MemAvailable, every step's span and the verdicts on one axis
+  [b]l[/b]       the serve target's log, followed: / search, n/N match,
+          e/E error, space pause, G bottom, esc back
+  [b]g[/b]       gates: each gate of the latest summary and its criteria
+  [b]f[/b]       filter the events as you type (any case); esc clears
+  [b]t[/b]       timeline: MemAvailable, step spans and verdicts in time
   [b]ctrl+p[/b]  command palette: every action by name
-  [b]q[/b]       quit the console; the soak keeps running in the background
+  [b]q[/b]       quit the console; the soak keeps running
   [b]?[/b]       this help
 """
-READONLY_NOTE = "[b]Read-only console[/b]: abort, resume and pause are switched off (--readonly).\n"
+READONLY_NOTE = "[b]Read-only console[/b]: abort, resume and pause are off (--readonly).\n"
 FOOTER_HELP = """
-Resume an aborted run with  gb10-console run --resume RUN_DIR
-Reattach to a run with      gb10-console attach RUN_DIR
-
+Resume an aborted run:  gb10-console run --resume RUN_DIR
+Reattach to a run:      gb10-console attach RUN_DIR
 [dim]esc or any key closes this[/dim]"""
 
 
@@ -85,7 +85,10 @@ class HelpScreen(ModalScreen[None]):
 
     DEFAULT_CSS = """
     HelpScreen { align: center middle; }
-    HelpScreen > Static { width: 80; height: auto; border: thick $primary; background: $surface; padding: 1 2; }
+    HelpScreen > Static {
+        width: 80; max-width: 100%; height: auto; max-height: 100%;
+        border: thick $primary; background: $surface; padding: 0 2;
+    }
     """
 
     def __init__(self, readonly: bool = False) -> None:

@@ -9,11 +9,12 @@ import time
 from pathlib import Path
 
 import pytest
+from rich.text import Text
 from textual.widgets import DataTable, Static
 
 from console.app import RunConsole
 from console.gates_screen import NO_SUMMARY, GatesScreen, gate_rows, verdict_line
-from console.screens import ConfirmAbort, HelpScreen, keys_help
+from console.screens import HELP_WIDTH, ConfirmAbort, HelpScreen, keys_help
 from runners.execute import create_run, load_run_plan
 from runners.paths import PROJECT_ROOT
 from runners.run_index import list_runs, newest_live, plan_files
@@ -106,6 +107,17 @@ async def test_read_only_console_neither_shows_nor_runs_the_controls(created_run
         )
         await pilot.press("question_mark")
         assert isinstance(app.screen, HelpScreen) and app.screen.readonly
+
+
+async def test_help_fits_an_80x24_terminal_without_wrapping(created_run) -> None:
+    lines = [Text.from_markup(line).plain for line in keys_help(False).splitlines()]
+    assert max(map(len, lines)) <= HELP_WIDTH
+    app = RunConsole(created_run)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("question_mark")
+        await pilot.pause(0.1)
+        box = app.screen.query_one(Static)
+        assert box.region.height == len(lines) + 2 and box.region.bottom <= 24, box.region  # border, no wrap
 
 
 async def test_the_palette_offers_every_action_and_g_shows_the_gates(created_run) -> None:

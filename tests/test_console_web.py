@@ -1,4 +1,5 @@
-"""`gb10-console serve-web`: a real textual-serve server on loopback; a websocket client plays the browser."""
+"""`gb10-console serve-web`: a real textual-serve server on loopback, seen by headless Chromium and by a
+bare websocket client."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import asyncio
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -16,7 +19,36 @@ from runners.execute import create_run
 from tests.conftest import free_port, stop_process, wait_until, write_plan
 
 aiohttp = pytest.importorskip("aiohttp", reason="textual-serve (and its aiohttp) is not installed: make venv")
+from tests.chromium_cdp import find_chromium, open_page  # noqa: E402  (needs aiohttp)
+
 ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[()][0-9A-Za-z]|\x1b[=>]")
+SCREEN_DEADLINE_S = 45.0
+
+
+@dataclass(frozen=True)
+class WebConsole:
+    """A running `serve-web --readonly` for one run."""
+
+    url: str
+    run_id: str
+    scratch: Path
+
+
+@pytest.fixture(scope="module")
+def web_console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebConsole]:
+    """`gb10-console serve-web RUN_DIR --readonly` on a free loopback port, answering HTTP."""
+    scratch = tmp_path_factory.mktemp("web")
+    run = create_run(write_plan(scratch), scratch / "run", scratch)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with (scratch / "serve-web.log").open("w") as log:
+        server = subprocess.Popen([sys.executable, "-m", "console.cli", "serve-web", str(run.root), "--port",
+                                   str(port), "--readonly"], stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        assert wait_until(lambda: _up(url), 30), f"serve-web did not answer at {url} within 30 s"
+        yield WebConsole(url, run.info()["run_id"], scratch)
+    finally:
+        stop_process(server)
 
 
 def test_pick_run_prefers_the_given_then_the_newest_run(tmp_path: Path) -> None:
@@ -28,23 +60,36 @@ def test_pick_run_prefers_the_given_then_the_newest_run(tmp_path: Path) -> None:
     assert console_command(run, readonly=True).endswith(f"attach {run.root.resolve()} --readonly")
 
 
-def test_a_browser_session_shows_the_run_id(tmp_path: Path) -> None:
-    run = create_run(write_plan(tmp_path), tmp_path / "run", tmp_path)
-    run_id = run.info()["run_id"]
-    port = free_port()
-    log = (tmp_path / "serve-web.log").open("w")
-    server = subprocess.Popen([sys.executable, "-m", "console.cli", "serve-web", str(run.root), "--port", str(port),
-                               "--readonly"], stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
-    try:
-        url = f"http://127.0.0.1:{port}"
-        assert wait_until(lambda: _up(url), 30), "serve-web did not answer within 30 s"
-        page = httpx.get(url, timeout=10)
-        assert page.status_code == 200 and "/ws" in page.text
-        screen = asyncio.run(_browser_screen(f"ws://127.0.0.1:{port}/ws?width=120&height=40", run_id, deadline_s=45))
-        assert run_id in screen, screen[-2000:]
-    finally:
-        stop_process(server)
-        log.close()
+def test_headless_chromium_loads_the_page_and_shows_the_run_id(web_console: WebConsole) -> None:
+    chromium = find_chromium()
+    if chromium is None:
+        pytest.skip("Debian's `chromium` is not installed (make test installs it as root): apt-get install chromium")
+    shot = web_console.scratch / "chromium.png"
+
+    async def browse() -> tuple[str, str, list[str]]:
+        async with open_page(chromium, web_console.url, web_console.scratch / "profile",
+                             web_console.scratch / "chromium.log") as page:  # fmt: skip
+            first = await page.wait_for_text(web_console.run_id, SCREEN_DEADLINE_S)
+            await page.type_key("?")
+            help_screen = await page.wait_for_text("Read-only console", 15)
+            if "Read-only console" not in help_screen or web_console.run_id not in first:
+                await page.screenshot(shot)
+            return first, help_screen, page.exceptions
+
+    first, help_screen, exceptions = asyncio.run(browse())
+    assert web_console.run_id in first, f"run id not on the page (screenshot {shot}):\n{first}"
+    assert "plan mini" in first.splitlines()[0], first
+    assert "Read-only console" in help_screen, f"`?` typed in the browser opened no help ({shot}):\n{help_screen}"
+    assert "abort the soak" not in help_screen
+    assert not exceptions, exceptions
+
+
+def test_a_websocket_client_gets_the_screen(web_console: WebConsole) -> None:
+    page = httpx.get(web_console.url, timeout=10)
+    assert page.status_code == 200 and "/ws" in page.text
+    ws_url = web_console.url.replace("http://", "ws://") + "/ws?width=120&height=40"
+    screen = asyncio.run(_browser_screen(ws_url, web_console.run_id, SCREEN_DEADLINE_S))
+    assert web_console.run_id in screen, screen[-2000:]
 
 
 def _up(url: str) -> bool:
