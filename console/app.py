@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
+import threading
 import time
 from collections import deque
 from collections.abc import Iterable
@@ -37,11 +38,13 @@ from runners.execute import load_run_plan, spawn_detached
 from runners.files import JsonlTail, read_json, tail_lines
 from runners.plan import StepKey
 from runners.run_view import RunView, StepView
-from runners.rundir import RunDir, runner_alive
+from runners.rundir import RunDir, RunState, runner_alive
 from runners.timeline import MemoryTimeline
 from runners.watchdog_view import WatchdogView
 
 POLL_INTERVAL_S = 0.2
+BATCH_BYTES = 1 << 20  # events.jsonl read per message: attaching to a long history folds it in 1 MiB steps
+FOLD_WAIT_S = 0.5  # how often a worker waiting for the UI to fold its last batch checks for cancellation
 ARM_COLUMNS = ("arm", "CUTE_WO_SPLIT", "env", "serve", "up", "restarts", "steps")
 EVENT_LINES = 2000  # event lines kept (and shown unfiltered)
 
@@ -80,6 +83,29 @@ class RunnerStatus:
     alive: bool
     exit_code: int | None
     last_words: str = ""
+
+
+class _StateReader:
+    """state.json, parsed again only when its mtime changes (the worker asks five times a second)."""
+
+    def __init__(self, run: RunDir) -> None:
+        self.run = run
+        self._mtime: int | None = None
+        self._state: RunState | None = None
+
+    def read(self) -> RunState | None:
+        """The last state snapshot (None before the first one or while it is unreadable)."""
+        try:
+            mtime = self.run.state_json.stat().st_mtime_ns
+        except FileNotFoundError:
+            return None
+        if mtime != self._mtime:
+            try:
+                self._state = self.run.read_state()
+            except (ValueError, FileNotFoundError):
+                self._state = None
+            self._mtime = mtime
+        return self._state
 
 
 class RunnerChanged(Message):
@@ -156,6 +182,9 @@ class RunConsole(App[None]):
         self.view: RunView | None = None
         self.runner_status = RunnerStatus("opening", False, None)
         self._step_nodes: dict[StepKey, TreeNode] = {}
+        self._folded = threading.Event()  # set while no RunUpdate is waiting to be folded
+        self._folded.set()
+        self._title = ""
 
     def compose(self) -> ComposeResult:
         yield Static(f"opening {self.run_dir.root} …", id="title")
@@ -199,9 +228,12 @@ class RunConsole(App[None]):
         guard_tail = JsonlTail(self.run_dir.watchdog_jsonl)
         last_status: RunnerStatus | None = None
         summary_mtime = guard_mtime = None
+        state = _StateReader(self.run_dir)
         while not worker.is_cancelled:
-            events = tail.read_new()
-            records = guard_tail.read_new()
+            before = tail.offset, guard_tail.offset
+            events = tail.read_new(BATCH_BYTES)
+            records = guard_tail.read_new(BATCH_BYTES)
+            behind = tail.offset - before[0] >= BATCH_BYTES or guard_tail.offset - before[1] >= BATCH_BYTES
             try:
                 mtime = self.run_dir.watchdog_json.stat().st_mtime_ns
                 if mtime != guard_mtime:
@@ -209,9 +241,9 @@ class RunConsole(App[None]):
                     records.append(read_json(self.run_dir.watchdog_json))  # the floors live only here
             except (FileNotFoundError, ValueError):
                 pass
-            if events or records:
-                self.post_message(RunUpdate(events, records))
-            status = self._read_runner_status()
+            if (events or records) and not self._post_update(RunUpdate(events, records)):
+                return
+            status = self._read_runner_status(state)
             if status != last_status:
                 last_status = status
                 self.post_message(RunnerChanged(status))
@@ -222,13 +254,22 @@ class RunConsole(App[None]):
                     self.post_message(SummaryLoaded(read_json(self.run_dir.summary_json)))
             except (FileNotFoundError, ValueError):
                 pass
-            time.sleep(POLL_INTERVAL_S)
+            if not behind:  # catching up on a long history goes on at once, one batch at a time
+                time.sleep(POLL_INTERVAL_S)
 
-    def _read_runner_status(self) -> RunnerStatus:
-        try:
-            state = self.run_dir.read_state()
-        except ValueError:
-            state = None
+    def _post_update(self, update: RunUpdate) -> bool:
+        """Post `update` once the UI has folded the last one, so catch-up holds one batch, not the history;
+        False when the worker was cancelled while waiting."""
+        worker = get_current_worker()
+        while not self._folded.wait(FOLD_WAIT_S):
+            if worker.is_cancelled:
+                return False
+        self._folded.clear()
+        self.post_message(update)
+        return True
+
+    def _read_runner_status(self, reader: _StateReader) -> RunnerStatus:
+        state = reader.read()
         code = self.runner.poll() if self.runner is not None else None  # also reaps our detached runner
         label = state.label() if state else "created"
         last_words = ""
@@ -257,6 +298,12 @@ class RunConsole(App[None]):
 
     @on(RunUpdate)
     def _update(self, message: RunUpdate) -> None:
+        try:
+            self._fold(message)
+        finally:
+            self._folded.set()
+
+    def _fold(self, message: RunUpdate) -> None:
         for record in message.records:
             self.watchdog.apply(record)
             self.timeline.add_record(record)
@@ -389,11 +436,14 @@ class RunConsole(App[None]):
             title = self.query_one("#title", Static)
         except NoMatches:  # a message that arrives while the app shuts down, after its widgets are gone
             return
-        title.update(
+        text = (
             f"[b]{view.run_id}[/b]{f' on {view.host}' if view.host else ''}  ·  plan {view.plan}  ·  {status.label}"
             f"  ·  {clock}  ·  {runner}"
             f"  ·  memory {view.watchdog_level.upper()}" + ("  ·  [b reverse] PAUSED [/]" if view.paused else "")
         )
+        if text != self._title:  # the clock moves once a second; other refreshes mostly change nothing
+            self._title = text
+            title.update(text)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """--readonly: the control actions are neither shown nor run."""

@@ -178,6 +178,11 @@ def series_line(series: Series, width: int) -> Text:
     return line
 
 
+def panel_height(view: WatchdogView) -> int:
+    """How many lines `render_view` draws for `view`: the memory bar shows only once MemAvailable is known."""
+    return FIXED_LINES + len(SERIES) + (view.available_gib is not None)
+
+
 def render_view(view: WatchdogView, width: int) -> Text:
     """The whole panel as Rich text, `width` cells wide."""
     lines: list[Text] = []
@@ -229,6 +234,9 @@ def render_view(view: WatchdogView, width: int) -> Text:
     return out
 
 
+FIXED_LINES = 7  # level, MemAvailable, floors, PSI, target, GPU, footer
+
+
 class WatchdogPanel(Widget):
     """The memory watchdog: level badge, MemAvailable against the floors, PSI, GPU, sparklines."""
 
@@ -239,6 +247,7 @@ class WatchdogPanel(Widget):
     def __init__(self, view: WatchdogView | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
         self._view = view or WatchdogView()
+        self._lines = 0
 
     @property
     def view(self) -> WatchdogView:
@@ -248,7 +257,9 @@ class WatchdogPanel(Widget):
     def update_view(self, view: WatchdogView) -> None:
         """Render `view` (it may be the same object, folded further since the last call)."""
         self._view = view
-        self.refresh(layout=True)
+        lines = panel_height(view)
+        self.refresh(layout=lines != self._lines)  # a new layout only when the panel's height changes
+        self._lines = lines
 
     def render(self) -> Text:
         """The panel's text for the current width."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 from textual.widgets import DataTable, RichLog, Tree
 
-from console.app import RunConsole
+from console.app import BATCH_BYTES, RunConsole, RunUpdate
 from console.screens import ConfirmAbort, HelpScreen
 from runners.control import request_abort
 from runners.execute import create_run, execute, spawn_detached
@@ -95,6 +96,39 @@ async def test_attach_to_a_finished_run_shows_its_summary(tmp_path: Path) -> Non
         assert all(s.status == "done" for s in app.view.steps.values())
         await pilot.press("a")  # nothing runs: no modal, a notice instead
         assert not isinstance(app.screen, ConfirmAbort)
+
+
+class CountingConsole(RunConsole):
+    """Counts the RunUpdate batches posted and folded, and the most ever waiting to be folded."""
+
+    def __init__(self, run: RunDir) -> None:
+        super().__init__(run, readonly=True)
+        self.posted = self.folded = self.most_waiting = self.events_folded = 0
+
+    def post_message(self, message) -> bool:
+        if isinstance(message, RunUpdate):
+            self.posted += 1
+            self.most_waiting = max(self.most_waiting, self.posted - self.folded)
+        return super().post_message(message)
+
+    def _fold(self, message: RunUpdate) -> None:
+        time.sleep(0.2)  # a UI slower than the reader: without back-pressure, batches would pile up
+        super()._fold(message)
+        self.folded += 1
+        self.events_folded += len(message.events)
+
+
+async def test_a_long_history_is_folded_one_batch_at_a_time(tmp_path: Path) -> None:
+    """Attaching to 3.5 MiB of events: several BATCH_BYTES batches, never two waiting, every event folded."""
+    run = create_run(write_plan(tmp_path), tmp_path / "run", tmp_path)
+    line = {"type": "note", "t": time.time(), "message": "x" * 300}
+    count = (7 * BATCH_BYTES // 2) // (len(json.dumps(line)) + 1)
+    with run.events.open("a") as fh:
+        fh.writelines(json.dumps({**line, "seq": i}) + "\n" for i in range(count))
+    app = CountingConsole(RunDir(run.root))
+    async with app.run_test(size=(120, 40)) as pilot:
+        assert await until(pilot, lambda: app.events_folded == count, 60), (app.events_folded, count)
+    assert app.folded >= 4 and app.most_waiting == 1, (app.folded, app.most_waiting)
 
 
 async def test_a_directory_that_is_not_a_run_is_reported_not_crashed(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import pytest
 from textual.app import App, ComposeResult
 
-from console.watchdog_panel import WatchdogPanel, render_view, spark_text
+from console.watchdog_panel import WatchdogPanel, panel_height, render_view, spark_text
 from runners.cgroup import CgroupMemory
 from runners.files import read_json, read_jsonl
 from runners.watchdog.guard import _floors, _numbers
@@ -282,7 +282,7 @@ async def test_panel_renders_level_floors_and_unified_memory() -> None:
         panel.update_view(view)
         await pilot.pause()
         text = panel.render().plain
-        assert panel.view is view and panel.size.height >= 12
+        assert panel.view is view and panel.size.height == panel_height(view) == len(text.splitlines()) == 13
     assert " WARN " in text and "MemAvailable 14.0 GiB < WARN floor 16.0 GiB" in text
     assert "WARN 16.0 GiB (-2.0)" in text and "ABORT 10.0 GiB (+4.0)" in text and "KILL 6.0 GiB (+8.0)" in text
     assert "memory unified with the host" in text and "processes 3.0 GiB" in text
@@ -308,6 +308,7 @@ async def test_panel_without_gpu_says_na_with_the_reason() -> None:
     for row, label in ((util, "GPU util"), (temp, "GPU temp"), (power, "GPU power"), (clock, "SM clock")):
         assert row.startswith(label) and row.endswith("N/A (not reported)")
     assert "skipped 1" in text
+    assert panel_height(view) == len(text.splitlines())
 
 
 def test_render_view_of_an_empty_view_is_all_na() -> None:
@@ -316,3 +317,4 @@ def test_render_view_of_an_empty_view_is_all_na() -> None:
     assert "UNKNOWN" in text and "no guard record yet" in text and "MemAvailable N/A" in text
     assert "floors       N/A" in text and "GPU          N/A: no GPU sample yet" in text
     assert text.count("N/A (not reported)") == 5 and " 0.0" not in text
+    assert panel_height(WatchdogView()) == len(text.splitlines())
