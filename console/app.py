@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rich.text import Text
-from textual import on, work
+from textual import events, on, work
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -31,6 +31,7 @@ from console.gates_screen import GatesScreen
 from console.logs_screen import LogsScreen
 from console.screens import ConfirmAbort, HelpScreen
 from console.timeline_screen import TimelineScreen
+from console.title_bar import TitleFields, title_text
 from console.watchdog_panel import WatchdogPanel
 from engine.config_file import ConfigFileError
 from runners.control import pause_requested, request_abort, request_continue, request_pause
@@ -142,7 +143,7 @@ class RunConsole(App[None]):
 
     TITLE = "gb10-console"
     CSS = """
-    #title { height: 1; background: $primary; color: $text; padding: 0 1; }
+    #title { height: auto; max-height: 3; background: $primary; color: $text; padding: 0 1; }
     #body { height: 1fr; }
     #steps { width: 40%; min-width: 30; border: round $primary; }
     #side { width: 1fr; }
@@ -184,7 +185,7 @@ class RunConsole(App[None]):
         self._step_nodes: dict[StepKey, TreeNode] = {}
         self._folded = threading.Event()  # set while no RunUpdate is waiting to be folded
         self._folded.set()
-        self._title = ""
+        self._title = Text()
 
     def compose(self) -> ComposeResult:
         yield Static(f"opening {self.run_dir.root} …", id="title")
@@ -417,15 +418,11 @@ class RunConsole(App[None]):
         with contextlib.suppress(NoMatches):  # the app is shutting down
             self._refresh_arms()
 
-    def _refresh_title(self) -> None:
+    def _refresh_title(self, width: int | None = None) -> None:
         view, status = self.view, self.runner_status
         if view is None:
             return
         now = time.time()
-        elapsed, eta = view.elapsed(now), view.eta_s(now)
-        clock = "--:--:--" if elapsed is None else time.strftime("%H:%M:%S", time.gmtime(elapsed))
-        if eta is not None:
-            clock += f" (ETA {time.strftime('%H:%M:%S', time.gmtime(eta))})"
         if status.alive:
             runner = "runner alive"
         elif status.exit_code is not None:
@@ -436,14 +433,16 @@ class RunConsole(App[None]):
             title = self.query_one("#title", Static)
         except NoMatches:  # a message that arrives while the app shuts down, after its widgets are gone
             return
-        text = (
-            f"[b]{view.run_id}[/b]{f' on {view.host}' if view.host else ''}  ·  plan {view.plan}  ·  {status.label}"
-            f"  ·  {clock}  ·  {runner}"
-            f"  ·  memory {view.watchdog_level.upper()}" + ("  ·  [b reverse] PAUSED [/]" if view.paused else "")
-        )
+        fields = TitleFields(view.run_id, view.host, view.plan, status.label, view.elapsed(now), view.eta_s(now),
+                             runner, view.watchdog_level, view.paused)  # fmt: skip
+        text = title_text(fields, max(20, (width or self.size.width) - 2))  # the title's padding: 1 cell a side
         if text != self._title:  # the clock moves once a second; other refreshes mostly change nothing
             self._title = text
             title.update(text)
+
+    def on_resize(self, event: events.Resize) -> None:
+        """The title fits itself to the new width."""
+        self._refresh_title(event.size.width)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """--readonly: the control actions are neither shown nor run."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -91,10 +92,19 @@ def _headless(run: RunDir, console: Console) -> int:
     return result.exit_code
 
 
+def _terminal_sizes_itself() -> None:
+    """On a terminal, drop an exported COLUMNS/LINES: Textual would take it over the terminal's own size, even
+    after a resize (the web driver gets its size from the browser and has no terminal on stdout)."""
+    if sys.stdout.isatty():
+        for name in ("COLUMNS", "LINES"):
+            os.environ.pop(name, None)
+
+
 def _interactive(run: RunDir) -> int:
     from console.app import RunConsole
 
     runner = spawn_detached(run)
+    _terminal_sizes_itself()
     RunConsole(run, runner).run()
     _after_console(run)
     return 0
@@ -103,6 +113,7 @@ def _interactive(run: RunDir) -> int:
 def _attach(run: RunDir, readonly: bool = False) -> int:
     from console.app import RunConsole
 
+    _terminal_sizes_itself()
     RunConsole(run, readonly=readonly).run()
     _after_console(run)
     return 0

@@ -137,7 +137,8 @@ def test_console_in_tmux_a_then_y_aborts_and_q_quits(tmux: Tmux, tmp_path: Path)
     plan = write_plan(tmp_path, requests=400, concurrency=2, max_tokens=64)
     run = RunDir(tmp_path / "run")
     command = [sys.executable, "-m", "console.cli", "run", str(plan), "--out", str(run.root)]
-    env = {"PYTHONPATH": str(ROOT), "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
+    # a stale COLUMNS/LINES exported by some parent script: the console must draw at the pane's size anyway
+    env = {"PYTHONPATH": str(ROOT), "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "COLUMNS": "60", "LINES": "12"}
     tmux.start(command, env)
     try:
         assert wait_until(run.run_json.is_file, 30), f"no run.json; last pane:\n{tmux.capture() or tmux.last}"
@@ -148,10 +149,10 @@ def test_console_in_tmux_a_then_y_aborts_and_q_quits(tmux: Tmux, tmp_path: Path)
 
         def running(text: str) -> bool:
             head = title(text)
-            return run_id in head and " running " in head and bool(IN_FLIGHT.search(text))
+            return run_id in head and " running " in head and "memory" in head and bool(IN_FLIGHT.search(text))
 
-        # the title's tail (clock, ETA, runner, memory) may be cut at 120 columns: only its head is checked
-        tmux.wait_for(running, START_S, f"title `{run_id} … running` and a step in flight")
+        pane = tmux.wait_for(running, START_S, f"title `{run_id} … running … memory` and a step in flight")
+        assert max(len(line) for line in pane.splitlines()) == WIDTH, f"not drawn {WIDTH} wide:\n{pane}"
         assert runner_alive(run), f"the runner is not alive; last pane:\n{tmux.last}"
 
         tmux.keys("a")
