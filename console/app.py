@@ -46,7 +46,7 @@ from runners.watchdog_view import WatchdogView
 POLL_INTERVAL_S = 0.2
 BATCH_BYTES = 1 << 20  # events.jsonl read per message: attaching to a long history folds it in 1 MiB steps
 FOLD_WAIT_S = 0.5  # how often a worker waiting for the UI to fold its last batch checks for cancellation
-ARM_COLUMNS = ("arm", "CUTE_WO_SPLIT", "env", "serve", "up", "restarts", "steps")
+ARM_COLUMNS = ("arm", "WO_SPLIT", "env", "serve", "health", "up", "restarts")  # steps: see the tree
 EVENT_LINES = 2000  # event lines kept (and shown unfiltered)
 
 
@@ -145,7 +145,7 @@ class RunConsole(App[None]):
     CSS = """
     #title { height: auto; max-height: 3; background: $primary; color: $text; padding: 0 1; }
     #body { height: 1fr; }
-    #steps { width: 40%; min-width: 30; border: round $primary; }
+    #steps { width: 34%; min-width: 30; border: round $primary; }
     #side { width: 1fr; }
     #arms { height: auto; max-height: 8; border: round $primary; }
     #current { height: 1; padding: 0 1; }
@@ -370,12 +370,10 @@ class RunConsole(App[None]):
         now = time.time()
         rows = []
         for name, arm in self.view.arms.items():
-            steps = [s for s in self.view.steps.values() if s.key.arm == name]
-            done = sum(s.status in ("done", "skipped") for s in steps)
             wo_split = (arm.effective or {}).get("CUTE_WO_SPLIT", "-")
             up = arm.uptime(now)
             uptime = time.strftime("%H:%M:%S", time.gmtime(up)) if up is not None else "-"
-            rows.append((name, wo_split, arm.env_status, arm.serve, uptime, str(arm.restarts), f"{done}/{len(steps)}"))
+            rows.append((name, wo_split, arm.env_status, arm.serve, arm.health_text(now), uptime, str(arm.restarts)))
         if rows == self._arm_rows:
             return
         self._arm_rows = rows

@@ -198,18 +198,20 @@ def render_view(view: WatchdogView, width: int) -> Text:
             f"KILL floor in {_num(view.seconds_to_kill_floor, unit=' s')}  ·  {restart}"
         )
     )
-    floors = Text("floors       ", style="bold")
     if view.floors is None:
+        floors = Text(f"{'floors':<{LABEL_WIDTH}}", style="bold")
         floors.append("N/A (no watchdog.json status or guard_started event yet)", style="grey50")
     else:
+        floors = Text(f"{'floors GiB':<{LABEL_WIDTH}}", style="bold")  # each: floor (headroom above it)
         room = headroom_gib(view)
         for name, gib in (
             ("warn", view.floors.warn_gib),
             ("abort", view.floors.abort_gib),
             ("kill", view.floors.kill_gib),
         ):
-            floors.append(f"{name.upper()} {gib:.1f} GiB", style=FLOOR_STYLES[name])
-            floors.append(f" ({_signed(room[name])})  ")
+            floors.append("  " if name != "warn" else "")
+            floors.append(f"{name.upper()} {gib:.1f}", style=FLOOR_STYLES[name])
+            floors.append(f" ({_signed(room[name])})")
     lines.append(floors)
     if view.available_gib is not None:
         lines.append(Text.assemble(Text(" " * LABEL_WIDTH), memory_bar(view, max(10, width - LABEL_WIDTH))))
@@ -241,7 +243,7 @@ class WatchdogPanel(Widget):
     """The memory watchdog: level badge, MemAvailable against the floors, PSI, GPU, sparklines."""
 
     DEFAULT_CSS = """
-    WatchdogPanel { height: auto; padding: 0 1; }
+    WatchdogPanel { height: auto; padding: 0 1; text-wrap: nowrap; text-overflow: ellipsis; }
     """
 
     def __init__(self, view: WatchdogView | None = None, **kwargs) -> None:

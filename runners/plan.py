@@ -104,6 +104,7 @@ class ServeCommon(BaseModel):
     )
     ready_timeout_s: float = Field(120.0, gt=0, le=7200)
     stop_timeout_s: float = Field(10.0, gt=0, le=600)
+    health_interval_s: float = Field(5.0, gt=0, le=600, description="probe /health this often during a step")
 
     _env_ok = field_validator("env", "supplementary_env")(_check_env)
 

@@ -61,12 +61,30 @@ class ArmView:
     effective: dict[str, str] | None = None
     env_status: str = "unverified"
     ready_t: float | None = None  # when the serve target last became ready (None while it is not up)
+    health: str = "-"  # the serve target's /health while it is up: ok or FAILING ("-" while it is not up)
+    failing_t: float | None = None  # when /health began failing
     restarts: int = 0
     base_url: str = ""
 
     def uptime(self, now: float) -> float | None:
         """Seconds the serve target has been up, while it is."""
         return now - self.ready_t if self.ready_t is not None else None
+
+    def health_text(self, now: float) -> str:
+        """ok, `-`, or FAILING with how long it has been failing."""
+        if self.health != "FAILING" or self.failing_t is None:
+            return self.health
+        return f"FAILING {short_duration(now - self.failing_t)}"
+
+
+def short_duration(seconds: float) -> str:
+    """A duration in few cells: 42s, 3m07s, 2h05m."""
+    whole = int(max(0.0, seconds))
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
 
 
 @dataclass
@@ -183,20 +201,30 @@ class RunView:
         return f"{e['arm']}: starting serve target ({e.get('kind')}, {e.get('mode')})"
 
     def _on_serve_ready(self, e: dict) -> str:
-        where = f"container {e['container']}" if e.get("container") else f"pid {e.get('pid')}"
+        where = f"container {str(e['container'])[:12]}" if e.get("container") else f"pid {e.get('pid')}"
         arm = self._arm(e["arm"])
-        arm.serve, arm.ready_t, arm.base_url = f"ready ({where})", e.get("t"), str(e.get("base_url") or "")
+        arm.serve, arm.ready_t, arm.base_url = f"ready {where}", e.get("t"), str(e.get("base_url") or "")
+        arm.health = "ok"
         return f"{e['arm']}: serve target ready in {e.get('waited_s', 0):.1f} s at {e.get('base_url')}"
 
     def _on_serve_failed(self, e: dict) -> str:
         arm = self._arm(e["arm"])
-        arm.serve, arm.ready_t = "failed", None
+        arm.serve, arm.ready_t, arm.health = "failed", None, "-"
         return f"{e['arm']}: serve target failed: {e.get('reason')}"
 
     def _on_serve_stopped(self, e: dict) -> str:
         arm = self._arm(e["arm"])
         arm.serve, arm.ready_t = str(e.get("how", "stopped")).split(" (")[0], None  # e.g. terminated, killed
+        arm.health = "-"
         return f"{e['arm']}: serve target stopped: {e.get('how')}"
+
+    def _on_serve_health(self, e: dict) -> str:
+        arm = self._arm(e["arm"])
+        if e.get("healthy"):
+            arm.health, arm.failing_t = "ok", None
+            return f"{e['arm']}: /health answers again ({e.get('latency_ms')} ms)"
+        arm.health, arm.failing_t = "FAILING", e.get("t")
+        return f"{e['arm']}: /HEALTH FAILING while the target is up: {e.get('detail')}"
 
     def _on_serve_stop_failed(self, e: dict) -> str:
         self._arm(e["arm"]).serve = "STOP FAILED"
@@ -219,12 +247,12 @@ class RunView:
 
     def _on_serve_killed(self, e: dict) -> str:
         arm = self._arm(e["arm"])
-        arm.serve, arm.ready_t = "killed", None
+        arm.serve, arm.ready_t, arm.health = "killed", None, "-"
         return f"{e['arm']}: serve target killed ({e.get('how')}): {e.get('reason')}"
 
     def _on_serve_restarting(self, e: dict) -> str:
         arm = self._arm(e["arm"])
-        arm.restarts, arm.ready_t = arm.restarts + 1, None
+        arm.restarts, arm.ready_t, arm.health = arm.restarts + 1, None, "-"
         left = len(e.get("remaining", []))
         return f"{e['arm']}: restarting the serve target (restart {e.get('restart')}) for {left} step(s)"
 

@@ -14,6 +14,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Literal, TypeVar
 
 from runners.control import POLL_INTERVAL_S as CONTROL_POLL_S
@@ -35,10 +36,11 @@ from runners.replay.workloads import evaluate, prepare
 from runners.rundir import RunDir, RunState
 from runners.serve.docker import DockerRuntime
 from runners.serve.external import ExternalRuntime
+from runners.serve.health_watch import watch_health
 from runners.serve.owner import process_start_ticks, this_runner
 from runners.serve.process import ProcessRuntime
 from runners.serve.readiness import env_mismatches, fetch_target_report
-from runners.serve.runtime import ExitInfo, ServeError, ServeRuntime
+from runners.serve.runtime import ExitInfo, ProbeResult, ServeError, ServeRuntime
 from runners.watchdog.link import GuardLink
 from runners.watchdog.targets import TargetRef, write_targets
 
@@ -416,6 +418,10 @@ class Soak:
         )  # fmt: skip
         replay_task.add_done_callback(_retrieve)  # its error is read below, on every path
         died = asyncio.create_task(runtime.wait_exit())
+        on_health = partial(self._health_changed, step)
+        health = asyncio.create_task(
+            watch_health(runtime.probe, on_health, stop_scraping, self.plan.serve.health_interval_s)
+        )
         deadline = asyncio.create_task(self._deadline(phase.deadline_s, paused_before))
         try:
             watched = {replay_task, died, deadline} | ({self._alarm} if self._alarm else set())
@@ -429,6 +435,7 @@ class Soak:
             stop_scraping.set()
             if sampler is not None:
                 await sampler
+            await health
             closing = [_close_quietly(requests), _close_quietly(scrapes)]
         if not replay_task.cancelled() and isinstance(replay_task.exception(), RunDirWriteError):
             raise replay_task.exception()  # type: ignore[misc]
@@ -580,6 +587,12 @@ class Soak:
                 await died
             return None
         return died.result() if died.exception() is None else None
+
+    def _health_changed(self, step: StepKey, result: ProbeResult) -> None:
+        """The serve target's /health flipped during `step`: an event the console and the evidence show."""
+        latency_ms = None if result.latency_s is None else round(result.latency_s * 1000, 1)
+        self.events.emit("serve_health", arm=step.arm, mode=step.mode, step=step.as_dict(), healthy=result.healthy,
+                         latency_ms=latency_ms, detail=result.detail)  # fmt: skip
 
     def _note_oom_kills(self, step: StepKey, target: dict) -> None:
         """An event when the target's cgroup counted new OOM kills (a worker can die while the server lives)."""

@@ -49,7 +49,7 @@ async def test_shows_both_arms_and_a_then_y_aborts_the_run(live_run) -> None:
         assert await until(pilot, lambda: app.view and app.view.current_step() and app.view.current_step().completed)
         rows = arm_rows(app)
         assert [r[0] for r in rows] == ["split1", "split8"]
-        assert rows[0][1:3] == ["1", "verified"] and rows[1][3] == "not started"
+        assert rows[0][1:3] == ["1", "verified"] and rows[0][4] == "ok" and rows[1][3:5] == ["not started", "-"]
         tree = app.query_one("#steps", Tree)
         assert [str(n.label) for n in tree.root.children] == ["split1", "split8"]
         await pilot.press("a")

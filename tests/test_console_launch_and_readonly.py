@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -169,15 +170,19 @@ async def test_serve_panel_and_event_filter_follow_the_event_log(created_run) ->
     events.emit("serve_restarting", arm="split1", restart=1, remaining=[])
     events.emit("serve_ready", arm="split1", pid=4243, base_url="http://127.0.0.1:1", waited_s=1.0)
     events.emit("step_started", step=steps[0], kind="sharegpt", requests=6, concurrency=3, open_loop=False)
+    events.emit("serve_health", arm="split1", mode="primary", step=steps[0], healthy=False, latency_ms=None,
+                detail="ReadTimeout: timed out")  # fmt: skip
     app = RunConsole(created_run, readonly=True)
     async with app.run_test(size=(120, 40)) as pilot:
         log = app.query_one("#events", RichLog)
         for _ in range(50):
-            if len(app._event_lines) >= 5:
+            if len(app._event_lines) >= 6:
                 break
             await pilot.pause(0.1)
         rows = arm_rows(app)
-        assert rows[0][3] == "ready (pid 4243)" and rows[0][4] != "-" and rows[0][5] == "1"
+        assert rows[0][3] == "ready pid 4243" and re.fullmatch(r"FAILING \d+s", rows[0][4]) and rows[0][5] != "-"
+        assert rows[0][6] == "1" and rows[1][4] == "-"
+        assert "split1: /HEALTH FAILING while the target is up: ReadTimeout: timed out" in app._event_lines[-1]
         assert str(app.query_one("#arms").border_title).startswith("serve: process: embedded engine")
         everything = len(log.lines)
         await pilot.press("f")

@@ -284,7 +284,7 @@ async def test_panel_renders_level_floors_and_unified_memory() -> None:
         text = panel.render().plain
         assert panel.view is view and panel.size.height == panel_height(view) == len(text.splitlines()) == 13
     assert " WARN " in text and "MemAvailable 14.0 GiB < WARN floor 16.0 GiB" in text
-    assert "WARN 16.0 GiB (-2.0)" in text and "ABORT 10.0 GiB (+4.0)" in text and "KILL 6.0 GiB (+8.0)" in text
+    assert "floors GiB   WARN 16.0 (-2.0)  ABORT 10.0 (+4.0)  KILL 6.0 (+8.0)\n" in text
     assert "memory unified with the host" in text and "processes 3.0 GiB" in text
     assert "some 1.5%  full 0.5%" in text and "cgroup v2: usage 40.0 GiB, limit none" in text
     assert "87 %" in text and "61 °C" in text and "45.2 W" in text and "2418 MHz" in text and "14.0 GiB" in text

@@ -37,14 +37,16 @@ class MockSettings:
     tokens: int = 64
     fault: Fault = "none"
     fault_every: int = 1
+    health_fail_after: int = 0  # /health answers 503 from this probe on (0: always 200)
 
 
 class _Connection(asyncio.Protocol):
     """One keep-alive HTTP/1.1 connection; requests are answered one at a time, in order."""
 
-    def __init__(self, settings: MockSettings, numbers: Iterator[int]) -> None:
+    def __init__(self, settings: MockSettings, numbers: Iterator[int], probes: Iterator[int]) -> None:
         self.settings = settings
         self.numbers = numbers
+        self.probes = probes
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.buffer = b""
@@ -93,7 +95,10 @@ class _Connection(asyncio.Protocol):
 
     def _route(self, method: str, path: str, body: bytes) -> None:
         if method == "GET" and path == "/health":
-            self._simple(200, {})
+            if 0 < self.settings.health_fail_after <= next(self.probes):
+                self._simple(503, {"error": {"message": "injected fault: unhealthy"}})
+            else:
+                self._simple(200, {})
         elif method == "GET" and path == "/v1/models":
             self._simple(200, {"object": "list", "data": [{"id": MODEL_ID, "object": "model", "owned_by": "mock"}]})
         elif method == "POST" and path in ("/v1/chat/completions", "/v1/completions"):
@@ -219,9 +224,9 @@ def _chunked(frame: bytes) -> bytes:
 
 async def serve_mock(host: str, port: int, settings: MockSettings, ready: asyncio.Event | None = None) -> None:
     """Serve until cancelled; `ready` is set once the socket listens."""
-    numbers = itertools.count(1)
+    numbers, probes = itertools.count(1), itertools.count(1)
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: _Connection(settings, numbers), host, port, backlog=4096)
+    server = await loop.create_server(lambda: _Connection(settings, numbers, probes), host, port, backlog=4096)
     if ready is not None:
         ready.set()
     async with server:

@@ -1,0 +1,40 @@
+"""The serve target's /health during a step: probed every few seconds, reported when it changes.
+
+A target can stay up and stop answering (a wedged EngineCore, a profiler stall): its process or container
+is alive, so `wait_exit` does not fire. The watch reports each change of health, not every probe, so a
+seven-hour soak writes a handful of events, and the console shows the target's health next to its state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+
+from runners.serve.runtime import ProbeResult
+
+HEALTH_EVERY_S = 5.0
+
+
+async def watch_health(
+    probe: Callable[[], Awaitable[ProbeResult]],
+    on_change: Callable[[ProbeResult], None],
+    stop: asyncio.Event,
+    every_s: float = HEALTH_EVERY_S,
+) -> None:
+    """Probe every `every_s` until `stop` is set; call `on_change` when the answer flips healthy/unhealthy.
+
+    The target was healthy when the watch starts (it passed its readiness check), so a healthy first probe
+    says nothing. Each probe is bounded by the probe's own timeout.
+    """
+    healthy = True
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(every_s):
+                await stop.wait()
+        if stop.is_set():
+            return
+        result = await probe()
+        if result.healthy != healthy:
+            healthy = result.healthy
+            on_change(result)
