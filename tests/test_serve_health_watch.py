@@ -9,7 +9,7 @@ from pathlib import Path
 
 from runners.bench.mock_server import MockSettings
 from runners.execute import create_run, execute
-from runners.files import read_jsonl
+from runners.files import read_json, read_jsonl
 from runners.run_view import short_duration
 from runners.serve.health_watch import watch_health
 from runners.serve.readiness import probe
@@ -78,6 +78,8 @@ async def test_a_soak_step_records_the_target_going_unhealthy_while_up(tmp_path:
     assert flips, [e["type"] for e in events]
     assert flips[0]["arm"] == "split1" and flips[0]["healthy"] is False and "503" in flips[0]["detail"]
     assert [e["step"]["arm"] for e in events if e["type"] == "step_finished"][:1] == ["split1"], result
+    limitations = read_json(run.summary_json)["limitations"]
+    assert any("/health failed while it was up during split1/primary/replay/0" in x for x in limitations), limitations
     view = RunView(run_id="r")
     for event in events[: events.index(flips[0]) + 1]:
         view.apply(event)

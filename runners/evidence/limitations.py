@@ -3,7 +3,7 @@
 Each line says what is missing or suspect and where to look: steps not done, lost profiler
 traces, effective env that was not verified, unfinished attempts kept aside, token counts taken
 from chunks, server metrics that could not be scraped, memory actions and OOM kills, restarts,
-steps whose dispatch the operator paused.
+a /health that failed while the target was up, steps whose dispatch the operator paused.
 """
 
 from __future__ import annotations
@@ -128,7 +128,26 @@ def _incidents(events: list[dict]) -> list[str]:
         out.append(f"the serve target was restarted {counts['serve_restarting']} time(s) mid-session")
     if counts["guard_lost"]:
         out.append("the memory guard was lost; the runner failed closed (events.jsonl guard_lost)")
+    out.extend(_unhealthy(events))
     return out
+
+
+def _unhealthy(events: list[dict]) -> list[str]:
+    """Steps during which the serve target stayed up but its /health failed: a stall may be in their numbers."""
+    paths: list[str] = []
+    for e in events:
+        if e.get("type") == "serve_health" and not e.get("healthy") and isinstance(e.get("step"), dict):
+            try:
+                path = StepKey.from_dict(e["step"]).path
+            except (KeyError, TypeError, ValueError):
+                continue
+            if path not in paths:
+                paths.append(path)
+    if not paths:
+        return []
+    listed = ", ".join(paths[:5]) + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
+    return [f"the serve target's /health failed while it was up during {listed}; their numbers may include "
+            "a stall (events.jsonl serve_health)"]  # fmt: skip
 
 
 def known_limitations(run: RunDir, plan: Plan) -> list[str]:
