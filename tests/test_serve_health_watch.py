@@ -63,6 +63,27 @@ async def test_recovery_is_reported_and_stop_ends_the_wait_at_once() -> None:
     assert time.monotonic() - t0 < 1.0
 
 
+async def test_a_probe_that_raises_reads_as_unhealthy_and_the_watch_goes_on() -> None:
+    calls = 0
+
+    async def broken() -> ProbeResult:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise OSError("too many open files")
+        return OK
+
+    changes: list[ProbeResult] = []
+    stop = asyncio.Event()
+    watch = asyncio.create_task(watch_health(broken, changes.append, stop, every_s=0.01))
+    await asyncio.sleep(0.2)
+    stop.set()
+    async with asyncio.timeout(5):
+        await watch
+    assert calls > 3 and [c.healthy for c in changes] == [False, True]
+    assert changes[0].detail == "the probe itself failed: OSError: too many open files"
+
+
 async def test_a_soak_step_records_the_target_going_unhealthy_while_up(tmp_path: Path) -> None:
     """A process target (the mock server) whose /health fails mid-step: a serve_health event, the step still
     measured (requests succeed), the console's view shows FAILING."""

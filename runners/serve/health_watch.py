@@ -25,7 +25,7 @@ async def watch_health(
     """Probe every `every_s` until `stop` is set; call `on_change` when the answer flips healthy/unhealthy.
 
     The target was healthy when the watch starts (it passed its readiness check), so a healthy first probe
-    says nothing. Each probe is bounded by the probe's own timeout.
+    says nothing. Each probe is bounded by the probe's own timeout; a probe that raises counts as unhealthy.
     """
     healthy = True
     while not stop.is_set():
@@ -34,7 +34,10 @@ async def watch_health(
                 await stop.wait()
         if stop.is_set():
             return
-        result = await probe()
+        try:
+            result = await probe()
+        except Exception as exc:  # a monitor that breaks must not end the step it watches
+            result = ProbeResult(False, None, f"the probe itself failed: {type(exc).__name__}: {exc}")
         if result.healthy != healthy:
             healthy = result.healthy
             on_change(result)
