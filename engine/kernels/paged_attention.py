@@ -194,7 +194,7 @@ def split_kv_partials(
     shift = split_max.gather(3, index)  # [B, Hkv, G, nb]: the max of the split each block belongs to
     weights = torch.exp(scores - torch.where(torch.isfinite(shift), shift, 0.0)[..., None])  # masked: exp(-inf) = 0
 
-    v = _values_with_ones(v_pages, pages, used, lens, dims)  # [B, nb, ps, Hkv, D + 1]; the last column is 1
+    v = _values_with_ones(v_pages, pages, valid, head_dim)  # [B, nb, ps, Hkv, D + 1]; the last column is 1
     block_sums = torch.stack(
         [weights[:, h].transpose(1, 2) @ v[:, :, :, h] for h in range(kv_heads)], dim=1
     )  # [B, Hkv, nb, G, D + 1]: Σ weight · v per block, and Σ weight in the same reduction
@@ -251,21 +251,14 @@ def _gathered(pool: torch.Tensor, pages: torch.Tensor) -> torch.Tensor:
     return pool.flatten(1).index_select(0, pages.flatten()).view(*pages.shape, *pool.shape[1:])
 
 
-def _values_with_ones(
-    v_pages: torch.Tensor, pages: torch.Tensor, used: torch.Tensor, lens: torch.Tensor, dims: PagedDims
-) -> torch.Tensor:
+def _values_with_ones(v_pages: torch.Tensor, pages: torch.Tensor, valid: torch.Tensor, head_dim: int) -> torch.Tensor:
     """fp32 [B, nb, page_size, Hkv, D + 1]: the pages' V rows plus a column of ones; rows past each end are 0.
 
-    Those rows get weight 0, but 0 · NaN is NaN, so stale values in them must not reach the sums: unused blocks
-    are zeroed whole, and the tail of each sequence's last block row by row.
+    Those rows get weight 0, but 0 · NaN is NaN, so stale values in them must not reach the sums: every row at or
+    past its sequence's length (`valid` [B, nb·page_size] is False there) is zeroed, ones column included.
     """
     rows = _gathered(v_pages, pages)
-    out = torch.empty(*rows.shape[:-1], dims.head_dim + 1, dtype=torch.float32, device=rows.device)
-    out[..., : dims.head_dim] = rows
-    out[..., dims.head_dim] = 1.0
-    out[~used] = 0.0
-    seqs = torch.arange(dims.batch, device=rows.device)
-    last = (lens - 1) // dims.page_size
-    past_end = torch.arange(dims.page_size, device=rows.device) >= (lens - last * dims.page_size)[:, None]
-    out[seqs, last] = out[seqs, last].masked_fill(past_end[:, :, None, None], 0.0)
-    return out
+    out = torch.empty(*rows.shape[:-1], head_dim + 1, dtype=torch.float32, device=rows.device)
+    out[..., :head_dim] = rows
+    out[..., head_dim] = 1.0
+    return out.masked_fill_(~valid.view(*rows.shape[:3], 1, 1), 0.0)
