@@ -87,25 +87,26 @@ class RunnerStatus:
 
 
 class _StateReader:
-    """state.json, parsed again only when its mtime changes (the worker asks five times a second)."""
+    """state.json, parsed again only when the file changes (the worker asks five times a second)."""
 
     def __init__(self, run: RunDir) -> None:
         self.run = run
-        self._mtime: int | None = None
+        self._seen: tuple[int, int, int] | None = None
         self._state: RunState | None = None
 
     def read(self) -> RunState | None:
         """The last state snapshot (None before the first one or while it is unreadable)."""
         try:
-            mtime = self.run.state_json.stat().st_mtime_ns
+            st = self.run.state_json.stat()
         except FileNotFoundError:
             return None
-        if mtime != self._mtime:
+        seen = (st.st_ino, st.st_mtime_ns, st.st_size)  # written by atomic replace: a new inode every time
+        if seen != self._seen:
             try:
                 self._state = self.run.read_state()
             except (ValueError, FileNotFoundError):
                 self._state = None
-            self._mtime = mtime
+            self._seen = seen
         return self._state
 
 
@@ -266,7 +267,8 @@ class RunConsole(App[None]):
             if worker.is_cancelled:
                 return False
         self._folded.clear()
-        self.post_message(update)
+        if not self.post_message(update):  # the app is closing: nothing will fold it
+            self._folded.set()
         return True
 
     def _read_runner_status(self, reader: _StateReader) -> RunnerStatus:

@@ -1,8 +1,9 @@
 """The console's title bar: what fits in the terminal's width without losing the memory level or PAUSED.
 
 Fields are dropped or shortened in a fixed order (host to its first label, narrower separators, then
-no host, no plan, no ETA) until the line fits; what still does not fit goes on to a second line between
-fields, never inside one, so the state, the runner and the memory level are always on screen.
+no host, no plan, no ETA) until the line fits; what still does not fit is broken between fields, never
+inside one, with the state, the memory level and PAUSED right after the run id, so a title cut at its
+height limit loses the clock or the runner first.
 """
 
 from __future__ import annotations
@@ -52,6 +53,9 @@ def title_text(fields: TitleFields, width: int) -> Text:
         if line.cell_len <= width:
             line.no_wrap = True
             return line
+    head, rest = parts[0], parts[1:]
+    vital = [p for p in rest if p.plain.startswith("memory ") or p.plain == " PAUSED "]
+    parts = [head, rest[0], *vital, *(p for p in rest[1:] if p not in vital)]  # state, memory, PAUSED first
     lines: list[Text] = []
     for part in parts:
         if lines and lines[-1].cell_len + len(sep) + part.cell_len <= width:

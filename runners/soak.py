@@ -94,6 +94,7 @@ class Soak:
         self.fatal: str | None = None
         self._oom_kills_seen = 0
         self._alarm: asyncio.Task | None = None
+        self._healthy: dict[tuple[str, str], bool] = {}  # (arm, mode): the last /health answer while it is up
         info = run.info()
         self.state = run.read_state() or RunState(run_id=info["run_id"], plan=self.plan.name)
 
@@ -247,6 +248,7 @@ class Soak:
                 return []
             target = await runtime.inspect()
             record_target(self.run_dir, f"{arm}/{mode}", runtime.provenance())
+            self._healthy[(arm, mode)] = True
             self.events.emit(
                 "serve_ready", arm=arm, mode=mode, model=ready.model, waited_s=round(ready.waited_s, 3),
                 pid=target.get("pid"), container=target.get("name"), base_url=runtime.base_url,
@@ -418,10 +420,10 @@ class Soak:
         )  # fmt: skip
         replay_task.add_done_callback(_retrieve)  # its error is read below, on every path
         died = asyncio.create_task(runtime.wait_exit())
-        on_health = partial(self._health_changed, step)
         health = asyncio.create_task(
-            watch_health(runtime.probe, on_health, stop_scraping, self.plan.serve.health_interval_s)
-        )
+            watch_health(runtime.probe, partial(self._health_changed, step), stop_scraping,
+                         self.plan.serve.health_interval_s, self._healthy.get((step.arm, step.mode), True))
+        )  # fmt: skip
         deadline = asyncio.create_task(self._deadline(phase.deadline_s, paused_before))
         try:
             watched = {replay_task, died, deadline} | ({self._alarm} if self._alarm else set())
@@ -435,12 +437,13 @@ class Soak:
             stop_scraping.set()
             if sampler is not None:
                 await sampler
-            await health
+            health.cancel()  # a probe in flight against a wedged target is not worth waiting for
+            health_error = (await asyncio.gather(health, return_exceptions=True))[0]
             closing = [_close_quietly(requests), _close_quietly(scrapes)]
         if not replay_task.cancelled() and isinstance(replay_task.exception(), RunDirWriteError):
             raise replay_task.exception()  # type: ignore[misc]
-        for error in closing:
-            if error is not None:
+        for error in (*closing, health_error):
+            if isinstance(error, Exception):  # health_error may be the CancelledError of its own stop
                 raise error
         ended = await self._target_ended(died, replay_task)
         if ended is not None:
@@ -590,6 +593,7 @@ class Soak:
 
     def _health_changed(self, step: StepKey, result: ProbeResult) -> None:
         """The serve target's /health flipped during `step`: an event the console and the evidence show."""
+        self._healthy[(step.arm, step.mode)] = result.healthy
         latency_ms = None if result.latency_s is None else round(result.latency_s * 1000, 1)
         self.events.emit("serve_health", arm=step.arm, mode=step.mode, step=step.as_dict(), healthy=result.healthy,
                          latency_ms=latency_ms, detail=result.detail)  # fmt: skip

@@ -19,6 +19,8 @@ from typing import Any
 
 import aiohttp
 
+from engine.deadlines import timeout
+
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
 START_DEADLINE_S = 30.0
 CALL_DEADLINE_S = 15.0
@@ -44,7 +46,7 @@ class Page:
         """Send one DevTools command and return its result; fail with the protocol's error if it has one."""
         self.next_id += 1
         ask = self.next_id
-        async with asyncio.timeout(CALL_DEADLINE_S):
+        async with timeout(CALL_DEADLINE_S):
             await self.ws.send_json({"id": ask, "method": method, "params": params})
             while True:
                 msg = await self.ws.receive_json()
@@ -94,16 +96,21 @@ async def open_page(chromium: str, url: str, profile: Path, log: Path) -> AsyncI
             "--remote-debugging-port=0", f"--user-data-dir={profile}", LOOPBACK_ONLY, "--no-first-run",
             "--disable-background-networking", "--disable-component-update", "--disable-sync",
             "--window-size=1280,900", "about:blank"]  # fmt: skip
+    port_file = profile / "DevToolsActivePort"
+    await asyncio.to_thread(port_file.unlink, missing_ok=True)  # a reused profile's port is not this Chromium's
     out = await asyncio.to_thread(log.open, "wb")
-    proc = await asyncio.create_subprocess_exec(chromium, *argv, stdout=out, stderr=asyncio.subprocess.STDOUT,
-                                                stdin=asyncio.subprocess.DEVNULL)  # fmt: skip
+    proc: asyncio.subprocess.Process | None = None
     try:
-        port = await _devtools_port(profile / "DevToolsActivePort", proc)
+        proc = await asyncio.create_subprocess_exec(chromium, *argv, stdout=out, stderr=asyncio.subprocess.STDOUT,
+                                                    stdin=asyncio.subprocess.DEVNULL)  # fmt: skip
+        port = await _devtools_port(port_file, proc)
         async with aiohttp.ClientSession() as session:
-            async with asyncio.timeout(CALL_DEADLINE_S), session.get(f"http://127.0.0.1:{port}/json/list") as answer:
+            async with timeout(CALL_DEADLINE_S), session.get(f"http://127.0.0.1:{port}/json/list") as answer:
                 targets = await answer.json()
             target = next(t for t in targets if t["type"] == "page")
-            async with session.ws_connect(target["webSocketDebuggerUrl"], max_msg_size=0) as ws:
+            connecting = session.ws_connect(target["webSocketDebuggerUrl"], max_msg_size=0)
+            ws = await asyncio.wait_for(connecting, CALL_DEADLINE_S)
+            async with ws:
                 page = Page(ws)
                 await page.call("Runtime.enable")
                 await page.call("Page.enable")
@@ -111,13 +118,14 @@ async def open_page(chromium: str, url: str, profile: Path, log: Path) -> AsyncI
                 await page.call("Page.navigate", url=url)
                 yield page
     finally:
-        await _stop(proc)
+        if proc is not None:
+            await _stop(proc)
         out.close()
 
 
 async def _devtools_port(port_file: Path, proc: asyncio.subprocess.Process) -> int:
     """The DevTools port Chromium writes to its profile once it listens."""
-    async with asyncio.timeout(START_DEADLINE_S):
+    async with timeout(START_DEADLINE_S):
         while (port := await asyncio.to_thread(_read_port, port_file)) is None:
             if proc.returncode is not None:
                 raise RuntimeError(f"chromium exited with {proc.returncode} before listening for DevTools")
@@ -139,8 +147,8 @@ async def _stop(proc: asyncio.subprocess.Process) -> None:
     if proc.returncode is None:
         proc.terminate()
         try:
-            async with asyncio.timeout(10):
+            async with timeout(10):
                 await proc.wait()
-        except TimeoutError:
+        except asyncio.TimeoutError:
             proc.kill()
             await proc.wait()

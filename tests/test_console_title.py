@@ -41,3 +41,10 @@ def test_before_the_first_step_the_clock_says_so() -> None:
         title_text(idle, 120).plain
         == "r1  ·  plan mini  ·  created  ·  --:--:--  ·  runner not running  ·  memory UNKNOWN"
     )
+
+
+def test_a_very_narrow_title_keeps_memory_and_paused_in_its_first_three_lines() -> None:
+    lines = title_text(FIELDS, 40).plain.split("\n")
+    assert all(len(line) <= 40 for line in lines), lines
+    assert "memory ABORT" in "\n".join(lines[:3]) and "PAUSED" in "\n".join(lines[:3]), lines
+    assert "aborted (resumable)" in "\n".join(lines[:3])

@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+from engine.deadlines import timeout
 from runners.bench.mock_server import MockSettings
 from runners.execute import create_run, execute
 from runners.files import read_json, read_jsonl
@@ -33,7 +34,7 @@ async def test_a_real_server_turning_unhealthy_is_reported_once(start_mock) -> N
     watch = asyncio.create_task(watch_health(counted, changes.append, stop, every_s=0.02))
     await asyncio.sleep(0.5)
     stop.set()
-    async with asyncio.timeout(5):
+    async with timeout(5):
         await watch
     assert probes >= 6, probes
     assert [(c.healthy, c.detail) for c in changes] == [(False, "/health answered 503")]
@@ -50,7 +51,7 @@ async def test_recovery_is_reported_and_stop_ends_the_wait_at_once() -> None:
     watch = asyncio.create_task(watch_health(scripted, changes.append, stop, every_s=0.01))
     await asyncio.sleep(0.3)
     stop.set()
-    async with asyncio.timeout(5):
+    async with timeout(5):
         await watch
     assert [c.healthy for c in changes] == [False, True]
 
@@ -58,9 +59,26 @@ async def test_recovery_is_reported_and_stop_ends_the_wait_at_once() -> None:
     quick = asyncio.create_task(watch_health(scripted, changes.append, stop_now, every_s=3600))
     t0 = time.monotonic()
     stop_now.set()
-    async with asyncio.timeout(5):
+    async with timeout(5):
         await quick
     assert time.monotonic() - t0 < 1.0
+
+
+async def test_a_watch_starts_from_the_last_known_answer() -> None:
+    """A step that begins while /health is already failing repeats nothing, and reports the recovery."""
+    answers = iter([BAD, BAD, OK] + [OK] * 1000)
+    changes: list[ProbeResult] = []
+    stop = asyncio.Event()
+
+    async def scripted() -> ProbeResult:
+        return next(answers)
+
+    watch = asyncio.create_task(watch_health(scripted, changes.append, stop, every_s=0.01, healthy=False))
+    await asyncio.sleep(0.2)
+    stop.set()
+    async with timeout(5):
+        await watch
+    assert [c.healthy for c in changes] == [True]
 
 
 async def test_a_probe_that_raises_reads_as_unhealthy_and_the_watch_goes_on() -> None:
@@ -78,7 +96,7 @@ async def test_a_probe_that_raises_reads_as_unhealthy_and_the_watch_goes_on() ->
     watch = asyncio.create_task(watch_health(broken, changes.append, stop, every_s=0.01))
     await asyncio.sleep(0.2)
     stop.set()
-    async with asyncio.timeout(5):
+    async with timeout(5):
         await watch
     assert calls > 3 and [c.healthy for c in changes] == [False, True]
     assert changes[0].detail == "the probe itself failed: OSError: too many open files"
@@ -92,11 +110,12 @@ async def test_a_soak_step_records_the_target_going_unhealthy_while_up(tmp_path:
     command = [sys.executable, "-m", "console.cli", "bench", "mock-server", "--port", "{port}", "--ttft-ms", "20",
                "--itl-ms", "10", "--tokens", "30", "--health-fail-after", "3"]  # fmt: skip
     plan = write_plan(tmp_path, requests=6, concurrency=1, command=command, health_interval_s=0.1)
+    plan.write_text(plan.read_text() + "repeats = 2\n")  # two steps per target: the second starts FAILING
     run = create_run(plan, tmp_path / "run", tmp_path)
     result = await execute(run)
     events = read_jsonl(run.events)
     flips = [e for e in events if e["type"] == "serve_health"]
-    assert flips, [e["type"] for e in events]
+    assert [(e["arm"], e["healthy"]) for e in flips] == [("split1", False), ("split8", False)], flips
     assert flips[0]["arm"] == "split1" and flips[0]["healthy"] is False and "503" in flips[0]["detail"]
     assert [e["step"]["arm"] for e in events if e["type"] == "step_finished"][:1] == ["split1"], result
     limitations = read_json(run.summary_json)["limitations"]

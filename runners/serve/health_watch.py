@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 
+from engine.deadlines import timeout
 from runners.serve.runtime import ProbeResult
 
 HEALTH_EVERY_S = 5.0
@@ -21,16 +22,17 @@ async def watch_health(
     on_change: Callable[[ProbeResult], None],
     stop: asyncio.Event,
     every_s: float = HEALTH_EVERY_S,
+    healthy: bool = True,
 ) -> None:
-    """Probe every `every_s` until `stop` is set; call `on_change` when the answer flips healthy/unhealthy.
+    """Probe every `every_s` until `stop` is set; call `on_change` when the answer differs from the last one.
 
-    The target was healthy when the watch starts (it passed its readiness check), so a healthy first probe
-    says nothing. Each probe is bounded by the probe's own timeout; a probe that raises counts as unhealthy.
+    `healthy` is the last known answer (a target that just passed its readiness check is healthy; one whose
+    /health failed in the previous step is not), so a watch per step reports changes, not repeats. Each probe
+    is bounded by the probe's own timeout; a probe that raises counts as unhealthy.
     """
-    healthy = True
     while not stop.is_set():
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(every_s):
+        with contextlib.suppress(asyncio.TimeoutError):
+            async with timeout(every_s):
                 await stop.wait()
         if stop.is_set():
             return
