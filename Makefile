@@ -38,6 +38,7 @@ system-deps:
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 
 venv: $(VENV)/.installed

@@ -32,16 +32,16 @@ from console.logs_screen import LogsScreen
 from console.screens import ConfirmAbort, HelpScreen
 from console.timeline_screen import TimelineScreen
 from console.title_bar import TitleFields, title_text
+from console.views.run_view import RunView, StepView
+from console.views.timeline import MemoryTimeline
+from console.views.watchdog_view import WatchdogView
 from console.watchdog_panel import WatchdogPanel
 from engine.config_file import ConfigFileError
-from runners.control import pause_requested, request_abort, request_continue, request_pause
-from runners.execute import load_run_plan, spawn_detached
-from runners.files import JsonlTail, read_json, tail_lines
-from runners.plan import StepKey
-from runners.run_view import RunView, StepView
-from runners.rundir import RunDir, RunState, runner_alive
-from runners.timeline import MemoryTimeline
-from runners.watchdog_view import WatchdogView
+from runners.plan.steps import StepKey
+from runners.run.control import pause_requested, request_abort, request_continue, request_pause
+from runners.run.files import JsonlTail, read_json, tail_lines
+from runners.run.rundir import RunDir, RunState, runner_alive
+from runners.soak.execute import load_run_plan, spawn_detached
 
 POLL_INTERVAL_S = 0.2
 BATCH_BYTES = 1 << 20  # events.jsonl read per message: attaching to a long history folds it in 1 MiB steps

@@ -15,8 +15,8 @@ from runners import event_loop
 from runners.bench.client_bench import BenchError, ClientBenchResult, bench_client
 from runners.bench.mock_server import MockSettings, serve_mock
 from runners.bench.watchdog_bench import as_row, idle_cpu, measure
-from runners.files import write_json_atomic
 from runners.replay.metrics import Distribution
+from runners.run.files import write_json_atomic
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:

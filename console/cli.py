@@ -11,17 +11,19 @@ from rich.console import Console
 
 from console import bench_cli, report_cli, results_cli, watch_cli, web_cli
 from console.headless import HeadlessPrinter, summary_table
+from console.views.run_view import RunView
 from engine.config_file import ConfigFileError
 from runners import event_loop
-from runners.control import request_abort
-from runners.execute import create_run, execute, load_run_plan, open_run, spawn_detached
-from runners.gates.mechanism import ACCEPTANCE_RULE, MechanismInput, mechanism_gate
+from runners.evidence.mechanism_input import MechanismInput
+from runners.gates.mechanism import ACCEPTANCE_RULE, mechanism_gate
 from runners.gates.registry import load_registry
-from runners.paths import CONFIGS_DIR, DEMO_PLAN, default_runs_dir
-from runners.plan import DockerServe, ExternalServe, load_plan
-from runners.run_index import list_runs, newest_live, plan_files
-from runners.run_view import RunView
-from runners.rundir import RunDir, RunDirError, runner_alive
+from runners.plan.load import load_plan
+from runners.plan.serve_spec import DockerServe, ExternalServe
+from runners.run.control import request_abort
+from runners.run.paths import CONFIGS_DIR, DEMO_PLAN, default_runs_dir
+from runners.run.run_index import list_runs, newest_live, plan_files
+from runners.run.rundir import RunDir, RunDirError, runner_alive
+from runners.soak.execute import create_run, execute, load_run_plan, open_run, spawn_detached
 
 EXIT_BAD_INPUT = 2
 

@@ -8,10 +8,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from runners.files import read_json
-from runners.plan import StepKey
-from runners.run_view import RunView
-from runners.rundir import RunDir
+from console.views.run_view import RunView
+from runners.plan.steps import StepKey
+from runners.run.files import read_json
+from runners.run.rundir import RunDir
 
 NON_TTY_PROGRESS_EVERY_S = 5.0
 

@@ -30,7 +30,7 @@ from textual.strip import Strip
 from textual.widgets import Footer, Input, RichLog, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
-from runners.log_follow import LogFollower, LogRead, find_errors, find_matches, is_error_line, step_to
+from console.views.log_follow import LogFollower, LogRead, find_errors, find_matches, is_error_line, step_to
 
 
 class LogBatch(Message):

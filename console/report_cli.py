@@ -15,10 +15,10 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
-from runners.evidence.report import delta_cells, write_report
 from runners.evidence.results import load_run_results
 from runners.gates.evaluate import repro_inputs
 from runners.gates.reproduction import DeltaRow, reproduction_gate
+from runners.report.summary import delta_cells, write_report
 
 EXIT_DIVERGES = 1
 EXIT_NO_DATA = 2

@@ -21,7 +21,7 @@ from rich.table import Table
 from engine.config_file import ConfigFileError
 from runners.results_db.schema import LATEST_VERSION, METRIC_COLUMNS, ResultsDBError
 from runners.results_db.store import GROUP_COLUMNS, ResultsDB, open_db
-from runners.rundir import RunDirError
+from runners.run.rundir import RunDirError
 
 DB_ENV = "GB10_RESULTS_DB"
 DEFAULT_DB = "results.db"

@@ -12,8 +12,9 @@ import time
 
 import orjson
 
+from runners.host.meminfo import read_meminfo
 from runners.watchdog.policy import Floors, Policy, PolicyConfig, default_floors
-from runners.watchdog.samplers import Sample, Sampler, read_meminfo
+from runners.watchdog.samplers import Sample, Sampler
 
 GIB = 1024**3
 

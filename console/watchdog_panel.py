@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from rich.text import Text
 from textual.widget import Widget
 
-from runners.watchdog_view import (
+from console.views.watchdog_view import (
     SERIES,
     Series,
     WatchdogView,

@@ -11,10 +11,10 @@ import shlex
 import sys
 from pathlib import Path
 
-from runners.execute import open_run
-from runners.paths import default_runs_dir
-from runners.run_index import list_runs, newest_live
-from runners.rundir import RunDir
+from runners.run.paths import default_runs_dir
+from runners.run.run_index import list_runs, newest_live
+from runners.run.rundir import RunDir
+from runners.soak.execute import open_run
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import httpx
 
-from runners.serve.docker_api import DEFAULT_SOCKET
+from runners.host.docker_api import DEFAULT_SOCKET
 
 DOCKERD_DIR = Path("/tmp/gb10-test-dockerd")
 OWN_SOCKET = DOCKERD_DIR / "docker.sock"

@@ -20,14 +20,14 @@ from pathlib import Path
 
 import psutil
 
-from runners.files import read_jsonl
-from runners.paths import PROJECT_ROOT
-from runners.plan import load_plan
-from runners.rundir import create_run_dir
-from runners.serve.owner import RUN_ID_VAR, process_start_ticks
+from runners.host.meminfo import read_meminfo
+from runners.host.owner import RUN_ID_VAR, process_start_ticks
+from runners.plan.load import load_plan
+from runners.run.files import read_jsonl
+from runners.run.paths import PROJECT_ROOT
+from runners.run.rundir import create_run_dir
+from runners.run.targets import TargetRef, write_targets
 from runners.watchdog.link import GuardLink
-from runners.watchdog.samplers import read_meminfo
-from runners.watchdog.targets import TargetRef, write_targets
 
 GIB = 1 << 30
 SAMPLE_EVERY_S = 0.005

@@ -1,1 +1,1 @@
-"""Evidence a reviewer can trust: results read back from a run directory, reports, plots, comparisons."""
+"""Evidence a reviewer can trust: a run directory read back into typed results (below the gates)."""

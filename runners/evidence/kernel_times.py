@@ -23,9 +23,9 @@ from pathlib import Path
 import orjson
 
 from runners.evidence.step_files import phase_record, section
-from runners.files import read_json
-from runners.plan import Plan
-from runners.rundir import RunDir
+from runners.plan.model import Plan
+from runners.run.files import read_json
+from runners.run.rundir import RunDir
 
 MAX_TRACE_BYTES = 256 << 20
 GPU_CATEGORIES = frozenset({"kernel", "Kernel", "gpu_op"})

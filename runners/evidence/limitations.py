@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections import Counter
 
 from runners.evidence.step_files import number, phase_record, section
-from runners.files import read_json, read_jsonl
-from runners.plan import Plan, StepKey
-from runners.rundir import RunDir
+from runners.plan.model import Plan
+from runners.plan.steps import StepKey
+from runners.run.files import read_json, read_jsonl
+from runners.run.rundir import RunDir
 
 
 def _steps(run: RunDir, plan: Plan, events: list[dict]) -> list[str]:

@@ -18,16 +18,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.config_file import ConfigFileError, load_toml_model
+from runners.evidence.kernel_checks import KernelCheck
 from runners.evidence.kernel_times import KernelTime, arm_kernel_times
 from runners.evidence.limitations import known_limitations
+from runners.evidence.mechanism_input import MechanismInput
 from runners.evidence.step_files import number, phase_record, request_records, section, step_wall_s
-from runners.files import read_json
-from runners.gates.correctness import KernelCheck
-from runners.gates.mechanism import MechanismInput
-from runners.plan import GatesSpec, Plan, StepKey
+from runners.plan.model import Plan
+from runners.plan.sections import GatesSpec
+from runners.plan.steps import StepKey
 from runners.replay.metrics import PhaseStats, percentile, phase_stats, tpot_ms, ttft_ms
 from runners.replay.records import RequestRecord
-from runners.rundir import RunDir, RunDirError
+from runners.run.files import read_json
+from runners.run.rundir import RunDir, RunDirError
 
 
 @dataclass(frozen=True)

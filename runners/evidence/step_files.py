@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import math
 
-from runners.files import JsonlTail, read_json
-from runners.plan import StepKey
+from runners.plan.steps import StepKey
 from runners.replay.records import RequestRecord
-from runners.rundir import RunDir
+from runners.run.files import JsonlTail, read_json
+from runners.run.rundir import RunDir
 
 
 def phase_record(run: RunDir, step: StepKey) -> dict:

@@ -3,21 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
+from runners.evidence.kernel_checks import KernelCheck
 from runners.gates.result import Criterion, GateResult, combine
-
-
-@dataclass(frozen=True)
-class KernelCheck:
-    """One correctness check the serve target ran on its kernels (reported in /debug/config `kernel_checks`)."""
-
-    kernel: str
-    check: str  # "bit-exact" | "tolerance"
-    passed: bool
-    max_abs: float | None = None
-    tolerance: float | None = None
-    detail: str = ""
 
 
 def _text(c: KernelCheck) -> str:

@@ -12,37 +12,15 @@ Unregistered or malformed values fail the gate; a registry that failed to load f
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
+from runners.evidence.mechanism_input import BASELINE, MechanismInput
 from runners.gates.registry import Registry
 from runners.gates.result import Criterion, GateResult, combine
-from runners.plan import ArmSpec
 
-BASELINE = "baseline"
 QUALITY_EVAL_STATUSES = ("pending", "completed", "failed", "not_required")
 SUPPORT_LEVELS = ("supported", "experimental", "unsupported")
 SPECULATIVE = "speculative_decoding"
 ACCEPTANCE_RULE = "speculative decoding needs an acceptance rate"
-
-
-@dataclass(frozen=True)
-class MechanismInput:
-    """An arm's declared mechanism fields (and the acceptance rate it measured or declared)."""
-
-    arm: str
-    mechanism: str = BASELINE
-    variant: str = BASELINE
-    support: str = "experimental"
-    quality_eval: str | None = None
-    quality_eval_status: str = "not_required"
-    draft_model_id: str | None = None
-    acceptance_rate: float | None = None
-
-    @classmethod
-    def declared_by(cls, arm: ArmSpec) -> MechanismInput:
-        """The mechanism fields a plan's arm declares (its acceptance rate as declared, not measured)."""
-        return cls(arm.name, arm.mechanism, arm.variant, arm.support, arm.quality_eval, arm.quality_eval_status,
-                   arm.draft_model_id, arm.acceptance_rate)  # fmt: skip
 
 
 def _registered(m: MechanismInput, registry: Registry) -> list[Criterion]:

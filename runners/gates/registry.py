@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from runners.paths import CONFIGS_DIR
+from runners.run.paths import CONFIGS_DIR
 
 DEFAULT_REGISTRY_DIR = CONFIGS_DIR / "registries"
 MECHANISMS_FILE = "mechanisms.json"

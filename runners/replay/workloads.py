@@ -10,11 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from runners.files import JsonlWriter
-from runners.plan import (
+from runners.plan.load import LoadedPlan
+from runners.plan.phases import (
     ConcurrentPhase,
     Gsm8kPhase,
-    LoadedPlan,
     LongDecodePhase,
     OpenLoopFields,
     Phase,
@@ -35,6 +34,7 @@ from runners.replay.prompts import (
 )
 from runners.replay.records import RequestRecord
 from runners.replay.trace import load_trace, synthesize_prompt, trace_offsets
+from runners.run.files import JsonlWriter
 
 UNCAPPED = 1_000_000
 GSM8K_FILE = "gsm8k.jsonl"

@@ -22,12 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.env_sentinel import ENV_DIR_VAR, SENTINEL_NAME, format_sentinel
-from runners.cgroup import MemoryCgroup, memory_cgroup
-from runners.files import tail_lines, write_atomic, write_json_atomic
-from runners.plan import DockerServe, parse_size, ulimit_pair
-from runners.redact import redact_argv, redact_env_list
-from runners.serve.docker_api import DockerClient, DockerError, LogFrames, find_socket
-from runners.serve.owner import Owner, run_labels
+from runners.host.cgroup import MemoryCgroup, memory_cgroup
+from runners.host.docker_api import DockerClient, DockerError, LogFrames, find_socket
+from runners.host.owner import Owner, run_labels
+from runners.plan.fields import parse_size, ulimit_pair
+from runners.plan.serve_spec import DockerServe
+from runners.run.files import tail_lines, write_atomic, write_json_atomic
+from runners.run.redact import redact_argv, redact_env_list
 from runners.serve.process import fill_placeholders, free_port
 from runners.serve.readiness import probe, wait_ready_explained
 from runners.serve.runtime import ExitInfo, ProbeResult, ReadyInfo, ServeError

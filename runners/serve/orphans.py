@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from runners.serve.docker_api import DockerClient, DockerError, find_socket
-from runners.serve.owner import LABEL_ARM, LABEL_OWNER, LABEL_RUN, Owner
+from runners.host.docker_api import DockerClient, DockerError, find_socket
+from runners.host.owner import LABEL_ARM, LABEL_OWNER, LABEL_RUN, Owner
 
 ORPHAN_STOP_GRACE_S = 10.0
 SWEEP_CALL_DEADLINE_S = 5.0

@@ -18,9 +18,9 @@ import time
 from pathlib import Path
 
 from engine.env_sentinel import ENV_DIR_VAR, SENTINEL_NAME, format_sentinel
-from runners.files import tail_lines, write_atomic
-from runners.redact import redact_argv
-from runners.serve.owner import RUN_ID_VAR
+from runners.host.owner import RUN_ID_VAR
+from runners.run.files import tail_lines, write_atomic
+from runners.run.redact import redact_argv
 from runners.serve.readiness import probe, wait_ready_explained
 from runners.serve.runtime import ExitInfo, ProbeResult, ReadyInfo, ServeError
 

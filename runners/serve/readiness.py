@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import httpx
 
 from engine.deadlines import timeout
-from runners.redact import is_secret
+from runners.run.redact import is_secret
 from runners.serve.runtime import ProbeResult, ReadyInfo, ServeError
 
 POLL_INTERVAL_S = 0.25

@@ -32,15 +32,18 @@ from pathlib import Path
 import orjson
 
 from runners import event_loop
-from runners.events import EventLog
-from runners.files import JsonlWriter
-from runners.plan import WatchdogSpec, load_plan
-from runners.rundir import RunDir
-from runners.serve.owner import process_start_ticks
+from runners.host.meminfo import read_meminfo
+from runners.host.owner import process_start_ticks
+from runners.plan.load import load_plan
+from runners.plan.sections import WatchdogSpec
+from runners.run.events import EventLog
+from runners.run.files import JsonlWriter
+from runners.run.rundir import RunDir
+from runners.run.targets import TargetRef, read_targets
 from runners.watchdog.heartbeat import Heartbeat
 from runners.watchdog.policy import Decision, Floors, Level, Policy, PolicyConfig, default_floors
-from runners.watchdog.samplers import Sample, Sampler, read_meminfo
-from runners.watchdog.targets import TargetRef, end_target, process_labelled, read_targets
+from runners.watchdog.samplers import Sample, Sampler
+from runners.watchdog.targets import end_target, process_labelled
 
 FULL_SAMPLE_S = 1.0
 RECORD_EVERY_S = 5.0

@@ -17,9 +17,9 @@ import sys
 import time
 from collections.abc import Callable
 
-from runners.files import read_json
-from runners.plan import WatchdogSpec
-from runners.rundir import RunDir
+from runners.plan.sections import WatchdogSpec
+from runners.run.files import read_json
+from runners.run.rundir import RunDir
 from runners.watchdog.heartbeat import Heartbeat
 
 BEAT_EVERY_S = 1.0

@@ -1,4 +1,4 @@
-"""The serve targets a run owns (`targets.json`), and the guard's stop/kill path for them.
+"""The guard's stop/kill path for the serve targets a run lists in `targets.json` (runners.run.targets).
 
 The runner lists each target it starts; the guard acts only on a listed target that still
 carries the run's label: a container labelled `gb10.run-id=<run id>`, or a process started at the
@@ -12,56 +12,14 @@ import asyncio
 import contextlib
 import os
 import signal
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from runners.files import read_json, write_json_atomic
-from runners.rundir import RunDir
-from runners.serve.docker_api import DockerClient, DockerError
-from runners.serve.owner import LABEL_RUN, RUN_ID_VAR, process_start_ticks
+from runners.host.docker_api import DockerClient, DockerError
+from runners.host.owner import LABEL_RUN, RUN_ID_VAR, process_start_ticks
+from runners.run.targets import TargetRef
 
-TARGETS_FILE = "targets.json"
 DOCKER_CALL_S = 3.0
 PROCESS_GRACE_S = 5.0
-
-
-@dataclass(frozen=True)
-class TargetRef:
-    """A serve target as the guard sees it: enough to find it, check its label, and end it."""
-
-    kind: str  # "process" | "docker"
-    arm: str
-    mode: str
-    pid: int | None = None  # process: the group leader (its own session)
-    start_ticks: int | None = None
-    container: str | None = None  # docker: the container id
-    socket: str | None = None
-
-    @classmethod
-    def from_dict(cls, d: dict) -> TargetRef:
-        """Inverse of asdict (unknown keys ignored)."""
-        fields = {k: d.get(k) for k in cls.__dataclass_fields__}
-        return cls(**fields)
-
-
-def targets_path(run: RunDir) -> Path:
-    """Where the run's live targets are listed."""
-    return run.root / TARGETS_FILE
-
-
-def write_targets(run: RunDir, refs: list[TargetRef]) -> None:
-    """Replace the list of live targets (atomically)."""
-    write_json_atomic(targets_path(run), {"targets": [asdict(r) for r in refs]})
-
-
-def read_targets(run: RunDir) -> list[TargetRef]:
-    """The listed targets; [] when there is no list or it cannot be read."""
-    try:
-        data = read_json(targets_path(run))
-    except (OSError, ValueError):
-        return []
-    items = data.get("targets") if isinstance(data, dict) else None
-    return [TargetRef.from_dict(d) for d in items or [] if isinstance(d, dict)]
 
 
 def process_labelled(pid: int, start_ticks: int | None, run_id: str, proc: Path = Path("/proc")) -> bool:

@@ -1,0 +1,1 @@
+"""What the console shows, folded from events and guard records into strings: no Textual here."""

@@ -1,0 +1,370 @@
+"""RunView: the state of a run as folded from its events (pure; no I/O). The console and the
+headless printer both render it, so they always agree."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import PurePath
+
+from runners.plan.model import Plan
+from runners.plan.serve_spec import DockerServe, ExternalServe
+from runners.plan.steps import StepKey
+
+LIVE_KEYS = (
+    "ttft_p50_ms", "ttft_p95_ms", "tpot_p50_ms", "tpot_p95_ms", "itl_p50_ms", "itl_p95_ms", "output_tokens", "errors",
+)  # fmt: skip
+STEP_ICONS = {"pending": "·", "running": "▶", "done": "✔", "failed": "✘", "aborted": "■", "skipped": "✔"}
+
+
+@dataclass
+class StepView:
+    """One step as the operator sees it."""
+
+    key: StepKey
+    status: str = "pending"  # pending | running | done | skipped | failed | aborted
+    total: int = 0
+    completed: int = 0
+    failed: int = 0
+    started_t: float | None = None
+    ended_t: float | None = None
+    reason: str = ""
+    live: dict = field(default_factory=dict)
+
+    @property
+    def icon(self) -> str:
+        """A one-character status mark."""
+        return STEP_ICONS.get(self.status, "?")
+
+    def duration(self, now: float) -> float | None:
+        """Seconds the step ran (so far, while it runs); None before it started."""
+        if self.started_t is None:
+            return None
+        return (self.ended_t or now) - self.started_t
+
+
+def describe_target(plan: Plan) -> str:
+    """What serves the arms, in a few words: `process: <command or engine>`, `docker: <image>`, `external: <url>`."""
+    serve = plan.serve
+    if isinstance(serve, DockerServe):
+        return f"docker: {serve.image}"
+    if isinstance(serve, ExternalServe):
+        return f"external: {serve.url}"
+    if serve.command:
+        return "process: " + " ".join(serve.command)[:60]
+    return "process: embedded engine" + (f" ({PurePath(serve.engine_config).name})" if serve.engine_config else "")
+
+
+@dataclass
+class ArmView:
+    """An arm: its serve target's state and its effective env."""
+
+    name: str
+    serve: str = "not started"
+    effective: dict[str, str] | None = None
+    env_status: str = "unverified"
+    ready_t: float | None = None  # when the serve target last became ready (None while it is not up)
+    health: str = "-"  # the serve target's /health while it is up: ok or FAILING ("-" while it is not up)
+    failing_t: float | None = None  # when /health began failing
+    restarts: int = 0
+    base_url: str = ""
+
+    def uptime(self, now: float) -> float | None:
+        """Seconds the serve target has been up, while it is."""
+        return now - self.ready_t if self.ready_t is not None else None
+
+    def health_text(self, now: float) -> str:
+        """ok, `-`, or FAILING with how long it has been failing."""
+        if self.health != "FAILING" or self.failing_t is None:
+            return self.health
+        return f"FAILING {short_duration(now - self.failing_t)}"
+
+
+def short_duration(seconds: float) -> str:
+    """A duration in few cells: 42s, 3m07s, 2h05m."""
+    whole = int(max(0.0, seconds))
+    if whole < 60:
+        return f"{whole}s"
+    if whole < 3600:
+        return f"{whole // 60}m{whole % 60:02d}s"
+    return f"{whole // 3600}h{whole % 3600 // 60:02d}m"
+
+
+@dataclass
+class RunView:
+    """Everything the console shows, derived from events only."""
+
+    run_id: str = ""
+    plan: str = ""
+    status: str = "created"
+    reason: str = ""
+    started_t: float | None = None
+    ended_t: float | None = None
+    last_t: float | None = None
+    arms: dict[str, ArmView] = field(default_factory=dict)
+    steps: dict[StepKey, StepView] = field(default_factory=dict)
+    current: StepKey | None = None
+    watchdog_level: str = "unknown"  # ok / warn / abort / kill, "lost" when the guard is gone
+    paused: bool = False  # dispatch held by the operator (requests in flight finish)
+    host: str = ""  # where the runner runs (provenance.json)
+    target: str = ""  # what serves: the plan's serve kind and image, command or URL
+    serving: tuple[str, str] | None = None  # (arm, mode) of the serve target started last
+    log: list[str] = field(default_factory=list)
+
+    @classmethod
+    def for_plan(cls, plan: Plan, run_id: str) -> RunView:
+        """A view with every arm and step of `plan` pending."""
+        view = cls(run_id=run_id, plan=plan.name, target=describe_target(plan))
+        view.arms = {a.name: ArmView(a.name) for a in plan.arms}
+        view.steps = {s: StepView(s) for s in plan.steps()}
+        return view
+
+    def elapsed(self, now: float) -> float | None:
+        """Seconds since the run started (until it ended)."""
+        if self.started_t is None:
+            return None
+        return (self.ended_t or now) - self.started_t
+
+    def eta_s(self, now: float) -> float | None:
+        """Seconds left, estimated: the mean duration of finished steps times the steps left (None before one ends)."""
+        finished = [s.duration(now) for s in self.steps.values() if s.status == "done" and s.ended_t is not None]
+        if not finished or self.status not in ("running", "aborting"):
+            return None
+        mean = sum(d for d in finished if d is not None) / len(finished)
+        left = [s for s in self.steps.values() if s.status in ("pending", "running")]
+        running = sum(min(s.duration(now) or 0.0, mean) for s in left if s.status == "running")
+        return max(0.0, mean * len(left) - running)
+
+    def current_step(self) -> StepView | None:
+        """The step in flight, if any."""
+        return self.steps.get(self.current) if self.current else None
+
+    def counts(self) -> dict[str, int]:
+        """How many steps are in each state."""
+        out: dict[str, int] = {}
+        for s in self.steps.values():
+            out[s.status] = out.get(s.status, 0) + 1
+        return out
+
+    def apply(self, event: dict) -> str | None:
+        """Fold one event in; returns a log line for it (None for routine progress)."""
+        kind, t = event.get("type"), event.get("t")
+        self.last_t = t
+        handler = getattr(self, f"_on_{kind}", None)
+        line = handler(event) if handler else None
+        if line:
+            self.log.append(line)
+            del self.log[:-500]
+        return line
+
+    def _step(self, event: dict) -> StepView | None:
+        try:
+            key = StepKey.from_dict(event["step"])
+        except (KeyError, TypeError, ValueError):
+            return None
+        return self.steps.setdefault(key, StepView(key))
+
+    def _arm(self, name: str) -> ArmView:
+        return self.arms.setdefault(name, ArmView(name))
+
+    def _on_run_started(self, e: dict) -> str:
+        self.run_id = e.get("run_id", self.run_id)
+        self.plan = e.get("plan", self.plan)
+        self.status, self.reason, self.ended_t, self.paused = "running", "", None, False
+        self.started_t = self.started_t or e.get("t")
+        for name in e.get("arms", []):
+            self._arm(name)
+        for d in e.get("steps", []):
+            key = StepKey.from_dict(d)
+            self.steps.setdefault(key, StepView(key))
+        resumed = e.get("already_done", 0)
+        return f"run started (pid {e.get('pid')})" + (f", resuming: {resumed} step(s) already done" if resumed else "")
+
+    def _on_run_finished(self, e: dict) -> str:
+        self.status, self.reason, self.ended_t = e.get("status", "?"), e.get("reason", ""), e.get("t")
+        self.paused = False
+        self.current = None
+        return f"run {self.status}: {self.reason}"
+
+    def _on_dispatch_paused(self, e: dict) -> str:
+        self.paused = True
+        return f"dispatch paused by {e.get('by')}: requests in flight finish, no new ones start"
+
+    def _on_dispatch_resumed(self, e: dict) -> str:
+        self.paused = False
+        return f"dispatch continues after {e.get('paused_s', 0):.1f} s paused"
+
+    def _on_abort_requested(self, e: dict) -> str:
+        self.status = "aborting"
+        return f"abort requested by {e.get('by')}: {e.get('reason')}"
+
+    def _on_serve_starting(self, e: dict) -> str:
+        self._arm(e["arm"]).serve = "starting"
+        self.serving = (str(e["arm"]), str(e.get("mode", "primary")))
+        return f"{e['arm']}: starting serve target ({e.get('kind')}, {e.get('mode')})"
+
+    def _on_serve_ready(self, e: dict) -> str:
+        where = f"container {str(e['container'])[:12]}" if e.get("container") else f"pid {e.get('pid')}"
+        arm = self._arm(e["arm"])
+        arm.serve, arm.ready_t, arm.base_url = f"ready {where}", e.get("t"), str(e.get("base_url") or "")
+        arm.health = "ok"
+        return f"{e['arm']}: serve target ready in {e.get('waited_s', 0):.1f} s at {e.get('base_url')}"
+
+    def _on_serve_failed(self, e: dict) -> str:
+        arm = self._arm(e["arm"])
+        arm.serve, arm.ready_t, arm.health = "failed", None, "-"
+        return f"{e['arm']}: serve target failed: {e.get('reason')}"
+
+    def _on_serve_stopped(self, e: dict) -> str:
+        arm = self._arm(e["arm"])
+        arm.serve, arm.ready_t = str(e.get("how", "stopped")).split(" (")[0], None  # e.g. terminated, killed
+        arm.health = "-"
+        return f"{e['arm']}: serve target stopped: {e.get('how')}"
+
+    def _on_serve_health(self, e: dict) -> str:
+        arm = self._arm(e["arm"])
+        if e.get("healthy"):
+            arm.health, arm.failing_t = "ok", None
+            return f"{e['arm']}: /health answers again ({e.get('latency_ms')} ms)"
+        arm.health, arm.failing_t = "FAILING", e.get("t")
+        return f"{e['arm']}: /HEALTH FAILING while the target is up: {e.get('detail')}"
+
+    def _on_serve_stop_failed(self, e: dict) -> str:
+        self._arm(e["arm"]).serve = "STOP FAILED"
+        return f"{e['arm']}: SERVE TARGET COULD NOT BE STOPPED: {e.get('reason')}"
+
+    def _on_serve_oom(self, e: dict) -> str:
+        return (
+            f"{e['step']['arm']}: OOM in the serve target: cgroup oom_kill {e.get('cgroup_oom_kills')}, "
+            f"OOMKilled={e.get('oom_killed')}"
+        )
+
+    def _on_profile_started(self, e: dict) -> str:
+        return f"{e['step']['arm']}: profiler started for {e['step']['phase']}"
+
+    def _on_profile_captured(self, e: dict) -> str:
+        return f"{e['step']['arm']}: profile captured in {e.get('stop_s')} s: {e.get('trace')}"
+
+    def _on_profile_lost(self, e: dict) -> str:
+        return f"{e['step']['arm']}: PROFILE LOST: {e.get('reason')}"
+
+    def _on_serve_killed(self, e: dict) -> str:
+        arm = self._arm(e["arm"])
+        arm.serve, arm.ready_t, arm.health = "killed", None, "-"
+        return f"{e['arm']}: serve target killed ({e.get('how')}): {e.get('reason')}"
+
+    def _on_serve_restarting(self, e: dict) -> str:
+        arm = self._arm(e["arm"])
+        arm.restarts, arm.ready_t, arm.health = arm.restarts + 1, None, "-"
+        left = len(e.get("remaining", []))
+        return f"{e['arm']}: restarting the serve target (restart {e.get('restart')}) for {left} step(s)"
+
+    def _on_guard_started(self, e: dict) -> str:
+        floors = e.get("floors_gib") or {}
+        self.watchdog_level = "ok"
+        return (
+            f"guard up (pid {e.get('pid')}): MemAvailable floors WARN {floors.get('warn')} / ABORT "
+            f"{floors.get('abort')} / KILL {floors.get('kill')} GiB"
+        )
+
+    def _on_watchdog_level(self, e: dict) -> str:
+        self.watchdog_level = str(e.get("level"))
+        return f"memory {str(e.get('level')).upper()} (was {e.get('previous')}): {e.get('reason')}"
+
+    def _on_guard_ended_target(self, e: dict) -> str:
+        target = e.get("target") or {}
+        return f"{target.get('arm')}: the guard ended the serve target ({e.get('outcome')}): {e.get('cause')}"
+
+    def _on_guard_lost(self, e: dict) -> str:
+        self.watchdog_level = "lost"
+        return f"GUARD LOST: {e.get('reason')}; the runner stops the target (fail closed)"
+
+    def _on_restart_blocked(self, e: dict) -> str:
+        return f"next serve target held back: {e.get('reason')} (waiting up to {e.get('wait_s')} s)"
+
+    def _on_restart_allowed(self, e: dict) -> str:
+        return "memory recovered: serve targets may start again"
+
+    def _on_orphans_checked(self, e: dict) -> str | None:
+        stopped = e.get("stopped") or []
+        if not stopped:
+            return None
+        names = ", ".join(f"{o['name']} ({o['action']})" for o in stopped)
+        return f"orphaned serve containers of dead runners: {names}"
+
+    def _on_orphan_check_failed(self, e: dict) -> str:
+        return f"orphan check failed: {e.get('reason')}"
+
+    def _on_env_verified(self, e: dict) -> str:
+        arm = self._arm(e["arm"])
+        arm.effective, arm.env_status = e.get("reported"), "verified"
+        shown = ", ".join(f"{k}={v}" for k, v in (arm.effective or {}).items())
+        return f"{e['arm']}: env verified by the target: {shown}"
+
+    def _on_env_unverified(self, e: dict) -> str:
+        self._arm(e["arm"]).env_status = "unverified"
+        return f"{e['arm']}: env unverified: {e.get('reason')}"
+
+    def _on_env_mismatch(self, e: dict) -> str:
+        arm = self._arm(e["arm"])
+        arm.effective, arm.env_status = e.get("reported"), "mismatch"
+        return f"{e['arm']}: ENV MISMATCH: {'; '.join(e.get('mismatches', []))}"
+
+    def _on_summary_written(self, e: dict) -> str:
+        verdicts = e.get("verdicts") or {}
+        said = ", ".join(f"{arm}: {v}" for arm, v in verdicts.items())
+        return f"summary written ({len(e.get('plots') or [])} plots){f'; verdicts: {said}' if said else ''}"
+
+    def _on_summary_failed(self, e: dict) -> str:
+        return f"summary NOT written: {e.get('reason')}; retry with `gb10-console report RUN_DIR`"
+
+    def _on_kernel_checks_failed(self, e: dict) -> str:
+        failed = e.get("failed") or []
+        what = "; ".join(f"{c.get('kernel')} {c.get('check')} max |diff| {c.get('max_abs')}" for c in failed[:3])
+        return f"{e['arm']}: KERNEL CHECK FAILED ({len(failed)}): {what}; the arm will be rejected"
+
+    def _on_step_started(self, e: dict) -> str | None:
+        step = self._step(e)
+        if step is None:
+            return None
+        step.status, step.total, step.completed, step.failed = "running", e.get("requests", 0), 0, 0
+        step.started_t, step.ended_t, step.reason, step.live = e.get("t"), None, "", {}
+        self.current = step.key
+        return f"{step.key.path}: started ({step.total} requests, concurrency {e.get('concurrency')})"
+
+    def _on_step_progress(self, e: dict) -> None:
+        step = self._step(e)
+        if step is None:
+            return
+        step.total, step.completed, step.failed = e.get("total", step.total), e.get("completed", 0), e.get("failed", 0)
+        step.live = {k: e.get(k) for k in LIVE_KEYS}
+
+    def _on_step_finished(self, e: dict) -> str | None:
+        step = self._step(e)
+        if step is None:
+            return None
+        stats = e.get("stats", {})
+        step.status, step.ended_t = "done", e.get("t")
+        step.completed, step.failed = stats.get("requests", step.completed), stats.get("failed", step.failed)
+        step.live = {k: stats.get(k) for k in LIVE_KEYS}
+        if self.current == step.key:
+            self.current = None
+        wall = stats.get("wall_s") or 0.0
+        return f"{step.key.path}: done, {stats.get('ok')} ok / {stats.get('failed')} failed in {wall:.1f} s"
+
+    def _end(self, e: dict, status: str, text: str) -> str | None:
+        step = self._step(e)
+        if step is None:
+            return None
+        step.status, step.ended_t, step.reason = status, e.get("t"), e.get("reason", "")
+        if self.current == step.key:
+            self.current = None
+        return f"{step.key.path}: {text}"
+
+    def _on_step_failed(self, e: dict) -> str | None:
+        return self._end(e, "failed", f"FAILED: {e.get('reason')}")
+
+    def _on_step_aborted(self, e: dict) -> str | None:
+        return self._end(e, "aborted", "aborted; it will run again on --resume")
+
+    def _on_step_skipped(self, e: dict) -> str | None:
+        return self._end(e, "skipped", "skipped (done earlier)")

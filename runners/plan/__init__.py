@@ -1,0 +1,1 @@
+"""Soak plans: TOML -> validated models (serve target, arms, phases, gates, watchdog) and their step order."""

@@ -1,0 +1,44 @@
+"""Steps (arm, mode, phase, rep), the unit of work with its own DONE marker, and serve sessions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from runners.plan.sections import ArmSpec
+
+MODES = ("primary", "supplementary")
+
+
+@dataclass(frozen=True, order=True)
+class StepKey:
+    """One unit of work with its own DONE marker: an arm, a mode, a phase and a repetition."""
+
+    arm: str
+    mode: str
+    phase: str
+    rep: int
+
+    @property
+    def path(self) -> str:
+        """`arm/mode/phase/rep`, the step's relative directory."""
+        return f"{self.arm}/{self.mode}/{self.phase}/{self.rep}"
+
+    def as_dict(self) -> dict:
+        """JSON form used in events."""
+        return {"arm": self.arm, "mode": self.mode, "phase": self.phase, "rep": self.rep}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> StepKey:
+        """Inverse of as_dict."""
+        return cls(str(d["arm"]), str(d["mode"]), str(d["phase"]), int(d["rep"]))
+
+
+@dataclass(frozen=True)
+class Session:
+    """Consecutive steps of one arm in one mode: the serve target is started once for them."""
+
+    arm: ArmSpec
+    mode: str
+    steps: tuple[StepKey, ...]

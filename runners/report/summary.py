@@ -1,0 +1,371 @@
+"""`summary.md` and `summary.json`, regenerated from the run directory alone (`gb10-console report`).
+
+The summary leads with the per-arm headline table (GSM8K, wall mean and spread of the deciding
+phase, TPOT p50/p95, long-decode TPOT p95, verdict), then every gate with its failed criteria,
+the reproduction Δ table when a prior run is given, the pooled per-arm and per-step tables, the
+plots, known limitations and provenance. Percentiles are recomputed over every request of the
+pooled repetitions, never averaged across steps.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from runners.evidence.results import ArmResult, RunResults, load_run_results
+from runners.evidence.step_files import number, phase_record, section
+from runners.gates.evaluate import GateReport, evaluate_gates, gsm8k_correct, registry_for
+from runners.gates.reproduction import DeltaRow
+from runners.plan.steps import StepKey
+from runners.run.files import write_atomic, write_json_atomic
+from runners.run.rundir import RunDir, RunDirError
+
+KERNEL_KEY = "CUTE_WO_SPLIT"
+PLOTS_DIR = "plots"
+STATUS_MARK = {"pass": "pass", "fail": "FAIL", "no_data": "no data"}
+
+
+@dataclass(frozen=True)
+class ReportOutcome:
+    """What `write_report` wrote; `plot_notes` says which plots were skipped and why."""
+
+    summary_md: Path
+    summary_json: Path
+    plots: tuple[Path, ...]
+    plot_notes: tuple[str, ...]
+    results: RunResults
+    gates: GateReport
+
+
+def fmt(value: float | None, digits: int = 1) -> str:
+    """A number for a table, `n/a` for None."""
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def effective_wo_split(arm: ArmResult) -> str:
+    """The W_O split the target reported, `unverified` when it reported none, `-` before it started."""
+    if arm.env_status == "not started":
+        return "-"
+    return arm.effective_env.get(KERNEL_KEY, "unverified")
+
+
+def results_line(record: dict) -> str:
+    """A step's own results in a few words: GSM8K accuracy, coherence warnings, goodput, server metrics."""
+    parts = []
+    gsm = section(record, "gsm8k")
+    if gsm:
+        n = fmt(number(gsm.get("n")), 0)
+        parts.append(
+            f"GSM8K strict {fmt(number(gsm.get('strict_correct')), 0)}/{n}, "
+            f"flexible {fmt(number(gsm.get('flexible_correct')), 0)}/{n}"
+        )
+    coherence = section(record, "coherence")
+    if coherence:
+        parts.append(
+            f"coherence warnings {fmt(number(coherence.get('with_warnings')), 0)}/"
+            f"{fmt(number(coherence.get('checked')), 0)}"
+        )
+    goodput = number(section(record, "stats").get("goodput_req_s"))
+    if goodput is not None:
+        parts.append(f"goodput {goodput:.2f} req/s")
+    metrics = section(record, "server_metrics")
+    if metrics:
+        kv = number(metrics.get("kv_cache_usage_perc_max"))
+        kv_text = "n/a" if kv is None else f"{kv:.0%}"
+        parts.append(
+            f"server: running max {fmt(number(metrics.get('num_requests_running_max')), 0)}, "
+            f"waiting max {fmt(number(metrics.get('num_requests_waiting_max')), 0)}, KV max {kv_text}"
+        )
+    return "; ".join(parts)
+
+
+def _when(ts: float | None) -> str:
+    return "n/a" if ts is None else dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _phase_name(name: str | None, kind: str = "") -> str:
+    return f"phase `{name}`" if name else f"no {kind}phase in the plan"
+
+
+def _reps(arm: ArmResult, phase: str | None) -> str:
+    result = arm.phases.get(phase) if phase else None
+    return f"{result.reps_done}/{result.reps_total}" if result else "-"
+
+
+def _headline(results: RunResults, gates: GateReport) -> list[str]:
+    d = results.deciding_phases()
+    match = results.gates.gsm8k_match
+    lines = [
+        "## Verdicts",
+        "",
+        f"Baseline arm `{results.baseline}`. Wall time from {_phase_name(d.wall)}, TPOT from {_phase_name(d.tpot)}, "
+        f"GSM8K ({match} match) from {_phase_name(d.gsm8k, 'GSM8K ')}, long decode from "
+        f"{_phase_name(d.long_decode, 'long-decode ')}.",
+        "",
+        "| arm | GSM8K | wall mean s | wall sd s | reps | TPOT p50 ms | TPOT p95 ms | long-decode TPOT p95 ms "
+        "| verdict |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for arm in results.arms:
+        correct, n = gsm8k_correct(results, arm)
+        wall, tpot, long = arm.phase(d.wall), arm.phase(d.tpot), arm.phase(d.long_decode)
+        cells = [
+            arm.name,
+            "n/a" if correct is None else f"{correct:g}/{n}",
+            fmt(wall.wall_mean_s if wall else None, 2),
+            fmt(wall.wall_std_s if wall else None, 2),
+            _reps(arm, d.wall),
+            fmt(tpot.stats.tpot_p50_ms if tpot else None, 2),
+            fmt(tpot.stats.tpot_p95_ms if tpot else None, 2),
+            fmt(long.stats.tpot_p95_ms if long else None, 2),
+            f"**{gates.verdicts.get(arm.name, 'no verdict')}**",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
+def _gates(gates: GateReport) -> list[str]:
+    lines = [
+        "## Gates",
+        "",
+        "`FAIL` on a warning gate (coherence) is a warning only. `no data`: the numbers to judge it are missing.",
+        "",
+        "| arm | gate | status | verdict | failed or unjudged criteria |",
+        "|---|---|---|---|---|",
+    ]
+    for g in gates.gates:
+        status = STATUS_MARK[g.status] + (" (warning)" if g.severity == "warning" and g.status == "fail" else "")
+        criteria = "<br>".join(g.failed_criteria).replace("|", "\\|")
+        lines.append(f"| {g.arm or '(run)'} | {g.name} | {status} | {g.verdict or ''} | {criteria} |")
+    return [*lines, ""]
+
+
+def delta_cells(row: DeltaRow) -> tuple[str, str, str, str, str]:
+    """A Δ row's prior, current, Δ, bound and within as text (Δ in % for µs/ms/s rows, in questions for GSM8K)."""
+    pct = row.unit != "questions"
+    unit = "%" if pct else ""
+
+    def value(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:.3f}" if pct else f"{v:g}"
+
+    delta = "n/a" if row.delta is None else f"{row.delta:+.2f}%" if pct else f"{row.delta:+g}"
+    bound = "info" if row.bound is None else f"±{row.bound:g}{unit}"
+    within = {True: "yes", False: "no", None: "-"}[row.within]
+    return value(row.prior), value(row.current), delta, bound, within
+
+
+def delta_table(rows: list[DeltaRow] | tuple[DeltaRow, ...]) -> list[str]:
+    """The reproduction Δ% table as Markdown lines."""
+    lines = ["| arm | metric | prior | current | Δ | bound | within |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        prior, current, delta, bound, within = delta_cells(r)
+        within = "**no**" if r.within is False else within
+        lines.append(f"| {r.arm} | {r.metric} ({r.unit}) | {prior} | {current} | {delta} | {bound} | {within} |")
+    return lines
+
+
+def _reproduction(gates: GateReport) -> list[str]:
+    if gates.prior_run is None:
+        return []
+    verdict = next((g for g in gates.gates if g.name == "reproduction"), None)
+    said = verdict.verdict if verdict and verdict.verdict else "no data"
+    return [f"## Reproduction of `{gates.prior_run}`: **{said}**", "", *delta_table(gates.reproduction_rows), ""]
+
+
+def _arms(results: RunResults) -> list[str]:
+    lines = [
+        "## Arms (primary steps)",
+        "",
+        "| arm | CUTE_WO_SPLIT (effective) | env | steps | requests ok | failed | wall s "
+        "| TTFT p50 ms | TTFT p95 ms | TPOT p50 ms | TPOT p95 ms | output tok/s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for arm in results.arms:
+        primary = [p for p in arm.phases.values() if p.mode == "primary"]
+        done, total = sum(p.reps_done for p in primary), sum(p.reps_total for p in primary)
+        s = arm.primary
+        lines.append(
+            f"| {arm.name} | {effective_wo_split(arm)} | {arm.env_status} | {done}/{total} | {s.ok} "
+            f"| {s.failed} | {fmt(s.wall_s, 2)} | {fmt(s.ttft_p50_ms)} | {fmt(s.ttft_p95_ms)} "
+            f"| {fmt(s.tpot_p50_ms, 2)} | {fmt(s.tpot_p95_ms, 2)} | {fmt(s.output_tok_s)} |"
+        )
+    return [*lines, ""]
+
+
+def step_rows(results: RunResults) -> list[dict]:
+    """Every step of the plan: done or not, its stats from phase.json and its results line."""
+    run = RunDir(results.root)
+    rows = []
+    for step in results.plan.steps():
+        kind = results.plan.phase(step.phase).kind
+        if not run.is_done(step):
+            rows.append({"step": step.as_dict(), "kind": kind, "done": False, "results": "", "stats": None})
+            continue
+        record = phase_record(run, step)
+        rows.append(
+            {"step": step.as_dict(), "kind": kind, "done": True, "results": results_line(record),
+             "stats": section(record, "stats") or None}
+        )  # fmt: skip
+    return rows
+
+
+def _steps(rows: list[dict]) -> list[str]:
+    lines = [
+        "## Steps",
+        "",
+        "| step | kind | state | requests ok | failed | wall s | TTFT p50 ms | TPOT p50 ms | results |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        path = StepKey.from_dict(row["step"]).path
+        s = row["stats"] or {}
+        if not row["done"]:
+            lines.append(f"| {path} | {row['kind']} | not done | | | | | | |")
+            continue
+        lines.append(
+            f"| {path} | {row['kind']} | done | {s.get('ok', 'n/a')} | {s.get('failed', 'n/a')} "
+            f"| {fmt(s.get('wall_s'), 2)} | {fmt(s.get('ttft_p50_ms'))} | {fmt(s.get('tpot_p50_ms'), 2)} "
+            f"| {row['results']} |"
+        )
+    return [*lines, ""]
+
+
+def _plots(root: Path, plots: tuple[Path, ...], notes: tuple[str, ...]) -> list[str]:
+    if not plots and not notes:
+        return []
+    lines = ["## Plots", ""]
+    lines += [f"![{p.stem}]({p.relative_to(root)})" for p in plots]
+    lines += [f"- not drawn: {n}" for n in notes]
+    return [*lines, ""]
+
+
+def _limitations(results: RunResults) -> list[str]:
+    lines = ["## Known limitations", ""]
+    if not results.limitations:
+        return [*lines, "None found: every step is done, env verified, no trace lost, no incident recorded.", ""]
+    return [*lines, *(f"- {x}" if not x.startswith("  ") else x for x in results.limitations), ""]
+
+
+def _provenance(p: dict) -> list[str]:
+    if not p:
+        return ["## Provenance", "", "provenance.json is missing or unreadable.", ""]
+    host, gpu, versions = section(p, "host"), section(p, "gpu"), section(p, "versions")
+    project, plan = section(p, "project"), section(p, "plan")
+    devices = gpu.get("devices") if isinstance(gpu.get("devices"), list) else []
+    gpu_text = (
+        f"{', '.join(map(str, devices))} (driver {gpu.get('driver')})"
+        if gpu.get("available")
+        else f"none ({gpu.get('reason', 'not recorded')})"
+    )
+    sha = project.get("sha") or "unknown"
+    lines = [
+        "## Provenance",
+        "",
+        f"- host: {host.get('hostname', '?')}, kernel {host.get('kernel', '?')}, {host.get('machine', '?')}, "
+        f"{host.get('cpus', '?')} CPUs",
+        f"- GPU: {gpu_text}",
+        f"- code: {sha}{' (dirty)' if project.get('dirty') else ''}",
+        f"- plan: {plan.get('source', '?')} (sha256 {str(plan.get('sha256', '?'))[:16]}…)",
+        "- versions: " + ", ".join(f"{k} {v}" for k, v in versions.items() if v),
+    ]
+    for session, target in section(p, "targets").items():
+        target = target if isinstance(target, dict) else {}
+        command = target.get("command") if isinstance(target.get("command"), list) else []
+        what = target.get("image_id") or target.get("url") or " ".join(map(str, command))[:120]
+        digests = target.get("repo_digests") if isinstance(target.get("repo_digests"), list) else []
+        lines.append(f"- target {session}: {what}{f' ({digests[0]})' if digests else ''}")
+    sessions = p.get("sessions") if isinstance(p.get("sessions"), list) else []
+    lines.append(f"- runner sessions: {len(sessions)}")
+    return [*lines, ""]
+
+
+def render_summary(
+    results: RunResults, gates: GateReport, steps: list[dict], plots: tuple[Path, ...] = (), notes: tuple[str, ...] = ()
+) -> str:
+    """The whole summary.md."""
+    plan = results.plan
+    head = [
+        f"# Soak summary: {results.run_id}",
+        "",
+        f"Plan `{plan.name}`{f' ({plan.description})' if plan.description else ''}. Status: **{results.status}**. "
+        f"Started {_when(results.started_at)}, ended {_when(results.ended_at)}.",
+        "",
+    ]
+    tail = [
+        "TTFT, TPOT and output tok/s follow vLLM's `bench serve` definitions (docs/architecture.md); "
+        "raw per-request records are in `arms/<arm>/<mode>/<phase>/<rep>/requests.jsonl`. "
+        f"Regenerate with `gb10-console report {results.root}`.",
+        "",
+    ]
+    body = [
+        *_headline(results, gates), *_gates(gates), *_reproduction(gates), *_arms(results), *_steps(steps),
+        *_plots(results.root, plots, notes), *_limitations(results), *_provenance(results.provenance),
+    ]  # fmt: skip
+    return "\n".join(head + body + tail)
+
+
+def summary_json(results: RunResults, gates: GateReport, steps: list[dict], plots: tuple[Path, ...]) -> dict:
+    """The machine-readable summary: per-arm rows, steps, gates, verdicts, limitations, plots."""
+    arms = []
+    for arm in results.arms:
+        primary = [p for p in arm.phases.values() if p.mode == "primary"]
+        correct, n = gsm8k_correct(results, arm)
+        arms.append(
+            {
+                "arm": arm.name,
+                "effective_wo_split": effective_wo_split(arm),
+                "env_status": arm.env_status,
+                "steps_done": sum(p.reps_done for p in primary),
+                "steps_total": sum(p.reps_total for p in primary),
+                "stats": asdict(arm.primary),
+                "verdict": gates.verdicts.get(arm.name),
+                "gsm8k_correct": correct,
+                "gsm8k_questions": n,
+            }
+        )
+    return {
+        "run_id": results.run_id,
+        "plan": results.plan.name,
+        "status": results.status,
+        "baseline": results.baseline,
+        "deciding_phases": asdict(results.deciding_phases()),
+        "arms": arms,
+        "steps": steps,
+        **gates.as_dict(),
+        "limitations": list(results.limitations),
+        "plots": [str(p.relative_to(results.root)) for p in plots],
+    }
+
+
+def write_report(root: Path, prior: Path | None = None, plots: bool = True) -> ReportOutcome:
+    """Regenerate summary.md, summary.json and plots/*.png of the run at `root` (reproduction vs `prior`).
+
+    Without `prior`, the plan's `gates.reproduce_from` is used when set. Raises RunDirError or
+    ConfigFileError for a directory that is not a readable run.
+    """
+    results = load_run_results(root)
+    if prior is None and results.gates.reproduce_from:
+        prior = results.resolve(results.gates.reproduce_from)
+    prior_results = None
+    if prior is not None:
+        try:
+            prior_results = load_run_results(prior)
+        except RunDirError as exc:
+            raise RunDirError(f"the prior run to reproduce: {exc}") from None
+    registry = registry_for(results)
+    gates = evaluate_gates(results, registry, prior_results)
+    written: tuple[Path, ...] = ()
+    notes: tuple[str, ...] = ()
+    if plots:
+        from runners.report.plots import write_plots  # matplotlib loads only when plots are drawn
+
+        plot_set = write_plots(results, results.root / PLOTS_DIR)
+        written, notes = plot_set.written, plot_set.skipped
+    steps = step_rows(results)
+    run = RunDir(results.root)
+    write_atomic(run.summary_md, render_summary(results, gates, steps, written, notes))
+    data = summary_json(results, gates, steps, written)
+    data["registries"] = {"directory": str(registry.directory), "errors": list(registry.errors)}
+    write_json_atomic(run.summary_json, data)
+    return ReportOutcome(run.summary_md, run.summary_json, written, notes, results, gates)

@@ -1,0 +1,1 @@
+"""Soak orchestration: one runner session over a run directory, step by step, and its entry points."""

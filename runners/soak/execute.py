@@ -1,0 +1,168 @@
+"""Run or resume a soak in a run directory, in this process or as a detached runner process.
+
+`python -m runners.execute RUN_DIR` (runners/execute.py) is the detached runner: started in its own session by the
+console, it outlives the terminal and the UI, logs to runner.log, and exits 0 (finished),
+1 (failed), 2 (bad input) or 3 (aborted, resumable).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import subprocess
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+
+from engine.config_file import ConfigFileError
+from runners import event_loop
+from runners.plan.load import LoadedPlan, load_plan
+from runners.plan.serve_spec import DockerServe
+from runners.replay.dispatch_gate import DispatchGate
+from runners.report.summary import write_report
+from runners.run.control import pause_requested, request_continue, take_abort_request, watch_control
+from runners.run.events import EventLog, Listener
+from runners.run.provenance import end_session, start_session
+from runners.run.rundir import RunDir, RunDirError, RunnerLock, create_run_dir
+from runners.serve.orphans import sweep_at_start
+from runners.soak.session import Soak, SoakResult
+from runners.watchdog.link import GuardError, GuardLink
+
+
+def create_run(plan_path: Path, out: Path | None, runs_root: Path) -> RunDir:
+    """Validate the plan and create its run directory; raises ConfigFileError or RunDirError."""
+    loaded = load_plan(plan_path)
+    return create_run_dir(out, runs_root, loaded.source, loaded.plan.name, loaded.base_dir)
+
+
+def open_run(path: Path) -> RunDir:
+    """An existing run directory; raises RunDirError when `path` is not one."""
+    run = RunDir(path)
+    if not run.is_run():
+        raise RunDirError(f"{path} is not a run directory (no run.json); start one with `gb10-console run PLAN`")
+    return run
+
+
+def load_run_plan(run: RunDir) -> LoadedPlan:
+    """The run's copy of its plan, resolving relative paths against the original plan's directory."""
+    return load_plan(run.plan_toml, base_dir=Path(run.info()["plan_dir"]))
+
+
+async def execute(run: RunDir, listeners: Iterable[Listener] = (), argv: list[str] | None = None) -> SoakResult:
+    """Run every step of `run` not yet DONE. SIGINT/SIGTERM and control/abort.json abort cleanly.
+
+    Raises RunDirError when another runner holds the run, ConfigFileError for a bad plan copy.
+    """
+    lock = RunnerLock(run)
+    lock.acquire()
+    try:
+        loaded = load_run_plan(run)
+        events = EventLog(run.events)
+        for listener in listeners:
+            events.subscribe(listener)
+        stale = take_abort_request(run)
+        if stale:
+            events.emit("control_cleared", request=stale)
+        stale_pause = pause_requested(run)
+        if stale_pause is not None:  # a new session dispatches; the operator can pause it again
+            request_continue(run)
+            events.emit("control_cleared", request={"pause": stale_pause})
+        abort = asyncio.Event()
+        gate = DispatchGate()
+
+        def on_pause(request: dict | None) -> None:
+            if request is not None and gate.pause():
+                events.emit("dispatch_paused", by=request.get("by", "?"))
+            elif request is None and gate.paused:
+                events.emit("dispatch_resumed", paused_s=round(gate.resume() or 0.0, 3))
+
+        def on_abort(request: dict) -> None:
+            if not abort.is_set():
+                events.emit("abort_requested", by=request.get("by", "?"), reason=request.get("reason", ""))
+                abort.set()
+
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, on_abort, {"by": "signal", "reason": sig.name})
+        start_session(run, argv if argv is not None else sys.argv)
+        serve = loaded.plan.serve
+        kind, payload = await sweep_at_start(serve.socket if isinstance(serve, DockerServe) else None)
+        events.emit(kind, **payload)
+        watcher = asyncio.create_task(watch_control(run, on_abort, on_pause))
+        guard = GuardLink(run, loaded.plan.watchdog)
+        soak = Soak(run, loaded, events, abort, guard=guard, gate=gate)
+
+        def on_guard_lost(reason: str) -> None:  # fail closed: no measuring without a watchdog
+            events.emit("guard_lost", reason=reason)
+            soak.fatal = f"{reason}; the runner stopped the target (fail closed); `--resume` continues"
+            abort.set()
+
+        tasks: list[asyncio.Task] = []
+        try:
+            guard.start()
+            await guard.wait_up()
+            tasks = [asyncio.create_task(guard.beat_forever()), asyncio.create_task(guard.watch(on_guard_lost))]
+            result = await soak.run()
+        except GuardError as exc:
+            result = soak.ended_early(f"cannot start the memory guard: {exc}")
+        except Exception as exc:  # a runner bug or a failing disk: record it, never leave "running"
+            result = soak.crashed(exc)
+        finally:
+            for task in (watcher, *tasks):
+                task.cancel()
+            await guard.stop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+        try:  # evidence beyond the run's own state: a full disk must not turn the result into a traceback
+            _write_evidence(run, events)
+            end_session(run, result.status, result.exit_code)
+            events.close()
+        except OSError as exc:
+            print(f"runner: could not finish writing {run.root}: {exc}", file=sys.stderr)
+        return result
+    finally:
+        lock.release()
+
+
+def _write_evidence(run: RunDir, events: EventLog) -> None:
+    """summary.md, summary.json and plots; a report that cannot be made is an event, never a lost result."""
+    try:
+        outcome = write_report(run.root)
+    except Exception as exc:  # the run's own files stand; `gb10-console report` can retry later
+        print(f"runner: the report could not be written: {type(exc).__name__}: {exc}", file=sys.stderr)
+        with contextlib.suppress(OSError):
+            events.emit("summary_failed", reason=f"{type(exc).__name__}: {exc}")
+        return
+    events.emit(
+        "summary_written", path=str(run.summary_md), plots=[str(p) for p in outcome.plots],
+        verdicts=outcome.gates.verdicts,
+    )  # fmt: skip
+
+
+def spawn_detached(run: RunDir) -> subprocess.Popen:
+    """Start `python -m runners.execute RUN_DIR` in its own session, output to runner.log."""
+    with open(run.runner_log, "ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "runners.execute", str(run.root)],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the detached runner."""
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m runners.execute RUN_DIR", file=sys.stderr)
+        return 2
+    try:
+        run = open_run(Path(args[0]))
+        result = event_loop.run(execute(run, argv=[sys.executable, "-m", "runners.execute", *args]))
+    except (RunDirError, ConfigFileError) as exc:
+        print(f"runner: {exc}", file=sys.stderr)
+        return 2
+    print(f"runner: {result.status}: {result.reason}", flush=True)
+    return result.exit_code

@@ -1,0 +1,199 @@
+"""The launcher (`gb10-console` alone), the run index, --readonly, the command palette and the gates screen."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from rich.text import Text
+from textual.widgets import DataTable, Static
+
+from console.app import RunConsole
+from console.gates_screen import NO_SUMMARY, GatesScreen, gate_rows, verdict_line
+from console.screens import HELP_WIDTH, ConfirmAbort, HelpScreen, keys_help
+from runners.run.paths import PROJECT_ROOT
+from runners.run.run_index import list_runs, newest_live, plan_files
+from runners.run.rundir import RunnerLock
+from runners.soak.execute import create_run, load_run_plan
+from tests.conftest import write_plan
+
+SUMMARY = {
+    "run_id": "r1",
+    "status": "finished",
+    "verdicts": {"split1": "baseline", "split8": "keep opt-in"},
+    "gates": [
+        {"name": "quality", "arm": "split8", "status": "pass", "failed_criteria": [], "verdict": None},
+        {"name": "default-candidate", "arm": "split8", "status": "fail", "verdict": "keep opt-in",
+         "failed_criteria": ["wall 1.2% faster, needs 5%", "TPOT p95 worse"]},
+        "not a gate",
+    ],
+}  # fmt: skip
+
+
+def test_gate_rows_and_verdicts_come_from_summary_json() -> None:
+    rows = gate_rows(SUMMARY)
+    assert [(r[0], r[1], r[2].plain, r[3]) for r in rows] == [
+        ("quality", "split8", "pass", ""), ("default-candidate", "split8", "fail", "keep opt-in")
+    ]  # fmt: skip
+    assert rows[1][4] == "wall 1.2% faster, needs 5%  (+1 more)"
+    assert verdict_line(SUMMARY) == "split1: baseline   split8: keep opt-in"
+    assert gate_rows({}) == [] and verdict_line({}) == ""
+
+
+def test_help_lists_every_key_and_leaves_out_controls_when_read_only() -> None:
+    full, readonly = keys_help(False), keys_help(True)
+    for key in ("[b]a[/b]", "[b]r[/b]", "[b]p[/b]", "[b]g[/b]", "[b]q[/b]", "[b]?[/b]", "ctrl+p"):
+        assert key in full
+    assert all(k not in readonly for k in ("[b]a[/b]", "[b]r[/b]", "[b]p[/b]")) and "Read-only" in readonly
+
+
+def test_run_index_lists_newest_first_and_finds_the_live_one(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    plan = write_plan(tmp_path)
+    older = create_run(plan, runs / "older", runs)
+    create_run(plan, runs / "newer", runs)
+    os.utime(older.run_json, (time.time() - 100, time.time() - 100))
+    (runs / "not-a-run").mkdir()
+    entries = list_runs(runs)
+    assert [e.run.root.name for e in entries] == ["newer", "older"]
+    assert all(e.plan == "mini" and e.status == "created" and not e.live for e in entries)
+    assert newest_live(entries) is None
+    lock = RunnerLock(older)
+    lock.acquire()
+    try:
+        assert newest_live(list_runs(runs)).run.root == older.root
+    finally:
+        lock.release()
+    assert list_runs(tmp_path / "absent") == []
+
+
+def test_plan_files_are_the_configs_with_arms() -> None:
+    names = [p.name for p in plan_files(PROJECT_ROOT / "configs")]
+    assert "demo.toml" in names and "engine-tiny.toml" not in names
+
+
+def test_no_command_without_a_live_run_lists_runs_and_plans(tmp_path: Path) -> None:
+    create_run(write_plan(tmp_path), tmp_path / "runs" / "r1", tmp_path / "runs")
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    result = subprocess.run([sys.executable, "-m", "console.cli"], cwd=tmp_path, capture_output=True, text=True,
+                            stdin=subprocess.DEVNULL, timeout=60, env=env)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert f"No live run in {tmp_path / 'runs'}" in result.stdout and "runs/r1  mini  created" in result.stdout
+    assert "demo.toml" in result.stdout and "Traceback" not in result.stderr
+
+
+@pytest.fixture
+def created_run(tmp_path: Path):
+    return create_run(write_plan(tmp_path), tmp_path / "run", tmp_path)
+
+
+async def test_read_only_console_neither_shows_nor_runs_the_controls(created_run) -> None:
+    app = RunConsole(created_run, readonly=True)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause(0.3)
+        assert not any(app.check_action(action, ()) for action in ("abort", "resume", "pause"))
+        await pilot.press("a")
+        await pilot.press("r")
+        await pilot.press("p")
+        await pilot.pause(0.1)
+        assert not isinstance(app.screen, ConfirmAbort) and not app._notifications
+        titles = [c.title for c in app.get_system_commands(app.screen)]
+        assert "Gates" in titles and not {"Abort the soak", "Resume the run", "Pause or continue dispatch"} & set(
+            titles
+        )
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen) and app.screen.readonly
+
+
+async def test_help_fits_an_80x24_terminal_without_wrapping(created_run) -> None:
+    lines = [Text.from_markup(line).plain for line in keys_help(False).splitlines()]
+    assert max(map(len, lines)) <= HELP_WIDTH
+    app = RunConsole(created_run)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await pilot.press("question_mark")
+        await pilot.pause(0.1)
+        box = app.screen.query_one(Static)
+        assert box.region.height == len(lines) + 2 and box.region.bottom <= 24, box.region  # border, no wrap
+
+
+async def test_the_palette_offers_every_action_and_g_shows_the_gates(created_run) -> None:
+    app = RunConsole(created_run)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await pilot.pause(0.3)
+        titles = [c.title for c in app.get_system_commands(app.screen)]
+        assert {"Gates", "Help", "Abort the soak", "Resume the run", "Pause or continue dispatch"} <= set(titles)
+        await pilot.press("g")
+        assert isinstance(app.screen, GatesScreen)
+        assert NO_SUMMARY[:20] in str(app.screen.query_one("#verdicts", Static).render())
+        await pilot.press("escape")
+        app.summary = SUMMARY
+        await pilot.press("g")
+        table = app.screen.query_one("#gates", DataTable)
+        assert table.row_count == 2 and "split8: keep opt-in" in str(app.screen.query_one("#verdicts", Static).render())
+        await pilot.press("g")
+        assert not isinstance(app.screen, GatesScreen)
+
+
+def test_eta_is_the_mean_step_time_times_the_steps_left() -> None:
+    from console.views.run_view import RunView, StepView
+    from runners.plan.steps import StepKey
+
+    keys = [StepKey("a", "primary", "p", rep) for rep in range(4)]
+    view = RunView(status="running", steps={k: StepView(k) for k in keys})
+    assert view.eta_s(100.0) is None  # nothing finished yet: no estimate
+    for key, (t0, t1) in zip(keys[:2], [(0.0, 10.0), (10.0, 30.0)], strict=False):
+        step = view.steps[key]
+        step.status, step.started_t, step.ended_t = "done", t0, t1
+    running = view.steps[keys[2]]
+    running.status, running.started_t = "running", 30.0
+    assert view.eta_s(34.0) == pytest.approx(15.0 * 2 - 4.0)  # mean 15 s; 2 left, one 4 s in
+    assert running.duration(34.0) == 4.0 and view.steps[keys[3]].duration(34.0) is None
+    view.status = "finished"
+    assert view.eta_s(34.0) is None
+
+
+async def test_serve_panel_and_event_filter_follow_the_event_log(created_run) -> None:
+    from textual.widgets import Input, RichLog
+
+    from runners.run.events import EventLog
+
+    events = EventLog(created_run.events)
+    steps = [s.as_dict() for s in load_run_plan(created_run).plan.steps()]
+    events.emit("run_started", run_id="r", plan="mini", pid=1, arms=["split1", "split8"], steps=steps, already_done=0)
+    events.emit("serve_starting", arm="split1", kind="process", mode="primary")
+    events.emit("serve_ready", arm="split1", pid=4242, base_url="http://127.0.0.1:1", waited_s=1.0)
+    events.emit("serve_restarting", arm="split1", restart=1, remaining=[])
+    events.emit("serve_ready", arm="split1", pid=4243, base_url="http://127.0.0.1:1", waited_s=1.0)
+    events.emit("step_started", step=steps[0], kind="sharegpt", requests=6, concurrency=3, open_loop=False)
+    events.emit("serve_health", arm="split1", mode="primary", step=steps[0], healthy=False, latency_ms=None,
+                detail="ReadTimeout: timed out")  # fmt: skip
+    app = RunConsole(created_run, readonly=True)
+    async with app.run_test(size=(120, 40)) as pilot:
+        log = app.query_one("#events", RichLog)
+        for _ in range(50):
+            if len(app._event_lines) >= 6:
+                break
+            await pilot.pause(0.1)
+        rows = arm_rows(app)
+        assert rows[0][3] == "ready pid 4243" and re.fullmatch(r"FAILING \d+s", rows[0][4]) and rows[0][5] != "-"
+        assert rows[0][6] == "1" and rows[1][4] == "-"
+        assert "split1: /HEALTH FAILING while the target is up: ReadTimeout: timed out" in app._event_lines[-1]
+        assert str(app.query_one("#arms").border_title).startswith("serve: process: embedded engine")
+        everything = len(log.lines)
+        await pilot.press("f")
+        assert app.query_one("#events-filter", Input).has_focus
+        await pilot.press(*"ready")
+        assert 0 < len(log.lines) < everything and all("ready" in str(line.text) for line in log.lines)
+        assert "events matching" in str(log.border_title)
+        await pilot.press("escape")
+        assert len(log.lines) == everything and not app.query_one("#events-filter", Input).display
+
+
+def arm_rows(app: RunConsole) -> list[list]:
+    table = app.query_one("#arms", DataTable)
+    return [table.get_row_at(i) for i in range(table.row_count)]

@@ -1,0 +1,124 @@
+"""Snapshots of the main screen at 120×40 and 80×24, on a finished run written with fixed times and ids."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from console.app import RunConsole
+from runners.run.events import EventLog
+from runners.run.files import write_json_atomic
+from runners.run.rundir import RunDir, RunState
+from runners.soak.execute import create_run, load_run_plan
+from tests.conftest import write_plan
+
+T0 = 1_790_000_000.0  # fixed event times: the clocks on screen do not depend on when the test runs
+
+
+@pytest.fixture
+def finished_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> RunDir:
+    """A run that finished: two arms, every step done, guard samples, no summary; ids and times fixed."""
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    run = create_run(write_plan(tmp_path), tmp_path / "run", tmp_path)
+    info = json.loads(run.run_json.read_text())
+    write_json_atomic(run.run_json, {**info, "run_id": "snapshot-run"})
+    steps = load_run_plan(run).plan.steps()
+    events = EventLog(run.events)
+    t = T0
+
+    def emit(type_: str, **fields) -> None:
+        nonlocal t
+        t += 1.5
+        line = {"v": 1, "t": t, "type": type_, **fields}
+        events._writer.append(line)
+
+    emit("run_started", run_id="snapshot-run", plan="mini", pid=4242, arms=["split1", "split8"],
+         steps=[s.as_dict() for s in steps], already_done=0)  # fmt: skip
+    emit("guard_started", pid=4243, floors_gib={"warn": 12.0, "abort": 8.0, "kill": 4.0})
+    for arm in ("split1", "split8"):
+        emit("serve_starting", arm=arm, kind="process", mode="primary")
+        emit("serve_ready", arm=arm, pid=5000, base_url="http://127.0.0.1:8000", waited_s=2.0)
+        emit("env_verified", arm=arm, reported={"CUTE_WO_SPLIT": arm.removeprefix("split")})
+        for step in (s for s in steps if s.arm == arm):
+            emit("step_started", step=step.as_dict(), kind="sharegpt", requests=6, concurrency=3, open_loop=False)
+            stats = {"requests": 6, "ok": 6, "failed": 0, "wall_s": 3.0, "ttft_p50_ms": 40.0, "ttft_p95_ms": 60.0,
+                     "tpot_p50_ms": 9.5, "tpot_p95_ms": 11.0, "itl_p50_ms": 9.4, "itl_p95_ms": 12.0}  # fmt: skip
+            emit("step_finished", step=step.as_dict(), stats=stats)
+        emit("serve_stopped", arm=arm, how="terminated (signal 15)")
+    emit("run_finished", status="finished", reason="all 4 steps done")
+    for i in range(6):
+        sample = {"t": T0 + 5 * i, "available_gib": 20.0 - i, "gpu": {"available": False, "reason": "no NVIDIA GPU"}}
+        record = {"t": T0 + 5 * i, "level": "ok", "reason": "above every floor", "available_gib": 20.0 - i,
+                  "fill_gib_s": None, "restart_allowed": True, "sample": sample}  # fmt: skip
+        with run.watchdog_jsonl.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+    state = RunState(run_id="snapshot-run", plan="mini", status="finished", resumable=False, reason="all 4 steps done",
+                     steps_total=len(steps), steps_done=len(steps), started_at=T0, ended_at=t)  # fmt: skip
+    run.write_state(state)
+    os.utime(run.state_json, (t, t))
+    return run
+
+
+@pytest.mark.parametrize("size", [(120, 40), (80, 24)], ids=["120x40", "80x24"])
+def test_main_screen(snap_compare, finished_run: RunDir, size: tuple[int, int]) -> None:
+    app = RunConsole(finished_run, readonly=True)
+
+    async def settle(pilot) -> None:
+        for _ in range(100):  # bounded: until every event and guard record is folded in
+            if app.view and app.view.status == "finished" and app.watchdog.records >= 6:
+                break
+            await pilot.pause(0.05)
+        tree = app.query_one("#steps")
+        app.set_focus(None)  # no focus, no tree cursor: where they land at mount depends on timing
+        tree.cursor_line = -1
+        tree.scroll_home(animate=False)
+        await pilot.pause(0.3)
+
+    assert snap_compare(app, terminal_size=size, run_before=settle)
+
+
+async def test_t_shows_the_whole_run_on_one_time_axis(finished_run: RunDir) -> None:
+    from console.timeline_screen import Timeline, TimelineScreen
+
+    app = RunConsole(finished_run, readonly=True)
+    async with app.run_test(size=(120, 40)) as pilot:
+        for _ in range(100):
+            if app.view and app.view.status == "finished" and len(app.timeline.points) >= 6:
+                break
+            await pilot.pause(0.05)
+        await pilot.press("t")
+        assert isinstance(app.screen, TimelineScreen)
+        text = str(app.screen.query_one(Timeline).render())
+        lines = text.splitlines()
+        assert lines[0].startswith("snapshot-run") and "lowest 15.0 GiB, KILL floor 4 GiB" in lines[1]
+        steps = [line for line in lines if "/primary/replay/0" in line]
+        assert len(steps) == 2 and all("█" in line for line in steps)
+        first, second = (line.index("█") for line in steps)
+        assert first < second  # split1 ran before split8
+        assert lines[-1].startswith("verdicts") and "none yet" in lines[-1]
+        await pilot.press("t")
+        assert not isinstance(app.screen, TimelineScreen)
+
+
+def test_memory_timeline_stays_bounded_and_keeps_the_lows_and_the_worst_level() -> None:
+    from console.views.timeline import MemoryTimeline, memory_cells, step_bar
+
+    memory = MemoryTimeline(capacity=8)
+    for i in range(100):
+        memory.add(float(i), 50.0 - (i == 37) * 45.0, "kill" if i == 37 else "ok")
+    assert len(memory.points) <= 8
+    assert min(p.available_gib for p in memory.points) == 5.0 and any(p.level == "kill" for p in memory.points)
+    memory.add(1.0, 1.0, "kill")  # older than the last point: ignored
+    assert min(p.available_gib for p in memory.points) == 5.0
+    memory.add_record({"t": 200.0, "available_gib": 40.0, "level": "warn"})
+    memory.add_record({"t": "bad"})
+    assert memory.points[-1].t == 200.0
+    cells = memory_cells(memory, 0.0, 201.0, 10)
+    assert len(cells) == 10 and cells[-1].level == "warn"
+    assert step_bar(50.0, 100.0, 0.0, 100.0, 10, "#") == "     #####"
+    assert step_bar(None, None, 0.0, 100.0, 4, "#") == "    "

@@ -1,0 +1,65 @@
+"""Prompt sources: built-ins, ShareGPT files (single and multi-turn), and the length filter before counting."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from runners.replay.prompts import (
+    Conversation,
+    DatasetError,
+    Turn,
+    builtin_conversations,
+    load_sharegpt,
+    select_conversations,
+)
+from tests.conftest import SHARED
+
+
+def test_length_filter_runs_before_counting() -> None:
+    pool = builtin_conversations()
+    long_one = Conversation("huge", (Turn("x" * 10_000),))
+    chosen = select_conversations([long_one, *pool[:2]], count=5, max_prompt_chars=500, origin="t")
+    assert [c.source for c in chosen] == ["builtin:0", "builtin:1", "builtin:0", "builtin:1", "builtin:0"]
+    # a conversation's length counts every turn and recorded reply: the context it can build
+    two_turns = Conversation("two", (Turn("a" * 300, "b" * 150), Turn("c" * 100)))
+    assert two_turns.chars == 550
+    assert select_conversations([two_turns, pool[0]], 2, 500, "t") == [pool[0], pool[0]]
+    with pytest.raises(DatasetError, match="no prompt is at most 5 characters"):
+        select_conversations(pool, 1, 5, "builtin")
+
+
+def test_sharegpt_multi_turn_pairs_each_human_turn_with_the_reply_after_it(tmp_path: Path) -> None:
+    f = tmp_path / "s.json"
+    messages = [
+        {"from": "gpt", "value": "greeting before any human turn is skipped"},
+        {"from": "human", "value": "q1"}, {"from": "gpt", "value": "a1"},
+        {"from": "human", "value": "q2"}, {"from": "gpt", "value": "a2"},
+        {"from": "human", "value": "q3"},
+    ]  # fmt: skip
+    f.write_text(json.dumps([{"id": "c", "conversations": messages}]))
+    (conv,) = load_sharegpt(f, max_turns=8)
+    assert conv.source == "sharegpt:c"
+    assert conv.turns == (Turn("q1", "a1"), Turn("q2", "a2"), Turn("q3", None))
+    assert load_sharegpt(f)[0].turns == (Turn("q1", "a1"),)
+
+
+def test_sharegpt_errors_name_file_and_entry(tmp_path: Path) -> None:
+    f = tmp_path / "s.json"
+    f.write_text(json.dumps([{"id": "a", "conversations": [{"from": "gpt", "value": "x"}]}, {"id": "b"}]))
+    with pytest.raises(DatasetError, match=rf"{f}: entry 1 has no 'conversations'"):
+        load_sharegpt(f)
+    f.write_text("{")
+    with pytest.raises(DatasetError, match="not a readable JSON file"):
+        load_sharegpt(f)
+
+
+def test_real_sharegpt_slice_loads() -> None:
+    path = SHARED / "data" / "sharegpt" / "sharegpt_v3_filtered_500.json"
+    if not path.is_file():
+        pytest.skip(f"{path} is absent (the shared data lives next to the project checkout)")
+    conversations = load_sharegpt(path)
+    assert 400 <= len(conversations) <= 500
+    assert all(c.turns[0].user.strip() and c.source.startswith("sharegpt:") for c in conversations)
