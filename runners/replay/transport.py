@@ -1,18 +1,26 @@
-"""An httpx transport whose sockets are plain asyncio protocols (httpcore's network-backend hook).
+"""The replay client's httpx transport: httpcore's connection pool over plain asyncio protocols.
 
-httpcore's default backend reads through anyio streams and opens a cancel scope per read; at a
-hundred SSE streams on 2 cores that per-chunk cost decides how far the client falls behind the
-server. This backend reads straight from a protocol buffer. It does not enforce httpcore's
-per-read timeouts: every replay request runs under its own total deadline (`asyncio.timeout`),
-which is the bound that matters for a body that trickles. Connects keep their timeout.
+`ReplayTransport` is an `httpx.AsyncBaseTransport` built on public API only: it owns an
+`httpcore.AsyncConnectionPool` (no connection cap) whose network backend is `AsyncioBackend`,
+turns each `httpx.Request` into an `httpcore.Request` and the answer back into an
+`httpx.Response`, and raises httpx's exception for every httpcore one (at send and while the
+body streams), since the client sorts failures by httpx exception type.
+
+The backend exists because httpcore's default one reads through anyio streams and opens a cancel
+scope per read; at a hundred SSE streams on 2 cores that per-chunk cost decides how far the client
+falls behind the server. This backend reads straight from a protocol buffer. It does not enforce
+httpcore's per-read timeouts: every replay request runs under its own total deadline
+(`asyncio.timeout`), which is the bound that matters for a body that trickles. Connects, TLS
+handshakes and writes blocked on a full socket buffer keep their timeouts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import ssl
-from collections.abc import Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
 from typing import Any
 
 import httpcore
@@ -100,8 +108,11 @@ class _Stream(httpcore.AsyncNetworkStream):
             raise httpcore.WriteError("the connection is closed")
         self._transport.write(buffer)
         if self._protocol.writable is not None:
-            async with deadline(timeout):
-                await self._protocol.writable
+            try:
+                async with deadline(timeout):
+                    await self._protocol.writable
+            except TimeoutError:
+                raise httpcore.WriteTimeout(f"the socket buffer stayed full for {timeout:g} s") from None
 
     async def aclose(self) -> None:
         self._transport.close()
@@ -183,13 +194,108 @@ class AsyncioBackend(httpcore.AsyncNetworkBackend):
         await asyncio.sleep(seconds)
 
 
-def replay_transport(ssl_context: ssl.SSLContext) -> httpx.AsyncHTTPTransport:
-    """An httpx transport with no connection cap, on the asyncio backend."""
-    transport = httpx.AsyncHTTPTransport(verify=ssl_context, limits=httpx.Limits(max_connections=None))
-    transport._pool = httpcore.AsyncConnectionPool(  # the documented backend hook; httpx does not expose it
-        ssl_context=ssl_context,
-        max_connections=None,
-        max_keepalive_connections=None,
-        network_backend=AsyncioBackend(),
-    )
-    return transport
+# httpcore's exception -> httpx's of the same meaning. httpcore 1.x has no close error of its own:
+# a network error while closing a body or the pool is httpx.CloseError (`httpx_error(closing=True)`).
+HTTPX_ERRORS: dict[type[Exception], type[httpx.TransportError]] = {
+    httpcore.TimeoutException: httpx.TimeoutException,
+    httpcore.ConnectTimeout: httpx.ConnectTimeout,
+    httpcore.ReadTimeout: httpx.ReadTimeout,
+    httpcore.WriteTimeout: httpx.WriteTimeout,
+    httpcore.PoolTimeout: httpx.PoolTimeout,
+    httpcore.NetworkError: httpx.NetworkError,
+    httpcore.ConnectError: httpx.ConnectError,
+    httpcore.ReadError: httpx.ReadError,
+    httpcore.WriteError: httpx.WriteError,
+    httpcore.ProtocolError: httpx.ProtocolError,
+    httpcore.RemoteProtocolError: httpx.RemoteProtocolError,
+    httpcore.LocalProtocolError: httpx.LocalProtocolError,
+    httpcore.ProxyError: httpx.ProxyError,
+    httpcore.UnsupportedProtocol: httpx.UnsupportedProtocol,
+}
+
+
+def httpx_error(exc: Exception, request: httpx.Request | None, closing: bool = False) -> httpx.TransportError | None:
+    """httpx's exception for httpcore's `exc`, tied to `request`; None when `exc` is not httpcore's.
+
+    The most specific match wins (httpcore.ReadTimeout -> httpx.ReadTimeout, not TimeoutException).
+    """
+    if closing and isinstance(exc, httpcore.NetworkError):
+        return httpx.CloseError(str(exc), request=request)
+    for cls in type(exc).__mro__:
+        mapped = HTTPX_ERRORS.get(cls)
+        if mapped is not None:
+            return mapped(str(exc), request=request)
+    return None
+
+
+@contextlib.contextmanager
+def httpx_errors(request: httpx.Request | None, closing: bool = False) -> Iterator[None]:
+    """Raise httpcore's exceptions from inside as httpx's (`httpx_error`), the original as `__cause__`."""
+    try:
+        yield
+    except Exception as exc:
+        mapped = httpx_error(exc, request, closing)
+        if mapped is None:
+            raise
+        raise mapped from exc
+
+
+class ReplayTransport(httpx.AsyncBaseTransport):
+    """HTTP/1.1 through an uncapped httpcore pool on `AsyncioBackend`; it raises httpx's exceptions."""
+
+    def __init__(self, ssl_context: ssl.SSLContext) -> None:
+        self.pool = httpcore.AsyncConnectionPool(
+            ssl_context=ssl_context,
+            max_connections=None,
+            max_keepalive_connections=None,
+            network_backend=AsyncioBackend(),
+        )
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        """Send `request` on a pooled connection; the response body streams as it arrives."""
+        url = request.url
+        core_request = httpcore.Request(
+            method=request.method,
+            url=httpcore.URL(scheme=url.raw_scheme, host=url.raw_host, port=url.port, target=url.raw_path),
+            headers=request.headers.raw,
+            content=request.stream,
+            extensions=request.extensions,
+        )
+        with httpx_errors(request):
+            response = await self.pool.handle_async_request(core_request)
+        return httpx.Response(
+            status_code=response.status,
+            headers=response.headers,
+            stream=ResponseBody(response.stream, request),  # type: ignore[arg-type]  # an async pool's body is async
+            extensions=response.extensions,
+        )
+
+    async def aclose(self) -> None:
+        """Close every pooled connection."""
+        with httpx_errors(None, closing=True):
+            await self.pool.aclose()
+
+
+class ResponseBody(httpx.AsyncByteStream):
+    """httpcore's response stream as httpx's, raising httpx's exceptions while it is read and closed."""
+
+    def __init__(self, stream: AsyncIterable[bytes], request: httpx.Request) -> None:
+        self.stream = stream
+        self.request = request
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        with httpx_errors(self.request):
+            async for part in self.stream:
+                yield part
+
+    async def aclose(self) -> None:
+        """Release the connection: back to the pool after a complete body, closed otherwise."""
+        aclose = getattr(self.stream, "aclose", None)
+        if aclose is not None:
+            with httpx_errors(self.request, closing=True):
+                await aclose()
+
+
+def replay_transport(ssl_context: ssl.SSLContext) -> ReplayTransport:
+    """The replay client's transport: no connection cap, sockets on the asyncio backend."""
+    return ReplayTransport(ssl_context)
