@@ -29,6 +29,7 @@ from runners.plan.fields import parse_size, ulimit_pair
 from runners.plan.serve_spec import DockerServe
 from runners.run.files import tail_lines, write_atomic, write_json_atomic
 from runners.run.redact import redact_argv, redact_env_list
+from runners.run.targets import TargetRef
 from runners.serve.process import fill_placeholders, free_port
 from runners.serve.readiness import probe, wait_ready_explained
 from runners.serve.runtime import ExitInfo, ProbeResult, ReadyInfo, ServeError
@@ -557,6 +558,12 @@ class DockerRuntime:
     def socket(self) -> str | None:
         """The engine socket this runtime talks to (once started)."""
         return str(self._client.socket) if self._client else None
+
+    def target_ref(self, arm: str, mode: str) -> TargetRef | None:
+        """The container id and the engine socket it lives on; None before the container was created."""
+        if self.id is None:
+            return None
+        return TargetRef("docker", arm, mode, container=self.id, socket=self.socket)
 
     def provenance(self) -> dict:
         """The image (id and registry digests) and the engine that ran it."""

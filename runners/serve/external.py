@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+from runners.run.targets import TargetRef
 from runners.serve.readiness import probe, wait_ready
 from runners.serve.runtime import ExitInfo, ProbeResult, ReadyInfo
 
@@ -82,3 +83,7 @@ class ExternalRuntime:
     def provenance(self) -> dict:
         """The URL (what runs behind it is not known to us)."""
         return {"kind": self.kind, "url": self.base_url}
+
+    def target_ref(self, arm: str, mode: str) -> TargetRef | None:
+        """None: a server we do not own is never ended by the guard."""
+        return None

@@ -18,9 +18,10 @@ import time
 from pathlib import Path
 
 from engine.env_sentinel import ENV_DIR_VAR, SENTINEL_NAME, format_sentinel
-from runners.host.owner import RUN_ID_VAR
+from runners.host.owner import RUN_ID_VAR, process_start_ticks
 from runners.run.files import tail_lines, write_atomic
 from runners.run.redact import redact_argv
+from runners.run.targets import TargetRef
 from runners.serve.readiness import probe, wait_ready_explained
 from runners.serve.runtime import ExitInfo, ProbeResult, ReadyInfo, ServeError
 
@@ -185,6 +186,13 @@ class ProcessRuntime:
     def provenance(self) -> dict:
         """The command line that ran."""
         return {"kind": self.kind, "command": redact_argv(self.command)}
+
+    def target_ref(self, arm: str, mode: str) -> TargetRef | None:
+        """The process group leader and its start time (so a reused pid is never taken for it); None before start."""
+        pid = self.pid
+        if pid is None:
+            return None
+        return TargetRef("process", arm, mode, pid=pid, start_ticks=process_start_ticks(pid))
 
 
 def fill_placeholders(part: str, values: dict[str, str]) -> str:

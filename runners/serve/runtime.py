@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from runners.run.targets import TargetRef
+
 
 class ServeError(Exception):
     """A serve target that failed to start, answer or stop; the message says where to look."""
@@ -79,3 +81,6 @@ class ServeRuntime(Protocol):
 
     def provenance(self) -> dict:
         """What ran, for provenance.json: command, or image id and digests, or URL."""
+
+    def target_ref(self, arm: str, mode: str) -> TargetRef | None:
+        """How the guard finds and ends this target (targets.json); None when there is nothing of ours to end."""

@@ -26,7 +26,8 @@ from runners.run.events import EventLog, Listener
 from runners.run.provenance import end_session, start_session
 from runners.run.rundir import RunDir, RunDirError, RunnerLock, create_run_dir
 from runners.serve.orphans import sweep_at_start
-from runners.soak.session import Soak, SoakResult
+from runners.soak.ledger import SoakResult
+from runners.soak.session import SoakSession
 from runners.watchdog.link import GuardError, GuardLink
 
 
@@ -91,11 +92,11 @@ async def execute(run: RunDir, listeners: Iterable[Listener] = (), argv: list[st
         events.emit(kind, **payload)
         watcher = asyncio.create_task(watch_control(run, on_abort, on_pause))
         guard = GuardLink(run, loaded.plan.watchdog)
-        soak = Soak(run, loaded, events, abort, guard=guard, gate=gate)
+        soak = SoakSession(run, loaded, events, abort, guard=guard, gate=gate)
 
         def on_guard_lost(reason: str) -> None:  # fail closed: no measuring without a watchdog
             events.emit("guard_lost", reason=reason)
-            soak.fatal = f"{reason}; the runner stopped the target (fail closed); `--resume` continues"
+            soak.fail_closed(f"{reason}; the runner stopped the target (fail closed); `--resume` continues")
             abort.set()
 
         tasks: list[asyncio.Task] = []
