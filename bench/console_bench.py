@@ -47,14 +47,27 @@ from textual.app import ScreenStackError
 from textual.drivers.headless_driver import HeadlessDriver
 from textual.message import Message
 
-from console.app import RunConsole, RunOpened
+from console.app import RunConsole
 from console.gates_screen import GatesScreen
+from console.run_tail import RunOpened
 from runners.host.cgroup import CgroupMemory
 from runners.host.meminfo import MemInfo
 from runners.host.psi import Pressure
 from runners.plan.steps import StepKey
 from runners.replay.metrics import percentile, phase_stats
-from runners.run.events import EVENT_SCHEMA, EventLog
+from runners.run.event_types import (
+    EnvVerified,
+    Event,
+    GuardStarted,
+    RunStarted,
+    ServeReady,
+    ServeStarting,
+    StepFinished,
+    StepProgress,
+    StepStarted,
+    WatchdogLevel,
+)
+from runners.run.events import EventLog, event_line
 from runners.run.files import JsonlWriter, write_atomic, write_json_atomic
 from runners.run.rundir import RunDir, RunnerLock, RunState
 from runners.soak.execute import create_run, load_run_plan
@@ -183,8 +196,8 @@ class SyntheticSoak:
         """progress_per_step so that one pass over `steps` steps holds about `total_events` events."""
         return max(1, math.ceil(total_events / max(1, steps)) - 2)
 
-    def events(self) -> Iterator[tuple[str, dict]]:
-        """(type, fields) forever, in the order a runner writes them."""
+    def events(self) -> Iterator[Event]:
+        """Events forever, in the order a runner writes them."""
         n = 0
         for session in itertools.count():
             for item in self._session(session):
@@ -193,15 +206,12 @@ class SyntheticSoak:
                     yield self._level_change()
                 yield item
 
-    def _session(self, session: int) -> Iterator[tuple[str, dict]]:
-        yield "run_started", {
-            "run_id": self.run_id, "plan": self.plan, "pid": RUNNER_PID, "arms": self.arms,
-            "steps": [s.as_dict() for s in self.steps], "already_done": 0 if session == 0 else len(self.steps),
-        }  # fmt: skip
-        yield "guard_started", {
-            "pid": GUARD_PID, "floors_gib": _floors(), "runner_pid": RUNNER_PID, "mlocked": True,
-            "oom_score_adj": -900,
-        }  # fmt: skip
+    def _session(self, session: int) -> Iterator[Event]:
+        yield RunStarted(
+            run_id=self.run_id, plan=self.plan, pid=RUNNER_PID, arms=self.arms, steps=[s.as_dict() for s in self.steps],
+            already_done=0 if session == 0 else len(self.steps),
+        )  # fmt: skip
+        yield GuardStarted(GUARD_PID, RUNNER_PID, _floors(), mlocked=True, oom_score_adj=-900)
         arm = None
         for step in self.steps:
             if step.arm != arm:
@@ -209,31 +219,26 @@ class SyntheticSoak:
                 yield from self._serve(step)
             yield from self._step(step)
 
-    def _serve(self, step: StepKey) -> Iterator[tuple[str, dict]]:
-        yield "serve_starting", {"arm": step.arm, "kind": "process", "mode": step.mode}
-        yield "serve_ready", {
-            "arm": step.arm, "mode": step.mode, "pid": 5000 + self.arms.index(step.arm), "container": None,
-            "waited_s": 2.4, "base_url": "http://127.0.0.1:8000",
-        }  # fmt: skip
+    def _serve(self, step: StepKey) -> Iterator[Event]:
+        pid, url = 5000 + self.arms.index(step.arm), "http://127.0.0.1:8000"
+        yield ServeStarting(step.arm, step.mode, "process", {"kind": "process", "pid": None, "base_url": url})
+        yield ServeReady(step.arm, step.mode, "tiny", 2.4, pid, None, url)
         split = step.arm.rsplit("-", 1)[-1]
-        yield "env_verified", {"arm": step.arm, "reported": {"CUTE_WO_SPLIT": split}}
+        yield EnvVerified(step.arm, {"CUTE_WO_SPLIT": split}, [])
 
-    def _step(self, step: StepKey) -> Iterator[tuple[str, dict]]:
-        key = step.as_dict()
-        yield "step_started", {
-            "step": key, "kind": "sharegpt", "requests": REQUESTS_PER_STEP, "concurrency": 8, "open_loop": False,
-        }  # fmt: skip
+    def _step(self, step: StepKey) -> Iterator[Event]:
+        yield StepStarted(step, "sharegpt", REQUESTS_PER_STEP, 8, open_loop=False)
         for i in range(1, self.progress_per_step + 1):
             done = REQUESTS_PER_STEP * i // self.progress_per_step
             failed = done // 997
-            yield "step_progress", {
-                "step": key, "total": REQUESTS_PER_STEP, "completed": done, "failed": failed,
-                "output_tokens": (done - failed) * OUTPUT_TOKENS_PER_REQUEST,
-                "ttft_p50_ms": 72.8 + (i % 7) * 0.3, "ttft_p95_ms": 129.6 + (i % 11) * 0.5,
-                "tpot_p50_ms": 8.96 + (i % 5) * 0.01, "tpot_p95_ms": 10.04 + (i % 3) * 0.02,
-                "itl_p50_ms": 8.91 + (i % 5) * 0.01, "itl_p95_ms": 11.2 + (i % 3) * 0.02,
-                "errors": {"timeout": failed} if failed else {},
-            }  # fmt: skip
+            yield StepProgress(
+                step=step, total=REQUESTS_PER_STEP, completed=done, failed=failed,
+                output_tokens=(done - failed) * OUTPUT_TOKENS_PER_REQUEST,
+                ttft_p50_ms=72.8 + (i % 7) * 0.3, ttft_p95_ms=129.6 + (i % 11) * 0.5,
+                tpot_p50_ms=8.96 + (i % 5) * 0.01, tpot_p95_ms=10.04 + (i % 3) * 0.02,
+                itl_p50_ms=8.91 + (i % 5) * 0.01, itl_p95_ms=11.2 + (i % 3) * 0.02,
+                errors={"timeout": failed} if failed else {},
+            )  # fmt: skip
         wall = 1800.0
         stats = replace(
             phase_stats([], wall), requests=REQUESTS_PER_STEP, ok=REQUESTS_PER_STEP - 2, failed=2,
@@ -242,13 +247,13 @@ class SyntheticSoak:
             ttft_p95_ms=130.2, tpot_p50_ms=8.98, tpot_p95_ms=10.06, itl_p50_ms=8.93, itl_p95_ms=11.21,
             errors={"timeout": 2},
         )  # fmt: skip
-        yield "step_finished", {"step": key, "stats": stats.as_dict()}
+        yield StepFinished(step, stats.as_dict())
 
-    def _level_change(self) -> tuple[str, dict]:
+    def _level_change(self) -> Event:
         previous, self._level = self._level, ("warn" if self._level == "ok" else "ok")
         available = 15.2 if self._level == "warn" else 48.0
         reason = f"MemAvailable {available:.1f} GiB {'below' if self._level == 'warn' else 'above'} WARN 16.0 GiB"
-        return "watchdog_level", {"level": self._level, "previous": previous, **_numbers(reason, available)}
+        return WatchdogLevel(self._level, previous, **_numbers(reason, available))
 
     def guard_record(self, t: float, i: int) -> dict:
         """A watchdog.jsonl record at `t` (the i-th): the decision's numbers and the full sample."""
@@ -331,8 +336,8 @@ def write_history(
     written = 0
     with open(run.events, "ab") as fh:
         batch: list[bytes] = []
-        for i, (kind, fields) in enumerate(itertools.islice(soak.events(), n_events)):
-            batch.append(_line({"v": EVENT_SCHEMA, "t": start + i / event_rate_hz, "type": kind, **fields}))
+        for i, event in enumerate(itertools.islice(soak.events(), n_events)):
+            batch.append(_line(event_line(event, start + i / event_rate_hz)))
             if len(batch) >= 1000:
                 written += fh.write(b"".join(batch))
                 batch.clear()
@@ -415,8 +420,8 @@ class RunDirWriter:
                 if elapsed >= self.max_seconds or self.events_written >= self.max_events:
                     break
                 due = min(self.max_events, int(elapsed * self.event_rate_hz) + 1) - self.events_written
-                for kind, fields in itertools.islice(source, max(0, due)):
-                    log.emit(kind, **fields)
+                for event in itertools.islice(source, max(0, due)):
+                    log.emit(event)
                     self.events_written += 1
                 while self.records_written < int(elapsed * self.record_rate_hz) + 1:
                     records.append(self.soak.guard_record(time.time(), self.records_written), sync=True)

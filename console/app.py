@@ -1,7 +1,8 @@
 """The console: a view and controller over one run directory. Quitting it never stops the soak.
 
-A thread worker tails events.jsonl, state.json, the runner lock and summary.json, and posts
-batched messages; the UI thread folds events into a RunView and updates widgets, nothing more.
+A thread worker (console/run_tail.py) tails events.jsonl, state.json, the runner lock and summary.json,
+and posts batched messages; the UI thread folds events into a RunView and hands it to the panels
+(console/panels/, console/watchdog_panel.py), nothing more. The layout is in app.tcss.
 """
 
 from __future__ import annotations
@@ -10,9 +11,7 @@ import contextlib
 import subprocess
 import threading
 import time
-from collections import deque
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 
 from rich.text import Text
@@ -21,142 +20,35 @@ from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.css.query import NoMatches
-from textual.message import Message
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Input, ProgressBar, RichLog, Static, Tree
-from textual.widgets.tree import TreeNode
-from textual.worker import get_current_worker
+from textual.widgets import Footer, Static
+from textual.worker import Worker, WorkerState, get_current_worker
 
 from console.gates_screen import GatesScreen
 from console.logs_screen import LogsScreen
+from console.panels.current_step import CurrentStep
+from console.panels.events_log import EventsLog
+from console.panels.serve_table import ServeTable
+from console.panels.step_tree import StepTree
+from console.panels.summary_table import SummaryTable
+from console.run_tail import RunnerChanged, RunnerStatus, RunOpened, RunTail, RunUnreadable, RunUpdate, SummaryLoaded
 from console.screens import ConfirmAbort, HelpScreen
 from console.timeline_screen import TimelineScreen
 from console.title_bar import TitleFields, title_text
-from console.views.run_view import RunView, StepView
+from console.views.run_view import RunView
 from console.views.timeline import MemoryTimeline
 from console.views.watchdog_view import WatchdogView
 from console.watchdog_panel import WatchdogPanel
-from engine.config_file import ConfigFileError
-from runners.plan.steps import StepKey
 from runners.run.control import pause_requested, request_abort, request_continue, request_pause
-from runners.run.files import JsonlTail, read_json, tail_lines
-from runners.run.rundir import RunDir, RunState, runner_alive
-from runners.soak.execute import load_run_plan, spawn_detached
-
-POLL_INTERVAL_S = 0.2
-BATCH_BYTES = 1 << 20  # events.jsonl read per message: attaching to a long history folds it in 1 MiB steps
-FOLD_WAIT_S = 0.5  # how often a worker waiting for the UI to fold its last batch checks for cancellation
-ARM_COLUMNS = ("arm", "WO_SPLIT", "env", "serve", "health", "up", "restarts")  # steps: see the tree
-EVENT_LINES = 2000  # event lines kept (and shown unfiltered)
-
-
-class RunOpened(Message):
-    """The run's plan was read: every arm and step, all pending."""
-
-    def __init__(self, view: RunView) -> None:
-        super().__init__()
-        self.view = view
-
-
-class RunUnreadable(Message):
-    """The run directory could not be read."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__()
-        self.reason = reason
-
-
-class RunUpdate(Message):
-    """One poll's news: new events (events.jsonl) and guard records (watchdog.jsonl lines, and watchdog.json
-    when it changed), each in order; one message so a poll costs one repaint."""
-
-    def __init__(self, events: list[dict], records: list[dict]) -> None:
-        super().__init__()
-        self.events = events
-        self.records = records
-
-
-@dataclass(frozen=True)
-class RunnerStatus:
-    """What state.json and the runner lock say, and how a runner this console started ended."""
-
-    label: str
-    alive: bool
-    exit_code: int | None
-    last_words: str = ""
-
-
-class _StateReader:
-    """state.json, parsed again only when the file changes (the worker asks five times a second)."""
-
-    def __init__(self, run: RunDir) -> None:
-        self.run = run
-        self._seen: tuple[int, int, int] | None = None
-        self._state: RunState | None = None
-
-    def read(self) -> RunState | None:
-        """The last state snapshot (None before the first one or while it is unreadable)."""
-        try:
-            st = self.run.state_json.stat()
-        except FileNotFoundError:
-            return None
-        seen = (st.st_ino, st.st_mtime_ns, st.st_size)  # written by atomic replace: a new inode every time
-        if seen != self._seen:
-            try:
-                self._state = self.run.read_state()
-            except (ValueError, FileNotFoundError):
-                self._state = None
-            self._seen = seen
-        return self._state
-
-
-class RunnerChanged(Message):
-    """The runner's status changed."""
-
-    def __init__(self, status: RunnerStatus) -> None:
-        super().__init__()
-        self.status = status
-
-
-class SummaryLoaded(Message):
-    """summary.json was (re)written."""
-
-    def __init__(self, summary: dict) -> None:
-        super().__init__()
-        self.summary = summary
-
-
-def _ms(value: float | None, digits: int = 1) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}"
-
-
-def _host(run: RunDir) -> str:
-    """The runner's hostname from provenance.json ("" while there is none); called from the worker."""
-    try:
-        host = read_json(run.provenance).get("host") or {}
-    except (OSError, ValueError):
-        return ""
-    return str(host.get("hostname", "")) if isinstance(host, dict) else ""
+from runners.run.rundir import RunDir
+from runners.soak.execute import spawn_detached
 
 
 class RunConsole(App[None]):
     """Header, arm -> phase tree, arms table, progress, live TTFT/TPOT, event log, summary."""
 
     TITLE = "gb10-console"
-    CSS = """
-    #title { height: auto; max-height: 3; background: $primary; color: $text; padding: 0 1; }
-    #body { height: 1fr; }
-    #steps { width: 34%; min-width: 30; border: round $primary; }
-    #side { width: 1fr; }
-    #arms { height: auto; max-height: 8; border: round $primary; }
-    #current { height: 1; padding: 0 1; }
-    #progress { height: 1; padding: 0 1; }
-    #live { height: 1; padding: 0 1; color: $text-muted; }
-    #watchdog { border: round $primary-darken-2; }
-    #summary { height: auto; max-height: 8; border: round $success; display: none; }
-    #events { height: 9; border: round $primary-darken-2; }
-    #events-filter { display: none; height: 3; }
-    """
+    CSS_PATH = Path(__file__).with_name("app.tcss")  # absolute: a subclass elsewhere (tests) finds it too
     BINDINGS = [
         Binding("q", "quit", "Quit (soak keeps running)"),
         Binding("question_mark", "help", "Help"),
@@ -178,107 +70,49 @@ class RunConsole(App[None]):
         self.summary: dict | None = None
         self.watchdog = WatchdogView()
         self.timeline = MemoryTimeline()  # the whole run's MemAvailable, at bounded resolution
-        self._event_lines: deque[str] = deque(maxlen=EVENT_LINES)  # every shown event line, for the filter
-        self._event_filter = ""
-        self._arm_rows: list[tuple[str, ...]] = []  # what the serve panel shows
         self.view: RunView | None = None
         self.runner_status = RunnerStatus("opening", False, None)
-        self._step_nodes: dict[StepKey, TreeNode] = {}
         self._folded = threading.Event()  # set while no RunUpdate is waiting to be folded
         self._folded.set()
         self._title = Text()
+        self._stopped = ""  # why the console stopped following the run ("" while it follows it)
 
     def compose(self) -> ComposeResult:
+        """The title, the step tree beside the serve table, current step and watchdog, the summary, the events."""
         yield Static(f"opening {self.run_dir.root} …", id="title")
         with Horizontal(id="body"):
-            yield Tree("steps", id="steps")
+            yield StepTree(id="steps")
             with Vertical(id="side"):
-                yield DataTable(id="arms", cursor_type="none", zebra_stripes=True)
-                yield Static("", id="current")
-                yield ProgressBar(id="progress", show_eta=False)
-                yield Static("", id="live")
+                yield ServeTable(id="arms")
+                yield CurrentStep()
                 yield WatchdogPanel(self.watchdog, id="watchdog")
-        yield DataTable(id="summary", cursor_type="none")
-        yield Input(placeholder="filter events (ignores case); esc clears", id="events-filter")
-        yield RichLog(id="events", wrap=False, markup=False, max_lines=EVENT_LINES)
+        yield SummaryTable(id="summary")
+        yield EventsLog()
         yield Footer()
 
     def on_mount(self) -> None:
-        """Set up tables and start tailing."""
-        arms = self.query_one("#arms", DataTable)
-        arms.border_title = "arms"
-        arms.add_columns(*ARM_COLUMNS)
-        self.query_one("#steps", Tree).border_title = "arm → phase"
-        self.query_one("#events", RichLog).border_title = "events"
-        self.query_one("#watchdog", WatchdogPanel).border_title = "memory watchdog"
+        """Start tailing and the clock."""
         self.tail_run()
         self.set_interval(1.0, self._tick)
 
     @work(thread=True, exclusive=True, group="tail", exit_on_error=False)
     def tail_run(self) -> None:
         """Read the run directory every POLL_INTERVAL_S and post what changed (thread worker)."""
-        worker = get_current_worker()
-        try:
-            loaded = load_run_plan(self.run_dir)
-            view = RunView.for_plan(loaded.plan, self.run_dir.info()["run_id"])
-            view.host = _host(self.run_dir)
-        except (ConfigFileError, OSError, ValueError, KeyError) as exc:
-            self.post_message(RunUnreadable(f"cannot read {self.run_dir.root}: {exc}"))
+        RunTail(self.run_dir, lambda: self.runner, self.post_message, self._folded).run(get_current_worker())
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """A worker that failed says so (events line, notification; the title for the tail), never a frozen screen."""
+        if event.state != WorkerState.ERROR:
             return
-        self.post_message(RunOpened(view))
-        tail = JsonlTail(self.run_dir.events)
-        guard_tail = JsonlTail(self.run_dir.watchdog_jsonl)
-        last_status: RunnerStatus | None = None
-        summary_mtime = guard_mtime = None
-        state = _StateReader(self.run_dir)
-        while not worker.is_cancelled:
-            before = tail.offset, guard_tail.offset
-            events = tail.read_new(BATCH_BYTES)
-            records = guard_tail.read_new(BATCH_BYTES)
-            behind = tail.offset - before[0] >= BATCH_BYTES or guard_tail.offset - before[1] >= BATCH_BYTES
-            try:
-                mtime = self.run_dir.watchdog_json.stat().st_mtime_ns
-                if mtime != guard_mtime:
-                    guard_mtime = mtime
-                    records.append(read_json(self.run_dir.watchdog_json))  # the floors live only here
-            except (FileNotFoundError, ValueError):
-                pass
-            if (events or records) and not self._post_update(RunUpdate(events, records)):
-                return
-            status = self._read_runner_status(state)
-            if status != last_status:
-                last_status = status
-                self.post_message(RunnerChanged(status))
-            try:
-                mtime = self.run_dir.summary_json.stat().st_mtime_ns
-                if mtime != summary_mtime:
-                    summary_mtime = mtime
-                    self.post_message(SummaryLoaded(read_json(self.run_dir.summary_json)))
-            except (FileNotFoundError, ValueError):
-                pass
-            if not behind:  # catching up on a long history goes on at once, one batch at a time
-                time.sleep(POLL_INTERVAL_S)
-
-    def _post_update(self, update: RunUpdate) -> bool:
-        """Post `update` once the UI has folded the last one, so catch-up holds one batch, not the history;
-        False when the worker was cancelled while waiting."""
-        worker = get_current_worker()
-        while not self._folded.wait(FOLD_WAIT_S):
-            if worker.is_cancelled:
-                return False
-        self._folded.clear()
-        if not self.post_message(update):  # the app is closing: nothing will fold it
-            self._folded.set()
-        return True
-
-    def _read_runner_status(self, reader: _StateReader) -> RunnerStatus:
-        state = reader.read()
-        code = self.runner.poll() if self.runner is not None else None  # also reaps our detached runner
-        label = state.label() if state else "created"
-        last_words = ""
-        if code not in (None, 0):
-            last_words = next(iter(tail_lines(self.run_dir.runner_log, 1)), "")
-        return RunnerStatus(label, runner_alive(self.run_dir), code, last_words)
+        worker = event.worker
+        note = f"{worker.name} failed: {type(worker.error).__name__}: {worker.error}"
+        self.notify(note, severity="error")
+        with contextlib.suppress(NoMatches):  # the app is shutting down
+            self._log_line(note)
+            if worker.group == "tail":
+                again = f"gb10-console attach {self.run_dir.root}"
+                self._stopped = f"the console stopped following the run: {note}. Fix that, then: {again}"
+                self.query_one("#title", Static).update(Text(self._stopped))
 
     @on(RunUnreadable)
     def _unreadable(self, message: RunUnreadable) -> None:
@@ -288,15 +122,9 @@ class RunConsole(App[None]):
     @on(RunOpened)
     def _opened(self, message: RunOpened) -> None:
         self.view = message.view
-        tree = self.query_one("#steps", Tree)
-        tree.root.set_label(f"plan {self.view.plan}")
-        tree.root.expand()
-        arms: dict[str, TreeNode] = {}
-        for key, step in self.view.steps.items():
-            if key.arm not in arms:
-                arms[key.arm] = tree.root.add(Text(key.arm), expand=True)
-            self._step_nodes[key] = arms[key.arm].add_leaf(self._step_label(step))
-        self._refresh_arms()
+        now = time.time()
+        self.query_one("#steps", StepTree).update_view(self.view, now)
+        self.query_one("#arms", ServeTable).update_view(self.view, now)
         self._refresh_title()
 
     @on(RunUpdate)
@@ -313,19 +141,18 @@ class RunConsole(App[None]):
         if self.view is None or not message.events:
             self.query_one("#watchdog", WatchdogPanel).update_view(self.watchdog)
             return
-        log = self.query_one("#events", RichLog)
+        lines = []
         for event in message.events:
             self.watchdog.apply(event)  # guard_started (the floors), levels, actions, kills, guard_lost
             line = self.view.apply(event)
             if line:
-                self._log_line(f"{time.strftime('%H:%M:%S', time.localtime(event.get('t', 0)))} {line}", log)
+                lines.append(f"{time.strftime('%H:%M:%S', time.localtime(event.get('t', 0)))} {line}")
+        self.query_one(EventsLog).add_lines(lines)
         self.query_one("#watchdog", WatchdogPanel).update_view(self.watchdog)
-        for key, node in self._step_nodes.items():
-            label = self._step_label(self.view.steps[key])
-            if label.plain != node.label.plain:  # relabel only what changed
-                node.set_label(label)
-        self._refresh_arms()
-        self._refresh_current()
+        now = time.time()
+        self.query_one("#steps", StepTree).update_view(self.view, now)
+        self.query_one("#arms", ServeTable).update_view(self.view, now)
+        self.query_one(CurrentStep).update_view(self.view)
         self._refresh_title()
 
     @on(RunnerChanged)
@@ -339,88 +166,18 @@ class RunConsole(App[None]):
     @on(SummaryLoaded)
     def _summary(self, message: SummaryLoaded) -> None:
         self.summary = message.summary
-        table = self.query_one("#summary", DataTable)
-        table.clear(columns=True)
-        table.border_title = f"summary: {message.summary.get('status')}"
-        table.add_columns("arm", "WO_SPLIT", "ok", "failed", "wall s", "TTFT p50/p95", "TPOT p50/p95", "tok/s")
-        for row in message.summary.get("arms", []):
-            s = row["stats"]
-            table.add_row(
-                row["arm"], row["effective_wo_split"], str(s["ok"]), str(s["failed"]), _ms(s["wall_s"], 2),
-                f"{_ms(s['ttft_p50_ms'])}/{_ms(s['ttft_p95_ms'])}",
-                f"{_ms(s['tpot_p50_ms'], 2)}/{_ms(s['tpot_p95_ms'], 2)}", _ms(s["output_tok_s"]),
-            )  # fmt: skip
-        table.display = True
-
-    @staticmethod
-    def _step_label(step: StepView) -> Text:
-        key = step.key
-        progress = f" {step.completed}/{step.total}" if step.total else ""
-        took = step.duration(time.time())
-        clock = f" {took:.0f}s" if took is not None else ""
-        reason = f" — {step.reason[:60]}" if step.status == "failed" and step.reason else ""
-        return Text(f"{step.icon} {key.phase} #{key.rep} ({key.mode}){progress}{clock}{reason}")
-
-    def _refresh_arms(self) -> None:
-        """Redraw the serve panel when a row changed (it is asked every second and on every batch of events)."""
-        if self.view is None:
-            return
-        table = self.query_one("#arms", DataTable)
-        title = f"serve: {self.view.target}" if self.view.target else "arms"
-        if table.border_title != title:
-            table.border_title = title
-        now = time.time()
-        rows = []
-        for name, arm in self.view.arms.items():
-            wo_split = (arm.effective or {}).get("CUTE_WO_SPLIT", "-")
-            up = arm.uptime(now)
-            uptime = time.strftime("%H:%M:%S", time.gmtime(up)) if up is not None else "-"
-            rows.append((name, wo_split, arm.env_status, arm.serve, arm.health_text(now), uptime, str(arm.restarts)))
-        if rows == self._arm_rows:
-            return
-        self._arm_rows = rows
-        table.clear(columns=True)  # column widths follow what is shown now, not the widest value ever shown
-        table.add_columns(*ARM_COLUMNS)
-        for row in rows:
-            table.add_row(*row, key=row[0])
-
-    def _refresh_current(self) -> None:
-        step = self.view.current_step() if self.view else None
-        bar = self.query_one("#progress", ProgressBar)
-        if step is None:
-            done = sum(s.status in ("done", "skipped") for s in self.view.steps.values()) if self.view else 0
-            total = len(self.view.steps) if self.view else 0
-            self.query_one("#current", Static).update(f"no step in flight; {done}/{total} steps done")
-            bar.update(total=max(total, 1), progress=done)
-            self.query_one("#live", Static).update("")
-            return
-        live = step.live
-        tokens = live.get("output_tokens")
-        self.query_one("#current", Static).update(
-            f"▶ {step.key.path}: {step.completed}/{step.total} requests"
-            + (f", {tokens:,} tokens" if isinstance(tokens, int) else "")
-        )
-        bar.update(total=max(step.total, 1), progress=step.completed)
-        errors = live.get("errors") or {}
-        failed = f"   failed {step.failed}" + (
-            f" ({', '.join(f'{k} {n}' for k, n in errors.items())})" if errors else ""
-        )
-        self.query_one("#live", Static).update(
-            f"TTFT p50/p95 {_ms(live.get('ttft_p50_ms'))}/{_ms(live.get('ttft_p95_ms'))} ms   "
-            f"TPOT {_ms(live.get('tpot_p50_ms'), 2)}/{_ms(live.get('tpot_p95_ms'), 2)}   "
-            f"ITL {_ms(live.get('itl_p50_ms'), 2)}/{_ms(live.get('itl_p95_ms'), 2)} ms"
-            + (failed if step.failed else "")
-        )
+        self.query_one("#summary", SummaryTable).update_view(message.summary)
 
     def _tick(self) -> None:
         """Once a second: the clocks (elapsed, ETA, serve uptime) move without new events."""
         self._refresh_title()
-        with contextlib.suppress(NoMatches):  # the app is shutting down
-            self._refresh_arms()
+        if self.view is not None:
+            with contextlib.suppress(NoMatches):  # the app is shutting down
+                self.query_one("#arms", ServeTable).update_view(self.view, time.time())
 
     def _refresh_title(self, width: int | None = None) -> None:
         view, status = self.view, self.runner_status
-        if view is None:
+        if view is None or self._stopped:
             return
         now = time.time()
         if status.alive:
@@ -439,6 +196,10 @@ class RunConsole(App[None]):
         if text != self._title:  # the clock moves once a second; other refreshes mostly change nothing
             self._title = text
             title.update(text)
+
+    def _log_line(self, line: str) -> None:
+        """Add `line` to the events log (shown when it passes the filter)."""
+        self.query_one(EventsLog).add_lines([line])
 
     def on_resize(self, event: events.Resize) -> None:
         """The title fits itself to the new width."""
@@ -471,36 +232,9 @@ class RunConsole(App[None]):
         """Show every key."""
         self.push_screen(HelpScreen(self.readonly))
 
-    def _log_line(self, line: str, log: RichLog | None = None) -> None:
-        """Keep `line` for filtering and show it when it passes the current filter."""
-        self._event_lines.append(line)
-        if not self._event_filter or self._event_filter in line.lower():
-            (log or self.query_one("#events", RichLog)).write(line)
-
     def action_filter_events(self) -> None:
         """Show the events filter box and focus it."""
-        box = self.query_one("#events-filter", Input)
-        box.display = True
-        box.focus()
-
-    @on(Input.Changed, "#events-filter")
-    def _filter_changed(self, event: Input.Changed) -> None:
-        self._event_filter = event.value.strip().lower()
-        log = self.query_one("#events", RichLog)
-        log.clear()
-        shown = [line for line in self._event_lines if not self._event_filter or self._event_filter in line.lower()]
-        for line in shown:
-            log.write(line)
-        log.border_title = f"events matching “{event.value.strip()}”: {len(shown)}" if self._event_filter else "events"
-
-    def on_key(self, event) -> None:
-        """esc in the events filter clears it and hides the box."""
-        box = self.query_one("#events-filter", Input)
-        if event.key == "escape" and box.has_focus:
-            event.stop()
-            box.value = ""
-            box.display = False
-            self.set_focus(None)
+        self.query_one(EventsLog).open_filter()
 
     def action_logs(self) -> None:
         """Follow the serve log of the serve target started last (it changes with the arm)."""

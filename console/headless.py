@@ -10,10 +10,12 @@ from rich.table import Table
 
 from console.views.run_view import RunView
 from runners.plan.steps import StepKey
+from runners.run.event_types import RunFinished, StepAborted, StepFailed, StepFinished, StepProgress, StepStarted
 from runners.run.files import read_json
 from runners.run.rundir import RunDir
 
 NON_TTY_PROGRESS_EVERY_S = 5.0
+BAR_ENDS = frozenset(cls.TYPE for cls in (StepFinished, StepFailed, StepAborted, RunFinished))  # the step bar closes
 
 
 class HeadlessPrinter:
@@ -34,11 +36,11 @@ class HeadlessPrinter:
             stamp = f"[dim]{event['t'] - self.t0:7.1f}s[/dim]"
             self.console.print(f"{stamp} {line}", highlight=False, markup=True)
         kind = event.get("type")
-        if kind == "step_started":
+        if kind == StepStarted.TYPE:
             self._start_bar(StepKey.from_dict(event["step"]), event.get("requests", 0))
-        elif kind == "step_progress":
+        elif kind == StepProgress.TYPE:
             self._advance(event)
-        elif kind in ("step_finished", "step_failed", "step_aborted", "run_finished"):
+        elif kind in BAR_ENDS:
             self._stop_bar()
 
     def _start_bar(self, step: StepKey, total: int) -> None:

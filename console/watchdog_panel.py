@@ -251,6 +251,10 @@ class WatchdogPanel(Widget):
         self._view = view or WatchdogView()
         self._lines = 0
 
+    def on_mount(self) -> None:
+        """Name the panel."""
+        self.border_title = "memory watchdog"
+
     @property
     def view(self) -> WatchdogView:
         """The view rendered now."""

@@ -16,6 +16,8 @@ import psutil
 import pytest
 
 from runners.bench.mock_server import MockSettings, serve_mock
+from runners.run.event_types import check_event
+from runners.run.files import read_jsonl
 
 ROOT = Path(__file__).resolve().parent.parent
 ENGINE_CONFIG = ROOT / "configs" / "engine-tiny.toml"
@@ -24,6 +26,33 @@ START_DEADLINE_S = 60.0
 HOST = "127.0.0.1"
 MOCK_START_S = 10.0
 MOCK_STOP_S = 5.0
+
+
+@pytest.fixture(autouse=True)
+def events_are_defined(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After a test that used tmp_path, every event it left in an events.jsonl has a defined type and fields.
+
+    `runners.run.event_types` is the one definition of events; a runner, guard, console fake or bench that
+    writes something else fails the test that ran it. Tests that write foreign lines on purpose say so with
+    `@pytest.mark.foreign_events`.
+    """
+    if "tmp_path" not in request.fixturenames or request.node.get_closest_marker("foreign_events"):
+        yield
+        return
+    root = request.getfixturevalue("tmp_path")  # asked for here, so it is torn down after this check
+    yield
+    problems = undefined_events(root)
+    assert not problems, "events not defined in runners/run/event_types.py:\n" + "\n".join(problems[:20])
+
+
+def undefined_events(root: Path) -> list[str]:
+    """Every problem `check_event` finds in the events.jsonl files under `root`, with the file."""
+    return [
+        f"{path.relative_to(root)}: {problem}"
+        for path in root.rglob("events.jsonl")
+        for line in read_jsonl(path)
+        for problem in check_event(line)
+    ]
 
 
 def free_port() -> int:

@@ -27,19 +27,22 @@ from typing import Any, Literal
 
 from runners.host.cgroup import CgroupMemory
 from runners.host.psi import Pressure
+from runners.run.event_types import (
+    GuardEndedTarget,
+    GuardLost,
+    GuardStarted,
+    GuardStopped,
+    WatchdogAction,
+    WatchdogLevel,
+)
 from runners.watchdog.policy import Floors
 from runners.watchdog.samplers import GpuSample
 
 GIB = 1 << 30
 HISTORY_POINTS = 240  # 20 minutes of 5 s records, 4 minutes of 1 s samples
 GUARD_LEVELS = ("ok", "warn", "abort", "kill")
-GUARD_EVENTS = (
-    "guard_started",
-    "watchdog_level",
-    "watchdog_action",
-    "guard_ended_target",
-    "guard_stopped",
-    "guard_lost",
+GUARD_EVENTS = frozenset(
+    cls.TYPE for cls in (GuardStarted, WatchdogLevel, WatchdogAction, GuardEndedTarget, GuardStopped, GuardLost)
 )
 
 IGNORED = "ignored"  # an events.jsonl event that is not the guard's: not malformed, not counted
@@ -173,18 +176,18 @@ class WatchdogView:
 
     def _fold_current(self, record: dict, kind: str | None, level: str | None) -> None:
         """The level, reason and numbers of the newest record."""
-        if kind == "guard_lost":
+        if kind == GuardLost.TYPE:
             self.level, self.reason = "lost", f"guard lost: {_text(record.get('reason'))}"
             return
-        if kind == "guard_stopped":
+        if kind == GuardStopped.TYPE:
             self.level, self.reason = "unknown", f"guard stopped: {_text(record.get('reason'))}"
             return
-        if kind == "guard_started":
+        if kind == GuardStarted.TYPE:
             self.guard_pid = _int(record.get("pid"))
             if self.level in ("lost", "unknown"):
                 self.level, self.reason = "unknown", f"guard up (pid {self.guard_pid}), no decision yet"
             return
-        if kind == "guard_ended_target" and record.get("kill") is True:  # kill False: a graceful stop
+        if kind == GuardEndedTarget.TYPE and record.get("kill") is True:  # kill False: a graceful stop
             target = record.get("target") if isinstance(record.get("target"), dict) else {}
             self.last_kill = {
                 "t": record.get("t"),
@@ -195,7 +198,7 @@ class WatchdogView:
             }
         if level is not None:
             self.level = level
-        if "reason" in record and kind != "guard_ended_target":
+        if "reason" in record and kind != GuardEndedTarget.TYPE:
             self.reason = _text(record.get("reason"))
         if kind is None:
             if "action" in record:
@@ -204,7 +207,7 @@ class WatchdogView:
                 self.guard_pid = _int(record.get("pid"))
             if isinstance(record.get("last_kill"), dict):
                 self.last_kill = record["last_kill"]
-        elif kind == "watchdog_action":
+        elif kind == WatchdogAction.TYPE:
             self.action = _text(record.get("action"))
         if "available_gib" in record:
             self.available_gib = _number(record.get("available_gib"))

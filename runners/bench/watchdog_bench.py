@@ -23,6 +23,7 @@ import psutil
 from runners.host.meminfo import read_meminfo
 from runners.host.owner import RUN_ID_VAR, process_start_ticks
 from runners.plan.load import load_plan
+from runners.run.event_types import WatchdogLevel
 from runners.run.files import read_jsonl
 from runners.run.paths import PROJECT_ROOT
 from runners.run.rundir import create_run_dir
@@ -130,7 +131,7 @@ async def measure(rate_gib_s: float, margins_gib: tuple[float, float, float] = (
         beat.cancel()
         await guard.stop()
     events = read_jsonl(run.events)
-    kill_t = next((e["t"] for e in events if e["type"] == "watchdog_level" and e.get("level") == "kill"), None)
+    kill_t = next((e["t"] for e in events if e["type"] == WatchdogLevel.TYPE and e.get("level") == "kill"), None)
     kill_floor = floors[2] * GIB
     crossing_t = next((t for t, avail in samples if avail < kill_floor), None)
     killed = hog.returncode == -9 if hog else False

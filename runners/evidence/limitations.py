@@ -13,6 +13,7 @@ from collections import Counter
 from runners.evidence.step_files import number, phase_record, section
 from runners.plan.model import Plan
 from runners.plan.steps import StepKey
+from runners.run.event_types import GuardLost, ServeHealth, ServeOom, ServeRestarting, StepFailed, WatchdogAction
 from runners.run.files import read_json, read_jsonl
 from runners.run.rundir import RunDir
 
@@ -24,7 +25,7 @@ def _steps(run: RunDir, plan: Plan, events: list[dict]) -> list[str]:
         return []
     failed: dict[str, str] = {}
     for e in events:
-        if e.get("type") == "step_failed" and isinstance(e.get("step"), dict):
+        if e.get("type") == StepFailed.TYPE and isinstance(e.get("step"), dict):
             try:
                 failed[StepKey.from_dict(e["step"]).path] = str(e.get("reason", ""))
             except (KeyError, TypeError, ValueError):
@@ -119,15 +120,15 @@ def _request_details(run: RunDir, plan: Plan) -> list[str]:
 def _incidents(events: list[dict]) -> list[str]:
     counts = Counter(e.get("type") for e in events)
     out = []
-    actions = Counter(str(e.get("action")) for e in events if e.get("type") == "watchdog_action")
+    actions = Counter(str(e.get("action")) for e in events if e.get("type") == WatchdogAction.TYPE)
     if actions:
         what = ", ".join(f"{n} {a}" for a, n in sorted(actions.items()))
         out.append(f"the memory watchdog acted ({what}); steps it cut short are not done (watchdog.jsonl)")
-    if counts["serve_oom"]:
-        out.append(f"{counts['serve_oom']} OOM kill report(s) in the serve target (events.jsonl serve_oom)")
-    if counts["serve_restarting"]:
-        out.append(f"the serve target was restarted {counts['serve_restarting']} time(s) mid-session")
-    if counts["guard_lost"]:
+    if counts[ServeOom.TYPE]:
+        out.append(f"{counts[ServeOom.TYPE]} OOM kill report(s) in the serve target (events.jsonl serve_oom)")
+    if counts[ServeRestarting.TYPE]:
+        out.append(f"the serve target was restarted {counts[ServeRestarting.TYPE]} time(s) mid-session")
+    if counts[GuardLost.TYPE]:
         out.append("the memory guard was lost; the runner failed closed (events.jsonl guard_lost)")
     out.extend(_unhealthy(events))
     return out
@@ -137,7 +138,7 @@ def _unhealthy(events: list[dict]) -> list[str]:
     """Steps during which the serve target stayed up but its /health failed: a stall may be in their numbers."""
     paths: list[str] = []
     for e in events:
-        if e.get("type") == "serve_health" and not e.get("healthy") and isinstance(e.get("step"), dict):
+        if e.get("type") == ServeHealth.TYPE and not e.get("healthy") and isinstance(e.get("step"), dict):
             try:
                 path = StepKey.from_dict(e["step"]).path
             except (KeyError, TypeError, ValueError):

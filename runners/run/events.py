@@ -1,8 +1,8 @@
 """`events.jsonl`: append-only typed events, one JSON object per line with `v`, `t` and `type`.
 
-Every event type and its fields are listed in docs/architecture.md. Readers ignore fields and
-types they do not know, so adding either is backwards compatible; renaming or removing one bumps
-EVENT_SCHEMA.
+Every event type and its fields are defined in `runners.run.event_types` (and tabled in
+docs/architecture.md). Readers ignore fields and types they do not know, so adding either is
+backwards compatible; renaming or removing one bumps EVENT_SCHEMA.
 """
 
 from __future__ import annotations
@@ -11,28 +11,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from runners.run.event_types import EVENT_SCHEMA, Event
 from runners.run.files import JsonlWriter
-
-EVENT_SCHEMA = 1
-
-# Events worth an fsync: losing them would misreport where a run stands.
-DURABLE = frozenset(
-    {
-        "run_started",
-        "run_finished",
-        "step_finished",
-        "step_failed",
-        "step_aborted",
-        "dispatch_paused",
-        "dispatch_resumed",
-        "serve_failed",
-        "env_mismatch",
-        "kernel_checks_failed",
-        "watchdog_action",
-        "guard_lost",
-        "guard_ended_target",
-    }
-)
 
 Listener = Callable[[dict], None]
 
@@ -48,14 +28,19 @@ class EventLog:
         """Call `listener(event)` after every event is written."""
         self._listeners.append(listener)
 
-    def emit(self, type_: str, **fields: object) -> dict:
-        """Append an event of `type_` with `fields`; returns the event."""
-        event = {"v": EVENT_SCHEMA, "t": time.time(), "type": type_, **fields}
-        self._writer.append(event, sync=type_ in DURABLE)
+    def emit(self, event: Event) -> dict:
+        """Append `event` (fsynced when its type is durable); returns the line as written."""
+        line = event_line(event, time.time())
+        self._writer.append(line, sync=event.DURABLE)
         for listener in self._listeners:
-            listener(event)
-        return event
+            listener(line)
+        return line
 
     def close(self) -> None:
         """Flush and close the file."""
         self._writer.close()
+
+
+def event_line(event: Event, t: float) -> dict:
+    """The JSON object of `event` at unix time `t`: the envelope (`v`, `t`, `type`) and its fields."""
+    return {"v": EVENT_SCHEMA, "t": t, "type": event.TYPE, **event.fields()}

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 
 from runners.host.docker_api import DockerClient, DockerError, find_socket
 from runners.host.owner import LABEL_ARM, LABEL_OWNER, LABEL_RUN, Owner
+from runners.run.event_types import OrphanCheckFailed, OrphanCheckSkipped, OrphansChecked
 
 ORPHAN_STOP_GRACE_S = 10.0
 SWEEP_CALL_DEADLINE_S = 5.0
@@ -74,21 +75,21 @@ async def _stop(client: DockerClient, ident: str) -> str:
             return f"stop failed: {stop_error}; kill failed: {kill_error}"
 
 
-async def sweep_at_start(explicit_socket: str | None = None) -> tuple[str, dict]:
+async def sweep_at_start(explicit_socket: str | None = None) -> OrphansChecked | OrphanCheckSkipped | OrphanCheckFailed:
     """The runner's start-up sweep, as an event: `orphans_checked`, `orphan_check_skipped` or `_failed`."""
     try:
         socket = find_socket(explicit_socket)
     except DockerError as exc:
-        return "orphan_check_skipped", {"reason": str(exc)}
+        return OrphanCheckSkipped(str(exc))
     try:
         async with DockerClient(socket, SWEEP_CALL_DEADLINE_S) as client:
             await client.connect()
             reports = await sweep_orphans(client)
     except DockerError as exc:
-        return "orphan_check_failed", {"socket": str(socket), "reason": str(exc)}
+        return OrphanCheckFailed(str(socket), str(exc))
     except Exception as exc:  # never let the sweep keep a soak from starting
-        return "orphan_check_failed", {"socket": str(socket), "reason": f"{type(exc).__name__}: {exc}"}
+        return OrphanCheckFailed(str(socket), f"{type(exc).__name__}: {exc}")
     by_outcome: dict[str, list[dict]] = {"stopped": [], "failed": [], "left": []}
     for report in reports:
         by_outcome[report.outcome].append(report.as_dict())
-    return "orphans_checked", {"socket": str(socket), **by_outcome}
+    return OrphansChecked(str(socket), **by_outcome)

@@ -6,6 +6,7 @@ mismatch fails the arm; a target that reports nothing is recorded as unverified.
 
 from __future__ import annotations
 
+from runners.run.event_types import EnvMismatch, EnvUnverified, EnvVerified, KernelChecksFailed
 from runners.run.events import EventLog
 from runners.run.files import write_json_atomic
 from runners.run.redact import redact_env
@@ -36,12 +37,12 @@ async def verify_env(run: RunDir, events: EventLog, arm: str, mode: str, expecte
     )
     failed_checks = [c for c in report.kernel_checks or [] if c.get("passed") is not True]
     if failed_checks:  # measured anyway: the kernel-correctness gate rejects the arm in the report
-        events.emit("kernel_checks_failed", arm=arm, mode=mode, failed=failed_checks)
+        events.emit(KernelChecksFailed(arm, mode, failed_checks))
     if reported is None:
-        events.emit("env_unverified", arm=arm, reason="the target does not report /debug/config")
+        events.emit(EnvUnverified(arm, "the target does not report /debug/config"))
     elif mismatches:
-        events.emit("env_mismatch", arm=arm, mismatches=mismatches, reported=redact_env(reported))
+        events.emit(EnvMismatch(arm, mismatches, redact_env(reported)))
         return "the target does not run the arm's env: " + "; ".join(mismatches)
     else:
-        events.emit("env_verified", arm=arm, reported=redact_env(reported), unverified_keys=unverified)
+        events.emit(EnvVerified(arm, redact_env(reported), unverified))
     return None

@@ -22,6 +22,15 @@ from runners.plan.serve_spec import DockerServe
 from runners.replay.dispatch_gate import DispatchGate
 from runners.report.summary import write_report
 from runners.run.control import pause_requested, request_continue, take_abort_request, watch_control
+from runners.run.event_types import (
+    AbortRequested,
+    ControlCleared,
+    DispatchPaused,
+    DispatchResumed,
+    GuardLost,
+    SummaryFailed,
+    SummaryWritten,
+)
 from runners.run.events import EventLog, Listener
 from runners.run.provenance import end_session, start_session
 from runners.run.rundir import RunDir, RunDirError, RunnerLock, create_run_dir
@@ -64,23 +73,23 @@ async def execute(run: RunDir, listeners: Iterable[Listener] = (), argv: list[st
             events.subscribe(listener)
         stale = take_abort_request(run)
         if stale:
-            events.emit("control_cleared", request=stale)
+            events.emit(ControlCleared(stale))
         stale_pause = pause_requested(run)
         if stale_pause is not None:  # a new session dispatches; the operator can pause it again
             request_continue(run)
-            events.emit("control_cleared", request={"pause": stale_pause})
+            events.emit(ControlCleared({"pause": stale_pause}))
         abort = asyncio.Event()
         gate = DispatchGate()
 
         def on_pause(request: dict | None) -> None:
             if request is not None and gate.pause():
-                events.emit("dispatch_paused", by=request.get("by", "?"))
+                events.emit(DispatchPaused(request.get("by", "?")))
             elif request is None and gate.paused:
-                events.emit("dispatch_resumed", paused_s=round(gate.resume() or 0.0, 3))
+                events.emit(DispatchResumed(round(gate.resume() or 0.0, 3)))
 
         def on_abort(request: dict) -> None:
             if not abort.is_set():
-                events.emit("abort_requested", by=request.get("by", "?"), reason=request.get("reason", ""))
+                events.emit(AbortRequested(request.get("by", "?"), request.get("reason", "")))
                 abort.set()
 
         loop = asyncio.get_running_loop()
@@ -88,14 +97,13 @@ async def execute(run: RunDir, listeners: Iterable[Listener] = (), argv: list[st
             loop.add_signal_handler(sig, on_abort, {"by": "signal", "reason": sig.name})
         start_session(run, argv if argv is not None else sys.argv)
         serve = loaded.plan.serve
-        kind, payload = await sweep_at_start(serve.socket if isinstance(serve, DockerServe) else None)
-        events.emit(kind, **payload)
+        events.emit(await sweep_at_start(serve.socket if isinstance(serve, DockerServe) else None))
         watcher = asyncio.create_task(watch_control(run, on_abort, on_pause))
         guard = GuardLink(run, loaded.plan.watchdog)
         soak = SoakSession(run, loaded, events, abort, guard=guard, gate=gate)
 
         def on_guard_lost(reason: str) -> None:  # fail closed: no measuring without a watchdog
-            events.emit("guard_lost", reason=reason)
+            events.emit(GuardLost(reason))
             soak.fail_closed(f"{reason}; the runner stopped the target (fail closed); `--resume` continues")
             abort.set()
 
@@ -133,12 +141,9 @@ def _write_evidence(run: RunDir, events: EventLog) -> None:
     except Exception as exc:  # the run's own files stand; `gb10-console report` can retry later
         print(f"runner: the report could not be written: {type(exc).__name__}: {exc}", file=sys.stderr)
         with contextlib.suppress(OSError):
-            events.emit("summary_failed", reason=f"{type(exc).__name__}: {exc}")
+            events.emit(SummaryFailed(f"{type(exc).__name__}: {exc}"))
         return
-    events.emit(
-        "summary_written", path=str(run.summary_md), plots=[str(p) for p in outcome.plots],
-        verdicts=outcome.gates.verdicts,
-    )  # fmt: skip
+    events.emit(SummaryWritten(str(run.summary_md), [str(p) for p in outcome.plots], outcome.gates.verdicts))
 
 
 def spawn_detached(run: RunDir) -> subprocess.Popen:

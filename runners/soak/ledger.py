@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from runners.plan.steps import StepKey
+from runners.run.event_types import RunFinished, StepFailed, StepFinished
 from runners.run.events import EventLog
 from runners.run.rundir import RunDir, RunState
 
@@ -66,14 +67,14 @@ class RunLedger:
         self.run_dir.mark_done(step, {"stats": stats})
         self.state.steps_done += 1
         self.save()
-        self.events.emit("step_finished", step=step.as_dict(), stats=stats, **extras)
+        self.events.emit(StepFinished(step, stats, **extras))
 
     def fail(self, steps: list[StepKey], reason: str) -> None:
         """Record `steps` as failed for `reason` (each one a `step_failed` event)."""
         for step in steps:
             self.failed.append((step, reason))
             self.state.steps_failed += 1
-            self.events.emit("step_failed", step=step.as_dict(), reason=reason)
+            self.events.emit(StepFailed(step, reason))
         self.save()
 
     def finish(self, aborted: bool) -> SoakResult:
@@ -92,9 +93,7 @@ class RunLedger:
         st.status, st.reason, st.resumable = status, reason, status != "finished"
         st.ended_at = time.time()
         self.save()
-        self.events.emit(
-            "run_finished", status=status, reason=reason, steps_done=st.steps_done, steps_failed=st.steps_failed
-        )
+        self.events.emit(RunFinished(status, reason, st.steps_done, st.steps_failed))
         return SoakResult(status, reason, st.steps_done, st.steps_failed)
 
     def ended_early(self, reason: str) -> SoakResult:
@@ -104,7 +103,5 @@ class RunLedger:
         with contextlib.suppress(OSError):
             self.save()
         with contextlib.suppress(OSError):
-            self.events.emit(
-                "run_finished", status="failed", reason=reason, steps_done=st.steps_done, steps_failed=st.steps_failed
-            )
+            self.events.emit(RunFinished("failed", reason, st.steps_done, st.steps_failed))
         return SoakResult("failed", reason, st.steps_done, st.steps_failed)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+from runners.run.event_types import RestartAllowed, RestartBlocked
 from runners.run.events import EventLog
 from runners.watchdog.link import GuardLink
 
@@ -61,11 +62,11 @@ class MemoryWatch:
         """Wait while the guard blocks restarts (memory below WARN after an action); a reason if it never clears."""
         if self.guard is None or not self.guard.restart_blocked():
             return None
-        events.emit("restart_blocked", reason=self.guard.restart_blocked(), wait_s=wait_s)
+        events.emit(RestartBlocked(self.guard.restart_blocked(), wait_s))
         end = time.monotonic() + wait_s
         while time.monotonic() < end:
             await asyncio.sleep(RECOVERY_POLL_S)
             if not self.guard.restart_blocked():
-                events.emit("restart_allowed")
+                events.emit(RestartAllowed())
                 return None
         return f"not started: {self.guard.restart_blocked()} (waited {wait_s:g} s)"

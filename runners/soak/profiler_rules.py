@@ -12,6 +12,7 @@ import asyncio
 from pathlib import Path
 
 from runners.plan.steps import StepKey
+from runners.run.event_types import ProfileCaptured, ProfileLost, ProfileStarted, ServeKilled
 from runners.run.events import EventLog
 from runners.serve.runtime import ServeError, ServeRuntime
 from runners.soak.memory_watch import MemoryWatch
@@ -48,7 +49,7 @@ class StepProfiler:
             answer = await start_profile(self.runtime.base_url, str(trace_dir))
         except ProfilerError as exc:
             return f"profiler could not start: {exc}"
-        self.events.emit("profile_started", step=self.step.as_dict(), answer=answer)
+        self.events.emit(ProfileStarted(self.step, answer))
         return None
 
     async def stop(self, deadline_s: float) -> ProfileRecord:
@@ -62,7 +63,7 @@ class StepProfiler:
             if stop.done() and stop.exception() is None:
                 answer, took = stop.result()
                 record = ProfileRecord("captured", trace=answer.get("trace"), stop_s=round(took, 3))
-                self.events.emit("profile_captured", step=self.step.as_dict(), **record.as_dict())
+                self.events.emit(ProfileCaptured(self.step, **record.as_dict()))
                 return record
             if stop.done():
                 reason = str(stop.exception())
@@ -70,11 +71,11 @@ class StepProfiler:
                 stop.cancel()
                 reason = f"memory watchdog alarm during stop_profile: {self.memory.reason()}"
             record = ProfileRecord("lost", f"{reason}; the target was killed")
-        self.events.emit("profile_lost", step=self.step.as_dict(), **record.as_dict())
+        self.events.emit(ProfileLost(self.step, **record.as_dict()))
         step = self.step
         try:
             ended = await self.runtime.kill()
-            self.events.emit("serve_killed", arm=step.arm, mode=step.mode, how=ended.describe(), reason=record.reason)
+            self.events.emit(ServeKilled(step.arm, step.mode, ended.describe(), record.reason))
         except ServeError as exc:
             where = f"{step.arm}/{step.mode}"
             self.kill_failed = f"the serve target of {where} could not be killed after a lost profile: {exc}"

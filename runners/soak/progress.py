@@ -7,6 +7,7 @@ import time
 from runners.plan.steps import StepKey
 from runners.replay.metrics import phase_stats
 from runners.replay.records import RequestRecord
+from runners.run.event_types import StepProgress as StepProgressEvent
 from runners.run.events import EventLog
 
 PROGRESS_EVERY_S = 0.5
@@ -34,17 +35,18 @@ class StepProgress:
         self.last = now
         stats = phase_stats(self.records, now - self.t0)
         self.events.emit(
-            "step_progress",
-            step=self.step.as_dict(),
-            total=self.total,
-            completed=stats.requests,
-            failed=stats.failed,
-            output_tokens=stats.output_tokens,
-            ttft_p50_ms=stats.ttft_p50_ms,
-            ttft_p95_ms=stats.ttft_p95_ms,
-            tpot_p50_ms=stats.tpot_p50_ms,
-            tpot_p95_ms=stats.tpot_p95_ms,
-            itl_p50_ms=stats.itl_p50_ms,
-            itl_p95_ms=stats.itl_p95_ms,
-            errors=stats.errors,
+            StepProgressEvent(
+                step=self.step,
+                total=self.total,
+                completed=stats.requests,
+                failed=stats.failed,
+                output_tokens=stats.output_tokens,
+                ttft_p50_ms=stats.ttft_p50_ms,
+                ttft_p95_ms=stats.ttft_p95_ms,
+                tpot_p50_ms=stats.tpot_p50_ms,
+                tpot_p95_ms=stats.tpot_p95_ms,
+                itl_p50_ms=stats.itl_p50_ms,
+                itl_p95_ms=stats.itl_p95_ms,
+                errors=stats.errors,
+            )
         )

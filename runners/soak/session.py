@@ -18,6 +18,16 @@ from runners.plan.steps import Session, StepKey
 from runners.replay.dispatch_gate import DispatchGate
 from runners.run.control import POLL_INTERVAL_S as CONTROL_POLL_S
 from runners.run.control import abort_pending
+from runners.run.event_types import (
+    RunStarted,
+    ServeFailed,
+    ServeReady,
+    ServeRestarting,
+    ServeStarting,
+    ServeStopFailed,
+    ServeStopped,
+    StepSkipped,
+)
 from runners.run.events import EventLog
 from runners.run.files import RunDirWriteError
 from runners.run.provenance import record_target
@@ -77,13 +87,14 @@ class SoakSession:
         done_before = sum(self.run_dir.is_done(s) for s in steps)
         self.ledger.begin(len(steps), done_before)
         self.events.emit(
-            "run_started",
-            run_id=self.run_id,
-            plan=self.plan.name,
-            pid=self.ledger.state.runner_pid,
-            arms=[a.name for a in self.plan.arms],
-            steps=[s.as_dict() for s in steps],
-            already_done=done_before,
+            RunStarted(
+                run_id=self.run_id,
+                plan=self.plan.name,
+                pid=self.ledger.state.runner_pid,
+                arms=[a.name for a in self.plan.arms],
+                steps=[s.as_dict() for s in steps],
+                already_done=done_before,
+            )
         )
         try:
             for session in self.plan.sessions():
@@ -124,7 +135,7 @@ class SoakSession:
         todo = []
         for step in session.steps:
             if self.run_dir.is_done(step):
-                self.events.emit("step_skipped", step=step.as_dict(), reason="DONE in an earlier session")
+                self.events.emit(StepSkipped(step, "DONE in an earlier session"))
             else:
                 todo.append(step)
         restarts = 0
@@ -137,9 +148,7 @@ class SoakSession:
                 why = f"not run: the serve target was restarted {MAX_RESTARTS_PER_SESSION} times in this session"
                 self.ledger.fail(todo, why)
                 return
-            self.events.emit(
-                "serve_restarting", arm=arm, mode=mode, restart=restarts, remaining=[s.as_dict() for s in todo]
-            )
+            self.events.emit(ServeRestarting(arm, mode, restarts, [s.as_dict() for s in todo]))
 
     async def _target_session(self, session: Session, todo: list[StepKey]) -> list[StepKey]:
         """One serve target's life: start, verify, run steps; the steps left when it must be restarted."""
@@ -155,7 +164,7 @@ class SoakSession:
             return []
         if self.abort.is_set():
             return []
-        self.events.emit("serve_starting", arm=arm, mode=mode, kind=runtime.kind, target=await runtime.inspect())
+        self.events.emit(ServeStarting(arm, mode, runtime.kind, await runtime.inspect()))
         self.memory.arm()
         try:
             try:
@@ -172,8 +181,8 @@ class SoakSession:
             target = await runtime.inspect()
             record_target(self.run_dir, f"{arm}/{mode}", runtime.provenance())
             self.events.emit(
-                "serve_ready", arm=arm, mode=mode, model=ready.model, waited_s=round(ready.waited_s, 3),
-                pid=target.get("pid"), container=target.get("name"), base_url=runtime.base_url,
+                ServeReady(arm, mode, ready.model, round(ready.waited_s, 3), target.get("pid"), target.get("name"),
+                           runtime.base_url)
             )  # fmt: skip
             problem = await verify_env(self.run_dir, self.events, arm, mode, self.session_env(session), runtime)
             if problem:
@@ -195,7 +204,7 @@ class SoakSession:
                     self.ledger.fail(todo[i + 1 :], "not run: the serve target died in an earlier step")
                     return []
         except ServeError as exc:
-            self.events.emit("serve_failed", arm=arm, mode=mode, reason=str(exc))
+            self.events.emit(ServeFailed(arm, mode, str(exc)))
             self.ledger.fail([s for s in todo if not self.run_dir.is_done(s)], f"serve target failed: {exc}")
         finally:
             self.memory.disarm()
@@ -212,11 +221,11 @@ class SoakSession:
         except Exception as exc:  # ServeError, or a runtime bug: either way fail closed
             reason = str(exc) if isinstance(exc, ServeError) else f"{type(exc).__name__}: {exc}"
             self.ledger.fatal = f"the serve target of {arm}/{mode} could not be stopped: {reason}"
-            self.events.emit("serve_stop_failed", arm=arm, mode=mode, reason=reason)
+            self.events.emit(ServeStopFailed(arm, mode, reason))
             return
         with contextlib.suppress(RunDirWriteError):  # a stale list only names a target that is gone
             write_targets(self.run_dir, [])
-        self.events.emit("serve_stopped", arm=arm, mode=mode, how=ended.describe(), target=await runtime.inspect())
+        self.events.emit(ServeStopped(arm, mode, ended.describe(), await runtime.inspect()))
 
     async def _unless_aborted(self, work: Awaitable[T]) -> T | None:
         """Await `work`, or cancel it and return None as soon as an abort is requested or memory alarms."""

@@ -23,6 +23,7 @@ from runners.replay.records import RequestRecord
 from runners.replay.server_metrics import MetricsSampler
 from runners.replay.server_metrics import summarize as summarize_metrics
 from runners.replay.workloads import evaluate, prepare
+from runners.run.event_types import ServeHealth, ServeOom, StepAborted, StepStarted
 from runners.run.events import EventLog
 from runners.run.files import JsonlWriter, RunDirWriteError, write_json_atomic
 from runners.run.rundir import RunDir
@@ -124,10 +125,8 @@ class StepRun:
         step_dir = ctx.run_dir.fresh_step_dir(step)
         ctx.ledger.step_started(step)
         started = time.time()
-        ctx.events.emit(
-            "step_started", step=step.as_dict(), kind=phase.kind, requests=planned,
-            concurrency=workload.arrivals.concurrency, open_loop=workload.arrivals.offsets is not None,
-        )  # fmt: skip
+        ctx.events.emit(StepStarted(step, phase.kind, planned, workload.arrivals.concurrency,
+                                    open_loop=workload.arrivals.offsets is not None))  # fmt: skip
         if phase.profile:
             refused = await self.profiler.start(step_dir / "profile")
             if refused:
@@ -232,7 +231,7 @@ class StepRun:
             )
         )  # fmt: skip
         if verdict.outcome == "aborted":
-            ctx.events.emit("step_aborted", step=step.as_dict(), completed=stats.requests)
+            ctx.events.emit(StepAborted(step, stats.requests))
         elif verdict.done:
             extras = {k: record[k] for k in ("gsm8k", "coherence") if k in record}
             ctx.ledger.step_done(step, stats.as_dict(), extras)
@@ -245,8 +244,7 @@ class StepRun:
         self.ctx.healthy = result.healthy
         step = self.step
         latency_ms = None if result.latency_s is None else round(result.latency_s * 1000, 1)
-        self.ctx.events.emit("serve_health", arm=step.arm, mode=step.mode, step=step.as_dict(),
-                             healthy=result.healthy, latency_ms=latency_ms, detail=result.detail)  # fmt: skip
+        self.ctx.events.emit(ServeHealth(step.arm, step.mode, step, result.healthy, latency_ms, result.detail))
 
     def _note_oom_kills(self, target: dict) -> None:
         """An event when the target's cgroup counted new OOM kills (a worker can die while the server lives)."""
@@ -254,10 +252,7 @@ class StepRun:
         new = kills - self.ctx.oom_kills_seen
         if new > 0 or target.get("oom_killed"):
             self.ctx.oom_kills_seen = kills
-            self.ctx.events.emit(
-                "serve_oom", step=self.step.as_dict(), new_oom_kills=new, cgroup_oom_kills=kills,
-                oom_killed=target.get("oom_killed"), container=target.get("name"),
-            )  # fmt: skip
+            self.ctx.events.emit(ServeOom(self.step, new, kills, target.get("oom_killed"), target.get("name")))
 
 
 async def _deadline(deadline_s: float, gate: DispatchGate, paused_before: float) -> None:

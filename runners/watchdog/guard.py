@@ -36,6 +36,14 @@ from runners.host.meminfo import read_meminfo
 from runners.host.owner import process_start_ticks
 from runners.plan.load import load_plan
 from runners.plan.sections import WatchdogSpec
+from runners.run.event_types import (
+    Event,
+    GuardEndedTarget,
+    GuardStarted,
+    GuardStopped,
+    WatchdogAction,
+    WatchdogLevel,
+)
 from runners.run.events import EventLog
 from runners.run.files import JsonlWriter
 from runners.run.rundir import RunDir
@@ -152,8 +160,8 @@ class Guard:
         """Queue a write (record, event, status) for the writer task; never waits."""
         self._writes.put_nowait(functools.partial(fn, *args, **kwargs))
 
-    def _event(self, type_: str, **fields: object) -> None:
-        self._post(self.events.emit, type_, **fields)
+    def _event(self, event: Event) -> None:
+        self._post(self.events.emit, event)
 
     async def _writer(self) -> None:
         """Carry out queued writes in order, in a thread; a failing write is reported, never fatal."""
@@ -190,10 +198,7 @@ class Guard:
         """Loop until `stop` is set or the runner is gone (after stopping its targets); returns why."""
         writer = asyncio.create_task(self._writer())
         background = asyncio.create_task(self._background())
-        self._event(
-            "guard_started", pid=os.getpid(), floors_gib=_floors(self.config.floors), runner_pid=self.runner.pid,
-            **harden_self(),
-        )  # fmt: skip
+        self._event(GuardStarted(os.getpid(), self.runner.pid, _floors(self.config.floors), **harden_self()))
         why = "stopped by the runner"
         while not stop.is_set():
             poll = self.config.min_poll_s
@@ -203,7 +208,7 @@ class Guard:
                 if decision.level == Level.KILL:
                     await self._kill_targets(decision)
                 elif decision.action in ("warn", "abort"):
-                    self._event("watchdog_action", action=decision.action, **_numbers(decision))
+                    self._event(WatchdogAction(decision.action, **_numbers(decision)))
                 if not self.runner.alive():
                     why = "the runner is gone"
                     await self._end_targets_gracefully(f"the runner (pid {self.runner.pid}) is gone")
@@ -217,7 +222,7 @@ class Guard:
         background.cancel()
         if self.last_decision is not None:
             self._write(self.last_decision, force=True)
-        self._event("guard_stopped", reason=why)
+        self._event(GuardStopped(why))
         await self._drain(writer)
         self.records.close()
         self.events.close()
@@ -235,7 +240,7 @@ class Guard:
         psi = self.last_full.psi.full_avg10 if fresh and self.last_full and self.last_full.psi else None
         decision = self.policy.observe(time.monotonic(), mem.available, psi)  # the wall clock may jump
         if decision.level != self.level:
-            self._event("watchdog_level", level=decision.level.label, previous=self.level.label, **_numbers(decision))
+            self._event(WatchdogLevel(decision.level.label, self.level.label, **_numbers(decision)))
             self._next_record = 0.0  # a level change is always recorded
             self.level = decision.level
         self.last_decision = decision
@@ -246,7 +251,7 @@ class Guard:
         now = time.monotonic()
         due = [ref for ref in self._targets if now - self._killed.get(ref, -1e9) >= KILL_RETRY_S]
         if decision.action == "kill" and not self._targets:
-            self._event("watchdog_action", action="kill", outcome="no serve target is listed", **_numbers(decision))
+            self._event(WatchdogAction("kill", outcome="no serve target is listed", **_numbers(decision)))
         for ref in due:
             self._killed[ref] = now
             if ref.kind == "process":
@@ -273,8 +278,8 @@ class Guard:
         }
         if first:
             self._event(
-                "guard_ended_target", cause=f"memory KILL: {decision.reason}", kill=True, outcome=outcome,
-                target=_target(ref), took_s=round(time.monotonic() - started, 3), **_numbers(decision),
+                GuardEndedTarget(f"memory KILL: {decision.reason}", True, outcome, _target(ref),
+                                 round(time.monotonic() - started, 3), **_numbers(decision))
             )  # fmt: skip
         self._next_status = 0.0
 
@@ -286,10 +291,7 @@ class Guard:
                 outcome = await end_target(ref, self.run_id, kill=False, verified=ref in self._verified)
             except Exception as exc:
                 outcome = f"FAILED: {type(exc).__name__}: {exc}"
-            self._event(
-                "guard_ended_target", cause=cause, kill=False, outcome=outcome, target=_target(ref),
-                took_s=round(time.monotonic() - t0, 3),
-            )  # fmt: skip
+            self._event(GuardEndedTarget(cause, False, outcome, _target(ref), round(time.monotonic() - t0, 3)))
 
     def _check_runner_silence(self) -> None:
         """A runner silent for runner_stale_s while it has a target: stop the target, in the background."""

@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 from textual.widgets import DataTable, RichLog, Tree
 
-from console.app import BATCH_BYTES, RunConsole, RunUpdate
+from console.app import RunConsole
+from console.panels.events_log import EventsLog
+from console.run_tail import BATCH_BYTES, RunTail, RunUpdate
 from console.screens import ConfirmAbort, HelpScreen
 from runners.run.control import request_abort
 from runners.run.rundir import RunDir, RunnerLock, runner_alive
@@ -118,6 +120,7 @@ class CountingConsole(RunConsole):
         self.events_folded += len(message.events)
 
 
+@pytest.mark.foreign_events  # lines of a type no reader knows: batching must not care
 async def test_a_long_history_is_folded_one_batch_at_a_time(tmp_path: Path) -> None:
     """Attaching to 3.5 MiB of events: several BATCH_BYTES batches, never two waiting, every event folded."""
     run = create_run(write_plan(tmp_path), tmp_path / "run", tmp_path)
@@ -136,6 +139,26 @@ async def test_a_directory_that_is_not_a_run_is_reported_not_crashed(tmp_path: P
     async with app.run_test() as pilot:
         title = app.query_one("#title")
         assert await until(pilot, lambda: "cannot read" in str(title.render()), 10)
+
+
+async def test_a_tail_that_fails_is_shown_not_left_frozen(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """events.jsonl turns unreadable while tailing: the title, an events line and an error notice say so."""
+    run = create_run(write_plan(tmp_path), tmp_path / "run", tmp_path)
+
+    def unreadable(tail: RunTail) -> None:  # what chmod 000 does, also when the tests run as root
+        raise PermissionError(13, "Permission denied", str(run.events))
+
+    monkeypatch.setattr(RunTail, "read_news", unreadable)
+    app = RunConsole(RunDir(run.root), readonly=True)
+    async with app.run_test(size=(120, 40)) as pilot:
+        title = app.query_one("#title")
+        assert await until(pilot, lambda: "PermissionError" in str(title.render()), 10)
+        failed = f"tail_run failed: PermissionError: [Errno 13] Permission denied: '{run.events}'"
+        assert failed in str(title.render()) and "gb10-console attach" in str(title.render())
+        assert failed in app.query_one(EventsLog).lines[-1]
+        assert [(n.severity, n.message) for n in app._notifications] == [("error", failed)]
+        await pilot.pause(1.5)  # the 1 s clock leaves the error in the title
+        assert failed in str(title.render()) and app.is_running
 
 
 async def test_a_runner_that_dies_at_start_is_shown_with_its_reason(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from textual.widgets import DataTable, Static
 
 from console.app import RunConsole
 from console.gates_screen import NO_SUMMARY, GatesScreen, gate_rows, verdict_line
+from console.panels.events_log import EventsLog
 from console.screens import HELP_WIDTH, ConfirmAbort, HelpScreen, keys_help
 from runners.run.paths import PROJECT_ROOT
 from runners.run.run_index import list_runs, newest_live, plan_files
@@ -160,29 +161,30 @@ def test_eta_is_the_mean_step_time_times_the_steps_left() -> None:
 async def test_serve_panel_and_event_filter_follow_the_event_log(created_run) -> None:
     from textual.widgets import Input, RichLog
 
+    from runners.run.event_types import RunStarted, ServeHealth, ServeReady, ServeRestarting, ServeStarting, StepStarted
     from runners.run.events import EventLog
 
     events = EventLog(created_run.events)
-    steps = [s.as_dict() for s in load_run_plan(created_run).plan.steps()]
-    events.emit("run_started", run_id="r", plan="mini", pid=1, arms=["split1", "split8"], steps=steps, already_done=0)
-    events.emit("serve_starting", arm="split1", kind="process", mode="primary")
-    events.emit("serve_ready", arm="split1", pid=4242, base_url="http://127.0.0.1:1", waited_s=1.0)
-    events.emit("serve_restarting", arm="split1", restart=1, remaining=[])
-    events.emit("serve_ready", arm="split1", pid=4243, base_url="http://127.0.0.1:1", waited_s=1.0)
-    events.emit("step_started", step=steps[0], kind="sharegpt", requests=6, concurrency=3, open_loop=False)
-    events.emit("serve_health", arm="split1", mode="primary", step=steps[0], healthy=False, latency_ms=None,
-                detail="ReadTimeout: timed out")  # fmt: skip
+    steps = load_run_plan(created_run).plan.steps()
+    url = "http://127.0.0.1:1"
+    events.emit(RunStarted("r", "mini", 1, ["split1", "split8"], [s.as_dict() for s in steps], already_done=0))
+    events.emit(ServeStarting("split1", "primary", "process", {"kind": "process", "base_url": url}))
+    events.emit(ServeReady("split1", "primary", "tiny", 1.0, 4242, None, url))
+    events.emit(ServeRestarting("split1", "primary", 1, []))
+    events.emit(ServeReady("split1", "primary", "tiny", 1.0, 4243, None, url))
+    events.emit(StepStarted(steps[0], "sharegpt", 6, 3, open_loop=False))
+    events.emit(ServeHealth("split1", "primary", steps[0], False, None, "ReadTimeout: timed out"))
     app = RunConsole(created_run, readonly=True)
     async with app.run_test(size=(120, 40)) as pilot:
-        log = app.query_one("#events", RichLog)
+        log, events_log = app.query_one("#events", RichLog), app.query_one(EventsLog)
         for _ in range(50):
-            if len(app._event_lines) >= 6:
+            if len(events_log.lines) >= 6:
                 break
             await pilot.pause(0.1)
         rows = arm_rows(app)
         assert rows[0][3] == "ready pid 4243" and re.fullmatch(r"FAILING \d+s", rows[0][4]) and rows[0][5] != "-"
         assert rows[0][6] == "1" and rows[1][4] == "-"
-        assert "split1: /HEALTH FAILING while the target is up: ReadTimeout: timed out" in app._event_lines[-1]
+        assert "split1: /HEALTH FAILING while the target is up: ReadTimeout: timed out" in events_log.lines[-1]
         assert str(app.query_one("#arms").border_title).startswith("serve: process: embedded engine")
         everything = len(log.lines)
         await pilot.press("f")

@@ -10,8 +10,20 @@ from pathlib import Path
 import pytest
 
 from console.app import RunConsole
-from runners.run.events import EventLog
-from runners.run.files import write_json_atomic
+from runners.run.event_types import (
+    EnvVerified,
+    Event,
+    GuardStarted,
+    RunFinished,
+    RunStarted,
+    ServeReady,
+    ServeStarting,
+    ServeStopped,
+    StepFinished,
+    StepStarted,
+)
+from runners.run.events import event_line
+from runners.run.files import JsonlWriter, write_json_atomic
 from runners.run.rundir import RunDir, RunState
 from runners.soak.execute import create_run, load_run_plan
 from tests.conftest import write_plan
@@ -28,29 +40,29 @@ def finished_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> RunDir:
     info = json.loads(run.run_json.read_text())
     write_json_atomic(run.run_json, {**info, "run_id": "snapshot-run"})
     steps = load_run_plan(run).plan.steps()
-    events = EventLog(run.events)
+    events = JsonlWriter(run.events)
     t = T0
 
-    def emit(type_: str, **fields) -> None:
+    def emit(event: Event) -> None:
         nonlocal t
         t += 1.5
-        line = {"v": 1, "t": t, "type": type_, **fields}
-        events._writer.append(line)
+        events.append(event_line(event, t))
 
-    emit("run_started", run_id="snapshot-run", plan="mini", pid=4242, arms=["split1", "split8"],
-         steps=[s.as_dict() for s in steps], already_done=0)  # fmt: skip
-    emit("guard_started", pid=4243, floors_gib={"warn": 12.0, "abort": 8.0, "kill": 4.0})
+    emit(RunStarted("snapshot-run", "mini", 4242, ["split1", "split8"], [s.as_dict() for s in steps], already_done=0))
+    emit(GuardStarted(4243, 4242, {"warn": 12.0, "abort": 8.0, "kill": 4.0}))
+    url = "http://127.0.0.1:8000"
     for arm in ("split1", "split8"):
-        emit("serve_starting", arm=arm, kind="process", mode="primary")
-        emit("serve_ready", arm=arm, pid=5000, base_url="http://127.0.0.1:8000", waited_s=2.0)
-        emit("env_verified", arm=arm, reported={"CUTE_WO_SPLIT": arm.removeprefix("split")})
+        emit(ServeStarting(arm, "primary", "process", {"kind": "process", "base_url": url}))
+        emit(ServeReady(arm, "primary", "tiny", 2.0, 5000, None, url))
+        emit(EnvVerified(arm, {"CUTE_WO_SPLIT": arm.removeprefix("split")}, []))
         for step in (s for s in steps if s.arm == arm):
-            emit("step_started", step=step.as_dict(), kind="sharegpt", requests=6, concurrency=3, open_loop=False)
+            emit(StepStarted(step, "sharegpt", 6, 3, open_loop=False))
             stats = {"requests": 6, "ok": 6, "failed": 0, "wall_s": 3.0, "ttft_p50_ms": 40.0, "ttft_p95_ms": 60.0,
                      "tpot_p50_ms": 9.5, "tpot_p95_ms": 11.0, "itl_p50_ms": 9.4, "itl_p95_ms": 12.0}  # fmt: skip
-            emit("step_finished", step=step.as_dict(), stats=stats)
-        emit("serve_stopped", arm=arm, how="terminated (signal 15)")
-    emit("run_finished", status="finished", reason="all 4 steps done")
+            emit(StepFinished(step, stats))
+        emit(ServeStopped(arm, "primary", "terminated (signal 15)", {"kind": "process", "base_url": url}))
+    emit(RunFinished("finished", "all 4 steps done", 4, 0))
+    events.close()
     for i in range(6):
         sample = {"t": T0 + 5 * i, "available_gib": 20.0 - i, "gpu": {"available": False, "reason": "no NVIDIA GPU"}}
         record = {"t": T0 + 5 * i, "level": "ok", "reason": "above every floor", "available_gib": 20.0 - i,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from runners.run.files import JsonlTail, JsonlWriter, read_jsonl, tail_lines, write_atomic
 
 
@@ -15,6 +17,7 @@ def test_write_atomic_replaces_whole_and_leaves_no_temp(tmp_path: Path) -> None:
     assert [p.name for p in target.parent.iterdir()] == ["state.json"]
 
 
+@pytest.mark.foreign_events  # plain JSON lines: the file primitives know nothing of event types
 def test_tail_returns_only_complete_lines(tmp_path: Path) -> None:
     path = tmp_path / "events.jsonl"
     tail = JsonlTail(path)

@@ -1,0 +1,51 @@
+"""CurrentStep: the step in flight (#current), its progress bar (#progress) and live latencies (#live)."""
+
+from __future__ import annotations
+
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widgets import ProgressBar, Static
+
+from console.panels.number_text import number_text
+from console.views.run_view import RunView
+
+
+class CurrentStep(Vertical):
+    """What runs now: requests and tokens done, a progress bar, TTFT/TPOT/ITL percentiles and failures."""
+
+    DEFAULT_CSS = "CurrentStep { height: auto; }"
+
+    def compose(self) -> ComposeResult:
+        """The step line, its progress bar and its live latencies."""
+        yield Static("", id="current")
+        yield ProgressBar(id="progress", show_eta=False)
+        yield Static("", id="live")
+
+    def update_view(self, view: RunView) -> None:
+        """Show `view`'s step in flight, or how many steps are done while none is."""
+        step = view.current_step()
+        bar = self.query_one("#progress", ProgressBar)
+        if step is None:
+            done = sum(s.status in ("done", "skipped") for s in view.steps.values())
+            total = len(view.steps)
+            self.query_one("#current", Static).update(f"no step in flight; {done}/{total} steps done")
+            bar.update(total=max(total, 1), progress=done)
+            self.query_one("#live", Static).update("")
+            return
+        live = step.live
+        tokens = live.get("output_tokens")
+        self.query_one("#current", Static).update(
+            f"▶ {step.key.path}: {step.completed}/{step.total} requests"
+            + (f", {tokens:,} tokens" if isinstance(tokens, int) else "")
+        )
+        bar.update(total=max(step.total, 1), progress=step.completed)
+        errors = live.get("errors") or {}
+        failed = f"   failed {step.failed}" + (
+            f" ({', '.join(f'{k} {n}' for k, n in errors.items())})" if errors else ""
+        )
+        self.query_one("#live", Static).update(
+            f"TTFT p50/p95 {number_text(live.get('ttft_p50_ms'))}/{number_text(live.get('ttft_p95_ms'))} ms   "
+            f"TPOT {number_text(live.get('tpot_p50_ms'), 2)}/{number_text(live.get('tpot_p95_ms'), 2)}   "
+            f"ITL {number_text(live.get('itl_p50_ms'), 2)}/{number_text(live.get('itl_p95_ms'), 2)} ms"
+            + (failed if step.failed else "")
+        )

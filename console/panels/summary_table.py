@@ -1,0 +1,31 @@
+"""SummaryTable: summary.json's per-arm results; hidden until the runner writes a summary."""
+
+from __future__ import annotations
+
+from textual.widgets import DataTable
+
+from console.panels.number_text import number_text
+
+SUMMARY_COLUMNS = ("arm", "WO_SPLIT", "ok", "failed", "wall s", "TTFT p50/p95", "TPOT p50/p95", "tok/s")
+
+
+class SummaryTable(DataTable):
+    """One row per arm of the latest summary.json; its border says the run's status."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(cursor_type="none", **kwargs)
+
+    def update_view(self, summary: dict) -> None:
+        """Show `summary` (summary.json as read) and make the table visible."""
+        self.clear(columns=True)
+        self.border_title = f"summary: {summary.get('status')}"
+        self.add_columns(*SUMMARY_COLUMNS)
+        for row in summary.get("arms", []):
+            s = row["stats"]
+            self.add_row(
+                row["arm"], row["effective_wo_split"], str(s["ok"]), str(s["failed"]), number_text(s["wall_s"], 2),
+                f"{number_text(s['ttft_p50_ms'])}/{number_text(s['ttft_p95_ms'])}",
+                f"{number_text(s['tpot_p50_ms'], 2)}/{number_text(s['tpot_p95_ms'], 2)}",
+                number_text(s["output_tok_s"]),
+            )  # fmt: skip
+        self.display = True

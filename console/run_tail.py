@@ -1,0 +1,205 @@
+"""RunTail: the console's reader of one run directory, and the messages it posts to the UI.
+
+It runs on a thread worker (`RunConsole.tail_run`) and polls every POLL_INTERVAL_S: new lines of
+events.jsonl and watchdog.jsonl (at most BATCH_BYTES of each per poll), watchdog.json when it changed,
+state.json (parsed again only when its inode, mtime or size moves), the runner lock and summary.json.
+Events and guard records go in one RunUpdate per poll, and the next is posted only once the UI has
+folded the last, so attaching to a long history holds one batch in memory, not the history.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from textual.message import Message
+from textual.worker import Worker
+
+from console.views.run_view import RunView
+from engine.config_file import ConfigFileError
+from runners.run.files import JsonlTail, read_json, tail_lines
+from runners.run.rundir import RunDir, RunState, runner_alive
+from runners.soak.execute import load_run_plan
+
+POLL_INTERVAL_S = 0.2
+BATCH_BYTES = 1 << 20  # events.jsonl read per message: attaching to a long history folds it in 1 MiB steps
+FOLD_WAIT_S = 0.5  # how often a worker waiting for the UI to fold its last batch checks for cancellation
+
+
+class RunOpened(Message):
+    """The run's plan was read: every arm and step, all pending."""
+
+    def __init__(self, view: RunView) -> None:
+        super().__init__()
+        self.view = view
+
+
+class RunUnreadable(Message):
+    """The run directory could not be read."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__()
+        self.reason = reason
+
+
+class RunUpdate(Message):
+    """One poll's news: new events (events.jsonl) and guard records (watchdog.jsonl lines, and watchdog.json
+    when it changed), each in order; one message so a poll costs one repaint."""
+
+    def __init__(self, events: list[dict], records: list[dict]) -> None:
+        super().__init__()
+        self.events = events
+        self.records = records
+
+
+@dataclass(frozen=True)
+class RunnerStatus:
+    """What state.json and the runner lock say, and how a runner this console started ended."""
+
+    label: str
+    alive: bool
+    exit_code: int | None
+    last_words: str = ""
+
+
+class RunnerChanged(Message):
+    """The runner's status changed."""
+
+    def __init__(self, status: RunnerStatus) -> None:
+        super().__init__()
+        self.status = status
+
+
+class SummaryLoaded(Message):
+    """summary.json was (re)written."""
+
+    def __init__(self, summary: dict) -> None:
+        super().__init__()
+        self.summary = summary
+
+
+class StateReader:
+    """state.json, parsed again only when the file changes (the worker asks five times a second)."""
+
+    def __init__(self, run: RunDir) -> None:
+        self.run = run
+        self._seen: tuple[int, int, int] | None = None
+        self._state: RunState | None = None
+
+    def read(self) -> RunState | None:
+        """The last state snapshot (None before the first one or while it is unreadable)."""
+        try:
+            st = self.run.state_json.stat()
+        except FileNotFoundError:
+            return None
+        seen = (st.st_ino, st.st_mtime_ns, st.st_size)  # written by atomic replace: a new inode every time
+        if seen != self._seen:
+            try:
+                self._state = self.run.read_state()
+            except (ValueError, FileNotFoundError):
+                self._state = None
+            self._seen = seen
+        return self._state
+
+
+def run_host(run: RunDir) -> str:
+    """The runner's hostname from provenance.json ("" while there is none)."""
+    try:
+        host = read_json(run.provenance).get("host") or {}
+    except (OSError, ValueError):
+        return ""
+    return str(host.get("hostname", "")) if isinstance(host, dict) else ""
+
+
+class RunTail:
+    """Polls `run` and posts RunOpened/RunUnreadable, then RunUpdate, RunnerChanged and SummaryLoaded.
+
+    `runner()` is the runner process this console started, if any (asked every poll: a resume starts a
+    new one); `post` posts a message to the UI and returns False once the UI is closing; `folded` is
+    set while no RunUpdate waits to be folded (the UI sets it after each fold, this tail clears it).
+    """
+
+    def __init__(
+        self, run: RunDir, runner: Callable[[], subprocess.Popen | None], post: Callable[[Message], bool],
+        folded: threading.Event,
+    ) -> None:  # fmt: skip
+        self.run_dir = run
+        self._runner = runner
+        self._post = post
+        self._folded = folded
+        self._events = JsonlTail(run.events)
+        self._guard = JsonlTail(run.watchdog_jsonl)
+        self._state = StateReader(run)
+        self._status: RunnerStatus | None = None
+        self._guard_mtime: int | None = None
+        self._summary_mtime: int | None = None
+
+    def run(self, worker: Worker) -> None:
+        """Open the run, then read it every POLL_INTERVAL_S until `worker` is cancelled (thread worker)."""
+        try:
+            loaded = load_run_plan(self.run_dir)
+            view = RunView.for_plan(loaded.plan, self.run_dir.info()["run_id"])
+            view.host = run_host(self.run_dir)
+        except (ConfigFileError, OSError, ValueError, KeyError) as exc:
+            self._post(RunUnreadable(f"cannot read {self.run_dir.root}: {exc}"))
+            return
+        self._post(RunOpened(view))
+        while not worker.is_cancelled:
+            update, behind = self.read_news()
+            if (update.events or update.records) and not self._post_update(update, worker):
+                return
+            self._post_runner_status()
+            self._post_summary()
+            if not behind:  # catching up on a long history goes on at once, one batch at a time
+                time.sleep(POLL_INTERVAL_S)
+
+    def read_news(self) -> tuple[RunUpdate, bool]:
+        """New events and guard records (at most BATCH_BYTES of each file), and whether more are waiting."""
+        before = self._events.offset, self._guard.offset
+        events = self._events.read_new(BATCH_BYTES)
+        records = self._guard.read_new(BATCH_BYTES)
+        behind = self._events.offset - before[0] >= BATCH_BYTES or self._guard.offset - before[1] >= BATCH_BYTES
+        try:
+            mtime = self.run_dir.watchdog_json.stat().st_mtime_ns
+            if mtime != self._guard_mtime:
+                self._guard_mtime = mtime
+                records.append(read_json(self.run_dir.watchdog_json))  # the floors live only here
+        except (FileNotFoundError, ValueError):
+            pass
+        return RunUpdate(events, records), behind
+
+    def _post_update(self, update: RunUpdate, worker: Worker) -> bool:
+        """Post `update` once the UI has folded the last one, so catch-up holds one batch, not the history;
+        False when the worker was cancelled while waiting."""
+        while not self._folded.wait(FOLD_WAIT_S):
+            if worker.is_cancelled:
+                return False
+        self._folded.clear()
+        if not self._post(update):  # the app is closing: nothing will fold it
+            self._folded.set()
+        return True
+
+    def _post_runner_status(self) -> None:
+        state = self._state.read()
+        runner = self._runner()
+        code = runner.poll() if runner is not None else None  # also reaps our detached runner
+        label = state.label() if state else "created"
+        last_words = ""
+        if code not in (None, 0):
+            last_words = next(iter(tail_lines(self.run_dir.runner_log, 1)), "")
+        status = RunnerStatus(label, runner_alive(self.run_dir), code, last_words)
+        if status != self._status:
+            self._status = status
+            self._post(RunnerChanged(status))
+
+    def _post_summary(self) -> None:
+        try:
+            mtime = self.run_dir.summary_json.stat().st_mtime_ns
+            if mtime != self._summary_mtime:
+                self._summary_mtime = mtime
+                self._post(SummaryLoaded(read_json(self.run_dir.summary_json)))
+        except (FileNotFoundError, ValueError):
+            pass

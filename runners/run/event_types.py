@@ -1,0 +1,550 @@
+"""Every event type of `events.jsonl` and its fields: the one definition emitters, readers and docs use.
+
+An event is a frozen dataclass; its class docstring is what the event means and its fields are the
+line's fields (after `v`, `t` and `type`). Fields declared with `OPTIONAL` metadata are left out of the line
+when they are None (the line then reads as it did before the field existed); every other field is
+always written, None as null. Step objects are written as `{"arm", "mode", "phase", "rep"}`.
+`check_event` says what is wrong with a line read back; docs/architecture.md's event table is
+`markdown_table()` (a test keeps the two equal).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from runners.plan.steps import StepKey
+
+EVENT_SCHEMA = 1
+ENVELOPE = ("v", "t", "type")
+OPTIONAL = {"optional": True}  # field metadata: left out of the line when None
+
+
+@dataclass(frozen=True)
+class Event:
+    """The base of every event type."""
+
+    TYPE: ClassVar[str] = ""
+    DURABLE: ClassVar[bool] = False  # fsynced: losing it would misreport where a run stands
+
+    def fields(self) -> dict[str, object]:
+        """The line's fields (no envelope), step keys as objects, None optionals left out."""
+        out: dict[str, object] = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value is None and f.metadata.get("optional"):
+                continue
+            out[f.name] = value.as_dict() if isinstance(value, StepKey) else value
+        return out
+
+
+# ---- the run --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunStarted(Event):
+    """A runner session began: every step in run order, and how many were DONE before."""
+
+    TYPE = "run_started"
+    DURABLE = True
+    run_id: str
+    plan: str
+    pid: int | None
+    arms: list[str]
+    steps: list[dict]
+    already_done: int
+
+
+@dataclass(frozen=True)
+class RunFinished(Event):
+    """The session ended: `status` finished, failed or aborted, and why."""
+
+    TYPE = "run_finished"
+    DURABLE = True
+    status: str
+    reason: str
+    steps_done: int
+    steps_failed: int
+
+
+@dataclass(frozen=True)
+class ControlCleared(Event):
+    """A control request (abort, or `{"pause": ...}`) left over from before this session was cleared."""
+
+    TYPE = "control_cleared"
+    request: dict
+
+
+@dataclass(frozen=True)
+class AbortRequested(Event):
+    """An abort was asked for `by` the console, the cli or a signal."""
+
+    TYPE = "abort_requested"
+    by: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class DispatchPaused(Event):
+    """No new request starts until `dispatch_resumed` (requests in flight finish)."""
+
+    TYPE = "dispatch_paused"
+    DURABLE = True
+    by: str
+
+
+@dataclass(frozen=True)
+class DispatchResumed(Event):
+    """Dispatch continues; `paused_s` is how long this pause lasted."""
+
+    TYPE = "dispatch_resumed"
+    DURABLE = True
+    paused_s: float
+
+
+@dataclass(frozen=True)
+class SummaryWritten(Event):
+    """summary.md/summary.json and the plots were written; `verdicts` maps arm to verdict."""
+
+    TYPE = "summary_written"
+    path: str
+    plots: list[str]
+    verdicts: dict
+
+
+@dataclass(frozen=True)
+class SummaryFailed(Event):
+    """The report could not be made; the run's own files stand (`gb10-console report` retries)."""
+
+    TYPE = "summary_failed"
+    reason: str
+
+
+# ---- serve targets --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OrphansChecked(Event):
+    """Containers labelled `gb10.owner` of dead runners were swept: each with id, name, run_id, arm, owner, action."""
+
+    TYPE = "orphans_checked"
+    socket: str
+    stopped: list[dict]
+    failed: list[dict]
+    left: list[dict]
+
+
+@dataclass(frozen=True)
+class OrphanCheckSkipped(Event):
+    """No container engine socket: nothing to sweep."""
+
+    TYPE = "orphan_check_skipped"
+    reason: str
+
+
+@dataclass(frozen=True)
+class OrphanCheckFailed(Event):
+    """The container engine did not answer the sweep (never a reason not to start)."""
+
+    TYPE = "orphan_check_failed"
+    socket: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ServeStarting(Event):
+    """A serve target is being started; `target` is its inspect (pid or container, command, base_url, log)."""
+
+    TYPE = "serve_starting"
+    arm: str
+    mode: str
+    kind: str
+    target: dict
+
+
+@dataclass(frozen=True)
+class ServeReady(Event):
+    """The target answered /health, /v1/models and a 1-token completion."""
+
+    TYPE = "serve_ready"
+    arm: str
+    mode: str
+    model: str
+    waited_s: float
+    pid: int | None
+    container: str | None
+    base_url: str
+
+
+@dataclass(frozen=True)
+class ServeFailed(Event):
+    """The target failed to start or answer; `reason` includes the last lines of serve.log."""
+
+    TYPE = "serve_failed"
+    DURABLE = True
+    arm: str
+    mode: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ServeStopped(Event):
+    """The target was stopped; `how` e.g. `terminated (signal 15)`, `target` its inspect after the stop."""
+
+    TYPE = "serve_stopped"
+    arm: str
+    mode: str
+    how: str
+    target: dict
+
+
+@dataclass(frozen=True)
+class ServeStopFailed(Event):
+    """The target could not be stopped or killed; the run ends failed."""
+
+    TYPE = "serve_stop_failed"
+    arm: str
+    mode: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ServeKilled(Event):
+    """The runner killed its target after a lost profile."""
+
+    TYPE = "serve_killed"
+    arm: str
+    mode: str
+    how: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ServeRestarting(Event):
+    """A new target (count `restart`) serves the `remaining` steps of the session."""
+
+    TYPE = "serve_restarting"
+    arm: str
+    mode: str
+    restart: int
+    remaining: list[dict]
+
+
+@dataclass(frozen=True)
+class ServeHealth(Event):
+    """The target's /health flipped during a step (probed every `health_interval_s`); a failure is a known
+    limitation of that step."""
+
+    TYPE = "serve_health"
+    arm: str
+    mode: str
+    step: StepKey
+    healthy: bool
+    latency_ms: float | None
+    detail: str
+
+
+@dataclass(frozen=True)
+class ServeOom(Event):
+    """The target's cgroup counted new OOM kills during the step (`cgroup_oom_kills`: since it started)."""
+
+    TYPE = "serve_oom"
+    step: StepKey
+    new_oom_kills: int
+    cgroup_oom_kills: int
+    oom_killed: bool | None
+    container: str | None
+
+
+@dataclass(frozen=True)
+class EnvVerified(Event):
+    """The target reports (`/debug/config`) the arm's env; keys it does not report are `unverified_keys`."""
+
+    TYPE = "env_verified"
+    arm: str
+    reported: dict
+    unverified_keys: list[str]
+
+
+@dataclass(frozen=True)
+class EnvUnverified(Event):
+    """The target does not report its settings: the arm's env is unverified."""
+
+    TYPE = "env_unverified"
+    arm: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class EnvMismatch(Event):
+    """The target runs another env than the arm's (`KEY: want X, target runs Y`); the arm is not measured."""
+
+    TYPE = "env_mismatch"
+    DURABLE = True
+    arm: str
+    mismatches: list[str]
+    reported: dict
+
+
+@dataclass(frozen=True)
+class KernelChecksFailed(Event):
+    """The target's own kernel checks failed: measured anyway, rejected by the kernel-correctness gate."""
+
+    TYPE = "kernel_checks_failed"
+    DURABLE = True
+    arm: str
+    mode: str
+    failed: list[dict]
+
+
+# ---- steps ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StepStarted(Event):
+    """A step began: its kind, planned requests, concurrency and whether arrivals are open-loop."""
+
+    TYPE = "step_started"
+    step: StepKey
+    kind: str
+    requests: int
+    concurrency: int | None
+    open_loop: bool
+
+
+@dataclass(frozen=True)
+class StepProgress(Event):
+    """Live numbers of the step in flight (at most every 0.5 s, and at the last request); `errors` counts
+    failed requests per error kind."""
+
+    TYPE = "step_progress"
+    step: StepKey
+    total: int
+    completed: int
+    failed: int
+    output_tokens: int
+    ttft_p50_ms: float | None
+    ttft_p95_ms: float | None
+    tpot_p50_ms: float | None
+    tpot_p95_ms: float | None
+    itl_p50_ms: float | None
+    itl_p95_ms: float | None
+    errors: dict
+
+
+@dataclass(frozen=True)
+class StepFinished(Event):
+    """The step is DONE: its PhaseStats, and the kind's own results (GSM8K, coherence) where it has them."""
+
+    TYPE = "step_finished"
+    DURABLE = True
+    step: StepKey
+    stats: dict
+    gsm8k: dict | None = field(default=None, metadata=OPTIONAL)
+    coherence: dict | None = field(default=None, metadata=OPTIONAL)
+
+
+@dataclass(frozen=True)
+class StepFailed(Event):
+    """The step failed (or was not run) for `reason`; `--resume` runs it again."""
+
+    TYPE = "step_failed"
+    DURABLE = True
+    step: StepKey
+    reason: str
+
+
+@dataclass(frozen=True)
+class StepAborted(Event):
+    """The step was cut short by an abort after `completed` requests."""
+
+    TYPE = "step_aborted"
+    DURABLE = True
+    step: StepKey
+    completed: int
+
+
+@dataclass(frozen=True)
+class StepSkipped(Event):
+    """The step was DONE in an earlier session."""
+
+    TYPE = "step_skipped"
+    step: StepKey
+    reason: str
+
+
+@dataclass(frozen=True)
+class ProfileStarted(Event):
+    """The target's profiler was started for the step; `answer` is what /start_profile said."""
+
+    TYPE = "profile_started"
+    step: StepKey
+    answer: dict
+
+
+@dataclass(frozen=True)
+class ProfileCaptured(Event):
+    """/stop_profile answered within its deadline: the trace and how long the stop took."""
+
+    TYPE = "profile_captured"
+    step: StepKey
+    status: str
+    reason: str
+    trace: str | None
+    stop_s: float | None
+
+
+@dataclass(frozen=True)
+class ProfileLost(Event):
+    """The trace is lost (deadline, error, memory alarm, abort); the target is killed, the measurements stand."""
+
+    TYPE = "profile_lost"
+    step: StepKey
+    status: str
+    reason: str
+    trace: str | None
+    stop_s: float | None
+
+
+# ---- the memory guard -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GuardStarted(Event):
+    """The guard runs: its floors (GiB: warn, abort, kill), whether it is mlocked and its oom_score_adj."""
+
+    TYPE = "guard_started"
+    pid: int
+    runner_pid: int
+    floors_gib: dict
+    mlocked: bool | None = field(default=None, metadata=OPTIONAL)
+    mlock_error: str | None = field(default=None, metadata=OPTIONAL)
+    oom_score_adj: int | None = field(default=None, metadata=OPTIONAL)
+    oom_score_adj_error: str | None = field(default=None, metadata=OPTIONAL)
+
+
+@dataclass(frozen=True)
+class WatchdogLevel(Event):
+    """The guard's level changed, with the numbers that decided it."""
+
+    TYPE = "watchdog_level"
+    level: str
+    previous: str
+    reason: str
+    available_gib: float | None
+    fill_gib_s: float | None
+    seconds_to_kill_floor: float | None
+    restart_allowed: bool
+
+
+@dataclass(frozen=True)
+class WatchdogAction(Event):
+    """The guard acted (`warn`, `abort`, or `kill` with nothing listed: `outcome` says so), with its numbers."""
+
+    TYPE = "watchdog_action"
+    DURABLE = True
+    action: str
+    reason: str
+    available_gib: float | None
+    fill_gib_s: float | None
+    seconds_to_kill_floor: float | None
+    restart_allowed: bool
+    outcome: str | None = field(default=None, metadata=OPTIONAL)
+
+
+@dataclass(frozen=True)
+class GuardEndedTarget(Event):
+    """The guard stopped (`kill` false) or killed a target (`kind`, `arm`, `mode`, `pid`, `container`), and
+    the memory numbers when memory caused it."""
+
+    TYPE = "guard_ended_target"
+    DURABLE = True
+    cause: str
+    kill: bool
+    outcome: str
+    target: dict
+    took_s: float
+    reason: str | None = field(default=None, metadata=OPTIONAL)
+    available_gib: float | None = field(default=None, metadata=OPTIONAL)
+    fill_gib_s: float | None = field(default=None, metadata=OPTIONAL)
+    seconds_to_kill_floor: float | None = field(default=None, metadata=OPTIONAL)
+    restart_allowed: bool | None = field(default=None, metadata=OPTIONAL)
+
+
+@dataclass(frozen=True)
+class GuardStopped(Event):
+    """The guard exited: stopped by the runner, or the runner is gone."""
+
+    TYPE = "guard_stopped"
+    reason: str
+
+
+@dataclass(frozen=True)
+class GuardLost(Event):
+    """The guard exited or went silent: the runner fails closed."""
+
+    TYPE = "guard_lost"
+    DURABLE = True
+    reason: str
+
+
+@dataclass(frozen=True)
+class RestartBlocked(Event):
+    """A serve start is held until memory is back above WARN (up to `wait_s`)."""
+
+    TYPE = "restart_blocked"
+    reason: str | None
+    wait_s: float
+
+
+@dataclass(frozen=True)
+class RestartAllowed(Event):
+    """Memory recovered: the held serve start goes ahead."""
+
+    TYPE = "restart_allowed"
+
+
+def _all_types() -> dict[str, type[Event]]:
+    found: dict[str, type[Event]] = {}
+    todo = list(Event.__subclasses__())
+    while todo:
+        cls = todo.pop(0)
+        todo += cls.__subclasses__()
+        if cls.TYPE in found:
+            raise TypeError(f"event type {cls.TYPE!r} is defined twice ({found[cls.TYPE].__name__}, {cls.__name__})")
+        found[cls.TYPE] = cls
+    return found
+
+
+EVENT_TYPES: dict[str, type[Event]] = _all_types()
+DURABLE = frozenset(t for t, cls in EVENT_TYPES.items() if cls.DURABLE)
+
+
+def check_event(line: dict) -> list[str]:
+    """What is wrong with an event line read back: an unknown type, a field not defined, a field missing."""
+    type_ = line.get("type")
+    cls = EVENT_TYPES.get(type_) if isinstance(type_, str) else None
+    if cls is None:
+        return [f"unknown event type {type_!r}"]
+    defined = {f.name: f for f in dataclasses.fields(cls)}
+    problems = [f"{type_}: field {k!r} is not defined" for k in line if k not in defined and k not in ENVELOPE]
+    for name, f in defined.items():
+        if name not in line and not f.metadata.get("optional"):
+            problems.append(f"{type_}: field {name!r} is missing")
+    return problems
+
+
+def markdown_table() -> str:
+    """docs/architecture.md's event table: type, fields (optional ones in brackets), meaning."""
+    rows = ["| type | fields | meaning |", "| --- | --- | --- |"]
+    for type_, cls in EVENT_TYPES.items():
+        names = [f"[`{f.name}`]" if f.metadata.get("optional") else f"`{f.name}`" for f in dataclasses.fields(cls)]
+        meaning = " ".join((cls.__doc__ or "").split())
+        durable = " (fsynced)" if cls.DURABLE else ""
+        rows.append(f"| `{type_}` | {', '.join(names) or '—'} | {meaning}{durable} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(markdown_table())
