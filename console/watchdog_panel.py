@@ -1,6 +1,6 @@
 """WatchdogPanel: the memory guard's level, unified-memory headroom, PSI, GPU and short histories.
 
-It renders a `WatchdogView` (runners/watchdog_view.py) and does no I/O: whoever tails
+It renders a `WatchdogView` (console/views/watchdog_view.py) and does no I/O: whoever tails
 watchdog.jsonl / watchdog.json / events.jsonl folds the records into the view and calls
 `update_view`. N/A is printed as N/A with its reason, never as 0; on a GB10 the GPU's memory is
 printed "unified" (it is MemAvailable), never as a device figure.

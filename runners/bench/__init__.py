@@ -1,1 +1,2 @@
-"""Benchmarks of the replay client, and the loopback mock server they run against."""
+"""`gb10-console bench`: the replay client against a loopback mock server, the guard's reaction to a real
+memory hog, and the decode kernels (timed, or compiled only)."""

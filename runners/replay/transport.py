@@ -111,7 +111,7 @@ class _Stream(httpcore.AsyncNetworkStream):
             try:
                 async with deadline(timeout):
                     await self._protocol.writable
-            except TimeoutError:
+            except (TimeoutError, asyncio.TimeoutError):  # the latter is not TimeoutError on Python 3.10
                 raise httpcore.WriteTimeout(f"the socket buffer stayed full for {timeout:g} s") from None
 
     async def aclose(self) -> None:
@@ -127,7 +127,7 @@ class _Stream(httpcore.AsyncNetworkStream):
                 tls = await loop.start_tls(
                     self._transport, self._protocol, ssl_context, server_hostname=server_hostname
                 )
-        except TimeoutError:
+        except (TimeoutError, asyncio.TimeoutError):  # the latter is not TimeoutError on Python 3.10
             raise httpcore.ConnectTimeout("TLS handshake timed out") from None
         except (OSError, ssl.SSLError) as exc:
             raise httpcore.ConnectError(str(exc)) from exc
@@ -165,7 +165,7 @@ class AsyncioBackend(httpcore.AsyncNetworkBackend):
         try:
             async with deadline(timeout):
                 transport, protocol = await loop.create_connection(_SocketProtocol, host, port, local_addr=local)
-        except TimeoutError:
+        except (TimeoutError, asyncio.TimeoutError):  # the latter is not TimeoutError on Python 3.10
             raise httpcore.ConnectTimeout(f"connecting to {host}:{port} timed out") from None
         except OSError as exc:
             raise httpcore.ConnectError(str(exc)) from exc
@@ -184,7 +184,7 @@ class AsyncioBackend(httpcore.AsyncNetworkBackend):
         try:
             async with deadline(timeout):
                 transport, protocol = await loop.create_unix_connection(_SocketProtocol, path)
-        except TimeoutError:
+        except (TimeoutError, asyncio.TimeoutError):  # the latter is not TimeoutError on Python 3.10
             raise httpcore.ConnectTimeout(f"connecting to {path} timed out") from None
         except OSError as exc:
             raise httpcore.ConnectError(str(exc)) from exc

@@ -1,9 +1,10 @@
 """Every event type of `events.jsonl` and its fields: the one definition emitters, readers and docs use.
 
 An event is a frozen dataclass; its class docstring is what the event means and its fields are the
-line's fields (after `v`, `t` and `type`). Fields declared with `OPTIONAL` metadata are left out of the line
-when they are None (the line then reads as it did before the field existed); every other field is
-always written, None as null. Step objects are written as `{"arm", "mode", "phase", "rep"}`.
+line's fields (after `v`, `t` and `type`). Fields declared with `OPTIONAL` metadata are left out of
+the line when they were not given (the line then reads as it did before the field existed); every
+other field, and an optional one given as None, is written, None as null. Step objects are written
+as `{"arm", "mode", "phase", "rep"}`.
 `check_event` says what is wrong with a line read back; docs/architecture.md's event table is
 `markdown_table()` (a test keeps the two equal).
 """
@@ -12,13 +13,23 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from runners.plan.steps import StepKey
 
 EVENT_SCHEMA = 1
 ENVELOPE = ("v", "t", "type")
-OPTIONAL = {"optional": True}  # field metadata: left out of the line when None
+
+
+class _Absent:
+    """The default of an optional field: not given, so not written (None is written as null)."""
+
+    def __repr__(self) -> str:
+        return "ABSENT"
+
+
+ABSENT: Any = _Absent()
+OPTIONAL = {"optional": True}  # field metadata: left out of the line when not given
 
 
 @dataclass(frozen=True)
@@ -29,11 +40,11 @@ class Event:
     DURABLE: ClassVar[bool] = False  # fsynced: losing it would misreport where a run stands
 
     def fields(self) -> dict[str, object]:
-        """The line's fields (no envelope), step keys as objects, None optionals left out."""
+        """The line's fields (no envelope), step keys as objects, optional fields not given left out."""
         out: dict[str, object] = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if value is None and f.metadata.get("optional"):
+            if value is ABSENT:
                 continue
             out[f.name] = value.as_dict() if isinstance(value, StepKey) else value
         return out
@@ -341,8 +352,8 @@ class StepFinished(Event):
     DURABLE = True
     step: StepKey
     stats: dict
-    gsm8k: dict | None = field(default=None, metadata=OPTIONAL)
-    coherence: dict | None = field(default=None, metadata=OPTIONAL)
+    gsm8k: dict | None = field(default=ABSENT, metadata=OPTIONAL)
+    coherence: dict | None = field(default=ABSENT, metadata=OPTIONAL)
 
 
 @dataclass(frozen=True)
@@ -418,10 +429,10 @@ class GuardStarted(Event):
     pid: int
     runner_pid: int
     floors_gib: dict
-    mlocked: bool | None = field(default=None, metadata=OPTIONAL)
-    mlock_error: str | None = field(default=None, metadata=OPTIONAL)
-    oom_score_adj: int | None = field(default=None, metadata=OPTIONAL)
-    oom_score_adj_error: str | None = field(default=None, metadata=OPTIONAL)
+    mlocked: bool
+    oom_score_adj: int | None
+    mlock_error: str | None = field(default=ABSENT, metadata=OPTIONAL)
+    oom_score_adj_error: str | None = field(default=ABSENT, metadata=OPTIONAL)
 
 
 @dataclass(frozen=True)
@@ -450,7 +461,7 @@ class WatchdogAction(Event):
     fill_gib_s: float | None
     seconds_to_kill_floor: float | None
     restart_allowed: bool
-    outcome: str | None = field(default=None, metadata=OPTIONAL)
+    outcome: str | None = field(default=ABSENT, metadata=OPTIONAL)
 
 
 @dataclass(frozen=True)
@@ -465,11 +476,11 @@ class GuardEndedTarget(Event):
     outcome: str
     target: dict
     took_s: float
-    reason: str | None = field(default=None, metadata=OPTIONAL)
-    available_gib: float | None = field(default=None, metadata=OPTIONAL)
-    fill_gib_s: float | None = field(default=None, metadata=OPTIONAL)
-    seconds_to_kill_floor: float | None = field(default=None, metadata=OPTIONAL)
-    restart_allowed: bool | None = field(default=None, metadata=OPTIONAL)
+    reason: str | None = field(default=ABSENT, metadata=OPTIONAL)
+    available_gib: float | None = field(default=ABSENT, metadata=OPTIONAL)
+    fill_gib_s: float | None = field(default=ABSENT, metadata=OPTIONAL)
+    seconds_to_kill_floor: float | None = field(default=ABSENT, metadata=OPTIONAL)
+    restart_allowed: bool | None = field(default=ABSENT, metadata=OPTIONAL)
 
 
 @dataclass(frozen=True)

@@ -172,3 +172,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"runner: {result.status}: {result.reason}", flush=True)
     return result.exit_code
+
+
+if __name__ == "__main__":  # the usual name is `python -m runners.execute` (runners/execute.py)
+    sys.exit(main())

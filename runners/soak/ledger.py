@@ -37,7 +37,7 @@ class RunLedger:
         self.events = events
         self.state = state
         self.failed: list[tuple[StepKey, str]] = []
-        self.fatal: str | None = None
+        self.fatal: str | None = None  # why the run must not go on (set through fail_run)
 
     def save(self) -> None:
         """Write state.json (atomic replace)."""
@@ -69,6 +69,15 @@ class RunLedger:
         self.save()
         self.events.emit(StepFinished(step, stats, **extras))
 
+    def fail_run(self, reason: str) -> None:
+        """The run must not go on (a target that cannot be stopped or killed, a lost guard): it ends failed."""
+        self.fatal = reason
+
+    @property
+    def stopped(self) -> bool:
+        """True once `fail_run` was called."""
+        return self.fatal is not None
+
     def fail(self, steps: list[StepKey], reason: str) -> None:
         """Record `steps` as failed for `reason` (each one a `step_failed` event)."""
         for step in steps:
@@ -81,7 +90,7 @@ class RunLedger:
         """The session ran to its end (or its abort): status, reason and `run_finished`."""
         st = self.state
         st.current = None
-        if self.fatal:
+        if self.fatal is not None:
             status, reason = "failed", self.fatal
         elif aborted:
             status, reason = "aborted", "aborted on request; `--resume` continues with the steps not done"

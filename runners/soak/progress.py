@@ -7,13 +7,13 @@ import time
 from runners.plan.steps import StepKey
 from runners.replay.metrics import phase_stats
 from runners.replay.records import RequestRecord
-from runners.run.event_types import StepProgress as StepProgressEvent
+from runners.run.event_types import StepProgress
 from runners.run.events import EventLog
 
 PROGRESS_EVERY_S = 0.5
 
 
-class StepProgress:
+class ProgressReporter:
     """Turns request completions into `step_progress` events, at most one per PROGRESS_EVERY_S."""
 
     def __init__(self, events: EventLog, step: StepKey, total: int) -> None:
@@ -35,7 +35,7 @@ class StepProgress:
         self.last = now
         stats = phase_stats(self.records, now - self.t0)
         self.events.emit(
-            StepProgressEvent(
+            StepProgress(
                 step=self.step,
                 total=self.total,
                 completed=stats.requests,

@@ -79,7 +79,7 @@ class SoakSession:
 
     def fail_closed(self, reason: str) -> None:
         """End the run as failed for `reason` (the guard was lost): no further target starts."""
-        self.ledger.fatal = reason
+        self.ledger.fail_run(reason)
 
     async def run(self) -> SoakResult:
         """Run every step that is not DONE; returns how the session ended."""
@@ -128,7 +128,7 @@ class SoakSession:
                             run_id=self.run_id, arm=arm, mode=mode)  # fmt: skip
 
     def _stopping(self) -> bool:
-        return self.abort.is_set() or self.ledger.fatal is not None
+        return self.abort.is_set() or self.ledger.stopped
 
     async def _session(self, session: Session) -> None:
         arm, mode = session.arm.name, session.mode
@@ -220,7 +220,7 @@ class SoakSession:
             ended = await runtime.stop(grace)
         except Exception as exc:  # ServeError, or a runtime bug: either way fail closed
             reason = str(exc) if isinstance(exc, ServeError) else f"{type(exc).__name__}: {exc}"
-            self.ledger.fatal = f"the serve target of {arm}/{mode} could not be stopped: {reason}"
+            self.ledger.fail_run(f"the serve target of {arm}/{mode} could not be stopped: {reason}")
             self.events.emit(ServeStopFailed(arm, mode, reason))
             return
         with contextlib.suppress(RunDirWriteError):  # a stale list only names a target that is gone

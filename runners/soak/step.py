@@ -33,7 +33,7 @@ from runners.soak.ledger import RunLedger
 from runners.soak.memory_watch import MemoryWatch
 from runners.soak.profiler import ProfileRecord
 from runners.soak.profiler_rules import StepProfiler
-from runners.soak.progress import StepProgress
+from runners.soak.progress import ProgressReporter
 
 TARGET_DEATH_GRACE_S = 2.0
 SERVER_METRICS_FILE = "server_metrics.jsonl"
@@ -134,7 +134,7 @@ class StepRun:
                 return "failed"
         requests = JsonlWriter(step_dir / "requests.jsonl")
         scrapes = JsonlWriter(step_dir / SERVER_METRICS_FILE)
-        progress = StepProgress(ctx.events, step, planned)
+        progress = ProgressReporter(ctx.events, step, planned)
         samples: list[dict] = []
 
         def on_record(rec: RequestRecord) -> None:
@@ -201,7 +201,7 @@ class StepRun:
         elif phase.profile and ended is None:
             profile = await self.profiler.stop(phase.profile_stop_timeout_s)
             if self.profiler.kill_failed:
-                ctx.ledger.fatal = self.profiler.kill_failed
+                ctx.ledger.fail_run(self.profiler.kill_failed)
         target = await self.runtime.inspect()
         if ended is None:
             self._note_oom_kills(target)

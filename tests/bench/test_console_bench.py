@@ -19,7 +19,7 @@ from runners.run.files import read_json, read_jsonl
 from runners.soak.execute import load_run_plan
 from tests.conftest import wait_until
 
-# The fields soak._Progress.flush emits with every step_progress event.
+# The fields runners.soak.progress.ProgressReporter.flush emits with every step_progress event.
 PROGRESS_FIELDS = {
     "step", "total", "completed", "failed", "output_tokens", "ttft_p50_ms", "ttft_p95_ms", "tpot_p50_ms",
     "tpot_p95_ms", "itl_p50_ms", "itl_p95_ms", "errors",

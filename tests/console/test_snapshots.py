@@ -49,7 +49,7 @@ def finished_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> RunDir:
         events.append(event_line(event, t))
 
     emit(RunStarted("snapshot-run", "mini", 4242, ["split1", "split8"], [s.as_dict() for s in steps], already_done=0))
-    emit(GuardStarted(4243, 4242, {"warn": 12.0, "abort": 8.0, "kill": 4.0}))
+    emit(GuardStarted(4243, 4242, {"warn": 12.0, "abort": 8.0, "kill": 4.0}, mlocked=True, oom_score_adj=-900))
     url = "http://127.0.0.1:8000"
     for arm in ("split1", "split8"):
         emit(ServeStarting(arm, "primary", "process", {"kind": "process", "base_url": url}))

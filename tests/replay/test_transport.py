@@ -56,6 +56,7 @@ class ScriptedServer:
         self.opened = 0
         self.closed = 0
         self.requests = 0
+        self.heads: list[bytes] = []  # each request's line and headers, as received
         self.handlers: set[asyncio.Task] = set()
         self.server: asyncio.Server | None = None
 
@@ -72,7 +73,7 @@ class ScriptedServer:
         try:
             while True:
                 try:
-                    await reader.readuntil(b"\r\n\r\n")
+                    self.heads.append(await reader.readuntil(b"\r\n\r\n"))
                 except (asyncio.IncompleteReadError, ConnectionError):
                     return
                 self.requests += 1
@@ -143,6 +144,20 @@ async def test_a_request_body_reaches_the_server_and_a_plain_response_reads_whol
 
 
 # --- 2. httpcore's failures as httpx's ---------------------------------------------------------------------------
+
+
+async def test_the_request_line_keeps_the_path_and_query_and_the_headers_arrive(start_server) -> None:
+    async def ok(writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+        await writer.drain()
+
+    server = await start_server(ok)
+    async with timeout(WAIT_S), httpx.AsyncClient(transport=new_transport()) as client:
+        resp = await client.get(f"{server.url}/v1/models", params={"a": "1 2", "b": "x"}, headers={"x-run": "r1"})
+    assert resp.text == "ok"
+    head = server.heads[0].decode()
+    assert head.startswith("GET /v1/models?a=1+2&b=x HTTP/1.1\r\n"), head
+    assert "x-run: r1" in head.lower() and f"host: {server.url.removeprefix('http://')}" in head.lower()
 
 
 async def test_a_refused_connection_is_httpx_connect_error() -> None:

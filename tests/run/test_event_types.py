@@ -14,6 +14,7 @@ from runners.plan.steps import StepKey
 from runners.run.event_types import (
     DURABLE,
     EVENT_TYPES,
+    GuardEndedTarget,
     GuardStarted,
     StepFinished,
     StepStarted,
@@ -45,11 +46,18 @@ def test_a_line_has_the_envelope_the_fields_and_the_step_as_an_object(tmp_path: 
     assert check_event(line) == []
 
 
-def test_optional_fields_are_left_out_when_none_and_kept_when_set() -> None:
+def test_optional_fields_are_left_out_when_not_given_and_written_when_given_even_as_none() -> None:
     assert StepFinished(STEP, {"ok": 1}).fields() == {"step": STEP.as_dict(), "stats": {"ok": 1}}
     assert StepFinished(STEP, {}, gsm8k={"correct": 3}).fields()["gsm8k"] == {"correct": 3}
-    started = GuardStarted(1, 2, {"warn": 16}, mlocked=False, mlock_error="EPERM").fields()
-    assert "oom_score_adj" not in started and started["mlock_error"] == "EPERM"
+    started = GuardStarted(1, 2, {"warn": 16}, mlocked=False, oom_score_adj=None, mlock_error="EPERM").fields()
+    assert (
+        started["oom_score_adj"] is None and started["mlock_error"] == "EPERM" and "oom_score_adj_error" not in started
+    )
+    graceful = GuardEndedTarget("the runner is gone", False, "stopped", {}, 0.1).fields()
+    assert "available_gib" not in graceful  # a graceful stop has no memory numbers
+    killed = GuardEndedTarget("memory KILL", True, "killed", {}, 0.1, reason="r", available_gib=None,
+                              fill_gib_s=None, seconds_to_kill_floor=None, restart_allowed=False).fields()  # fmt: skip
+    assert killed["available_gib"] is None and killed["seconds_to_kill_floor"] is None  # unknown: null, not absent
 
 
 def test_an_undefined_field_cannot_be_emitted() -> None:
