@@ -22,7 +22,7 @@ class TargetRef:
     kind: str  # "process" | "docker"
     arm: str
     mode: str
-    pid: int | None = None  # process: the group leader (its own session)
+    pid: int | None = None  # process: the leader of its own process group
     start_ticks: int | None = None
     container: str | None = None  # docker: the container id
     socket: str | None = None

@@ -1,8 +1,14 @@
 """ProcessRuntime: the serve target as a local subprocess that never outlives its runner.
 
-The child gets its own session (so the whole process group can be signalled) and
-PR_SET_PDEATHSIG=SIGKILL (so it dies when the runner dies, even by SIGKILL). `stop` sends SIGTERM
-to the group, waits `grace_s`, then SIGKILLs the group and reaps the child.
+The child leads a process group of its own (so the whole group can be signalled) in the runner's
+session, and has PR_SET_PDEATHSIG=SIGKILL (so it dies when the runner dies, even by SIGKILL). `stop`
+sends SIGTERM to the group, waits `grace_s`, then SIGKILLs the group and reaps the child.
+
+Not a session of its own: with `kernel.sched_autogroup_enabled=1` (the default on most distributions)
+a new session is a new CPU-scheduling autogroup, and CFS shares the CPU equally between autogroups,
+not between threads. vLLM's API server then starves behind its own EngineCore's busy threads inside
+a group capped at its share: its SSE chunks leave in bursts. On 2 cores that measured client TTFT
+mean 142 ms and ITL p50 0.05 ms against 67 ms and 8.7 ms with a process group alone (issue 19).
 """
 
 from __future__ import annotations
@@ -37,17 +43,18 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-def _die_with_parent_hook():
-    """A preexec_fn that sets PR_SET_PDEATHSIG=SIGKILL in the child (libc resolved before fork)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    prctl = ctypes.CDLL(None, use_errno=True).prctl
+def _child_setup_hook():
+    """A preexec_fn: the child leads a process group of its own and, on Linux, gets PR_SET_PDEATHSIG=SIGKILL
+    (libc resolved before fork)."""
+    prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
     parent = os.getpid()
 
     def hook() -> None:
-        prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        if os.getppid() != parent:  # the runner died between fork and prctl
-            os._exit(1)
+        os.setpgid(0, 0)  # a group of its own, in the runner's session (and CPU autogroup)
+        if prctl is not None:
+            prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+            if os.getppid() != parent:  # the runner died between fork and prctl
+                os._exit(1)
 
     return hook
 
@@ -85,7 +92,7 @@ class ProcessRuntime:
         return self._proc.pid if self._proc else None
 
     async def start(self) -> None:
-        """Write the ENV sentinel, then launch the command in its own session with output to serve.log."""
+        """Write the ENV sentinel, then launch the command in a process group of its own, output to serve.log."""
         write_atomic(self.env_dir / SENTINEL_NAME, format_sentinel(self.arm_env))
         env = {**os.environ, **self.arm_env, ENV_DIR_VAR: str(self.env_dir)}
         if self.run_id:
@@ -102,8 +109,7 @@ class ProcessRuntime:
                     stdout=log,
                     stderr=asyncio.subprocess.STDOUT,
                     env=env,
-                    start_new_session=True,
-                    preexec_fn=_die_with_parent_hook(),
+                    preexec_fn=_child_setup_hook(),
                 )
             except OSError as exc:
                 raise ServeError(f"cannot start serve command {self.command[0]!r}: {exc.strerror or exc}") from None

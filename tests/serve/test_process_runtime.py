@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -32,6 +33,9 @@ async def test_start_ready_stop_leaves_no_process_in_the_group(tmp_path: Path) -
     assert (tmp_path / "env" / "ENV").read_text().splitlines()[-1] == "CUTE_WO_SPLIT=2"
     assert (await rt.probe()).healthy
     server_pid, grandchild = rt.pid, int(marker.read_text())
+    # its own process group, but the runner's session: a new session is a new CPU autogroup (issue 19)
+    assert os.getpgid(server_pid) == server_pid != os.getpgid(0)
+    assert os.getsid(server_pid) == os.getsid(0)
     ended = await rt.stop(grace_s=10)
     assert ended.how == "terminated"
     assert wait_until(lambda: pid_gone(server_pid) and pid_gone(grandchild), 10)
