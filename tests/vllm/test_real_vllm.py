@@ -1,0 +1,178 @@
+"""Soaks and the bench client against a real vLLM, as an external and as a process target.
+
+What is checked is what a reviewer relies on: every phase kind runs to DONE against vLLM, and the
+client's TTFT and ITL agree with vLLM's own histograms (the step's server-side cross-check).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from runners.run.files import read_json
+from tests.conftest import ROOT, SHARED, run_headless
+from tests.vllm.conftest import VLLM_ENV, VllmServer, skip_reason, vllm_command
+
+pytestmark = pytest.mark.slow
+
+SHAREGPT = SHARED / "data" / "sharegpt" / "sharegpt_v3_filtered_500.json"
+GSM8K_DIR = SHARED / "data" / "gsm8k"
+RUN_TIMEOUT_S = 600
+
+
+def phases_toml(with_shared: bool) -> str:
+    """Every replay phase kind, small: vLLM on 2 CPU cores decodes ~100-200 tokens/s in all."""
+    dataset = json.dumps(str(SHAREGPT)) if with_shared else '"builtin"'
+    text = f"""
+[[phases]]
+name = "sharegpt"
+kind = "sharegpt"
+dataset = {dataset}
+requests = 16
+concurrency = 4
+max_tokens = 32
+ignore_eos = true
+http_timeout_s = 60
+deadline_s = 240
+
+[[phases]]
+name = "longdecode"
+kind = "longdecode"
+requests = 2
+max_tokens = 256
+http_timeout_s = 120
+deadline_s = 240
+
+[[phases]]
+name = "concurrent"
+kind = "concurrent"
+streams = 8
+max_tokens = 32
+ignore_eos = true
+http_timeout_s = 60
+deadline_s = 240
+"""
+    if with_shared:
+        text += f"""
+[[phases]]
+name = "gsm8k"
+kind = "gsm8k"
+test_file = {json.dumps(str(GSM8K_DIR / "test.jsonl"))}
+train_file = {json.dumps(str(GSM8K_DIR / "train.jsonl"))}
+questions = 4
+fewshot = 1
+max_tokens = 48
+http_timeout_s = 60
+deadline_s = 240
+"""
+    return text
+
+
+def external_plan(directory: Path, url: str) -> Path:
+    """One arm against the session's vLLM, every phase kind."""
+    path = directory / "plan.toml"
+    path.write_text(
+        f"""
+name = "vllm-external"
+[serve]
+kind = "external"
+url = "{url}"
+ready_timeout_s = 60
+
+[[arms]]
+name = "vllm"
+{phases_toml(SHARED.exists())}
+"""
+    )
+    return path
+
+
+def process_plan(directory: Path) -> Path:
+    """One arm whose runner starts vLLM itself; ShareGPT-style chat at concurrency 4."""
+    env = ", ".join(f"{k} = {json.dumps(v)}" for k, v in VLLM_ENV.items())
+    path = directory / "plan.toml"
+    path.write_text(
+        f"""
+name = "vllm-process"
+[serve]
+kind = "process"
+command = {json.dumps(vllm_command())}
+env = {{ {env} }}
+ready_timeout_s = 300
+stop_timeout_s = 30
+
+[[arms]]
+name = "vllm"
+
+[[phases]]
+name = "sharegpt"
+kind = "sharegpt"
+requests = 24
+concurrency = 4
+max_tokens = 48
+ignore_eos = true
+http_timeout_s = 60
+deadline_s = 240
+"""
+    )
+    return path
+
+
+def phase_records(run: Path) -> dict[str, dict]:
+    """phase.json of every step, by phase name."""
+    return {p.parent.parent.name: read_json(p) for p in sorted(run.glob("arms/*/*/*/*/phase.json"))}
+
+
+def finished(result: subprocess.CompletedProcess, run: Path) -> None:
+    """Fail with the runner's words when a headless run did not finish."""
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert read_json(run / "state.json")["status"] == "finished"
+
+
+@pytest.fixture(scope="module")
+def external_run(vllm_external: VllmServer, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One soak of every phase kind against the session's vLLM, as an external target."""
+    directory = tmp_path_factory.mktemp("vllm-external")
+    run = directory / "run"
+    finished(run_headless(external_plan(directory, vllm_external.url), run, timeout_s=RUN_TIMEOUT_S), run)
+    return run
+
+
+def test_every_phase_kind_runs_to_done_against_vllm(external_run: Path) -> None:
+    phases = phase_records(external_run)
+    expected = {"sharegpt", "longdecode", "concurrent"} | ({"gsm8k"} if SHARED.exists() else set())
+    assert set(phases) == expected
+    for name, record in phases.items():
+        stats = record["stats"]
+        assert stats["ok"] == stats["requests"] > 0, (name, stats["errors"])
+        assert stats["output_tokens_from_chunks"] == 0  # vLLM reports usage
+    assert phases["concurrent"]["stats"]["ok"] == 8
+    assert phases["longdecode"]["stats"]["output_tokens"] == 2 * 256
+
+
+def test_a_process_target_vllm_is_measured_like_an_external_one(tmp_path: Path) -> None:
+    reason = skip_reason()
+    if reason:
+        pytest.skip(reason)
+    run = tmp_path / "run"
+    finished(run_headless(process_plan(tmp_path), run, timeout_s=RUN_TIMEOUT_S), run)
+    stats = phase_records(run)["sharegpt"]["stats"]
+    assert stats["ok"] == 24
+    # chunks leave vLLM once per decode step: a burst (several chunks read at once) shows as ITL ~ 0
+    assert stats["itl_p50_ms"] > 1.0, stats["distributions"]["itl_ms"]
+
+
+def test_bench_client_against_vllm(vllm_external: VllmServer, tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "console.cli", "bench", "client", "--url", vllm_external.url, "--concurrency", "4",
+         "--requests", "12", "--max-tokens", "32", "--json", str(out)],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    bench = json.loads(out.read_text())
+    assert bench["ok"] == 12 and bench["failed"] == 0
