@@ -155,11 +155,11 @@ def test_every_phase_kind_runs_in_a_plan_with_results_in_the_run_dir_and_summary
     assert "GSM8K strict" in summary and "coherence warnings" in summary and "goodput" in summary
 
 
-def test_trace_prompts_share_prefixes_by_hash_id(tmp_path: Path) -> None:
+async def test_trace_prompts_share_prefixes_by_hash_id(tmp_path: Path) -> None:
     write_inputs(tmp_path)
     (tmp_path / "plan.toml").write_text(PLAN)
     loaded = load_plan(tmp_path / "plan.toml")
-    workload = prepare(loaded.plan.phase("trace"), loaded)
+    workload = await prepare(loaded.plan.phase("trace"), loaded)
     prompts = [c.turns[0].user for c in workload.conversations]
     assert [len(p) for p in prompts] == [40, 40, 20, 50]
     assert prompts[0][:20] == prompts[1][:20] == prompts[2][:20]  # hash id 1 leads all three
@@ -183,7 +183,7 @@ def test_phase_kind_errors_name_the_field(tmp_path: Path) -> None:
         load_plan(tmp_path / "plan.toml")
 
 
-def test_the_example_plan_with_every_kind_loads() -> None:
+async def test_the_example_plan_with_every_kind_loads() -> None:
     path = ROOT / "configs" / "workloads.toml"
     if not (ROOT.parent / "shared" / "data" / "gsm8k" / "test.jsonl").is_file():
         with pytest.raises(ConfigFileError, match=r"phases\[2\]\.test_file: .*does not exist"):
@@ -191,5 +191,5 @@ def test_the_example_plan_with_every_kind_loads() -> None:
         pytest.skip("../shared/data/gsm8k is absent: the example's GSM8K phase cannot load (error checked)")
     loaded = load_plan(path)
     assert sorted({p.kind for p in loaded.plan.phases}) == ["concurrent", "gsm8k", "longdecode", "sharegpt", "trace"]
-    gsm8k = prepare(loaded.plan.phase("gsm8k"), loaded)
+    gsm8k = await prepare(loaded.plan.phase("gsm8k"), loaded)
     assert len(gsm8k.conversations) == 20 and all(c.chars <= 3800 for c in gsm8k.conversations)
