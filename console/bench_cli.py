@@ -29,6 +29,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     client.add_argument("--requests", type=_positive, required=True)
     client.add_argument("--endpoint", choices=("chat", "completions"), default="chat")
     client.add_argument("--max-tokens", type=_positive, default=64)
+    input_help = "prompts of N tokens, counted by the server's /tokenize (approximate where it has none)"
+    client.add_argument("--input-len", type=_positive, metavar="N", help=input_help)
     client.add_argument("--json", type=Path, metavar="OUT", help="also write the result as JSON")
     mock = what.add_parser("mock-server", help="a fast loopback streaming server with injected delays")
     mock.add_argument("--host", default="127.0.0.1", choices=("127.0.0.1", "::1", "localhost"))
@@ -82,7 +84,10 @@ def run(args: argparse.Namespace, console: Console) -> int:
             event_loop.run(serve_mock(args.host, args.port, settings))
         return 0
     try:
-        result = event_loop.run(bench_client(args.url, args.concurrency, args.requests, args.endpoint, args.max_tokens))
+        result = event_loop.run(
+            bench_client(args.url, args.concurrency, args.requests, args.endpoint, args.max_tokens,
+                         input_len=args.input_len)
+        )  # fmt: skip
     except BenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -96,12 +101,14 @@ def run(args: argparse.Namespace, console: Console) -> int:
 def result_table(r: ClientBenchResult) -> Table:
     """The benchmark result as a rich table."""
     t = Table(title=f"bench client: {r.url} {r.endpoint}, concurrency {r.concurrency}", show_header=False)
+    if r.input_len is not None:
+        t.add_row("input length", f"{r.input_len.requested} tokens requested: {r.input_len.note}")
     t.add_row("requests ok / failed", f"{r.ok} / {r.failed}" + (f"  {json.dumps(r.errors)}" if r.errors else ""))
     t.add_row("completed req/s", _num(r.req_s, 1))
     t.add_row("output tok/s", _num(r.output_tok_s, 0))
     t.add_row("client CPU s", f"{r.cpu_s:.2f} (over {r.wall_s:.2f} s wall)")
     t.add_row("dispatch lag p99 ms", _num(r.dispatch_lag_p99_ms, 2))
-    for name, dist in (("TTFT ms", r.ttft_ms), ("ITL ms", r.itl_ms), ("TPOT ms", r.tpot_ms)):
+    for name, dist in (("TTFT ms", r.ttft_ms), ("ITL ms", r.itl_ms), ("TPOT ms", r.tpot_ms), ("E2EL ms", r.e2el_ms)):
         t.add_row(name, _dist(dist))
     return t
 

@@ -91,6 +91,15 @@ class ChatCompletionRequest(_Common):
         return self.max_completion_tokens or self.max_tokens
 
 
+class TokenizeRequest(BaseModel):
+    """`POST /tokenize` as vLLM takes it: a completion `prompt`, or chat `messages` (the chat template applied)."""
+
+    model_config = ConfigDict(extra="ignore")
+    model: str | None = None
+    prompt: str | None = None
+    messages: list[ChatMessage] | None = Field(None, min_length=1)
+
+
 def new_id(prefix: str) -> str:
     """A response id such as `cmpl-3f2a...`."""
     return f"{prefix}-{uuid.uuid4().hex}"

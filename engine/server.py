@@ -1,6 +1,7 @@
 """OpenAI-compatible HTTP server for the tiny engine: `python -m engine.server --config FILE --port N`.
 
 Endpoints: /health, /v1/models, /v1/completions, /v1/chat/completions (SSE when `stream`),
+/tokenize (vLLM's shape: a prompt or chat messages -> count, tokens, max_model_len),
 /metrics (Prometheus, vLLM names), /debug/config (the effective kernel settings and where each
 came from, so a runner can verify that an arm's environment really arrived) and, like vLLM,
 POST /start_profile and POST /stop_profile (a torch profile of the engine thread, written as a
@@ -18,6 +19,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import torch
 import uvicorn
@@ -53,6 +55,7 @@ from engine.model import TinyDecoder
 from engine.openai_api import (
     ChatCompletionRequest,
     CompletionRequest,
+    TokenizeRequest,
     error_body,
     new_id,
     now,
@@ -66,6 +69,7 @@ ENGINE_LIVENESS_POLL_S = 1.0
 # The longest a profiler request waits for the engine thread to run its command.
 ENGINE_COMMAND_TIMEOUT_S = 30.0
 DEFAULT_PROFILE_MAX_STEPS = 200
+_Body = TypeVar("_Body", CompletionRequest, ChatCompletionRequest, TokenizeRequest)
 
 
 @dataclass
@@ -166,6 +170,17 @@ def create_app(state: ServerState) -> Starlette:
             return exc.response()
         return await _respond(state, request, body, prompt_ids, max_tokens, chat=True)
 
+    async def tokenize(request: Request) -> Response:
+        try:
+            body = await _parse(request, TokenizeRequest)
+            ids = _tokenize(body)
+        except RequestError as exc:
+            return exc.response()
+        if body.model is not None and body.model != state.model_name:
+            return RequestError(f"The model `{body.model}` does not exist.", 404, "NotFoundError", "model").response()
+        limit = state.config.model.max_model_len
+        return JSONResponse({"count": len(ids), "max_model_len": limit, "tokens": ids, "token_strs": None})
+
     async def start_profile(request: Request) -> Response:
         try:
             directory = _profile_dir(await _json_object(request), state.profile_dir)
@@ -198,6 +213,7 @@ def create_app(state: ServerState) -> Starlette:
             Route("/debug/config", debug_config),
             Route("/v1/completions", completions, methods=["POST"]),
             Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+            Route("/tokenize", tokenize, methods=["POST"]),
             Route("/start_profile", start_profile, methods=["POST"]),
             Route("/stop_profile", stop_profile, methods=["POST"]),
         ]
@@ -278,7 +294,7 @@ async def _on_engine(state: ServerState, command: Callable):
         raise RequestError(f"profiler failed: {type(exc).__name__}: {exc}", 500, "InternalServerError") from None
 
 
-async def _parse(request: Request, model: type) -> CompletionRequest | ChatCompletionRequest:
+async def _parse(request: Request, model: type[_Body]) -> _Body:
     try:
         data = json.loads(await request.body())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -289,6 +305,15 @@ async def _parse(request: Request, model: type) -> CompletionRequest | ChatCompl
         err = exc.errors()[0]
         where = field_path(tuple(err["loc"]))
         raise RequestError(f"{where}: {err['msg']}", param=where) from None
+
+
+def _tokenize(body: TokenizeRequest) -> list[int]:
+    """The ids the completion or chat endpoint would feed the model for this prompt or these messages."""
+    if (body.prompt is None) == (body.messages is None):
+        raise RequestError("send either prompt (completions) or messages (chat), not both or neither", param="prompt")
+    if body.messages is not None:
+        return encode(apply_chat_template([(m.role, m.text()) for m in body.messages]))
+    return encode(body.prompt or "")
 
 
 def _completion_prompt(body: CompletionRequest) -> list[int]:

@@ -2,7 +2,8 @@
 
 It runs exactly what a soak step runs (runners.replay.dispatch), so its numbers say how far the
 client itself can be trusted: completed req/s, output tok/s, the CPU seconds the client process
-spent, dispatch lag p99 (how late requests left against their schedule), and TTFT/ITL/TPOT.
+spent, dispatch lag p99 (how late requests left against their schedule), and TTFT/ITL/TPOT/E2EL.
+Prompts are the built-ins, or with `input_len` prompts of that many tokens (runners.bench.input_len).
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ from typing import Literal
 import httpx
 
 from engine.deadlines import timeout
+from runners.bench.input_len import DISTINCT_PROMPTS, InputLength, sized_prompts
 from runners.replay.dispatch import Arrivals, RequestShape, replay
 from runners.replay.metrics import Distribution, phase_stats
-from runners.replay.prompts import builtin_conversations, select_conversations
+from runners.replay.prompts import Conversation, builtin_conversations, cycle
+from runners.replay.token_lengths import TOKENIZE_DEADLINE_S, TokenCounter
 from runners.serve.readiness import model_id
 from runners.serve.runtime import ServeError
 
@@ -46,7 +49,9 @@ class ClientBenchResult:
     ttft_ms: Distribution
     itl_ms: Distribution
     tpot_ms: Distribution
+    e2el_ms: Distribution
     errors: dict[str, int]
+    input_len: InputLength | None = None  # None: the built-in prompts
 
     def as_dict(self) -> dict:
         """JSON form."""
@@ -77,11 +82,22 @@ async def bench_client(
     endpoint: Literal["chat", "completions"] = "chat",
     max_tokens: int = 64,
     http_timeout_s: float = 60.0,
+    input_len: int | None = None,
 ) -> ClientBenchResult:
-    """Send `requests` streaming requests at `concurrency` to `url` and measure client and server."""
+    """Send `requests` streaming requests at `concurrency` to `url` and measure client and server.
+
+    With `input_len` the prompts are that many tokens long (counted by the server where it can, else
+    approximate: the result's `input_len` says which).
+    """
     url = url.rstrip("/")
     model = await _model_id(url)
-    conversations = select_conversations(builtin_conversations(), requests, 10_000, "builtin")
+    sized: InputLength | None = None
+    pool: list[Conversation] = builtin_conversations()
+    if input_len is not None:
+        async with httpx.AsyncClient(timeout=httpx.Timeout(TOKENIZE_DEADLINE_S)) as client:
+            counter = TokenCounter(client, url).count
+            pool, sized = await sized_prompts(counter, endpoint, model, input_len, min(requests, DISTINCT_PROMPTS))
+    conversations = cycle(pool, requests)
     shape = RequestShape(endpoint=endpoint, max_tokens=max_tokens, ignore_eos=True, http_timeout_s=http_timeout_s)
     cpu0 = _cpu_s()
     outcome = await replay(url, model, conversations, shape, Arrivals(concurrency), lambda _: None, asyncio.Event())
@@ -92,5 +108,5 @@ async def bench_client(
         url=url, endpoint=endpoint, concurrency=concurrency, requests=stats.requests, ok=stats.ok,
         failed=stats.failed, wall_s=outcome.wall_s, req_s=stats.req_s, output_tok_s=stats.output_tok_s,
         cpu_s=cpu, dispatch_lag_p99_ms=stats.dispatch_lag_p99_ms, ttft_ms=d["ttft_ms"], itl_ms=d["itl_ms"],
-        tpot_ms=d["tpot_ms"], errors=stats.errors,
+        tpot_ms=d["tpot_ms"], e2el_ms=d["e2el_ms"], errors=stats.errors, input_len=sized,
     )  # fmt: skip

@@ -2,7 +2,8 @@
 
 Each line says what is missing or suspect and where to look: steps not done, lost profiler
 traces, effective env that was not verified, unfinished attempts kept aside, token counts taken
-from chunks, server metrics that could not be scraped, memory actions and OOM kills, restarts,
+from chunks, server metrics that could not be scraped or steps too short to sample them, prompts not
+checked in tokens, memory actions and OOM kills, restarts,
 a /health that failed while the target was up, steps whose dispatch the operator paused.
 """
 
@@ -94,7 +95,8 @@ def _paused(run: RunDir, plan: Plan) -> list[str]:
 
 
 def _request_details(run: RunDir, plan: Plan) -> list[str]:
-    chunks = scrape_failures = absent = 0
+    chunks = scrape_failures = absent = not_sampled = 0
+    unchecked: list[str] = []
     for step in plan.steps():
         if not run.is_done(step):
             continue
@@ -104,6 +106,10 @@ def _request_details(run: RunDir, plan: Plan) -> list[str]:
             metrics = section(record, "server_metrics")
             scrape_failures += int(number(metrics.get("scrapes_failed")) or 0)
             absent += not number(metrics.get("scrapes_ok"))
+            not_sampled += bool(metrics.get("not_sampled"))
+        filtered = section(record, "prompt_filter")
+        if filtered.get("tokens_checked") is False:
+            unchecked.append(f"{step.path}: {filtered.get('tokens_not_checked_reason')}")
     out = []
     if chunks:
         out.append(
@@ -114,6 +120,16 @@ def _request_details(run: RunDir, plan: Plan) -> list[str]:
         out.append(f"{scrape_failures} /metrics scrape(s) failed; server-side numbers have gaps (phase.json)")
     if absent:
         out.append(f"{absent} step(s) have no server metrics at all")
+    if not_sampled:
+        out.append(
+            f"{not_sampled} step(s) were too short for their /metrics interval: running, waiting and KV usage "
+            "are not sampled there (phase.json `server_metrics.not_sampled`)"
+        )
+    if unchecked:
+        out.append(
+            f"{len(unchecked)} step(s) sent prompts not checked against max_model_len in tokens "
+            f"(a prompt too long fails with HTTP 400), e.g. {unchecked[0]}"
+        )
     return out
 
 

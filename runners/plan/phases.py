@@ -31,7 +31,7 @@ class PhaseBase(BaseModel):
     slo_ttft_ms: float | None = Field(None, gt=0, description="goodput objective on TTFT")
     slo_tpot_ms: float | None = Field(None, gt=0, description="goodput objective on TPOT")
     slo_e2el_ms: float | None = Field(None, gt=0, description="goodput objective on E2EL")
-    metrics_interval_s: float | None = Field(2.0, gt=0, le=3600, description="scrape /metrics; None: never")
+    metrics_interval_s: float | None = Field(0.5, gt=0, le=3600, description="scrape /metrics; None: never")
     profile: bool = Field(False, description="wrap the step in /start_profile and /stop_profile (supplementary)")
     profile_stop_timeout_s: float = Field(
         60.0, gt=0, le=3600, description="hard deadline of /stop_profile; past it the target is killed"

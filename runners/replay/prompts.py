@@ -126,15 +126,18 @@ def _turns(messages: list) -> list[Turn]:
     return turns
 
 
-def select_conversations(
-    pool: list[Conversation], count: int, max_prompt_chars: int, origin: str
-) -> list[Conversation]:
-    """`count` conversations from `pool`, cycling when needed; ones over `max_prompt_chars` are dropped first.
+def within_chars(pool: list[Conversation], max_prompt_chars: int, origin: str) -> list[Conversation]:
+    """The conversations of `pool` of at most `max_prompt_chars` (Conversation.chars), in order.
 
-    The length filter (Conversation.chars) runs before counting, so a pathological prompt never
-    takes a budgeted slot.
+    This filter runs before counting, so a pathological prompt never takes a budgeted slot. Raises
+    DatasetError naming `origin` when none is short enough.
     """
     eligible = [c for c in pool if c.chars <= max_prompt_chars]
     if not eligible:
         raise DatasetError(f"{origin}: no prompt is at most {max_prompt_chars} characters (raise max_prompt_chars)")
+    return eligible
+
+
+def cycle(eligible: list[Conversation], count: int) -> list[Conversation]:
+    """`count` conversations taken from `eligible` in order, starting over when it runs out."""
     return [eligible[i % len(eligible)] for i in range(count)]

@@ -6,11 +6,19 @@ Kept, under vLLM's names (without the `vllm:` prefix):
 - `num_requests_running`, `num_requests_waiting`: gauges, summed over label sets.
 - `num_preemptions`, `prompt_tokens`, `generation_tokens`: counters (`vllm:<name>_total` samples), summed
   over label sets;
-- `spec_decode_num_accepted_tokens`, `spec_decode_num_draft_tokens`: speculative decoding counters, whose
-  increases give the acceptance rate (accepted / drafted) the mechanism gate asks for.
+- `prefix_cache_queries`, `prefix_cache_hits`: prefix-cache counters in tokens; their increases give the
+  step's hit rate (`prefix_cache_hit_rate`);
+- `spec_decode_num_accepted_tokens`, `spec_decode_num_draft_tokens`, `spec_decode_num_drafts`: speculative
+  decoding counters, whose increases give the acceptance rate (accepted / drafted tokens) the mechanism
+  gate asks for and the mean acceptance length (1 + accepted tokens / drafts).
 
 A metric the server does not export is None (absent), never 0. Counter increases follow Prometheus
 `increase()`: a value lower than the previous one is a reset, and the increase is then the new value.
+Gauges (KV usage, running, waiting) of a step with fewer than MIN_GAUGE_SAMPLES ok scrapes are "not
+sampled": the first scrape is taken before the step's first request and the last after its end, so
+fewer would show idle values the step never had.
+
+Scrapes are cheap: histogram bucket lines (most of vLLM's body) are dropped before parsing.
 """
 
 from __future__ import annotations
@@ -26,16 +34,21 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from engine.deadlines import timeout
 
-DEFAULT_INTERVAL_S = 2.0
+DEFAULT_INTERVAL_S = 0.5
 DEFAULT_SCRAPE_DEADLINE_S = 1.5
 ERROR_BODY_CHARS = 200
+MIN_GAUGE_SAMPLES = 3
 COUNTERS = (
     "num_preemptions",
     "prompt_tokens",
     "generation_tokens",
+    "prefix_cache_queries",
+    "prefix_cache_hits",
     "spec_decode_num_accepted_tokens",
     "spec_decode_num_draft_tokens",
+    "spec_decode_num_drafts",
 )
+GAUGES = ("kv_cache_usage_perc", "num_requests_running", "num_requests_waiting")
 
 # Field -> accepted sample names in order of preference. Counters are matched on the sample name, which is
 # `<name>_total` whether prometheus_client's parser named the family `<name>` (typed counter, `_total`
@@ -47,8 +60,11 @@ _SAMPLE_NAMES: dict[str, tuple[str, ...]] = {
     "num_preemptions": ("vllm:num_preemptions_total",),
     "prompt_tokens": ("vllm:prompt_tokens_total",),
     "generation_tokens": ("vllm:generation_tokens_total",),
+    "prefix_cache_queries": ("vllm:prefix_cache_queries_total",),
+    "prefix_cache_hits": ("vllm:prefix_cache_hits_total",),
     "spec_decode_num_accepted_tokens": ("vllm:spec_decode_num_accepted_tokens_total",),
     "spec_decode_num_draft_tokens": ("vllm:spec_decode_num_draft_tokens_total",),
+    "spec_decode_num_drafts": ("vllm:spec_decode_num_drafts_total",),
 }
 _MAX_OVER_LABELS = frozenset({"kv_cache_usage_perc"})
 _WANTED = frozenset(name for names in _SAMPLE_NAMES.values() for name in names)
@@ -77,8 +93,11 @@ class MetricValues:
     num_preemptions: float | None = None
     prompt_tokens: float | None = None
     generation_tokens: float | None = None
+    prefix_cache_queries: float | None = None
+    prefix_cache_hits: float | None = None
     spec_decode_num_accepted_tokens: float | None = None
     spec_decode_num_draft_tokens: float | None = None
+    spec_decode_num_drafts: float | None = None
 
     def as_dict(self) -> dict[str, float | None]:
         """JSON form: every field, None for absent."""
@@ -94,11 +113,13 @@ def parse_metrics(text: str) -> MetricValues:
     Rules: KV usage takes the max over label sets, from `vllm:kv_cache_usage_perc` when any such sample
     exists, else from `vllm:gpu_cache_usage_perc`; the other metrics are summed over label sets. NaN and
     infinite samples are ignored. A metric with no sample is None. Raises MetricsParseError when the text
-    is not Prometheus exposition (an empty body is valid and yields all None).
+    is not Prometheus exposition (an empty body is valid and yields all None). Histogram bucket lines are
+    dropped unparsed (none is kept, and they are most of the body).
     """
     found: dict[str, list[float]] = {}
+    kept = "\n".join(line for line in text.split("\n") if not _is_bucket(line))
     try:
-        for family in text_string_to_metric_families(text):
+        for family in text_string_to_metric_families(kept):
             for sample in family.samples:
                 value = float(sample.value)
                 if sample.name in _WANTED and math.isfinite(value):
@@ -107,6 +128,13 @@ def parse_metrics(text: str) -> MetricValues:
         reason = str(exc) or f"malformed line ({type(exc).__name__})"
         raise MetricsParseError(f"not Prometheus text exposition: {reason}; body starts {text[:80]!r}") from exc
     return MetricValues(**{name: _reduce(name, found) for name in METRICS})
+
+
+def _is_bucket(line: str) -> bool:
+    """True for a histogram bucket sample line (`<name>_bucket{...} value`)."""
+    brace = line.find("{")
+    name = line[:brace] if brace >= 0 else line.partition(" ")[0]
+    return name.endswith("_bucket")
 
 
 def _reduce(name: str, found: dict[str, list[float]]) -> float | None:
@@ -282,16 +310,40 @@ async def _wait_for_event(event: asyncio.Event, seconds: float) -> None:
         pass
 
 
+def hit_rate(hits: float | None, queries: float | None) -> float | None:
+    """Prefix-cache hit rate = hits / queries (token counter increases); None when queries did not increase."""
+    if hits is None or not queries:
+        return None
+    return hits / queries
+
+
+def acceptance_rate(accepted_tokens: float | None, draft_tokens: float | None) -> float | None:
+    """Speculative decoding acceptance rate = accepted tokens / draft tokens; None when no token was drafted."""
+    if accepted_tokens is None or not draft_tokens:
+        return None
+    return accepted_tokens / draft_tokens
+
+
+def mean_acceptance_length(accepted_tokens: float | None, drafts: float | None) -> float | None:
+    """Mean acceptance length = 1 + accepted tokens / drafts (vLLM's: the tokens one verify step yields,
+    its own token included); None when there was no draft."""
+    if accepted_tokens is None or not drafts:
+        return None
+    return 1.0 + accepted_tokens / drafts
+
+
 def summarize(samples: list[dict]) -> dict:
     """The phase's server-side summary (for `phase.json`), recomputed from MetricsSampler samples alone.
 
     Only ok samples (`error` None) count for values, in order. `kv_cache_usage_perc_max`/`_mean`: max and
     arithmetic mean over samples where present; `num_requests_running_max`, `num_requests_waiting_max`:
-    max where present; `<counter>_increase`: CounterTracker totals over the ok samples' values (resets
-    handled as Prometheus `increase()` does); `counter_resets`: reset events over all counters. Each of
-    those is None when the metric is absent in every ok sample, and exactly then it is listed in
-    `absent_metrics` (so with no ok sample every metric is listed). `last_error`: the last failed scrape's
-    error, or None.
+    max where present; with fewer than MIN_GAUGE_SAMPLES ok samples these gauges are None and
+    `not_sampled` maps each to the reason (else it is empty). `<counter>_increase`: CounterTracker totals
+    over the ok samples' values (resets handled as Prometheus `increase()` does); `counter_resets`: reset
+    events over all counters; `prefix_cache_hit_rate`, `spec_decode_acceptance_rate`,
+    `spec_decode_mean_acceptance_length`: hit_rate, acceptance_rate and mean_acceptance_length of those
+    increases. A metric absent in every ok sample is listed in `absent_metrics` (so with no ok sample
+    every metric is listed) and its numbers are None. `last_error`: the last failed scrape's error, or None.
     """
     ok = [s for s in samples if s.get("error") is None]
     failed = [s for s in samples if s.get("error") is not None]
@@ -299,6 +351,14 @@ def summarize(samples: list[dict]) -> dict:
     tracker = CounterTracker()
     for s in ok:
         tracker.update(MetricValues(**{name: s["values"].get(name) for name in METRICS}))
+    not_sampled = {}
+    if len(ok) < MIN_GAUGE_SAMPLES:
+        reason = (
+            f"not sampled: {len(ok)} ok /metrics scrape(s) in the step, at least {MIN_GAUGE_SAMPLES} needed "
+            "(the first and last fall outside the load); lower metrics_interval_s"
+        )
+        not_sampled = {name: reason for name in GAUGES if series[name]}
+        series.update({name: [] for name in not_sampled})
     kv = series["kv_cache_usage_perc"]
     summary: dict = {
         "scrapes_ok": len(ok),
@@ -307,9 +367,18 @@ def summarize(samples: list[dict]) -> dict:
         "kv_cache_usage_perc_mean": math.fsum(kv) / len(kv) if kv else None,
         "num_requests_running_max": max(series["num_requests_running"], default=None),
         "num_requests_waiting_max": max(series["num_requests_waiting"], default=None),
+        "not_sampled": not_sampled,
     }
-    summary.update({f"{name}_increase": total for name, total in tracker.totals.items()})
+    totals = tracker.totals
+    summary.update({f"{name}_increase": total for name, total in totals.items()})
+    summary["prefix_cache_hit_rate"] = hit_rate(totals["prefix_cache_hits"], totals["prefix_cache_queries"])
+    summary["spec_decode_acceptance_rate"] = acceptance_rate(
+        totals["spec_decode_num_accepted_tokens"], totals["spec_decode_num_draft_tokens"]
+    )
+    summary["spec_decode_mean_acceptance_length"] = mean_acceptance_length(
+        totals["spec_decode_num_accepted_tokens"], totals["spec_decode_num_drafts"]
+    )
     summary["counter_resets"] = tracker.reset_count
-    summary["absent_metrics"] = [name for name in METRICS if not series[name]]
+    summary["absent_metrics"] = [name for name in METRICS if not series[name] and name not in not_sampled]
     summary["last_error"] = failed[-1]["error"] if failed else None
     return summary

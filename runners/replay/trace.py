@@ -126,7 +126,7 @@ def trace_offsets(entries: Sequence[TraceEntry], time_scale: float = 1.0) -> lis
     return [(entry.timestamp_ms - start) / 1000.0 * time_scale for entry in entries]
 
 
-def _words(seed: str, chars: int) -> str:
+def filler_words(seed: str, chars: int) -> str:
     """Exactly `chars` characters of space-separated WORDS chosen by `random.Random(seed)`."""
     rng = random.Random(seed)
     pieces: list[str] = []
@@ -153,5 +153,5 @@ def synthesize_prompt(entry: TraceEntry, block_tokens: int = BLOCK_TOKENS, chars
         raise ValueError(f"chars_per_token must be a positive finite number, got {chars_per_token}")
     target = round(entry.input_length * chars_per_token)
     block_chars = round(block_tokens * chars_per_token)
-    text = "".join(_words(f"block:{hash_id}", block_chars) for hash_id in entry.hash_ids)[:target]
-    return text + _words(f"filler:{entry.line}", target - len(text))
+    text = "".join(filler_words(f"block:{hash_id}", block_chars) for hash_id in entry.hash_ids)[:target]
+    return text + filler_words(f"filler:{entry.line}", target - len(text))

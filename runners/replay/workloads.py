@@ -1,6 +1,8 @@
 """Phase kinds as workloads: what to send, when, and how to judge the answers.
 
-`prepare` turns a phase of a plan into conversations, a request shape and arrivals; `evaluate`
+`prepare` turns a phase of a plan into conversations, a request shape and arrivals, after dropping the
+prompts that are too long (over `max_prompt_chars`, then, where the target can count them, over its
+`max_model_len` in tokens with the request's `max_tokens`) before any is counted; `evaluate`
 turns the finished requests into the kind's own results (GSM8K accuracy, long-decode coherence)
 and writes any per-item file next to `requests.jsonl`.
 """
@@ -29,10 +31,12 @@ from runners.replay.prompts import (
     DatasetError,
     Turn,
     builtin_conversations,
+    cycle,
     load_sharegpt,
-    select_conversations,
+    within_chars,
 )
 from runners.replay.records import RequestRecord
+from runners.replay.token_lengths import NOT_ASKED, LengthFilter, TokenLimit
 from runners.replay.trace import load_trace, synthesize_prompt, trace_offsets
 from runners.run.files import JsonlWriter
 
@@ -43,15 +47,23 @@ COHERENCE_FILE = "coherence.jsonl"
 
 @dataclass(frozen=True)
 class Workload:
-    """A phase ready to send."""
+    """A phase ready to send; `prompt_filter` says what was dropped for length, and why (phase.json)."""
 
     conversations: list[Conversation]
     shape: RequestShape
     arrivals: Arrivals
+    prompt_filter: dict
 
 
-def prepare(phase: Phase, loaded: LoadedPlan, arrival_seed: int = 0) -> Workload:
-    """The conversations, request shape and arrivals of `phase`; raises DatasetError for bad inputs."""
+async def prepare(
+    phase: Phase, loaded: LoadedPlan, arrival_seed: int = 0, limit: TokenLimit | str = NOT_ASKED
+) -> Workload:
+    """The conversations, request shape and arrivals of `phase`; raises DatasetError for bad inputs.
+
+    `limit` is the target's context length and token counter (or why there is none): conversations that
+    do not fit it are dropped before counting, like those over `max_prompt_chars` (trace entries are not
+    filtered by characters: their lengths are the trace's).
+    """
     keep_text = isinstance(phase, (Gsm8kPhase, LongDecodePhase))
     shape = RequestShape(
         endpoint=phase.endpoint,
@@ -64,11 +76,10 @@ def prepare(phase: Phase, loaded: LoadedPlan, arrival_seed: int = 0) -> Workload
         history=phase.history if isinstance(phase, ShareGptPhase) else "recorded",
         keep_text=keep_text,
     )
-    if isinstance(phase, Gsm8kPhase):
-        conversations = _gsm8k_conversations(phase, loaded)
-    elif isinstance(phase, TracePhase):
+    lengths = LengthFilter(limit, phase.endpoint, phase.max_tokens)
+    if isinstance(phase, TracePhase):
         entries = load_trace(loaded.resolve(phase.trace))[: phase.requests]
-        conversations = [
+        pool = [
             Conversation(
                 f"trace:{e.line}",
                 (Turn(synthesize_prompt(e, phase.block_tokens, phase.chars_per_token)),),
@@ -76,7 +87,13 @@ def prepare(phase: Phase, loaded: LoadedPlan, arrival_seed: int = 0) -> Workload
             )
             for e in entries
         ]
-        return Workload(conversations, shape, Arrivals(phase.concurrency, trace_offsets(entries, phase.time_scale)))
+        fit = {c.source for c in await lengths.fitting(pool, None, phase.trace)}
+        offsets = trace_offsets(entries, phase.time_scale)  # from every entry: a dropped one keeps the clock
+        kept = [(c, t) for c, t in zip(pool, offsets, strict=True) if c.source in fit]
+        arrivals = Arrivals(phase.concurrency, [t for _, t in kept])
+        return Workload([c for c, _ in kept], shape, arrivals, _filter_report(None, None, lengths))
+    if isinstance(phase, Gsm8kPhase):
+        conversations, over_chars = await _gsm8k_conversations(phase, loaded, lengths)
     else:
         turns = phase.max_turns if isinstance(phase, ShareGptPhase) else 1
         count = phase.streams if isinstance(phase, ConcurrentPhase) else phase.requests
@@ -85,12 +102,23 @@ def prepare(phase: Phase, loaded: LoadedPlan, arrival_seed: int = 0) -> Workload
             if phase.dataset == "builtin"
             else load_sharegpt(loaded.resolve(phase.dataset), turns)
         )
-        conversations = select_conversations(pool, count, phase.max_prompt_chars, phase.dataset)
+        eligible = within_chars(pool, phase.max_prompt_chars, phase.dataset)
+        over_chars = len(pool) - len(eligible)
+        conversations = cycle(await lengths.fitting(eligible, count, phase.dataset), count)
     if isinstance(phase, ConcurrentPhase):
         arrivals = Arrivals(len(conversations), [0.0] * len(conversations))
     else:
         arrivals = _arrivals(phase, len(conversations), arrival_seed)
-    return Workload(conversations, shape, arrivals)
+    return Workload(conversations, shape, arrivals, _filter_report(phase.max_prompt_chars, over_chars, lengths))
+
+
+def _filter_report(max_prompt_chars: int | None, over_chars: int | None, lengths: LengthFilter) -> dict:
+    """phase.json's `prompt_filter`: conversations of the pool dropped for characters, then for tokens.
+
+    The character filter sees the whole pool; the token check counts the pool in order only until enough
+    conversations fit, so `over_max_model_len` counts the ones it found. None: that filter did not run.
+    """
+    return {"max_prompt_chars": max_prompt_chars, "over_max_prompt_chars": over_chars, **lengths.report()}
 
 
 def _arrivals(phase: OpenLoopFields, n: int, seed: int) -> Arrivals:
@@ -105,8 +133,13 @@ def _arrivals(phase: OpenLoopFields, n: int, seed: int) -> Arrivals:
     return Arrivals(phase.concurrency or UNCAPPED, offsets)
 
 
-def _gsm8k_conversations(phase: Gsm8kPhase, loaded: LoadedPlan) -> list[Conversation]:
-    """Sampled questions with their lm-eval few-shot prompts; over-long prompts leave the pool before sampling."""
+async def _gsm8k_conversations(
+    phase: Gsm8kPhase, loaded: LoadedPlan, lengths: LengthFilter
+) -> tuple[list[Conversation], int]:
+    """Sampled questions with their lm-eval few-shot prompts, and how many were over `max_prompt_chars`.
+
+    Over-long prompts (characters, then tokens) leave the pool before sampling.
+    """
     test = load_gsm8k(loaded.resolve(phase.test_file))
     train = load_gsm8k(loaded.resolve(phase.train_file))
     prefixes = fewshot_prefixes(train, (i.index for i in test), phase.fewshot, phase.fewshot_seed)
@@ -114,8 +147,10 @@ def _gsm8k_conversations(phase: Gsm8kPhase, loaded: LoadedPlan) -> list[Conversa
     eligible = [i for i in test if len(prompts[i.index]) <= phase.max_prompt_chars]
     if not eligible:
         raise DatasetError(f"{phase.test_file}: no GSM8K prompt is at most {phase.max_prompt_chars} characters")
-    items = sample_items(eligible, phase.questions, phase.sample_seed)
-    return [Conversation(f"gsm8k:{i.index}", (Turn(prompts[i.index]),)) for i in items]
+    pool = [Conversation(f"gsm8k:{i.index}", (Turn(prompts[i.index]),)) for i in eligible]
+    fit = {c.source for c in await lengths.fitting(pool, None, phase.test_file)}
+    items = sample_items([i for i in eligible if f"gsm8k:{i.index}" in fit], phase.questions, phase.sample_seed)
+    return [Conversation(f"gsm8k:{i.index}", (Turn(prompts[i.index]),)) for i in items], len(test) - len(eligible)
 
 
 def evaluate(phase: Phase, loaded: LoadedPlan, records: list[RequestRecord], step_dir: Path) -> dict:

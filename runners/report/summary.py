@@ -51,7 +51,8 @@ def effective_wo_split(arm: ArmResult) -> str:
 
 
 def results_line(record: dict) -> str:
-    """A step's own results in a few words: GSM8K accuracy, coherence warnings, goodput, server metrics."""
+    """A step's own results in a few words: GSM8K accuracy, coherence warnings, goodput, server metrics,
+    prompts dropped for length."""
     parts = []
     gsm = section(record, "gsm8k")
     if gsm:
@@ -71,13 +72,51 @@ def results_line(record: dict) -> str:
         parts.append(f"goodput {goodput:.2f} req/s")
     metrics = section(record, "server_metrics")
     if metrics:
-        kv = number(metrics.get("kv_cache_usage_perc_max"))
-        kv_text = "n/a" if kv is None else f"{kv:.0%}"
-        parts.append(
-            f"server: running max {fmt(number(metrics.get('num_requests_running_max')), 0)}, "
-            f"waiting max {fmt(number(metrics.get('num_requests_waiting_max')), 0)}, KV max {kv_text}"
-        )
+        parts.append(_server_line(metrics))
+    filtered = _filter_line(section(record, "prompt_filter"))
+    if filtered:
+        parts.append(filtered)
     return "; ".join(parts)
+
+
+def percent(fraction: float | None) -> str:
+    """A fraction as a percentage with three significant digits (0.0029 -> `0.29 %`, 0.5 -> `50 %`), `n/a` for None."""
+    return "n/a" if fraction is None else f"{fraction * 100:.3g} %"
+
+
+def _server_line(metrics: dict) -> str:
+    """The server's own numbers of a step: gauges (or why they were not sampled), prefix cache, spec decode."""
+    not_sampled = metrics.get("not_sampled") if isinstance(metrics.get("not_sampled"), dict) else {}
+
+    def gauge(name: str, text: str) -> str:
+        return "not sampled" if name in not_sampled else text
+
+    running = gauge("num_requests_running", fmt(number(metrics.get("num_requests_running_max")), 0))
+    waiting = gauge("num_requests_waiting", fmt(number(metrics.get("num_requests_waiting_max")), 0))
+    kv = gauge("kv_cache_usage_perc", percent(number(metrics.get("kv_cache_usage_perc_max"))))
+    line = f"server: running max {running}, waiting max {waiting}, KV max {kv}"
+    hits = number(metrics.get("prefix_cache_hit_rate"))
+    if hits is not None:
+        line += f", prefix cache hits {percent(hits)}"
+    accepted = number(metrics.get("spec_decode_acceptance_rate"))
+    if accepted is not None:
+        length = fmt(number(metrics.get("spec_decode_mean_acceptance_length")), 2)
+        line += f", spec decode acceptance {percent(accepted)} (mean length {length})"
+    return line
+
+
+def _filter_line(filtered: dict) -> str | None:
+    """Prompts dropped for length before counting, and whether token lengths were checked; None: nothing to say."""
+    chars, tokens = number(filtered.get("over_max_prompt_chars")), number(filtered.get("over_max_model_len"))
+    dropped = []
+    if chars:
+        dropped.append(f"{chars:.0f} over max_prompt_chars")
+    if tokens:
+        dropped.append(f"{tokens:.0f} over max_model_len {fmt(number(filtered.get('max_model_len')), 0)}")
+    said = [f"prompts dropped: {', '.join(dropped)}"] if dropped else []
+    if filtered.get("tokens_checked") is False:
+        said.append("token lengths not checked")
+    return "; ".join(said) or None
 
 
 def _when(ts: float | None) -> str:

@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
+
+import httpx
 
 from runners.plan.load import LoadedPlan
 from runners.plan.steps import StepKey
@@ -22,6 +24,7 @@ from runners.replay.prompts import DatasetError
 from runners.replay.records import RequestRecord
 from runners.replay.server_metrics import MetricsSampler
 from runners.replay.server_metrics import summarize as summarize_metrics
+from runners.replay.token_lengths import TOKENIZE_DEADLINE_S, target_limit
 from runners.replay.workloads import evaluate, prepare
 from runners.run.event_types import ServeHealth, ServeOom, StepAborted, StepStarted
 from runners.run.events import EventLog
@@ -101,6 +104,7 @@ class StepContext:
     memory: MemoryWatch
     healthy: bool = True  # the target's last /health answer, carried from step to step
     oom_kills_seen: int = 0  # the target's cgroup OOM kills already reported
+    token_counts: dict[bytes, int] = field(default_factory=dict)  # /tokenize answers of this target, by body
 
 
 class StepRun:
@@ -115,7 +119,9 @@ class StepRun:
         """Run the step and record its verdict (DONE marker or `step_failed`); the outcome for the session."""
         ctx, step, phase = self.ctx, self.step, self.phase
         try:
-            workload = prepare(phase, ctx.loaded, arrival_seed=phase.seed or 0)
+            async with httpx.AsyncClient(timeout=httpx.Timeout(TOKENIZE_DEADLINE_S)) as client:
+                limit = await target_limit(client, self.runtime.base_url, self.model, ctx.token_counts)
+                workload = await prepare(phase, ctx.loaded, arrival_seed=phase.seed or 0, limit=limit)
         except DatasetError as exc:
             ctx.ledger.fail([step], str(exc))
             return "failed"
@@ -217,6 +223,7 @@ class StepRun:
             "target": target,
             "target_ended": _describe(ended),
             "profile": profile.as_dict() if profile else None,
+            "prompt_filter": workload.prompt_filter,
             "stats": stats.as_dict(),
             "server_metrics": summarize_metrics(samples) if sampler is not None else None,
             **evaluate(phase, ctx.loaded, outcome.records, step_dir),

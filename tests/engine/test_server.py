@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from engine.env_sentinel import format_sentinel
+from engine.tokenizer import encode
 from tests.conftest import ENGINE_CONFIG, ROOT, start_engine, stop_process
 
 pytestmark = pytest.mark.slow
@@ -145,3 +146,25 @@ def test_server_refuses_to_start_with_an_unsupported_split() -> None:
     assert result.returncode == 2
     assert "refusing to start: CUTE_WO_SPLIT (from env): '3' is not one of 1, 2, 4, 8" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_tokenize_counts_what_the_endpoints_feed_the_model_and_models_lists_max_model_len(engine_url: str) -> None:
+    card = httpx.get(f"{engine_url}/v1/models", timeout=10).json()["data"][0]
+    assert card["max_model_len"] == 4096
+    prompt = httpx.post(f"{engine_url}/tokenize", json={"model": "gb10-tiny", "prompt": "héllo"}, timeout=10).json()
+    assert prompt == {"count": 7, "max_model_len": 4096, "tokens": encode("héllo"), "token_strs": None}  # BOS + 6 bytes
+    messages = [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Yo"},
+        {"role": "user", "content": "?"},
+    ]
+    chat = httpx.post(f"{engine_url}/tokenize", json={"messages": messages}, timeout=10).json()
+    assert chat["tokens"] == encode("<|user|>\nHi\n<|assistant|>\nYo\n<|user|>\n?\n<|assistant|>\n")
+    # the count is the prompt_tokens a completion of the same prompt reports
+    body = {"prompt": "héllo", "max_tokens": 1}
+    done = httpx.post(f"{engine_url}/v1/completions", json=body, timeout=30).json()
+    assert done["usage"]["prompt_tokens"] == prompt["count"]
+    both = httpx.post(f"{engine_url}/tokenize", json={"prompt": "a", "messages": messages}, timeout=10)
+    assert both.status_code == 400 and "either prompt" in both.json()["error"]["message"]
+    other = httpx.post(f"{engine_url}/tokenize", json={"model": "other", "prompt": "a"}, timeout=10)
+    assert other.status_code == 404 and "`other` does not exist" in other.json()["error"]["message"]

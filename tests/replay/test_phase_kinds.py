@@ -70,7 +70,7 @@ max_tokens = 8
 arrival = "poisson"
 rate = 20
 slo_ttft_ms = 60000
-metrics_interval_s = 0.5
+metrics_interval_s = 0.2
 
 [[phases]]
 name = "long"
@@ -122,7 +122,14 @@ def test_every_phase_kind_runs_in_a_plan_with_results_in_the_run_dir_and_summary
     assert first["prompt_chars"] != len("Name a colour.") + len("Blue.") + len("Another one?")
     phase = read_json(step / "chat-live" / "0" / "phase.json")
     assert phase["stats"]["goodput_req_s"] > 0 and phase["stats"]["distributions"]["ttft_ms"]["count"] == 6
-    assert phase["server_metrics"]["scrapes_ok"] >= 1 and phase["server_metrics"]["num_requests_running_max"] >= 0
+    metrics = phase["server_metrics"]
+    assert metrics["scrapes_ok"] >= 3 and metrics["num_requests_running_max"] >= 0 and metrics["not_sampled"] == {}
+    # the 5000-char conversation was dropped for characters; the rest were counted in tokens by the engine
+    assert phase["prompt_filter"] | {"over_max_model_len_examples": []} == {
+        "max_prompt_chars": 1000, "over_max_prompt_chars": 1, "tokens_checked": True,
+        "tokens_not_checked_reason": None, "max_model_len": 4096, "over_max_model_len": 0,
+        "over_max_model_len_examples": [],
+    }  # fmt: skip
     assert (step / "chat-live" / "0" / "server_metrics.jsonl").is_file()
 
     # longdecode: every output was checked; the report says what it found
@@ -153,13 +160,14 @@ def test_every_phase_kind_runs_in_a_plan_with_results_in_the_run_dir_and_summary
     for kind in ("sharegpt", "longdecode", "gsm8k", "concurrent", "trace"):
         assert f"| {kind} | done |" in summary
     assert "GSM8K strict" in summary and "coherence warnings" in summary and "goodput" in summary
+    assert "prompts dropped: 1 over max_prompt_chars" in summary
 
 
-def test_trace_prompts_share_prefixes_by_hash_id(tmp_path: Path) -> None:
+async def test_trace_prompts_share_prefixes_by_hash_id(tmp_path: Path) -> None:
     write_inputs(tmp_path)
     (tmp_path / "plan.toml").write_text(PLAN)
     loaded = load_plan(tmp_path / "plan.toml")
-    workload = prepare(loaded.plan.phase("trace"), loaded)
+    workload = await prepare(loaded.plan.phase("trace"), loaded)
     prompts = [c.turns[0].user for c in workload.conversations]
     assert [len(p) for p in prompts] == [40, 40, 20, 50]
     assert prompts[0][:20] == prompts[1][:20] == prompts[2][:20]  # hash id 1 leads all three
@@ -183,7 +191,7 @@ def test_phase_kind_errors_name_the_field(tmp_path: Path) -> None:
         load_plan(tmp_path / "plan.toml")
 
 
-def test_the_example_plan_with_every_kind_loads() -> None:
+async def test_the_example_plan_with_every_kind_loads() -> None:
     path = ROOT / "configs" / "workloads.toml"
     if not (ROOT.parent / "shared" / "data" / "gsm8k" / "test.jsonl").is_file():
         with pytest.raises(ConfigFileError, match=r"phases\[2\]\.test_file: .*does not exist"):
@@ -191,5 +199,5 @@ def test_the_example_plan_with_every_kind_loads() -> None:
         pytest.skip("../shared/data/gsm8k is absent: the example's GSM8K phase cannot load (error checked)")
     loaded = load_plan(path)
     assert sorted({p.kind for p in loaded.plan.phases}) == ["concurrent", "gsm8k", "longdecode", "sharegpt", "trace"]
-    gsm8k = prepare(loaded.plan.phase("gsm8k"), loaded)
+    gsm8k = await prepare(loaded.plan.phase("gsm8k"), loaded)
     assert len(gsm8k.conversations) == 20 and all(c.chars <= 3800 for c in gsm8k.conversations)

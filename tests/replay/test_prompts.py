@@ -12,8 +12,9 @@ from runners.replay.prompts import (
     DatasetError,
     Turn,
     builtin_conversations,
+    cycle,
     load_sharegpt,
-    select_conversations,
+    within_chars,
 )
 from tests.conftest import SHARED
 
@@ -21,14 +22,14 @@ from tests.conftest import SHARED
 def test_length_filter_runs_before_counting() -> None:
     pool = builtin_conversations()
     long_one = Conversation("huge", (Turn("x" * 10_000),))
-    chosen = select_conversations([long_one, *pool[:2]], count=5, max_prompt_chars=500, origin="t")
+    chosen = cycle(within_chars([long_one, *pool[:2]], max_prompt_chars=500, origin="t"), count=5)
     assert [c.source for c in chosen] == ["builtin:0", "builtin:1", "builtin:0", "builtin:1", "builtin:0"]
     # a conversation's length counts every turn and recorded reply: the context it can build
     two_turns = Conversation("two", (Turn("a" * 300, "b" * 150), Turn("c" * 100)))
     assert two_turns.chars == 550
-    assert select_conversations([two_turns, pool[0]], 2, 500, "t") == [pool[0], pool[0]]
+    assert cycle(within_chars([two_turns, pool[0]], 500, "t"), 2) == [pool[0], pool[0]]
     with pytest.raises(DatasetError, match="no prompt is at most 5 characters"):
-        select_conversations(pool, 1, 5, "builtin")
+        within_chars(pool, 5, "builtin")
 
 
 def test_sharegpt_multi_turn_pairs_each_human_turn_with_the_reply_after_it(tmp_path: Path) -> None:

@@ -18,6 +18,9 @@ from runners.replay.server_metrics import (
     MetricsSampler,
     MetricsScrapeError,
     MetricValues,
+    acceptance_rate,
+    hit_rate,
+    mean_acceptance_length,
     parse_metrics,
     scrape_metrics,
     summarize,
@@ -41,6 +44,9 @@ vllm:kv_cache_usage_perc{engine="1",model_name="m"} 0.5
 # HELP vllm:prefix_cache_queries_total Prefix cache queries, in terms of number of queried tokens.
 # TYPE vllm:prefix_cache_queries_total counter
 vllm:prefix_cache_queries_total{engine="0",model_name="m"} 4096.0
+# HELP vllm:prefix_cache_hits_total Prefix cache hits, in terms of number of cached tokens.
+# TYPE vllm:prefix_cache_hits_total counter
+vllm:prefix_cache_hits_total{engine="0",model_name="m"} 1024.0
 # HELP vllm:num_preemptions_total Cumulative number of preemption from the engine.
 # TYPE vllm:num_preemptions_total counter
 vllm:num_preemptions_total{engine="0",model_name="m"} 2.0
@@ -85,7 +91,13 @@ vllm:num_preemptions_total{model_name="m"} 4.0
 """
 
 
-NO_SPEC = {"spec_decode_num_accepted_tokens": None, "spec_decode_num_draft_tokens": None}
+ABSENT_COUNTERS = {
+    "prefix_cache_queries": None,
+    "prefix_cache_hits": None,
+    "spec_decode_num_accepted_tokens": None,
+    "spec_decode_num_draft_tokens": None,
+    "spec_decode_num_drafts": None,
+}
 
 
 def test_vllm_v1_gauges_sum_counters_sum_kv_takes_the_max() -> None:
@@ -96,6 +108,8 @@ def test_vllm_v1_gauges_sum_counters_sum_kv_takes_the_max() -> None:
         num_preemptions=3.0,
         prompt_tokens=2000.0,
         generation_tokens=500.0,
+        prefix_cache_queries=4096.0,
+        prefix_cache_hits=1024.0,
     )
 
 
@@ -165,10 +179,10 @@ def test_counter_resets_and_absences_by_hand() -> None:
         "num_preemptions": 1.0,
         "prompt_tokens": 12.0,
         "generation_tokens": 140.0,
-        **NO_SPEC,
+        **ABSENT_COUNTERS,
     }
     assert tracker.reset_count == 2
-    empty = {"num_preemptions": None, "prompt_tokens": None, "generation_tokens": None, **NO_SPEC}
+    empty = {"num_preemptions": None, "prompt_tokens": None, "generation_tokens": None, **ABSENT_COUNTERS}
     assert CounterTracker().totals == empty
 
 
@@ -193,14 +207,70 @@ def test_summarize_by_hand() -> None:
         "kv_cache_usage_perc_mean": pytest.approx((0.2 + 0.6 + 0.4) / 3),
         "num_requests_running_max": 8,
         "num_requests_waiting_max": 3,
+        "not_sampled": {},
         "num_preemptions_increase": None,
         "prompt_tokens_increase": None,
         "generation_tokens_increase": 40.0 + 20.0,  # 10 -> 50, then a reset to 20
-        **{f"{name}_increase": None for name in NO_SPEC},
+        **{f"{name}_increase": None for name in ABSENT_COUNTERS},
+        "prefix_cache_hit_rate": None,
+        "spec_decode_acceptance_rate": None,
+        "spec_decode_mean_acceptance_length": None,
         "counter_resets": 1,
-        "absent_metrics": ["num_preemptions", "prompt_tokens", *NO_SPEC],
+        "absent_metrics": ["num_preemptions", "prompt_tokens", *ABSENT_COUNTERS],
         "last_error": "scraping u failed: ConnectError",
     }
+
+
+def test_prefix_cache_hit_rate_and_spec_decode_acceptance_by_hand() -> None:
+    samples = [
+        sample(prefix_cache_queries=1000, prefix_cache_hits=100, spec_decode_num_drafts=10,
+               spec_decode_num_draft_tokens=30, spec_decode_num_accepted_tokens=12),
+        sample(prefix_cache_queries=1800, prefix_cache_hits=500, spec_decode_num_drafts=50,
+               spec_decode_num_draft_tokens=150, spec_decode_num_accepted_tokens=72),
+        sample(prefix_cache_queries=2000, prefix_cache_hits=600, spec_decode_num_drafts=60,
+               spec_decode_num_draft_tokens=180, spec_decode_num_accepted_tokens=87),
+    ]  # fmt: skip
+    summary = summarize(samples)
+    # queries +1000, hits +500: half of the queried tokens were cached
+    assert summary["prefix_cache_queries_increase"] == 1000 and summary["prefix_cache_hits_increase"] == 500
+    assert summary["prefix_cache_hit_rate"] == 0.5
+    # 150 draft tokens in 50 drafts (3 per step), 75 accepted: rate 75/150, each step yields 1 + 75/50 tokens
+    assert summary["spec_decode_acceptance_rate"] == 0.5
+    assert summary["spec_decode_mean_acceptance_length"] == 2.5
+    # counters that did not move give no rate, never 0 %
+    flat = summarize([sample(prefix_cache_queries=7, prefix_cache_hits=3)] * 3)
+    assert flat["prefix_cache_queries_increase"] == 0.0 and flat["prefix_cache_hit_rate"] is None
+    assert flat["spec_decode_acceptance_rate"] is None and "spec_decode_num_drafts" in flat["absent_metrics"]
+    assert hit_rate(None, 10) is None and acceptance_rate(3, 0) is None and mean_acceptance_length(3, None) is None
+
+
+def test_gauges_of_a_step_with_two_scrapes_are_not_sampled() -> None:
+    two = [
+        sample(kv_cache_usage_perc=0.0, num_requests_running=0, num_requests_waiting=0, generation_tokens=10),
+        sample(error="scraping u failed: HTTP 500: boom"),
+        sample(kv_cache_usage_perc=0.0, num_requests_running=0, num_requests_waiting=0, generation_tokens=90),
+    ]
+    summary = summarize(two)
+    assert summary["num_requests_running_max"] is None and summary["num_requests_waiting_max"] is None
+    assert summary["kv_cache_usage_perc_max"] is None and summary["kv_cache_usage_perc_mean"] is None
+    assert set(summary["not_sampled"]) == {"kv_cache_usage_perc", "num_requests_running", "num_requests_waiting"}
+    assert "2 ok /metrics scrape(s)" in summary["not_sampled"]["num_requests_running"]
+    assert "num_requests_running" not in summary["absent_metrics"]  # it was exported, just not sampled enough
+    assert summary["generation_tokens_increase"] == 80  # counters need only their ends
+    # a third ok scrape makes the gauges count
+    three = summarize([*two, sample(kv_cache_usage_perc=0.0029, num_requests_running=2, num_requests_waiting=0)])
+    assert three["not_sampled"] == {} and three["num_requests_running_max"] == 2
+    assert three["kv_cache_usage_perc_max"] == 0.0029
+
+
+def test_bucket_lines_are_skipped_but_garbage_still_raises() -> None:
+    buckets = "".join(
+        f'vllm:e2e_request_latency_seconds_bucket{{le="{b}",model_name="m"}} 1.0\n' for b in (0.1, 1, "+Inf")
+    )
+    text = "# TYPE vllm:e2e_request_latency_seconds histogram\n" + buckets + VLLM_V0
+    assert parse_metrics(text) == parse_metrics(VLLM_V0)
+    with pytest.raises(MetricsParseError):
+        parse_metrics(buckets + "<html>oops</html>\n")
 
 
 def test_summarize_without_an_ok_scrape_lists_every_metric_absent() -> None:
@@ -310,7 +380,7 @@ async def test_sampler_records_values_reset_garbage_and_http_errors_and_stops_pr
         "num_preemptions": None,
         "prompt_tokens": 10.0,
         "generation_tokens": 5.0,
-        **NO_SPEC,
+        **ABSENT_COUNTERS,
     }
     assert reset["resets"] == ["generation_tokens"] and reset["increases"]["generation_tokens"] == 4.0
     assert url in garbage["error"] and "not Prometheus text exposition" in garbage["error"]
