@@ -40,6 +40,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     mock.add_argument("--fault-every", type=_positive, default=1, help="the fault hits every N-th request")
     mock.add_argument("--health-fail-after", type=int, default=0, metavar="N",
                       help="/health answers 503 from its N-th probe on (default 0: never)")  # fmt: skip
+    mock.add_argument("--tokens-per-chunk", type=_positive, default=1, metavar="K",
+                      help="tokens in each SSE chunk, as MTP / speculative decoding send them (default 1)")  # fmt: skip
+    mock.add_argument(
+        "--continuous-usage", choices=("honour", "ignore", "reject"), default="honour",
+        help="stream_options.continuous_usage_stats: usage on every chunk (like vLLM), ignored, or HTTP 400",
+    )  # fmt: skip
     watchdog = what.add_parser("watchdog", help="guard reaction to a real memory hog (floors just below now)")
     watchdog.add_argument("--rates", default="0.5,1,2", help="fill rates in GiB/s, comma-separated")
     watchdog.add_argument("--repeats", type=_positive, default=1)
@@ -76,7 +82,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
         return _kernels(args, console)
     if args.bench == "mock-server":
         settings = MockSettings(args.ttft_ms, args.itl_ms, args.tokens, args.fault, args.fault_every,
-                                args.health_fail_after)  # fmt: skip
+                                args.health_fail_after, args.tokens_per_chunk, args.continuous_usage)  # fmt: skip
         console.print(f"mock server on http://{args.host}:{args.port} ({settings}); Ctrl-C stops it", highlight=False)
         with contextlib.suppress(KeyboardInterrupt):
             event_loop.run(serve_mock(args.host, args.port, settings))
