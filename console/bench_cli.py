@@ -107,7 +107,7 @@ def result_table(r: ClientBenchResult) -> Table:
     t.add_row("output tok/s", _num(r.output_tok_s, 0))
     t.add_row("client CPU s", f"{r.cpu_s:.2f} (over {r.wall_s:.2f} s wall)")
     t.add_row("dispatch lag p99 ms", _num(r.dispatch_lag_p99_ms, 2))
-    for name, dist in (("TTFT ms", r.ttft_ms), ("ITL ms", r.itl_ms), ("TPOT ms", r.tpot_ms)):
+    for name, dist in (("TTFT ms", r.ttft_ms), (f"ITL ms ({r.itl_basis})", r.itl_ms), ("TPOT ms", r.tpot_ms)):
         t.add_row(name, _dist(dist))
     return t
 
