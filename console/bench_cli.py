@@ -42,6 +42,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     mock.add_argument("--fault-every", type=_positive, default=1, help="the fault hits every N-th request")
     mock.add_argument("--health-fail-after", type=int, default=0, metavar="N",
                       help="/health answers 503 from its N-th probe on (default 0: never)")  # fmt: skip
+    mock.add_argument("--tokens-per-chunk", type=_positive, default=1, metavar="K",
+                      help="tokens in each SSE chunk, as MTP / speculative decoding send them (default 1)")  # fmt: skip
+    mock.add_argument(
+        "--continuous-usage", choices=("honour", "ignore", "reject"), default="honour",
+        help="stream_options.continuous_usage_stats: usage on every chunk (like vLLM), ignored, or HTTP 400",
+    )  # fmt: skip
     watchdog = what.add_parser("watchdog", help="guard reaction to a real memory hog (floors just below now)")
     watchdog.add_argument("--rates", default="0.5,1,2", help="fill rates in GiB/s, comma-separated")
     watchdog.add_argument("--repeats", type=_positive, default=1)
@@ -78,7 +84,7 @@ def run(args: argparse.Namespace, console: Console) -> int:
         return _kernels(args, console)
     if args.bench == "mock-server":
         settings = MockSettings(args.ttft_ms, args.itl_ms, args.tokens, args.fault, args.fault_every,
-                                args.health_fail_after)  # fmt: skip
+                                args.health_fail_after, args.tokens_per_chunk, args.continuous_usage)  # fmt: skip
         console.print(f"mock server on http://{args.host}:{args.port} ({settings}); Ctrl-C stops it", highlight=False)
         with contextlib.suppress(KeyboardInterrupt):
             event_loop.run(serve_mock(args.host, args.port, settings))
@@ -108,7 +114,12 @@ def result_table(r: ClientBenchResult) -> Table:
     t.add_row("output tok/s", _num(r.output_tok_s, 0))
     t.add_row("client CPU s", f"{r.cpu_s:.2f} (over {r.wall_s:.2f} s wall)")
     t.add_row("dispatch lag p99 ms", _num(r.dispatch_lag_p99_ms, 2))
-    for name, dist in (("TTFT ms", r.ttft_ms), ("ITL ms", r.itl_ms), ("TPOT ms", r.tpot_ms), ("E2EL ms", r.e2el_ms)):
+    for name, dist in (
+        ("TTFT ms", r.ttft_ms),
+        (f"ITL ms ({r.itl_basis})", r.itl_ms),
+        ("TPOT ms", r.tpot_ms),
+        ("E2EL ms", r.e2el_ms),
+    ):
         t.add_row(name, _dist(dist))
     return t
 

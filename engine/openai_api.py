@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -12,10 +13,30 @@ from engine.sampling import SamplingParams
 
 
 class StreamOptions(BaseModel):
-    """`stream_options`: only `include_usage` changes anything here."""
+    """`stream_options`: `include_usage`, and `continuous_usage_stats` (vLLM: usage on every chunk too)."""
 
     model_config = ConfigDict(extra="ignore")
     include_usage: bool = False
+    continuous_usage_stats: bool = False
+
+
+@dataclass(frozen=True)
+class StreamUsage:
+    """Where a streamed response puts `usage`, as vLLM does.
+
+    With `include_usage` a trailing chunk with empty `choices` carries the totals and every other
+    chunk says `"usage": null`; with `continuous_usage_stats` as well, every chunk carries the usage
+    so far instead (the role-only delta: 0 completion tokens).
+    """
+
+    final: bool = False
+    continuous: bool = False
+
+    def on_chunk(self, prompt_tokens: int, completion_tokens: int) -> dict:
+        """The `usage` entry of a chunk sent when `completion_tokens` exist (nothing without include_usage)."""
+        if self.continuous:
+            return {"usage": usage(prompt_tokens, completion_tokens)}
+        return {"usage": None} if self.final else {}
 
 
 class _Common(BaseModel):
@@ -39,9 +60,11 @@ class _Common(BaseModel):
         stops = [self.stop] if isinstance(self.stop, str) else self.stop
         return tuple(s for s in stops if s)
 
-    def include_usage(self) -> bool:
-        """True when a streaming response must end with a usage chunk."""
-        return bool(self.stream and self.stream_options and self.stream_options.include_usage)
+    def stream_usage(self) -> StreamUsage:
+        """Where a streaming response puts `usage` (continuous stats only together with include_usage, as vLLM)."""
+        options = self.stream_options
+        final = bool(self.stream and options and options.include_usage)
+        return StreamUsage(final, final and bool(options and options.continuous_usage_stats))
 
     def sampling(self, max_tokens: int) -> SamplingParams:
         """Sampling parameters for the engine."""

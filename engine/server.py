@@ -55,6 +55,7 @@ from engine.model import TinyDecoder
 from engine.openai_api import (
     ChatCompletionRequest,
     CompletionRequest,
+    StreamUsage,
     TokenizeRequest,
     error_body,
     new_id,
@@ -364,7 +365,7 @@ async def _respond(
             deltas = stall_after(deltas, state.faults.stream_stall_tokens, request.is_disconnected)
         chunks = _chat_chunks if chat else _completion_chunks
         return StreamingResponse(
-            _sse(chunks(state, request_id, body.include_usage(), deltas)),
+            _sse(chunks(state, request_id, body.stream_usage(), deltas)),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache"},
         )
@@ -426,7 +427,7 @@ async def _sse(events: AsyncIterator[dict]) -> AsyncIterator[bytes]:
 
 
 async def _completion_chunks(
-    state: ServerState, request_id: str, include_usage: bool, deltas: AsyncIterator[TokenDelta]
+    state: ServerState, request_id: str, stream_usage: StreamUsage, deltas: AsyncIterator[TokenDelta]
 ) -> AsyncIterator[dict]:
     created = now()
     base = {"id": request_id, "object": "text_completion", "created": created, "model": state.model_name}
@@ -437,17 +438,16 @@ async def _completion_chunks(
             yield error_body(d.error, "InternalServerError", 500)
             return
         choice = {"index": 0, "text": d.text, "logprobs": None, "finish_reason": d.finish_reason}
-        yield {**base, "choices": [choice], **({"usage": None} if include_usage else {})}
-    if include_usage and last is not None:
+        yield {**base, "choices": [choice], **stream_usage.on_chunk(d.prompt_tokens, d.completion_tokens)}
+    if stream_usage.final and last is not None:
         yield {**base, "choices": [], "usage": usage(last.prompt_tokens, last.completion_tokens)}
 
 
 async def _chat_chunks(
-    state: ServerState, request_id: str, include_usage: bool, deltas: AsyncIterator[TokenDelta]
+    state: ServerState, request_id: str, stream_usage: StreamUsage, deltas: AsyncIterator[TokenDelta]
 ) -> AsyncIterator[dict]:
     created = now()
     base = {"id": request_id, "object": "chat.completion.chunk", "created": created, "model": state.model_name}
-    extra = {"usage": None} if include_usage else {}
     last = None
     async for d in deltas:
         if d.error:
@@ -455,11 +455,11 @@ async def _chat_chunks(
             return
         if last is None:  # like vLLM: a role-only delta once the first token exists
             role = {"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}
-            yield {**base, "choices": [role], **extra}
+            yield {**base, "choices": [role], **stream_usage.on_chunk(d.prompt_tokens, 0)}
         last = d
         choice = {"index": 0, "delta": {"content": d.text}, "logprobs": None, "finish_reason": d.finish_reason}
-        yield {**base, "choices": [choice], **extra}
-    if include_usage and last is not None:
+        yield {**base, "choices": [choice], **stream_usage.on_chunk(d.prompt_tokens, d.completion_tokens)}
+    if stream_usage.final and last is not None:
         yield {**base, "choices": [], "usage": usage(last.prompt_tokens, last.completion_tokens)}
 
 

@@ -3,14 +3,15 @@
 It runs exactly what a soak step runs (runners.replay.dispatch), so its numbers say how far the
 client itself can be trusted: completed req/s, output tok/s, the CPU seconds the client process
 spent, dispatch lag p99 (how late requests left against their schedule), and TTFT/ITL/TPOT/E2EL.
-Prompts are the built-ins, or with `input_len` prompts of that many tokens (runners.bench.input_len).
+Prompts are the built-ins, or with `input_len` prompts of that many tokens (runners.bench.input_len);
+like a step, it first probes whether the server sends usage on every chunk, which makes ITL per token.
 """
 
 from __future__ import annotations
 
 import asyncio
 import resource
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Literal
 
 import httpx
@@ -18,9 +19,10 @@ import httpx
 from engine.deadlines import timeout
 from runners.bench.input_len import DISTINCT_PROMPTS, InputLength, sized_prompts
 from runners.replay.dispatch import Arrivals, RequestShape, replay
-from runners.replay.metrics import Distribution, phase_stats
+from runners.replay.metrics import Distribution, ItlBasis, phase_stats
 from runners.replay.prompts import Conversation, builtin_conversations, cycle
 from runners.replay.token_lengths import TOKENIZE_DEADLINE_S, TokenCounter
+from runners.replay.usage_probe import probe_continuous_usage
 from runners.serve.readiness import model_id
 from runners.serve.runtime import ServeError
 
@@ -48,6 +50,7 @@ class ClientBenchResult:
     dispatch_lag_p99_ms: float | None
     ttft_ms: Distribution
     itl_ms: Distribution
+    itl_basis: ItlBasis
     tpot_ms: Distribution
     e2el_ms: Distribution
     errors: dict[str, int]
@@ -99,6 +102,8 @@ async def bench_client(
             pool, sized = await sized_prompts(counter, endpoint, model, input_len, min(requests, DISTINCT_PROMPTS))
     conversations = cycle(pool, requests)
     shape = RequestShape(endpoint=endpoint, max_tokens=max_tokens, ignore_eos=True, http_timeout_s=http_timeout_s)
+    probe = await probe_continuous_usage(url, model, endpoint)
+    shape = replace(shape, continuous_usage=probe.continuous_usage)
     cpu0 = _cpu_s()
     outcome = await replay(url, model, conversations, shape, Arrivals(concurrency), lambda _: None, asyncio.Event())
     cpu = _cpu_s() - cpu0
@@ -108,5 +113,6 @@ async def bench_client(
         url=url, endpoint=endpoint, concurrency=concurrency, requests=stats.requests, ok=stats.ok,
         failed=stats.failed, wall_s=outcome.wall_s, req_s=stats.req_s, output_tok_s=stats.output_tok_s,
         cpu_s=cpu, dispatch_lag_p99_ms=stats.dispatch_lag_p99_ms, ttft_ms=d["ttft_ms"], itl_ms=d["itl_ms"],
-        tpot_ms=d["tpot_ms"], e2el_ms=d["e2el_ms"], errors=stats.errors, input_len=sized,
+        itl_basis=stats.itl_basis, tpot_ms=d["tpot_ms"], e2el_ms=d["e2el_ms"], errors=stats.errors,
+        input_len=sized,
     )  # fmt: skip

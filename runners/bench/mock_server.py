@@ -2,10 +2,14 @@
 
 It speaks just enough HTTP/1.1 (keep-alive, Content-Length bodies, chunked responses) on raw
 asyncio protocols so that, on 2 cores, the server is never the bottleneck of a client benchmark.
-Streams follow vLLM's wire format: a role-only first delta (chat), one chunk per token, the
+Streams follow vLLM's wire format: a role-only first delta (chat), one chunk per
+`tokens_per_chunk` tokens (1 by default; more is what MTP and speculative decoding send), the
 finish reason on the last token chunk, a trailing usage chunk with empty `choices` when asked
-for, then `data: [DONE]`. Tokens arrive at send + TTFT, then every ITL, on an absolute schedule
-so a late tick does not push the rest back.
+for, then `data: [DONE]`. With `stream_options.continuous_usage_stats` (and `include_usage`) every
+chunk also carries the cumulative usage, as vLLM does (0 completion tokens on the role delta);
+`continuous_usage` = "ignore" or "reject" plays a server that ignores the field or answers 400.
+Chunks arrive at send + TTFT, then every ITL (the gap between chunks, whatever they carry), on an
+absolute schedule so a late tick does not push the rest back.
 
 Faults (every `fault_every`-th request, counting from 1) rehearse what a real server does wrong:
 `http500`, `garbage` (non-JSON SSE data), `stall` (stops after half the tokens and never ends),
@@ -23,6 +27,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 Fault = Literal["none", "http500", "garbage", "stall", "eof"]
+ContinuousUsage = Literal["honour", "ignore", "reject"]
 MODEL_ID = "mock"
 MAX_HEADER_BYTES = 64 * 1024
 MAX_BODY_BYTES = 16 * 1024 * 1024
@@ -30,14 +35,16 @@ MAX_BODY_BYTES = 16 * 1024 * 1024
 
 @dataclass(frozen=True)
 class MockSettings:
-    """How the mock server answers: delays in ms, tokens per response, and an optional fault."""
+    """How the mock server answers: delays in ms, tokens per response and per chunk, and an optional fault."""
 
     ttft_ms: float = 50.0
-    itl_ms: float = 10.0
+    itl_ms: float = 10.0  # between chunks
     tokens: int = 64
     fault: Fault = "none"
     fault_every: int = 1
     health_fail_after: int = 0  # /health answers 503 from this probe on (0: always 200)
+    tokens_per_chunk: int = 1
+    continuous_usage: ContinuousUsage = "honour"  # what it does with stream_options.continuous_usage_stats
 
 
 class _Connection(asyncio.Protocol):
@@ -142,7 +149,14 @@ class _Connection(asyncio.Protocol):
             answer = {"id": f"cmpl-{n}", "object": "x", "model": MODEL_ID, "choices": [choice], "usage": usage}
             self._simple(200, answer)
             return
-        stream = _Stream(chat, n, tokens, bool((request.get("stream_options") or {}).get("include_usage")), fault)
+        options = request.get("stream_options") or {}
+        continuous = bool(options.get("continuous_usage_stats")) if isinstance(options, dict) else False
+        if continuous and s.continuous_usage == "reject":
+            self._simple(400, {"error": {"message": "stream_options: unknown field continuous_usage_stats"}})
+            return
+        usage = bool(options.get("include_usage")) if isinstance(options, dict) else False
+        continuous = continuous and usage and s.continuous_usage == "honour"
+        stream = _Stream(chat, n, tokens, max(1, s.tokens_per_chunk), usage, continuous, fault)
         assert self.transport is not None
         self.transport.write(
             b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\n"
@@ -152,46 +166,51 @@ class _Connection(asyncio.Protocol):
         start = self.loop.time()
         self.timer = self.loop.call_at(start + self.settings.ttft_ms / 1000.0, self._tick, stream, start, 0)
 
-    def _tick(self, stream: _Stream, start: float, sent: int) -> None:
+    def _tick(self, stream: _Stream, start: float, chunk: int) -> None:
+        """Send chunk number `chunk` (from 0) of `stream` and schedule the next one."""
         transport = self.transport
         if transport is None:
             return
         s = self.settings
+        sent = min(chunk * stream.per_chunk, stream.tokens)  # tokens already sent
         if stream.fault in ("stall", "eof") and sent >= max(1, stream.tokens // 2):
             if stream.fault == "eof":
                 transport.write(b"0\r\n\r\n")
                 transport.close()
             return  # stall: keep the connection open and say nothing more
         frames = []
-        if sent == 0 and stream.chat:
+        if chunk == 0 and stream.chat:
             frames.append(stream.role_chunk())
-        frames.append(stream.token_chunk(last=sent + 1 == stream.tokens))
-        if stream.fault == "garbage" and sent == 1:
+        now_sent = min(sent + stream.per_chunk, stream.tokens)
+        frames.append(stream.token_chunk(now_sent - sent, now_sent))
+        if stream.fault == "garbage" and chunk == 1:
             frames = [b"data: {not json at all\n\n"]
-        sent += 1
-        if sent == stream.tokens:
+        last = now_sent == stream.tokens
+        if last:
             if stream.usage:
                 frames.append(stream.usage_chunk())
             frames.append(b"data: [DONE]\n\n")
-        transport.write(b"".join(_chunked(f) for f in frames) + (b"0\r\n\r\n" if sent == stream.tokens else b""))
-        if sent == stream.tokens:
+        transport.write(b"".join(_chunked(f) for f in frames) + (b"0\r\n\r\n" if last else b""))
+        if last:
             self.busy = False
             self.timer = None
             if self.buffer:
                 self._next_request()
             return
-        due = start + (s.ttft_ms + sent * s.itl_ms) / 1000.0
-        self.timer = self.loop.call_at(due, self._tick, stream, start, sent)
+        due = start + (s.ttft_ms + (chunk + 1) * s.itl_ms) / 1000.0
+        self.timer = self.loop.call_at(due, self._tick, stream, start, chunk + 1)
 
 
 class _Stream:
-    """The pre-encoded SSE frames of one streamed response."""
+    """The SSE frames of one streamed response (pre-encoded where every chunk is alike)."""
 
-    def __init__(self, chat: bool, n: int, tokens: int, usage: bool, fault: Fault) -> None:
-        self.chat, self.tokens, self.usage, self.fault = chat, tokens, usage, fault
+    def __init__(self, chat: bool, n: int, tokens: int, per_chunk: int, usage: bool, continuous: bool,
+                 fault: Fault) -> None:  # fmt: skip
+        self.chat, self.tokens, self.per_chunk, self.fault = chat, tokens, per_chunk, fault
+        self.usage, self.continuous = usage, continuous
         self.head = {"id": f"cmpl-{n}", "object": "chat.completion.chunk" if chat else "text_completion",
                      "created": int(time.time()), "model": MODEL_ID}  # fmt: skip
-        self.plain = self._frame(self._choice("tok ", None))
+        self.plain = self._frame(self._choice("tok " * per_chunk, None))
 
     def _choice(self, text: str, finish: str | None) -> dict:
         if self.chat:
@@ -204,18 +223,25 @@ class _Stream:
             obj["usage"] = usage
         return b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
 
-    def role_chunk(self) -> bytes:
-        """The role-only first delta vLLM sends on chat streams."""
-        return self._frame({"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None})
+    def _usage(self, completion_tokens: int) -> dict:
+        return {"prompt_tokens": 8, "completion_tokens": completion_tokens, "total_tokens": 8 + completion_tokens}
 
-    def token_chunk(self, last: bool) -> bytes:
-        """One token; the last one carries finish_reason "length"."""
-        return self._frame(self._choice("tok ", "length")) if last else self.plain
+    def role_chunk(self) -> bytes:
+        """The role-only first delta vLLM sends on chat streams (with 0 completion tokens when continuous)."""
+        role = {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
+        return self._frame(role, self._usage(0) if self.continuous else None)
+
+    def token_chunk(self, count: int, total: int) -> bytes:
+        """`count` tokens, `total` sent so far; the last chunk carries finish_reason "length"."""
+        last = total == self.tokens
+        if not last and count == self.per_chunk and not self.continuous:
+            return self.plain
+        return self._frame(self._choice("tok " * count, "length" if last else None),
+                           self._usage(total) if self.continuous else None)  # fmt: skip
 
     def usage_chunk(self) -> bytes:
         """The trailing usage chunk (`stream_options.include_usage`)."""
-        usage = {"prompt_tokens": 8, "completion_tokens": self.tokens, "total_tokens": 8 + self.tokens}
-        return self._frame(None, usage)
+        return self._frame(None, self._usage(self.tokens))
 
 
 def _chunked(frame: bytes) -> bytes:

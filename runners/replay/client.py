@@ -3,7 +3,9 @@
 Every failure (connection refused, HTTP 4xx/5xx, malformed SSE, bad JSON, an error event, EOF
 without `[DONE]`, the total deadline) is recorded on the RequestRecord with a reason. The wire
 format is vLLM's: a role-only first delta, chunks whose content may be empty, the finish reason on
-the last token chunk, a trailing usage chunk with empty `choices`, then `data: [DONE]`.
+the last token chunk, a trailing usage chunk with empty `choices`, then `data: [DONE]`. Asked for
+`continuous_usage_stats`, vLLM also puts the cumulative `usage` on every chunk; its steps are the
+tokens each chunk brought (several per chunk under MTP or speculative decoding).
 
 The hot path is per chunk, so it stays small: bytes-level SSE splitting and `orjson` parsing.
 """
@@ -72,13 +74,15 @@ async def stream_request(
 class _Stream:
     """Per-request parsing state: turns SSE events into fields of the record."""
 
-    __slots__ = ("decoder", "done", "rec", "text", "token_chunks")
+    __slots__ = ("chunk_tokens", "cumulative", "decoder", "done", "rec", "text", "token_chunks")
 
     def __init__(self, rec: RequestRecord, keep_text: bool) -> None:
         self.rec = rec
         self.decoder = SSEDecoder()
         self.done = False
         self.token_chunks = 0
+        self.cumulative = 0  # the last cumulative usage.completion_tokens seen on a chunk
+        self.chunk_tokens: list[int] | None = []  # None once a chunk did not say how many tokens it brought
         self.text: list[str] | None = [] if keep_text else None
 
     def on_event(self, data: str, now_ns: int) -> None:
@@ -101,8 +105,10 @@ class _Stream:
             rec.fail("server_error", f"server sent an error event: {message}")
             return
         usage = obj.get("usage")
-        if usage and isinstance(usage, dict) and usage.get("completion_tokens") is not None:
-            rec.output_tokens, rec.output_tokens_source = int(usage["completion_tokens"]), "usage"
+        completion = None
+        if usage and isinstance(usage, dict) and isinstance(usage.get("completion_tokens"), int):
+            completion = usage["completion_tokens"]
+            rec.output_tokens, rec.output_tokens_source = completion, "usage"
             rec.prompt_tokens = usage.get("prompt_tokens")
         choices = obj.get("choices")
         if not choices or not isinstance(choices, list):
@@ -112,13 +118,17 @@ class _Stream:
         rec.chunk_ns.append(now_ns)
         choice = choices[0] if isinstance(choices[0], dict) else {}
         delta = choice.get("delta")
+        role_only = False
         if delta:
             text = delta.get("content") or ""
+            role_only = "role" in delta and not text
             if "role" not in delta:
                 self.token_chunks += 1
         else:
             text = choice.get("text") or ""
             self.token_chunks += 1
+        if self.chunk_tokens is not None:
+            self._count_tokens(completion, role_only)
         if text:
             rec.output_chars += len(text)
             if self.text is not None:
@@ -126,9 +136,31 @@ class _Stream:
         if choice.get("finish_reason"):
             rec.finish_reason = choice["finish_reason"]
 
+    def _count_tokens(self, completion: int | None, role_only: bool) -> None:
+        """Note the tokens the chunk just recorded brought: its step of the cumulative count.
+
+        A role-only delta without usage brings 0; any other chunk without usage, or a count that goes
+        down, leaves the whole list unknown.
+        """
+        chunk_tokens = self.chunk_tokens
+        assert chunk_tokens is not None
+        if completion is None:
+            if role_only:
+                chunk_tokens.append(0)
+            else:
+                self.chunk_tokens = None
+            return
+        if completion < self.cumulative:
+            self.chunk_tokens = None
+            return
+        chunk_tokens.append(completion - self.cumulative)
+        self.cumulative = completion
+
     def close(self) -> None:
         """Judge the stream as a whole once it has ended (or failed)."""
         rec = self.rec
+        if self.chunk_tokens and any(self.chunk_tokens):
+            rec.chunk_tokens = self.chunk_tokens
         if self.text is not None:
             rec.output_text = "".join(self.text)
         if rec.status == "ok":

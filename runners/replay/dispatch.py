@@ -51,6 +51,7 @@ class RequestShape:
     http_timeout_s: float = 120.0
     history: Literal["recorded", "live"] = "recorded"
     keep_text: bool = False
+    continuous_usage: bool = False  # ask for usage on every chunk (the target accepted it: usage_probe)
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,8 @@ def request_payload(shape: RequestShape, model: str, messages: list[dict], max_t
         "stream": True,
         "stream_options": {"include_usage": True},
     }
+    if shape.continuous_usage:
+        body["stream_options"]["continuous_usage_stats"] = True
     if shape.seed is not None:
         body["seed"] = shape.seed + index
     if shape.stop:

@@ -4,8 +4,19 @@ Names follow vLLM; docs/architecture.md lists where aiperf and guidellm use the 
 other things (aiperf's "inter token latency" is vLLM's TPOT; guidellm's "time per output token"
 includes the first token). Here:
 - TTFT  = arrival of the first chunk with non-empty `choices` - send time.
-- ITL   = gaps between arrivals of consecutive chunks with non-empty `choices`.
-- TPOT  = (E2EL - TTFT) / (n - 1), n = output tokens, defined for n > 1.
+- ITL per chunk (`itl_chunk_ms`) = gaps between arrivals of consecutive chunks with non-empty
+  `choices`: one sample per SSE chunk, as vLLM's `bench serve` records it and as the server's
+  `vllm:inter_token_latency_seconds` observes it (once per engine output, however many tokens).
+- ITL per token (`itl_token_ms`), when the server said how many tokens each chunk brought
+  (`continuous_usage_stats`): a chunk carrying k >= 1 tokens after a gap g from the previous
+  token-carrying chunk gives k samples g / k. The first token-carrying chunk gives none (its
+  extra tokens arrive with the first token); chunks bringing 0 tokens (the role-only delta) give
+  none and do not start a gap. So the samples sum to last token chunk - first token chunk and
+  number n - k_first. With one token per chunk both ITLs agree (the role chunk aside).
+- ITL (the `itl_ms` distribution, PhaseStats' `itl_*`) = per token when every successful request of the set has
+  its tokens per chunk (`itl_basis` "per_token"), else per chunk ("per_chunk"): one set never
+  mixes the two.
+- TPOT  = (E2EL - TTFT) / (n - 1), n = output tokens (from `usage`), defined for n > 1.
 - E2EL  = arrival of the end of the stream - send time.
 """
 
@@ -16,6 +27,7 @@ import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
+from typing import Literal
 
 from runners.replay.records import RequestRecord
 
@@ -58,12 +70,48 @@ def tpot_ms(rec: RequestRecord) -> float | None:
     return (e2e - ttft) / (n - 1)
 
 
-def itl_ms(rec: RequestRecord) -> list[float]:
-    """ITL in ms: gaps between consecutive chunk arrivals; empty unless the request succeeded."""
+ItlBasis = Literal["per_token", "per_chunk"]
+
+
+def itl_chunk_ms(rec: RequestRecord) -> list[float]:
+    """ITL per chunk in ms: gaps between consecutive chunk arrivals; empty unless the request succeeded."""
     if rec.status != "ok":
         return []
     c = rec.chunk_ns
     return [(b - a) / NS_PER_MS for a, b in itertools.pairwise(c)]
+
+
+def itl_token_ms(rec: RequestRecord) -> list[float] | None:
+    """ITL per token in ms: a chunk of k >= 1 tokens after a gap g from the previous token chunk gives k x g/k.
+
+    None when the tokens per chunk are unknown; empty unless the request succeeded.
+    """
+    if rec.chunk_tokens is None or len(rec.chunk_tokens) != len(rec.chunk_ns):
+        return None
+    if rec.status != "ok":
+        return []
+    values: list[float] = []
+    previous = None
+    for at, k in zip(rec.chunk_ns, rec.chunk_tokens, strict=True):
+        if k <= 0:
+            continue
+        if previous is not None:
+            values.extend([(at - previous) / NS_PER_MS / k] * k)
+        previous = at
+    return values
+
+
+def itl_basis(records: Sequence[RequestRecord]) -> ItlBasis:
+    """The ITL basis of a set: per token when it has successful requests and each has its tokens per chunk."""
+    ok = [r for r in records if r.status == "ok"]
+    return "per_token" if ok and all(itl_token_ms(r) is not None for r in ok) else "per_chunk"
+
+
+def itl_values_ms(records: Sequence[RequestRecord]) -> tuple[ItlBasis, list[float]]:
+    """The basis of `records` (`itl_basis`) and the ITL samples of its successful requests on it."""
+    basis = itl_basis(records)
+    per_request = itl_token_ms if basis == "per_token" else itl_chunk_ms
+    return basis, [v for r in records if r.status == "ok" for v in per_request(r) or ()]
 
 
 def dispatch_lag_ms(rec: RequestRecord) -> float:
@@ -139,6 +187,9 @@ class PhaseStats:
     (None unless every successful request reported prompt tokens in `usage`), goodput_req_s =
     requests meeting every SLO / wall_s (None without SLOs). `output_tokens_from_chunks` counts
     requests whose token count was counted from chunks because the server sent no usage.
+    `itl_*` and the `itl_ms` distribution are per token or per chunk as `itl_basis` says (rule in
+    the module docstring); `itl_chunk_*` and `itl_chunk_ms` are always per chunk, the basis of
+    vLLM's `bench serve` and of the server's ITL histogram.
     """
 
     requests: int
@@ -158,6 +209,9 @@ class PhaseStats:
     tpot_p95_ms: float | None
     itl_p50_ms: float | None
     itl_p95_ms: float | None
+    itl_basis: ItlBasis
+    itl_chunk_p50_ms: float | None
+    itl_chunk_p95_ms: float | None
     e2el_p50_ms: float | None
     e2el_p95_ms: float | None
     dispatch_lag_p99_ms: float | None
@@ -182,10 +236,12 @@ def phase_stats(
     """Aggregate `records` measured over `wall_s` seconds (rules in PhaseStats' docstring)."""
     recs = list(records)
     ok = [r for r in recs if r.status == "ok"]
+    basis, itl = itl_values_ms(ok)
     values = {
         "ttft_ms": [v for v in map(ttft_ms, ok) if v is not None],
         "tpot_ms": [v for v in map(tpot_ms, ok) if v is not None],
-        "itl_ms": [v for r in ok for v in itl_ms(r)],
+        "itl_ms": itl,
+        "itl_chunk_ms": [v for r in ok for v in itl_chunk_ms(r)],
         "e2el_ms": [v for v in map(e2el_ms, ok) if v is not None],
         "dispatch_lag_ms": [dispatch_lag_ms(r) for r in recs if r.status != "cancelled"],
     }
@@ -211,6 +267,9 @@ def phase_stats(
         tpot_p95_ms=percentile(values["tpot_ms"], 95),
         itl_p50_ms=percentile(values["itl_ms"], 50),
         itl_p95_ms=percentile(values["itl_ms"], 95),
+        itl_basis=basis,
+        itl_chunk_p50_ms=percentile(values["itl_chunk_ms"], 50),
+        itl_chunk_p95_ms=percentile(values["itl_chunk_ms"], 95),
         e2el_p50_ms=percentile(values["e2el_ms"], 50),
         e2el_p95_ms=percentile(values["e2el_ms"], 95),
         dispatch_lag_p99_ms=percentile(values["dispatch_lag_ms"], 99),

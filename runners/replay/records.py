@@ -14,6 +14,11 @@ class RequestRecord:
 
     `scheduled_ns` and `sent_ns` count from the phase start; `ttft_ns`, `chunk_ns` and `e2e_ns`
     count from the send. `chunk_ns` has the arrival of every chunk with non-empty `choices`.
+    `chunk_tokens`, parallel to `chunk_ns`, has the completion tokens each of those chunks brought:
+    the step of the cumulative `usage.completion_tokens` the server sends on every chunk when asked
+    for `continuous_usage_stats` (a role-only chat delta without usage brings 0). It is None when
+    any chunk did not say (a chunk-only server, usage only at the end), since a partial list
+    cannot give per-token gaps. Files written before it existed load with None.
     `conversation`/`turn` place a request in a multi-turn conversation; `output_text` is kept
     only where the workload needs it (live history, GSM8K scoring, coherence checks).
     """
@@ -29,6 +34,7 @@ class RequestRecord:
     ttft_ns: int | None = None
     e2e_ns: int | None = None
     chunk_ns: list[int] = field(default_factory=list)
+    chunk_tokens: list[int] | None = None
     output_tokens: int | None = None
     output_tokens_source: Literal["usage", "chunks"] | None = None
     prompt_tokens: int | None = None

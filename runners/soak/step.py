@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import httpx
@@ -25,6 +25,7 @@ from runners.replay.records import RequestRecord
 from runners.replay.server_metrics import MetricsSampler
 from runners.replay.server_metrics import summarize as summarize_metrics
 from runners.replay.token_lengths import TOKENIZE_DEADLINE_S, target_limit
+from runners.replay.usage_probe import UsageProbe, probe_continuous_usage
 from runners.replay.workloads import evaluate, prepare
 from runners.run.event_types import ServeHealth, ServeOom, StepAborted, StepStarted
 from runners.run.events import EventLog
@@ -105,6 +106,7 @@ class StepContext:
     healthy: bool = True  # the target's last /health answer, carried from step to step
     oom_kills_seen: int = 0  # the target's cgroup OOM kills already reported
     token_counts: dict[bytes, int] = field(default_factory=dict)  # /tokenize answers of this target, by body
+    usage_probes: dict[str, UsageProbe] = field(default_factory=dict)  # per endpoint, once per target
 
 
 class StepRun:
@@ -128,6 +130,8 @@ class StepRun:
         planned = sum(len(c.turns) for c in workload.conversations)
         if phase.limit_requests is not None:
             planned = min(planned, phase.limit_requests)
+        probe = await self._usage_probe()
+        shape = replace(workload.shape, continuous_usage=probe.continuous_usage)
         step_dir = ctx.run_dir.fresh_step_dir(step)
         ctx.ledger.step_started(step)
         started = time.time()
@@ -159,7 +163,7 @@ class StepRun:
         paused_before = ctx.gate.paused_s()
         replay_task = asyncio.create_task(
             replay(
-                self.runtime.base_url, self.model, workload.conversations, workload.shape, workload.arrivals,
+                self.runtime.base_url, self.model, workload.conversations, shape, workload.arrivals,
                 on_record, ctx.abort, limit_requests=phase.limit_requests, gate=ctx.gate,
             )
         )  # fmt: skip
@@ -224,6 +228,8 @@ class StepRun:
             "target_ended": _describe(ended),
             "profile": profile.as_dict() if profile else None,
             "prompt_filter": workload.prompt_filter,
+            "usage_probe": probe.as_dict(),  # whether requests asked for usage on every chunk
+            "itl_basis": stats.itl_basis,
             "stats": stats.as_dict(),
             "server_metrics": summarize_metrics(samples) if sampler is not None else None,
             **evaluate(phase, ctx.loaded, outcome.records, step_dir),
@@ -245,6 +251,15 @@ class StepRun:
         else:
             ctx.ledger.fail([step], verdict.failure or "")
         return verdict.outcome
+
+    async def _usage_probe(self) -> UsageProbe:
+        """Whether the target sends usage on every chunk of the phase's endpoint: probed once per target."""
+        endpoint = self.phase.endpoint
+        probe = self.ctx.usage_probes.get(endpoint)
+        if probe is None:
+            probe = await probe_continuous_usage(self.runtime.base_url, self.model, endpoint)
+            self.ctx.usage_probes[endpoint] = probe
+        return probe
 
     def _health_changed(self, result: ProbeResult) -> None:
         """The serve target's /health flipped during the step: an event the console and the evidence show."""

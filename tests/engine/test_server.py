@@ -14,6 +14,7 @@ import pytest
 
 from engine.env_sentinel import format_sentinel
 from engine.tokenizer import encode
+from runners.replay.usage_probe import probe_continuous_usage
 from tests.conftest import ENGINE_CONFIG, ROOT, start_engine, stop_process
 
 pytestmark = pytest.mark.slow
@@ -65,6 +66,33 @@ def test_stream_without_include_usage_has_no_usage_chunk(engine_url: str) -> Non
     body = {"prompt": "abc", "max_tokens": 3, "stream": True, "ignore_eos": True}
     events = sse_events(httpx.post(f"{engine_url}/v1/completions", json=body, timeout=30))
     assert events[-1] == "[DONE]" and len(events) == 4 and all("usage" not in e for e in events[:-1])
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/completions"])
+def test_continuous_usage_stats_put_the_usage_so_far_on_every_chunk(engine_url: str, path: str) -> None:
+    chat = path.endswith("chat/completions")
+    prompt = {"messages": [{"role": "user", "content": "hi"}]} if chat else {"prompt": "abc"}
+    options = {"include_usage": True, "continuous_usage_stats": True}
+    body = {**prompt, "max_tokens": 4, "stream": True, "ignore_eos": True, "stream_options": options}
+    events = sse_events(httpx.post(f"{engine_url}{path}", json=body, timeout=30))
+    chunks, final = events[:-2], events[-2]
+    counts = [c["usage"]["completion_tokens"] for c in chunks]
+    assert counts == ([0] if chat else []) + [1, 2, 3, 4]  # like vLLM: the role delta has 0 completion tokens
+    assert all(
+        c["usage"]["total_tokens"] == c["usage"]["prompt_tokens"] + n for c, n in zip(chunks, counts, strict=True)
+    )
+    assert final["choices"] == [] and final["usage"]["completion_tokens"] == 4
+    # as in vLLM, continuous stats need include_usage: alone they change nothing
+    alone = {**body, "stream_options": {"continuous_usage_stats": True}}
+    plain = sse_events(httpx.post(f"{engine_url}{path}", json=alone, timeout=30))
+    assert all("usage" not in e for e in plain[:-1])
+
+
+async def test_the_replay_probe_finds_continuous_usage_on_the_engine(engine_url: str) -> None:
+    async with httpx.AsyncClient(timeout=10) as client:
+        models = (await client.get(f"{engine_url}/v1/models")).json()
+    probe = await probe_continuous_usage(engine_url, models["data"][0]["id"], "chat")
+    assert probe.continuous_usage, probe.detail
 
 
 async def test_eight_concurrent_streams_complete_while_health_answers(engine_url: str) -> None:

@@ -339,7 +339,8 @@ def bench_client(url: str, *extra: str) -> subprocess.CompletedProcess:
 def test_bench_cli_client_against_the_mock_server_then_a_dead_url(tmp_path: Path) -> None:
     port = free_port()
     url = f"http://{HOST}:{port}"
-    args = ["bench", "mock-server", "--port", str(port), "--ttft-ms", "20", "--itl-ms", "2", "--tokens", "16"]
+    args = ["bench", "mock-server", "--port", str(port), "--ttft-ms", "20", "--itl-ms", "2", "--tokens", "16",
+            "--tokens-per-chunk", "2"]  # fmt: skip
     with open(tmp_path / "mock.log", "wb") as log:
         server = subprocess.Popen([*CLI, *args], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
     try:
@@ -357,6 +358,9 @@ def test_bench_cli_client_against_the_mock_server_then_a_dead_url(tmp_path: Path
         assert sized["method"] == "approximate" and sized["tokens_min"] is None
         assert sized["note"].startswith("approximate: 200 characters each") and "has no /tokenize" in sized["note"]
         assert "approximate: 200 characters" in done.stdout and "E2EL ms" in done.stdout
+        # the mock counts every chunk's 2 tokens when asked: 16 - 2 per-token ITL samples per request
+        assert result["itl_basis"] == "per_token" and result["itl_ms"]["count"] == 20 * 14
+        assert "ITL ms (per_token)" in done.stdout
     finally:
         stop_process(server)
     dead = bench_client(url, "--concurrency", "1", "--requests", "1")

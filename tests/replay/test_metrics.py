@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from runners.replay.metrics import dispatch_lag_ms, itl_ms, percentile, phase_stats, tpot_ms, ttft_ms
+from runners.replay.metrics import (
+    dispatch_lag_ms,
+    itl_basis,
+    itl_chunk_ms,
+    itl_token_ms,
+    percentile,
+    phase_stats,
+    tpot_ms,
+    ttft_ms,
+)
 from runners.replay.records import RequestRecord
 
 MS = 1_000_000
@@ -29,14 +38,14 @@ def test_ttft_tpot_itl_by_hand() -> None:
                  output_tokens=4, sent_ns=3 * MS, scheduled_ns=1 * MS)  # fmt: skip
     assert ttft_ms(rec) == 100.0
     assert tpot_ms(rec) == pytest.approx((200 - 100) / 3)  # (E2EL - TTFT) / (n - 1)
-    assert itl_ms(rec) == [20.0, 30.0, 40.0]
+    assert itl_chunk_ms(rec) == [20.0, 30.0, 40.0]
     assert dispatch_lag_ms(rec) == 2.0
 
 
 def test_tpot_undefined_for_one_token_and_failures_count_nowhere() -> None:
     assert tpot_ms(record(ttft_ns=MS, e2e_ns=2 * MS, output_tokens=1)) is None
     failed = record(ttft_ns=MS, e2e_ns=2 * MS, output_tokens=5, status="timeout", error="x")
-    assert ttft_ms(failed) is None and tpot_ms(failed) is None and itl_ms(failed) == []
+    assert ttft_ms(failed) is None and tpot_ms(failed) is None and itl_chunk_ms(failed) == []
 
 
 def test_phase_stats_throughput_counts_only_successes() -> None:
@@ -51,8 +60,50 @@ def test_phase_stats_throughput_counts_only_successes() -> None:
 
 
 def test_record_round_trips_and_ignores_unknown_keys() -> None:
-    rec = record(ttft_ns=5, chunk_ns=[5, 6])
+    rec = record(ttft_ns=5, chunk_ns=[5, 6], chunk_tokens=[0, 3])
     assert RequestRecord.from_dict({**rec.as_dict(), "added_later": 1}) == rec
+    old_line = {k: v for k, v in rec.as_dict().items() if k != "chunk_tokens"}  # requests.jsonl before chunk_tokens
+    assert RequestRecord.from_dict(old_line).chunk_tokens is None
+
+
+def test_itl_per_token_and_per_chunk_by_hand() -> None:
+    # role chunk at 100 ms (0 tokens), first token chunk at 101 ms with 2 tokens, then 3 tokens at
+    # 130, 1 at 160, 2 at 190; the stream ends at 200 ms; usage says 8 tokens.
+    rec = record(ttft_ns=100 * MS, chunk_ns=[100 * MS, 101 * MS, 130 * MS, 160 * MS, 190 * MS],
+                 chunk_tokens=[0, 2, 3, 1, 2], e2e_ns=200 * MS, output_tokens=8)  # fmt: skip
+    assert itl_chunk_ms(rec) == [1.0, 29.0, 30.0, 30.0]  # one sample per chunk, the role chunk's gap included
+    # per token: nothing for the first token chunk (its second token came with the first), then
+    # 29/3 three times, 30 once, 30/2 twice: n - k_first = 6 samples summing to 190 - 101
+    assert itl_token_ms(rec) == pytest.approx([29 / 3] * 3 + [30.0] + [15.0] * 2)
+    assert sum(itl_token_ms(rec) or []) == pytest.approx(190 - 101)
+    assert tpot_ms(rec) == pytest.approx((200 - 100) / 7)  # TPOT keeps (E2EL - TTFT) / (n - 1), n from usage
+
+
+def test_itl_per_token_is_unknown_without_tokens_per_chunk_and_empty_for_failures() -> None:
+    assert itl_token_ms(record(chunk_ns=[MS, 2 * MS])) is None  # a chunk-only server
+    assert itl_token_ms(record(chunk_ns=[MS, 2 * MS], chunk_tokens=[1])) is None  # not one count per chunk
+    failed = record(chunk_ns=[MS, 2 * MS], chunk_tokens=[1, 1], status="timeout", error="x")
+    assert itl_token_ms(failed) == []
+    # one token per chunk: per token and per chunk agree
+    one_each = record(chunk_ns=[10 * MS, 15 * MS, 25 * MS], chunk_tokens=[1, 1, 1])
+    assert itl_token_ms(one_each) == itl_chunk_ms(one_each) == [5.0, 10.0]
+
+
+def test_phase_stats_use_per_token_itl_only_when_every_success_has_it() -> None:
+    three = [record(index=i, ttft_ns=10 * MS, chunk_ns=[10 * MS, 40 * MS, 70 * MS], chunk_tokens=[1, 3, 3],
+                    e2e_ns=70 * MS, output_tokens=7) for i in range(2)]  # fmt: skip
+    failed_without = record(index=8, chunk_ns=[MS, 2 * MS], status="timeout", error="x")
+    stats = phase_stats([*three, failed_without], wall_s=1.0)  # a failure does not decide the basis
+    assert stats.itl_basis == "per_token"
+    assert stats.itl_p50_ms == pytest.approx(10.0) and stats.distributions["itl_ms"].count == 12
+    assert stats.itl_chunk_p50_ms == 30.0 and stats.distributions["itl_chunk_ms"].count == 4
+    assert stats.tpot_p50_ms == pytest.approx(60 / 6)
+    unknown = record(index=9, ttft_ns=10 * MS, chunk_ns=[10 * MS, 20 * MS], e2e_ns=20 * MS, output_tokens=2)
+    mixed = phase_stats([*three, unknown], wall_s=1.0)
+    assert mixed.itl_basis == "per_chunk" == itl_basis([*three, unknown])
+    assert mixed.itl_p50_ms == mixed.itl_chunk_p50_ms == 30.0  # one set never mixes the bases
+    assert mixed.distributions["itl_ms"] == mixed.distributions["itl_chunk_ms"]
+    assert itl_basis([]) == "per_chunk" and phase_stats([], wall_s=1.0).itl_basis == "per_chunk"
 
 
 def test_distribution_goodput_and_total_throughput_by_hand() -> None:

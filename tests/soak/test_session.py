@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
 from runners.bench.mock_server import MockSettings
 from runners.plan.steps import Session
+from runners.replay.usage_probe import UsageProbe, probe_continuous_usage
 from runners.run.events import EventLog
 from runners.run.files import read_json, read_jsonl
 from runners.run.provenance import start_session
@@ -110,9 +112,11 @@ metrics_interval_s = 0.5
     return path
 
 
-async def _run_session(tmp_path: Path, start_mock: StartMock, scripts: dict[str, dict[str, object]]):
+async def _run_session(
+    tmp_path: Path, start_mock: StartMock, scripts: dict[str, dict[str, object]], settings: MockSettings | None = None
+):
     """Run one session over a fresh run directory; returns (result, run dir, runtimes by arm, events)."""
-    url = await start_mock(MockSettings(ttft_ms=20, itl_ms=5, tokens=16))
+    url = await start_mock(settings or MockSettings(ttft_ms=20, itl_ms=5, tokens=16))
     run = create_run(_plan(tmp_path), tmp_path / "run", tmp_path / "runs")
     start_session(run, ["test"])  # provenance.json, where each serve session's target is recorded
     runtimes: dict[str, FakeRuntime] = {}
@@ -148,6 +152,30 @@ async def test_every_step_of_every_arm_runs_and_each_target_is_listed_then_stopp
     state = read_json(run.state_json)
     assert (state["status"], state["current"], state["steps_done"]) == ("finished", None, 4)
     assert all(RunDir(run.root).is_done(s) for s in load_run_plan(run).plan.steps())
+
+
+@pytest.mark.parametrize("mode", ["honour", "reject"])
+async def test_each_target_is_probed_once_for_usage_on_every_chunk_and_phase_json_names_the_itl_basis(
+    tmp_path: Path, start_mock: StartMock, monkeypatch: pytest.MonkeyPatch, mode: Literal["honour", "reject"]
+) -> None:
+    probed: list[str] = []
+
+    async def counted(base_url: str, model: str, endpoint: Literal["chat", "completions"]) -> UsageProbe:
+        probed.append(base_url)
+        return await probe_continuous_usage(base_url, model, endpoint)
+
+    monkeypatch.setattr("runners.soak.step.probe_continuous_usage", counted)
+    settings = MockSettings(ttft_ms=5, itl_ms=5, tokens=16, tokens_per_chunk=4, continuous_usage=mode)
+    result, run, _runtimes, _events = await _run_session(tmp_path, start_mock, {}, settings)
+    assert (result.status, result.steps_done) == ("finished", 4)  # a refusing server does not fail a step
+    assert len(probed) == 2  # one target per arm, each probed before its first step only
+    for step in load_run_plan(run).plan.steps():
+        phase = read_json(run.step_dir(step) / "phase.json")
+        records = read_jsonl(run.step_dir(step) / "requests.jsonl")
+        assert phase["usage_probe"]["continuous_usage"] is (mode == "honour"), phase["usage_probe"]
+        assert phase["itl_basis"] == phase["stats"]["itl_basis"] == ("per_token" if mode == "honour" else "per_chunk")
+        assert all(r["output_tokens"] == 16 for r in records)
+        assert all(r["chunk_tokens"] == ([0, 4, 4, 4, 4] if mode == "honour" else None) for r in records)
 
 
 async def test_a_target_that_dies_mid_step_fails_that_step_and_the_rest_of_its_arm_then_the_next_arm_runs(
