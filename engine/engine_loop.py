@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from engine.metrics import EngineMetrics
+from engine.metrics import EngineMetrics, RequestTimes
 from engine.model import KVCache, TinyDecoder
 from engine.sampling import SamplingParams, make_generator, sample_token
 from engine.tokenizer import EOS, StreamDecoder
@@ -58,6 +58,8 @@ class _Sequence:
     decoder: StreamDecoder = field(default_factory=StreamDecoder)
     text: str = ""
     emitted: int = 0
+    scheduled: float | None = None  # when its prefill started
+    first_token_time: float | None = None
     last_token_time: float | None = None
 
 
@@ -198,6 +200,7 @@ class EngineLoop:
                     return prefilled
                 seq = self._waiting.popleft()
             prefilled += 1
+            seq.scheduled = time.perf_counter()
             capacity = len(seq.prompt_ids) + seq.params.max_tokens
             seq.cache = self.model.new_cache(capacity)
             logits = self.model.prefill(seq.prompt_ids, seq.cache)
@@ -222,6 +225,8 @@ class EngineLoop:
         if self.metrics:
             first = seq.last_token_time is None
             self.metrics.on_token(None if first else now - seq.last_token_time, now - seq.arrival if first else None)
+        if seq.first_token_time is None:
+            seq.first_token_time = now
         seq.last_token_time = now
         finish = None
         if token == EOS and not seq.params.ignore_eos:
@@ -243,7 +248,8 @@ class EngineLoop:
         delta, seq.emitted = seq.text[seq.emitted : upto], upto
         ok = self._send(seq, TokenDelta(delta, finish, len(seq.prompt_ids), seq.completion_tokens))
         if finish is not None and self.metrics:
-            self.metrics.on_finish(finish, now - seq.arrival, seq.completion_tokens)
+            times = RequestTimes(seq.arrival, seq.scheduled or seq.arrival, seq.first_token_time, now)
+            self.metrics.on_finish(finish, now, seq.completion_tokens, times)
         return ok and finish is None
 
     def _send(self, seq: _Sequence, delta: TokenDelta) -> bool:

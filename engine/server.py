@@ -41,6 +41,7 @@ from engine.faults import (
     fault_help,
     hang_until_disconnect,
     parse_faults,
+    release_in_bursts,
     stall_after,
     trickle,
     wo_gemv_dropping_last_slot,
@@ -338,8 +339,11 @@ async def _respond(
         if state.faults.stream_stall_tokens is not None:
             deltas = stall_after(deltas, state.faults.stream_stall_tokens, request.is_disconnected)
         chunks = _chat_chunks if chat else _completion_chunks
+        stream = _sse(chunks(state, request_id, body.include_usage(), deltas))
+        if state.faults.stream_burst_ms is not None:
+            stream = release_in_bursts(stream, state.faults.stream_burst_ms / 1000)
         return StreamingResponse(
-            _sse(chunks(state, request_id, body.include_usage(), deltas)),
+            stream,
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache"},
         )
