@@ -58,6 +58,7 @@ class _Sequence:
     decoder: StreamDecoder = field(default_factory=StreamDecoder)
     text: str = ""
     emitted: int = 0
+    queued: float = 0.0  # when the engine was handed it (`arrival` may be earlier: the HTTP request's)
     scheduled: float | None = None  # when its prefill started
     first_token_time: float | None = None
     last_token_time: float | None = None
@@ -116,11 +117,19 @@ class EngineLoop:
         """Sequences queued for a decode slot."""
         return len(self._waiting)
 
-    def submit(self, request_id: str, prompt_ids: list[int], params: SamplingParams, sink: Sink) -> None:
-        """Queue a request; its tokens go to `sink`. Raises EngineStopped when the thread is down."""
+    def submit(
+        self, request_id: str, prompt_ids: list[int], params: SamplingParams, sink: Sink, arrival: float | None = None
+    ) -> None:
+        """Queue a request; its tokens go to `sink`. Raises EngineStopped when the thread is down.
+
+        `arrival` (`time.perf_counter()`, default now) starts the request's TTFT and e2e clocks: the
+        server passes when the HTTP request reached its handler, as vLLM stamps a request's arrival.
+        """
         if not self.alive or self._stopping.is_set():
             raise EngineStopped(self.fatal_error or "the engine is stopping")
-        seq = _Sequence(request_id, prompt_ids, params, sink, time.perf_counter(), make_generator(params.seed))
+        queued = time.perf_counter()
+        when = queued if arrival is None else arrival
+        seq = _Sequence(request_id, prompt_ids, params, sink, when, make_generator(params.seed), queued=queued)
         with self._cond:
             self._waiting.append(seq)
             self._cond.notify()
@@ -248,7 +257,7 @@ class EngineLoop:
         delta, seq.emitted = seq.text[seq.emitted : upto], upto
         ok = self._send(seq, TokenDelta(delta, finish, len(seq.prompt_ids), seq.completion_tokens))
         if finish is not None and self.metrics:
-            times = RequestTimes(seq.arrival, seq.scheduled or seq.arrival, seq.first_token_time, now)
+            times = RequestTimes(seq.arrival, seq.queued, seq.scheduled or seq.queued, seq.first_token_time, now)
             self.metrics.on_finish(finish, now, seq.completion_tokens, times)
         return ok and finish is None
 

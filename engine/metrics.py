@@ -1,12 +1,12 @@
 """Prometheus metrics with vLLM's names, for what this engine has.
 
-The request latency histograms mean what vLLM 0.32's mean (vllm/v1/metrics/stats.py): a request's
-arrival is when the engine is handed it (after the HTTP body is parsed and the prompt tokenized, as
-vLLM's frontend stamps it), it is scheduled when its prefill starts, and
+The request latency histograms mean what vLLM 0.32's mean (vllm/v1/metrics/stats.py): a request
+arrives when the HTTP request reaches its handler (before its body is parsed), it is queued when the
+engine thread is handed it, scheduled when its prefill starts, and
 - `time_to_first_token_seconds`: arrival -> first token; `e2e_request_latency_seconds`: arrival -> finish;
 - `inter_token_latency_seconds`: one sample per engine output of a request after its first (this engine
   emits one token per step, so per token);
-- `request_queue_time_seconds`: arrival -> scheduled; `request_prefill_time_seconds`: scheduled -> first
+- `request_queue_time_seconds`: queued -> scheduled; `request_prefill_time_seconds`: scheduled -> first
   token; `request_decode_time_seconds`: first -> last token;
 - `request_time_per_output_token_seconds`: decode time / (tokens - 1) per finished request, 0 for a
   one-token request (as vLLM observes it).
@@ -29,14 +29,15 @@ class RequestTimes:
     """A finished request's timestamps, in seconds on one monotonic clock (`time.perf_counter`)."""
 
     arrival: float
+    queued: float
     scheduled: float
     first_token: float
     last_token: float
 
     @property
     def queue_s(self) -> float:
-        """Arrival -> scheduled."""
-        return self.scheduled - self.arrival
+        """Queued -> scheduled."""
+        return self.scheduled - self.queued
 
     @property
     def prefill_s(self) -> float:
@@ -90,7 +91,7 @@ class EngineMetrics:
             registry=r,
         )
         self.queue_time = Histogram(
-            "vllm:request_queue_time_seconds", "Arrival to scheduled.", labels, buckets=_E2E_BUCKETS, registry=r
+            "vllm:request_queue_time_seconds", "Queued to scheduled.", labels, buckets=_E2E_BUCKETS, registry=r
         )
         self.prefill_time = Histogram(
             "vllm:request_prefill_time_seconds",

@@ -259,11 +259,12 @@ def _latency_check(rows: list[dict]) -> list[str]:
         check = row["measurement"]
         served = number(latency.get("server_requests"))
         said = check["status"] if check["status"] == "agree" else f"**{check['status']}**: {check['reason']}"
+        said = said.replace("|", "\\|")
         lines.append(
             f"| {StepKey.from_dict(row['step']).path} | {fmt(number(latency.get('client_requests')), 0)} / "
             f"{fmt(served, 0)} | {fmt(_client_mean(stats, 'ttft_ms'))} / "
             f"{fmt(_server_mean(latency, 'time_to_first_token'))} | {fmt(_client_mean(stats, 'itl_ms'), 2)} / "
-            f"{fmt(_server_mean(latency, 'inter_token_latency'), 2)} | {said.replace('|', '/')} |"
+            f"{fmt(_server_mean(latency, 'inter_token_latency'), 2)} | {said} |"
         )
     return [*lines, ""]
 

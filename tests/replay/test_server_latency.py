@@ -184,7 +184,7 @@ async def test_real_engine_histograms_count_the_steps_requests(engine_url: str) 
         assert m[name] is not None and m[name].count == 3, name
     assert m["inter_token_latency"] is not None and m["inter_token_latency"].count == 3 * 4  # 4 gaps per request
     ttft, prefill, queue = m["time_to_first_token"], m["request_prefill_time"], m["request_queue_time"]
-    assert ttft.mean_ms == pytest.approx(queue.mean_ms + prefill.mean_ms, rel=1e-6)  # the same timestamps
+    assert ttft.mean_ms >= queue.mean_ms + prefill.mean_ms  # TTFT also counts parsing, before the engine has it
     decode, tpot = m["request_decode_time"], m["request_time_per_output_token"]
     assert tpot.mean_ms == pytest.approx(decode.mean_ms / 4, rel=1e-6)  # decode / (5 - 1) per request, averaged
     missing = StepLatencyProbe(f"{engine_url}/nothing")
