@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from engine.metrics import EngineMetrics
+from engine.metrics import EngineMetrics, RequestTimes
 from engine.model import KVCache, TinyDecoder
 from engine.sampling import SamplingParams, make_generator, sample_token
 from engine.tokenizer import EOS, StreamDecoder
@@ -58,6 +58,9 @@ class _Sequence:
     decoder: StreamDecoder = field(default_factory=StreamDecoder)
     text: str = ""
     emitted: int = 0
+    queued: float = 0.0  # when the engine was handed it (`arrival` may be earlier: the HTTP request's)
+    scheduled: float | None = None  # when its prefill started
+    first_token_time: float | None = None
     last_token_time: float | None = None
 
 
@@ -114,11 +117,19 @@ class EngineLoop:
         """Sequences queued for a decode slot."""
         return len(self._waiting)
 
-    def submit(self, request_id: str, prompt_ids: list[int], params: SamplingParams, sink: Sink) -> None:
-        """Queue a request; its tokens go to `sink`. Raises EngineStopped when the thread is down."""
+    def submit(
+        self, request_id: str, prompt_ids: list[int], params: SamplingParams, sink: Sink, arrival: float | None = None
+    ) -> None:
+        """Queue a request; its tokens go to `sink`. Raises EngineStopped when the thread is down.
+
+        `arrival` (`time.perf_counter()`, default now) starts the request's TTFT and e2e clocks: the
+        server passes when the HTTP request reached its handler, as vLLM stamps a request's arrival.
+        """
         if not self.alive or self._stopping.is_set():
             raise EngineStopped(self.fatal_error or "the engine is stopping")
-        seq = _Sequence(request_id, prompt_ids, params, sink, time.perf_counter(), make_generator(params.seed))
+        queued = time.perf_counter()
+        when = queued if arrival is None else arrival
+        seq = _Sequence(request_id, prompt_ids, params, sink, when, make_generator(params.seed), queued=queued)
         with self._cond:
             self._waiting.append(seq)
             self._cond.notify()
@@ -198,6 +209,7 @@ class EngineLoop:
                     return prefilled
                 seq = self._waiting.popleft()
             prefilled += 1
+            seq.scheduled = time.perf_counter()
             capacity = len(seq.prompt_ids) + seq.params.max_tokens
             seq.cache = self.model.new_cache(capacity)
             logits = self.model.prefill(seq.prompt_ids, seq.cache)
@@ -222,6 +234,8 @@ class EngineLoop:
         if self.metrics:
             first = seq.last_token_time is None
             self.metrics.on_token(None if first else now - seq.last_token_time, now - seq.arrival if first else None)
+        if seq.first_token_time is None:
+            seq.first_token_time = now
         seq.last_token_time = now
         finish = None
         if token == EOS and not seq.params.ignore_eos:
@@ -243,7 +257,8 @@ class EngineLoop:
         delta, seq.emitted = seq.text[seq.emitted : upto], upto
         ok = self._send(seq, TokenDelta(delta, finish, len(seq.prompt_ids), seq.completion_tokens))
         if finish is not None and self.metrics:
-            self.metrics.on_finish(finish, now - seq.arrival, seq.completion_tokens)
+            times = RequestTimes(seq.arrival, seq.queued, seq.scheduled or seq.queued, seq.first_token_time, now)
+            self.metrics.on_finish(finish, now, seq.completion_tokens, times)
         return ok and finish is None
 
     def _send(self, seq: _Sequence, delta: TokenDelta) -> bool:

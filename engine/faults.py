@@ -26,6 +26,7 @@ BALLOON_CHUNK_BYTES = 64 << 20
 TRICKLE_BODY_BYTES = 600
 DEFAULT_TRICKLE_S = 1.0
 DEFAULT_STALL_TOKENS = 3
+DEFAULT_BURST_MS = 250.0
 DISCONNECT_POLL_S = 0.5
 
 # name -> (argument syntax, what it does); the order is the order of --help.
@@ -40,6 +41,12 @@ FAULTS: dict[str, tuple[str, str]] = {
         "[=N]",
         f"every streaming completion sends N tokens (default {DEFAULT_STALL_TOKENS}), then nothing, "
         "without closing, until the client goes away",
+    ),
+    "stream_burst": (
+        "[=MS]",
+        f"every streaming completion's SSE bytes are held back and released together every MS milliseconds "
+        f"(default {DEFAULT_BURST_MS:g}) from the stream's start: the client sees bursts, the server's own "
+        "latency histograms stay true",
     ),
     "zombie": ("", "GET endpoints answer; every POST hangs until the client goes away"),
     "wo_drop_last_slot": (
@@ -74,6 +81,7 @@ class ActiveFaults:
     stop_profile_hang: bool = False
     stop_profile_trickle_s: float | None = None
     stream_stall_tokens: int | None = None
+    stream_burst_ms: float | None = None
     zombie: bool = False
     wo_drop_last_slot: bool = False
     balloon_after_stop: BalloonSpec | None = None
@@ -87,6 +95,8 @@ class ActiveFaults:
             out.append(f"stop_profile_trickle={self.stop_profile_trickle_s:g}")
         if self.stream_stall_tokens is not None:
             out.append(f"stream_stall={self.stream_stall_tokens}")
+        if self.stream_burst_ms is not None:
+            out.append(f"stream_burst={self.stream_burst_ms:g}")
         if self.zombie:
             out.append("zombie")
         if self.wo_drop_last_slot:
@@ -129,6 +139,8 @@ def parse_faults(specs: Iterable[str]) -> ActiveFaults:
             values["stop_profile_trickle_s"] = _number(spec, arg, float) if has_arg else DEFAULT_TRICKLE_S
         elif name == "stream_stall":
             values["stream_stall_tokens"] = _number(spec, arg, int) if has_arg else DEFAULT_STALL_TOKENS
+        elif name == "stream_burst":
+            values["stream_burst_ms"] = _number(spec, arg, float) if has_arg else DEFAULT_BURST_MS
         else:
             rate, colon, most = arg.partition(":")
             if not colon:
@@ -196,6 +208,43 @@ async def stall_after(
         if aclose is not None:
             await aclose()
     await _stall(is_disconnected)
+
+
+async def release_in_bursts(items: AsyncIterator[bytes], interval_s: float) -> AsyncIterator[bytes]:
+    """`stream_burst`: read `items` as they come, but pass them on only every `interval_s`, all held ones at once.
+
+    Releases are at interval_s, 2·interval_s, ... after the first read; the last burst follows the end
+    of `items`. Closing or cancelling this generator stops the reader and closes `items` (so the engine
+    drops the request); an error of `items` is raised after the bytes read before it.
+    """
+    held: list[bytes] = []
+    ended = asyncio.Event()
+
+    async def read() -> None:
+        try:
+            async for item in items:
+                held.append(item)
+        finally:
+            ended.set()
+
+    reader = asyncio.create_task(read())
+    try:
+        while True:
+            await asyncio.sleep(interval_s)
+            finished = ended.is_set()  # read before the burst, so nothing read after it is left behind
+            if held:
+                burst = b"".join(held)
+                held.clear()
+                yield burst
+            if finished:
+                break
+        reader.result()
+    finally:
+        reader.cancel()
+        await asyncio.gather(reader, return_exceptions=True)  # its error, if any, was raised above
+        aclose = getattr(items, "aclose", None)
+        if aclose is not None:
+            await aclose()
 
 
 async def trickle(body: bytes, interval_s: float, size: int = TRICKLE_BODY_BYTES) -> AsyncIterator[bytes]:

@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
@@ -43,6 +44,7 @@ from engine.faults import (
     fault_help,
     hang_until_disconnect,
     parse_faults,
+    release_in_bursts,
     stall_after,
     trickle,
     wo_gemv_dropping_last_slot,
@@ -153,15 +155,17 @@ def create_app(state: ServerState) -> Starlette:
         )
 
     async def completions(request: Request) -> Response:
+        arrival = time.perf_counter()  # the TTFT and e2e clocks start here, before parsing (vLLM: at arrival)
         try:
             body = await _parse(request, CompletionRequest)
             prompt_ids = _completion_prompt(body)
             max_tokens = _check_lengths(state, prompt_ids, body.max_tokens or 16)
         except RequestError as exc:
             return exc.response()
-        return await _respond(state, request, body, prompt_ids, max_tokens, chat=False)
+        return await _respond(state, request, body, prompt_ids, max_tokens, arrival, chat=False)
 
     async def chat_completions(request: Request) -> Response:
+        arrival = time.perf_counter()
         try:
             body = await _parse(request, ChatCompletionRequest)
             prompt = apply_chat_template([(m.role, m.text()) for m in body.messages])
@@ -169,7 +173,7 @@ def create_app(state: ServerState) -> Starlette:
             max_tokens = _check_lengths(state, prompt_ids, body.requested_max_tokens())
         except RequestError as exc:
             return exc.response()
-        return await _respond(state, request, body, prompt_ids, max_tokens, chat=True)
+        return await _respond(state, request, body, prompt_ids, max_tokens, arrival, chat=True)
 
     async def tokenize(request: Request) -> Response:
         try:
@@ -354,18 +358,22 @@ async def _respond(
     body: CompletionRequest | ChatCompletionRequest,
     prompt_ids: list[int],
     max_tokens: int,
+    arrival: float,
     chat: bool,
 ) -> Response:
     if body.model is not None and body.model != state.model_name:
         return RequestError(f"The model `{body.model}` does not exist.", 404, "NotFoundError", "model").response()
     request_id = new_id("chatcmpl" if chat else "cmpl")
-    deltas = _generate(state, request_id, prompt_ids, body.sampling(max_tokens))
+    deltas = _generate(state, request_id, prompt_ids, body.sampling(max_tokens), arrival)
     if body.stream:
         if state.faults.stream_stall_tokens is not None:
             deltas = stall_after(deltas, state.faults.stream_stall_tokens, request.is_disconnected)
         chunks = _chat_chunks if chat else _completion_chunks
+        stream = _sse(chunks(state, request_id, body.stream_usage(), deltas))
+        if state.faults.stream_burst_ms is not None:
+            stream = release_in_bursts(stream, state.faults.stream_burst_ms / 1000)
         return StreamingResponse(
-            _sse(chunks(state, request_id, body.stream_usage(), deltas)),
+            stream,
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache"},
         )
@@ -392,13 +400,16 @@ async def _respond(
     )
 
 
-async def _generate(state: ServerState, request_id: str, prompt_ids: list[int], params) -> AsyncIterator[TokenDelta]:
+async def _generate(
+    state: ServerState, request_id: str, prompt_ids: list[int], params, arrival: float
+) -> AsyncIterator[TokenDelta]:
     """Deltas of one request from the engine thread; aborts the request if the consumer goes away."""
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[TokenDelta] = asyncio.Queue()
     finished = False
     try:
-        state.engine.submit(request_id, prompt_ids, params, lambda d: loop.call_soon_threadsafe(queue.put_nowait, d))
+        sink = partial(loop.call_soon_threadsafe, queue.put_nowait)
+        state.engine.submit(request_id, prompt_ids, params, sink, arrival)
     except EngineStopped as exc:
         yield TokenDelta("", "error", len(prompt_ids), 0, error=str(exc))
         return

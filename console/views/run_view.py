@@ -366,5 +366,11 @@ class RunView:
     def _on_step_aborted(self, e: dict) -> str | None:
         return self._end(e, "aborted", "aborted; it will run again on --resume")
 
+    def _on_measurement_distorted(self, e: dict) -> str | None:
+        step = self._step(e)
+        if step is None:
+            return None
+        return f"{step.key.path}: CLIENT-SIDE DISTORTION (the server's own latency disagrees): {e.get('reason')}"
+
     def _on_step_skipped(self, e: dict) -> str | None:
         return self._end(e, "skipped", "skipped (done earlier)")

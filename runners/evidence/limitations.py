@@ -4,16 +4,19 @@ Each line says what is missing or suspect and where to look: steps not done, los
 traces, effective env that was not verified, unfinished attempts kept aside, token counts taken
 from chunks, server metrics that could not be scraped or steps too short to sample them, prompts not
 checked in tokens, memory actions and OOM kills, restarts,
-a /health that failed while the target was up, steps whose dispatch the operator paused.
+a /health that failed while the target was up, steps whose dispatch the operator paused, steps
+whose client latency disagrees with the server's own histograms or could not be cross-checked.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 
+from runners.evidence.measurement import step_measurement
 from runners.evidence.step_files import number, phase_record, section
 from runners.plan.model import Plan
 from runners.plan.steps import StepKey
+from runners.replay.measurement_check import DISTORTED, UNCHECKED
 from runners.run.event_types import GuardLost, ServeHealth, ServeOom, ServeRestarting, StepFailed, WatchdogAction
 from runners.run.files import read_json, read_jsonl
 from runners.run.rundir import RunDir
@@ -91,6 +94,24 @@ def _paused(run: RunDir, plan: Plan) -> list[str]:
         paused = number(phase_record(run, step).get("paused_s")) if run.is_done(step) else None
         if paused:
             out.append(f"{step.path}: dispatch was paused for {paused:.1f} s; its wall time includes the pause")
+    return out
+
+
+def _measurements(run: RunDir, plan: Plan) -> list[str]:
+    """Done steps whose client latency is distorted, and unchecked ones grouped by why."""
+    out = []
+    unchecked: dict[str, list[str]] = {}
+    for step in plan.steps():
+        if not run.is_done(step):
+            continue
+        check = step_measurement(step.path, phase_record(run, step)).check
+        if check.status == DISTORTED:
+            out.append(f"client-side distortion: {step.path}: {check.reason}")
+        elif check.status == UNCHECKED:
+            unchecked.setdefault(check.reason or "no reason recorded", []).append(step.path)
+    for reason, paths in unchecked.items():
+        listed = ", ".join(paths[:3]) + (f" and {len(paths) - 3} more" if len(paths) > 3 else "")
+        out.append(f"client latency not cross-checked with the server's in {len(paths)} step(s) ({listed}): {reason}")
     return out
 
 
@@ -180,6 +201,7 @@ def known_limitations(run: RunDir, plan: Plan) -> list[str]:
         *_profiles(run, plan),
         *_incidents(events),
         *_paused(run, plan),
+        *_measurements(run, plan),
         *_attempts(run),
         *_request_details(run, plan),
     ]

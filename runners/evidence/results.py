@@ -21,6 +21,7 @@ from engine.config_file import ConfigFileError, load_toml_model
 from runners.evidence.kernel_checks import KernelCheck
 from runners.evidence.kernel_times import KernelTime, arm_kernel_times
 from runners.evidence.limitations import known_limitations
+from runners.evidence.measurement import StepMeasurement, step_measurement
 from runners.evidence.mechanism_input import MechanismInput
 from runners.evidence.step_files import number, phase_record, request_records, section, step_wall_s
 from runners.plan.model import Plan
@@ -63,6 +64,7 @@ class PhaseResult:
     coherence_warned: int = 0
     spec_accepted: float | None = None
     spec_drafted: float | None = None
+    measurements: tuple[StepMeasurement, ...] = ()  # per done repetition: client vs server latency
 
     @property
     def wall_mean_s(self) -> float | None:
@@ -203,6 +205,7 @@ def _phase_result(
     checked = warned = 0
     accepted: list[float | None] = []
     drafted: list[float | None] = []
+    measurements: list[StepMeasurement] = []
     for step in (s for s in steps if run.is_done(s)):
         record = phase_record(run, step)
         wall = step_wall_s(record)
@@ -222,6 +225,7 @@ def _phase_result(
         metrics = section(record, "server_metrics")
         accepted.append(number(metrics.get("spec_decode_num_accepted_tokens_increase")))
         drafted.append(number(metrics.get("spec_decode_num_draft_tokens_increase")))
+        measurements.append(step_measurement(step.path, record))
     gsm = _gsm8k(gsm_runs)
     if gsm_runs and gsm is None:
         notes.append(f"{arm}/{phase.mode}/{phase.name}: GSM8K results are damaged in every repetition; no score")
@@ -241,6 +245,7 @@ def _phase_result(
         coherence_warned=warned,
         spec_accepted=_sum_optional(accepted),
         spec_drafted=_sum_optional(drafted),
+        measurements=tuple(measurements),
     )
     return result, records, notes
 

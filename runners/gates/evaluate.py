@@ -1,7 +1,8 @@
 """Every configured gate over one run's results, and the verdict of each arm.
 
-Order: quality, kernel correctness, mechanism, coherence (warning) per arm; then the
-default-candidate verdict per non-baseline arm (it reads the quality and correctness results);
+Order: quality, kernel correctness, mechanism, coherence (warning), measurement per arm; then the
+default-candidate verdict per non-baseline arm (it reads the quality and correctness results); an
+arm whose measurement gate failed gets no verdict (its timings, or the baseline's, are distorted);
 then reproduction against a prior run when one is given (the plan's `gates.reproduce_from`, or
 `compare`).
 """
@@ -10,18 +11,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+from runners.evidence.measurement import StepMeasurement
 from runners.evidence.results import ArmResult, RunResults
 from runners.gates.candidate import CandidateInput, CandidateRules, candidate_verdicts
 from runners.gates.coherence import coherence_gate
 from runners.gates.correctness import correctness_gate
+from runners.gates.measurement import measurement_gate
 from runners.gates.mechanism import mechanism_gate
 from runners.gates.quality import quality_gate
 from runners.gates.registry import Registry, load_registry
 from runners.gates.reproduction import DeltaRow, ReproInput, reproduction_gate
-from runners.gates.result import GateResult
+from runners.gates.result import NO_VERDICT, GateResult
 
 BASELINE_VERDICT = "baseline"
-NO_VERDICT = "no verdict"
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,13 @@ def repro_inputs(results: RunResults) -> list[ReproInput]:
     return out
 
 
+def deciding_measurements(results: RunResults, arm: ArmResult) -> tuple[StepMeasurement, ...]:
+    """The cross-checks of the arm's done steps in the deciding wall-time and TPOT phases."""
+    deciding = results.deciding_phases()
+    names = dict.fromkeys(n for n in (deciding.wall, deciding.tpot) if n)
+    return tuple(m for name in names if (phase := arm.phase(name)) for m in phase.measurements)
+
+
 def registry_for(results: RunResults) -> Registry:
     """The registries the run's plan names (plan-relative), else configs/registries."""
     directory = results.gates.registries
@@ -82,6 +91,8 @@ def evaluate_gates(results: RunResults, registry: Registry, prior: RunResults | 
     deciding = results.deciding_phases()
     base = results.arm(results.baseline)
     base_gsm = gsm8k_correct(results, base)[0] if base else None
+    base_measured = deciding_measurements(results, base) if base else ()
+    withheld: set[str] = set()
     gates: list[GateResult] = []
     candidates: list[CandidateInput] = []
     baseline_input = None
@@ -97,7 +108,11 @@ def evaluate_gates(results: RunResults, registry: Registry, prior: RunResults | 
         long_decode = arm.phase(deciding.long_decode)
         checked = long_decode.coherence_checked if long_decode else 0
         coherence = coherence_gate(arm.name, checked, long_decode.coherence_warned if long_decode else 0)
-        gates += [quality, correctness, mechanism, coherence]
+        measured = deciding_measurements(results, arm)
+        measurement = measurement_gate(arm.name, measured, results.baseline, () if is_base else base_measured)
+        if measurement.status == "fail":
+            withheld.add(arm.name)
+        gates += [quality, correctness, mechanism, coherence, measurement]
         wall, tpot = arm.phase(deciding.wall), arm.phase(deciding.tpot)
         entry = CandidateInput(
             arm=arm.name,
@@ -120,6 +135,7 @@ def evaluate_gates(results: RunResults, registry: Registry, prior: RunResults | 
         for result in candidate_verdicts(baseline_input, candidates, rules):
             gates.append(result)
             verdicts[result.arm or ""] = result.verdict or NO_VERDICT
+    verdicts.update(dict.fromkeys(withheld, NO_VERDICT))
     rows: tuple[DeltaRow, ...] = ()
     if prior is not None:
         repro, delta = reproduction_gate(

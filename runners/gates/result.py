@@ -8,6 +8,7 @@ from typing import Any, Literal
 GateStatus = Literal["pass", "fail", "no_data"]
 Severity = Literal["blocking", "warning"]
 STATUSES: tuple[GateStatus, ...] = ("pass", "fail", "no_data")
+NO_VERDICT = "no verdict"
 
 
 @dataclass(frozen=True)

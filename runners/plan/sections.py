@@ -64,7 +64,9 @@ class GatesSpec(BaseModel):
     """`[gates]`: which arm is the baseline, which phases decide, and the thresholds of each gate.
 
     Phase names left empty are chosen from the plan: the first GSM8K phase; for wall time and TPOT
-    the primary non-GSM8K phase with the most repeats; the first long-decode phase.
+    the primary non-GSM8K phase with the most repeats; the first long-decode phase. The `measurement_*`
+    bounds decide when a step's client TTFT/ITL means disagree with the server's own histograms
+    (runners/replay/measurement_check.py); an arm with such a deciding step gets no verdict.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -83,3 +85,12 @@ class GatesSpec(BaseModel):
     reproduce_gsm8k_questions: int = Field(2, ge=0, description="reproduction: GSM8K bound in questions")
     reproduce_from: str | None = Field(None, description="a prior run directory to reproduce (plan-relative)")
     registries: str | None = Field(None, description="registry directory (default: configs/registries)")
+    measurement_ttft_abs_ms: float = Field(
+        25.0, ge=0, description="measurement: TTFT means disagree beyond max(this, the relative bound)"
+    )
+    measurement_ttft_rel_pct: float = Field(
+        50.0, ge=0, description="measurement: TTFT bound as % of the server's mean (the larger bound applies)"
+    )
+    measurement_itl_rel_pct: float = Field(
+        50.0, ge=0, description="measurement: client and server ITL means disagree beyond this % of the server's"
+    )

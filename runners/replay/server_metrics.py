@@ -203,11 +203,11 @@ class CounterTracker:
         return {name: self._totals.get(name) for name in COUNTERS}
 
 
-async def scrape_metrics(client: httpx.AsyncClient, url: str, deadline_s: float) -> MetricValues:
-    """GET `url` (the full `/metrics` URL) and parse it, all within `deadline_s` seconds.
+async def fetch_metrics_text(client: httpx.AsyncClient, url: str, deadline_s: float) -> str:
+    """GET `url` (the full `/metrics` URL) within `deadline_s` seconds; the body as text.
 
-    Raises MetricsScrapeError for a timeout, a transport error, a status other than 200 or an unparseable
-    body; asyncio cancellation propagates.
+    Raises MetricsScrapeError for a timeout, a transport error or a status other than 200; asyncio
+    cancellation propagates.
     """
     try:
         async with timeout(deadline_s):
@@ -219,8 +219,18 @@ async def scrape_metrics(client: httpx.AsyncClient, url: str, deadline_s: float)
     if resp.status_code != 200:
         body = resp.text.strip()[:ERROR_BODY_CHARS] or "(empty body)"
         raise MetricsScrapeError(url, f"HTTP {resp.status_code}: {body}")
+    return resp.text
+
+
+async def scrape_metrics(client: httpx.AsyncClient, url: str, deadline_s: float) -> MetricValues:
+    """GET `url` (the full `/metrics` URL) and parse it, all within `deadline_s` seconds.
+
+    Raises MetricsScrapeError for a timeout, a transport error, a status other than 200 or an unparseable
+    body; asyncio cancellation propagates.
+    """
+    text = await fetch_metrics_text(client, url, deadline_s)
     try:
-        return parse_metrics(resp.text)
+        return parse_metrics(text)
     except MetricsParseError as exc:
         raise MetricsScrapeError(url, str(exc)) from exc
 

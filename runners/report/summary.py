@@ -3,8 +3,9 @@
 The summary leads with the per-arm headline table (GSM8K, wall mean and spread of the deciding
 phase, TPOT p50/p95, long-decode TPOT p95, verdict), then every gate with its failed criteria,
 the reproduction Δ table when a prior run is given, the pooled per-arm and per-step tables, the
-plots, known limitations and provenance. Percentiles are recomputed over every request of the
-pooled repetitions, never averaged across steps.
+client's TTFT/ITL means beside the server's own per step, the plots, known limitations and
+provenance. Percentiles are recomputed over every request of the pooled repetitions, never
+averaged across steps.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import datetime as dt
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from runners.evidence.measurement import step_measurement
 from runners.evidence.results import ArmResult, RunResults, load_run_results
 from runners.evidence.step_files import number, phase_record, section
 from runners.gates.evaluate import GateReport, evaluate_gates, gsm8k_correct, registry_for
@@ -244,7 +246,8 @@ def step_rows(results: RunResults) -> list[dict]:
         record = phase_record(run, step)
         rows.append(
             {"step": step.as_dict(), "kind": kind, "done": True, "results": results_line(record),
-             "stats": section(record, "stats") or None}
+             "stats": section(record, "stats") or None, "server_latency": section(record, "server_latency") or None,
+             "measurement": step_measurement(step.path, record).check.as_dict()}
         )  # fmt: skip
     return rows
 
@@ -266,6 +269,41 @@ def _steps(rows: list[dict]) -> list[str]:
             f"| {path} | {row['kind']} | done | {s.get('ok', 'n/a')} | {s.get('failed', 'n/a')} "
             f"| {fmt(s.get('wall_s'), 2)} | {fmt(s.get('ttft_p50_ms'))} | {fmt(s.get('tpot_p50_ms'), 2)} "
             f"| {row['results']} |"
+        )
+    return [*lines, ""]
+
+
+def _client_mean(stats: dict, name: str) -> float | None:
+    return number(section(section(stats, "distributions"), name).get("mean"))
+
+
+def _server_mean(latency: dict, name: str) -> float | None:
+    return number(section(section(latency, "metrics"), name).get("mean_ms"))
+
+
+def _latency_check(rows: list[dict]) -> list[str]:
+    lines = [
+        "## Client vs server latency",
+        "",
+        "Means per step: the client's (`requests.jsonl`) beside the server's own `/metrics` histograms over the "
+        "same step. ITL: one sample per streamed chunk on both sides.",
+        "",
+        "| step | requests client / server | TTFT mean ms client / server | ITL mean ms client / server | check |",
+        "|---|---|---|---|---|",
+    ]
+    for row in rows:
+        if not row["done"]:
+            continue
+        stats, latency = row["stats"] or {}, row.get("server_latency") or {}
+        check = row["measurement"]
+        served = number(latency.get("server_requests"))
+        said = check["status"] if check["status"] == "agree" else f"**{check['status']}**: {check['reason']}"
+        said = said.replace("|", "\\|")
+        lines.append(
+            f"| {StepKey.from_dict(row['step']).path} | {fmt(number(latency.get('client_requests')), 0)} / "
+            f"{fmt(served, 0)} | {fmt(_client_mean(stats, 'ttft_ms'))} / "
+            f"{fmt(_server_mean(latency, 'time_to_first_token'))} | {fmt(_client_mean(stats, 'itl_ms'), 2)} / "
+            f"{fmt(_server_mean(latency, 'inter_token_latency'), 2)} | {said} |"
         )
     return [*lines, ""]
 
@@ -339,7 +377,8 @@ def render_summary(
     ]
     body = [
         *_headline(results, gates), *_gates(gates), *_reproduction(gates), *_arms(results), *_steps(steps),
-        *_plots(results.root, plots, notes), *_limitations(results), *_provenance(results.provenance),
+        *_latency_check(steps), *_plots(results.root, plots, notes), *_limitations(results),
+        *_provenance(results.provenance),
     ]  # fmt: skip
     return "\n".join(head + body + tail)
 

@@ -377,6 +377,18 @@ class StepAborted(Event):
 
 
 @dataclass(frozen=True)
+class MeasurementDistorted(Event):
+    """The step's client TTFT/ITL means disagree with the server's own histograms beyond the plan's bounds
+    (`comparisons`: metric, both means, their distance and the bound, ms): client-side distortion; an arm whose
+    deciding step it is gets no verdict."""
+
+    TYPE = "measurement_distorted"
+    step: StepKey
+    reason: str
+    comparisons: list[dict]
+
+
+@dataclass(frozen=True)
 class StepSkipped(Event):
     """The step was DONE in an earlier session."""
 

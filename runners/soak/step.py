@@ -19,15 +19,17 @@ from runners.plan.load import LoadedPlan
 from runners.plan.steps import StepKey
 from runners.replay.dispatch import replay
 from runners.replay.dispatch_gate import DispatchGate
+from runners.replay.measurement_check import DISTORTED, MeasurementBounds, MeasurementCheck, cross_check
 from runners.replay.metrics import Slo, phase_stats
 from runners.replay.prompts import DatasetError
 from runners.replay.records import RequestRecord
+from runners.replay.server_latency import ServerLatency
 from runners.replay.server_metrics import MetricsSampler
 from runners.replay.server_metrics import summarize as summarize_metrics
 from runners.replay.token_lengths import TOKENIZE_DEADLINE_S, target_limit
 from runners.replay.usage_probe import UsageProbe, probe_continuous_usage
 from runners.replay.workloads import evaluate, prepare
-from runners.run.event_types import ServeHealth, ServeOom, StepAborted, StepStarted
+from runners.run.event_types import MeasurementDistorted, ServeHealth, ServeOom, StepAborted, StepStarted
 from runners.run.events import EventLog
 from runners.run.files import JsonlWriter, RunDirWriteError, write_json_atomic
 from runners.run.rundir import RunDir
@@ -38,6 +40,7 @@ from runners.soak.memory_watch import MemoryWatch
 from runners.soak.profiler import ProfileRecord
 from runners.soak.profiler_rules import StepProfiler
 from runners.soak.progress import ProgressReporter
+from runners.soak.server_latency_probe import StepLatencyProbe
 
 TARGET_DEATH_GRACE_S = 2.0
 SERVER_METRICS_FILE = "server_metrics.jsonl"
@@ -160,6 +163,8 @@ class StepRun:
         if phase.metrics_interval_s is not None:
             scraper = MetricsSampler(self.runtime.base_url + "/metrics", on_sample, interval_s=phase.metrics_interval_s)
             sampler = asyncio.create_task(scraper.run(stop_scraping))
+        latency = StepLatencyProbe(self.runtime.base_url + "/metrics")
+        await latency.start()
         paused_before = ctx.gate.paused_s()
         replay_task = asyncio.create_task(
             replay(
@@ -217,6 +222,8 @@ class StepRun:
             self._note_oom_kills(target)
         slo = Slo(phase.slo_ttft_ms, phase.slo_tpot_ms, phase.slo_e2el_ms)
         stats = phase_stats(outcome.records, outcome.wall_s, phase.percentiles, slo)
+        server = await latency.finish(stats.ok)
+        check = self._check_measurement(stats.distributions, server)
         record = {
             "step": step.as_dict(),
             "phase": phase.model_dump(),
@@ -232,9 +239,13 @@ class StepRun:
             "itl_basis": stats.itl_basis,
             "stats": stats.as_dict(),
             "server_metrics": summarize_metrics(samples) if sampler is not None else None,
+            "server_latency": server.as_dict(),
+            "measurement": check.as_dict(),
             **evaluate(phase, ctx.loaded, outcome.records, step_dir),
         }
         write_json_atomic(step_dir / "phase.json", record)
+        if check.status == DISTORTED:
+            ctx.events.emit(MeasurementDistorted(step, check.reason or "", record["measurement"]["comparisons"]))
         verdict = judge(
             StepObservation(
                 True, aborted=outcome.aborted, ok_requests=stats.ok,
@@ -260,6 +271,11 @@ class StepRun:
             probe = await probe_continuous_usage(self.runtime.base_url, self.model, endpoint)
             self.ctx.usage_probes[endpoint] = probe
         return probe
+
+    def _check_measurement(self, client: dict, server: ServerLatency) -> MeasurementCheck:
+        """Client vs server TTFT/ITL means under the plan's bounds."""
+        bounds = MeasurementBounds.from_gates(self.ctx.loaded.plan.gates)
+        return cross_check(client["ttft_ms"].mean, client["itl_chunk_ms"].mean, server, bounds)
 
     def _health_changed(self, result: ProbeResult) -> None:
         """The serve target's /health flipped during the step: an event the console and the evidence show."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import subprocess
 import sys
@@ -17,10 +18,11 @@ import pytest
 
 from engine.config import ModelConfig
 from engine.engine_loop import EngineLoop, EngineStopped
-from engine.faults import ActiveFaults, BalloonSpec, FaultSpecError, parse_faults
+from engine.faults import ActiveFaults, BalloonSpec, FaultSpecError, parse_faults, release_in_bursts
 from engine.model import TinyDecoder
 from engine.sampling import SamplingParams
 from engine.tokenizer import encode
+from runners.soak.server_latency_probe import StepLatencyProbe
 from tests.conftest import ENGINE_CONFIG, ROOT, start_engine, stop_process
 
 pytestmark = pytest.mark.slow
@@ -88,6 +90,8 @@ def test_parse_faults_defaults_args_and_errors() -> None:
     assert faults.names() == ["stop_profile_trickle=0.25", "stream_stall=3", "zombie", "balloon_after_stop=0.5:2"]
     assert parse_faults(["stop_profile_trickle"]).stop_profile_trickle_s == 1.0
     assert parse_faults(["wo_drop_last_slot"]).names() == ["wo_drop_last_slot"]
+    assert parse_faults(["stream_burst"]).stream_burst_ms == 250.0
+    assert parse_faults(["stream_burst=80", "zombie"]).names() == ["stream_burst=80", "zombie"]
     for bad, says in [
         ("wo_drop_last_slot=1", "takes no argument"),
         ("nope", "unknown fault 'nope'"),
@@ -95,6 +99,7 @@ def test_parse_faults_defaults_args_and_errors() -> None:
         ("stream_stall=x", "not an integer"),
         ("balloon_after_stop=1", "RATE_GIB_S:MAX_GIB"),
         ("stop_profile_trickle=0", "above 0"),
+        ("stream_burst=0", "above 0"),
     ]:
         with pytest.raises(FaultSpecError, match=says):
             parse_faults([bad])
@@ -170,7 +175,7 @@ def test_unknown_fault_exits_2_with_one_line() -> None:
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "engine: refusing to start: --test-fault 'melt_down': unknown fault 'melt_down' (known: stop_profile_hang, "
-        "stop_profile_trickle, stream_stall, zombie, wo_drop_last_slot, balloon_after_stop)"
+        "stop_profile_trickle, stream_stall, stream_burst, zombie, wo_drop_last_slot, balloon_after_stop)"
     ]
 
 
@@ -238,6 +243,58 @@ async def test_stream_stall_sends_n_tokens_then_nothing(tmp_path: Path) -> None:
         assert chat_stalled and len(chat_events) == 1 + 3  # the role delta, then 3 content tokens
         assert chat_events[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
         assert all("content" in e["choices"][0]["delta"] for e in chat_events[1:])
+
+
+async def test_stream_burst_holds_the_stream_back_while_the_servers_histograms_stay_true(tmp_path: Path) -> None:
+    with engine(tmp_path, "--test-fault", "stream_burst=400") as (_, url):
+        probe = StepLatencyProbe(f"{url}/metrics")
+        await probe.start()
+        arrivals: list[float] = []
+        body = {"prompt": "abc", "max_tokens": 24, "ignore_eos": True, "stream": True}
+        async with httpx.AsyncClient(base_url=url, timeout=10.0) as client:
+            t0 = time.perf_counter()
+            async with client.stream("POST", "/v1/completions", json=body) as resp:
+                assert resp.status_code == 200
+                async for chunk in resp.aiter_raw():  # bounded: the stream ends with [DONE]
+                    arrivals += [time.perf_counter() - t0] * chunk.count(b"data: ")
+        server = await probe.finish(client_requests=1)
+    assert len(arrivals) == 24 + 1  # every token's chunk, then [DONE]: nothing lost
+    assert arrivals[0] >= 0.38  # the first token waits for the first release
+    ttft = server.metrics["time_to_first_token"]
+    assert ttft is not None and ttft.count == 1 and ttft.mean_ms < 200  # the server saw its own first token early
+    gaps = [b - a for a, b in itertools.pairwise(arrivals)]
+    assert sum(g < 0.05 for g in gaps) >= len(gaps) // 2  # most chunks come together with others
+
+
+async def test_release_in_bursts_passes_everything_on_and_closes_its_source() -> None:
+    closed = asyncio.Event()
+
+    async def source():
+        try:
+            for i in range(5):
+                await asyncio.sleep(0.01)
+                yield f"{i}".encode()
+        finally:
+            closed.set()
+
+    t0 = time.perf_counter()
+    bursts = [(b, time.perf_counter() - t0) async for b in release_in_bursts(source(), 0.2)]
+    assert b"".join(b for b, _ in bursts) == b"01234"
+    assert len(bursts) == 1 and bursts[0][1] >= 0.19 and closed.is_set()
+
+    async def endless():
+        try:
+            while True:
+                await asyncio.sleep(0.01)
+                yield b"x"
+        finally:
+            closed.set()
+
+    closed.clear()
+    stream = release_in_bursts(endless(), 0.05)
+    assert (await anext(stream)).startswith(b"x")
+    await stream.aclose()  # the client went away: the reader stops and the source is closed
+    assert closed.is_set()
 
 
 def test_zombie_answers_gets_and_hangs_posts(tmp_path: Path) -> None:
