@@ -35,7 +35,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from engine.deadlines import timeout
 
 DEFAULT_INTERVAL_S = 0.5
-RAMP_START_S = 0.1  # the first gap; each next one doubles up to the interval
 DEFAULT_SCRAPE_DEADLINE_S = 1.5
 ERROR_BODY_CHARS = 200
 MIN_GAUGE_SAMPLES = 3
@@ -236,7 +235,7 @@ async def scrape_metrics(client: httpx.AsyncClient, url: str, deadline_s: float)
 
 
 class MetricsSampler:
-    """Scrapes `url` during a phase (every `interval_s` once past a short ramp) and hands each sample to `on_sample`.
+    """Scrapes `url` every `interval_s` during a phase and hands each sample to `on_sample`.
 
     A sample (one JSON line) is {"t": wall time at the scrape's start, "elapsed_s": seconds since `run`
     started, "values": MetricValues.as_dict() (all None when the scrape failed), "increases": {counter:
@@ -262,10 +261,7 @@ class MetricsSampler:
         self._client = client
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Scrape at once, then after RAMP_START_S, doubling the gap up to `interval_s`, until `stop` is set.
-
-        The ramp gives a step of under a second its MIN_GAUGE_SAMPLES gauge samples (0, 0.1, 0.3, 0.7 s)
-        without scraping a long step more often than asked.
+        """Scrape at once, then every `interval_s`, until `stop` is set.
 
         Stopping: a scrape in flight when `stop` is set is finished (at most `deadline_s`) and is the last;
         if `stop` is set between scrapes, one final scrape is taken so the phase's counters cover its end.
@@ -281,13 +277,11 @@ class MetricsSampler:
         tracker = CounterTracker()
         start = time.monotonic()
         next_at = start
-        gap = min(RAMP_START_S, self.interval_s)
         while True:
             self._on_sample(await self._sample(client, tracker, start))
             if stop.is_set():
                 return
-            next_at += gap
-            gap = min(gap * 2, self.interval_s)
+            next_at += self.interval_s
             now = time.monotonic()
             if next_at < now:  # a slow scrape: skip the missed ticks rather than scrape back to back
                 next_at = now
