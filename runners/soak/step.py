@@ -154,9 +154,12 @@ class StepRun:
             requests.append(rec.as_dict())
             progress.add(rec)
 
+        first_sample = asyncio.Event()
+
         def on_sample(sample: dict) -> None:
             samples.append(sample)
             scrapes.append(sample)
+            first_sample.set()
 
         stop_scraping = asyncio.Event()
         sampler = None
@@ -165,6 +168,8 @@ class StepRun:
             sampler = asyncio.create_task(scraper.run(stop_scraping))
         latency = StepLatencyProbe(self.runtime.base_url + "/metrics")
         await latency.start()
+        if sampler is not None:  # vLLM renders /metrics on the loop that streams: keep it off the first requests
+            await _first_sample(first_sample, sampler, scraper.deadline_s)
         paused_before = ctx.gate.paused_s()
         replay_task = asyncio.create_task(
             replay(
@@ -318,6 +323,13 @@ async def _target_ended(died: asyncio.Task[ExitInfo], replay_task: asyncio.Task)
             await died
         return None
     return died.result() if died.exception() is None else None
+
+
+async def _first_sample(seen: asyncio.Event, sampler: asyncio.Task, deadline_s: float) -> None:
+    """Wait (at most one scrape deadline) for the sampler's first scrape, or its end."""
+    waiter = asyncio.create_task(seen.wait())
+    await asyncio.wait({waiter, sampler}, timeout=deadline_s, return_when=asyncio.FIRST_COMPLETED)
+    waiter.cancel()
 
 
 def _describe(ended: ExitInfo | None) -> str | None:

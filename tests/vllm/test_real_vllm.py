@@ -15,7 +15,7 @@ import pytest
 
 from runners.run.files import read_json
 from tests.conftest import ROOT, SHARED, run_headless
-from tests.vllm.conftest import VLLM_ENV, VllmServer, skip_reason, vllm_command
+from tests.vllm.conftest import MAX_MODEL_LEN, VLLM_ENV, VllmServer, skip_reason, vllm_command
 
 pytestmark = pytest.mark.slow
 
@@ -52,6 +52,7 @@ name = "concurrent"
 kind = "concurrent"
 streams = 8
 max_tokens = 32
+metrics_interval_s = 0.15  # the step lasts about half a second: 3 gauge samples need a shorter interval
 ignore_eos = true
 http_timeout_s = 60
 deadline_s = 240
@@ -142,7 +143,18 @@ def external_run(vllm_external: VllmServer, tmp_path_factory: pytest.TempPathFac
     return run
 
 
-def test_every_phase_kind_runs_to_done_against_vllm(external_run: Path) -> None:
+def cross_checked(name: str, record: dict) -> None:
+    """The step's client numbers agree with vLLM's own histograms, over the same requests."""
+    latency, check = record["server_latency"], record["measurement"]
+    assert latency["reason"] is None and latency["note"] is None, (name, latency)
+    assert latency["server_requests"] == latency["client_requests"] == record["stats"]["ok"], (name, latency)
+    assert check["status"] == "agree", (name, check)
+    assert {c["metric"] for c in check["comparisons"]} == {"TTFT", "ITL"}, (name, check)
+    server_ttft = latency["metrics"]["time_to_first_token"]
+    assert server_ttft["count"] == record["stats"]["ok"]
+
+
+def test_every_phase_kind_runs_to_done_against_vllm_and_agrees_with_its_histograms(external_run: Path) -> None:
     phases = phase_records(external_run)
     expected = {"sharegpt", "longdecode", "concurrent"} | ({"gsm8k"} if SHARED.exists() else set())
     assert set(phases) == expected
@@ -150,8 +162,15 @@ def test_every_phase_kind_runs_to_done_against_vllm(external_run: Path) -> None:
         stats = record["stats"]
         assert stats["ok"] == stats["requests"] > 0, (name, stats["errors"])
         assert stats["output_tokens_from_chunks"] == 0  # vLLM reports usage
+        assert record["itl_basis"] == "per_token" and record["usage_probe"]["continuous_usage"], name
+        assert record["prompt_filter"]["tokens_checked"] and record["prompt_filter"]["max_model_len"] == MAX_MODEL_LEN
+        assert record["server_metrics"]["not_sampled"] == {}, (name, record["server_metrics"])
+        assert record["server_metrics"]["prefix_cache_queries_increase"] > 0, name
+        cross_checked(name, record)
     assert phases["concurrent"]["stats"]["ok"] == 8
     assert phases["longdecode"]["stats"]["output_tokens"] == 2 * 256
+    summary = (external_run / "summary.md").read_text()
+    assert "Client vs server latency" in summary
 
 
 def test_a_process_target_vllm_is_measured_like_an_external_one(tmp_path: Path) -> None:
@@ -160,10 +179,12 @@ def test_a_process_target_vllm_is_measured_like_an_external_one(tmp_path: Path) 
         pytest.skip(reason)
     run = tmp_path / "run"
     finished(run_headless(process_plan(tmp_path), run, timeout_s=RUN_TIMEOUT_S), run)
-    stats = phase_records(run)["sharegpt"]["stats"]
+    record = phase_records(run)["sharegpt"]
+    stats = record["stats"]
     assert stats["ok"] == 24
     # chunks leave vLLM once per decode step: a burst (several chunks read at once) shows as ITL ~ 0
-    assert stats["itl_p50_ms"] > 1.0, stats["distributions"]["itl_ms"]
+    assert stats["itl_chunk_p50_ms"] > 1.0, stats["distributions"]["itl_chunk_ms"]
+    cross_checked("sharegpt", record)
 
 
 def test_bench_client_against_vllm(vllm_external: VllmServer, tmp_path: Path) -> None:
