@@ -5,10 +5,10 @@ session, and has PR_SET_PDEATHSIG=SIGKILL (so it dies when the runner dies, even
 sends SIGTERM to the group, waits `grace_s`, then SIGKILLs the group and reaps the child.
 
 Not a session of its own: with `kernel.sched_autogroup_enabled=1` (the default on most distributions)
-a new session is a new CPU-scheduling autogroup, and CFS shares the CPU equally between autogroups,
-not between threads. vLLM's API server then starves behind its own EngineCore's busy threads inside
-a group capped at its share: its SSE chunks leave in bursts. On 2 cores that measured client TTFT
-mean 142 ms and ITL p50 0.05 ms against 67 ms and 8.7 ms with a process group alone (issue 19).
+a new session is a new CPU-scheduling autogroup, and CFS shares the CPU between autogroups, not between
+threads. vLLM started that way on 2 cores streamed its chunks in bursts: client TTFT mean 382 ms against
+its own histogram's 29 ms at concurrency 4; the same with autogroups off, or as a process group alone,
+agreed within 9 ms (docs/benchmarks.md, issue 19).
 """
 
 from __future__ import annotations
