@@ -69,56 +69,26 @@ class EngineMetrics:
         self.success = Counter(
             "vllm:request_success", "Finished requests by reason.", [*labels, "finished_reason"], registry=r
         )
-        self.ttft = Histogram(
-            "vllm:time_to_first_token_seconds",
-            "Arrival to first token.",
-            labels,
-            buckets=_LATENCY_BUCKETS,
-            registry=r,
-        )
-        self.itl = Histogram(
-            "vllm:inter_token_latency_seconds",
-            "Gap between consecutive tokens.",
-            labels,
-            buckets=_LATENCY_BUCKETS,
-            registry=r,
-        )
-        self.e2e = Histogram(
-            "vllm:e2e_request_latency_seconds",
-            "Arrival to last token.",
-            labels,
-            buckets=_E2E_BUCKETS,
-            registry=r,
-        )
-        self.queue_time = Histogram(
-            "vllm:request_queue_time_seconds", "Queued to scheduled.", labels, buckets=_E2E_BUCKETS, registry=r
-        )
-        self.prefill_time = Histogram(
-            "vllm:request_prefill_time_seconds",
-            "Scheduled to first token.",
-            labels,
-            buckets=_E2E_BUCKETS,
-            registry=r,
-        )
-        self.decode_time = Histogram(
-            "vllm:request_decode_time_seconds", "First to last token.", labels, buckets=_E2E_BUCKETS, registry=r
-        )
-        self.time_per_output_token = Histogram(
+
+        def histogram(name: str, doc: str, buckets: tuple[float, ...]) -> Histogram:
+            return Histogram(name, doc, labels, buckets=buckets, registry=r)
+
+        self.ttft = histogram("vllm:time_to_first_token_seconds", "Arrival to first token.", _LATENCY_BUCKETS)
+        self.itl = histogram("vllm:inter_token_latency_seconds", "Gap between consecutive tokens.", _LATENCY_BUCKETS)
+        self.e2e = histogram("vllm:e2e_request_latency_seconds", "Arrival to last token.", _E2E_BUCKETS)
+        self.queue_time = histogram("vllm:request_queue_time_seconds", "Queued to scheduled.", _E2E_BUCKETS)
+        self.prefill_time = histogram("vllm:request_prefill_time_seconds", "Scheduled to first token.", _E2E_BUCKETS)
+        self.decode_time = histogram("vllm:request_decode_time_seconds", "First to last token.", _E2E_BUCKETS)
+        self.time_per_output_token = histogram(
             "vllm:request_time_per_output_token_seconds",
             "Decode time / (generated tokens - 1), per finished request.",
-            labels,
-            buckets=_LATENCY_BUCKETS,
-            registry=r,
+            _LATENCY_BUCKETS,
         )
-        self.request_prompt_tokens = Histogram(
-            "vllm:request_prompt_tokens", "Prompt tokens per request.", labels, buckets=_TOKEN_BUCKETS, registry=r
+        self.request_prompt_tokens = histogram(
+            "vllm:request_prompt_tokens", "Prompt tokens per request.", _TOKEN_BUCKETS
         )
-        self.request_generation_tokens = Histogram(
-            "vllm:request_generation_tokens",
-            "Generated tokens per request.",
-            labels,
-            buckets=_TOKEN_BUCKETS,
-            registry=r,
+        self.request_generation_tokens = histogram(
+            "vllm:request_generation_tokens", "Generated tokens per request.", _TOKEN_BUCKETS
         )
 
     def on_queue(self, running: int, waiting: int) -> None:
