@@ -96,7 +96,7 @@ def markdown(results: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run both soaks and print the table; exit 2 when no vLLM can start here."""
+    """Run both soaks and print the table; exit 2 when no vLLM can start here, 1 when a soak fails."""
     parser = argparse.ArgumentParser(prog="python -m bench.vllm_crosscheck", description=__doc__)
     parser.add_argument("--out", type=Path, help="directory for the plans and runs (default: a temporary one)")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON")
@@ -109,27 +109,36 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = args.out or Path(tempfile.mkdtemp(prefix="gb10-vllm-crosscheck-"))
     out.mkdir(parents=True, exist_ok=True)
-    results: list[dict] = []
-    server = start_vllm(free_port(), out / "external-vllm.log")
     try:
-        plan = out / "external.toml"
-        plan.write_text(
-            plan_text(f'[serve]\nkind = "external"\nurl = "{server.url}"\n', args.requests_per_stream, args.max_tokens)
-        )
-        run_plan(plan, out / "external")
-        results += rows("external", out / "external")
-    finally:
-        stop_vllm(server)
-    serve = process_serve_toml()
-    plan = out / "process.toml"
-    plan.write_text(plan_text(serve, args.requests_per_stream, args.max_tokens))
-    run_plan(plan, out / "process")
-    results += rows("process", out / "process")
+        results = measure(out, args.requests_per_stream, args.max_tokens)
+    except RuntimeError as exc:  # vLLM did not start, or a soak failed: its own words, and where the runs are
+        print(f"error: {exc}\n(plans, logs and runs in {out})", file=sys.stderr)
+        return 1
     print(markdown(results))
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
     print(f"runs in {out}")
     return 0
+
+
+def measure(out: Path, requests_per_stream: int, max_tokens: int) -> list[dict]:
+    """Both soaks in `out`, external then process; their rows."""
+    results: list[dict] = []
+    server = start_vllm(free_port(), out / "external-vllm.log")
+    try:
+        plan = out / "external.toml"
+        plan.write_text(
+            plan_text(f'[serve]\nkind = "external"\nurl = "{server.url}"\n', requests_per_stream, max_tokens)
+        )
+        run_plan(plan, out / "external")
+        results += rows("external", out / "external")
+    finally:
+        stop_vllm(server)
+    plan = out / "process.toml"
+    plan.write_text(plan_text(process_serve_toml(), requests_per_stream, max_tokens))
+    run_plan(plan, out / "process")
+    results += rows("process", out / "process")
+    return results
 
 
 if __name__ == "__main__":

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import httpx
 
+from runners.serve.process import child_setup_hook
+
 ROOT = Path(__file__).resolve().parent.parent
 VLLM_VENV = Path(os.environ.get("GB10_VLLM_VENV", ROOT / ".venv-vllm"))
 MODEL_DIR = VLLM_VENV / "tiny-llama"
@@ -60,14 +62,15 @@ class VllmServer:
 
 
 def start_vllm(port: int, log: Path) -> VllmServer:
-    """Start vLLM on 127.0.0.1:`port` in a process group of its own; return it once /health answers.
+    """Start vLLM on 127.0.0.1:`port` as the serve runtime starts a target (a process group of its own that
+    dies with this process); return it once /health answers.
 
     Raises RuntimeError with the log's tail when it exits or is not ready within READY_DEADLINE_S.
     """
     with open(log, "wb") as fh:
         proc = subprocess.Popen(
             vllm_command("127.0.0.1", str(port)), stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env={**os.environ, **VLLM_ENV}, preexec_fn=os.setpgrp, cwd=VLLM_VENV,
+            env={**os.environ, **VLLM_ENV}, preexec_fn=child_setup_hook(), cwd=VLLM_VENV,
         )  # fmt: skip
     server = VllmServer(f"http://127.0.0.1:{port}", log, proc)
     end = time.monotonic() + READY_DEADLINE_S

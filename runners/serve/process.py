@@ -43,7 +43,7 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
-def _child_setup_hook():
+def child_setup_hook():
     """A preexec_fn: the child leads a process group of its own and, on Linux, gets PR_SET_PDEATHSIG=SIGKILL
     (libc resolved before fork)."""
     prctl = ctypes.CDLL(None, use_errno=True).prctl if sys.platform.startswith("linux") else None
@@ -109,7 +109,7 @@ class ProcessRuntime:
                     stdout=log,
                     stderr=asyncio.subprocess.STDOUT,
                     env=env,
-                    preexec_fn=_child_setup_hook(),
+                    preexec_fn=child_setup_hook(),
                 )
             except OSError as exc:
                 raise ServeError(f"cannot start serve command {self.command[0]!r}: {exc.strerror or exc}") from None
