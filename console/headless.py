@@ -94,7 +94,7 @@ def summary_table(run: RunDir) -> Table | None:
     except (FileNotFoundError, ValueError):
         return None
     table = Table(title=f"{summary['run_id']}: {summary['status']}", title_justify="left")
-    for col in ("arm", "CUTE_WO_SPLIT", "env", "ok", "failed", "wall s", "TTFT p50", "TTFT p95", "TPOT p50",
+    for col in ("arm", "arm env", "env", "ok", "failed", "wall s", "TTFT p50", "TTFT p95", "TPOT p50",
                 "TPOT p95", "tok/s", "verdict"):  # fmt: skip
         table.add_column(col, justify="left" if col in ("arm", "env", "verdict") else "right")
     for row in summary["arms"]:
@@ -104,7 +104,7 @@ def summary_table(run: RunDir) -> Table | None:
             return "n/a" if s.get(key) is None else f"{s[key]:.{digits}f}"
 
         table.add_row(
-            row["arm"], row["effective_wo_split"], row["env_status"], str(s["ok"]), str(s["failed"]),
+            row["arm"], row["arm_env"], row["env_status"], str(s["ok"]), str(s["failed"]),
             f("wall_s", 2), f("ttft_p50_ms"), f("ttft_p95_ms"), f("tpot_p50_ms", 2), f("tpot_p95_ms", 2),
             f("output_tok_s"), row.get("verdict") or "-",
         )  # fmt: skip

@@ -1,4 +1,5 @@
-"""ServeTable: the serve panel, one row per arm (its effective WO_SPLIT, env check, serve state, health, uptime)."""
+"""ServeTable: the serve panel, one row per arm: its env keys as the target runs them, where they were verified,
+serve state, health, uptime."""
 
 from __future__ import annotations
 
@@ -6,9 +7,26 @@ import time
 
 from textual.widgets import DataTable
 
-from console.views.run_view import RunView
+from console.views.run_view import ArmView, RunView
 
-ARM_COLUMNS = ("arm", "WO_SPLIT", "env", "serve", "health", "up", "restarts")  # steps: see the tree
+ARM_COLUMNS = ("arm", "arm env", "verified", "serve", "health", "up", "restarts")  # steps: see the tree
+ENV_CELL_CHARS = 40
+
+
+def env_cell(arm: ArmView) -> str:
+    """The arm's own keys, with the value the target reported where it did (`-` for an arm with no env)."""
+    if not arm.env:
+        return "-"
+    shown = {**arm.env, **{k: v for k, v in (arm.effective or {}).items() if k in arm.env}}
+    text = " ".join(f"{k}={v}" for k, v in shown.items())
+    return text if len(text) <= ENV_CELL_CHARS else text[: ENV_CELL_CHARS - 1] + "…"
+
+
+def verified_cell(arm: ArmView) -> str:
+    """`EngineCore pid 4242` (where it was verified), or the status: unverified, MISMATCH."""
+    if arm.env_status == "verified":
+        return (arm.env_where or "yes").replace("the target's ", "")
+    return "MISMATCH" if arm.env_status == "mismatch" else arm.env_status
 
 
 class ServeTable(DataTable):
@@ -30,10 +48,10 @@ class ServeTable(DataTable):
             self.border_title = title
         rows = []
         for name, arm in view.arms.items():
-            wo_split = (arm.effective or {}).get("CUTE_WO_SPLIT", "-")
             up = arm.uptime(now)
             uptime = time.strftime("%H:%M:%S", time.gmtime(up)) if up is not None else "-"
-            rows.append((name, wo_split, arm.env_status, arm.serve, arm.health_text(now), uptime, str(arm.restarts)))
+            row = (name, env_cell(arm), verified_cell(arm), arm.serve, arm.health_text(now), uptime, str(arm.restarts))
+            rows.append(row)
         if rows == self._shown_rows:
             return
         self._shown_rows = rows

@@ -6,7 +6,7 @@ from textual.widgets import DataTable
 
 from console.panels.number_text import number_text
 
-SUMMARY_COLUMNS = ("arm", "WO_SPLIT", "ok", "failed", "wall s", "TTFT p50/p95", "TPOT p50/p95", "tok/s")
+SUMMARY_COLUMNS = ("arm", "arm env", "ok", "failed", "wall s", "TTFT p50/p95", "TPOT p50/p95", "tok/s")
 
 
 class SummaryTable(DataTable):
@@ -23,7 +23,7 @@ class SummaryTable(DataTable):
         for row in summary.get("arms", []):
             s = row["stats"]
             self.add_row(
-                row["arm"], row["effective_wo_split"], str(s["ok"]), str(s["failed"]), number_text(s["wall_s"], 2),
+                row["arm"], row["arm_env"], str(s["ok"]), str(s["failed"]), number_text(s["wall_s"], 2),
                 f"{number_text(s['ttft_p50_ms'])}/{number_text(s['ttft_p95_ms'])}",
                 f"{number_text(s['tpot_p50_ms'], 2)}/{number_text(s['tpot_p95_ms'], 2)}",
                 number_text(s["output_tok_s"]),

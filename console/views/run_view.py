@@ -60,8 +60,10 @@ class ArmView:
 
     name: str
     serve: str = "not started"
+    env: dict[str, str] = field(default_factory=dict)  # the arm's own env, as the plan sets it
     effective: dict[str, str] | None = None
     env_status: str = "unverified"
+    env_where: str | None = None  # the process that verified it (EngineCore pid ..., /debug/config)
     ready_t: float | None = None  # when the serve target last became ready (None while it is not up)
     health: str = "-"  # the serve target's /health while it is up: ok or FAILING ("-" while it is not up)
     failing_t: float | None = None  # when /health began failing
@@ -114,7 +116,7 @@ class RunView:
     def for_plan(cls, plan: Plan, run_id: str) -> RunView:
         """A view with every arm and step of `plan` pending."""
         view = cls(run_id=run_id, plan=plan.name, target=describe_target(plan))
-        view.arms = {a.name: ArmView(a.name) for a in plan.arms}
+        view.arms = {a.name: ArmView(a.name, env=dict(a.env)) for a in plan.arms}
         view.steps = {s: StepView(s) for s in plan.steps()}
         return view
 
@@ -242,7 +244,11 @@ class RunView:
         return f"{e['step']['arm']}: profiler started for {e['step']['phase']}"
 
     def _on_profile_captured(self, e: dict) -> str:
-        return f"{e['step']['arm']}: profile captured in {e.get('stop_s')} s: {e.get('trace')}"
+        files = len(e.get("files") or [])
+        return f"{e['step']['arm']}: profile captured (stop {e.get('stop_s')} s, {files} files): {e.get('trace')}"
+
+    def _on_profile_recovered(self, e: dict) -> str:
+        return f"{e['step']['arm']}: profile recovered after kill: {e.get('trace')} ({e.get('reason')})"
 
     def _on_profile_lost(self, e: dict) -> str:
         return f"{e['step']['arm']}: PROFILE LOST: {e.get('reason')}"
@@ -296,18 +302,20 @@ class RunView:
 
     def _on_env_verified(self, e: dict) -> str:
         arm = self._arm(e["arm"])
-        arm.effective, arm.env_status = e.get("reported"), "verified"
+        arm.effective, arm.env_status, arm.env_where = e.get("reported"), "verified", e.get("where")
         shown = ", ".join(f"{k}={v}" for k, v in (arm.effective or {}).items())
-        return f"{e['arm']}: env verified by the target: {shown}"
+        return f"{e['arm']}: env verified by {e.get('where') or 'the target'}: {shown}"
 
     def _on_env_unverified(self, e: dict) -> str:
-        self._arm(e["arm"]).env_status = "unverified"
-        return f"{e['arm']}: env unverified: {e.get('reason')}"
+        arm = self._arm(e["arm"])
+        arm.env_status, arm.env_where = "unverified", None
+        return f"{e['arm']}: env unverified (no verdict): {e.get('reason')}"
 
     def _on_env_mismatch(self, e: dict) -> str:
         arm = self._arm(e["arm"])
-        arm.effective, arm.env_status = e.get("reported"), "mismatch"
-        return f"{e['arm']}: ENV MISMATCH: {'; '.join(e.get('mismatches', []))}"
+        arm.effective, arm.env_status, arm.env_where = e.get("reported"), "mismatch", e.get("where")
+        where = f" in {e['where']}" if e.get("where") else ""
+        return f"{e['arm']}: ENV MISMATCH{where}: {'; '.join(e.get('mismatches', []))}"
 
     def _on_summary_written(self, e: dict) -> str:
         verdicts = e.get("verdicts") or {}

@@ -28,6 +28,7 @@ from runners.run.files import read_json
 from runners.run.rundir import RunDir
 
 MAX_TRACE_BYTES = 256 << 20
+FRONTEND_MARK = ".async_llm."  # vLLM's API-server trace: its Python, not the kernels (read only when alone)
 GPU_CATEGORIES = frozenset({"kernel", "Kernel", "gpu_op"})
 CPU_CATEGORIES = frozenset({"cpu_op", "operator"})
 
@@ -42,7 +43,7 @@ class KernelTime:
     source: str  # "gpu" | "cpu" | "summary"
 
 
-def _load_trace(path: Path) -> tuple[dict | None, str | None]:
+def load_chrome_trace(path: Path) -> tuple[dict | None, str | None]:
     """The trace as a dict, or None and why not. At most MAX_TRACE_BYTES are read (after decompression)."""
     too_big = f"is over the {MAX_TRACE_BYTES >> 20} MiB limit for parsing in memory"
     try:
@@ -105,7 +106,8 @@ def _trace_files(step_dir: Path, record: dict) -> list[Path]:
     named = section(record, "profile").get("trace")
     if isinstance(named, str) and Path(named).is_file():
         found.add(Path(named))
-    return sorted(found)
+    kernel_side = {p for p in found if FRONTEND_MARK not in p.name}
+    return sorted(kernel_side or found)
 
 
 def arm_kernel_times(run: RunDir, plan: Plan, arm: str) -> tuple[dict[str, KernelTime], list[str]]:
@@ -118,7 +120,7 @@ def arm_kernel_times(run: RunDir, plan: Plan, arm: str) -> tuple[dict[str, Kerne
         step_dir = run.step_dir(step)
         parts = [_summary_times(step_dir / "kernel_times.json")]
         for path in _trace_files(step_dir, phase_record(run, step)):
-            trace, problem = _load_trace(path)
+            trace, problem = load_chrome_trace(path)
             if trace is None:
                 notes.append(f"trace skipped: {path}: {problem}; its kernels are missing from kernel times")
             else:

@@ -49,8 +49,11 @@ def _profiles(run: RunDir, plan: Plan) -> list[str]:
         if not plan.phase(step.phase).profile:
             continue
         profile = section(phase_record(run, step), "profile")
-        if profile and profile.get("status") != "captured":
-            out.append(f"trace lost: {step.path}: {profile.get('reason') or profile.get('status')}")
+        status = profile.get("status") if profile else None
+        if status == "recovered after kill":
+            out.append(f"trace recovered after kill: {step.path}: {profile.get('reason')}")
+        elif profile and status != "captured":
+            out.append(f"trace lost: {step.path}: {profile.get('reason') or status}")
     return out
 
 
@@ -67,6 +70,11 @@ def _env(run: RunDir, plan: Plan) -> list[str]:
         if mismatches:
             listed = mismatches if isinstance(mismatches, list) else [mismatches]
             out.append(f"env mismatch: arm {arm.name}: " + "; ".join(map(str, listed)))
+        elif eff.get("status") == "unverified":
+            out.append(f"env unverified: arm {arm.name}: {eff.get('reason')}; its kernel variant is taken on trust, "
+                       "so it gets no verdict")  # fmt: skip
+        elif "status" in eff:
+            continue  # verified (by a process of the target, or nothing to verify)
         elif eff.get("reported") is None:
             out.append(
                 f"env unverified: arm {arm.name}: the target does not report /debug/config, so its kernel "

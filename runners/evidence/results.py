@@ -100,6 +100,8 @@ class ArmResult:
     primary: PhaseStats
     kernel_checks: tuple[KernelCheck, ...] | None = None  # None: the target reported none
     kernel_times: dict[str, KernelTime] = field(default_factory=dict)
+    env_where: str | None = None  # the process that verified the env (an EngineCore pid, /debug/config)
+    env_reason: str = ""  # why the env is unverified or mismatched
 
     @property
     def acceptance_rate(self) -> float | None:
@@ -250,16 +252,19 @@ def _phase_result(
     return result, records, notes
 
 
-def _effective(run: RunDir, arm: str) -> tuple[str, dict[str, str], tuple[KernelCheck, ...] | None]:
+def _effective(run: RunDir, arm: str) -> tuple[str, dict[str, str], tuple[KernelCheck, ...] | None, dict]:
+    """(status, the env the target reported, its kernel checks, effective.json) of `arm`."""
     try:
         eff = read_json(run.effective_env_path(arm))
     except (OSError, ValueError):
-        return "not started", {}, None
+        return "not started", {}, None, {}
     if not isinstance(eff, dict):
-        return "not started", {}, None
+        return "not started", {}, None, {}
     reported = eff.get("reported")
     env = {str(k): str(v) for k, v in reported.items()} if isinstance(reported, dict) else {}
-    if eff.get("mismatches"):
+    if eff.get("status") in ("verified", "unverified", "mismatch"):
+        status = eff["status"]
+    elif eff.get("mismatches"):  # written before the status field
         status = "mismatch"
     elif reported is not None and not eff.get("unverified_keys"):
         status = "verified"
@@ -269,7 +274,7 @@ def _effective(run: RunDir, arm: str) -> tuple[str, dict[str, str], tuple[Kernel
     raw = eff.get("kernel_checks")
     if isinstance(raw, list):
         checks = tuple(_kernel_check(c) for c in raw if isinstance(c, dict))
-    return status, env, checks
+    return status, env, checks, eff
 
 
 def _kernel_check(raw: dict) -> KernelCheck:
@@ -336,7 +341,7 @@ def load_run_results(root: Path) -> RunResults:
             if phase.mode == "primary":
                 primary_records += records
                 primary_wall += math.fsum(result.wall_s)
-        env_status, effective, checks = _effective(run, spec.name)
+        env_status, effective, checks, eff = _effective(run, spec.name)
         kernel_times, trace_notes = arm_kernel_times(run, plan, spec.name)
         notes += trace_notes
         arms.append(
@@ -350,6 +355,8 @@ def load_run_results(root: Path) -> RunResults:
                 primary=phase_stats(primary_records, primary_wall),
                 kernel_checks=checks,
                 kernel_times=kernel_times,
+                env_where=eff.get("verified_by") if isinstance(eff.get("verified_by"), str) else None,
+                env_reason=str(eff.get("reason") or ""),
             )
         )
     try:

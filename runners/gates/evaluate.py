@@ -1,8 +1,9 @@
 """Every configured gate over one run's results, and the verdict of each arm.
 
-Order: quality, kernel correctness, mechanism, coherence (warning), measurement per arm; then the
-default-candidate verdict per non-baseline arm (it reads the quality and correctness results); an
-arm whose measurement gate failed gets no verdict (its timings, or the baseline's, are distorted);
+Order: quality, kernel correctness, mechanism, coherence (warning), measurement, env per arm; then
+the default-candidate verdict per non-baseline arm (it reads the quality and correctness results); an
+arm whose measurement gate failed gets no verdict (its timings, or the baseline's, are distorted), and
+so does one whose env (or the baseline's) was not verified in a process of the target;
 then reproduction against a prior run when one is given (the plan's `gates.reproduce_from`, or
 `compare`).
 """
@@ -16,6 +17,7 @@ from runners.evidence.results import ArmResult, RunResults
 from runners.gates.candidate import CandidateInput, CandidateRules, candidate_verdicts
 from runners.gates.coherence import coherence_gate
 from runners.gates.correctness import correctness_gate
+from runners.gates.env import env_gate
 from runners.gates.measurement import measurement_gate
 from runners.gates.mechanism import mechanism_gate
 from runners.gates.quality import quality_gate
@@ -110,9 +112,13 @@ def evaluate_gates(results: RunResults, registry: Registry, prior: RunResults | 
         coherence = coherence_gate(arm.name, checked, long_decode.coherence_warned if long_decode else 0)
         measured = deciding_measurements(results, arm)
         measurement = measurement_gate(arm.name, measured, results.baseline, () if is_base else base_measured)
-        if measurement.status == "fail":
+        env = env_gate(
+            arm.name, arm.env_status, arm.env_where, arm.env_reason, None if is_base or base is None else base.name,
+            base.env_status if base else None, base.env_reason if base else "",
+        )  # fmt: skip
+        if measurement.status == "fail" or env.status == "fail":
             withheld.add(arm.name)
-        gates += [quality, correctness, mechanism, coherence, measurement]
+        gates += [quality, correctness, mechanism, coherence, measurement, env]
         wall, tpot = arm.phase(deciding.wall), arm.phase(deciding.tpot)
         entry = CandidateInput(
             arm=arm.name,

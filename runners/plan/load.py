@@ -31,7 +31,7 @@ class LoadedPlan:
         return p if p.is_absolute() else (self.base_dir / p).resolve()
 
     def serve_command(self, python: str = sys.executable) -> list[str]:
-        """A process target's argv with placeholders still in it ({host} {port} {env_dir})."""
+        """A process target's argv with placeholders still in it ({host} {port} {env_dir} {profile_dir})."""
         serve = self.plan.serve
         if not isinstance(serve, ProcessServe):
             raise TypeError(f"serve_command is for process targets, not {serve.kind}")

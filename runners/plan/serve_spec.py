@@ -37,7 +37,7 @@ class ProcessServe(ServeCommon):
     )
     command: list[str] = Field(
         default_factory=list,
-        description="argv with placeholders {python} {host} {port} {env_dir} {plan_dir}",
+        description="argv with placeholders {python} {host} {port} {env_dir} {profile_dir} {plan_dir}",
     )
     host: Literal["127.0.0.1", "localhost", "::1"] = "127.0.0.1"
 
@@ -58,7 +58,7 @@ class DockerServe(ServeCommon):
     kind: Literal["docker"]
     image: str = Field(min_length=1, description="a local image; gb10-console never pulls")
     command: list[str] = Field(
-        default_factory=list, description="the container's command, placeholders {host} {port} {env_dir}"
+        default_factory=list, description="the container's command, placeholders {host} {port} {env_dir} {profile_dir}"
     )
     entrypoint: list[str] | None = Field(None, description="replaces the image's entrypoint")
     network: Literal["host", "bridge"] = Field(
@@ -79,6 +79,9 @@ class DockerServe(ServeCommon):
         default_factory=dict, description='--ulimit: {nofile = "1024:1024", memlock = -1}; -1 is unlimited'
     )
     env_mount: str = Field("/gb10/env", description="where the arm's ENV sentinel directory appears in the container")
+    profile_mount: str = Field(
+        "/gb10/profile", description="where the runner-owned trace directory ({profile_dir}) appears in the container"
+    )
     socket: str | None = Field(None, description="engine socket; default DOCKER_HOST, then the usual paths")
     ready_timeout_s: float = Field(900.0, gt=0, le=7200)
     stop_timeout_s: float = Field(30.0, gt=0, le=600)
@@ -100,11 +103,11 @@ class DockerServe(ServeCommon):
             ulimit_pair(name, limit)
         return value
 
-    @field_validator("env_mount")
+    @field_validator("env_mount", "profile_mount")
     @classmethod
     def _absolute(cls, value: str) -> str:
         if not value.startswith("/"):
-            raise ValueError("env_mount must be an absolute path inside the container")
+            raise ValueError("must be an absolute path inside the container")
         return value
 
     def binds(self, resolve: Callable[[str], Path]) -> list[tuple[Path, str, str]]:

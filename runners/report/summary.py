@@ -23,7 +23,6 @@ from runners.plan.steps import StepKey
 from runners.run.files import write_atomic, write_json_atomic
 from runners.run.rundir import RunDir, RunDirError
 
-KERNEL_KEY = "CUTE_WO_SPLIT"
 PLOTS_DIR = "plots"
 STATUS_MARK = {"pass": "pass", "fail": "FAIL", "no_data": "no data"}
 
@@ -45,11 +44,21 @@ def fmt(value: float | None, digits: int = 1) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
-def effective_wo_split(arm: ArmResult) -> str:
-    """The W_O split the target reported, `unverified` when it reported none, `-` before it started."""
+def effective_arm_env(arm: ArmResult) -> str:
+    """The arm's own keys as `K=V`, with the value the target reported where it did; `(none)` for an arm
+    with no env of its own, `-` before its target started."""
     if arm.env_status == "not started":
         return "-"
-    return arm.effective_env.get(KERNEL_KEY, "unverified")
+    if not arm.env:
+        return "(none)"
+    return " ".join(f"{k}={arm.effective_env.get(k, v)}" for k, v in arm.env.items())
+
+
+def env_status_text(arm: ArmResult) -> str:
+    """`verified by EngineCore pid 4242 (vLLM 0.32.0)`, or the status (unverified, mismatch, not started)."""
+    if arm.env_status == "verified" and arm.env_where:
+        return f"verified by {arm.env_where}"
+    return arm.env_status
 
 
 def results_line(record: dict) -> str:
@@ -218,7 +227,7 @@ def _arms(results: RunResults) -> list[str]:
     lines = [
         "## Arms (primary steps)",
         "",
-        "| arm | CUTE_WO_SPLIT (effective) | env | steps | requests ok | failed | wall s "
+        "| arm | arm env (effective) | env | steps | requests ok | failed | wall s "
         "| TTFT p50 ms | TTFT p95 ms | TPOT p50 ms | TPOT p95 ms | output tok/s |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -227,7 +236,7 @@ def _arms(results: RunResults) -> list[str]:
         done, total = sum(p.reps_done for p in primary), sum(p.reps_total for p in primary)
         s = arm.primary
         lines.append(
-            f"| {arm.name} | {effective_wo_split(arm)} | {arm.env_status} | {done}/{total} | {s.ok} "
+            f"| {arm.name} | {effective_arm_env(arm)} | {env_status_text(arm)} | {done}/{total} | {s.ok} "
             f"| {s.failed} | {fmt(s.wall_s, 2)} | {fmt(s.ttft_p50_ms)} | {fmt(s.ttft_p95_ms)} "
             f"| {fmt(s.tpot_p50_ms, 2)} | {fmt(s.tpot_p95_ms, 2)} | {fmt(s.output_tok_s)} |"
         )
@@ -247,9 +256,41 @@ def step_rows(results: RunResults) -> list[dict]:
         rows.append(
             {"step": step.as_dict(), "kind": kind, "done": True, "results": results_line(record),
              "stats": section(record, "stats") or None, "server_latency": section(record, "server_latency") or None,
-             "measurement": step_measurement(step.path, record).check.as_dict()}
+             "measurement": step_measurement(step.path, record).check.as_dict(),
+             "profile": section(record, "profile") or None}
         )  # fmt: skip
     return rows
+
+
+PROFILE_ROWS = 10
+
+
+def _profiles(rows: list[dict]) -> list[str]:
+    """Each profiled step: what became of its trace, and the kernels (or CPU ops) that took the most time."""
+    profiled = [r for r in rows if r.get("profile")]
+    if not profiled:
+        return []
+    lines = ["## Profiled steps", ""]
+    for row in profiled:
+        p = row["profile"]
+        path = StepKey.from_dict(row["step"]).path
+        stop = f", stop_profile {fmt(number(p.get('stop_s')), 1)} s" if p.get("stop_s") is not None else ""
+        files = p.get("files") or []
+        where = f"; {len(files)} file(s) in `{path}/profile/`" if files else ""
+        reason = f": {p.get('reason')}" if p.get("reason") else ""
+        lines += [f"- `{path}`: **{p.get('status')}**{stop}{where}{reason}", ""]
+        kernels = section(p, "kernels")
+        table = [r for r in kernels.get("rows") or [] if isinstance(r, dict)][:PROFILE_ROWS]
+        if table:
+            what = "GPU kernels" if kernels.get("source") == "gpu" else "CPU ops (`cpu_op`: no GPU kernels traced)"
+            lines += [f"  {what}, by total time ({kernels.get('kernels_seen')} seen):", "",
+                      "  | name | calls | mean µs | total ms |", "  |---|---|---|---|"]  # fmt: skip
+            lines += [f"  | `{r.get('name')}` | {r.get('n_calls')} | {fmt(number(r.get('mean_us')), 1)} "
+                      f"| {fmt((number(r.get('total_us')) or 0.0) / 1000, 2)} |" for r in table]  # fmt: skip
+            lines.append("")
+        for note in kernels.get("notes") or []:
+            lines += [f"  - not read: {note}", ""]
+    return lines
 
 
 def _steps(rows: list[dict]) -> list[str]:
@@ -377,7 +418,7 @@ def render_summary(
     ]
     body = [
         *_headline(results, gates), *_gates(gates), *_reproduction(gates), *_arms(results), *_steps(steps),
-        *_latency_check(steps), *_plots(results.root, plots, notes), *_limitations(results),
+        *_latency_check(steps), *_profiles(steps), *_plots(results.root, plots, notes), *_limitations(results),
         *_provenance(results.provenance),
     ]  # fmt: skip
     return "\n".join(head + body + tail)
@@ -392,8 +433,9 @@ def summary_json(results: RunResults, gates: GateReport, steps: list[dict], plot
         arms.append(
             {
                 "arm": arm.name,
-                "effective_wo_split": effective_wo_split(arm),
+                "arm_env": effective_arm_env(arm),
                 "env_status": arm.env_status,
+                "env_where": arm.env_where,
                 "steps_done": sum(p.reps_done for p in primary),
                 "steps_total": sum(p.reps_total for p in primary),
                 "stats": asdict(arm.primary),

@@ -270,12 +270,13 @@ class ServeOom(Event):
 
 @dataclass(frozen=True)
 class EnvVerified(Event):
-    """The target reports (`/debug/config`) the arm's env; keys it does not report are `unverified_keys`."""
+    """A process of the target reports the arm's env: `where` names it (an EngineCore pid, or /debug/config)."""
 
     TYPE = "env_verified"
     arm: str
     reported: dict
     unverified_keys: list[str]
+    where: str | None = None
 
 
 @dataclass(frozen=True)
@@ -296,6 +297,7 @@ class EnvMismatch(Event):
     arm: str
     mismatches: list[str]
     reported: dict
+    where: str | None = None
 
 
 @dataclass(frozen=True)
@@ -408,7 +410,7 @@ class ProfileStarted(Event):
 
 @dataclass(frozen=True)
 class ProfileCaptured(Event):
-    """/stop_profile answered within its deadline: the trace and how long the stop took."""
+    """/stop_profile answered within its deadline and a trace reached the step's profile/."""
 
     TYPE = "profile_captured"
     step: StepKey
@@ -416,11 +418,12 @@ class ProfileCaptured(Event):
     reason: str
     trace: str | None
     stop_s: float | None
+    files: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
 class ProfileLost(Event):
-    """The trace is lost (deadline, error, memory alarm, abort); the target is killed, the measurements stand."""
+    """No trace reached the step (deadline, error, memory alarm, abort, or none written); the measurements stand."""
 
     TYPE = "profile_lost"
     step: StepKey
@@ -428,6 +431,20 @@ class ProfileLost(Event):
     reason: str
     trace: str | None
     stop_s: float | None
+    files: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ProfileRecovered(Event):
+    """The stop failed and the target was killed, yet the trace it had written was collected into the step."""
+
+    TYPE = "profile_recovered"
+    step: StepKey
+    status: str
+    reason: str
+    trace: str | None
+    stop_s: float | None
+    files: list[str] = field(default_factory=list)
 
 
 # ---- the memory guard -----------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """DockerRuntime: the serve target as a container the runner creates, watches, stops and inspects.
 
 The container carries the run's labels (gb10.run-id, gb10.arm, gb10.mode, gb10.owner), the arm's
-env as container env *and* as an `ENV` sentinel file in a read-only bind mount, OomScoreAdj=1000
+env as container env *and* as an `ENV` sentinel file (bound read-only, in a writable env directory where
+gb10-vllm-plugin writes what each vLLM process runs), a runner-owned trace directory, OomScoreAdj=1000
 (a global OOM takes the server, not udev or snapd), no restart policy and no auto-remove (its
 inspect data outlives it). A watcher polls its state, and reads its cgroup's OOM-kill count
 while it runs; a follower decodes its multiplexed logs into serve.log.
@@ -30,9 +31,10 @@ from runners.plan.serve_spec import DockerServe
 from runners.run.files import tail_lines, write_atomic, write_json_atomic
 from runners.run.redact import redact_argv, redact_env_list
 from runners.run.targets import TargetRef
+from runners.serve.env_reports import clear_reports
 from runners.serve.process import fill_placeholders, free_port
 from runners.serve.readiness import probe, wait_ready_explained
-from runners.serve.runtime import ExitInfo, ProbeResult, ReadyInfo, ServeError
+from runners.serve.runtime import PROFILE_DIR_NAME, ExitInfo, ProbeResult, ReadyInfo, ServeError
 
 SIGNAL_EXIT = {137: "SIGKILL", 143: "SIGTERM", 130: "SIGINT", 134: "SIGABRT", 139: "SIGSEGV"}
 
@@ -125,10 +127,11 @@ class DockerRuntime:
         deadlines: DockerDeadlines | None = None,
     ) -> None:
         self.spec = spec
-        self.arm_env = dict(env)
         self.serve_dir = serve_dir.resolve()
         self.log_path = self.serve_dir / "serve.log"
         self.env_dir = self.serve_dir / "env"
+        self.profile_dir = self.serve_dir / PROFILE_DIR_NAME
+        self.profile_dir_in_target = spec.profile_mount
         self.resolve = resolve
         self.deadlines = deadlines or DockerDeadlines()
         self.labels = run_labels(run_id, arm, mode, owner)
@@ -141,8 +144,10 @@ class DockerRuntime:
             self.port = free_port("127.0.0.1")
             listen_host, listen_port, url_host = "0.0.0.0", spec.container_port, "127.0.0.1"
         self.base_url = f"http://{url_host}:{self.port}"
-        fill = {"{host}": listen_host, "{port}": str(listen_port), "{env_dir}": spec.env_mount}
+        fill = {"{host}": listen_host, "{port}": str(listen_port), "{env_dir}": spec.env_mount,
+                "{profile_dir}": spec.profile_mount}  # fmt: skip
         self.command = [fill_placeholders(part, fill) for part in spec.command]
+        self.arm_env = {key: fill_placeholders(value, fill) for key, value in env.items()}
         self.entrypoint = (
             [fill_placeholders(part, fill) for part in spec.entrypoint] if spec.entrypoint is not None else None
         )
@@ -191,8 +196,10 @@ class DockerRuntime:
             "repo_digests": image.get("RepoDigests") or [],
             "created": image.get("Created"),
         }
-        binds = self._binds()
         write_atomic(self.env_dir / SENTINEL_NAME, format_sentinel(self.arm_env))
+        clear_reports(self.env_dir)  # the plugin's reports of an earlier start must not verify this one
+        self.profile_dir.mkdir(parents=True, exist_ok=True)
+        binds = self._binds()
         self._log_line(f"creating container {self.name} from {self.spec.image} ({image.get('Id')})")
         self.id = await self._client.create(self.name, self._config(binds))
         await self._client.start(self.id)
@@ -217,12 +224,17 @@ class DockerRuntime:
             self._exit = ExitInfo(None, "never started", final.get("Error") or "")
 
     def _binds(self) -> list[str]:
-        """Bind specs: the ENV dir read-only, then the plan's mounts.
+        """Bind specs: the ENV dir (writable for the vLLM plugin's reports, its ENV file read-only), the trace
+        dir, then the plan's mounts.
 
         A missing read-only source (a model) is an error, since Docker would mount an empty
         directory in its place; a missing read-write source (a cache) is created, as `docker -v` does.
         """
-        binds = [f"{self.env_dir}:{self.spec.env_mount}:ro"]
+        binds = [
+            f"{self.env_dir}:{self.spec.env_mount}:rw",
+            f"{self.env_dir / SENTINEL_NAME}:{self.spec.env_mount}/{SENTINEL_NAME}:ro",
+            f"{self.profile_dir}:{self.spec.profile_mount}:rw",
+        ]
         for source, target, option in self.spec.binds(self.resolve):
             if not source.exists():
                 if option == "ro":

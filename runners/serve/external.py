@@ -22,6 +22,10 @@ class ExternalRuntime:
     """A URL we do not own."""
 
     kind = "external"
+    env_dir = None  # no ENV sentinel, no plugin reports, no trace directory: the server is not ours
+    profile_dir = None
+    profile_dir_in_target = None
+    arm_env = None
 
     def __init__(self, url: str, poll_s: float = HEALTH_POLL_S, unreachable_after_s: float = UNREACHABLE_AFTER_S):
         self.base_url = url.rstrip("/")

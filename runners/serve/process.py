@@ -28,8 +28,9 @@ from runners.host.owner import RUN_ID_VAR, process_start_ticks
 from runners.run.files import tail_lines, write_atomic
 from runners.run.redact import redact_argv
 from runners.run.targets import TargetRef
+from runners.serve.env_reports import clear_reports
 from runners.serve.readiness import probe, wait_ready_explained
-from runners.serve.runtime import ExitInfo, ProbeResult, ReadyInfo, ServeError
+from runners.serve.runtime import PROFILE_DIR_NAME, ExitInfo, ProbeResult, ReadyInfo, ServeError
 
 PR_SET_PDEATHSIG = 1
 KILL_REAP_TIMEOUT_S = 5.0
@@ -72,17 +73,21 @@ class ProcessRuntime:
         env_dir: Path,
         host: str = "127.0.0.1",
         run_id: str | None = None,
+        profile_dir: Path | None = None,
     ) -> None:
         self.host = host
         self.port = free_port(host)
         url_host = f"[{host}]" if ":" in host else host
         self.base_url = f"http://{url_host}:{self.port}"
         self.env_dir = env_dir
+        self.profile_dir = (profile_dir or env_dir.parent / PROFILE_DIR_NAME).resolve()
+        self.profile_dir_in_target = str(self.profile_dir)
         self.log_path = log_path
-        self.arm_env = dict(env)
         self.run_id = run_id
-        fill = {"{host}": host, "{port}": str(self.port), "{env_dir}": str(env_dir)}
+        fill = {"{host}": host, "{port}": str(self.port), "{env_dir}": str(env_dir),
+                "{profile_dir}": self.profile_dir_in_target}  # fmt: skip
         self.command = [fill_placeholders(part, fill) for part in command]
+        self.arm_env = {key: fill_placeholders(value, fill) for key, value in env.items()}
         self._proc: asyncio.subprocess.Process | None = None
         self._stopped_how: str | None = None
 
@@ -94,6 +99,8 @@ class ProcessRuntime:
     async def start(self) -> None:
         """Write the ENV sentinel, then launch the command in a process group of its own, output to serve.log."""
         write_atomic(self.env_dir / SENTINEL_NAME, format_sentinel(self.arm_env))
+        clear_reports(self.env_dir)  # the plugin's reports of an earlier start must not verify this one
+        self.profile_dir.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, **self.arm_env, ENV_DIR_VAR: str(self.env_dir)}
         if self.run_id:
             env[RUN_ID_VAR] = self.run_id  # the label the guard checks before it touches the process

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from runners.run.targets import TargetRef
+
+# The runner-owned trace directory of a serve session, beside its `env`: a name no phase (a slug) can have,
+# so it never holds a step directory.
+PROFILE_DIR_NAME = "@profile"
 
 
 class ServeError(Exception):
@@ -54,6 +59,10 @@ class ServeRuntime(Protocol):
 
     kind: str
     base_url: str
+    env_dir: Path | None  # host path of the arm's ENV sentinel dir (vLLM plugin reports land in it); None: not ours
+    profile_dir: Path | None  # host path of the runner-owned trace dir (`{profile_dir}`); None: not ours
+    profile_dir_in_target: str | None  # the same directory as the target sees it (a container path for Docker)
+    arm_env: dict[str, str] | None  # the env the target is given, placeholders filled; None: not ours to give
 
     async def start(self) -> None:
         """Launch the target (returns once launched, not once ready)."""

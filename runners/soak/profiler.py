@@ -24,18 +24,37 @@ class ProfilerError(Exception):
     """A profiler call that failed or missed its deadline; the message says which and why."""
 
 
+CAPTURED = "captured"
+LOST = "lost"
+RECOVERED = "recovered after kill"
+
+
 @dataclass(frozen=True)
 class ProfileRecord:
-    """What became of one step's profile, for phase.json and events."""
+    """What became of one step's profile, for phase.json and events.
 
-    status: str  # "captured" | "lost" | "refused"
+    "captured" only with a trace file in the step; "lost" only when none appeared; "recovered after
+    kill" when the stop failed (the target was killed) yet a trace had been written.
+    """
+
+    status: str  # CAPTURED | LOST | RECOVERED
     reason: str = ""
-    trace: str | None = None
+    trace: str | None = None  # the first trace file in the step's profile/ (absolute path)
     stop_s: float | None = None
+    files: tuple[str, ...] = ()  # every file collected into profile/, relative to it
+    collect_s: float | None = None  # how long the runner waited for the files to stop changing
+    kernels: dict | None = None  # the step's kernel table (runners/soak/trace_files.kernel_table)
 
     def as_dict(self) -> dict:
         """JSON form."""
-        return asdict(self)
+        out = asdict(self)
+        out["files"] = list(self.files)
+        return out
+
+    def event_fields(self) -> dict:
+        """What the profile events carry (the kernel table stays in phase.json)."""
+        return {"status": self.status, "reason": self.reason, "trace": self.trace, "stop_s": self.stop_s,
+                "files": list(self.files)}  # fmt: skip
 
 
 async def _post(base_url: str, path: str, body: dict | None, deadline_s: float) -> dict:
@@ -58,7 +77,7 @@ async def _post(base_url: str, path: str, body: dict | None, deadline_s: float) 
 
 
 async def start_profile(base_url: str, trace_dir: str | None, deadline_s: float = START_DEADLINE_S) -> dict:
-    """Start the target's profiler (the engine writes into `trace_dir`; vLLM uses its own setting)."""
+    """Start the target's profiler (the engine writes into `trace_dir`; vLLM into its torch_profiler_dir)."""
     return await _post(base_url, "/start_profile", {"dir": trace_dir} if trace_dir else None, deadline_s)
 
 

@@ -184,7 +184,8 @@ class SoakSession:
                 ServeReady(arm, mode, ready.model, round(ready.waited_s, 3), target.get("pid"), target.get("name"),
                            runtime.base_url)
             )  # fmt: skip
-            problem = await verify_env(self.run_dir, self.events, arm, mode, self.session_env(session), runtime)
+            expected = runtime.arm_env if runtime.arm_env is not None else self.session_env(session)
+            problem = await verify_env(self.run_dir, self.events, arm, mode, expected, runtime)
             if problem:
                 self.ledger.fail(todo, problem)
                 return []

@@ -57,7 +57,7 @@ class StepObservation:
     first_error: str | None = None
     target_ended: str | None = None  # how the target ended during the step (ExitInfo.describe), None if it runs
     memory: str | None = None  # why the memory watchdog stopped the target, None if it did not
-    profile_lost: bool = False
+    profile_killed: bool = False  # the target was killed because its profiler would not stop
     deadline_s: float = 0.0
 
 
@@ -76,7 +76,7 @@ def judge(obs: StepObservation) -> StepJudgement:
     a memory alarm that cut the replay short or ended the target fails the step (target_died); a
     replay cut short fails it as the target's death, else as the deadline; an abort is `aborted`; a
     target that died after the replay finished still fails it; no successful request fails it; else
-    DONE. A lost profile trace asks for a new target (`restart`) for the steps that follow.
+    DONE. A target killed over its profiler's stop asks for a new target (`restart`) for the steps that follow.
     """
     died = f"the serve target {obs.target_ended} during the step; see its serve.log"
     if obs.memory is not None and (not obs.replay_finished or obs.target_ended is not None):
@@ -91,8 +91,10 @@ def judge(obs: StepObservation) -> StepJudgement:
         return StepJudgement("target_died", died)
     if obs.ok_requests == 0:
         first = obs.first_error or "no request was sent"
-        return StepJudgement("restart" if obs.profile_lost else "failed", f"no request succeeded; first error: {first}")
-    return StepJudgement("restart" if obs.profile_lost else "done", done=True)
+        return StepJudgement(
+            "restart" if obs.profile_killed else "failed", f"no request succeeded; first error: {first}"
+        )
+    return StepJudgement("restart" if obs.profile_killed else "done", done=True)
 
 
 @dataclass
@@ -118,7 +120,6 @@ class StepRun:
     def __init__(self, ctx: StepContext, step: StepKey, runtime: ServeRuntime, model: str) -> None:
         self.ctx, self.step, self.runtime, self.model = ctx, step, runtime, model
         self.phase = ctx.loaded.plan.phase(step.phase)
-        self.profiler = StepProfiler(runtime, ctx.events, ctx.memory, step)
 
     async def run(self) -> StepOutcome:
         """Run the step and record its verdict (DONE marker or `step_failed`); the outcome for the session."""
@@ -136,12 +137,13 @@ class StepRun:
         probe = await self._usage_probe()
         shape = replace(workload.shape, continuous_usage=probe.continuous_usage)
         step_dir = ctx.run_dir.fresh_step_dir(step)
+        self.profiler = StepProfiler(self.runtime, ctx.events, ctx.memory, step, step_dir / "profile")
         ctx.ledger.step_started(step)
         started = time.time()
         ctx.events.emit(StepStarted(step, phase.kind, planned, workload.arrivals.concurrency,
                                     open_loop=workload.arrivals.offsets is not None))  # fmt: skip
         if phase.profile:
-            refused = await self.profiler.start(step_dir / "profile")
+            refused = await self.profiler.start()
             if refused:
                 ctx.ledger.fail([step], refused)
                 return "failed"
@@ -256,7 +258,7 @@ class StepRun:
                 True, aborted=outcome.aborted, ok_requests=stats.ok,
                 first_error=next((r.error for r in outcome.records if r.error), None),
                 target_ended=_describe(ended), memory=memory,
-                profile_lost=profile is not None and profile.status == "lost", deadline_s=phase.deadline_s,
+                profile_killed=self.profiler.killed, deadline_s=phase.deadline_s,
             )
         )  # fmt: skip
         if verdict.outcome == "aborted":

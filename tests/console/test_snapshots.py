@@ -54,7 +54,7 @@ def finished_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> RunDir:
     for arm in ("split1", "split8"):
         emit(ServeStarting(arm, "primary", "process", {"kind": "process", "base_url": url}))
         emit(ServeReady(arm, "primary", "tiny", 2.0, 5000, None, url))
-        emit(EnvVerified(arm, {"CUTE_WO_SPLIT": arm.removeprefix("split")}, []))
+        emit(EnvVerified(arm, {"CUTE_WO_SPLIT": arm.removeprefix("split")}, [], "EngineCore pid 5001 (vLLM 0.32.0)"))
         for step in (s for s in steps if s.arm == arm):
             emit(StepStarted(step, "sharegpt", 6, 3, open_loop=False))
             stats = {"requests": 6, "ok": 6, "failed": 0, "wall_s": 3.0, "ttft_p50_ms": 40.0, "ttft_p95_ms": 60.0,

@@ -32,11 +32,22 @@ def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def demo_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """Two finished runs of the real demo plan (the embedded engine, two W_O split arms)."""
+    """Two finished runs of the demo plan (the embedded engine, two W_O split arms), shortened."""
     root = tmp_path_factory.mktemp("demo")
+    # The demo plan, shortened (the demo itself is tests/soak's): 12 requests of 64 tokens per step, not 32 of 160.
+    text = (ROOT / "configs" / "demo.toml").read_text()
+    for old, new in (
+        ("requests = 32", "requests = 12"),
+        ("max_tokens = 160", "max_tokens = 64"),
+        ('engine_config = "engine-tiny.toml"', f"engine_config = {json.dumps(str(ENGINE_CONFIG))}"),
+    ):
+        assert old in text, old
+        text = text.replace(old, new)
+    plan = root / "demo.toml"
+    plan.write_text(text)
     runs = []
     for name in ("a", "b"):
-        result = cli("demo", "--headless", "--out", str(root / name))
+        result = cli("run", str(plan), "--headless", "--out", str(root / name))
         assert result.returncode == 0, result.stderr + result.stdout
         runs.append(root / name)
     return runs[0], runs[1]
@@ -127,7 +138,9 @@ def test_missing_steps_give_no_data_and_limitations_never_a_crash(demo_runs, tmp
     run = copy_run(demo_runs[0], tmp_path / "run")
     shutil.rmtree(run / "done" / "wo-split-8")
     eff = read_json(run / "arms" / "wo-split-1" / "effective.json")
-    write_json_atomic(run / "arms" / "wo-split-1" / "effective.json", {**eff, "reported": None, "verified": False})
+    unverified = {**eff, "reported": None, "verified": False, "status": "unverified", "verified_by": None,
+                  "reason": "the target reported nothing"}  # fmt: skip
+    write_json_atomic(run / "arms" / "wo-split-1" / "effective.json", unverified)
     (run / "arms" / "wo-split-1" / "primary" / "sharegpt" / "0.incomplete-1").mkdir()
     outcome = write_report(run)
     results, gates = outcome.results, outcome.gates

@@ -66,13 +66,19 @@ async def eventually(predicate, deadline_s: float) -> bool:
 
 
 GRACEFUL = 'trap "echo got-term; exit 0" TERM; echo out-line; echo err-line >&2; cat {env_dir}/ENV; '
+# What gb10-vllm-plugin needs of the mounts: reports written beside the sentinel, the sentinel itself untouchable,
+# traces written into the runner's directory.
+MOUNTS = (
+    "mkdir -p {env_dir}/reports && echo 1 > {env_dir}/reports/1.json && echo trace > {profile_dir}/t.json; "
+    "echo x >> {env_dir}/ENV 2>/dev/null || echo sentinel-read-only; "
+)
 
 
 async def test_create_start_logs_stop_with_labels_and_settings(
     docker_engine: DockerEngine, busybox_image: str, tmp_path: Path, run_id: str
 ) -> None:
     """Labels, OomScoreAdj, no restart/auto-remove, env + sentinel, logs demuxed, graceful stop, inspect kept."""
-    script = GRACEFUL + "httpd -p {host}:{port} -h /www; while true; do sleep 0.1; done"
+    script = GRACEFUL + MOUNTS + "httpd -p {host}:{port} -h /www; while true; do sleep 0.1; done"
     rt = runtime(docker_engine, busybox_image, tmp_path, run_id, ["sh", "-c", script])
     await rt.start()
     assert rt.id is not None
@@ -84,9 +90,15 @@ async def test_create_start_logs_stop_with_labels_and_settings(
     assert host["OomScoreAdj"] == 1000 and host["RestartPolicy"]["Name"] == "no" and host["AutoRemove"] is False
     assert host["NetworkMode"] == "host"
     assert "CUTE_WO_SPLIT=4" in data["Config"]["Env"] and "GB10_ENV_DIR=/gb10/env" in data["Config"]["Env"]
-    assert host["Binds"][0] == f"{rt.env_dir}:/gb10/env:ro"
+    assert host["Binds"][:3] == [
+        f"{rt.env_dir}:/gb10/env:rw",
+        f"{rt.env_dir}/ENV:/gb10/env/ENV:ro",
+        f"{rt.profile_dir}:/gb10/profile:rw",
+    ]
 
     assert await eventually(lambda: "CUTE_WO_SPLIT=4" in rt.log_path.read_text(), 10)
+    assert await eventually(lambda: "sentinel-read-only" in rt.log_path.read_text(), 10)
+    assert (rt.env_dir / "reports" / "1.json").read_text() == "1\n" and (rt.profile_dir / "t.json").exists()
     for _ in range(50):  # httpd starts after the ENV line is printed
         if (await rt.probe()).healthy:
             break

@@ -562,8 +562,11 @@ def test_config_env_and_binds(tmp_path: Path) -> None:
     )
     config = rt._config(rt._binds())
     assert config["Env"] == ["CUTE_WO_SPLIT=8", "GB10_ENV_DIR=/run/gb10"]
+    serve = (tmp_path / "serve").resolve()
     assert config["HostConfig"]["Binds"] == [
-        f"{(tmp_path / 'serve').resolve()}/env:/run/gb10:ro",
+        f"{serve}/env:/run/gb10:rw",  # the vLLM plugin writes its reports beside the sentinel ...
+        f"{serve}/env/ENV:/run/gb10/ENV:ro",  # ... which the container cannot change
+        f"{serve}/@profile:/gb10/profile:rw",
         f"{models}:/models:ro",
         f"{cache}:/root/.cache:rw",
     ]

@@ -33,6 +33,7 @@ class FakeRuntime:
     """A serve runtime that starts nothing: its base URL is a mock server; death and failures are scripted."""
 
     kind = "fake"
+    env_dir = profile_dir = profile_dir_in_target = arm_env = None  # like an external target: nothing of ours
 
     def __init__(self, base_url: str, arm: str, script: dict[str, object], run: RunDir) -> None:
         self.base_url, self.arm, self.script, self.run = base_url, arm, script, run
@@ -216,10 +217,10 @@ async def test_a_target_that_cannot_be_stopped_ends_the_run_before_the_next_arm_
     ("obs", "outcome", "failure", "done"),
     [
         (StepObservation(True, ok_requests=3), "done", None, True),
-        (StepObservation(True, ok_requests=3, profile_lost=True), "restart", None, True),
+        (StepObservation(True, ok_requests=3, profile_killed=True), "restart", None, True),
         (StepObservation(True, ok_requests=0, first_error="HTTP 500"), "failed",
          "no request succeeded; first error: HTTP 500", False),
-        (StepObservation(True, ok_requests=0, profile_lost=True), "restart",
+        (StepObservation(True, ok_requests=0, profile_killed=True), "restart",
          "no request succeeded; first error: no request was sent", False),
         (StepObservation(True, aborted=True, ok_requests=1), "aborted", None, False),
         (StepObservation(False, deadline_s=30), "failed", "step passed its deadline of 30 s", False),

@@ -42,15 +42,16 @@ def test_headless_run_writes_the_whole_run_directory(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr + result.stdout
     assert "run finished: all 2 steps done" in result.stdout
     summary = read_json(out / "summary.json")
-    assert [(a["arm"], a["effective_wo_split"], a["env_status"]) for a in summary["arms"]] == [
-        ("split1", "1", "verified"),
-        ("split8", "8", "verified"),
+    assert [(a["arm"], a["arm_env"], a["env_status"], a["env_where"]) for a in summary["arms"]] == [
+        ("split1", "CUTE_WO_SPLIT=1", "verified", "the target's /debug/config"),
+        ("split8", "CUTE_WO_SPLIT=8", "verified", "the target's /debug/config"),
     ]
     for arm in summary["arms"]:
         stats = arm["stats"]
         assert stats["ok"] == 6 and stats["failed"] == 0
         assert stats["ttft_p50_ms"] > 0 and stats["tpot_p50_ms"] > 0 and stats["output_tokens"] == 72
-    assert "| split8 | 8 | verified | 1/1 | 6 | 0 |" in (out / "summary.md").read_text()
+    summary_md = (out / "summary.md").read_text()
+    assert "| split8 | CUTE_WO_SPLIT=8 | verified by the target's /debug/config | 1/1 | 6 | 0 |" in summary_md
     for arm in ("split1", "split8"):
         step = out / "arms" / arm / "primary" / "replay" / "0"
         records = read_jsonl(step / "requests.jsonl")
@@ -204,9 +205,9 @@ def test_demo_headless_finishes_both_arms_in_under_three_minutes(tmp_path: Path)
     assert result.returncode == 0, result.stderr + result.stdout
     assert elapsed < 180, f"demo took {elapsed:.0f} s"
     summary = read_json(out / "summary.json")
-    plan_env = {"wo-split-1": "1", "wo-split-8": "8"}
+    plan_env = {"wo-split-1": "CUTE_WO_SPLIT=1", "wo-split-8": "CUTE_WO_SPLIT=8"}
     for arm in summary["arms"]:
-        assert arm["effective_wo_split"] == plan_env[arm["arm"]]
+        assert arm["arm_env"] == plan_env[arm["arm"]] and arm["env_status"] == "verified"
         assert arm["stats"]["ttft_p50_ms"] > 0 and arm["stats"]["tpot_p50_ms"] > 0
     lines = (out / "summary.md").read_text().splitlines()
     arms_table = lines[lines.index("## Arms (primary steps)") : lines.index("## Steps")]

@@ -1,7 +1,9 @@
 """Soaks and the bench client against a real vLLM, as an external and as a process target.
 
-What is checked is what a reviewer relies on: every phase kind runs to DONE against vLLM, and the
-client's TTFT and ITL agree with vLLM's own histograms (the step's server-side cross-check).
+What is checked is what a reviewer relies on: every phase kind runs to DONE against vLLM, the client's
+TTFT and ITL agree with vLLM's own histograms (the step's server-side cross-check), the arm's env is
+verified inside vLLM's EngineCore by gb10-vllm-plugin (`make vllm` installs it), and the profiler's
+traces reach the run directory, also from a stop that had to be killed.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import pytest
 
 from bench.vllm_target import MAX_MODEL_LEN, VllmServer, process_serve_toml, unavailable
 from runners.replay.server_latency import Snapshot, delta, parse_histograms
-from runners.run.files import read_json
+from runners.run.files import read_json, read_jsonl
 from tests.conftest import ROOT, SHARED, run_headless
 
 pytestmark = pytest.mark.slow
@@ -26,10 +28,10 @@ GSM8K_DIR = SHARED / "data" / "gsm8k"
 RUN_TIMEOUT_S = 600
 
 
-def phases_toml(with_shared: bool) -> str:
-    """Every replay phase kind, small: vLLM on 2 CPU cores decodes ~100-200 tokens/s in all."""
+def sharegpt_toml(with_shared: bool) -> str:
+    """The ShareGPT phase: 16 requests at concurrency 4."""
     dataset = json.dumps(str(SHAREGPT)) if with_shared else '"builtin"'
-    text = f"""
+    return f"""
 [[phases]]
 name = "sharegpt"
 kind = "sharegpt"
@@ -40,15 +42,10 @@ max_tokens = 32
 ignore_eos = true
 http_timeout_s = 60
 deadline_s = 240
+"""
 
-[[phases]]
-name = "longdecode"
-kind = "longdecode"
-requests = 2
-max_tokens = 256
-http_timeout_s = 120
-deadline_s = 240
 
+CONCURRENT = """
 [[phases]]
 name = "concurrent"
 kind = "concurrent"
@@ -58,6 +55,23 @@ ignore_eos = true
 http_timeout_s = 60
 deadline_s = 240
 """
+
+
+def phases_toml(with_shared: bool) -> str:
+    """Every replay phase kind, small: vLLM on 2 CPU cores decodes ~100-200 tokens/s in all."""
+    text = (
+        sharegpt_toml(with_shared)
+        + CONCURRENT
+        + """
+[[phases]]
+name = "longdecode"
+kind = "longdecode"
+requests = 2
+max_tokens = 256
+http_timeout_s = 120
+deadline_s = 240
+"""
+    )
     if with_shared:
         text += f"""
 [[phases]]
@@ -93,16 +107,80 @@ name = "vllm"
     return path
 
 
+# Supplementary steps under vLLM's torch profiler. A stop writes the worker's trace a quarter of the way through,
+# then builds its table (4 requests of 32 tokens: trace after 0.8 s, stop 3.3 s): the second step profiles
+# about 4.5 times the work, so its stop takes ~13 s with the trace on disk after ~3.5 s, and a 6.5 s deadline
+# kills it in between with a margin of about 2 either way.
+PROFILED = """
+[[phases]]
+name = "profiled"
+kind = "sharegpt"
+mode = "supplementary"
+profile = true
+profile_stop_timeout_s = 120
+requests = 4
+concurrency = 2
+max_tokens = 32
+ignore_eos = true
+http_timeout_s = 60
+deadline_s = 240
+
+[[phases]]
+name = "profiled-killed"
+kind = "sharegpt"
+mode = "supplementary"
+profile = true
+profile_stop_timeout_s = 6.5
+requests = 12
+concurrency = 2
+max_tokens = 48
+ignore_eos = true
+http_timeout_s = 60
+deadline_s = 240
+"""
+
+
 def process_plan(directory: Path) -> Path:
-    """One arm whose runner starts vLLM itself, every phase kind."""
+    """One arm whose runner starts vLLM itself (profiler on): ShareGPT and concurrent steps, then two profiled
+    supplementary ones; the phase kinds the external soak covers are left to it."""
     path = directory / "plan.toml"
     path.write_text(
         f"""
 name = "vllm-process"
-{process_serve_toml()}
+{process_serve_toml(profiler=True)}
 [[arms]]
 name = "vllm"
-{phases_toml(SHARED.exists())}
+env = {{ GB10_ARM_KEY = "candidate-a" }}
+{sharegpt_toml(SHARED.exists())}{CONCURRENT}{PROFILED}
+"""
+    )
+    return path
+
+
+def env_plan(directory: Path) -> Path:
+    """Arms that must not be judged: one whose server forces another value than the arm's (the EngineCore runs
+    `GB10_FORCED=default`), one whose vLLM does not load the plugin (VLLM_PLUGINS names another)."""
+    path = directory / "plan.toml"
+    path.write_text(
+        f"""
+name = "vllm-env"
+{process_serve_toml(wrapper=("env", "GB10_FORCED=default"))}
+[[arms]]
+name = "noplugin"
+env = {{ GB10_ARM_KEY = "b", VLLM_PLUGINS = "lora_filesystem_resolver" }}
+
+[[arms]]
+name = "mismatch"
+env = {{ GB10_FORCED = "candidate" }}
+
+[[phases]]
+name = "short"
+kind = "sharegpt"
+requests = 2
+concurrency = 1
+max_tokens = 8
+http_timeout_s = 60
+deadline_s = 120
 """
     )
     return path
@@ -164,20 +242,75 @@ def test_every_phase_kind_runs_to_done_against_vllm_and_agrees_with_its_histogra
     assert "Client vs server latency" in summary
 
 
-def test_a_process_target_vllm_is_measured_like_an_external_one(tmp_path: Path) -> None:
+def events_of(run: Path, kind: str) -> list[dict]:
+    """The run's events of one type."""
+    return [e for e in read_jsonl(run / "events.jsonl") if e["type"] == kind]
+
+
+def test_a_process_target_vllm_is_measured_verified_and_profiled(tmp_path: Path) -> None:
     reason = unavailable()
     if reason:
         pytest.skip(reason)
     run = tmp_path / "run"
     finished(run_headless(process_plan(tmp_path), run, timeout_s=RUN_TIMEOUT_S), run)
     phases = phase_records(run)
-    assert set(phases) == {"sharegpt", "longdecode", "concurrent"} | ({"gsm8k"} if SHARED.exists() else set())
-    for name, record in phases.items():
+    assert set(phases) == {"sharegpt", "concurrent", "profiled", "profiled-killed"}
+    for name in ("sharegpt", "concurrent"):
+        record = phases[name]
         stats = record["stats"]
         assert stats["ok"] == stats["requests"] > 0, (name, stats["errors"])
         # chunks leave vLLM once per decode step: a burst (several chunks read at once) shows as ITL ~ 0
         assert stats["itl_chunk_p50_ms"] > 1.0, (name, stats["distributions"]["itl_chunk_ms"])
         cross_checked(name, record)
+
+    # the arm's env, verified inside vLLM's EngineCore in both sessions (the kill was the last step: no restart)
+    verified = events_of(run, "env_verified")
+    assert len(verified) == 2 and all(e["where"].startswith("EngineCore pid ") for e in verified), verified
+    assert all("(vLLM 0.32" in e["where"] and e["reported"]["GB10_ARM_KEY"] == "candidate-a" for e in verified)
+    effective = read_json(run / "arms" / "vllm" / "effective.json")
+    roles = {role for p in effective["processes"] for role in p["roles"]}
+    assert {"api_server", "EngineCore", "worker"} <= roles, effective["processes"]
+
+    # a profiled step: vLLM's traces collected into the step, its CPU ops in phase.json and summary.md
+    captured = phases["profiled"]["profile"]
+    assert captured["status"] == "captured" and captured["stop_s"] < 120, captured
+    step = run / "arms" / "vllm" / "supplementary" / "profiled" / "0"
+    assert Path(captured["trace"]).parent == step / "profile" and Path(captured["trace"]).name.startswith("rank0.")
+    assert any(".async_llm." in f for f in captured["files"]) and any("profiler_out" in f for f in captured["files"])
+    kernels = captured["kernels"]
+    assert kernels["source"] == "cpu" and kernels["rows"], kernels
+    assert any(r["name"].startswith("aten::") and r["n_calls"] > 0 and r["mean_us"] > 0 for r in kernels["rows"])
+    summary = (run / "summary.md").read_text()
+    assert "## Profiled steps" in summary and f"`{kernels['rows'][0]['name']}`" in summary
+
+    # a stop past its deadline: the target is killed, the trace it had written is kept
+    killed = phases["profiled-killed"]["profile"]
+    assert killed["status"] == "recovered after kill", killed
+    assert "did not answer within 6.5 s" in killed["reason"] and Path(killed["trace"]).is_file()
+    assert events_of(run, "profile_recovered") and events_of(run, "serve_killed")
+    assert "trace recovered after kill: vllm/supplementary/profiled-killed/0" in summary
+
+
+def test_vllm_arms_whose_env_is_not_proven_get_no_verdict(tmp_path: Path) -> None:
+    reason = unavailable()
+    if reason:
+        pytest.skip(reason)
+    run = tmp_path / "run"
+    result = run_headless(env_plan(tmp_path), run, timeout_s=RUN_TIMEOUT_S)
+    assert result.returncode in (0, 1), result.stdout[-3000:] + result.stderr[-3000:]
+    mismatch = events_of(run, "env_mismatch")
+    assert len(mismatch) == 1 and mismatch[0]["arm"] == "mismatch", mismatch
+    assert mismatch[0]["where"].startswith("EngineCore pid"), mismatch
+    assert "GB10_FORCED: want 'candidate', the process runs 'default'" in mismatch[0]["mismatches"]
+    assert not (run / "arms" / "mismatch" / "primary" / "short" / "0" / "requests.jsonl").exists()  # not measured
+    unverified = events_of(run, "env_unverified")
+    assert [e["arm"] for e in unverified] == ["noplugin"]
+    assert "no vLLM process reported its env" in unverified[0]["reason"]
+    summary = read_json(run / "summary.json")
+    verdicts = {a["arm"]: a["verdict"] for a in summary["arms"]}
+    assert verdicts == {"noplugin": "no verdict", "mismatch": "no verdict"}, verdicts
+    env_gates = {g["arm"]: g for g in summary["gates"] if g["name"] == "env"}
+    assert env_gates["noplugin"]["status"] == "fail" and "env unverified" in env_gates["noplugin"]["failed_criteria"][0]
 
 
 def histograms(url: str) -> Snapshot:
