@@ -18,6 +18,7 @@ from runners.evidence.mechanism_input import MechanismInput
 from runners.gates.mechanism import ACCEPTANCE_RULE, mechanism_gate
 from runners.gates.registry import load_registry
 from runners.plan.load import load_plan
+from runners.plan.preflight import preflight_warnings
 from runners.plan.serve_spec import DockerServe, ExternalServe
 from runners.run.control import request_abort
 from runners.run.paths import CONFIGS_DIR, DEMO_PLAN, default_runs_dir
@@ -188,6 +189,8 @@ def _validate(path: Path) -> int:
             if not source.exists():
                 what = "a read-only mount: starting will fail" if option == "ro" else "it will be created at start"
                 print(f"  warning: serve.mounts: {source} (for {target_path}) does not exist on this host; {what}")
+    for finding in preflight_warnings(plan):
+        print(f"  warning: {finding.topic}: {finding.message}")
     return 0
 
 

@@ -240,6 +240,9 @@ class RunView:
             f"OOMKilled={e.get('oom_killed')}"
         )
 
+    def _on_preflight_warning(self, e: dict) -> str:
+        return f"pre-flight warning ({e.get('topic')}): {e.get('message')}"
+
     def _on_profile_started(self, e: dict) -> str:
         return f"{e['step']['arm']}: profiler started for {e['step']['phase']}"
 

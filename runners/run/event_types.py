@@ -80,6 +80,16 @@ class RunFinished(Event):
 
 
 @dataclass(frozen=True)
+class PreflightWarning(Event):
+    """A session began with a plan setting likely to lose evidence (`topic`, e.g. profiler_stop_timeout: the
+    target's vLLM profiler settings against a phase's stop deadline); `message` says where and what to set."""
+
+    TYPE = "preflight_warning"
+    topic: str
+    message: str
+
+
+@dataclass(frozen=True)
 class ControlCleared(Event):
     """A control request (abort, or `{"pause": ...}`) left over from before this session was cleared."""
 

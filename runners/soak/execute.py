@@ -18,6 +18,7 @@ from pathlib import Path
 from engine.config_file import ConfigFileError
 from runners import event_loop
 from runners.plan.load import LoadedPlan, load_plan
+from runners.plan.preflight import preflight_warnings
 from runners.plan.serve_spec import DockerServe
 from runners.replay.dispatch_gate import DispatchGate
 from runners.report.summary import write_report
@@ -28,6 +29,7 @@ from runners.run.event_types import (
     DispatchPaused,
     DispatchResumed,
     GuardLost,
+    PreflightWarning,
     SummaryFailed,
     SummaryWritten,
 )
@@ -98,6 +100,8 @@ async def execute(run: RunDir, listeners: Iterable[Listener] = (), argv: list[st
         start_session(run, argv if argv is not None else sys.argv)
         serve = loaded.plan.serve
         events.emit(await sweep_at_start(serve.socket if isinstance(serve, DockerServe) else None))
+        for finding in preflight_warnings(loaded.plan):  # profiler settings that would lose a trace
+            events.emit(PreflightWarning(finding.topic, finding.message))
         watcher = asyncio.create_task(watch_control(run, on_abort, on_pause))
         guard = GuardLink(run, loaded.plan.watchdog)
         soak = SoakSession(run, loaded, events, abort, guard=guard, gate=gate)
