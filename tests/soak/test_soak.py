@@ -159,7 +159,7 @@ def test_an_arm_whose_env_does_not_arrive_is_not_measured(tmp_path: Path) -> Non
     ]
     assert not of_type(out, "step_started")
     assert read_json(out / "arms" / "split8" / "effective.json")["verified"] is False
-    assert "| split8 | 2 | mismatch | 0/1 |" in (out / "summary.md").read_text()
+    assert "| split8 | CUTE_WO_SPLIT=2 | mismatch | 0/1 |" in (out / "summary.md").read_text()
 
 
 def test_cli_reports_bad_input_in_one_clear_line(tmp_path: Path) -> None:
@@ -212,8 +212,8 @@ def test_demo_headless_finishes_both_arms_in_under_three_minutes(tmp_path: Path)
     lines = (out / "summary.md").read_text().splitlines()
     arms_table = lines[lines.index("## Arms (primary steps)") : lines.index("## Steps")]
     assert [ln.split(" | ")[:3] for ln in arms_table if ln.startswith("| wo-split-")] == [
-        ["| wo-split-1", "1", "verified"],
-        ["| wo-split-8", "8", "verified"],
+        ["| wo-split-1", "CUTE_WO_SPLIT=1", "verified by the target's /debug/config"],
+        ["| wo-split-8", "CUTE_WO_SPLIT=8", "verified by the target's /debug/config"],
     ]
     assert summary["verdicts"]["wo-split-1"] == "baseline"
     print(json.dumps({"demo_seconds": round(elapsed, 1)}))
