@@ -10,7 +10,7 @@ TORCH  ?= torch==2.13.0
 # This machine's pip.conf names local index folders that lack most projects; pip warns once per project.
 PIP_NOISE := is ignored: it is neither a file nor a directory
 
-.PHONY: demo test lint venv vllm clean system-deps
+.PHONY: demo test lint venv vllm clean system-deps gpu-check gpu-wheels
 
 demo: $(VENV)/.installed
 	$(BIN)/gb10-console demo
@@ -81,6 +81,17 @@ $(VLLM_VENV)/.plugin: vllm_plugin/pyproject.toml vllm_plugin/gb10_vllm_plugin/__
 	@if [ -f $(VLLM_VENV)/.installed ]; then \
 	  $(VPIP) install --no-deps --force-reinstall ./vllm_plugin >>$(VLLM_VENV)/install.log 2>&1 && touch $@ \
 	  || echo "note: gb10-vllm-plugin did not install into $(VLLM_VENV) (see $(VLLM_VENV)/install.log)"; fi
+
+# The one-shot GPU check of the decode kernels (issue 23), for a lent GPU machine: GPU tests, then the kernel bench
+# with a cold L2, bounded to 7 minutes; results under $OUT (default runs/gpu-check). It builds no venv and reaches
+# no index: it runs $(PYTHON) as found, with the CuTe DSL from .whl/ (`make gpu-wheels` packs it here). Not part
+# of `make test`. Without a GPU it runs too: the GPU tests skip with their reasons, the bench times the CPU paths.
+gpu-check:
+	PYTHON=$(PYTHON) bash bench/gpu_check.sh
+
+# The CuTe DSL for the GPU machine's CPython 3.12, packed small enough to carry (.whl/, about 51 MiB; ~5 minutes).
+gpu-wheels:
+	PYTHON=$(PYTHON) bash bench/gpu_wheels.sh 3.12 cu12
 
 clean:
 	rm -rf $(VENV) $(VLLM_VENV) runs .pytest_cache

@@ -1,10 +1,13 @@
 """`gb10-console bench kernels`: time every decode kernel against torch baselines, after a correctness gate.
 
 Per kernel and shape: median / p10 / p90 µs per call with cold caches (inputs rotated over ≥ 3× the
-L2 or last-level cache), the payload bytes a call must move, GB/s, % of the measured device copy
-bandwidth, speedup over a torch baseline (torch.matmul on dequantized bf16 weights for W_O) and, for W_O,
-over wo_split=1. The implementation timed is the CuTe DSL kernel where a CUDA GPU and the DSL are present,
-else the torch path the engine runs on CPU. A variant whose correctness gate fails is reported, not timed.
+L2 or last-level cache; on CUDA also a read of twice the L2 before every call, and the launch overhead
+hidden behind a GPU sleep, see `kernel_timing`), the payload bytes a call must move, GB/s, % of the device
+copy bandwidth measured in the same run, speedup over a torch baseline (torch.matmul on dequantized bf16
+weights for W_O) and, for W_O, over wo_split=1. The implementation timed is the CuTe DSL kernel where a
+CUDA GPU and the DSL are present (W_O: one `wo_gemv` launch per call, gated and timed alike; the GPU tests
+cover the engine's per-row wrapper), else the torch path the engine runs on CPU. A variant whose correctness
+gate fails is reported, not timed.
 """
 
 from __future__ import annotations
@@ -24,7 +27,14 @@ from engine.kernels.checks import KernelCheckResult, check_wo_gemv
 from engine.kernels.wo_nvfp4 import WoKernel, WoWeight, prepare_wo, wo_torch
 from engine.kernels.wo_split import VALID_WO_SPLITS
 from engine.kv_pages import PAGE_SIZE
-from runners.bench.kernel_timing import Timing, cache_bytes, copy_bandwidth_gbs, rotation_count, time_calls
+from runners.bench.kernel_timing import (
+    FLUSH_FACTOR,
+    Timing,
+    cache_bytes,
+    copy_bandwidth_gbs,
+    rotation_count,
+    time_calls,
+)
 
 ATTENTION_TOLERANCE = 1e-3  # |out - fp32 reference| on the same (bf16-valued) inputs, outputs are O(1)
 
@@ -64,10 +74,13 @@ class BenchRow:
     pct_copy_bw: float | None = None
     speedup_vs_baseline: float | None = None
     speedup_vs_split1: float | None = None
+    host_us: float | None = None  # CUDA: median host time to issue one call (the launch path, not in median_us)
+    launch_hidden: bool | None = None  # CUDA: every timed call was issued before the GPU reached its start event
 
     def timed(self, t: Timing, copy_gbs: float) -> BenchRow:
         """Fill in the timing columns from `t`."""
         self.median_us, self.p10_us, self.p90_us = t.median_us, t.p10_us, t.p90_us
+        self.host_us, self.launch_hidden = t.host_us, t.launch_hidden
         self.gbs = self.payload_bytes / (t.median_us * 1e-6) / 1e9
         self.pct_copy_bw = 100.0 * self.gbs / copy_gbs
         return self
@@ -116,11 +129,21 @@ def pick_impl() -> Impl:
 
         try:
             kernels = cute_kernels()
-            return Impl("cute", torch.device("cuda"), kernels.wo, kernels.attention, fused_mlp, torch.bfloat16)
+            return Impl("cute", torch.device("cuda"), _cute_wo_one_row, kernels.attention, fused_mlp, torch.bfloat16)
         except CuteUnavailableError:  # CUDA without the DSL: time the torch paths on CPU
             pass
     cpu = torch.device("cpu")
     return Impl("torch", cpu, wo_torch, attn_ref.split_kv_attention, mlp_ref.fused_mlp_slots_with_h, torch.float32)
+
+
+def _cute_wo_one_row(x: torch.Tensor, weight: WoWeight, num_kv_heads: int, wo_split: int) -> torch.Tensor:
+    """One `wo_gemv` launch for x [1, K]: the engine's CuTe W_O without its per-row stack (a copy kernel) around it."""
+    from engine.kernels.cute.wo_gemv import wo_gemv
+
+    if x.shape[0] != 1:
+        raise ValueError(f"the bench times W_O at batch 1, got x {tuple(x.shape)}")
+    t = weight.nvfp4
+    return wo_gemv(x[0].to(torch.bfloat16), t.packed, t.scales, t.global_scale, num_kv_heads, wo_split).unsqueeze(0)
 
 
 def run_meta(impl: Impl, sizes: Sizes, seed: int, iters: int) -> dict:
@@ -137,11 +160,16 @@ def run_meta(impl: Impl, sizes: Sizes, seed: int, iters: int) -> dict:
     if impl.device.type == "cuda":
         major, minor = torch.cuda.get_device_capability(impl.device)
         meta.update(device=torch.cuda.get_device_name(impl.device), arch=f"sm_{major}{minor}", cuda=torch.version.cuda)
+        meta["timing"] = (
+            f"CUDA events around each call; before it a read of {FLUSH_FACTOR}× the L2 (cold L2) and a GPU sleep "
+            "longer than the host's issue of the call (launch overhead not timed)"
+        )
     else:
         meta.update(
             device=platform.processor() or platform.machine(),
             arch=platform.machine(),
             torch_threads=torch.get_num_threads(),
+            timing="wall clock around each call, inputs rotated over 3× the last-level cache",
         )
     meta["cache_bytes"] = cache_bytes(impl.device)
     return meta
@@ -334,3 +362,31 @@ def _mlp_checks(impl: Impl, hidden: int, ffn: int, slots: int, seed: int) -> lis
 
 def _dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.").replace("bfloat16", "bf16").replace("float32", "fp32")
+
+
+MARKDOWN_COLUMNS = (
+    "kernel", "impl", "variant", "µs (p10–p90)", "GB/s", "% copy BW", "× torch", "× wo_split=1", "launch µs", "gate",
+)  # fmt: skip
+
+
+def markdown_table(report: BenchReport) -> str:
+    """The report as the Markdown table docs/benchmarks.md keeps: one row per kernel variant and baseline.
+
+    µs is the median per call (p10–p90), GB/s the payload over the median, % copy BW that over the copy bandwidth
+    measured in the same run, × torch the torch baseline's median over this row's, × wo_split=1 (W_O) the
+    wo_split=1 median over this row's, launch µs the host's median time to issue one call (CUDA only).
+    """
+
+    def num(value: float | None, fmt: str) -> str:
+        return "–" if value is None else format(value, fmt)
+
+    lines = ["| " + " | ".join(MARKDOWN_COLUMNS) + " |", "|" + " --- |" * len(MARKDOWN_COLUMNS)]
+    for r in report.rows:
+        timed = "–" if r.median_us is None else f"{r.median_us:.1f} ({r.p10_us:.1f}–{r.p90_us:.1f})"
+        launch = num(r.host_us, ".1f") + ("" if r.launch_hidden in (None, True) else " (not hidden)")
+        cells = (
+            r.kernel, r.impl, r.variant, timed, num(r.gbs, ".0f"), num(r.pct_copy_bw, ".0f"),
+            num(r.speedup_vs_baseline, ".2f"), num(r.speedup_vs_split1, ".2f"), launch, r.correctness,
+        )  # fmt: skip
+        lines.append("| " + " | ".join(str(c).replace("|", "/") for c in cells) + " |")
+    return "\n".join(lines)

@@ -265,11 +265,13 @@ def test_cute_kernel_passes_the_checks(cute_dsl, hidden, ffn, num_slots):
 
 
 @needs_gpu
-def test_cute_kernel_gives_the_same_bits_on_every_launch(cute_dsl):
+@pytest.mark.parametrize(("hidden", "ffn", "num_slots"), [(H, F, 4), (PROD_H, PROD_F, PROD_SLOTS)])
+def test_cute_kernel_gives_the_same_bits_on_every_launch(cute_dsl, hidden, ffn, num_slots):
     from engine.kernels.cute.fused_mlp import fused_mlp
 
-    inputs = [t.to(torch.bfloat16).cuda() for t in random_inputs(H, F, seed=2)]
-    first, second, third = (fused_mlp(*inputs, 4) for _ in range(3))  # each gathers only if the counter was reset
+    inputs = [t.to(torch.bfloat16).cuda() for t in random_inputs(hidden, ffn, seed=2)]
+    # each launch gathers only if the one before reset the arrival counter
+    first, second, third = (fused_mlp(*inputs, num_slots) for _ in range(3))
     torch.cuda.synchronize()
     for y, h in (second, third):
         assert torch.equal(y, first[0]) and torch.equal(h, first[1])

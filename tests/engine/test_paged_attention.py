@@ -326,3 +326,14 @@ def test_kernel_gives_the_same_bits_on_repeat(cute_dsl):
     for _ in range(3):  # each launch only combines if the one before reset the arrival counters
         assert torch.equal(paged_attention(*args, 256**-0.5, 8), first)
     torch.testing.assert_close(first, paged_attention_reference(*args, 256**-0.5), atol=5e-5, rtol=1e-4)
+
+
+@needs_gpu
+@pytest.mark.parametrize("splits", [1, 4, 8])
+def test_kernel_at_the_bench_shape_matches_the_reference_and_repeats(cute_dsl, splits):
+    """The bench's attention shape (GQA 24 / 4, D 256, 4096 tokens), two sequences ending mid-page."""
+    args = paged_inputs([4096, 4000, 1, 4095], seed=30 + splits, dtype=torch.bfloat16, device="cuda",
+                        heads=24, kv_heads=4, dim=256)  # fmt: skip
+    first, second = (paged_attention(*args, 256**-0.5, splits) for _ in range(2))
+    assert torch.equal(first, second)
+    torch.testing.assert_close(first, paged_attention_reference(*args, 256**-0.5), atol=5e-5, rtol=1e-4)
