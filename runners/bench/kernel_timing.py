@@ -88,7 +88,7 @@ class L2Flush:
         self.total = torch.empty((), dtype=torch.float32, device=device)
 
     def __call__(self) -> None:
-        torch.sum(self.buffer, dtype=torch.float32, out=self.total)
+        torch.sum(self.buffer, dim=0, out=self.total)  # torch 2.11 takes `out` only with `dim`
 
 
 def _gpu_sleep(us: float) -> None:
