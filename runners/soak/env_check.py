@@ -18,44 +18,44 @@ from runners.run.events import EventLog
 from runners.run.files import write_json_atomic
 from runners.run.redact import redact_env
 from runners.run.rundir import RunDir
-from runners.serve.env_reports import EnvProof, judge_reports, read_reports
+from runners.serve.env_reports import EnvProof, ProcessReport, judge_reports, read_reports
 from runners.serve.readiness import TargetReport, env_mismatches, fetch_target_report
 from runners.serve.runtime import ServeRuntime
 
 NOTHING_TO_VERIFY = "the arm's env is empty: nothing to verify"
 
 
-def prove_env(expected: dict[str, str], report: TargetReport, runtime: ServeRuntime) -> tuple[EnvProof, list[str]]:
-    """The verdict on the env from the plugin's reports, else /debug/config; and notes on unreadable reports."""
-    reports, problems = read_reports(runtime.env_dir) if runtime.env_dir is not None else ([], [])
+def prove_env(expected: dict[str, str], report: TargetReport, runtime: ServeRuntime,
+              reports: list[ProcessReport]) -> EnvProof:  # fmt: skip
+    """The verdict on the env from the plugin's process `reports`, else the target's /debug/config `report`."""
     if reports:
-        return judge_reports(expected, reports), problems
+        return judge_reports(expected, reports)
     reported = report.env
     if reported is not None:
         mismatches = env_mismatches(expected, reported)
         if mismatches:
             return EnvProof("mismatch", "; ".join(mismatches), "the target's /debug/config", tuple(mismatches),
-                            reported), problems  # fmt: skip
+                            reported)  # fmt: skip
         missing = sorted(k for k in expected if k not in reported)
         if missing:
             why = f"the target's /debug/config does not report {', '.join(missing)}"
-            return EnvProof("unverified", why, None, (), reported), problems
-        return EnvProof("verified", "", "the target's /debug/config", (), reported), problems
+            return EnvProof("unverified", why, None, (), reported)
+        return EnvProof("verified", "", "the target's /debug/config", (), reported)
     if not expected:
-        return EnvProof("verified", NOTHING_TO_VERIFY, None, (), {}), problems
+        return EnvProof("verified", NOTHING_TO_VERIFY, None, (), {})
     if runtime.env_dir is None:
         why = "the target is not started by gb10-console (no ENV sentinel reaches it) and has no /debug/config"
     else:
         why = judge_reports(expected, []).reason
-    return EnvProof("unverified", why), problems
+    return EnvProof("unverified", why)
 
 
 async def verify_env(run: RunDir, events: EventLog, arm: str, mode: str, expected: dict[str, str],
                      runtime: ServeRuntime) -> str | None:  # fmt: skip
     """Write effective.json and the env events for `arm`; a reason to fail the arm when the env differs."""
     report = await fetch_target_report(runtime.base_url)
-    proof, problems = await asyncio.to_thread(prove_env, expected, report, runtime)
-    reports, _ = await asyncio.to_thread(read_reports, runtime.env_dir) if runtime.env_dir else ([], [])
+    reports, problems = await asyncio.to_thread(read_reports, runtime.env_dir) if runtime.env_dir else ([], [])
+    proof = prove_env(expected, report, runtime, reports)
     write_json_atomic(
         run.effective_env_path(arm),
         {
