@@ -51,7 +51,11 @@ async def test_shows_both_arms_and_a_then_y_aborts_the_run(live_run) -> None:
         assert await until(pilot, lambda: app.view and app.view.current_step() and app.view.current_step().completed)
         rows = arm_rows(app)
         assert [r[0] for r in rows] == ["split1", "split8"]
-        assert rows[0][1:3] == ["CUTE_WO_SPLIT=1", "/debug/config"] and rows[0][4] == "ok" and rows[1][3:5] == ["not started", "-"]
+        assert (
+            rows[0][1:3] == ["CUTE_WO_SPLIT=1", "/debug/config"]
+            and rows[0][4] == "ok"
+            and rows[1][3:5] == ["not started", "-"]
+        )
         tree = app.query_one("#steps", Tree)
         assert [str(n.label) for n in tree.root.children] == ["split1", "split8"]
         await pilot.press("a")
@@ -93,7 +97,10 @@ async def test_attach_to_a_finished_run_shows_its_summary(tmp_path: Path) -> Non
     async with app.run_test(size=(120, 40)) as pilot:
         summary = app.query_one("#summary", DataTable)
         assert await until(pilot, lambda: summary.row_count == 2)
-        assert [summary.get_row_at(i)[:3] for i in range(2)] == [["split1", "CUTE_WO_SPLIT=1", "3"], ["split8", "CUTE_WO_SPLIT=8", "3"]]
+        assert [summary.get_row_at(i)[:3] for i in range(2)] == [
+            ["split1", "CUTE_WO_SPLIT=1", "3"],
+            ["split8", "CUTE_WO_SPLIT=8", "3"],
+        ]
         assert await until(pilot, lambda: app.runner_status.label == "finished")
         assert all(s.status == "done" for s in app.view.steps.values())
         await pilot.press("a")  # nothing runs: no modal, a notice instead
