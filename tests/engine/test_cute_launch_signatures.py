@@ -174,7 +174,7 @@ def test_wo_gemv_launch_tensors_match_the_compiled_signature(no_gpu_launch, k, n
     shape = cute_wo.wo_gemv_shape(k, n, kv_heads, wo_split)
     x_t, packed_t, scales_t, scale, partial, counter, y_t, _ = recorder.calls[-1]
     assert [tuple(t.shape) for t in (x_t, packed_t, scales_t, partial, counter, y_t)] == [
-        (k,), (n, k // 8), (n, k // shape.values_per_load), (shape.slots, n), (shape.row_blocks,), (n,)
+        (k,), (n, k // 8), (n, k // shape.scale_view_values), (shape.slots, n), (shape.row_blocks,), (n,)
     ]  # fmt: skip
     assert scale.value == global_scale
     if not strided:  # contiguous weights are passed as they are, reinterpreted, not copied

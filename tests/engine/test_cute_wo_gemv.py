@@ -9,9 +9,10 @@ from engine.kernels import nvfp4
 from engine.kernels.backend import cute_kernels
 from engine.kernels.checks import check_wo_gemv, nvfp4_exact_inputs
 from engine.kernels.cute.build import CuteUnavailableError
-from engine.kernels.cute.wo_gemv import compile_wo_gemv, wo_gemv
+from engine.kernels.cute.wo_gemv import compile_wo_gemv, wo_gemv, wo_gemv_shape
 from engine.kernels.wo_nvfp4 import prepare_wo
 from engine.kernels.wo_split import VALID_WO_SPLITS, WoSplitError, reference_split_order
+from tests.engine.test_wo_staged_order import order_sensitive_inputs
 
 pytest.importorskip("cutlass", reason="nvidia-cutlass-dsl is not installed: pip install nvidia-cutlass-dsl==4.8.1")
 
@@ -34,6 +35,19 @@ def test_compiles_with_128_bit_loads(tmp_path, arch, wo_split):
         print(f"register count unreadable from {report.cubin_path.name}'s .nv.info; not checked")
     else:
         assert report.registers > 0
+
+
+@pytest.mark.parametrize(("arch", "wo_split"), [("sm_90a", 1), ("sm_90a", 8), ("sm_121a", 4)])
+def test_issue_shape_compiles_the_staged_kernel(tmp_path, arch, wo_split):
+    """Coalesced 128-bit cp.async copies of the row block into shared memory, 128-bit shared reads, the f16x2
+    decode, no flush-to-zero anywhere (f16 subnormal products must survive) and nothing in local memory."""
+    report = compile_wo_gemv(K, N, KV_HEADS, wo_split, arch, tmp_path)
+    ptx = report.ptx_path.read_text()
+    assert "WoGemvStagedKernel" in report.ptx_path.name
+    assert "cp.async.cg.shared.global" in ptx and "ld.shared.v4.b32" in ptx
+    assert ptx.count("mul.rn.f16x2") > 0 and ptx.count("fma.rn.f32") == wo_gemv_shape(K, N, KV_HEADS, wo_split).tile_values
+    assert ".ftz" not in ptx and ".local" not in ptx
+    assert report.registers is not None and report.registers <= 128
 
 
 def test_refuses_wo_split_outside_allowed_values(tmp_path):
@@ -77,6 +91,20 @@ def test_gpu_kernel_equals_reference_split_order_for_every_split():
     t = weight.nvfp4
     for wo_split in VALID_WO_SPLITS:
         want = reference_split_order(x.float(), weight.dense, KV_HEADS, wo_split)[0]
+        got = wo_gemv(x[0], t.packed, t.scales, t.global_scale, KV_HEADS, wo_split)
+        torch.cuda.synchronize()
+        assert torch.equal(got, want), f"wo_split={wo_split}: max |diff| {(got - want).abs().max().item()}"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="launching the kernel needs a CUDA GPU")
+def test_gpu_kernel_keeps_the_summation_order_on_inputs_whose_sums_round():
+    """The engine's exact inputs sum exactly, so they cannot see the order inside a slot; these (x rescaled by
+    2^-12..2^12, products still exact) round, and the kernel must still equal the reference bit for bit."""
+    x, t, dense = order_sensitive_inputs(K, N, seed=3)
+    x, dense = x.cuda(), dense.cuda()
+    t = nvfp4.Nvfp4Tensor(t.packed.cuda(), t.scales.cuda(), t.global_scale)
+    for wo_split in VALID_WO_SPLITS:
+        want = reference_split_order(x.float(), dense, KV_HEADS, wo_split)[0]
         got = wo_gemv(x[0], t.packed, t.scales, t.global_scale, KV_HEADS, wo_split)
         torch.cuda.synchronize()
         assert torch.equal(got, want), f"wo_split={wo_split}: max |diff| {(got - want).abs().max().item()}"
