@@ -7,7 +7,8 @@ docs/benchmarks.md keeps.
 
     python -m bench.gpu_check env [--json OUT]         what the machine has: GPU, L2, torch, the CuTe DSL, its arch
     python -m bench.gpu_check tests JUNIT_XML          did the GPU tests run, or did they skip on a GPU machine?
-    python -m bench.gpu_check bench [--sizes issue] [--iters N] [--json OUT] [--markdown OUT]
+    python -m bench.gpu_check bench [--sizes issue] [--iters N] [--kernels wo,attention,mlp] [--json OUT]
+                                    [--markdown OUT]
 
 Exit codes: 0 fine; 1 a kernel failed its correctness gate, or a test failed or skipped for want of a GPU
 where there is one; 3 a GPU is there but the CuTe DSL is not (the bench would time the CPU paths instead).
@@ -25,7 +26,15 @@ from pathlib import Path
 
 import torch
 
-from runners.bench.kernel_bench import SIZES, BenchReport, BenchRow, bench_kernels, markdown_table, pick_impl
+from runners.bench.kernel_bench import (
+    BENCH_KERNELS,
+    SIZES,
+    BenchReport,
+    BenchRow,
+    bench_kernels,
+    markdown_table,
+    pick_impl,
+)
 
 # The issue's targets for W_O at K=6144, N=5120: on H100/H200 at least this share of the measured copy
 # bandwidth; on a GB10 at most this many µs per call.
@@ -147,7 +156,11 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if torch.cuda.is_available() and pick_impl().name != "cute":
         print(f"error: CUDA is here but the CuTe DSL is not: {environment()['cute_dsl_import']}", file=sys.stderr)
         return 3
-    report = bench_kernels(SIZES[args.sizes], iters=args.iters, seed=args.seed)
+    kernels = tuple(args.kernels.split(","))
+    if not kernels or not set(kernels) <= set(BENCH_KERNELS):
+        print(f"error: --kernels {args.kernels}: pick from {','.join(BENCH_KERNELS)}", file=sys.stderr)
+        return 2
+    report = bench_kernels(SIZES[args.sizes], iters=args.iters, seed=args.seed, kernels=kernels)
     _write_json(args.json, report.as_dict())
     table = markdown_table(report)
     if args.markdown is not None:
@@ -179,6 +192,9 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--sizes", choices=sorted(SIZES), default="issue")
     bench.add_argument("--iters", type=int, default=50, help="timed calls per variant (default 50)")
     bench.add_argument("--seed", type=int, default=0)
+    bench.add_argument(
+        "--kernels", default=",".join(BENCH_KERNELS), help="comma-separated, default all: wo,attention,mlp"
+    )
     bench.add_argument("--json", type=Path, metavar="OUT")
     bench.add_argument("--markdown", type=Path, metavar="OUT")
     args = parser.parse_args(argv)

@@ -10,6 +10,7 @@
 #   4. the kernel bench with a cold L2 at the sizes (the tiny model's without a GPU): what
 #      `gb10-console bench kernels --json` measures, run without the console's packages; its Markdown table
 #      for docs/benchmarks.md and W_O against the targets.
+# GPU_CHECK_ONLY=wo runs only W_O's tests (and the start-up checks) and W_O's bench rows, for a short device run.
 # Each stage runs under timeout(1). Everything lands in $OUT (default runs/gpu-check): gpu-check.log,
 # nvidia-smi.txt, env.json, pytest.xml, kernels.json, kernels.md. Exit 0 only when every stage passed.
 # Without a GPU it still runs: the GPU tests skip with their reasons and the bench times the CPU paths.
@@ -23,6 +24,14 @@ BUDGET_S=${GPU_CHECK_BUDGET_S:-420}
 ITERS=${GPU_CHECK_ITERS:-50}
 GPU_TESTS=(tests/engine/test_cute_wo_gemv.py tests/engine/test_paged_attention.py tests/engine/test_fused_mlp.py
            tests/engine/test_cute_start_up_checks.py)
+BENCH_KERNELS=wo,attention,mlp
+if [[ ${GPU_CHECK_ONLY:-} == wo ]]; then  # the W_O kernel alone: its GPU tests, the start-up checks, its bench rows
+  GPU_TESTS=(tests/engine/test_cute_wo_gemv.py tests/engine/test_wo_staged_order.py tests/engine/test_cute_start_up_checks.py)
+  BENCH_KERNELS=wo
+elif [[ -n ${GPU_CHECK_ONLY:-} ]]; then
+  echo "GPU_CHECK_ONLY=${GPU_CHECK_ONLY}: only 'wo' is known (unset it for every kernel)" >&2
+  exit 2
+fi
 mkdir -p "$OUT"
 rm -f "$OUT"/{gpu-check.log,nvidia-smi.txt,env.json,pytest.xml,kernels.json,kernels.md}  # none left from a run before
 exec > >(tee "$OUT/gpu-check.log") 2>&1
@@ -118,7 +127,7 @@ stage "GPU tests" 240 "$PY" -m pytest --noconftest -p no:cacheprovider -W ignore
   --junitxml="$OUT/pytest.xml" "${GPU_TESTS[@]}"
 stage "GPU tests ran (no skips for want of a GPU on a GPU machine)" 30 "$PY" -m bench.gpu_check tests "$OUT/pytest.xml"
 
-stage "kernel bench (cold L2)" 150 "$PY" -m bench.gpu_check bench --sizes "$sizes" --iters "$ITERS" \
+stage "kernel bench (cold L2)" 150 "$PY" -m bench.gpu_check bench --sizes "$sizes" --iters "$ITERS" --kernels "$BENCH_KERNELS" \
   --json "$OUT/kernels.json" --markdown "$OUT/kernels.md"
 
 echo

@@ -182,18 +182,26 @@ def _version(dist: str) -> str | None:
         return None
 
 
+BENCH_KERNELS = ("wo", "attention", "mlp")
+
+
 def bench_kernels(
-    sizes: Sizes, iters: int = 20, warmup: int = 3, seed: int = 0, impl: Impl | None = None
+    sizes: Sizes,
+    iters: int = 20,
+    warmup: int = 3,
+    seed: int = 0,
+    impl: Impl | None = None,
+    kernels: tuple[str, ...] = BENCH_KERNELS,
 ) -> BenchReport:
-    """Gate, then time, every kernel variant at `sizes`."""
+    """Gate, then time, every variant of `kernels` (default all: "wo", "attention", "mlp") at `sizes`."""
     impl = impl or pick_impl()
     torch.manual_seed(seed)
     cache = cache_bytes(impl.device)
     report = BenchReport(run_meta(impl, sizes, seed, iters), copy_bandwidth_gbs(impl.device, cache))
     timer = _Timer(impl.device, iters, warmup, cache, report.copy_bandwidth_gbs)
-    report.rows += _wo_rows(impl, sizes, seed, timer)
-    report.rows += _attention_rows(impl, sizes, seed, timer)
-    report.rows += _mlp_rows(impl, sizes, seed, timer)
+    for name, rows in (("wo", _wo_rows), ("attention", _attention_rows), ("mlp", _mlp_rows)):
+        if name in kernels:
+            report.rows += rows(impl, sizes, seed, timer)
     return report
 
 

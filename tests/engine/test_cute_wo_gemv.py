@@ -45,7 +45,9 @@ def test_issue_shape_compiles_the_staged_kernel(tmp_path, arch, wo_split):
     ptx = report.ptx_path.read_text()
     assert "WoGemvStagedKernel" in report.ptx_path.name
     assert "cp.async.cg.shared.global" in ptx and "ld.shared.v4.b32" in ptx
-    assert ptx.count("mul.rn.f16x2") > 0 and ptx.count("fma.rn.f32") == wo_gemv_shape(K, N, KV_HEADS, wo_split).tile_values
+    assert (
+        ptx.count("mul.rn.f16x2") > 0 and ptx.count("fma.rn.f32") == wo_gemv_shape(K, N, KV_HEADS, wo_split).tile_values
+    )
     assert ".ftz" not in ptx and ".local" not in ptx
     assert report.registers is not None and report.registers <= 128
 

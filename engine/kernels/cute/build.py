@@ -3,7 +3,7 @@
 Every kernel module in this package compiles through `compile_kept`, which keeps PTX and cubin in a dump
 directory (one per variant: the DSL names files after the function, so variants would overwrite each other)
 and reports the cubin size, registers per thread (read from the cubin's .nv.info) and whether the PTX has
-128-bit global loads.
+128-bit global loads (into registers, or 16-byte cp.async into shared memory).
 """
 
 from __future__ import annotations
@@ -19,7 +19,10 @@ import torch
 
 _EIATTR_REGCOUNT = 0x2F
 _EIFMT_SVAL = 0x04
-_LOAD_128 = re.compile(r"ld\.global(?:\.[a-z0-9:_]+)*\.(?:v4\.(?:b32|u32|s32|f32)|v2\.(?:b64|u64|s64|f64))\s")
+_LOAD_128 = re.compile(
+    r"ld\.global(?:\.[a-z0-9:_]+)*\.(?:v4\.(?:b32|u32|s32|f32)|v2\.(?:b64|u64|s64|f64))\s"
+    r"|cp\.async\.c[ag]\.shared\.global(?:\.[a-z0-9:_]+)*\s+\[[^\]]+\],\s*\[[^\]]+\],\s*16\b"  # 16 B to smem
+)
 INSTALL_HINT = "install it with `pip install nvidia-cutlass-dsl==4.8.1`"
 
 
@@ -38,7 +41,7 @@ class CompileReport:
     cubin_path: Path
     cubin_bytes: int
     registers: int | None  # per thread, from the cubin's .nv.info; None when it cannot be read
-    vectorized_128: bool  # the PTX has 128-bit global loads
+    vectorized_128: bool  # the PTX has 128-bit global loads (ld.global.v4 or 16-byte cp.async)
     compile_seconds: float
 
 

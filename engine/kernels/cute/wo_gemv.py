@@ -258,6 +258,8 @@ def _kernel_class() -> type:
 def _staged_kernel_class() -> type:
     """Define the staged kernel class (its decorators need `cutlass`, so this runs on first use)."""
     cutlass, cute = cute_modules()
+    from cutlass.cute.nvgpu import cpasync
+
     word_ptx = e2m1_word_ptx()
     pair_ptx = [e4m3_pair_ptx(b) for b in range(4)]
 
@@ -277,48 +279,54 @@ def _staged_kernel_class() -> type:
 
         @cute.jit
         def __call__(self, x, packed, scales, global_scale, partial, counter, y, stream):
-            """Host side: 128-bit copy atoms for global and shared memory, the scales' atom, and the launch."""
-            vec = cute.make_copy_atom(cute.nvgpu.CopyUniversalOp(), cutlass.Int32, num_bits_per_copy=128)
-            sc = cute.make_copy_atom(
-                cute.nvgpu.CopyUniversalOp(), cutlass.Int32, num_bits_per_copy=32 * self.scale_words
+            """Host side: cp.async atoms (weights 16 B, L2 only; scales 4-16 B), shared-memory read atoms, launch."""
+            scale_bits = 32 * self.scale_words
+            atoms = (
+                cute.make_copy_atom(
+                    cpasync.CopyG2SOp(cpasync.LoadCacheMode.GLOBAL), cutlass.Int32, num_bits_per_copy=128
+                ),
+                cute.make_copy_atom(cpasync.CopyG2SOp(), cutlass.Int32, num_bits_per_copy=scale_bits),
+                cute.make_copy_atom(cute.nvgpu.CopyUniversalOp(), cutlass.Int32, num_bits_per_copy=128),
+                cute.make_copy_atom(cute.nvgpu.CopyUniversalOp(), cutlass.Int32, num_bits_per_copy=scale_bits),
             )
-            self.kernel(x, packed, scales, global_scale, partial, counter, y, vec, sc).launch(
+            self.kernel(x, packed, scales, global_scale, partial, counter, y, *atoms).launch(
                 grid=(self.row_blocks, self.slots, 1), block=(STAGED_ROWS, 1, 1), stream=stream
             )
 
         @cute.kernel
-        def kernel(self, x, packed, scales, global_scale, partial, counter, y, vec, sc):
-            """Device side: staged tiles, one row's sequential partial sum per lane, then the slot-order gather."""
+        def kernel(self, x, packed, scales, global_scale, partial, counter, y, g2s, g2s_scale, s2r, s2r_scale):
+            """Device side: cp.async tile t+1 while tile t is decoded, one row's sequential sum per lane, the gather."""
             lane, _, _ = cute.arch.thread_idx()
             rb, slot, _ = cute.arch.block_idx()
             smem = cutlass.memory.SmemAllocator()
             xs = smem.allocate_tensor(cutlass.Float32, cute.make_layout(self.slot_len), byte_alignment=16)
-            tiles = smem.allocate_tensor(
-                cutlass.Int32,
-                cute.make_layout(
-                    (2, STAGED_ROWS, self.row_words), stride=(STAGED_ROWS * self.row_words, self.row_words, 1)
-                ),
-                byte_alignment=16,
+            tile_layout = cute.make_layout(
+                (2, STAGED_ROWS, self.row_words), stride=(STAGED_ROWS * self.row_words, self.row_words, 1)
             )
+            tiles = smem.allocate_tensor(cutlass.Int32, tile_layout, byte_alignment=16)
+            scale_layout = cute.make_layout(
+                (2, STAGED_ROWS, self.scale_words), stride=(STAGED_ROWS * self.scale_words, self.scale_words, 1)
+            )
+            scale_tiles = smem.allocate_tensor(cutlass.Int32, scale_layout, byte_alignment=16)
             last = smem.allocate_tensor(cutlass.Int32, cute.make_layout(1), byte_alignment=4)
 
             n = rb * STAGED_ROWS + lane
             n_read = cutlass.min(n, cutlass.Int32(self.n - 1))  # rows past N read row N-1 and write nothing
-            first_tile = slot * self.tiles  # tile index (in tile-sized pieces of a row) where the slot starts
-            staged = cute.make_rmem_tensor((self.vectors_per_row * 4,), cutlass.Int32)  # the next tile, coalesced
-            scale_next = cute.make_rmem_tensor((self.scale_words,), cutlass.Int32)
-            scale_now = cute.make_rmem_tensor((self.scale_words,), cutlass.Int32)
+            first_tile = slot * self.tiles  # index, in tile-sized pieces of a row, of the slot's first tile
             words = cute.make_rmem_tensor((4,), cutlass.Int32)
+            scale_now = cute.make_rmem_tensor((self.scale_words,), cutlass.Int32)
 
-            # Tile 0 in flight first; lane l loads vector l + 32 i: row (l + 32 i) / V, vector (l + 32 i) % V.
+            # Tile 0 (buffer 0) in flight first. Lane l copies vector v = l + 32 i of the 32 x V vectors of a tile:
+            # row v / V, vector v % V, so a warp's copy covers 32 / V rows' whole tile rows, contiguous in memory.
             for i in cutlass.range_constexpr(self.vectors_per_row):
                 v = lane + 32 * i
                 r = cutlass.min(rb * STAGED_ROWS + v // self.vectors_per_row, cutlass.Int32(self.n - 1))
-                src = cute.local_tile(
-                    packed[r, None], (4,), (first_tile * self.vectors_per_row + v % self.vectors_per_row,)
-                )
-                cute.copy(vec, src, cute.local_tile(staged, (4,), (i,)))
-            cute.copy(sc, cute.local_tile(scales[n_read, None], (self.scale_words,), (first_tile,)), scale_next)
+                col = first_tile * self.vectors_per_row + v % self.vectors_per_row
+                dst = cute.local_tile(tiles[0, v // self.vectors_per_row, None], (4,), (v % self.vectors_per_row,))
+                cute.copy(g2s, cute.local_tile(packed[r, None], (4,), (col,)), dst)
+            scale_src = cute.local_tile(scales[n_read, None], (self.scale_words,), (first_tile,))
+            cute.copy(g2s_scale, scale_src, scale_tiles[0, lane, None])
+            cute.arch.cp_async_commit_group()
 
             # x * global_scale * 2^14 in fp32, the factor the f16 weights lack (exact: a power-of-two rescale).
             gx = cute.local_tile(x, (self.slot_len,), (slot,))
@@ -327,32 +335,28 @@ def _staged_kernel_class() -> type:
                 k = lane + STAGED_ROWS * i
                 if k < self.slot_len:
                     xs[k] = gx[k].to(cutlass.Float32) * x_scale
-
-            for i in cutlass.range_constexpr(self.vectors_per_row):
-                v = lane + 32 * i
-                dst = cute.local_tile(tiles[0, v // self.vectors_per_row, None], (4,), (v % self.vectors_per_row,))
-                cute.copy(vec, cute.local_tile(staged, (4,), (i,)), dst)
+            cute.arch.cp_async_wait_group(0)
             cute.arch.sync_threads()
 
             acc = cutlass.Float32(0.0)
             for t in cutlass.range(self.tiles):
                 buf = t % 2
-                for i in cutlass.range_constexpr(self.scale_words):
-                    scale_now[i] = scale_next[i]
-                if t + 1 < self.tiles:  # tile t+1 in flight while tile t is decoded
+                if t + 1 < self.tiles:  # tile t+1 into the other buffer: nobody reads it since the last barrier
                     for i in cutlass.range_constexpr(self.vectors_per_row):
                         v = lane + 32 * i
                         r = cutlass.min(rb * STAGED_ROWS + v // self.vectors_per_row, cutlass.Int32(self.n - 1))
                         col = (first_tile + t + 1) * self.vectors_per_row + v % self.vectors_per_row
-                        cute.copy(
-                            vec, cute.local_tile(packed[r, None], (4,), (col,)), cute.local_tile(staged, (4,), (i,))
-                        )
-                    scale_tile = cute.local_tile(scales[n_read, None], (self.scale_words,), (first_tile + t + 1,))
-                    cute.copy(sc, scale_tile, scale_next)
+                        dst = cute.local_tile(tiles[1 - buf, v // self.vectors_per_row, None], (4,),
+                                              (v % self.vectors_per_row,))  # fmt: skip
+                        cute.copy(g2s, cute.local_tile(packed[r, None], (4,), (col,)), dst)
+                    scale_src = cute.local_tile(scales[n_read, None], (self.scale_words,), (first_tile + t + 1,))
+                    cute.copy(g2s_scale, scale_src, scale_tiles[1 - buf, lane, None])
+                    cute.arch.cp_async_commit_group()
+                cute.copy(s2r_scale, scale_tiles[buf, lane, None], scale_now)
                 row = tiles[buf, lane, None]
                 k0 = t * self.tile
                 for q in cutlass.range_constexpr(self.vectors_per_row):
-                    cute.copy(vec, cute.local_tile(row, (4,), (q,)), words)
+                    cute.copy(s2r, cute.local_tile(row, (4,), (q,)), words)
                     for h in cutlass.range_constexpr(2):
                         block = 2 * q + h  # 16-value block of this tile: scale byte block % 4 of word block // 4
                         pair = cute.arch.inline_ptx(pair_ptx[block % 4], write_only_types=[cutlass.Int32],
@@ -363,13 +367,8 @@ def _staged_kernel_class() -> type:
                             k = k0 + tile_offset(q, h, w)
                             for j in cutlass.range_constexpr(8):  # k order
                                 acc = cute.math.fma(xs[k + j], vals[j], acc)
-                if t + 1 < self.tiles:  # tile t+1 into the other buffer, read by nobody since the last barrier
-                    for i in cutlass.range_constexpr(self.vectors_per_row):
-                        v = lane + 32 * i
-                        dst = cute.local_tile(tiles[1 - buf, v // self.vectors_per_row, None], (4,),
-                                              (v % self.vectors_per_row,))  # fmt: skip
-                        cute.copy(vec, cute.local_tile(staged, (4,), (i,)), dst)
-                cute.arch.sync_threads()
+                cute.arch.cp_async_wait_group(0)  # this lane's copies of tile t+1 have landed ...
+                cute.arch.sync_threads()  # ... every lane's, and every lane is done reading buffer t % 2
             if n < self.n:
                 partial[slot, n] = acc
 
