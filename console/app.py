@@ -212,7 +212,7 @@ class RunConsole(App[None]):
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         """The command palette (ctrl+p): every console action, less the controls under --readonly."""
         yield from super().get_system_commands(screen)
-        yield SystemCommand("Gates", "Every gate of the latest summary, with verdicts (g)", self.action_gates)
+        yield SystemCommand("Gates", "Gates and verdicts of the latest summary, region timings (g)", self.action_gates)
         yield SystemCommand("Help", "Every key of the console (?)", self.action_help)
         yield SystemCommand("Timeline", "The whole run: memory, step spans, verdicts (t)", self.action_timeline)
         yield SystemCommand(

@@ -13,7 +13,7 @@ from rich.table import Table
 
 from runners import event_loop
 from runners.bench.client_bench import BenchError, ClientBenchResult, bench_client
-from runners.bench.mock_server import MockSettings, serve_mock
+from runners.bench.mock_server import MockSettings, RegionTimingMock, serve_mock
 from runners.bench.watchdog_bench import as_row, idle_cpu, measure
 from runners.replay.metrics import Distribution
 from runners.run.files import write_json_atomic
@@ -48,6 +48,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "--continuous-usage", choices=("honour", "ignore", "reject"), default="honour",
         help="stream_options.continuous_usage_stats: usage on every chunk (like vLLM), ignored, or HTTP 400",
     )  # fmt: skip
+    mock.add_argument("--region-timing-trigger", metavar="PATH",
+                      help="play region timers: a completion that finds PATH writes a synthetic dump")  # fmt: skip
+    mock.add_argument("--region-timing-output", metavar="PATH", help="where the dump goes (.npy)")
+    mock.add_argument("--region-timing-ctas", type=_positive, default=8, metavar="N", help="CTA rows of the dump")
+    mock.add_argument("--region-timing-regions", type=_positive, default=3, metavar="R", help="regions of the dump")
     watchdog = what.add_parser("watchdog", help="guard reaction to a real memory hog (floors just below now)")
     watchdog.add_argument("--rates", default="0.5,1,2", help="fill rates in GiB/s, comma-separated")
     watchdog.add_argument("--repeats", type=_positive, default=1)
@@ -83,8 +88,16 @@ def run(args: argparse.Namespace, console: Console) -> int:
     if args.bench == "kernels":
         return _kernels(args, console)
     if args.bench == "mock-server":
+        if (args.region_timing_trigger is None) != (args.region_timing_output is None):
+            print("error: give --region-timing-trigger and --region-timing-output together", file=sys.stderr)
+            return 2
+        regions = None
+        if args.region_timing_trigger:
+            regions = RegionTimingMock(args.region_timing_trigger, args.region_timing_output,
+                                       args.region_timing_ctas, args.region_timing_regions)  # fmt: skip
         settings = MockSettings(args.ttft_ms, args.itl_ms, args.tokens, args.fault, args.fault_every,
-                                args.health_fail_after, args.tokens_per_chunk, args.continuous_usage)  # fmt: skip
+                                args.health_fail_after, args.tokens_per_chunk, args.continuous_usage,
+                                regions)  # fmt: skip
         console.print(f"mock server on http://{args.host}:{args.port} ({settings}); Ctrl-C stops it", highlight=False)
         with contextlib.suppress(KeyboardInterrupt):
             event_loop.run(serve_mock(args.host, args.port, settings))

@@ -1,4 +1,5 @@
-"""The gates screen (`g`): every gate of the run's latest summary, its status, verdict and criteria."""
+"""The gates screen (`g`): every gate of the run's latest summary, its status, verdict and criteria, and
+below them the region timings of the steps that asked for a dump (summary.json `steps[].region_timings`)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
+
+from runners.evidence.region_table import calibration_line, region_rows
+from runners.plan.steps import StepKey
 
 STATUS_STYLE = {"pass": "green", "fail": "bold red", "no_data": "yellow"}
 NO_SUMMARY = (
@@ -39,6 +43,22 @@ def gate_rows(summary: dict) -> list[tuple[str, str, Text, str, str]]:
     return rows
 
 
+def region_timing_steps(summary: dict) -> list[tuple[str, str, list[tuple[str, str, str, str, str]], str]]:
+    """(step, calibration line, region rows, unit) per step of summary.json with a region-timing section."""
+    out = []
+    for row in summary.get("steps") or []:
+        regions = row.get("region_timings") if isinstance(row, dict) else None
+        if not isinstance(regions, dict):
+            continue
+        try:
+            path = StepKey.from_dict(row["step"]).path
+        except (KeyError, TypeError, ValueError):
+            continue
+        unit = "µs" if regions.get("unit") == "us" else "ticks"
+        out.append((path, calibration_line(regions), region_rows(regions), unit))
+    return out
+
+
 class GatesScreen(Screen[None]):
     """The gate table of one summary; `g` or escape goes back."""
 
@@ -46,6 +66,7 @@ class GatesScreen(Screen[None]):
     DEFAULT_CSS = """
     GatesScreen #verdicts { height: auto; padding: 0 1; background: $boost; }
     GatesScreen DataTable { height: 1fr; }
+    GatesScreen #region-notes { height: auto; padding: 0 1; background: $boost; }
     """
 
     def __init__(self, summary: dict | None) -> None:
@@ -60,6 +81,13 @@ class GatesScreen(Screen[None]):
             line = verdict_line(self.summary) or "no verdicts"
             yield Static(f"[b]{self.summary.get('run_id', '')}[/b] ({status})   {line}", id="verdicts")
         yield DataTable(id="gates", cursor_type="row", zebra_stripes=True)
+        steps = region_timing_steps(self.summary or {})
+        if steps:
+            notes = Text("\n").join(
+                Text.assemble(("region timings ", "bold"), f"{path}: {line}") for path, line, _rows, _unit in steps
+            )
+            yield Static(notes, id="region-notes")
+            yield DataTable(id="regions", cursor_type="row", zebra_stripes=True)
         yield Footer()
 
     def on_mount(self) -> None:
@@ -68,3 +96,14 @@ class GatesScreen(Screen[None]):
         table.add_columns("gate", "arm", "status", "verdict", "failed or unjudged criteria")
         for row in gate_rows(self.summary or {}):
             table.add_row(*row)
+        steps = region_timing_steps(self.summary or {})
+        if steps:
+            regions = self.query_one("#regions", DataTable)
+            units = {unit for _path, _line, rows, unit in steps if rows}
+            shared = units.pop() if len(units) == 1 else None  # mixed: each cell names its unit
+            head = f" {shared}" if shared else ""
+            regions.add_columns("step", "region", "active CTAs", f"median{head}", f"p99{head}", "kind")
+            for path, _line, rows, unit in steps:
+                for region, ctas, median, p99, kind in rows:
+                    tail = "" if shared else f" {unit}"
+                    regions.add_row(path, region, ctas, median + tail, p99 + tail, kind)

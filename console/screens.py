@@ -20,7 +20,7 @@ CONTROL_KEYS_HELP = """\
 VIEW_KEYS_HELP = """\
   [b]l[/b]       the serve target's log, followed: / search, n/N match,
           e/E error, space pause, G bottom, esc back
-  [b]g[/b]       gates: each gate of the latest summary and its criteria
+  [b]g[/b]       gates of the latest summary with their criteria; region timings
   [b]f[/b]       filter the events as you type (any case); esc clears
   [b]t[/b]       timeline: MemAvailable, step spans and verdicts in time
   [b]ctrl+p[/b]  command palette: every action by name

@@ -14,23 +14,79 @@ absolute schedule so a late tick does not push the rest back.
 Faults (every `fault_every`-th request, counting from 1) rehearse what a real server does wrong:
 `http500`, `garbage` (non-JSON SSE data), `stall` (stops after half the tokens and never ends),
 `eof` (closes the connection after half the tokens without `[DONE]`).
+
+With `region_timing` it plays a target built with region timers (as nvllm's `/tmp/.dump_region_timings`):
+a completion request that finds the trigger file writes `synthetic_region_ticks` to the output `.npy`
+(temp file, then rename) and removes the trigger.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Literal
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    import numpy as np
 
 Fault = Literal["none", "http500", "garbage", "stall", "eof"]
 ContinuousUsage = Literal["honour", "ignore", "reject"]
 MODEL_ID = "mock"
 MAX_HEADER_BYTES = 64 * 1024
 MAX_BODY_BYTES = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class RegionTimingMock:
+    """Region timers: a completion that finds `trigger` writes a [ctas, regions, 2] dump to `output`."""
+
+    trigger: str
+    output: str
+    ctas: int = 8
+    regions: int = 3
+
+
+def synthetic_region_ticks(ctas: int, regions: int) -> np.ndarray:
+    """A deterministic int64 [ctas, regions, 2] start/end tick buffer.
+
+    Region r < regions − 1 of CTA c starts at 1000·r + 3·c and lasts 100·(r + 1) + c ticks (every CTA runs it);
+    the last region (with two or more) runs on CTA 0 alone, from 1000·(regions − 1) for 100·regions ticks.
+    """
+    import numpy as np  # only a mock with region timers needs it
+
+    ticks = np.zeros((ctas, regions, 2), dtype=np.int64)
+    shared = regions - 1 if regions > 1 else regions
+    for c in range(ctas):
+        for r in range(shared):
+            start = 1000 * r + 3 * c
+            ticks[c, r] = (start, start + 100 * (r + 1) + c)
+    if regions > 1:
+        start = 1000 * (regions - 1)
+        ticks[0, regions - 1] = (start, start + 100 * regions)
+    return ticks
+
+
+def dump_region_timing(mock: RegionTimingMock) -> bool:
+    """Write the synthetic dump when the trigger exists (then remove the trigger); whether it wrote one."""
+    import numpy as np
+
+    if not os.path.exists(mock.trigger):
+        return False
+    output = Path(mock.output)
+    tmp = output.with_name(f".{output.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as fh:
+        np.save(fh, synthetic_region_ticks(mock.ctas, mock.regions), allow_pickle=False)
+    os.replace(tmp, output)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(mock.trigger)
+    return True
 
 
 @dataclass(frozen=True)
@@ -45,6 +101,7 @@ class MockSettings:
     health_fail_after: int = 0  # /health answers 503 from this probe on (0: always 200)
     tokens_per_chunk: int = 1
     continuous_usage: ContinuousUsage = "honour"  # what it does with stream_options.continuous_usage_stats
+    region_timing: RegionTimingMock | None = None
 
 
 class _Connection(asyncio.Protocol):
@@ -135,6 +192,8 @@ class _Connection(asyncio.Protocol):
     def _completion(self, chat: bool, request: dict) -> None:
         s = self.settings
         n = next(self.numbers)
+        if s.region_timing is not None:
+            dump_region_timing(s.region_timing)
         fault = s.fault if s.fault != "none" and n % s.fault_every == 0 else "none"
         if fault == "http500":
             self._simple(500, {"error": {"message": "injected fault: internal server error", "code": 500}})

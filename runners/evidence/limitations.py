@@ -5,7 +5,8 @@ traces, effective env that was not verified, unfinished attempts kept aside, tok
 from chunks, server metrics that could not be scraped or steps too short to sample them, prompts not
 checked in tokens, memory actions and OOM kills, restarts,
 a /health that failed while the target was up, steps whose dispatch the operator paused, steps
-whose client latency disagrees with the server's own histograms or could not be cross-checked.
+whose client latency disagrees with the server's own histograms or could not be cross-checked,
+region-timing dumps not captured, left in ticks or off the profiler's mean.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 from collections import Counter
 
 from runners.evidence.measurement import step_measurement
+from runners.evidence.region_table import CAPTURED, section_status
 from runners.evidence.step_files import number, phase_record, section
 from runners.plan.model import Plan
 from runners.plan.steps import StepKey
@@ -94,6 +96,23 @@ def _attempts(run: RunDir) -> list[str]:
         return []
     first = kept[0].relative_to(run.root)
     return [f"{len(kept)} unfinished attempt(s) kept aside and not counted (e.g. {first})"]
+
+
+def _region_timings(run: RunDir, plan: Plan) -> list[str]:
+    """Done steps that asked for a region-timing dump and have none, have it in ticks, or failed its cross-check."""
+    out = []
+    for step in plan.steps():
+        if plan.phase(step.phase).region_timings is None or not run.is_done(step):
+            continue
+        regions = section(phase_record(run, step), "region_timings")
+        if not regions:
+            continue
+        status, calibration = section_status(regions), section(regions, "calibration")
+        if status != CAPTURED:
+            out.append(f"region timings {status}: {step.path}: {regions.get('reason') or 'no reason recorded'}")
+        elif regions.get("unit") != "us" or calibration.get("flagged"):
+            out.append(f"region timings of {step.path}: {calibration.get('note') or 'in ticks, not µs'}")
+    return out
 
 
 def _paused(run: RunDir, plan: Plan) -> list[str]:
@@ -207,6 +226,7 @@ def known_limitations(run: RunDir, plan: Plan) -> list[str]:
         *_steps(run, plan, events),
         *_env(run, plan),
         *_profiles(run, plan),
+        *_region_timings(run, plan),
         *_incidents(events),
         *_paused(run, plan),
         *_measurements(run, plan),

@@ -8,6 +8,58 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from runners.plan.fields import check_slug
 
+PROFILE_DIR = "{profile_dir}"
+
+
+def check_dump_path(value: str) -> str:
+    """A file's absolute host path, or one under `{profile_dir}/` (the serve target's runner-owned trace directory)."""
+    under_profile_dir = value.startswith(PROFILE_DIR + "/")
+    rest = value[len(PROFILE_DIR) :] if under_profile_dir else value
+    if not rest.startswith("/"):
+        raise ValueError(f"{value!r} must be an absolute host path or start with {PROFILE_DIR}/")
+    if "{" in rest or "}" in rest:
+        raise ValueError(f"{value!r}: the only placeholder is {PROFILE_DIR}, at the start")
+    if rest.endswith("/"):
+        raise ValueError(f"{value!r} names a directory; give a file path")
+    return value
+
+
+class RegionTimingSpec(BaseModel):
+    """`region_timings`: a per-CTA region-timing dump of the step, asked for through a sentinel file (as nvllm's
+    `/tmp/.dump_region_timings`) and read back as an int64 [ctas, regions, 2] tick buffer (`.npy`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    trigger: str = Field(description="file the runner creates before the replay; absolute, or {profile_dir}/...")
+    output: str = Field(description="the .npy the target writes on seeing the trigger; absolute or {profile_dir}/...")
+    regions: list[str] | None = Field(None, min_length=1, description="region names in buffer order")
+    active_ctas: int | None = Field(None, ge=1, description="CTAs the grid launched (the buffer may hold more rows)")
+    kernel: str | None = Field(None, min_length=1, description="the profiler's name of the kernel, to calibrate ticks")
+    tick_ns: float | None = Field(None, gt=0, le=1e9, description="ns per tick (1.0 for globaltimer)")
+    wait_s: float = Field(30.0, gt=0, le=3600, description="wait at most this long for the output to appear and settle")
+
+    _paths_ok = field_validator("trigger", "output")(check_dump_path)
+
+    @field_validator("output")
+    @classmethod
+    def _npy(cls, value: str) -> str:
+        if not value.endswith(".npy"):
+            raise ValueError(f"{value!r}: the output is a numpy .npy file; name it *.npy")
+        return value
+
+    @field_validator("regions")
+    @classmethod
+    def _names(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and (len(set(value)) != len(value) or not all(name.strip() for name in value)):
+            raise ValueError(f"region names must be distinct and not blank; got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _two_files(self) -> RegionTimingSpec:
+        if self.trigger == self.output:
+            raise ValueError("trigger and output must be different files")
+        return self
+
 
 class PhaseBase(BaseModel):
     """What every phase kind shares: identity, request shape, bounds and what to measure."""
@@ -36,6 +88,9 @@ class PhaseBase(BaseModel):
     profile_stop_timeout_s: float = Field(
         60.0, gt=0, le=3600, description="hard deadline of /stop_profile; past it the target is killed"
     )
+    region_timings: RegionTimingSpec | None = Field(
+        None, description="ask the target for a region-timing dump during the step (supplementary)"
+    )
 
     _name_ok = field_validator("name")(check_slug)
 
@@ -43,6 +98,8 @@ class PhaseBase(BaseModel):
     def _profile_is_supplementary(self) -> PhaseBase:
         if self.profile and self.mode != "supplementary":
             raise ValueError('profile = true belongs in mode = "supplementary": primary passes keep clean timing')
+        if self.region_timings is not None and self.mode != "supplementary":
+            raise ValueError('region_timings belongs in mode = "supplementary": primary passes keep clean timing')
         return self
 
     @field_validator("percentiles")

@@ -3,9 +3,9 @@
 The summary leads with the per-arm headline table (GSM8K, wall mean and spread of the deciding
 phase, TPOT p50/p95, long-decode TPOT p95, verdict), then every gate with its failed criteria,
 the reproduction Δ table when a prior run is given, the pooled per-arm and per-step tables, the
-client's TTFT/ITL means beside the server's own per step, the plots, known limitations and
-provenance. Percentiles are recomputed over every request of the pooled repetitions, never
-averaged across steps.
+client's TTFT/ITL means beside the server's own per step, the region timings of steps that asked
+for a dump, the plots, known limitations and provenance. Percentiles are recomputed over every
+request of the pooled repetitions, never averaged across steps.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from runners.evidence.measurement import step_measurement
+from runners.evidence.region_table import calibration_line, region_rows
 from runners.evidence.results import ArmResult, RunResults, load_run_results
 from runners.evidence.step_files import number, phase_record, section
 from runners.gates.evaluate import GateReport, evaluate_gates, gsm8k_correct, registry_for
@@ -257,7 +258,8 @@ def step_rows(results: RunResults) -> list[dict]:
             {"step": step.as_dict(), "kind": kind, "done": True, "results": results_line(record),
              "stats": section(record, "stats") or None, "server_latency": section(record, "server_latency") or None,
              "measurement": step_measurement(step.path, record).check.as_dict(),
-             "profile": section(record, "profile") or None}
+             "profile": section(record, "profile") or None,
+             "region_timings": section(record, "region_timings") or None}
         )  # fmt: skip
     return rows
 
@@ -349,6 +351,30 @@ def _latency_check(rows: list[dict]) -> list[str]:
     return [*lines, ""]
 
 
+def _region_timings(rows: list[dict]) -> list[str]:
+    """Per done step that asked for a region-timing dump: how it was calibrated and its per-region table."""
+    steps = [row for row in rows if row["done"] and row.get("region_timings")]
+    if not steps:
+        return []
+    lines = [
+        "## Region timings",
+        "",
+        "Per-CTA region timers of the steps that asked the target for a dump (`region_timings.npy` in the step "
+        "directory), over the CTAs the grid launched: CTAs that ran each region, median and p99 of their durations.",
+        "",
+    ]
+    for row in steps:
+        regions = row["region_timings"]
+        unit = "µs" if regions.get("unit") == "us" else "ticks"
+        lines += [f"### {StepKey.from_dict(row['step']).path}", "", calibration_line(regions), ""]
+        table = region_rows(regions)
+        if table:
+            lines += [f"| region | active CTAs | median {unit} | p99 {unit} | kind |", "|---|---|---|---|---|"]
+            lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |" for cells in table]
+            lines.append("")
+    return lines
+
+
 def _plots(root: Path, plots: tuple[Path, ...], notes: tuple[str, ...]) -> list[str]:
     if not plots and not notes:
         return []
@@ -418,8 +444,8 @@ def render_summary(
     ]
     body = [
         *_headline(results, gates), *_gates(gates), *_reproduction(gates), *_arms(results), *_steps(steps),
-        *_latency_check(steps), *_profiles(steps), *_plots(results.root, plots, notes), *_limitations(results),
-        *_provenance(results.provenance),
+        *_latency_check(steps), *_profiles(steps), *_region_timings(steps), *_plots(results.root, plots, notes),
+        *_limitations(results), *_provenance(results.provenance),
     ]  # fmt: skip
     return "\n".join(head + body + tail)
 

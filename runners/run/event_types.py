@@ -457,6 +457,30 @@ class ProfileRecovered(Event):
     files: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class RegionTimingsCaptured(Event):
+    """The target's region-timing dump was read into the step as `file` (region_timings.npy): `regions` decoded,
+    in `unit` (us or ticks), calibrated by `calibration` (tick_ns, the profiler mean of a kernel, or null)."""
+
+    TYPE = "region_timings_captured"
+    step: StepKey
+    file: str
+    regions: int
+    unit: str
+    calibration: str | None
+
+
+@dataclass(frozen=True)
+class RegionTimingsMissing(Event):
+    """The step asked for a region-timing dump and has none: `status` missing, unreadable or unavailable, and why.
+    The step's measurements stand."""
+
+    TYPE = "region_timings_missing"
+    step: StepKey
+    status: str
+    reason: str
+
+
 # ---- the memory guard -----------------------------------------------------------------------------
 
 

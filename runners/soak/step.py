@@ -40,6 +40,7 @@ from runners.soak.memory_watch import MemoryWatch
 from runners.soak.profiler import ProfileRecord
 from runners.soak.profiler_rules import StepProfiler
 from runners.soak.progress import ProgressReporter
+from runners.soak.region_timings import RegionDump
 from runners.soak.server_latency_probe import StepLatencyProbe
 
 TARGET_DEATH_GRACE_S = 2.0
@@ -147,6 +148,8 @@ class StepRun:
             if refused:
                 ctx.ledger.fail([step], refused)
                 return "failed"
+        region_dump = RegionDump.for_step(phase, self.runtime, step_dir, ctx.events, step)  # region timings
+        await region_dump.arm()  # the trigger, before the replay
         requests = JsonlWriter(step_dir / "requests.jsonl")
         scrapes = JsonlWriter(step_dir / SERVER_METRICS_FILE)
         progress = ProgressReporter(ctx.events, step, planned)
@@ -215,6 +218,7 @@ class StepRun:
             verdict = judge(StepObservation(finished, target_ended=_describe(ended), memory=memory,
                                             deadline_s=phase.deadline_s))  # fmt: skip
             ctx.ledger.fail([step], verdict.failure or "")
+            await region_dump.discard()  # region timings: no trigger left for a later target
             return verdict.outcome
         outcome = replay_task.result()
         profile: ProfileRecord | None = None
@@ -224,6 +228,10 @@ class StepRun:
             profile = await self.profiler.stop(phase.profile_stop_timeout_s)
             if self.profiler.kill_failed:
                 ctx.ledger.fail_run(self.profiler.kill_failed)
+        region_timings = await region_dump.collect(  # region timings: after the profiler stop
+            kernels=((profile.kernels or {}).get("rows") if profile else None), abort=ctx.abort,
+            ended=_describe(ended), aborted=outcome.aborted, profile_lost=self.profiler.killed,
+        )  # fmt: skip
         target = await self.runtime.inspect()
         if ended is None:
             self._note_oom_kills(target)
@@ -248,6 +256,7 @@ class StepRun:
             "server_metrics": summarize_metrics(samples) if sampler is not None else None,
             "server_latency": server.as_dict(),
             "measurement": check.as_dict(),
+            "region_timings": region_timings,
             **evaluate(phase, ctx.loaded, outcome.records, step_dir),
         }
         write_json_atomic(step_dir / "phase.json", record)
