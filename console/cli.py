@@ -17,14 +17,17 @@ from runners import event_loop
 from runners.evidence.mechanism_input import MechanismInput
 from runners.gates.mechanism import ACCEPTANCE_RULE, mechanism_gate
 from runners.gates.registry import load_registry
+from runners.host.meminfo import read_meminfo
 from runners.plan.load import load_plan
 from runners.plan.preflight import preflight_warnings
+from runners.plan.sections import WatchdogSpec
 from runners.plan.serve_spec import DockerServe, ExternalServe
 from runners.run.control import request_abort
 from runners.run.paths import CONFIGS_DIR, DEMO_PLAN, default_runs_dir
 from runners.run.run_index import list_runs, newest_live, plan_files
 from runners.run.rundir import RunDir, RunDirError, runner_alive
 from runners.soak.execute import create_run, execute, load_run_plan, open_run, spawn_detached
+from runners.watchdog.host_fit import floor_fit
 
 EXIT_BAD_INPUT = 2
 
@@ -68,14 +71,28 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _host_fit(path: Path, watchdog: WatchdogSpec) -> list[str]:
+    """The floors' warnings on this host; raises ConfigFileError (naming `path`) when they cannot fit it."""
+    fit = floor_fit(watchdog, read_meminfo())
+    if fit.errors:
+        raise ConfigFileError(path, [f"{path}: {error}" for error in fit.errors])
+    return fit.warnings
+
+
 def _start(args: argparse.Namespace, plan: Path | None) -> RunDir:
     if args.command == "run" and args.resume is not None:
         if plan is not None or args.out is not None:
             raise CliError("--resume takes a run directory only; drop PLAN and --out")
-        return open_run(args.resume)
-    if plan is None:
+        run = open_run(args.resume)
+        warnings = _host_fit(run.plan_toml, load_run_plan(run).plan.watchdog)
+    elif plan is None:
         raise CliError("give a PLAN file, or --resume RUN_DIR")
-    return create_run(plan, args.out, default_runs_dir())
+    else:
+        warnings = _host_fit(plan, load_plan(plan).plan.watchdog)  # before a run directory exists
+        run = create_run(plan, args.out, default_runs_dir())
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    return run
 
 
 def _headless(run: RunDir, console: Console) -> int:
@@ -161,6 +178,7 @@ def _after_console(run: RunDir) -> None:
 
 def _validate(path: Path) -> int:
     loaded = load_plan(path)
+    host_warnings = _host_fit(path, loaded.plan.watchdog)
     plan, serve = loaded.plan, loaded.plan.serve
     print(f"plan {plan.name} ({path}): valid")
     if isinstance(serve, DockerServe):
@@ -191,6 +209,8 @@ def _validate(path: Path) -> int:
                 print(f"  warning: serve.mounts: {source} (for {target_path}) does not exist on this host; {what}")
     for finding in preflight_warnings(plan):
         print(f"  warning: {finding.topic}: {finding.message}")
+    for warning in host_warnings:
+        print(f"  warning: this host: {warning}")
     return 0
 
 

@@ -10,6 +10,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
 from runners.evidence.region_table import calibration_line, region_rows
+from runners.gates.result import STATUS_LABEL
 from runners.plan.steps import StepKey
 
 STATUS_STYLE = {"pass": "green", "fail": "bold red", "no_data": "yellow"}
@@ -32,12 +33,13 @@ def gate_rows(summary: dict) -> list[tuple[str, str, Text, str, str]]:
         if not isinstance(gate, dict):
             continue
         status = str(gate.get("status", "?"))
+        label = Text(STATUS_LABEL.get(status, status), style=STATUS_STYLE.get(status, ""))
         criteria = [str(c) for c in gate.get("failed_criteria") or []]
         shown = criteria[0] if criteria else ""
         if len(criteria) > 1:
             shown += f"  (+{len(criteria) - 1} more)"
         rows.append((
-            str(gate.get("name", "?")), str(gate.get("arm") or "run"), Text(status, style=STATUS_STYLE.get(status, "")),
+            str(gate.get("name", "?")), str(gate.get("arm") or "run"), label,
             str(gate.get("verdict") or ""), shown,
         ))  # fmt: skip
     return rows

@@ -9,6 +9,7 @@ from pathlib import PurePath
 from runners.plan.model import Plan
 from runners.plan.serve_spec import DockerServe, ExternalServe
 from runners.plan.steps import StepKey
+from runners.watchdog.host_fit import gib_text
 
 LIVE_KEYS = (
     "ttft_p50_ms", "ttft_p95_ms", "tpot_p50_ms", "tpot_p95_ms", "itl_p50_ms", "itl_p95_ms", "output_tokens", "errors",
@@ -271,8 +272,8 @@ class RunView:
         floors = e.get("floors_gib") or {}
         self.watchdog_level = "ok"
         return (
-            f"guard up (pid {e.get('pid')}): MemAvailable floors WARN {floors.get('warn')} / ABORT "
-            f"{floors.get('abort')} / KILL {floors.get('kill')} GiB"
+            f"guard up (pid {e.get('pid')}): MemAvailable floors WARN {_gib(floors.get('warn'))} / ABORT "
+            f"{_gib(floors.get('abort'))} / KILL {_gib(floors.get('kill'))} GiB"
         )
 
     def _on_watchdog_level(self, e: dict) -> str:
@@ -385,3 +386,8 @@ class RunView:
 
     def _on_step_skipped(self, e: dict) -> str | None:
         return self._end(e, "skipped", "skipped (done earlier)")
+
+
+def _gib(value: object) -> str:
+    """A floor from an event: `2.94` for 2.9425125122070312; "?" when the event lacks it."""
+    return gib_text(value) if isinstance(value, int | float) else "?"

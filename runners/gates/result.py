@@ -8,6 +8,7 @@ from typing import Any, Literal
 GateStatus = Literal["pass", "fail", "no_data"]
 Severity = Literal["blocking", "warning"]
 STATUSES: tuple[GateStatus, ...] = ("pass", "fail", "no_data")
+STATUS_LABEL: dict[str, str] = {"pass": "pass", "fail": "FAIL", "no_data": "no data"}  # how people read a status
 NO_VERDICT = "no verdict"
 
 

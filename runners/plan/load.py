@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.config_file import ConfigFileError, load_toml_model
+from runners.plan.env_reach import env_errors
 from runners.plan.model import Plan
 from runners.plan.phases import phase_files
 from runners.plan.serve_spec import ProcessServe
@@ -57,6 +58,8 @@ def load_plan(path: Path, base_dir: Path | None = None) -> LoadedPlan:
     serve = plan.serve
     if isinstance(serve, ProcessServe) and serve.engine_config and not loaded.resolve(serve.engine_config).is_file():
         problems.append(f"{path}: serve.engine_config: {loaded.resolve(serve.engine_config)} does not exist")
+    else:
+        problems += [f"{path}: {problem}" for problem in env_errors(plan, loaded.resolve)]
     for i, phase in enumerate(plan.phases):
         for field, relative in phase_files(phase).items():
             if not loaded.resolve(relative).is_file():

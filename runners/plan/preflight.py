@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
+from runners.plan.env_reach import env_warnings
 from runners.plan.model import Plan
 from runners.plan.vllm_profiler import ProfilerConfigProblem, VllmProfilerSettings, target_profiler_settings
 
@@ -32,7 +33,7 @@ RECOMMENDED = (
 
 @dataclass(frozen=True)
 class PreflightFinding:
-    """One pre-flight warning: `topic` (profiler_config, profiler_env, profiler_missing, profiler_dir,
+    """One pre-flight warning: `topic` (env, profiler_config, profiler_env, profiler_missing, profiler_dir,
     profiler_stop_timeout) and a message that says where the setting is and what to set instead."""
 
     topic: str
@@ -40,7 +41,12 @@ class PreflightFinding:
 
 
 def preflight_warnings(plan: Plan) -> list[PreflightFinding]:
-    """The plan's pre-flight warnings, in a stable order; none when no phase is profiled or the target is not vLLM."""
+    """The plan's pre-flight warnings in a stable order: env that cannot prove the arm (topic `env`), then the
+    profiler's (none when no phase is profiled or the target is not vLLM)."""
+    return [PreflightFinding("env", message) for message in env_warnings(plan)] + _profiler_warnings(plan)
+
+
+def _profiler_warnings(plan: Plan) -> list[PreflightFinding]:
     profiled = [p for p in plan.phases if p.profile]
     if not profiled:
         return []

@@ -20,12 +20,12 @@ from runners.evidence.results import ArmResult, RunResults, load_run_results
 from runners.evidence.step_files import number, phase_record, section
 from runners.gates.evaluate import GateReport, evaluate_gates, gsm8k_correct, registry_for
 from runners.gates.reproduction import DeltaRow
+from runners.gates.result import STATUS_LABEL
 from runners.plan.steps import StepKey
 from runners.run.files import write_atomic, write_json_atomic
 from runners.run.rundir import RunDir, RunDirError
 
 PLOTS_DIR = "plots"
-STATUS_MARK = {"pass": "pass", "fail": "FAIL", "no_data": "no data"}
 
 
 @dataclass(frozen=True)
@@ -186,7 +186,7 @@ def _gates(gates: GateReport) -> list[str]:
         "|---|---|---|---|---|",
     ]
     for g in gates.gates:
-        status = STATUS_MARK[g.status] + (" (warning)" if g.severity == "warning" and g.status == "fail" else "")
+        status = STATUS_LABEL[g.status] + (" (warning)" if g.severity == "warning" and g.status == "fail" else "")
         criteria = "<br>".join(g.failed_criteria).replace("|", "\\|")
         lines.append(f"| {g.arm or '(run)'} | {g.name} | {status} | {g.verdict or ''} | {criteria} |")
     return [*lines, ""]

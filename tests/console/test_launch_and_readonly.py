@@ -17,6 +17,7 @@ from console.app import RunConsole
 from console.gates_screen import NO_SUMMARY, GatesScreen, gate_rows, verdict_line
 from console.panels.events_log import EventsLog
 from console.screens import HELP_WIDTH, ConfirmAbort, HelpScreen, keys_help
+from console.views.run_view import RunView
 from runners.run.paths import PROJECT_ROOT
 from runners.run.run_index import list_runs, newest_live, plan_files
 from runners.run.rundir import RunnerLock
@@ -31,6 +32,7 @@ SUMMARY = {
         {"name": "quality", "arm": "split8", "status": "pass", "failed_criteria": [], "verdict": None},
         {"name": "default-candidate", "arm": "split8", "status": "fail", "verdict": "keep opt-in",
          "failed_criteria": ["wall 1.2% faster, needs 5%", "TPOT p95 worse"]},
+        {"name": "quality", "arm": "split1", "status": "no_data", "failed_criteria": ["no score"], "verdict": None},
         "not a gate",
     ],
 }  # fmt: skip
@@ -39,8 +41,10 @@ SUMMARY = {
 def test_gate_rows_and_verdicts_come_from_summary_json() -> None:
     rows = gate_rows(SUMMARY)
     assert [(r[0], r[1], r[2].plain, r[3]) for r in rows] == [
-        ("quality", "split8", "pass", ""), ("default-candidate", "split8", "fail", "keep opt-in")
-    ]  # fmt: skip
+        ("quality", "split8", "pass", ""),
+        ("default-candidate", "split8", "FAIL", "keep opt-in"),
+        ("quality", "split1", "no data", ""),
+    ]  # fmt: skip  (the labels summary.md uses)
     assert rows[1][4] == "wall 1.2% faster, needs 5%  (+1 more)"
     assert verdict_line(SUMMARY) == "split1: baseline   split8: keep opt-in"
     assert gate_rows({}) == [] and verdict_line({}) == ""
@@ -135,7 +139,7 @@ async def test_the_palette_offers_every_action_and_g_shows_the_gates(created_run
         app.summary = SUMMARY
         await pilot.press("g")
         table = app.screen.query_one("#gates", DataTable)
-        assert table.row_count == 2 and "split8: keep opt-in" in str(app.screen.query_one("#verdicts", Static).render())
+        assert table.row_count == 3 and "split8: keep opt-in" in str(app.screen.query_one("#verdicts", Static).render())
         await pilot.press("g")
         assert not isinstance(app.screen, GatesScreen)
 
@@ -199,3 +203,10 @@ async def test_serve_panel_and_event_filter_follow_the_event_log(created_run) ->
 def arm_rows(app: RunConsole) -> list[list]:
     table = app.query_one("#arms", DataTable)
     return [table.get_row_at(i) for i in range(table.row_count)]
+
+
+def test_the_guard_line_prints_floors_as_people_read_them(tmp_path: Path) -> None:
+    view = RunView.for_plan(load_run_plan(create_run(write_plan(tmp_path), tmp_path / "run", tmp_path)).plan, "r1")
+    floors = {"warn": 2.9425125122070312, "abort": 1.8390703201293945, "kill": 1.125}
+    line = view.apply({"v": 1, "t": 1.0, "type": "guard_started", "pid": 7, "runner_pid": 6, "floors_gib": floors})
+    assert line == "guard up (pid 7): MemAvailable floors WARN 2.94 / ABORT 1.84 / KILL 1.12 GiB"

@@ -104,7 +104,9 @@ def test_report_regenerates_the_summary_and_plots_from_the_run_dir_alone(demo_ru
     assert gates[("wo-split-8", "quality")]["status"] == "no_data"  # the demo has no GSM8K phase
     assert "GSM8K: no score" in gates[("wo-split-8", "quality")]["failed_criteria"][0]
     candidate = gates[("wo-split-8", "default-candidate")]
-    assert summary["verdicts"]["wo-split-8"] == (candidate["verdict"] or "no verdict")
+    withheld = any(gates[("wo-split-8", name)]["status"] == "fail" for name in ("measurement", "env"))
+    # a measurement the cross-check cannot trust (a noisy, loaded machine) withholds the candidate's verdict
+    assert summary["verdicts"]["wo-split-8"] == ("no verdict" if withheld else candidate["verdict"] or "no verdict")
     assert candidate["verdict"] != "default candidate"  # never without a GSM8K score
     assert summary["plots"] == [f"plots/{name}" for name in PLOTS]
 
