@@ -220,20 +220,21 @@ def test_demo_headless_finishes_both_arms_in_under_three_minutes(tmp_path: Path)
 
 
 @pytest.fixture(autouse=True)
-def _no_stray_engine_servers():
-    """Every test must leave no engine server of its own behind."""
-    before = _engine_pids()
+def _no_stray_engine_servers(tmp_path: Path):
+    """Every test must leave no engine server of its own behind (its own: its --env-dir is under tmp_path;
+    engines of other test sessions on the machine are not this test's)."""
     yield
-    assert wait_until(lambda: not (_engine_pids() - before), 10), f"left behind: {_engine_pids() - before}"
+    assert wait_until(lambda: not _engine_pids(tmp_path), 10), f"left behind: {_engine_pids(tmp_path)}"
 
 
-def _engine_pids() -> set[int]:
+def _engine_pids(under: Path) -> set[int]:
     import psutil
 
     pids = set()
     for p in psutil.process_iter(["cmdline", "status"]):
         cmd = p.info["cmdline"] or []
-        if "engine.server" in cmd and p.info["status"] != psutil.STATUS_ZOMBIE and p.pid != os.getpid():
+        ours = any(str(under) in part for part in cmd)
+        if "engine.server" in cmd and ours and p.info["status"] != psutil.STATUS_ZOMBIE and p.pid != os.getpid():
             pids.add(p.pid)
     return pids
 
