@@ -57,18 +57,27 @@ class GuardLink:
             )
 
     async def wait_up(self, deadline_s: float = START_DEADLINE_S) -> None:
-        """Return once the guard has beaten its first heartbeat; GuardError if it exits or is late."""
+        """Return once the guard has beaten its first heartbeat and written its first status; GuardError if it
+        exits or is late.
+
+        The status is written by the guard's writer thread after the heartbeat: returning on the heartbeat alone
+        let the first serve start read no status (or a previous session's) and report memory as unknown.
+        """
         self.beat()
         end = time.monotonic() + deadline_s
+        beaten = False
         while time.monotonic() < end:
             if self.proc is not None and self.proc.poll() is not None:
                 code = self.proc.returncode
                 raise GuardError(f"the guard exited with code {code} at start; see {self.run.guard_log}")
-            if self._beat_mtime() >= self._started_at:
+            if not beaten and self._beat_mtime() >= self._started_at:
                 self.heartbeat = Heartbeat(self.run.guard_heartbeat)
+                beaten = True
+            if beaten and self.status() is not None:
                 return
             await asyncio.sleep(0.05)
-        raise GuardError(f"the guard did not start within {deadline_s:g} s; see {self.run.guard_log}")
+        what = "wrote no status" if beaten else "did not start"
+        raise GuardError(f"the guard {what} within {deadline_s:g} s; see {self.run.guard_log}")
 
     def beat(self) -> None:
         """Touch runner.heartbeat."""
@@ -108,12 +117,15 @@ class GuardLink:
             await asyncio.sleep(WATCH_EVERY_S)
 
     def status(self) -> dict | None:
-        """The guard's latest watchdog.json, or None before it wrote one."""
+        """This session's guard's latest watchdog.json, or None before it wrote one (a previous session's guard
+        left its own: that one is not this guard's word)."""
         try:
             data = read_json(self.run.watchdog_json)
         except (OSError, ValueError):
             return None
-        return data if isinstance(data, dict) else None
+        if not isinstance(data, dict) or (self.proc is not None and data.get("pid") != self.proc.pid):
+            return None
+        return data
 
     async def wait_alarm(self) -> dict:
         """Return the guard's status as soon as its level is ABORT or KILL."""
