@@ -7,7 +7,9 @@ touches the soak. Without RUN_DIR it shows the newest live run under ./runs, els
 from __future__ import annotations
 
 import argparse
+import errno
 import shlex
+import socket
 import sys
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from runners.run.rundir import RunDir
 from runners.soak.execute import open_run
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+BIND_ERRNOS = (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES)
 
 
 class WebError(Exception):
@@ -49,6 +52,31 @@ def console_command(run: RunDir, readonly: bool) -> str:
     return shlex.join(argv + (["--readonly"] if readonly else []))
 
 
+def check_port_free(host: str, port: int) -> None:
+    """Bind every address `host` resolves to at `port` (as the server will, with SO_REUSEADDR) and let go; WebError
+    naming the address when one is taken, so the banner is printed only for a server that can listen."""
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise WebError(f"cannot resolve {host}: {exc}") from None
+    for family, kind, proto, _name, address in addresses:
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(address)
+            except OSError as exc:
+                raise WebError(_bind_problem(host, port, exc)) from None
+
+
+def _bind_problem(host: str, port: int, exc: OSError) -> str:
+    if exc.errno == errno.EADDRINUSE:
+        return (
+            f"{host}:{port} is already in use (another serve-web?); pick a free port with --port N, "
+            f"or stop what listens there (`ss -ltnp 'sport = :{port}'` shows it)"
+        )
+    return f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+
+
 def run(args: argparse.Namespace) -> int:
     """Serve until Ctrl-C; exit 2 with a one-line reason when it cannot."""
     try:
@@ -60,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         chosen = pick_run(args.run_dir, default_runs_dir())
+        check_port_free(args.host, args.port)
     except WebError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -68,5 +97,12 @@ def run(args: argparse.Namespace) -> int:
           flush=True)  # fmt: skip
     server = Server(console_command(chosen, args.readonly), host=args.host, port=args.port,
                     title=f"gb10-console {info.get('run_id')}")  # fmt: skip
-    server.serve()
+    try:
+        server.serve()
+    except OSError as exc:
+        if exc.errno not in BIND_ERRNOS:
+            raise
+        # taken between the check and the server's own bind
+        print(f"error: {_bind_problem(args.host, args.port, exc)}", file=sys.stderr)
+        return 2
     return 0

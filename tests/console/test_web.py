@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ import pytest
 
 from console.web_cli import WebError, console_command, pick_run
 from runners.soak.execute import create_run
-from tests.conftest import free_port, stop_process, wait_until, write_plan
+from tests.conftest import ROOT, free_port, stop_process, wait_until, write_plan
 
 aiohttp = pytest.importorskip("aiohttp", reason="textual-serve (and its aiohttp) is not installed: make venv")
 from tests.console.chromium_cdp import find_chromium, open_page  # noqa: E402  (needs aiohttp)
@@ -58,6 +59,22 @@ def test_pick_run_prefers_the_given_then_the_newest_run(tmp_path: Path) -> None:
     run = create_run(write_plan(tmp_path), runs / "r1", runs)
     assert pick_run(None, runs).root == run.root and pick_run(run.root, runs).root == run.root
     assert console_command(run, readonly=True).endswith(f"attach {run.root.resolve()} --readonly")
+
+
+def test_a_busy_port_is_one_line_on_stderr_and_no_banner(tmp_path: Path) -> None:
+    """Something already listens on the port: serve-web says so (address, what to do) before printing that it
+    serves, exits 2, and shows no traceback."""
+    run = create_run(write_plan(tmp_path), tmp_path / "run", tmp_path)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        done = subprocess.run([sys.executable, "-m", "console.cli", "serve-web", str(run.root), "--port", str(port)],
+                              capture_output=True, text=True, timeout=60, cwd=ROOT)  # fmt: skip
+    assert done.returncode == 2 and done.stdout == "", done
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: 127.0.0.1:{port} is already in use"), done.stderr
+    assert "--port" in lines[0]
 
 
 def test_headless_chromium_loads_the_page_and_shows_the_run_id(web_console: WebConsole) -> None:
