@@ -10,7 +10,7 @@ from pathlib import Path
 from rich.console import Console
 
 from console import bench_cli, report_cli, results_cli, watch_cli, web_cli
-from console.headless import HeadlessPrinter, summary_table
+from console.headless import HeadlessPrinter, status_lines, summary_table
 from console.views.run_view import RunView
 from engine.config_file import ConfigFileError
 from runners import event_loop
@@ -130,9 +130,20 @@ def _interactive(run: RunDir) -> int:
     return 0
 
 
+def _has_screen() -> bool:
+    """The console can draw: stdout is a terminal, or a Textual driver of its own is named (serve-web's)."""
+    return sys.stdout.isatty() or bool(os.environ.get("TEXTUAL_DRIVER"))
+
+
 def _attach(run: RunDir, readonly: bool = False) -> int:
     from console.app import RunConsole
 
+    if not _has_screen():  # a pipe or a file would get the screen's escape codes, and the app would wait for keys
+        print("\n".join(status_lines(run)))
+        web = f"gb10-console serve-web {run.root}"
+        print(f"note: stdout is not a terminal: printed the run's status instead of the console; attach from a "
+              f"terminal, or watch it in a browser with `{web}`", file=sys.stderr)  # fmt: skip
+        return 0
     _terminal_sizes_itself()
     RunConsole(run, readonly=readonly).run()
     _after_console(run)

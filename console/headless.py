@@ -12,7 +12,7 @@ from console.views.run_view import RunView
 from runners.plan.steps import StepKey
 from runners.run.event_types import RunFinished, StepAborted, StepFailed, StepFinished, StepProgress, StepStarted
 from runners.run.files import read_json
-from runners.run.rundir import RunDir
+from runners.run.rundir import RunDir, runner_alive
 
 NON_TTY_PROGRESS_EVERY_S = 5.0
 BAR_ENDS = frozenset(cls.TYPE for cls in (StepFinished, StepFailed, StepAborted, RunFinished))  # the step bar closes
@@ -109,3 +109,39 @@ def summary_table(run: RunDir) -> Table | None:
             f("output_tok_s"), row.get("verdict") or "-",
         )  # fmt: skip
     return table
+
+
+def status_lines(run: RunDir) -> list[str]:
+    """The run's status in plain text (no escape codes): id, state and steps, whether a runner works on it, the
+    summary; what `attach` prints when its stdout is not a terminal."""
+    try:
+        run_id = run.info().get("run_id", "?")
+    except (OSError, ValueError, AttributeError) as exc:
+        run_id = f"? (run.json unreadable: {exc})"
+    lines = [f"run {run_id} in {run.root}"]
+    try:
+        state = run.read_state()
+    except (OSError, ValueError, TypeError, AttributeError) as exc:
+        lines.append(f"state: unknown (state.json unreadable: {exc})")
+        state = None
+    else:
+        if state is None:
+            lines.append("state: created (no state.json yet)")
+        else:
+            reason = f": {state.reason}" if state.reason else ""
+            lines.append(f"state: {state.label()}{reason}")
+            lines.append(f"steps: {state.steps_done}/{state.steps_total} done, {state.steps_failed} failed")
+            if state.current:
+                current = state.current
+                lines.append(f"in flight: {current.get('arm')}/{current.get('mode')}/{current.get('phase')}/"
+                             f"{current.get('rep')}")  # fmt: skip
+    pid = f" (pid {state.runner_pid})" if state is not None and state.runner_pid else ""
+    if runner_alive(run):
+        lines.append(f"runner: alive{pid}")
+    elif state is not None and state.status == "running":
+        lines.append(f"runner: gone{pid} without ending the run; `gb10-console run --resume {run.root}` continues")
+    else:
+        lines.append("runner: not running")
+    if run.summary_md.exists():
+        lines.append(f"summary: {run.summary_md}")
+    return lines

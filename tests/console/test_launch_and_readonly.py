@@ -92,6 +92,20 @@ def test_no_command_without_a_live_run_lists_runs_and_plans(tmp_path: Path) -> N
     assert "demo.toml" in result.stdout and "Traceback" not in result.stderr
 
 
+def test_attach_with_stdout_not_a_terminal_prints_a_plain_status(tmp_path: Path) -> None:
+    """`attach RUN | cat`: no screen of escape codes waiting for keys, but the run's status as text, and why."""
+    run = create_run(write_plan(tmp_path), tmp_path / "run", tmp_path)
+    env = {k: v for k, v in os.environ.items() if k != "TEXTUAL_DRIVER"}
+    env["PYTHONPATH"] = str(PROJECT_ROOT)
+    result = subprocess.run([sys.executable, "-m", "console.cli", "attach", str(run.root)], capture_output=True,
+                            text=True, stdin=subprocess.DEVNULL, timeout=30, env=env)  # fmt: skip
+    assert result.returncode == 0 and "\x1b" not in result.stdout, result.stdout[:300]
+    assert result.stdout.splitlines() == [
+        f"run {run.info()['run_id']} in {run.root}", "state: created (no state.json yet)", "runner: not running"
+    ]  # fmt: skip
+    assert "stdout is not a terminal" in result.stderr and "serve-web" in result.stderr
+
+
 @pytest.fixture
 def created_run(tmp_path: Path):
     return create_run(write_plan(tmp_path), tmp_path / "run", tmp_path)
