@@ -10,7 +10,7 @@ from pathlib import Path
 from rich.console import Console
 
 from console import bench_cli, report_cli, results_cli, watch_cli, web_cli
-from console.headless import HeadlessPrinter, status_lines, summary_table
+from console.headless import HeadlessPrinter, OutputLossTolerance, status_lines, summary_table
 from console.views.run_view import RunView
 from engine.config_file import ConfigFileError
 from runners import event_loop
@@ -98,17 +98,20 @@ def _start(args: argparse.Namespace, plan: Path | None) -> RunDir:
 def _headless(run: RunDir, console: Console) -> int:
     info = run.info()
     view = RunView.for_plan(load_run_plan(run).plan, info["run_id"])
-    console.print(f"run [b]{info['run_id']}[/b] in {run.root}", highlight=False)
-    result = event_loop.run(execute(run, [HeadlessPrinter(console, view)]))
-    table = summary_table(run)
-    if table is not None:
-        console.print(table)
-    if run.summary_md.exists():
-        console.print(f"summary: {run.summary_md}", highlight=False)
-    if result.status != "finished":
-        print(f"{result.status}: {result.reason}", file=sys.stderr)
-        if result.status == "aborted":
-            print(f"resume with: gb10-console run --resume {run.root}", file=sys.stderr)
+    with OutputLossTolerance(run.runner_log).applied() as output:  # `| head`, a dropped ssh: the soak goes on
+        console.print(f"run [b]{info['run_id']}[/b] in {run.root}", highlight=False)
+        result = event_loop.run(execute(run, [HeadlessPrinter(console, view)]))
+        table = summary_table(run)
+        if table is not None:
+            console.print(table)
+        if run.summary_md.exists():
+            console.print(f"summary: {run.summary_md}", highlight=False)
+        if result.status != "finished":
+            print(f"{result.status}: {result.reason}", file=sys.stderr)
+            if result.status == "aborted":
+                print(f"resume with: gb10-console run --resume {run.root}", file=sys.stderr)
+        if output.lost:  # what the terminal would have said last
+            output.note(f"runner: {result.status}: {result.reason}")
     return result.exit_code
 
 

@@ -1,8 +1,20 @@
-"""`--headless`: the soak runs in this process and prints progress with rich, for scripts and CI."""
+"""`--headless`: the soak runs in this process and prints progress with rich, for scripts and CI.
+
+Its output may go away while the soak runs (`| head -2`, an ssh session that ends): writes to a closed pipe or a
+hung-up terminal are dropped and SIGHUP is handled, so the soak runs to its end and writes `run_finished`; what
+happened is noted in the run's runner.log, and events.jsonl holds every event.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import os
+import signal
+import sys
 import time
+from collections.abc import Callable, Iterator
+from typing import TextIO
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -15,6 +27,7 @@ from runners.run.files import read_json
 from runners.run.rundir import RunDir, runner_alive
 
 NON_TTY_PROGRESS_EVERY_S = 5.0
+OUTPUT_GONE_ERRNOS = frozenset({errno.EPIPE, errno.EIO, errno.ECONNRESET})  # closed pipe, hung-up terminal
 BAR_ENDS = frozenset(cls.TYPE for cls in (StepFinished, StepFailed, StepAborted, RunFinished))  # the step bar closes
 
 
@@ -145,3 +158,84 @@ def status_lines(run: RunDir) -> list[str]:
     if run.summary_md.exists():
         lines.append(f"summary: {run.summary_md}")
     return lines
+
+
+class DroppableOutput:
+    """stdout or stderr for a soak that must outlive its reader: once a write or flush fails because the reader
+    went away (closed pipe, hung-up terminal), it and everything after it are dropped, never raised.
+
+    The stream's descriptor is then pointed at /dev/null, so text still buffered below (flushed at exit) goes
+    nowhere instead of failing again. Everything else (isatty, fileno, encoding) is the stream's own.
+    """
+
+    def __init__(self, stream: TextIO, name: str, on_gone: Callable[[str], None]) -> None:
+        self._stream = stream
+        self._name = name
+        self._on_gone = on_gone
+        self.gone = False
+
+    def write(self, text: str) -> int:
+        """Write `text`, or drop it once the reader is gone."""
+        if not self.gone:
+            try:
+                return self._stream.write(text)
+            except OSError as exc:
+                self._lose(exc)
+        return len(text)
+
+    def flush(self) -> None:
+        """Flush, or nothing once the reader is gone."""
+        if not self.gone:
+            try:
+                self._stream.flush()
+            except OSError as exc:
+                self._lose(exc)
+
+    def _lose(self, exc: OSError) -> None:
+        if exc.errno not in OUTPUT_GONE_ERRNOS:
+            raise exc
+        self.gone = True
+        with contextlib.suppress(OSError, ValueError):
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, self._stream.fileno())
+            os.close(null)
+        self._on_gone(f"{self._name} is gone ({type(exc).__name__}: {exc.strerror or exc})")
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
+class OutputLossTolerance:
+    """While in effect (a context manager), the headless soak survives losing its output: sys.stdout and
+    sys.stderr are DroppableOutput, and SIGHUP is handled (not ignored: the serve target and the guard, started
+    meanwhile, keep the default). Each loss is one line in `log` (the run's runner.log)."""
+
+    def __init__(self, log: os.PathLike) -> None:
+        self.log = log
+        self.lost: list[str] = []
+
+    def note(self, what: str) -> None:
+        """Append `what` to the log with the time and this pid (never raises: a full disk loses the note only)."""
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        with contextlib.suppress(OSError), open(self.log, "a") as fh:
+            fh.write(f"{stamp} gb10-console --headless (pid {os.getpid()}): {what}\n")
+
+    def _gone(self, what: str) -> None:
+        self.lost.append(what)
+        self.note(f"{what}; the soak goes on, output is dropped; every event is in events.jsonl")
+
+    def _hangup(self, signum: int, frame: object) -> None:
+        self._gone("SIGHUP: the terminal hung up")
+
+    @contextlib.contextmanager
+    def applied(self) -> Iterator[OutputLossTolerance]:
+        """Install the droppable streams and the SIGHUP handler; restore both on the way out."""
+        saved = sys.stdout, sys.stderr, signal.getsignal(signal.SIGHUP)
+        sys.stdout = DroppableOutput(sys.stdout, "stdout", self._gone)  # type: ignore[assignment]
+        sys.stderr = DroppableOutput(sys.stderr, "stderr", self._gone)  # type: ignore[assignment]
+        signal.signal(signal.SIGHUP, self._hangup)
+        try:
+            yield self
+        finally:
+            signal.signal(signal.SIGHUP, saved[2])
+            sys.stdout, sys.stderr = saved[0], saved[1]
