@@ -31,7 +31,16 @@ from console.panels.events_log import EventsLog
 from console.panels.serve_table import ServeTable
 from console.panels.step_tree import StepTree
 from console.panels.summary_table import SummaryTable
-from console.run_tail import RunnerChanged, RunnerStatus, RunOpened, RunTail, RunUnreadable, RunUpdate, SummaryLoaded
+from console.run_tail import (
+    RunnerChanged,
+    RunnerStatus,
+    RunOpened,
+    RunTail,
+    RunUnreadable,
+    RunUpdate,
+    SummaryLoaded,
+    log_size,
+)
 from console.screens import ConfirmAbort, HelpScreen
 from console.timeline_screen import TimelineScreen
 from console.title_bar import TitleFields, title_text
@@ -62,10 +71,15 @@ class RunConsole(App[None]):
     ]
     CONTROL_ACTIONS = frozenset({"abort", "resume", "pause"})  # what --readonly takes away
 
-    def __init__(self, run: RunDir, runner: subprocess.Popen | None = None, readonly: bool = False) -> None:
+    def __init__(
+        self, run: RunDir, runner: subprocess.Popen | None = None, readonly: bool = False,
+        runner_log_from: int | None = None,
+    ) -> None:  # fmt: skip
+        """`runner`: a runner this console started, and `runner_log_from` the size runner.log had before it started
+        (its lines begin there; None: not known, the file's last line is quoted when it fails)."""
         super().__init__()
         self.run_dir = run
-        self.runner = runner
+        self._launched = (runner, runner_log_from)  # one attribute: the tail's thread reads both at once
         self.readonly = readonly
         self.summary: dict | None = None
         self.watchdog = WatchdogView()
@@ -76,6 +90,12 @@ class RunConsole(App[None]):
         self._folded.set()
         self._title = Text()
         self._stopped = ""  # why the console stopped following the run ("" while it follows it)
+        self._controls: frozenset[str] = frozenset()  # the control keys shown now
+
+    @property
+    def runner(self) -> subprocess.Popen | None:
+        """The runner this console started last, if any."""
+        return self._launched[0]
 
     def compose(self) -> ComposeResult:
         """The title, the step tree beside the serve table, current step and watchdog, the summary, the events."""
@@ -98,7 +118,7 @@ class RunConsole(App[None]):
     @work(thread=True, exclusive=True, group="tail", exit_on_error=False)
     def tail_run(self) -> None:
         """Read the run directory every POLL_INTERVAL_S and post what changed (thread worker)."""
-        RunTail(self.run_dir, lambda: self.runner, self.post_message, self._folded).run(get_current_worker())
+        RunTail(self.run_dir, lambda: self._launched, self.post_message, self._folded).run(get_current_worker())
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         """A worker that failed says so (events line, notification; the title for the tail), never a frozen screen."""
@@ -148,12 +168,29 @@ class RunConsole(App[None]):
             if line:
                 lines.append(f"{time.strftime('%H:%M:%S', time.localtime(event.get('t', 0)))} {line}")
         self.query_one(EventsLog).add_lines(lines)
+        if message.runner_dead:
+            self._runner_gone()
         self.query_one("#watchdog", WatchdogPanel).update_view(self.watchdog)
+        self._show_view()
+
+    def _show_view(self) -> None:
+        """Hand the view to the panels and the title."""
+        if self.view is None:
+            return
         now = time.time()
         self.query_one("#steps", StepTree).update_view(self.view, now)
         self.query_one("#arms", ServeTable).update_view(self.view, now)
         self.query_one(CurrentStep).update_view(self.view)
         self._refresh_title()
+
+    def _runner_gone(self) -> bool:
+        """No runner works on the run and the events end without run_finished: stop showing what was in flight
+        as live (the view's clocks stop); True when that changed something."""
+        line = self.view.runner_gone() if self.view is not None else None
+        if line is None:
+            return False
+        self._log_line(f"{line}; `gb10-console run --resume {self.run_dir.root}` continues")
+        return True
 
     @on(RunnerChanged)
     def _runner_changed(self, message: RunnerChanged) -> None:
@@ -161,7 +198,27 @@ class RunConsole(App[None]):
         if message.status.exit_code not in (None, 0):
             note = f"runner exited with code {message.status.exit_code}: {message.status.last_words}"
             self._log_line(f"{note} (full log: {self.run_dir.runner_log})")
+        if message.status.dead and self._runner_gone():
+            self._show_view()
+        self._refresh_controls()
         self._refresh_title()
+
+    def _refresh_controls(self) -> None:
+        """Show the control keys that make sense now (the footer is redrawn only when they change)."""
+        controls = self.control_actions()
+        if controls != self._controls:
+            self._controls = controls
+            self.refresh_bindings()
+
+    def control_actions(self) -> frozenset[str]:
+        """The controls that make sense now: abort and pause while a runner works on the run, resume while none
+        does and it did not finish; none under --readonly or before the runner's status is known."""
+        status = self.runner_status
+        if self.readonly or status.label == "opening":
+            return frozenset()
+        if status.alive:
+            return frozenset({"abort", "pause"})
+        return frozenset() if status.label.startswith("finished") else frozenset({"resume"})
 
     @on(SummaryLoaded)
     def _summary(self, message: SummaryLoaded) -> None:
@@ -180,8 +237,14 @@ class RunConsole(App[None]):
         if view is None or self._stopped:
             return
         now = time.time()
+        label = status.label
         if status.alive:
-            runner = "runner alive"
+            runner = "runner alive" if status.silent_s is None else f"RUNNER SILENT {status.silent_s}s"
+            if status.silent_s is not None and view.runner_pid:
+                runner += f" (pid {view.runner_pid})"
+        elif view.status == "gone":
+            runner = view.reason  # runner gone (pid N)
+            label = "interrupted (resumable)" if label == "running" else label
         elif status.exit_code is not None:
             runner = f"runner exited ({status.exit_code})"
         else:
@@ -190,7 +253,7 @@ class RunConsole(App[None]):
             title = self.query_one("#title", Static)
         except NoMatches:  # a message that arrives while the app shuts down, after its widgets are gone
             return
-        fields = TitleFields(view.run_id, view.host, view.plan, status.label, view.elapsed(now), view.eta_s(now),
+        fields = TitleFields(view.run_id, view.host, view.plan, label, view.elapsed(now), view.eta_s(now),
                              runner, view.watchdog_level, view.paused)  # fmt: skip
         text = title_text(fields, max(20, (width or self.size.width) - 2))  # the title's padding: 1 cell a side
         if text != self._title:  # the clock moves once a second; other refreshes mostly change nothing
@@ -206,8 +269,9 @@ class RunConsole(App[None]):
         self._refresh_title(event.size.width)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """--readonly: the control actions are neither shown nor run."""
-        return not (self.readonly and action in self.CONTROL_ACTIONS)
+        """A control action is shown and run only when it makes sense now (`control_actions`); never under
+        --readonly."""
+        return action not in self.CONTROL_ACTIONS or action in self.control_actions()
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         """The command palette (ctrl+p): every console action, less the controls under --readonly."""
@@ -220,11 +284,14 @@ class RunConsole(App[None]):
         )
         yield SystemCommand("Serve log", "Follow the serve target's log: search, pause, jump to errors (l)",
                             self.action_logs)  # fmt: skip
-        if not self.readonly:
+        controls = self.control_actions()
+        if "abort" in controls:
             yield SystemCommand("Abort the soak", "Stop dispatch and the serve target; stays resumable (a)",
                                 self.action_abort)  # fmt: skip
+        if "resume" in controls:
             yield SystemCommand("Resume the run", "Start a runner that continues the steps not DONE (r)",
                                 self.action_resume)  # fmt: skip
+        if "pause" in controls:
             yield SystemCommand("Pause or continue dispatch", "Hold new requests; those in flight finish (p)",
                                 self.action_pause)  # fmt: skip
 
@@ -313,7 +380,8 @@ class RunConsole(App[None]):
     def start_runner(self) -> None:
         """Spawn `python -m runners.execute RUN_DIR` (thread worker: process start stays off the UI thread)."""
         try:
-            self.runner = spawn_detached(self.run_dir)
+            log_from = log_size(self.run_dir.runner_log)
+            self._launched = (spawn_detached(self.run_dir), log_from)
         except OSError as exc:
             self.call_from_thread(self.notify, f"could not start a runner: {exc}", severity="error")
             return

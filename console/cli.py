@@ -11,6 +11,7 @@ from rich.console import Console
 
 from console import bench_cli, report_cli, results_cli, watch_cli, web_cli
 from console.headless import HeadlessPrinter, OutputLossTolerance, status_lines, summary_table
+from console.run_tail import log_size
 from console.views.run_view import RunView
 from engine.config_file import ConfigFileError
 from runners import event_loop
@@ -126,9 +127,10 @@ def _terminal_sizes_itself() -> None:
 def _interactive(run: RunDir) -> int:
     from console.app import RunConsole
 
+    log_from = log_size(run.runner_log)  # the new runner's lines begin here
     runner = spawn_detached(run)
     _terminal_sizes_itself()
-    RunConsole(run, runner).run()
+    RunConsole(run, runner, runner_log_from=log_from).run()
     _after_console(run)
     return 0
 

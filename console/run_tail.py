@@ -2,31 +2,40 @@
 
 It runs on a thread worker (`RunConsole.tail_run`) and polls every POLL_INTERVAL_S: new lines of
 events.jsonl and watchdog.jsonl (at most BATCH_BYTES of each per poll), watchdog.json when it changed,
-state.json (parsed again only when its inode, mtime or size moves), the runner lock and summary.json.
-Events and guard records go in one RunUpdate per poll, and the next is posted only once the UI has
-folded the last, so attaching to a long history holds one batch in memory, not the history.
+state.json (parsed again only when its inode, mtime or size moves), the runner lock and heartbeat, and
+summary.json. Events and guard records go in one RunUpdate per poll, and the next is posted only once the UI
+has folded the last, so attaching to a long history holds one batch in memory, not the history.
+
+The runner lock is probed before and after each read of events.jsonl: free at both (and nothing left to read)
+means every event the runner wrote before it died is in what was read, so a view still "running" after it was
+folded is a runner gone without `run_finished`, never a runner about to write it or one just starting.
 """
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from textual.message import Message
 from textual.worker import Worker
 
 from console.views.run_view import RunView
 from engine.config_file import ConfigFileError
-from runners.run.files import JsonlTail, read_json, tail_lines
+from runners.run.files import JsonlTail, read_json
 from runners.run.rundir import RunDir, RunState, runner_alive
 from runners.soak.execute import load_run_plan
+from runners.watchdog.heartbeat import Heartbeat
 
 POLL_INTERVAL_S = 0.2
 BATCH_BYTES = 1 << 20  # events.jsonl read per message: attaching to a long history folds it in 1 MiB steps
 FOLD_WAIT_S = 0.5  # how often a worker waiting for the UI to fold its last batch checks for cancellation
+RUNNER_SILENT_S = 15.0  # a runner holding its lock whose heartbeat has not moved for this long is shown silent
+LAST_WORDS_BYTES = 64 << 10  # at most this much of the end of runner.log is read for a runner's last line
 
 
 class RunOpened(Message):
@@ -47,22 +56,32 @@ class RunUnreadable(Message):
 
 class RunUpdate(Message):
     """One poll's news: new events (events.jsonl) and guard records (watchdog.jsonl lines, and watchdog.json
-    when it changed), each in order; one message so a poll costs one repaint."""
+    when it changed), each in order; one message so a poll costs one repaint. `runner_dead` is true when no
+    runner held the lock before or after these events were read and none are left to read."""
 
-    def __init__(self, events: list[dict], records: list[dict]) -> None:
+    def __init__(self, events: list[dict], records: list[dict], runner_dead: bool = False) -> None:
         super().__init__()
         self.events = events
         self.records = records
+        self.runner_dead = runner_dead
 
 
 @dataclass(frozen=True)
 class RunnerStatus:
-    """What state.json and the runner lock say, and how a runner this console started ended."""
+    """What state.json, the runner lock and heartbeat say, and how a runner this console started ended.
+
+    `dead`: no runner held the lock before or after the events were last read, and none were left to read
+    (see the module docstring); `silent_s`: whole seconds a runner holding the lock has not beaten its
+    heartbeat, once that is RUNNER_SILENT_S or more; `last_words`: the last line the runner this console
+    started wrote to runner.log in its own session (or how it was killed).
+    """
 
     label: str
     alive: bool
     exit_code: int | None
     last_words: str = ""
+    dead: bool = False
+    silent_s: int | None = None
 
 
 class RunnerChanged(Message):
@@ -117,14 +136,15 @@ def run_host(run: RunDir) -> str:
 class RunTail:
     """Polls `run` and posts RunOpened/RunUnreadable, then RunUpdate, RunnerChanged and SummaryLoaded.
 
-    `runner()` is the runner process this console started, if any (asked every poll: a resume starts a
-    new one); `post` posts a message to the UI and returns False once the UI is closing; `folded` is
-    set while no RunUpdate waits to be folded (the UI sets it after each fold, this tail clears it).
+    `runner()` is the runner process this console started, if any, and the size runner.log had before it
+    was started (None: unknown); asked every poll, a resume starts a new one. `post` posts a message to the
+    UI and returns False once the UI is closing; `folded` is set while no RunUpdate waits to be folded (the
+    UI sets it after each fold, this tail clears it).
     """
 
     def __init__(
-        self, run: RunDir, runner: Callable[[], subprocess.Popen | None], post: Callable[[Message], bool],
-        folded: threading.Event,
+        self, run: RunDir, runner: Callable[[], tuple[subprocess.Popen | None, int | None]],
+        post: Callable[[Message], bool], folded: threading.Event,
     ) -> None:  # fmt: skip
         self.run_dir = run
         self._runner = runner
@@ -133,6 +153,7 @@ class RunTail:
         self._events = JsonlTail(run.events)
         self._guard = JsonlTail(run.watchdog_jsonl)
         self._state = StateReader(run)
+        self._heartbeat = Heartbeat(run.runner_heartbeat)
         self._status: RunnerStatus | None = None
         self._guard_mtime: int | None = None
         self._summary_mtime: int | None = None
@@ -148,10 +169,13 @@ class RunTail:
             return
         self._post(RunOpened(view))
         while not worker.is_cancelled:
+            alive_before = runner_alive(self.run_dir)  # before the read: a runner's last events are in it
             update, behind = self.read_news()
+            alive = runner_alive(self.run_dir)  # after it: a runner starting now has written nothing read
+            update.runner_dead = not alive_before and not alive and not behind
             if (update.events or update.records) and not self._post_update(update, worker):
                 return
-            self._post_runner_status()
+            self._post_runner_status(alive, update.runner_dead)
             self._post_summary()
             if not behind:  # catching up on a long history goes on at once, one batch at a time
                 time.sleep(POLL_INTERVAL_S)
@@ -182,18 +206,35 @@ class RunTail:
             self._folded.set()
         return True
 
-    def _post_runner_status(self) -> None:
+    def _post_runner_status(self, alive: bool, dead: bool) -> None:
         state = self._state.read()
-        runner = self._runner()
+        runner, log_from = self._runner()
         code = runner.poll() if runner is not None else None  # also reaps our detached runner
         label = state.label() if state else "created"
         last_words = ""
         if code not in (None, 0):
-            last_words = next(iter(tail_lines(self.run_dir.runner_log, 1)), "")
-        status = RunnerStatus(label, runner_alive(self.run_dir), code, last_words)
+            last_words = self._last_words(code, log_from)
+        silent = self._heartbeat.silent_for() if alive else 0.0
+        silent_s = int(silent) if silent >= RUNNER_SILENT_S else None
+        status = RunnerStatus(label, alive, code, last_words, dead, silent_s)
         if status != self._status:
             self._status = status
             self._post(RunnerChanged(status))
+
+    def _last_words(self, code: int, log_from: int | None) -> str:
+        """The last line the runner wrote to runner.log after `log_from` (earlier lines are other sessions'), and
+        the signal that killed it, if one did."""
+        killed = ""
+        if code < 0:
+            try:
+                killed = f"killed by {signal.Signals(-code).name}"
+            except ValueError:
+                killed = f"killed by signal {-code}"
+        lines = session_lines(self.run_dir.runner_log, log_from or 0)  # None: not known where it began
+        said = lines[-1] if lines else ""
+        if killed:
+            return f"{killed}; {said}" if said else f"{killed}; it wrote nothing to runner.log"
+        return said or "it wrote nothing to runner.log"
 
     def _post_summary(self) -> None:
         try:
@@ -203,3 +244,23 @@ class RunTail:
                 self._post(SummaryLoaded(read_json(self.run_dir.summary_json)))
         except (FileNotFoundError, ValueError):
             pass
+
+
+def session_lines(path: Path, start: int) -> list[str]:
+    """The lines of `path` from byte `start` on (at most its last LAST_WORDS_BYTES); [] when there are none."""
+    try:
+        with open(path, "rb") as fh:
+            size = fh.seek(0, 2)
+            fh.seek(max(start, size - LAST_WORDS_BYTES))
+            data = fh.read()
+    except FileNotFoundError:
+        return []
+    return [line for line in data.decode("utf-8", errors="replace").splitlines() if line.strip()]
+
+
+def log_size(path: Path) -> int:
+    """The size of `path` now (0 while it does not exist): where a runner started next begins its lines."""
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0

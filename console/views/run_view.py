@@ -14,7 +14,10 @@ from runners.watchdog.host_fit import gib_text
 LIVE_KEYS = (
     "ttft_p50_ms", "ttft_p95_ms", "tpot_p50_ms", "tpot_p95_ms", "itl_p50_ms", "itl_p95_ms", "output_tokens", "errors",
 )  # fmt: skip
-STEP_ICONS = {"pending": "·", "running": "▶", "done": "✔", "failed": "✘", "aborted": "■", "skipped": "✔"}
+STEP_ICONS = {
+    "pending": "·", "running": "▶", "done": "✔", "failed": "✘", "aborted": "■", "skipped": "✔", "unknown": "?",
+}  # fmt: skip
+LIVE_STATUSES = ("running", "aborting")  # a session that has not written run_finished (yet)
 
 
 @dataclass
@@ -22,7 +25,7 @@ class StepView:
     """One step as the operator sees it."""
 
     key: StepKey
-    status: str = "pending"  # pending | running | done | skipped | failed | aborted
+    status: str = "pending"  # pending | running | done | skipped | failed | aborted | unknown (its runner is gone)
     total: int = 0
     completed: int = 0
     failed: int = 0
@@ -98,7 +101,7 @@ class RunView:
 
     run_id: str = ""
     plan: str = ""
-    status: str = "created"
+    status: str = "created"  # created, running, aborting, finished, failed, aborted; gone: no run_finished, no runner
     reason: str = ""
     started_t: float | None = None
     ended_t: float | None = None
@@ -111,6 +114,7 @@ class RunView:
     host: str = ""  # where the runner runs (provenance.json)
     target: str = ""  # what serves: the plan's serve kind and image, command or URL
     serving: tuple[str, str] | None = None  # (arm, mode) of the serve target started last
+    runner_pid: int | None = None  # the pid of the session's runner (run_started)
     log: list[str] = field(default_factory=list)
 
     @classmethod
@@ -130,7 +134,7 @@ class RunView:
     def eta_s(self, now: float) -> float | None:
         """Seconds left, estimated: the mean duration of finished steps times the steps left (None before one ends)."""
         finished = [s.duration(now) for s in self.steps.values() if s.status == "done" and s.ended_t is not None]
-        if not finished or self.status not in ("running", "aborting"):
+        if not finished or self.status not in LIVE_STATUSES:
             return None
         mean = sum(d for d in finished if d is not None) / len(finished)
         left = [s for s in self.steps.values() if s.status in ("pending", "running")]
@@ -147,6 +151,25 @@ class RunView:
         for s in self.steps.values():
             out[s.status] = out.get(s.status, 0) + 1
         return out
+
+    def runner_gone(self) -> str | None:
+        """The session's runner is gone and the events end without run_finished (it was killed, or events.jsonl
+        ends early): what was in flight is unknown and its clocks stop at the last event. Returns a line for the
+        log, or None when the events say the session ended (or none began)."""
+        if self.status not in LIVE_STATUSES:
+            return None
+        end = self.last_t
+        for step in self.steps.values():
+            if step.status == "running":
+                step.status, step.ended_t, step.reason = "unknown", end, "its runner is gone"
+        for arm in self.arms.values():
+            if arm.ready_t is not None or arm.serve == "starting":
+                arm.serve, arm.ready_t, arm.health, arm.failing_t = "unknown", None, "-", None
+        self.status, self.ended_t, self.current, self.paused = "gone", end, None, False
+        self.reason = f"runner gone (pid {self.runner_pid})"
+        line = f"{self.reason} without run_finished: the step in flight and the serve targets are unknown"
+        self.log.append(line)
+        return line
 
     def apply(self, event: dict) -> str | None:
         """Fold one event in; returns a log line for it (None for routine progress)."""
@@ -173,6 +196,7 @@ class RunView:
         self.run_id = e.get("run_id", self.run_id)
         self.plan = e.get("plan", self.plan)
         self.status, self.reason, self.ended_t, self.paused = "running", "", None, False
+        self.runner_pid = e.get("pid")
         self.started_t = self.started_t or e.get("t")
         for name in e.get("arms", []):
             self._arm(name)
@@ -282,6 +306,11 @@ class RunView:
 
     def _on_guard_ended_target(self, e: dict) -> str:
         target = e.get("target") or {}
+        outcome = str(e.get("outcome"))
+        if target.get("arm") in self.arms and not outcome.startswith(("left", "FAILED")):
+            arm = self.arms[target["arm"]]
+            arm.serve = "killed by the guard" if e.get("kill") else "stopped by the guard"
+            arm.ready_t, arm.health, arm.failing_t = None, "-", None
         return f"{target.get('arm')}: the guard ended the serve target ({e.get('outcome')}): {e.get('cause')}"
 
     def _on_guard_lost(self, e: dict) -> str:

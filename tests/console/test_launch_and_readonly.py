@@ -22,6 +22,7 @@ from runners.run.paths import PROJECT_ROOT
 from runners.run.run_index import list_runs, newest_live, plan_files
 from runners.run.rundir import RunnerLock
 from runners.soak.execute import create_run, load_run_plan
+from tests.conftest import pilot_until as until
 from tests.conftest import write_plan
 
 SUMMARY = {
@@ -140,12 +141,33 @@ async def test_help_fits_an_80x24_terminal_without_wrapping(created_run) -> None
         assert box.region.height == len(lines) + 2 and box.region.bottom <= 24, box.region  # border, no wrap
 
 
-async def test_the_palette_offers_every_action_and_g_shows_the_gates(created_run) -> None:
+def control_keys(app: RunConsole) -> set[str]:
+    """The control keys the footer shows now."""
+    return {"a", "r", "p"} & set(app.screen.active_bindings)
+
+
+def palette_controls(app: RunConsole) -> set[str]:
+    """The control entries the command palette offers now."""
+    controls = {"Abort the soak", "Resume the run", "Pause or continue dispatch"}
+    return controls & {c.title for c in app.get_system_commands(app.screen)}
+
+
+async def test_the_palette_offers_every_action_that_makes_sense_and_g_shows_the_gates(created_run) -> None:
+    """No runner: resume, not abort or pause; a runner holding the run: abort and pause, not resume."""
     app = RunConsole(created_run)
     async with app.run_test(size=(120, 40)) as pilot:
-        await pilot.pause(0.3)
+        assert await until(pilot, lambda: app.runner_status.label != "opening", 10)
         titles = [c.title for c in app.get_system_commands(app.screen)]
-        assert {"Gates", "Help", "Abort the soak", "Resume the run", "Pause or continue dispatch"} <= set(titles)
+        assert {"Gates", "Help"} <= set(titles) and palette_controls(app) == {"Resume the run"}
+        assert control_keys(app) == {"r"}
+        lock = RunnerLock(created_run)
+        lock.acquire()
+        try:
+            assert await until(pilot, lambda: app.runner_status.alive, 10)
+            assert palette_controls(app) == {"Abort the soak", "Pause or continue dispatch"}
+            assert control_keys(app) == {"a", "p"}
+        finally:
+            lock.release()
         await pilot.press("g")
         assert isinstance(app.screen, GatesScreen)
         assert NO_SUMMARY[:20] in str(app.screen.query_one("#verdicts", Static).render())
@@ -192,6 +214,8 @@ async def test_serve_panel_and_event_filter_follow_the_event_log(created_run) ->
     events.emit(ServeReady("split1", "primary", "tiny", 1.0, 4243, None, url))
     events.emit(StepStarted(steps[0], "sharegpt", 6, 3, open_loop=False))
     events.emit(ServeHealth("split1", "primary", steps[0], False, None, "ReadTimeout: timed out"))
+    lock = RunnerLock(created_run)  # a runner works on it: the events are live (without one they would be stale)
+    lock.acquire()
     app = RunConsole(created_run, readonly=True)
     async with app.run_test(size=(120, 40)) as pilot:
         log, events_log = app.query_one("#events", RichLog), app.query_one(EventsLog)
@@ -212,6 +236,7 @@ async def test_serve_panel_and_event_filter_follow_the_event_log(created_run) ->
         assert "events matching" in str(log.border_title)
         await pilot.press("escape")
         assert len(log.lines) == everything and not app.query_one("#events-filter", Input).display
+    lock.release()
 
 
 def arm_rows(app: RunConsole) -> list[list]:
