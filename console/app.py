@@ -69,7 +69,7 @@ class RunConsole(App[None]):
         Binding("f", "filter_events", "Filter events"),
         Binding("t", "timeline", "Timeline"),
     ]
-    CONTROL_ACTIONS = frozenset({"abort", "resume", "pause"})  # what --readonly takes away
+    CONTROL_ACTIONS = frozenset({"abort", "resume", "pause"})  # shown only when they make sense; never --readonly
 
     def __init__(
         self, run: RunDir, runner: subprocess.Popen | None = None, readonly: bool = False,
@@ -274,7 +274,7 @@ class RunConsole(App[None]):
         return action not in self.CONTROL_ACTIONS or action in self.control_actions()
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
-        """The command palette (ctrl+p): every console action, less the controls under --readonly."""
+        """The command palette (ctrl+p): every console action, the controls only when they make sense now."""
         yield from super().get_system_commands(screen)
         yield SystemCommand("Gates", "Gates and verdicts of the latest summary, region timings (g)", self.action_gates)
         yield SystemCommand("Help", "Every key of the console (?)", self.action_help)
