@@ -107,21 +107,33 @@ class StateReader:
         self.run = run
         self._seen: tuple[int, int, int] | None = None
         self._state: RunState | None = None
+        self.unreadable = False  # state.json exists but is not a state snapshot (damaged, not JSON)
 
     def read(self) -> RunState | None:
-        """The last state snapshot (None before the first one or while it is unreadable)."""
+        """The last state snapshot (None before the first one or while it is unreadable: see `unreadable`)."""
         try:
             st = self.run.state_json.stat()
         except FileNotFoundError:
+            self._seen, self._state, self.unreadable = None, None, False
             return None
         seen = (st.st_ino, st.st_mtime_ns, st.st_size)  # written by atomic replace: a new inode every time
         if seen != self._seen:
             try:
-                self._state = self.run.read_state()
-            except (ValueError, FileNotFoundError):
-                self._state = None
+                self._state, self.unreadable = self.run.read_state(), False
+            except FileNotFoundError:
+                self._state, self.unreadable = None, False
+            except (ValueError, TypeError, AttributeError):  # not JSON, not an object, fields of the wrong kind
+                self._state, self.unreadable = None, True
             self._seen = seen
         return self._state
+
+    def label(self) -> str:
+        """The run's state as people read it: `aborted (resumable)`, `created` before the first snapshot, or
+        that state.json cannot be read."""
+        state = self.read()
+        if state is not None:
+            return state.label()
+        return "state.json unreadable" if self.unreadable else "created"
 
 
 def run_host(run: RunDir) -> str:
@@ -207,10 +219,9 @@ class RunTail:
         return True
 
     def _post_runner_status(self, alive: bool, dead: bool) -> None:
-        state = self._state.read()
+        label = self._state.label()
         runner, log_from = self._runner()
         code = runner.poll() if runner is not None else None  # also reaps our detached runner
-        label = state.label() if state else "created"
         last_words = ""
         if code not in (None, 0):
             last_words = self._last_words(code, log_from)

@@ -1,6 +1,6 @@
 """A console over a run whose runner is gone never shows what was in flight as live: not the serve target's
-uptime, not a step's ▶ and clock, not the previous session's runner.log line; and its control keys are the
-ones that make sense (none on a finished run)."""
+uptime, not a step's ▶ and clock, not the previous session's runner.log line; its control keys are the ones
+that make sense (none on a finished run); a damaged state.json is said, not read as "created"."""
 
 from __future__ import annotations
 
@@ -139,6 +139,19 @@ def test_a_target_the_guard_ended_is_no_longer_shown_ready() -> None:
                                            target, 0.1), 12.0))  # fmt: skip
     arm = view.arms["split1"]
     assert (arm.serve, arm.uptime(20.0), arm.health) == ("killed by the guard", None, "-")
+
+
+@pytest.mark.parametrize("damage", ['{"run_id": "r", "status": "fini', "[1, 2]"], ids=["torn", "not-an-object"])
+async def test_a_damaged_state_json_is_said_not_shown_as_created(tmp_path: Path, damage: str) -> None:
+    run = create_run(write_plan(tmp_path), tmp_path / "run", tmp_path)
+    run.state_json.write_text(damage)
+    app = RunConsole(run, readonly=True)
+    async with app.run_test(size=(120, 40)) as pilot:
+        assert await until(pilot, lambda: app.runner_status.label != "opening", 10)
+        await pilot.pause(0.2)
+        assert app.runner_status.label == "state.json unreadable" and "state.json unreadable" in title(app)
+        run.write_state(RunState(run_id="r", plan="mini", status="aborted"))  # repaired: read again
+        assert await until(pilot, lambda: app.runner_status.label == "aborted (resumable)", 5)
 
 
 @pytest.mark.slow
