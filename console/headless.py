@@ -13,7 +13,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TextIO
 
 from rich.console import Console
@@ -182,6 +182,11 @@ class DroppableOutput:
             except OSError as exc:
                 self._lose(exc)
         return len(text)
+
+    def writelines(self, lines: Iterable[str]) -> None:
+        """Write each line, or drop them once the reader is gone."""
+        for line in lines:
+            self.write(line)
 
     def flush(self) -> None:
         """Flush, or nothing once the reader is gone."""
