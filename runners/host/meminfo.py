@@ -76,3 +76,16 @@ def read_meminfo(proc: Path = Path("/proc")) -> MemInfo:
     except OSError:
         return MemInfo()
     return parse_meminfo(text)
+
+
+def read_oom_kill_count(proc: Path = Path("/proc")) -> int | None:
+    """The host's count of processes the kernel OOM killer ended (`oom_kill` in /proc/vmstat, kernel 4.13+)."""
+    try:
+        text = (proc / "vmstat").read_text(errors="replace")
+    except OSError:
+        return None
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        if key == "oom_kill":
+            return parse_count(value.strip())
+    return None
