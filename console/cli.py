@@ -72,11 +72,13 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _preflight(path: Path, loaded: LoadedPlan, force: bool) -> list[str]:
-    """This host's pre-flight warnings for `loaded`; raises ConfigFileError (naming `path`) on a refusal."""
-    found = host_preflight(loaded, force)
+def _preflight(path: Path, loaded: LoadedPlan, force: bool, run_id: str | None = None, starting: bool = True
+               ) -> list[str]:  # fmt: skip
+    """This host's pre-flight warnings for `loaded`; raises CliError (each line naming `path`) on a refusal."""
+    found = host_preflight(loaded, force, run_id, starting)
     if found.errors:
-        raise ConfigFileError(path, [f"{path}: {error}" for error in found.errors])
+        lines = "\n  ".join(f"{path}: {error}" for error in found.errors)
+        raise CliError(f"refused on this host before anything started:\n  {lines}")
     return found.warnings
 
 
@@ -85,7 +87,7 @@ def _start(args: argparse.Namespace, plan: Path | None) -> RunDir:
         if plan is not None or args.out is not None:
             raise CliError("--resume takes a run directory only; drop PLAN and --out")
         run = open_run(args.resume)
-        warnings = _preflight(run.plan_toml, load_run_plan(run), args.force)
+        warnings = _preflight(run.plan_toml, load_run_plan(run), args.force, run.info()["run_id"])
     elif plan is None:
         raise CliError("give a PLAN file, or --resume RUN_DIR")
     else:
@@ -182,7 +184,7 @@ def _after_console(run: RunDir) -> None:
 
 def _validate(path: Path, force: bool) -> int:
     loaded = load_plan(path)
-    host_warnings = _preflight(path, loaded, force)
+    host_warnings = _preflight(path, loaded, force, starting=False)
     plan, serve = loaded.plan, loaded.plan.serve
     print(f"plan {plan.name} ({path}): valid")
     if isinstance(serve, DockerServe):

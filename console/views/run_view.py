@@ -262,6 +262,12 @@ class RunView:
         if isinstance(t, int | float):
             self.incidents.append((float(t), what))
 
+    def _on_page_cache_dropped(self, e: dict) -> str:
+        head = f"{e.get('arm')}: MemFree {e.get('free_before_gib')} GiB < {e.get('need_gib')} GiB the target asks for"
+        if e.get("dropped"):
+            return f"{head}: page cache dropped before the start (MemFree now {e.get('free_after_gib')} GiB)"
+        return f"{head}: the page cache could not be dropped: {e.get('reason')}"
+
     def _on_preflight_warning(self, e: dict) -> str:
         return f"pre-flight warning ({e.get('topic')}): {e.get('message')}"
 

@@ -17,6 +17,7 @@ KIB = 1024
 _MEMINFO_KEYS = {
     "MemTotal": "total",
     "MemAvailable": "available",
+    "MemFree": "free",
     "SwapFree": "swap_free",
     "AnonPages": "anon",
     "Shmem": "shmem",
@@ -34,6 +35,7 @@ class MemInfo:
     anon: int | None = None  # AnonPages
     shmem: int | None = None  # Shmem
     hugetlb: int | None = None  # Hugetlb, else HugePages_Total * Hugepagesize
+    free: int | None = None  # MemFree: what some start-up checks read (vLLM's on unified memory), never judged
 
 
 def _kib_field(value: str) -> int | None:

@@ -123,6 +123,22 @@ class OomRecordFailed(Event):
 
 
 @dataclass(frozen=True)
+class PageCacheDropped(Event):
+    """Before `arm`'s target started, MemFree was short of what it asks (`need_gib`) while MemAvailable held it:
+    with `watchdog.drop_page_cache` the page cache was dropped (`dropped`; MemFree before and after in GiB),
+    or `reason` says why not (not root, a read-only /proc/sys)."""
+
+    TYPE = "page_cache_dropped"
+    arm: str
+    mode: str
+    dropped: bool
+    free_before_gib: float | None
+    free_after_gib: float | None
+    need_gib: float
+    reason: str
+
+
+@dataclass(frozen=True)
 class ControlCleared(Event):
     """A control request (abort, or `{"pause": ...}`) left over from before this session was cleared."""
 
