@@ -18,17 +18,15 @@ from runners import event_loop
 from runners.evidence.mechanism_input import MechanismInput
 from runners.gates.mechanism import ACCEPTANCE_RULE, mechanism_gate
 from runners.gates.registry import load_registry
-from runners.host.meminfo import read_meminfo
-from runners.plan.load import load_plan
+from runners.plan.load import LoadedPlan, load_plan
 from runners.plan.preflight import preflight_warnings
-from runners.plan.sections import WatchdogSpec
 from runners.plan.serve_spec import DockerServe, ExternalServe
 from runners.run.control import request_abort
 from runners.run.paths import CONFIGS_DIR, DEMO_PLAN, default_runs_dir
 from runners.run.run_index import list_runs, newest_live, plan_files
 from runners.run.rundir import RunDir, RunDirError, runner_alive
 from runners.soak.execute import create_run, execute, load_run_plan, open_run, spawn_detached
-from runners.watchdog.host_fit import floor_fit
+from runners.soak.host_preflight import host_preflight
 
 EXIT_BAD_INPUT = 2
 
@@ -50,10 +48,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a run: steps already DONE are skipped")
     run.add_argument("--out", type=Path, metavar="DIR", help="the run directory to create (default runs/<run-id>)")
     run.add_argument("--headless", action="store_true", help="no UI: run here and print progress; exit 0 on success")
+    run.add_argument("--force", action="store_true", help="run an arm that matches this host's known-OOM record")
 
     demo = sub.add_parser("demo", help="run the demo plan: the embedded engine, two W_O split arms")
     demo.add_argument("--out", type=Path, metavar="DIR", help="the run directory to create (default runs/<run-id>)")
     demo.add_argument("--headless", action="store_true", help="no UI: run here and print progress")
+    demo.add_argument("--force", action="store_true", help="run even if the demo matches a known OOM on this host")
 
     attach = sub.add_parser("attach", help="watch a run directory in the console (live or finished)")
     attach.add_argument("run_dir", type=Path)
@@ -64,6 +64,7 @@ def _parser() -> argparse.ArgumentParser:
 
     validate = sub.add_parser("validate", help="check a plan without running it: fields, files, steps, target")
     validate.add_argument("plan", type=Path)
+    validate.add_argument("--force", action="store_true", help="a known-OOM match is a warning, not an error")
     report_cli.add_parsers(sub)
     results_cli.add_parser(sub)
     bench_cli.add_parsers(sub)
@@ -72,12 +73,14 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _host_fit(path: Path, watchdog: WatchdogSpec) -> list[str]:
-    """The floors' warnings on this host; raises ConfigFileError (naming `path`) when they cannot fit it."""
-    fit = floor_fit(watchdog, read_meminfo())
-    if fit.errors:
-        raise ConfigFileError(path, [f"{path}: {error}" for error in fit.errors])
-    return fit.warnings
+def _preflight(path: Path, loaded: LoadedPlan, force: bool, run_id: str | None = None, starting: bool = True
+               ) -> list[str]:  # fmt: skip
+    """This host's pre-flight warnings for `loaded`; raises CliError (each line naming `path`) on a refusal."""
+    found = host_preflight(loaded, force, run_id, starting)
+    if found.errors:
+        lines = "\n  ".join(f"{path}: {error}" for error in found.errors)
+        raise CliError(f"refused on this host before anything started:\n  {lines}")
+    return found.warnings
 
 
 def _start(args: argparse.Namespace, plan: Path | None) -> RunDir:
@@ -85,11 +88,11 @@ def _start(args: argparse.Namespace, plan: Path | None) -> RunDir:
         if plan is not None or args.out is not None:
             raise CliError("--resume takes a run directory only; drop PLAN and --out")
         run = open_run(args.resume)
-        warnings = _host_fit(run.plan_toml, load_run_plan(run).plan.watchdog)
+        warnings = _preflight(run.plan_toml, load_run_plan(run), args.force, run.info()["run_id"])
     elif plan is None:
         raise CliError("give a PLAN file, or --resume RUN_DIR")
     else:
-        warnings = _host_fit(plan, load_plan(plan).plan.watchdog)  # before a run directory exists
+        warnings = _preflight(plan, load_plan(plan), args.force)  # before a run directory exists
         run = create_run(plan, args.out, default_runs_dir())
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
@@ -179,7 +182,10 @@ def _launch() -> int:
         return 0
     if not answer.isdigit() or not 1 <= int(answer) <= len(plans):
         raise CliError(f"{answer!r} is not a plan number between 1 and {len(plans)}")
-    return _interactive(create_run(plans[int(answer) - 1], None, runs_dir))
+    chosen = plans[int(answer) - 1]
+    for warning in _preflight(chosen, load_plan(chosen), force=False):
+        print(f"warning: {warning}", file=sys.stderr)
+    return _interactive(create_run(chosen, None, runs_dir))
 
 
 def _after_console(run: RunDir) -> None:
@@ -192,9 +198,9 @@ def _after_console(run: RunDir) -> None:
         print(f"run directory: {run.root}\nsummary:       {run.summary_md}")
 
 
-def _validate(path: Path) -> int:
+def _validate(path: Path, force: bool) -> int:
     loaded = load_plan(path)
-    host_warnings = _host_fit(path, loaded.plan.watchdog)
+    host_warnings = _preflight(path, loaded, force, starting=False)
     plan, serve = loaded.plan, loaded.plan.serve
     print(f"plan {plan.name} ({path}): valid")
     if isinstance(serve, DockerServe):
@@ -249,7 +255,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "results":
         return results_cli.run(args, console)
     if args.command == "validate":
-        return _validate(args.plan)
+        return _validate(args.plan, args.force)
     if args.command == "abort":
         run = open_run(args.run_dir)
         if not runner_alive(run):

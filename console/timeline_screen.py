@@ -16,7 +16,7 @@ from textual.widget import Widget
 from textual.widgets import Footer
 
 from console.views.run_view import RunView
-from console.views.timeline import MemoryTimeline, memory_cells, step_bar, time_span
+from console.views.timeline import MemoryTimeline, incident_marks, memory_cells, step_bar, time_span
 from console.watchdog_panel import SPARK_BARS
 from runners.watchdog.policy import Floors
 
@@ -47,7 +47,12 @@ def render_timeline(
         label = f"{step.icon} {step.key.path}"[: LABEL_WIDTH - 1].ljust(LABEL_WIDTH)
         out.append(label)
         out.append(step_bar(step.started_t, step.ended_t, t0, t1, cells, mark) + "\n", style=style)
+    if view.incidents:
+        out.append("incidents".ljust(LABEL_WIDTH))
+        out.append(incident_marks([t for t, _ in view.incidents], t0, t1, cells) + "\n", style="bold red")
     out.append(" " * LABEL_WIDTH + _clock(t0) + " " * max(1, cells - 16) + _clock(t1) + "\n", style="grey50")
+    for t, what in view.incidents:
+        out.append(f"  ! {_clock(t)}  {what}\n", style="red")
     said = "   ".join(f"{arm}: {verdict}" for arm, verdict in verdicts.items())
     out.append("verdicts".ljust(LABEL_WIDTH) + (said or "none yet (summary.json appears when a session ends)"))
     return out

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.env_sentinel import read_env_dir
-from engine.kernels.wo_split import check_wo_split
+from engine.kernels.wo_split_values import check_wo_split
 
 WO_SPLIT_VAR = "CUTE_WO_SPLIT"
 DEFAULT_WO_SPLIT = 1

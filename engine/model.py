@@ -16,7 +16,7 @@ from engine.kernels.backend import TORCH_KERNELS, DecodeKernels, ModelShapes
 from engine.kernels.checks import KernelCheckResult
 from engine.kernels.decode_checks import check_decode_kernels
 from engine.kernels.wo_nvfp4 import prepare_wo
-from engine.kernels.wo_split import check_wo_split
+from engine.kernels.wo_split_values import check_wo_split
 from engine.kv_pages import PAGE_SIZE, KVCache, PagePool, batch_tables, new_cache
 from engine.tokenizer import BOS, EOS, VOCAB_SIZE
 

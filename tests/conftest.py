@@ -16,6 +16,7 @@ import psutil
 import pytest
 
 from runners.bench.mock_server import MockSettings, serve_mock
+from runners.evidence.oom_record import STATE_DIR_VAR
 from runners.run.event_types import check_event
 from runners.run.files import read_jsonl
 
@@ -26,6 +27,13 @@ START_DEADLINE_S = 60.0
 HOST = "127.0.0.1"
 MOCK_START_S = 10.0
 MOCK_STOP_S = 5.0
+
+
+@pytest.fixture(autouse=True)
+def own_state_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test its own host state (the known-OOM record): a guard KILL in one test must not refuse the
+    plans of the next, nor touch the user's ~/.local/state. Subprocesses inherit it."""
+    monkeypatch.setenv(STATE_DIR_VAR, str(tmp_path_factory.mktemp("state")))
 
 
 @pytest.fixture(autouse=True)

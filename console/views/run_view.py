@@ -116,6 +116,7 @@ class RunView:
     serving: tuple[str, str] | None = None  # (arm, mode) of the serve target started last
     runner_pid: int | None = None  # the pid of the session's runner (run_started)
     log: list[str] = field(default_factory=list)
+    incidents: list[tuple[float, str]] = field(default_factory=list)  # (t, what): OOMs, kills, known-OOM matches
 
     @classmethod
     def for_plan(cls, plan: Plan, run_id: str) -> RunView:
@@ -260,10 +261,36 @@ class RunView:
         return f"{e['arm']}: SERVE TARGET COULD NOT BE STOPPED: {e.get('reason')}"
 
     def _on_serve_oom(self, e: dict) -> str:
+        self._incident(e, f"{e['step']['arm']}: OOM in the target")
         return (
             f"{e['step']['arm']}: OOM in the serve target: cgroup oom_kill {e.get('cgroup_oom_kills')}, "
             f"OOMKilled={e.get('oom_killed')}"
         )
+
+    def _on_oom_recorded(self, e: dict) -> str:
+        self._incident(e, f"{e.get('arm')}: recorded as a known OOM")
+        return (
+            f"{e.get('arm')} ({e.get('mode')}): added to this host's known-OOM record ({e.get('cause_text')}); "
+            f"plans that start it again are refused without --force ({e.get('record')})"
+        )
+
+    def _on_oom_record_failed(self, e: dict) -> str:
+        return f"the known-OOM record could not be written: {e.get('error')}"
+
+    def _on_known_oom_matched(self, e: dict) -> str:
+        self._incident(e, f"{e.get('arm')}: matches a known OOM")
+        return f"KNOWN OOM (run with --force): {e.get('message')}"
+
+    def _incident(self, e: dict, what: str) -> None:
+        t = e.get("t")
+        if isinstance(t, int | float):
+            self.incidents.append((float(t), what))
+
+    def _on_page_cache_dropped(self, e: dict) -> str:
+        head = f"{e.get('arm')}: MemFree {e.get('free_before_gib')} GiB < {e.get('need_gib')} GiB the target asks for"
+        if e.get("dropped"):
+            return f"{head}: page cache dropped before the start (MemFree now {e.get('free_after_gib')} GiB)"
+        return f"{head}: the page cache could not be dropped: {e.get('reason')}"
 
     def _on_preflight_warning(self, e: dict) -> str:
         return f"pre-flight warning ({e.get('topic')}): {e.get('message')}"
@@ -311,6 +338,8 @@ class RunView:
             arm = self.arms[target["arm"]]
             arm.serve = "killed by the guard" if e.get("kill") else "stopped by the guard"
             arm.ready_t, arm.health, arm.failing_t = None, "-", None
+        if e.get("kill"):
+            self._incident(e, f"{target.get('arm')}: killed by the guard")
         return f"{target.get('arm')}: the guard ended the serve target ({e.get('outcome')}): {e.get('cause')}"
 
     def _on_guard_lost(self, e: dict) -> str:

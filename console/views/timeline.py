@@ -79,3 +79,11 @@ def step_bar(started: float | None, ended: float | None, t0: float, t1: float, w
     a = min(width - 1, max(0, int((started - t0) / (t1 - t0) * width)))
     b = min(width, max(a + 1, int(((ended or t1) - t0) / (t1 - t0) * width + 0.999)))
     return " " * a + mark * (b - a) + " " * (width - b)
+
+
+def incident_marks(times: list[float], t0: float, t1: float, width: int) -> str:
+    """A `!` in the cell of each incident time on a `width`-cell axis (times outside it land on its ends)."""
+    cells = [" "] * width
+    for t in times:
+        cells[min(width - 1, max(0, int((t - t0) / (t1 - t0) * width)))] = "!"
+    return "".join(cells)

@@ -10,23 +10,7 @@ from __future__ import annotations
 
 import torch
 
-VALID_WO_SPLITS = (1, 2, 4, 8)
-
-
-class WoSplitError(ValueError):
-    """A wo_split value outside VALID_WO_SPLITS, or a shape it cannot split."""
-
-
-def check_wo_split(value: int | str, source: str = "wo_split") -> int:
-    """Return `value` as an int in VALID_WO_SPLITS, or raise WoSplitError naming `source`."""
-    try:
-        split = int(str(value).strip())
-    except ValueError:
-        split = None
-    if split not in VALID_WO_SPLITS:
-        allowed = ", ".join(str(v) for v in VALID_WO_SPLITS)
-        raise WoSplitError(f"{source}: {str(value)!r} is not one of {allowed}; set it to one of these")
-    return split
+from engine.kernels.wo_split_values import WoSplitError, check_wo_split
 
 
 def slot_bounds(k: int, num_kv_heads: int, wo_split: int) -> list[tuple[int, int]]:

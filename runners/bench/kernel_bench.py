@@ -25,7 +25,7 @@ from engine.kernels import nvfp4
 from engine.kernels import paged_attention as attn_ref
 from engine.kernels.checks import KernelCheckResult, check_wo_gemv
 from engine.kernels.wo_nvfp4 import WoKernel, WoWeight, prepare_wo, wo_torch
-from engine.kernels.wo_split import VALID_WO_SPLITS
+from engine.kernels.wo_split_values import VALID_WO_SPLITS
 from engine.kv_pages import PAGE_SIZE
 from runners.bench.kernel_timing import (
     FLUSH_FACTOR,

@@ -10,7 +10,7 @@ from engine.kernels.cute.build import CompileReport
 from engine.kernels.cute.fused_mlp import compile_fused_mlp
 from engine.kernels.cute.paged_attention import compile_paged_attention
 from engine.kernels.cute.wo_gemv import compile_wo_gemv
-from engine.kernels.wo_split import VALID_WO_SPLITS
+from engine.kernels.wo_split_values import VALID_WO_SPLITS
 
 # The shapes: Qwen3.5-27B-like W_O (K = heads · head_dim, N = hidden) and MLP; and the tiny engine model.
 WO_SHAPE = {"k": 6144, "n": 5120, "num_kv_heads": 4}

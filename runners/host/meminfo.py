@@ -17,6 +17,7 @@ KIB = 1024
 _MEMINFO_KEYS = {
     "MemTotal": "total",
     "MemAvailable": "available",
+    "MemFree": "free",
     "SwapFree": "swap_free",
     "AnonPages": "anon",
     "Shmem": "shmem",
@@ -34,6 +35,7 @@ class MemInfo:
     anon: int | None = None  # AnonPages
     shmem: int | None = None  # Shmem
     hugetlb: int | None = None  # Hugetlb, else HugePages_Total * Hugepagesize
+    free: int | None = None  # MemFree: what some start-up checks read (vLLM's on unified memory), never judged
 
 
 def _kib_field(value: str) -> int | None:
@@ -76,3 +78,16 @@ def read_meminfo(proc: Path = Path("/proc")) -> MemInfo:
     except OSError:
         return MemInfo()
     return parse_meminfo(text)
+
+
+def read_oom_kill_count(proc: Path = Path("/proc")) -> int | None:
+    """The host's count of processes the kernel OOM killer ended (`oom_kill` in /proc/vmstat, kernel 4.13+)."""
+    try:
+        text = (proc / "vmstat").read_text(errors="replace")
+    except OSError:
+        return None
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        if key == "oom_kill":
+            return parse_count(value.strip())
+    return None

@@ -19,7 +19,7 @@ from pathlib import Path
 from engine.config import load_engine_config
 from engine.config_file import ConfigFileError
 from engine.kernel_settings import WO_SPLIT_VAR
-from engine.kernels.wo_split import WoSplitError, check_wo_split
+from engine.kernels.wo_split_values import WoSplitError, check_wo_split
 from runners.plan.model import Plan
 from runners.plan.serve_spec import ExternalServe, ProcessServe
 

@@ -23,6 +23,12 @@ class WatchdogSpec(BaseModel):
     runner_stale_s: float = Field(10.0, gt=0, le=600, description="guard stops the target after this runner silence")
     guard_stale_s: float = Field(5.0, gt=0, le=600, description="runner fails closed after this guard silence")
     restart_wait_s: float = Field(600.0, gt=0, le=86400, description="wait for memory to recover before a start")
+    unified_memory: Literal["auto", "yes", "no"] = Field(
+        "auto", description="the GPU allocates from host memory (a GB10); auto asks NVML"
+    )
+    drop_page_cache: bool = Field(
+        False, description="root only: drop the page cache before a start when MemFree is short of what vLLM asks"
+    )
 
     @model_validator(mode="after")
     def _floors_all_or_none(self) -> WatchdogSpec:

@@ -90,6 +90,55 @@ class PreflightWarning(Event):
 
 
 @dataclass(frozen=True)
+class KnownOomMatched(Event):
+    """The run was started with `--force` although an arm's session matches the host's known-OOM record."""
+
+    TYPE = "known_oom_matched"
+    arm: str
+    mode: str
+    message: str
+
+
+@dataclass(frozen=True)
+class OomRecorded(Event):
+    """A target of this run that the guard killed (`cause` guard) or the kernel OOM-killed (kernel) was added
+    to the host's known-OOM record (`record`); plans that would start it again are refused without --force."""
+
+    TYPE = "oom_recorded"
+    DURABLE = True
+    arm: str
+    mode: str
+    cause: str
+    cause_text: str
+    record: str
+
+
+@dataclass(frozen=True)
+class OomRecordFailed(Event):
+    """The host's known-OOM record could not be read or written (`error`); the run's own events still hold any
+    incident, and a match against the record was not checked."""
+
+    TYPE = "oom_record_failed"
+    error: str
+
+
+@dataclass(frozen=True)
+class PageCacheDropped(Event):
+    """Before `arm`'s target started, MemFree was short of what it asks (`need_gib`) while MemAvailable held it:
+    with `watchdog.drop_page_cache` the page cache was dropped (`dropped`; MemFree before and after in GiB),
+    or `reason` says why not (not root, a read-only /proc/sys)."""
+
+    TYPE = "page_cache_dropped"
+    arm: str
+    mode: str
+    dropped: bool
+    free_before_gib: float | None
+    free_after_gib: float | None
+    need_gib: float
+    reason: str
+
+
+@dataclass(frozen=True)
 class ControlCleared(Event):
     """A control request (abort, or `{"pause": ...}`) left over from before this session was cleared."""
 

@@ -34,7 +34,7 @@ from runners.run.targets import TargetRef
 from runners.serve.env_reports import clear_reports
 from runners.serve.process import fill_placeholders, free_port
 from runners.serve.readiness import probe, wait_ready_explained
-from runners.serve.runtime import PROFILE_DIR_NAME, ExitInfo, ProbeResult, ReadyInfo, ServeError
+from runners.serve.runtime import OOM_KILLED, PROFILE_DIR_NAME, ExitInfo, ProbeResult, ReadyInfo, ServeError
 
 SIGNAL_EXIT = {137: "SIGKILL", 143: "SIGTERM", 130: "SIGINT", 134: "SIGABRT", 139: "SIGSEGV"}
 
@@ -63,7 +63,7 @@ def classify_exit(state: dict, stopping: str | None, oom_kills: int | None) -> E
     if state.get("Error"):
         notes.append(f"error: {state['Error']}")
     if state.get("OOMKilled"):
-        how = "OOM-killed"
+        how = OOM_KILLED
     elif stopping == "terminated" and code == 137:
         how = "killed after the stop grace period (it ignored its stop signal)"
     elif stopping:

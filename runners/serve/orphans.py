@@ -93,3 +93,35 @@ async def sweep_at_start(explicit_socket: str | None = None) -> OrphansChecked |
     for report in reports:
         by_outcome[report.outcome].append(report.as_dict())
     return OrphansChecked(str(socket), **by_outcome)
+
+
+@dataclass(frozen=True)
+class LiveContainer:
+    """A running container of another run whose runner is alive (the sweep leaves it; a new run must wait)."""
+
+    name: str
+    run_id: str | None
+    arm: str | None
+    owner: str
+
+
+async def live_run_containers(exclude_run: str | None = None, explicit_socket: str | None = None
+                              ) -> list[LiveContainer]:  # fmt: skip
+    """Running `gb10.owner`-labelled containers whose runner lives on this host (not `exclude_run`'s); none when
+    no Docker socket answers (a host without Docker has none to find)."""
+    try:
+        socket = find_socket(explicit_socket)
+        async with DockerClient(socket, SWEEP_CALL_DEADLINE_S) as client:
+            await client.connect()
+            items = await client.containers([LABEL_OWNER])
+    except DockerError:
+        return []
+    out = []
+    for item in items:
+        labels = item.get("Labels") or {}
+        owner = Owner.parse(labels.get(LABEL_OWNER, ""))
+        if owner is None or labels.get(LABEL_RUN) == exclude_run or not owner.alive():
+            continue
+        name = (item.get("Names") or ["?"])[0].lstrip("/")
+        out.append(LiveContainer(name, labels.get(LABEL_RUN), labels.get(LABEL_ARM), owner.label))
+    return out

@@ -24,13 +24,14 @@ import time
 from pathlib import Path
 
 from engine.env_sentinel import ENV_DIR_VAR, SENTINEL_NAME, format_sentinel
+from runners.host.meminfo import read_oom_kill_count
 from runners.host.owner import RUN_ID_VAR, process_start_ticks
 from runners.run.files import tail_lines, write_atomic
 from runners.run.redact import redact_argv
 from runners.run.targets import TargetRef
 from runners.serve.env_reports import clear_reports
 from runners.serve.readiness import probe, wait_ready_explained
-from runners.serve.runtime import PROFILE_DIR_NAME, ExitInfo, ProbeResult, ReadyInfo, ServeError
+from runners.serve.runtime import OOM_KILLED, PROFILE_DIR_NAME, ExitInfo, ProbeResult, ReadyInfo, ServeError
 
 PR_SET_PDEATHSIG = 1
 KILL_REAP_TIMEOUT_S = 5.0
@@ -90,6 +91,7 @@ class ProcessRuntime:
         self.arm_env = {key: fill_placeholders(value, fill) for key, value in env.items()}
         self._proc: asyncio.subprocess.Process | None = None
         self._stopped_how: str | None = None
+        self._oom_kills_at_start: int | None = None  # the host's /proc/vmstat oom_kill when it started
 
     @property
     def pid(self) -> int | None:
@@ -105,6 +107,7 @@ class ProcessRuntime:
         if self.run_id:
             env[RUN_ID_VAR] = self.run_id  # the label the guard checks before it touches the process
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._oom_kills_at_start = read_oom_kill_count()
         with open(self.log_path, "ab") as log:  # noqa: ASYNC230 - a local append, once per start
             stamp = time.strftime("%Y-%m-%d %H:%M:%S")
             log.write(f"\n=== gb10-console {stamp}: starting {' '.join(self.command)}\n".encode())
@@ -143,6 +146,12 @@ class ProcessRuntime:
         if self._proc is None:
             return ExitInfo(None, "not started")
         rc = await self._proc.wait()
+        if rc == -signal.SIGKILL and self._stopped_how is None:
+            kills = read_oom_kill_count()
+            new = kills - self._oom_kills_at_start if kills is not None and self._oom_kills_at_start is not None else 0
+            if new > 0:  # a SIGKILL nobody here sent, while the kernel's OOM killer was at work
+                detail = f"the host's OOM killer ended {new} process(es) while it ran (/proc/vmstat oom_kill)"
+                return ExitInfo(rc, OOM_KILLED, detail)
         return ExitInfo(rc, self._stopped_how or "exited")
 
     async def stop(self, grace_s: float) -> ExitInfo:

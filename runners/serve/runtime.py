@@ -35,6 +35,9 @@ class ProbeResult:
     detail: str
 
 
+OOM_KILLED = "OOM-killed"  # ExitInfo.how of a target the kernel's OOM killer ended
+
+
 @dataclass(frozen=True)
 class ExitInfo:
     """How a target ended: its exit code (negative = killed by that signal) and how we ended it."""

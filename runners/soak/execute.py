@@ -17,6 +17,7 @@ from pathlib import Path
 
 from engine.config_file import ConfigFileError
 from runners import event_loop
+from runners.evidence.oom_record import known_oom_matches, record_path, record_run_ooms
 from runners.plan.load import LoadedPlan, load_plan
 from runners.plan.preflight import preflight_warnings
 from runners.plan.serve_spec import DockerServe
@@ -29,6 +30,9 @@ from runners.run.event_types import (
     DispatchPaused,
     DispatchResumed,
     GuardLost,
+    KnownOomMatched,
+    OomRecorded,
+    OomRecordFailed,
     PreflightWarning,
     SummaryFailed,
     SummaryWritten,
@@ -102,6 +106,8 @@ async def execute(run: RunDir, listeners: Iterable[Listener] = (), argv: list[st
         events.emit(await sweep_at_start(serve.socket if isinstance(serve, DockerServe) else None))
         for finding in preflight_warnings(loaded.plan):  # profiler settings that would lose a trace
             events.emit(PreflightWarning(finding.topic, finding.message))
+        await _record_ooms(run, loaded, events)  # catch up on a session whose runner died
+        await _known_ooms(loaded, events)
         watcher = asyncio.create_task(watch_control(run, on_abort, on_pause))
         guard = GuardLink(run, loaded.plan.watchdog)
         soak = SoakSession(run, loaded, events, abort, guard=guard, gate=gate)
@@ -128,6 +134,7 @@ async def execute(run: RunDir, listeners: Iterable[Listener] = (), argv: list[st
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
         try:  # evidence beyond the run's own state: a full disk must not turn the result into a traceback
+            await _record_ooms(run, loaded, events)
             _write_evidence(run, events)
             end_session(run, result.status, result.exit_code)
             events.close()
@@ -136,6 +143,29 @@ async def execute(run: RunDir, listeners: Iterable[Listener] = (), argv: list[st
         return result
     finally:
         lock.release()
+
+
+async def _record_ooms(run: RunDir, loaded: LoadedPlan, events: EventLog) -> None:
+    """Add the run's OOM-killed targets to the host's known-OOM record; a record that fails is an event."""
+    try:
+        written = await asyncio.to_thread(record_run_ooms, run, loaded)
+    except OSError as exc:
+        events.emit(OomRecordFailed(f"{record_path()}: {exc.strerror or exc}"))
+        return
+    for record in written:
+        events.emit(OomRecorded(record["arm"], record["mode"], record["cause"], record["cause_text"],
+                                str(record_path())))  # fmt: skip
+
+
+async def _known_ooms(loaded: LoadedPlan, events: EventLog) -> None:
+    """An event for each session that matches the known-OOM record (the CLI refused it without --force)."""
+    try:
+        matches = await asyncio.to_thread(known_oom_matches, loaded)
+    except OSError as exc:
+        events.emit(OomRecordFailed(f"{record_path()} cannot be read: {exc.strerror or exc}"))
+        return
+    for match in matches:
+        events.emit(KnownOomMatched(match.arm, match.mode, match.message()))
 
 
 def _write_evidence(run: RunDir, events: EventLog) -> None:

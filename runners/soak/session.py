@@ -36,6 +36,7 @@ from runners.run.targets import write_targets
 from runners.serve.make import make_runtime
 from runners.serve.runtime import ServeError, ServeRuntime
 from runners.soak.env_check import verify_env
+from runners.soak.host_preflight import drop_cache_before_start
 from runners.soak.ledger import RunLedger, SoakResult
 from runners.soak.memory_watch import MemoryWatch
 from runners.soak.step import StepContext, StepRun
@@ -164,6 +165,7 @@ class SoakSession:
             return []
         if self.abort.is_set():
             return []
+        await drop_cache_before_start(self.loaded, self.events, arm, mode)  # opt-in: vLLM's start-up check
         self.events.emit(ServeStarting(arm, mode, runtime.kind, await runtime.inspect()))
         self.memory.arm()
         try:

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from engine.faults import wo_gemv_dropping_last_slot
-from engine.kernels.wo_split import VALID_WO_SPLITS
+from engine.kernels.wo_split_values import VALID_WO_SPLITS
 from runners.bench import kernel_timing
 from runners.bench.kernel_bench import MARKDOWN_COLUMNS, SIZES, bench_kernels, markdown_table, pick_impl
 from runners.bench.kernel_timing import (

@@ -25,7 +25,7 @@ from engine.kernels.cute import fused_mlp as cute_mlp
 from engine.kernels.cute import paged_attention as cute_attn
 from engine.kernels.cute import wo_gemv as cute_wo
 from engine.kernels.wo_nvfp4 import prepare_wo
-from engine.kernels.wo_split import VALID_WO_SPLITS
+from engine.kernels.wo_split_values import VALID_WO_SPLITS
 
 pytest.importorskip("cutlass", reason="nvidia-cutlass-dsl is not installed: pip install nvidia-cutlass-dsl==4.8.1")
 

@@ -14,7 +14,7 @@ import torch
 
 from engine.kernels.backend import ModelShapes
 from engine.kernels.decode_checks import check_decode_kernels
-from engine.kernels.wo_split import VALID_WO_SPLITS
+from engine.kernels.wo_split_values import VALID_WO_SPLITS
 from engine.kv_pages import PAGE_SIZE
 
 pytest.importorskip("cutlass", reason="nvidia-cutlass-dsl is not installed: pip install nvidia-cutlass-dsl==4.8.1")

@@ -13,14 +13,12 @@ from engine.kernels import nvfp4
 from engine.kernels.checks import check_wo_gemv, exact_inputs, nvfp4_exact_inputs
 from engine.kernels.wo_nvfp4 import prepare_wo, wo_torch
 from engine.kernels.wo_split import (
-    VALID_WO_SPLITS,
-    WoSplitError,
-    check_wo_split,
     reference_chained,
     reference_split_order,
     slot_bounds,
     wo_split_gemv,
 )
+from engine.kernels.wo_split_values import VALID_WO_SPLITS, WoSplitError, check_wo_split
 from engine.model import TinyDecoder
 from engine.tokenizer import encode
 

@@ -13,7 +13,7 @@ import torch
 from engine.config import ModelConfig, load_engine_config
 from engine.kernels.backend import TORCH_KERNELS, ModelShapes, cute_shape_check, select_kernels
 from engine.kernels.cute.build import CuteUnavailableError
-from engine.kernels.wo_split import VALID_WO_SPLITS, WoSplitError
+from engine.kernels.wo_split_values import VALID_WO_SPLITS, WoSplitError
 from engine.kv_pages import PAGE_SIZE, PagePool, batch_tables, new_cache
 from engine.model import KV_SPLITS, TinyDecoder, mlp_slots
 from engine.tokenizer import encode

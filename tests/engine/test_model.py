@@ -14,7 +14,7 @@ from engine.config_file import ConfigFileError
 from engine.engine_loop import EngineLoop, TokenDelta
 from engine.env_sentinel import SentinelError, format_sentinel, parse_sentinel
 from engine.kernel_settings import resolve_kernel_settings
-from engine.kernels.wo_split import WoSplitError
+from engine.kernels.wo_split_values import WoSplitError
 from engine.model import TinyDecoder
 from engine.sampling import SamplingParams, make_generator, sample_token
 from engine.tokenizer import BOS, EOS, StreamDecoder, decode, encode

@@ -25,7 +25,8 @@ from engine.kernels.cute.wo_gemv import (
     staged_tile_order,
     wo_gemv_shape,
 )
-from engine.kernels.wo_split import VALID_WO_SPLITS, reference_split_order
+from engine.kernels.wo_split import reference_split_order
+from engine.kernels.wo_split_values import VALID_WO_SPLITS
 
 _OPERAND = re.compile(r"\{\$([rw])(\d+)\}")
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from pathlib import Path
 
 import pytest
 
+from runners.host.meminfo import read_oom_kill_count
+from runners.serve import process as process_module
 from runners.serve.process import ProcessRuntime
 from runners.serve.runtime import ServeError
 from tests.conftest import ENGINE_CONFIG, pid_gone, wait_until
@@ -83,3 +86,29 @@ async def test_a_missing_command_is_a_clear_error(tmp_path: Path) -> None:
     rt = runtime(tmp_path, ["/nonexistent/vllm", "{port}"], {})
     with pytest.raises(ServeError, match="cannot start serve command '/nonexistent/vllm'"):
         await rt.start()
+
+
+@pytest.mark.parametrize(("counts", "how"), [((5, 6), "OOM-killed"), ((5, 5), "exited"), ((None, None), "exited")])
+async def test_a_sigkill_from_outside_while_the_oom_killer_worked_is_an_oom_kill(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, counts: tuple, how: str
+) -> None:
+    """The host's /proc/vmstat oom_kill rose while the target ran and it died of a SIGKILL nobody here sent."""
+    readings = iter(counts)
+    monkeypatch.setattr(process_module, "read_oom_kill_count", lambda: next(readings))
+    rt = runtime(tmp_path, ["sleep", "300"], {})
+    await rt.start()
+    os.kill(rt.pid, signal.SIGKILL)  # as the kernel's OOM killer does
+    ended = await rt.wait_exit()
+    assert (ended.how, ended.returncode) == (how, -9)
+    if how == "OOM-killed":
+        assert ended.describe() == (
+            "OOM-killed (signal 9); the host's OOM killer ended 1 process(es) while it ran (/proc/vmstat oom_kill)"
+        )
+
+
+def test_the_host_oom_kill_count_is_read_from_vmstat(tmp_path: Path) -> None:
+    (tmp_path / "vmstat").write_text("nr_free_pages 12\noom_kill 7\npgfault 3\n")
+    assert read_oom_kill_count(tmp_path) == 7
+    (tmp_path / "vmstat").write_text("nr_free_pages 12\n")  # a kernel before 4.13
+    assert read_oom_kill_count(tmp_path) is None and read_oom_kill_count(tmp_path / "nowhere") is None
+    assert isinstance(read_oom_kill_count(), int)  # this host's

@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from console.cli import main
 from runners.bench.watchdog_bench import measure
+from runners.evidence.oom_record import record_run_ooms
 from runners.host.meminfo import read_meminfo
 from runners.host.owner import RUN_ID_VAR, process_start_ticks
 from runners.plan.load import load_plan
@@ -53,7 +55,9 @@ def _sleeper(procs: list[subprocess.Popen], run_id: str | None) -> subprocess.Po
     return proc
 
 
-async def test_a_real_memory_hog_is_killed_within_a_second_of_the_floor(tmp_path: Path) -> None:
+async def test_a_real_memory_hog_is_killed_within_a_second_of_the_floor(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     """1 GiB/s against floors 1/2/3 GiB below MemAvailable, prediction off: the guard kills within 1 s of the
     KILL floor crossing, and MemAvailable goes at most one minimum poll's worth of fill below it."""
     result = await measure(1.0, max_gib=4.0, max_s=20.0, workdir=tmp_path, horizon_s=0.001)
@@ -67,6 +71,16 @@ async def test_a_real_memory_hog_is_killed_within_a_second_of_the_floor(tmp_path
     assert "memory KILL" in ended[0]["cause"] and ended[0]["available_gib"] is not None
     records = read_jsonl(tmp_path / "run" / "watchdog.jsonl")
     assert {r["level"] for r in records} >= {"ok", "kill"}
+    # the kill goes into this host's known-OOM record, and the same plan is refused until --force
+    loaded = load_plan(tmp_path / "plan.toml")
+    [record] = record_run_ooms(RunDir(tmp_path / "run"), loaded)
+    assert (record["arm"], record["mode"], record["cause"]) == ("hog", "primary", "guard")
+    assert record["cause_text"].startswith("memory KILL") and record["floors_gib"]["kill"] > 0
+    assert any(m["level"] == "kill" for m in record["memory"]) and record["identity"].endswith("--env-dir {env_dir}")
+    assert record_run_ooms(RunDir(tmp_path / "run"), loaded) == []  # recorded once
+    assert main(["validate", str(tmp_path / "plan.toml")]) == 2
+    assert "arm hog (primary, no env) matches a known OOM on this host: memory KILL" in capsys.readouterr().err
+    assert main(["validate", "--force", str(tmp_path / "plan.toml")]) == 0
 
 
 FAKE_RUNNER = textwrap.dedent(

@@ -51,6 +51,7 @@ def test_meminfo_fields_are_bytes() -> None:
         anon=90000000 * KIB,
         shmem=500000 * KIB,
         hugetlb=16384 * KIB,
+        free=1000000 * KIB,
     )
 
 

@@ -39,7 +39,7 @@ from engine.kernels.cute.build import (
     fake_tensor,
     require_cuda,
 )
-from engine.kernels.wo_split import WoSplitError, check_wo_split
+from engine.kernels.wo_split_values import WoSplitError, check_wo_split
 
 THREADS = 128  # direct kernel: one output row per thread
 BLOCK = 16  # NVFP4 values per E4M3 scale: a slot must hold whole blocks
