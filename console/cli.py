@@ -83,6 +83,8 @@ def _headless(run: RunDir, console: Console) -> int:
     view = RunView.for_plan(load_run_plan(run).plan, info["run_id"])
     console.print(f"run [b]{info['run_id']}[/b] in {run.root}", highlight=False)
     result = event_loop.run(execute(run, [HeadlessPrinter(console, view)]))
+    if result.nothing_to_do:
+        print(result.reason)
     table = summary_table(run)
     if table is not None:
         console.print(table)
