@@ -417,11 +417,14 @@ class MeasurementDistorted(Event):
 
 @dataclass(frozen=True)
 class StepSkipped(Event):
-    """The step was DONE in an earlier session."""
+    """The step was DONE in an earlier session; `started_at`/`ended_at` are that step's own times (phase.json), so
+    a reader never takes this event's time for the step's end."""
 
     TYPE = "step_skipped"
     step: StepKey
     reason: str
+    started_at: float | None = field(default=ABSENT, metadata=OPTIONAL)
+    ended_at: float | None = field(default=ABSENT, metadata=OPTIONAL)
 
 
 @dataclass(frozen=True)

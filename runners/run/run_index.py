@@ -34,6 +34,7 @@ def list_runs(runs_dir: Path, limit: int = 200) -> list[RunEntry]:
         live = runner_alive(run)
         try:
             info = run.info()
+            run.plan_dir()
         except (OSError, ValueError):  # DamagedRunFile: `gb10-console run --resume` says what to do
             info, status = {}, "damaged (run.json)"
         else:

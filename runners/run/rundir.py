@@ -157,10 +157,16 @@ class RunDir:
             raise DamagedRunFile(damaged_run_json(self, exc.strerror or str(exc))) from None
         if not isinstance(data, dict):
             raise DamagedRunFile(damaged_run_json(self, f"not a JSON object but {type(data).__name__}"))
-        for name in ("run_id", "plan_dir"):
-            if not isinstance(data.get(name), str) or not data[name]:
-                raise DamagedRunFile(damaged_run_json(self, f"{name!r} is missing or not a string"))
+        if not isinstance(data.get("run_id"), str) or not data["run_id"]:
+            raise DamagedRunFile(damaged_run_json(self, "'run_id' is missing or not a string"))
         return data
+
+    def plan_dir(self) -> Path:
+        """The directory the plan's relative paths resolve against (run.json `plan_dir`); DamagedRunFile if absent."""
+        plan_dir = self.info().get("plan_dir")
+        if not isinstance(plan_dir, str) or not plan_dir:
+            raise DamagedRunFile(damaged_run_json(self, "'plan_dir' is missing or not a string"))
+        return Path(plan_dir)
 
     def is_done(self, step: StepKey) -> bool:
         """True when the step's DONE marker exists."""

@@ -62,7 +62,7 @@ def open_run(path: Path) -> RunDir:
 
 def load_run_plan(run: RunDir) -> LoadedPlan:
     """The run's copy of its plan, resolving relative paths against the original plan's directory."""
-    return load_plan(run.plan_toml, base_dir=Path(run.info()["plan_dir"]))
+    return load_plan(run.plan_toml, base_dir=run.plan_dir())
 
 
 async def execute(run: RunDir, listeners: Iterable[Listener] = (), argv: list[str] | None = None) -> SoakResult:

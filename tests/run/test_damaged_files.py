@@ -109,7 +109,7 @@ def test_a_garbage_run_json_says_what_it_held_and_what_to_do(tmp_path: Path, gar
     start_session(run, ["test"])  # provenance.json: the run id and where the plan came from
     run.run_json.write_bytes(garbage)
     with pytest.raises(DamagedRunFile) as caught:
-        run.info()
+        run.plan_dir()  # reads run.info() first
     message = str(caught.value)
     assert f"{run.run_json} is damaged" in message and "not rebuilt automatically" in message
     guess = json.loads(message[message.index("{") :])

@@ -109,6 +109,9 @@ async def test_resume_after_a_torn_last_event_starts_a_fresh_line_and_records_th
     assert f"from byte {offset}" in repair["detail"] and "events.jsonl.torn" in repair["detail"]
     assert [(r["offset"], r["text"]) for r in torn_records(run.events)] == [(offset, data[offset:cut].decode())]
     assert "torn line(s) were set aside from events.jsonl" in (run.root / "summary.md").read_text()
+    [skipped] = [e for e in read_jsonl(run.events) if e["type"] == "step_skipped"]
+    own = read_json(run.step_dir(FIRST) / "phase.json")  # the DONE step's own times, not the resume's
+    assert (skipped["started_at"], skipped["ended_at"]) == (own["started_at"], own["ended_at"])
 
 
 async def test_fuzz_cut_jsonl_files_at_random_offsets_then_resume_and_every_line_parses(
