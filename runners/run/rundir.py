@@ -266,8 +266,10 @@ class LockHolder:
             if proc.status() == psutil.STATUS_ZOMBIE:
                 return False
             return self.started is None or abs(proc.create_time() - self.started) < 0.05
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
+        except psutil.NoSuchProcess:
             return False
+        except psutil.AccessDenied:
+            return True  # it exists and is not ours to inspect: never take its lock
 
     def describe(self) -> str:
         """`pid N`, with the host when it is another one."""
