@@ -105,6 +105,8 @@ def _headless(run: RunDir, console: Console) -> int:
     with OutputLossTolerance(run.runner_log).applied() as output:  # `| head`, a dropped ssh: the soak goes on
         console.print(f"run [b]{info['run_id']}[/b] in {run.root}", highlight=False)
         result = event_loop.run(execute(run, [HeadlessPrinter(console, view)]))
+        if result.nothing_to_do:
+            print(result.reason)
         table = summary_table(run)
         if table is not None:
             console.print(table)

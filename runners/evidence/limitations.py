@@ -19,8 +19,9 @@ from runners.evidence.step_files import number, phase_record, section
 from runners.plan.model import Plan
 from runners.plan.steps import StepKey
 from runners.replay.measurement_check import DISTORTED, UNCHECKED
+from runners.run.event_log import read_event_log
 from runners.run.event_types import GuardLost, ServeHealth, ServeOom, ServeRestarting, StepFailed, WatchdogAction
-from runners.run.files import read_json, read_jsonl
+from runners.run.files import read_json
 from runners.run.rundir import RunDir
 
 
@@ -216,13 +217,23 @@ def _unhealthy(events: list[dict]) -> list[str]:
             "a stall (events.jsonl serve_health)"]  # fmt: skip
 
 
+def _event_log(problems: tuple[str, ...]) -> list[str]:
+    """An incomplete events.jsonl: what shows it, and that the incidents below may not be all there were."""
+    if not problems:
+        return []
+    head = "the event log (events.jsonl) is incomplete: incidents it lost are not listed here"
+    return [head, *(f"  - {p}" for p in problems)]
+
+
 def known_limitations(run: RunDir, plan: Plan) -> list[str]:
     """Every known limitation of the run's evidence, most consequential first; empty when there is none."""
     try:
-        events = [e for e in read_jsonl(run.events) if isinstance(e, dict)]
+        log = read_event_log(run, plan.steps())
     except OSError as exc:
         return [f"events.jsonl cannot be read ({exc}): incidents are not listed", *_env(run, plan)]
+    events = log.events
     return [
+        *_event_log(log.problems),
         *_steps(run, plan, events),
         *_env(run, plan),
         *_profiles(run, plan),

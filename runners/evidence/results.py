@@ -29,6 +29,7 @@ from runners.plan.sections import GatesSpec
 from runners.plan.steps import StepKey
 from runners.replay.metrics import PhaseStats, percentile, phase_stats, tpot_ms, ttft_ms
 from runners.replay.records import RequestRecord
+from runners.run.event_log import status_label
 from runners.run.files import read_json
 from runners.run.rundir import RunDir, RunDirError
 
@@ -217,6 +218,10 @@ def _phase_result(
         recs, bad = request_records(run, step)
         if bad:
             notes.append(f"{step.path}: {bad} line(s) of requests.jsonl could not be read and are left out")
+        counted = number(section(record, "stats").get("requests"))
+        if counted is not None and len(recs) + bad < counted:
+            notes.append(f"{step.path}: requests.jsonl holds {len(recs) + bad} of the {int(counted)} requests "
+                         "phase.json counted (the file lost lines); the step's numbers use what is left")  # fmt: skip
         records += recs
         walls.append(wall)
         if "gsm8k" in record:
@@ -302,20 +307,18 @@ def load_plan_copy(run: RunDir) -> Plan:
 
 def _run_info(run: RunDir) -> dict:
     try:
-        info = run.info()
-    except (OSError, ValueError) as exc:
+        return run.info()  # a damaged run.json raises DamagedRunFile, a RunDirError saying what to do
+    except OSError as exc:
         raise RunDirError(f"{run.run_json} cannot be read ({exc}); the run directory is damaged") from None
-    if not isinstance(info, dict):
-        raise RunDirError(f"{run.run_json} is not a JSON object; the run directory is damaged")
-    return info
 
 
 def load_run_results(root: Path) -> RunResults:
     """Read everything gates and reports need from the run directory at `root`.
 
-    Damaged evidence (unreadable phase.json or request lines, oversized traces, a broken
-    state.json) is left out and listed among the limitations. Raises RunDirError when `root` is not
-    a readable run directory, ConfigFileError when its plan copy is invalid.
+    Damaged evidence (unreadable phase.json or request lines, requests.jsonl that lost lines, oversized
+    traces, a broken state.json, an incomplete event log) is left out and listed among the limitations; the
+    status is `status_label`'s (never "finished" for a run whose event log was cut). Raises RunDirError when
+    `root` is not a readable run directory, ConfigFileError when its plan copy is invalid.
     """
     run = RunDir(root)
     if not run.is_run():
@@ -323,12 +326,11 @@ def load_run_results(root: Path) -> RunResults:
     info = _run_info(run)
     plan = load_plan_copy(run)
     notes: list[str] = []
-    status = "created"
-    try:
-        state = run.read_state()
-    except (OSError, ValueError, TypeError) as exc:
-        state, status = None, "unknown"
-        notes.append(f"state.json cannot be read ({exc}); the run's status is unknown")
+    state = run.read_state()
+    status = status_label(run, state)
+    if state is not None and state.status == "damaged":
+        notes.append(state.reason)
+        state = None  # its times are not known
     arms = []
     for spec in plan.arms:
         phases: dict[str, PhaseResult] = {}
@@ -366,7 +368,7 @@ def load_run_results(root: Path) -> RunResults:
     return RunResults(
         run_id=str(info.get("run_id", run.root.name)),
         plan=plan,
-        status=state.label() if state else status,
+        status=status,
         root=run.root,
         arms=tuple(arms),
         limitations=(*known_limitations(run, plan), *notes),

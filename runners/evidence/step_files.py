@@ -65,7 +65,7 @@ def request_records(run: RunDir, step: StepKey) -> tuple[list[RequestRecord], in
         lines = tail.read_new(max_bytes=None)
     except OSError:
         return [], 1
-    bad = tail.bad_lines
+    bad = tail.bad_lines + bool(tail.pending)  # a last line without its newline cannot be read either
     for line in lines:
         try:
             rec = RequestRecord.from_dict(line)

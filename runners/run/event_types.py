@@ -147,6 +147,21 @@ class ControlCleared(Event):
 
 
 @dataclass(frozen=True)
+class RunDirRepaired(Event):
+    """A session found a damaged file in the run directory and repaired it before going on: `action` is
+    `torn_line_set_aside` (a last line without its newline moved to `<file>.torn`), `state_rebuilt` (state.json
+    rebuilt from events.jsonl and the DONE markers, the damaged copy kept), `provenance_set_aside` (an unreadable
+    provenance.json kept aside, a new one started) or `stale_lock_taken_over` (runner.lock held by a process that is
+    not a live runner); `detail` says what was kept where."""
+
+    TYPE = "run_dir_repaired"
+    DURABLE = True
+    file: str
+    action: str
+    detail: str
+
+
+@dataclass(frozen=True)
 class AbortRequested(Event):
     """An abort was asked for `by` the console, the cli or a signal."""
 
@@ -451,11 +466,14 @@ class MeasurementDistorted(Event):
 
 @dataclass(frozen=True)
 class StepSkipped(Event):
-    """The step was DONE in an earlier session."""
+    """The step was DONE in an earlier session; `started_at`/`ended_at` are that step's own times (phase.json), so
+    a reader never takes this event's time for the step's end."""
 
     TYPE = "step_skipped"
     step: StepKey
     reason: str
+    started_at: float | None = field(default=ABSENT, metadata=OPTIONAL)
+    ended_at: float | None = field(default=ABSENT, metadata=OPTIONAL)
 
 
 @dataclass(frozen=True)

@@ -1,14 +1,27 @@
-"""File writes a reader can trust: atomic replace with fsync, JSON lines appended whole, tails that wait."""
+"""File writes a reader can trust: atomic replace with fsync, JSON lines appended whole, tails that wait.
+
+A JSONL file whose last line lost its end (a crash or a full disk mid-write) is never appended to as it is:
+the fragment is moved to `<file>.torn` first (`set_aside_torn_tail`), so the next line starts fresh and
+every line of the file parses. Appenders hold the file's flock while they write, so the one that sets a
+fragment aside never takes another writer's line in flight for one.
+"""
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import fcntl
 import json
 import os
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
+
+TORN_SUFFIX = ".torn"
+SCAN_BLOCK = 64 << 10
 
 
 class RunDirWriteError(OSError):
@@ -57,22 +70,126 @@ def read_json(path: Path) -> Any:
         raise ValueError(f"{path}: not valid JSON: {exc}") from None
 
 
+@dataclass(frozen=True)
+class TornTail:
+    """A last line without its newline, moved from a JSONL file to the file's `.torn` sidecar."""
+
+    path: Path
+    offset: int  # the byte where the fragment began; the file now ends there
+    length: int
+    sidecar: Path
+
+    def describe(self) -> str:
+        """One sentence: which file, how much, where it went."""
+        return (
+            f"{self.path.name} ended in a {self.length}-byte line without its newline (from byte {self.offset}); "
+            f"that fragment was moved to {self.sidecar.name} so every line of {self.path.name} parses"
+        )
+
+
+def torn_sidecar(path: Path) -> Path:
+    """Where the torn last lines of `path` are kept: `<path>.torn`, one JSON record per fragment."""
+    return path.with_name(path.name + TORN_SUFFIX)
+
+
+def _last_line_start(fd: int, size: int) -> int:
+    """The offset just after the last newline before `size` (0 when there is none)."""
+    end = size
+    while end > 0:
+        start = max(0, end - SCAN_BLOCK)
+        block = os.pread(fd, end - start, start)
+        cut = block.rfind(b"\n")
+        if cut >= 0:
+            return start + cut + 1
+        end = start
+    return 0
+
+
+def set_aside_torn_tail(path: Path) -> TornTail | None:
+    """If `path` ends in a partial line, move it to `<path>.torn` and cut the file back to its last newline.
+
+    The sidecar record (`offset`, `length`, `at`, `text`, `base64`: the exact bytes) is fsynced before the file is
+    cut, so the fragment is never lost. None when the file is missing, empty or ends in a newline. Holds the
+    file's flock, as every JsonlWriter append does. Raises RunDirWriteError naming the file.
+    """
+    try:
+        fd = os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise RunDirWriteError(exc.errno, f"cannot open {path}: {exc.strerror or exc}") from exc
+    sidecar = torn_sidecar(path)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        size = os.fstat(fd).st_size
+        if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+            return None
+        offset = _last_line_start(fd, size)
+        fragment = os.pread(fd, size - offset, offset)
+        record = {
+            "file": path.name,
+            "offset": offset,
+            "length": len(fragment),
+            "at": time.time(),
+            "text": fragment.decode("utf-8", errors="replace"),
+            "base64": base64.b64encode(fragment).decode("ascii"),
+        }
+        with open(sidecar, "ab") as fh:
+            fh.write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.ftruncate(fd, offset)
+        os.fsync(fd)
+        return TornTail(path, offset, len(fragment), sidecar)
+    except OSError as exc:
+        why = exc.strerror or exc
+        raise RunDirWriteError(exc.errno, f"cannot set aside the torn last line of {path}: {why}") from exc
+    finally:
+        os.close(fd)
+
+
+def set_aside_torn_tails(root: Path) -> list[TornTail]:
+    """`set_aside_torn_tail` for every `*.jsonl` file under `root` (a run directory at the start of a session)."""
+    found = []
+    for path in sorted(root.rglob("*.jsonl")):
+        if path.is_file() and not path.is_symlink():
+            torn = set_aside_torn_tail(path)
+            if torn is not None:
+                found.append(torn)
+    return found
+
+
+def torn_records(path: Path) -> list[dict]:
+    """The fragments set aside from `path` so far (its `.torn` sidecar's records)."""
+    return JsonlTail(torn_sidecar(path)).read_new(max_bytes=None)
+
+
 class JsonlWriter:
-    """Appends one JSON object per line; each line is written whole with a single write call."""
+    """Appends one JSON object per line, each written whole under the file's flock.
+
+    A torn last line left by an earlier writer is set aside first (`torn` says so), so the first line
+    appended starts on a fresh line instead of completing someone else's fragment.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
+        self.torn = set_aside_torn_tail(path)
         self._fh = open(path, "ab")  # noqa: SIM115 - lives as long as the writer
 
     def append(self, obj: Any, sync: bool = False) -> None:
         """Append `obj`; with `sync`, fsync before returning. Raises RunDirWriteError naming the file."""
         line = orjson.dumps(obj, default=str, option=orjson.OPT_APPEND_NEWLINE | orjson.OPT_NON_STR_KEYS)
         try:
-            self._fh.write(line)
-            self._fh.flush()
+            fd = self._fh.fileno()
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                self._fh.write(line)
+                self._fh.flush()
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
             if sync:
-                os.fsync(self._fh.fileno())
+                os.fsync(fd)
         except OSError as exc:
             raise RunDirWriteError(exc.errno, f"cannot append to {self.path}: {exc.strerror or exc}") from exc
 
@@ -109,6 +226,7 @@ class JsonlTail:
         """Objects from lines completed since the last call (up to `max_bytes` of new data; None: all)."""
         try:
             with open(self.path, "rb") as fh:
+                self._follow_cut(os.fstat(fh.fileno()).st_size)
                 fh.seek(self.offset)
                 data = fh.read() if max_bytes is None else fh.read(max_bytes)
         except FileNotFoundError:
@@ -131,6 +249,25 @@ class JsonlTail:
             else:
                 self.bad_lines += 1
         return out
+
+    @property
+    def pending(self) -> bytes:
+        """The bytes of a last line read so far without its newline (a write in flight, or a torn line)."""
+        return self._partial
+
+    def _follow_cut(self, size: int) -> None:
+        """The file was cut back (a torn last line set aside, `set_aside_torn_tail`): go on from its new end.
+
+        A fragment this tail holds that was set aside is dropped, even when new lines already grew the file
+        past where the tail stood (the sidecar names the fragment's offset), so no line is glued to it.
+        """
+        whole = self.offset - len(self._partial)
+        if self._partial and any(
+            r.get("offset") == whole and r.get("length") == len(self._partial) for r in torn_records(self.path)
+        ):
+            self.offset, self._partial = whole, b""
+        elif size < self.offset:  # cut further than this tail knows: carry on from the end, no line twice
+            self.offset, self._partial = (whole, b"") if size >= whole else (size, b"")
 
 
 def read_jsonl(path: Path) -> list[dict]:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.config_file import ConfigFileError, read_toml
+from runners.run.event_log import status_label
 from runners.run.rundir import RunDir, runner_alive
 
 
@@ -16,7 +17,7 @@ class RunEntry:
     run: RunDir
     run_id: str
     plan: str
-    status: str  # RunState.label(), or "created" before the first state snapshot, or "unreadable"
+    status: str  # event_log.status_label(): state.json's label, or created, damaged, interrupted, incomplete
     live: bool
     modified: float  # mtime of state.json (else run.json): when the run last changed
 
@@ -30,19 +31,21 @@ def list_runs(runs_dir: Path, limit: int = 200) -> list[RunEntry]:
         run = RunDir(path)
         if not path.is_dir() or not run.is_run():
             continue
+        live = runner_alive(run)
         try:
             info = run.info()
-            state = run.read_state()
-            status = state.label() if state else "created"
-        except (OSError, ValueError):
-            info, status = {}, "unreadable"
+            run.plan_dir()
+        except (OSError, ValueError):  # DamagedRunFile: `gb10-console run --resume` says what to do
+            info, status = {}, "damaged (run.json)"
+        else:
+            status = status_label(run, live=live)
         stamp = run.state_json if run.state_json.exists() else run.run_json
         try:
             modified = stamp.stat().st_mtime
         except OSError:
             modified = 0.0
         entries.append(RunEntry(run, str(info.get("run_id", path.name)), str(info.get("plan", "?")), status,
-                                runner_alive(run), modified))  # fmt: skip
+                                live, modified))  # fmt: skip
     entries.sort(key=lambda e: e.modified, reverse=True)
     return entries[:limit]
 

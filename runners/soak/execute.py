@@ -12,6 +12,7 @@ import contextlib
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from runners.evidence.oom_record import known_oom_matches, record_path, record_r
 from runners.plan.load import LoadedPlan, load_plan
 from runners.plan.preflight import preflight_warnings
 from runners.plan.serve_spec import DockerServe
+from runners.plan.steps import StepKey
 from runners.replay.dispatch_gate import DispatchGate
 from runners.report.summary import write_report
 from runners.run.control import pause_requested, request_continue, take_abort_request, watch_control
@@ -39,6 +41,7 @@ from runners.run.event_types import (
 )
 from runners.run.events import EventLog, Listener
 from runners.run.provenance import end_session, start_session
+from runners.run.repair import Repair, repair_for_session
 from runners.run.rundir import RunDir, RunDirError, RunnerLock, create_run_dir
 from runners.serve.orphans import sweep_at_start
 from runners.soak.ledger import SoakResult
@@ -53,30 +56,43 @@ def create_run(plan_path: Path, out: Path | None, runs_root: Path) -> RunDir:
 
 
 def open_run(path: Path) -> RunDir:
-    """An existing run directory; raises RunDirError when `path` is not one."""
+    """An existing run directory; raises RunDirError when `path` is not one or its run.json is damaged."""
     run = RunDir(path)
     if not run.is_run():
         raise RunDirError(f"{path} is not a run directory (no run.json); start one with `gb10-console run PLAN`")
+    run.info()  # a damaged run.json is said here, with what to do, before anything else reads it
     return run
 
 
 def load_run_plan(run: RunDir) -> LoadedPlan:
     """The run's copy of its plan, resolving relative paths against the original plan's directory."""
-    return load_plan(run.plan_toml, base_dir=Path(run.info()["plan_dir"]))
+    return load_plan(run.plan_toml, base_dir=run.plan_dir())
 
 
 async def execute(run: RunDir, listeners: Iterable[Listener] = (), argv: list[str] | None = None) -> SoakResult:
     """Run every step of `run` not yet DONE. SIGINT/SIGTERM and control/abort.json abort cleanly.
 
-    Raises RunDirError when another runner holds the run, ConfigFileError for a bad plan copy.
+    Damaged files are repaired first and said (`run_dir_repaired`, runners/run/repair.py). A finished run with
+    every step DONE is left as it is: nothing runs, its state, times and events stay (`nothing_to_do`).
+    Raises RunDirError when a live runner holds the run or run.json is damaged, ConfigFileError for a bad plan copy.
     """
     lock = RunnerLock(run)
     lock.acquire()
     try:
         loaded = load_run_plan(run)
+        steps = loaded.plan.steps()
+        repairs = repair_for_session(run, steps)
+        if lock.took_over:
+            repairs.insert(0, Repair("runner.lock", "stale_lock_taken_over", lock.took_over))
         events = EventLog(run.events)
         for listener in listeners:
             events.subscribe(listener)
+        for repair in repairs:
+            events.emit(repair.event())
+        done = _nothing_to_do(run, steps)
+        if done is not None:
+            events.close()
+            return done
         stale = take_abort_request(run)
         if stale:
             events.emit(ControlCleared(stale))
@@ -166,6 +182,20 @@ async def _known_ooms(loaded: LoadedPlan, events: EventLog) -> None:
         return
     for match in matches:
         events.emit(KnownOomMatched(match.arm, match.mode, match.message()))
+
+
+def _nothing_to_do(run: RunDir, steps: list[StepKey]) -> SoakResult | None:
+    """The result of executing a finished run whose steps are all DONE again (None when there is work)."""
+    state = run.read_state()
+    if state is None or state.status != "finished" or not all(run.is_done(s) for s in steps):
+        return None
+    ended = state.ended_at
+    when = time.strftime(" at %Y-%m-%d %H:%M:%S", time.localtime(ended)) if isinstance(ended, (int, float)) else ""
+    reason = (
+        f"nothing to do: all {len(steps)} steps are DONE and the run finished{when}; nothing was run or changed "
+        f"(to measure again, start a new run of {run.plan_toml})"
+    )
+    return SoakResult("finished", reason, len(steps), 0, nothing_to_do=True)
 
 
 def _write_evidence(run: RunDir, events: EventLog) -> None:

@@ -22,6 +22,7 @@ class SoakResult:
     reason: str
     steps_done: int
     steps_failed: int
+    nothing_to_do: bool = False  # a finished run executed again: nothing ran and nothing was changed
 
     @property
     def exit_code(self) -> int:

@@ -13,6 +13,7 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from runners.evidence.step_files import number, phase_record
 from runners.plan.load import LoadedPlan
 from runners.plan.steps import Session, StepKey
 from runners.replay.dispatch_gate import DispatchGate
@@ -136,7 +137,9 @@ class SoakSession:
         todo = []
         for step in session.steps:
             if self.run_dir.is_done(step):
-                self.events.emit(StepSkipped(step, "DONE in an earlier session"))
+                own = phase_record(self.run_dir, step)  # the step's own times, not this session's
+                self.events.emit(StepSkipped(step, "DONE in an earlier session",
+                                             number(own.get("started_at")), number(own.get("ended_at"))))  # fmt: skip
             else:
                 todo.append(step)
         restarts = 0

@@ -352,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     run = RunDir(args.run_dir)
     try:
-        spec = load_plan(run.plan_toml, base_dir=Path(run.info()["plan_dir"])).plan.watchdog
+        spec = load_plan(run.plan_toml, base_dir=run.plan_dir()).plan.watchdog
     except Exception as exc:  # the runner validated this plan; anything here is worth one line
         print(f"guard: cannot read the plan of {run.root}: {exc}", file=sys.stderr)
         return 2

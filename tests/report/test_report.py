@@ -244,8 +244,9 @@ def test_damaged_evidence_is_left_out_and_named_never_a_traceback(demo_runs, tmp
     if damage == "request lines garbage":
         assert any("3 line(s) of requests.jsonl could not be read" in x for x in results.limitations)
         assert results.arm("wo-split-8").phases["sharegpt"].stats.requests == 2 * 12
-    if damage == "state.json corrupt":
-        assert results.status == "unknown"
+    if damage == "state.json corrupt":  # read as damaged (never "created" or "unknown"), and what to do
+        assert results.status == "damaged"
+        assert any("state.json is damaged" in x and "--resume" in x for x in results.limitations)
     ingest = cli("results", "ingest", str(run), "--db", str(tmp_path / "r.db"))
     assert ingest.returncode == 0 and "Traceback" not in ingest.stderr, ingest.stderr
     compare = cli("compare", str(demo_runs[0]), str(run))
