@@ -22,6 +22,7 @@ from rich.table import Table
 
 from console.views.run_view import RunView
 from runners.plan.steps import StepKey
+from runners.run.event_log import status_label
 from runners.run.event_types import RunFinished, StepAborted, StepFailed, StepFinished, StepProgress, StepStarted
 from runners.run.files import read_json
 from runners.run.rundir import RunDir, runner_alive
@@ -142,7 +143,7 @@ def status_lines(run: RunDir) -> list[str]:
             lines.append("state: created (no state.json yet)")
         else:
             reason = f": {state.reason}" if state.reason else ""
-            lines.append(f"state: {state.label()}{reason}")
+            lines.append(f"state: {status_label(run, state)}{reason}")
             lines.append(f"steps: {state.steps_done}/{state.steps_total} done, {state.steps_failed} failed")
             if state.current:
                 current = state.current

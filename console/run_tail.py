@@ -26,6 +26,7 @@ from textual.worker import Worker
 
 from console.views.run_view import RunView
 from engine.config_file import ConfigFileError
+from runners.run.event_log import status_label
 from runners.run.files import JsonlTail, read_json
 from runners.run.rundir import RunDir, RunState, runner_alive
 from runners.soak.execute import load_run_plan
@@ -108,6 +109,8 @@ class StateReader:
         self._seen: tuple[int, int, int] | None = None
         self._state: RunState | None = None
         self.unreadable = False  # state.json exists but is not a state snapshot (damaged, not JSON)
+        self._label_key: tuple | None = None
+        self._label = "created"
 
     def read(self) -> RunState | None:
         """The last state snapshot (None before the first one or while it is unreadable: see `unreadable`)."""
@@ -127,13 +130,20 @@ class StateReader:
             self._seen = seen
         return self._state
 
-    def label(self) -> str:
-        """The run's state as people read it: `aborted (resumable)`, `created` before the first snapshot, or
-        that state.json cannot be read."""
+    def label(self, live: bool) -> str:
+        """The run's status as every display shows it (`status_label`: interrupted, incomplete, damaged ...),
+        worked out again only when state.json, the event log's size or the runner's liveness changed."""
         state = self.read()
-        if state is not None:
-            return state.label()
-        return "state.json unreadable" if self.unreadable else "created"
+        try:
+            events_size = self.run.events.stat().st_size
+        except FileNotFoundError:
+            events_size = -1
+        key = (self._seen, events_size, live)
+        if key != self._label_key:
+            self._label_key = key
+            self._label = status_label(self.run, state, live) if state is not None else (
+                "state.json unreadable" if self.unreadable else "created")  # fmt: skip
+        return self._label
 
 
 def run_host(run: RunDir) -> str:
@@ -219,7 +229,7 @@ class RunTail:
         return True
 
     def _post_runner_status(self, alive: bool, dead: bool) -> None:
-        label = self._state.label()
+        label = self._state.label(alive)
         runner, log_from = self._runner()
         code = runner.poll() if runner is not None else None  # also reaps our detached runner
         last_words = ""

@@ -443,7 +443,17 @@ class RunView:
         return f"{step.key.path}: CLIENT-SIDE DISTORTION (the server's own latency disagrees): {e.get('reason')}"
 
     def _on_step_skipped(self, e: dict) -> str | None:
-        return self._end(e, "skipped", "skipped (done earlier)")
+        """A step DONE in an earlier session keeps its own times: those already folded from that session's
+        events, else the event's `started_at`/`ended_at` (phase.json); never this event's time."""
+        step = self._step(e)
+        if step is None:
+            return None
+        started, ended = step.started_t, step.ended_t
+        if started is None or ended is None:
+            started, ended = e.get("started_at"), e.get("ended_at")
+        self._end(e, "skipped", "")
+        step.started_t, step.ended_t = started, ended
+        return f"{step.key.path}: skipped (done earlier)"
 
 
 def _gib(value: object) -> str:

@@ -249,3 +249,28 @@ def test_the_guard_line_prints_floors_as_people_read_them(tmp_path: Path) -> Non
     floors = {"warn": 2.9425125122070312, "abort": 1.8390703201293945, "kill": 1.125}
     line = view.apply({"v": 1, "t": 1.0, "type": "guard_started", "pid": 7, "runner_pid": 6, "floors_gib": floors})
     assert line == "guard up (pid 7): MemAvailable floors WARN 2.94 / ABORT 1.84 / KILL 1.12 GiB"
+
+
+def test_a_step_skipped_on_resume_keeps_its_own_duration(tmp_path: Path) -> None:
+    """Resuming skips DONE steps: their durations stay what they measured, not the time until the skip."""
+    view = RunView.for_plan(load_run_plan(create_run(write_plan(tmp_path), tmp_path / "run", tmp_path)).plan, "r1")
+    first = {"arm": "split1", "mode": "primary", "phase": "replay", "rep": 0}
+    second = {"arm": "split8", "mode": "primary", "phase": "replay", "rep": 0}
+    view.apply({"v": 1, "t": 100.0, "type": "step_started", "step": first, "planned": 6})
+    view.apply({"v": 1, "t": 108.0, "type": "step_finished", "step": first, "stats": {}})
+    later = 400.0  # the next session, five minutes on
+    view.apply({"v": 1, "t": later, "type": "step_skipped", "step": first, "reason": "done",
+                "started_at": 100.0, "ended_at": 108.0})  # fmt: skip
+    view.apply(
+        {
+            "v": 1,
+            "t": later,
+            "type": "step_skipped",
+            "step": second,
+            "reason": "done",
+            "started_at": 200.0,
+            "ended_at": 209.5,
+        }
+    )  # fmt: skip (an event log that lost the first session)
+    durations = [view.steps[k].duration(later + 10) for k in view.steps]
+    assert durations == [8.0, 9.5] and all(s.status == "skipped" for s in view.steps.values())
