@@ -133,22 +133,17 @@ def status_lines(run: RunDir) -> list[str]:
     except (OSError, ValueError, AttributeError) as exc:
         run_id = f"? (run.json unreadable: {exc})"
     lines = [f"run {run_id} in {run.root}"]
-    try:
-        state = run.read_state()
-    except (OSError, ValueError, TypeError, AttributeError) as exc:
-        lines.append(f"state: unknown (state.json unreadable: {exc})")
-        state = None
+    state = run.read_state()  # never raises: garbage reads as a `damaged` state that says what to do
+    if state is None:
+        lines.append("state: created (no state.json yet)")
     else:
-        if state is None:
-            lines.append("state: created (no state.json yet)")
-        else:
-            reason = f": {state.reason}" if state.reason else ""
-            lines.append(f"state: {status_label(run, state)}{reason}")
-            lines.append(f"steps: {state.steps_done}/{state.steps_total} done, {state.steps_failed} failed")
-            if state.current:
-                current = state.current
-                lines.append(f"in flight: {current.get('arm')}/{current.get('mode')}/{current.get('phase')}/"
-                             f"{current.get('rep')}")  # fmt: skip
+        reason = f": {state.reason}" if state.reason else ""
+        lines.append(f"state: {status_label(run, state)}{reason}")
+        lines.append(f"steps: {state.steps_done}/{state.steps_total} done, {state.steps_failed} failed")
+        if state.current:
+            current = state.current
+            lines.append(f"in flight: {current.get('arm')}/{current.get('mode')}/{current.get('phase')}/"
+                         f"{current.get('rep')}")  # fmt: skip
     pid = f" (pid {state.runner_pid})" if state is not None and state.runner_pid else ""
     if runner_alive(run):
         lines.append(f"runner: alive{pid}")

@@ -108,25 +108,19 @@ class StateReader:
         self.run = run
         self._seen: tuple[int, int, int] | None = None
         self._state: RunState | None = None
-        self.unreadable = False  # state.json exists but is not a state snapshot (damaged, not JSON)
         self._label_key: tuple | None = None
         self._label = "created"
 
     def read(self) -> RunState | None:
-        """The last state snapshot (None before the first one or while it is unreadable: see `unreadable`)."""
+        """The last state snapshot (None before the first one; a `damaged` one when it cannot be read)."""
         try:
             st = self.run.state_json.stat()
         except FileNotFoundError:
-            self._seen, self._state, self.unreadable = None, None, False
+            self._seen, self._state = None, None
             return None
         seen = (st.st_ino, st.st_mtime_ns, st.st_size)  # written by atomic replace: a new inode every time
         if seen != self._seen:
-            try:
-                self._state, self.unreadable = self.run.read_state(), False
-            except FileNotFoundError:
-                self._state, self.unreadable = None, False
-            except (ValueError, TypeError, AttributeError):  # not JSON, not an object, fields of the wrong kind
-                self._state, self.unreadable = None, True
+            self._state = self.run.read_state()  # never raises: garbage reads as a `damaged` state
             self._seen = seen
         return self._state
 
@@ -141,8 +135,7 @@ class StateReader:
         key = (self._seen, events_size, live)
         if key != self._label_key:
             self._label_key = key
-            self._label = status_label(self.run, state, live) if state is not None else (
-                "state.json unreadable" if self.unreadable else "created")  # fmt: skip
+            self._label = status_label(self.run, state, live) if state is not None else "created"
         return self._label
 
 

@@ -66,7 +66,7 @@ def _events_up_to_a_step_in_flight(run: RunDir, pid: int) -> EventLog:
 
 async def test_half_an_event_log_never_reads_finished_with_a_step_running(tmp_path: Path) -> None:
     """state.json says finished, events.jsonl stops mid-step and no runner holds the run: the step is `?` with its
-    clock stopped, the serve target unknown, the clock still, the runner named gone; no control key."""
+    clock stopped, the serve target unknown, the clock still, the runner named gone, the run incomplete; only r."""
     run = create_run(write_plan(tmp_path), tmp_path / "run", tmp_path)
     _events_up_to_a_step_in_flight(run, 4242).close()
     run.write_state(RunState(run_id="r", plan="mini", status="finished", resumable=False, steps_total=2,
@@ -78,9 +78,9 @@ async def test_half_an_event_log_never_reads_finished_with_a_step_running(tmp_pa
         rows, labels, shown = arm_rows(app), step_labels(app), title(app)
         assert rows[0][3:6] == ["unknown", "-", "-"], rows
         assert labels[0].startswith("? replay #0") and not any(label.startswith("▶") for label in labels), labels
-        assert "finished" in shown and "runner gone (pid 4242)" in shown, shown
+        assert "incomplete (event log cut)" in shown and "runner gone (pid 4242)" in shown, shown  # never "finished"
         assert "runner gone (pid 4242) without run_finished" in "\n".join(app.query_one(EventsLog).lines)
-        assert control_keys(app) == set()
+        assert control_keys(app) == {"r"}  # an incomplete run is resumable; nothing to abort or pause
         await pilot.pause(1.2)  # the 1 s clock: nothing of the stale session moves
         assert step_labels(app) == labels and title(app) == shown and arm_rows(app) == rows
 
@@ -149,9 +149,10 @@ async def test_a_damaged_state_json_is_said_not_shown_as_created(tmp_path: Path,
     async with app.run_test(size=(120, 40)) as pilot:
         assert await until(pilot, lambda: app.runner_status.label != "opening", 10)
         await pilot.pause(0.2)
-        assert app.runner_status.label == "state.json unreadable" and "state.json unreadable" in title(app)
+        assert app.runner_status.label == "damaged" and "damaged" in title(app)  # never "created"
         run.write_state(RunState(run_id="r", plan="mini", status="aborted"))  # repaired: read again
-        assert await until(pilot, lambda: app.runner_status.label == "aborted (resumable)", 5)
+        # read again once repaired; no run_finished in its (empty) event log says "aborted": incomplete
+        assert await until(pilot, lambda: app.runner_status.label == "incomplete (event log cut)", 5)
 
 
 @pytest.mark.slow
