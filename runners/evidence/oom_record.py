@@ -72,13 +72,6 @@ def serve_identity(loaded: LoadedPlan) -> str | None:
     return " ".join(redact_argv(loaded.serve_command(python="{python}")))
 
 
-def session_env(loaded: LoadedPlan, arm: str, mode: str) -> dict[str, str]:
-    """The env a session's target runs with: serve.env, supplementary_env in that mode, the arm's env."""
-    serve = loaded.plan.serve
-    extra = serve.supplementary_env if mode == "supplementary" else {}
-    return {**serve.env, **extra, **loaded.plan.arm(arm).env}
-
-
 @dataclass(frozen=True)
 class OomMatch:
     """A plan's (arm, mode) session that would start a target recorded as OOM-killed on this host."""
@@ -112,7 +105,7 @@ def known_oom_matches(loaded: LoadedPlan, records: list[dict] | None = None, hos
     records = read_records() if records is None else records
     out = []
     for session in loaded.plan.sessions():
-        digest = env_hash(session_env(loaded, session.arm.name, session.mode))
+        digest = env_hash(loaded.plan.session_env(session.arm.name, session.mode))
         same = [r for r in records if r.get("host") == host and r.get("identity") == identity
                 and r.get("env_hash") == digest]  # fmt: skip
         if same:
@@ -184,7 +177,7 @@ def record_run_ooms(run: RunDir, loaded: LoadedPlan, path: Path | None = None) -
     run_id, host = run.info()["run_id"], socket.gethostname()
     new = []
     for i in incidents:
-        env = session_env(loaded, i.arm, i.mode)
+        env = loaded.plan.session_env(i.arm, i.mode)
         new.append({
             "v": 1, "t": i.t, "host": host, "run_id": run_id, "run_dir": str(run.root), "plan": loaded.plan.name,
             "arm": i.arm, "mode": i.mode, "cause": i.cause, "cause_text": i.text, "identity": identity,

@@ -76,6 +76,11 @@ class Plan(BaseModel):
         """The arm called `name`."""
         return next(a for a in self.arms if a.name == name)
 
+    def session_env(self, arm: str, mode: str) -> dict[str, str]:
+        """The env a session's target runs with: serve.env, supplementary_env in that mode, the arm's env."""
+        extra = self.serve.supplementary_env if mode == "supplementary" else {}
+        return {**self.serve.env, **extra, **self.arm(arm).env}
+
     def sessions(self) -> list[Session]:
         """Serve sessions in run order: every arm's primary steps, then every arm's supplementary steps."""
         out = []

@@ -118,15 +118,9 @@ class SoakSession:
         """Record a session that could not run (or crashed) as failed and resumable."""
         return self.ledger.ended_early(reason)
 
-    def session_env(self, session: Session) -> dict[str, str]:
-        """The env a session's target runs with: serve.env, supplementary_env in that mode, the arm's env."""
-        serve = self.plan.serve
-        extra = serve.supplementary_env if session.mode == "supplementary" else {}
-        return {**serve.env, **extra, **session.arm.env}
-
     def _runtime(self, session: Session) -> ServeRuntime:
         arm, mode = session.arm.name, session.mode
-        return make_runtime(self.loaded, self.session_env(session), self.run_dir.serve_dir(arm, mode),
+        return make_runtime(self.loaded, self.plan.session_env(arm, mode), self.run_dir.serve_dir(arm, mode),
                             run_id=self.run_id, arm=arm, mode=mode)  # fmt: skip
 
     def _stopping(self) -> bool:
@@ -189,7 +183,7 @@ class SoakSession:
                 ServeReady(arm, mode, ready.model, round(ready.waited_s, 3), target.get("pid"), target.get("name"),
                            runtime.base_url)
             )  # fmt: skip
-            expected = runtime.arm_env if runtime.arm_env is not None else self.session_env(session)
+            expected = runtime.arm_env if runtime.arm_env is not None else self.plan.session_env(arm, mode)
             problem = await verify_env(self.run_dir, self.events, arm, mode, expected, runtime)
             if problem:
                 self.ledger.fail(todo, problem)
