@@ -180,7 +180,7 @@ class RunConsole(App[None]):
         now = time.time()
         self.query_one("#steps", StepTree).update_view(self.view, now)
         self.query_one("#arms", ServeTable).update_view(self.view, now)
-        self.query_one(CurrentStep).update_view(self.view)
+        self.query_one(CurrentStep).update_view(self.view, now)
         self._refresh_title()
 
     def _runner_gone(self) -> bool:
@@ -226,11 +226,15 @@ class RunConsole(App[None]):
         self.query_one("#summary", SummaryTable).update_view(message.summary)
 
     def _tick(self) -> None:
-        """Once a second: the clocks (elapsed, ETA, serve uptime) move without new events."""
+        """Once a second: the clocks (elapsed, ETA, serve uptime, time paused) move without new events."""
         self._refresh_title()
         if self.view is not None:
             with contextlib.suppress(NoMatches):  # the app is shutting down
-                self.query_one("#arms", ServeTable).update_view(self.view, time.time())
+                now = time.time()
+                self.query_one("#arms", ServeTable).update_view(self.view, now)
+                if self.view.paused:
+                    self.query_one(CurrentStep).update_view(self.view, now)
+                    self.query_one("#steps", StepTree).update_view(self.view, now)
 
     def _refresh_title(self, width: int | None = None) -> None:
         view, status = self.view, self.runner_status

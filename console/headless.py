@@ -22,6 +22,7 @@ from rich.table import Table
 
 from console.views.run_view import RunView
 from runners.plan.steps import StepKey
+from runners.replay.pauses import paused_text
 from runners.run.event_log import status_label
 from runners.run.event_types import RunFinished, StepAborted, StepFailed, StepFinished, StepProgress, StepStarted
 from runners.run.files import read_json
@@ -108,8 +109,8 @@ def summary_table(run: RunDir) -> Table | None:
     except (FileNotFoundError, ValueError):
         return None
     table = Table(title=f"{summary['run_id']}: {summary['status']}", title_justify="left")
-    for col in ("arm", "arm env", "env", "ok", "failed", "wall s", "TTFT p50", "TTFT p95", "TPOT p50",
-                "TPOT p95", "tok/s", "verdict"):  # fmt: skip
+    for col in ("arm", "arm env", "env", "ok", "failed", "wall s (sum)", "paused s", "TTFT p50", "TTFT p95",
+                "TPOT p50", "TPOT p95", "tok/s", "verdict"):  # fmt: skip
         table.add_column(col, justify="left" if col in ("arm", "env", "verdict") else "right")
     for row in summary["arms"]:
         s = row["stats"]
@@ -119,7 +120,8 @@ def summary_table(run: RunDir) -> Table | None:
 
         table.add_row(
             row["arm"], row["arm_env"], row["env_status"], str(s["ok"]), str(s["failed"]),
-            f("wall_s", 2), f("ttft_p50_ms"), f("ttft_p95_ms"), f("tpot_p50_ms", 2), f("tpot_p95_ms", 2),
+            f("wall_s", 2), paused_text(row.get("paused_s"), row.get("paused_excluded_s")), f("ttft_p50_ms"),
+            f("ttft_p95_ms"), f("tpot_p50_ms", 2), f("tpot_p95_ms", 2),
             f("output_tok_s"), row.get("verdict") or "-",
         )  # fmt: skip
     return table

@@ -15,7 +15,9 @@ CONTROL_KEYS_HELP = """\
   [b]r[/b]       resume an aborted or failed run: a new runner continues
           every step that is not DONE
   [b]p[/b]       pause dispatch (requests in flight finish, none start);
-          p again continues. The step's wall time includes the pause
+          p again continues. The idle part of a pause is left out of
+          the step's wall time; a pause with requests in flight can
+          cost the arm its verdict (summary.md says why)
 """
 VIEW_KEYS_HELP = """\
   [b]l[/b]       the serve target's log, followed: / search, n/N match,

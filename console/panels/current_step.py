@@ -21,8 +21,8 @@ class CurrentStep(Vertical):
         yield ProgressBar(id="progress", show_eta=False)
         yield Static("", id="live")
 
-    def update_view(self, view: RunView) -> None:
-        """Show `view`'s step in flight, or how many steps are done while none is."""
+    def update_view(self, view: RunView, now: float) -> None:
+        """Show `view`'s step in flight (with its time paused so far), or how many steps are done while none is."""
         step = view.current_step()
         bar = self.query_one("#progress", ProgressBar)
         if step is None:
@@ -34,9 +34,13 @@ class CurrentStep(Vertical):
             return
         live = step.live
         tokens = live.get("output_tokens")
+        paused = step.paused_text(now)
+        if paused:
+            paused = f"   {'PAUSED, ' if view.paused else ''}{paused} (not counted in wall time or ETA)"
         self.query_one("#current", Static).update(
             f"▶ {step.key.path}: {step.completed}/{step.total} requests"
             + (f", {tokens:,} tokens" if isinstance(tokens, int) else "")
+            + paused
         )
         bar.update(total=max(step.total, 1), progress=step.completed)
         errors = live.get("errors") or {}

@@ -11,11 +11,14 @@ from runners.plan.steps import StepKey
 
 
 def step_label(step: StepView, now: float) -> Text:
-    """One step's line: icon, phase, rep, mode, requests done of total, seconds run, why it failed."""
+    """One step's line: icon, phase, rep, mode, requests done of total, seconds run (and paused), why it failed."""
     key = step.key
     progress = f" {step.completed}/{step.total}" if step.total else ""
     took = step.duration(now)
     clock = f" {took:.0f}s" if took is not None else ""
+    paused = step.paused_total(now)
+    if paused >= 1:
+        clock += f" (paused {paused:.0f}s)"
     reason = f" — {step.reason[:60]}" if step.status == "failed" and step.reason else ""
     return Text(f"{step.icon} {key.phase} #{key.rep} ({key.mode}){progress}{clock}{reason}")
 

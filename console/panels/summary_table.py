@@ -5,8 +5,12 @@ from __future__ import annotations
 from textual.widgets import DataTable
 
 from console.panels.number_text import number_text
+from runners.replay.pauses import paused_text
 
-SUMMARY_COLUMNS = ("arm", "arm env", "ok", "failed", "wall s", "TTFT p50/p95", "TPOT p50/p95", "tok/s")
+# wall s (sum): the arm's primary steps added up (summary.md's Arms table), not the headline's mean per repetition
+SUMMARY_COLUMNS = (
+    "arm", "arm env", "ok", "failed", "wall s (sum)", "paused s", "TTFT p50/p95", "TPOT p50/p95", "tok/s",
+)  # fmt: skip
 
 
 class SummaryTable(DataTable):
@@ -24,6 +28,7 @@ class SummaryTable(DataTable):
             s = row["stats"]
             self.add_row(
                 row["arm"], row["arm_env"], str(s["ok"]), str(s["failed"]), number_text(s["wall_s"], 2),
+                paused_text(row.get("paused_s"), row.get("paused_excluded_s")),
                 f"{number_text(s['ttft_p50_ms'])}/{number_text(s['ttft_p95_ms'])}",
                 f"{number_text(s['tpot_p50_ms'], 2)}/{number_text(s['tpot_p95_ms'], 2)}",
                 number_text(s["output_tok_s"]),

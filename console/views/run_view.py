@@ -33,6 +33,9 @@ class StepView:
     ended_t: float | None = None
     reason: str = ""
     live: dict = field(default_factory=dict)
+    paused_s: float = 0.0  # dispatch paused during the step, pauses that ended (event clock)
+    paused_since: float | None = None  # the pause in progress during this step began then (or when it started)
+    pause: dict | None = None  # the step's pause account from step_finished (runners/replay/pauses.py)
 
     @property
     def icon(self) -> str:
@@ -44,6 +47,33 @@ class StepView:
         if self.started_t is None:
             return None
         return (self.ended_t or now) - self.started_t
+
+    def paused_total(self, now: float) -> float:
+        """Seconds dispatch was paused during the step, the pause in progress included."""
+        current = max(0.0, now - self.paused_since) if self.paused_since is not None else 0.0
+        return self.paused_s + current
+
+    def active(self, now: float) -> float | None:
+        """Seconds the step ran while dispatch was not paused; None before it started."""
+        took = self.duration(now)
+        return None if took is None else max(0.0, took - self.paused_total(self.ended_t or now))
+
+    def close_pause(self, t: float | None) -> None:
+        """The pause in progress ended (or the step did) at `t`: add it to `paused_s`."""
+        if self.paused_since is not None and t is not None:
+            self.paused_s += max(0.0, t - self.paused_since)
+        self.paused_since = None
+
+    def paused_text(self, now: float) -> str:
+        """`paused 21s` while or after a pause (with how much was left out of the wall time once the step
+        is done), else empty."""
+        total = self.paused_total(now)
+        if not total and not (self.pause or {}).get("paused_s"):
+            return ""
+        if self.pause and self.status == "done":
+            paused, idle = self.pause.get("paused_s") or 0.0, self.pause.get("idle_s") or 0.0
+            return f"paused {paused:.1f} s, {idle:.1f} s excluded from wall"
+        return f"paused {short_duration(total)}"
 
 
 def describe_target(plan: Plan) -> str:
@@ -133,13 +163,14 @@ class RunView:
         return (self.ended_t or now) - self.started_t
 
     def eta_s(self, now: float) -> float | None:
-        """Seconds left, estimated: the mean duration of finished steps times the steps left (None before one ends)."""
-        finished = [s.duration(now) for s in self.steps.values() if s.status == "done" and s.ended_t is not None]
+        """Seconds left, estimated: the mean time finished steps ran unpaused, times the steps left, less what
+        the running step has run unpaused (None before one ends). A pause holds it still."""
+        finished = [s.active(now) for s in self.steps.values() if s.status == "done" and s.ended_t is not None]
         if not finished or self.status not in LIVE_STATUSES:
             return None
         mean = sum(d for d in finished if d is not None) / len(finished)
         left = [s for s in self.steps.values() if s.status in ("pending", "running")]
-        running = sum(min(s.duration(now) or 0.0, mean) for s in left if s.status == "running")
+        running = sum(min(s.active(now) or 0.0, mean) for s in left if s.status == "running")
         return max(0.0, mean * len(left) - running)
 
     def current_step(self) -> StepView | None:
@@ -160,13 +191,14 @@ class RunView:
         if self.status not in LIVE_STATUSES:
             return None
         end = self.last_t
+        self._pause_ended(end)  # a pause the dead runner held ends with its last event
         for step in self.steps.values():
             if step.status == "running":
                 step.status, step.ended_t, step.reason = "unknown", end, "its runner is gone"
         for arm in self.arms.values():
             if arm.ready_t is not None or arm.serve == "starting":
                 arm.serve, arm.ready_t, arm.health, arm.failing_t = "unknown", None, "-", None
-        self.status, self.ended_t, self.current, self.paused = "gone", end, None, False
+        self.status, self.ended_t, self.current = "gone", end, None
         self.reason = f"runner gone (pid {self.runner_pid})"
         line = f"{self.reason} without run_finished: the step in flight and the serve targets are unknown"
         self.log.append(line)
@@ -196,7 +228,8 @@ class RunView:
     def _on_run_started(self, e: dict) -> str:
         self.run_id = e.get("run_id", self.run_id)
         self.plan = e.get("plan", self.plan)
-        self.status, self.reason, self.ended_t, self.paused = "running", "", None, False
+        self._pause_ended(e.get("t"))  # a pause of an earlier session ended with it
+        self.status, self.reason, self.ended_t = "running", "", None
         self.runner_pid = e.get("pid")
         self.started_t = self.started_t or e.get("t")
         for name in e.get("arms", []):
@@ -209,16 +242,26 @@ class RunView:
 
     def _on_run_finished(self, e: dict) -> str:
         self.status, self.reason, self.ended_t = e.get("status", "?"), e.get("reason", ""), e.get("t")
-        self.paused = False
+        self._pause_ended(e.get("t"))
         self.current = None
         return f"run {self.status}: {self.reason}"
 
+    def _pause_ended(self, t: float | None) -> None:
+        """Dispatch is no longer paused from `t` on; the step in flight counts the pause."""
+        self.paused = False
+        step = self.current_step()
+        if step is not None:
+            step.close_pause(t)
+
     def _on_dispatch_paused(self, e: dict) -> str:
         self.paused = True
+        step = self.current_step()
+        if step is not None and step.paused_since is None:
+            step.paused_since = e.get("t")
         return f"dispatch paused by {e.get('by')}: requests in flight finish, no new ones start"
 
     def _on_dispatch_resumed(self, e: dict) -> str:
-        self.paused = False
+        self._pause_ended(e.get("t"))
         return f"dispatch continues after {e.get('paused_s', 0):.1f} s paused"
 
     def _on_abort_requested(self, e: dict) -> str:
@@ -398,6 +441,7 @@ class RunView:
             return None
         step.status, step.total, step.completed, step.failed = "running", e.get("requests", 0), 0, 0
         step.started_t, step.ended_t, step.reason, step.live = e.get("t"), None, "", {}
+        step.paused_s, step.paused_since, step.pause = 0.0, e.get("t") if self.paused else None, None
         self.current = step.key
         return f"{step.key.path}: started ({step.total} requests, concurrency {e.get('concurrency')})"
 
@@ -414,18 +458,22 @@ class RunView:
             return None
         stats = e.get("stats", {})
         step.status, step.ended_t = "done", e.get("t")
+        step.close_pause(step.ended_t)
+        step.pause = e.get("pause") if isinstance(e.get("pause"), dict) else None
         step.completed, step.failed = stats.get("requests", step.completed), stats.get("failed", step.failed)
         step.live = {k: stats.get(k) for k in LIVE_KEYS}
         if self.current == step.key:
             self.current = None
         wall = stats.get("wall_s") or 0.0
-        return f"{step.key.path}: done, {stats.get('ok')} ok / {stats.get('failed')} failed in {wall:.1f} s"
+        paused = f" ({step.paused_text(step.ended_t or 0.0)})" if step.pause else ""
+        return f"{step.key.path}: done, {stats.get('ok')} ok / {stats.get('failed')} failed in {wall:.1f} s{paused}"
 
     def _end(self, e: dict, status: str, text: str) -> str | None:
         step = self._step(e)
         if step is None:
             return None
         step.status, step.ended_t, step.reason = status, e.get("t"), e.get("reason", "")
+        step.close_pause(step.ended_t)
         if self.current == step.key:
             self.current = None
         return f"{step.key.path}: {text}"

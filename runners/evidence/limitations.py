@@ -15,7 +15,7 @@ from collections import Counter
 
 from runners.evidence.measurement import step_measurement
 from runners.evidence.region_table import CAPTURED, section_status
-from runners.evidence.step_files import number, phase_record, section
+from runners.evidence.step_files import number, phase_record, recorded_pause, section
 from runners.plan.model import Plan
 from runners.plan.steps import StepKey
 from runners.replay.measurement_check import DISTORTED, UNCHECKED
@@ -117,11 +117,26 @@ def _region_timings(run: RunDir, plan: Plan) -> list[str]:
 
 
 def _paused(run: RunDir, plan: Plan) -> list[str]:
+    """Done steps whose dispatch was paused: what was left out of their figures and what could not be."""
     out = []
     for step in plan.steps():
-        paused = number(phase_record(run, step).get("paused_s")) if run.is_done(step) else None
-        if paused:
-            out.append(f"{step.path}: dispatch was paused for {paused:.1f} s; its wall time includes the pause")
+        record = phase_record(run, step) if run.is_done(step) else {}
+        pause = recorded_pause(record)
+        if not pause.paused_s:
+            continue
+        if not section(record, "pause"):  # written before pauses were accounted
+            out.append(f"{step.path}: dispatch was paused for {pause.paused_s:.1f} s; its wall time includes "
+                       "the pause (recorded before pauses were left out), so its wall criterion is judged "
+                       "with and without it")  # fmt: skip
+            continue
+        said = f"{step.path}: dispatch was paused for {pause.paused_s:.1f} s: {pause.idle_s:.1f} s with nothing in "
+        said += "flight is left out of its wall time"
+        if pause.in_flight_s:
+            said += (f"; {pause.in_flight_s:.1f} s with requests in flight stays in it (an unpaused step could have "
+                     "been that much shorter: the wall criterion is judged with and without it)")  # fmt: skip
+        if pause.requests:
+            said += f"; {pause.requests} request(s) in flight during the pause are left out of its latency figures"
+        out.append(said)
     return out
 
 

@@ -6,6 +6,10 @@ effective.json, provenance.json, events.jsonl), so evidence can be regenerated a
 any machine, after the fact. Pooling rules:
 - a phase's percentiles are recomputed over the requests of all its done repetitions, never
   averaged across repetitions; its wall time per repetition is kept for mean and spread;
+- a step's wall time is phase.json `stats.wall_s`, which leaves out the time a pause kept the target
+  idle; the time a pause overlapped requests in flight stays in it and is kept per repetition as
+  the wall time's uncertainty (runners/replay/pauses.py); requests in flight during a pause are
+  left out of the latency figures;
 - a GSM8K score is the mean number of correct answers per done repetition (one repetition is the
   usual case, so it is an integer count out of the questions asked).
 """
@@ -23,11 +27,12 @@ from runners.evidence.kernel_times import KernelTime, arm_kernel_times
 from runners.evidence.limitations import known_limitations
 from runners.evidence.measurement import StepMeasurement, step_measurement
 from runners.evidence.mechanism_input import MechanismInput
-from runners.evidence.step_files import number, phase_record, request_records, section, step_wall_s
+from runners.evidence.step_files import number, phase_record, recorded_pause, request_records, section, step_wall_s
 from runners.plan.model import Plan
 from runners.plan.sections import GatesSpec
 from runners.plan.steps import StepKey
 from runners.replay.metrics import PhaseStats, percentile, phase_stats, tpot_ms, ttft_ms
+from runners.replay.pauses import PauseAccount
 from runners.replay.records import RequestRecord
 from runners.run.event_log import status_label
 from runners.run.files import read_json
@@ -66,11 +71,28 @@ class PhaseResult:
     spec_accepted: float | None = None
     spec_drafted: float | None = None
     measurements: tuple[StepMeasurement, ...] = ()  # per done repetition: client vs server latency
+    pauses: tuple[PauseAccount, ...] = ()  # per done repetition: what a pause did to it
 
     @property
     def wall_mean_s(self) -> float | None:
-        """Mean wall time of one repetition."""
+        """Mean wall time of one repetition (the idle part of pauses left out)."""
         return statistics.fmean(self.wall_s) if self.wall_s else None
+
+    @property
+    def wall_uncertain_s(self) -> float:
+        """How much shorter the mean wall time could have been without pauses: the mean of the repetitions'
+        time paused with requests in flight (0 without pauses)."""
+        return statistics.fmean(p.in_flight_s for p in self.pauses) if self.pauses else 0.0
+
+    @property
+    def paused_s(self) -> float:
+        """Seconds dispatch was paused during the done repetitions."""
+        return math.fsum(p.paused_s for p in self.pauses)
+
+    @property
+    def paused_idle_s(self) -> float:
+        """Of `paused_s`, the seconds left out of the wall times (nothing was in flight)."""
+        return math.fsum(p.idle_s for p in self.pauses)
 
     @property
     def wall_std_s(self) -> float | None:
@@ -110,6 +132,12 @@ class ArmResult:
         accepted = sum(p.spec_accepted or 0.0 for p in self.phases.values())
         drafted = sum(p.spec_drafted or 0.0 for p in self.phases.values())
         return accepted / drafted if drafted > 0 else self.declared.acceptance_rate
+
+    @property
+    def primary_paused_s(self) -> tuple[float, float]:
+        """(seconds paused, of them left out of the wall times) over the arm's done primary steps."""
+        primary = [p for p in self.phases.values() if p.mode == "primary"]
+        return math.fsum(p.paused_s for p in primary), math.fsum(p.paused_idle_s for p in primary)
 
     def phase(self, name: str | None) -> PhaseResult | None:
         """The named phase's result, or None when the name is None or the phase has no done repetition."""
@@ -209,6 +237,7 @@ def _phase_result(
     accepted: list[float | None] = []
     drafted: list[float | None] = []
     measurements: list[StepMeasurement] = []
+    pauses: list[PauseAccount] = []
     for step in (s for s in steps if run.is_done(s)):
         record = phase_record(run, step)
         wall = step_wall_s(record)
@@ -233,10 +262,11 @@ def _phase_result(
         accepted.append(number(metrics.get("spec_decode_num_accepted_tokens_increase")))
         drafted.append(number(metrics.get("spec_decode_num_draft_tokens_increase")))
         measurements.append(step_measurement(step.path, record))
+        pauses.append(recorded_pause(record))
     gsm = _gsm8k(gsm_runs)
     if gsm_runs and gsm is None:
         notes.append(f"{arm}/{phase.mode}/{phase.name}: GSM8K results are damaged in every repetition; no score")
-    ok = [r for r in records if r.status == "ok"]
+    timed = [r for r in records if r.status == "ok" and not r.during_pause]  # as phase_stats' latency figures
     result = PhaseResult(
         phase=phase.name,
         kind=phase.kind,
@@ -245,14 +275,15 @@ def _phase_result(
         reps_total=len(steps),
         wall_s=tuple(walls),
         stats=phase_stats(records, math.fsum(walls), phase.percentiles),
-        ttft_ms=tuple(v for v in map(ttft_ms, ok) if v is not None),
-        tpot_ms=tuple(v for v in map(tpot_ms, ok) if v is not None),
+        ttft_ms=tuple(v for v in map(ttft_ms, timed) if v is not None),
+        tpot_ms=tuple(v for v in map(tpot_ms, timed) if v is not None),
         gsm8k=gsm,
         coherence_checked=checked,
         coherence_warned=warned,
         spec_accepted=_sum_optional(accepted),
         spec_drafted=_sum_optional(drafted),
         measurements=tuple(measurements),
+        pauses=tuple(pauses),
     )
     return result, records, notes
 

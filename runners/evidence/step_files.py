@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from runners.plan.steps import StepKey
+from runners.replay.pauses import PauseAccount
 from runners.replay.records import RequestRecord
 from runners.run.files import JsonlTail, read_json
 from runners.run.rundir import RunDir
@@ -38,8 +39,35 @@ def step_wall_s(record: dict) -> float | None:
     return wall if wall is not None and wall > 0 else None
 
 
+def recorded_pause(record: dict) -> PauseAccount:
+    """The pause account of a step's phase.json (runners/replay/pauses.py).
+
+    A record with a `pause` section gives it back. One written before pauses were accounted has only
+    `paused_s`, all of it inside its wall time: that whole time counts as in flight (the wall time of
+    an unpaused step lies somewhere in [wall - paused_s, wall]). Damaged or missing fields read as 0.
+    """
+    pause = section(record, "pause")
+    if not pause:
+        legacy = max(0.0, number(record.get("paused_s")) or 0.0)
+        return PauseAccount(paused_s=legacy, in_flight_s=legacy)
+    spans = pause.get("intervals") if isinstance(pause.get("intervals"), list) else []
+    intervals = tuple(
+        (float(s[0]), float(s[1]))
+        for s in spans
+        if isinstance(s, list) and len(s) == 2 and all(number(v) is not None for v in s)
+    )
+    requests = number(pause.get("requests"))
+    return PauseAccount(
+        intervals=intervals,
+        paused_s=max(0.0, number(pause.get("paused_s")) or 0.0),
+        idle_s=max(0.0, number(pause.get("idle_s")) or 0.0),
+        in_flight_s=max(0.0, number(pause.get("in_flight_s")) or 0.0),
+        requests=int(requests) if requests is not None and requests > 0 else 0,
+    )
+
+
 _INTS = ("scheduled_ns", "sent_ns")
-_OPTIONAL_INTS = ("ttft_ns", "e2e_ns", "output_tokens", "prompt_tokens")
+_OPTIONAL_INTS = ("ttft_ns", "e2e_ns", "output_tokens", "prompt_tokens", "ended_ns")
 
 
 def _sound(rec: RequestRecord) -> bool:
@@ -52,6 +80,7 @@ def _sound(rec: RequestRecord) -> bool:
         isinstance(rec.status, str)
         and all(is_int(getattr(rec, name)) for name in _INTS)
         and all(getattr(rec, name) is None or is_int(getattr(rec, name)) for name in _OPTIONAL_INTS)
+        and isinstance(rec.during_pause, bool)
         and isinstance(rec.chunk_ns, list)
         and all(is_int(v) for v in rec.chunk_ns)
     )

@@ -8,6 +8,12 @@ mechanism gate. It is **reject** when its quality fails (GSM8K regression or flo
 failed a correctness check; otherwise **keep opt-in**. When several arms qualify, the one with the lowest TPOT p95
 (then the lowest wall mean, then plan order) stays the default candidate and the others are kept
 opt-in, naming the winner. Missing numbers give `no_data` and no verdict.
+
+A pause (runners/replay/pauses.py) leaves its idle time out of the wall means already; the time it
+overlapped requests in flight stays in, so an arm's unpaused wall mean lies in [mean - uncertain,
+mean]. The wall criterion is judged at both ends of the arm's and the baseline's ranges: the same
+answer at both is the answer; different answers leave the criterion unjudged (`no_data`, no
+verdict) with the range in its text. TPOT p95 already leaves out the requests in flight during a pause.
 """
 
 from __future__ import annotations
@@ -26,7 +32,8 @@ class CandidateInput:
     """What the verdict reads for one arm; None where not measured.
 
     `quality_ok`, `correct_kernels` and `mechanism_ok`: False when that gate failed, None when it
-    had no data. `failed_requests`: failed requests in the deciding (wall) phase.
+    had no data. `failed_requests`: failed requests in the deciding (wall) phase. `wall_uncertain_s`:
+    how much shorter the wall mean could have been without its pauses (module docstring).
     """
 
     arm: str
@@ -37,6 +44,7 @@ class CandidateInput:
     correct_kernels: bool | None = None
     mechanism_ok: bool | None = None
     failed_requests: int = 0
+    wall_uncertain_s: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -46,6 +54,46 @@ class CandidateRules:
     min_wall_improvement_pct: float = 5.0
     gsm8k_parity: int = 2
     tpot_p95_tolerance_pct: float = 0.0
+
+
+def improvement_range(arm: CandidateInput, base: CandidateInput) -> tuple[float, float] | None:
+    """(lowest, highest) wall improvement in % over the baseline, (B - A) / B * 100, as A ranges over
+    [arm mean - arm uncertain, arm mean] and B over [baseline mean - its uncertain, baseline mean];
+    None when a mean is missing or a range reaches 0 s."""
+    a, b = arm.wall_mean_s, base.wall_mean_s
+    if a is None or b is None:
+        return None
+    a_low, b_low = a - arm.wall_uncertain_s, b - base.wall_uncertain_s
+    if a_low <= 0 or b_low <= 0:
+        return None
+    return (b_low - a) / b_low * 100.0, (b - a_low) / b * 100.0
+
+
+def _wall_criterion(arm: CandidateInput, base: CandidateInput, improvement: float, rules: CandidateRules) -> Criterion:
+    needs = f"needs >= {rules.min_wall_improvement_pct:g}% faster"
+    said = (
+        f"wall time: {arm.wall_mean_s:.3f} s vs baseline {base.wall_mean_s:.3f} s, "
+        f"{abs(improvement):.2f}% {'faster' if improvement >= 0 else 'slower'}"
+    )
+    if not (arm.wall_uncertain_s or base.wall_uncertain_s):
+        return Criterion(improvement >= rules.min_wall_improvement_pct, f"{said}; {needs}")
+    span = improvement_range(arm, base)
+    paused = (
+        f"dispatch was paused with requests in flight (wall mean up to {arm.wall_uncertain_s:.3f} s shorter "
+        f"for this arm, {base.wall_uncertain_s:.3f} s for the baseline, without the pause)"
+    )
+    if span is None:
+        return Criterion(None, f"{said}; {paused}: the change cannot be bounded; no verdict on wall time")
+    low, high = span
+    at_low, at_high = low >= rules.min_wall_improvement_pct, high >= rules.min_wall_improvement_pct
+    between = f"the change lies between {low:+.2f}% and {high:+.2f}%"
+    if at_low != at_high:
+        return Criterion(
+            None,
+            f"{said}; {paused}: {between}, on both sides of the {rules.min_wall_improvement_pct:g}% needed; "
+            "no verdict on wall time: measure the step again without pausing",
+        )
+    return Criterion(at_low, f"{said}; {paused}: {between}, {needs} either way")
 
 
 def _judge(arm: CandidateInput, base: CandidateInput, rules: CandidateRules) -> tuple[list[Criterion], dict]:
@@ -59,14 +107,9 @@ def _judge(arm: CandidateInput, base: CandidateInput, rules: CandidateRules) -> 
     if arm.gsm8k_correct is not None and base.gsm8k_correct is not None:
         gsm_delta = arm.gsm8k_correct - base.gsm8k_correct
     criteria = [
-        Criterion(
-            None if improvement is None else improvement >= rules.min_wall_improvement_pct,
-            "wall time: no mean for this arm or the baseline"
-            if improvement is None
-            else f"wall time: {arm.wall_mean_s:.3f} s vs baseline {base.wall_mean_s:.3f} s, "
-            f"{abs(improvement):.2f}% {'faster' if improvement >= 0 else 'slower'}; "
-            f"needs >= {rules.min_wall_improvement_pct:g}% faster",
-        ),
+        Criterion(None, "wall time: no mean for this arm or the baseline")
+        if improvement is None
+        else _wall_criterion(arm, base, improvement, rules),
         Criterion(
             None if gsm_delta is None else gsm_delta >= -rules.gsm8k_parity,
             "GSM8K: no score for this arm or the baseline"
@@ -91,6 +134,9 @@ def _judge(arm: CandidateInput, base: CandidateInput, rules: CandidateRules) -> 
         "wall_mean_s": arm.wall_mean_s,
         "baseline_wall_mean_s": base.wall_mean_s,
         "wall_improvement_pct": improvement,
+        "wall_uncertain_s": arm.wall_uncertain_s,
+        "baseline_wall_uncertain_s": base.wall_uncertain_s,
+        "wall_improvement_range_pct": list(span) if (span := improvement_range(arm, base)) else None,
         "tpot_p95_ms": arm.tpot_p95_ms,
         "baseline_tpot_p95_ms": base.tpot_p95_ms,
         "tpot_p95_change_pct": tpot_change,

@@ -129,6 +129,7 @@ def evaluate_gates(results: RunResults, registry: Registry, prior: RunResults | 
             correct_kernels={"pass": True, "fail": False}.get(correctness.status),
             mechanism_ok={"pass": True, "fail": False}.get(mechanism.status),
             failed_requests=wall.stats.failed if wall else 0,
+            wall_uncertain_s=wall.wall_uncertain_s if wall else 0.0,
         )
         if is_base:
             baseline_input = entry

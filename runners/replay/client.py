@@ -68,6 +68,7 @@ async def stream_request(
     except httpx.HTTPError as exc:
         rec.fail("connection_error", f"{type(exc).__name__} talking to {url}: {exc}".rstrip(": "))
     finally:
+        rec.ended_ns = time.perf_counter_ns() - phase_t0_ns
         stream.close()
 
 

@@ -64,11 +64,13 @@ class Arrivals:
 
 @dataclass(frozen=True)
 class ReplayOutcome:
-    """Every request sent (in completion order), the phase's wall time, and whether it was aborted."""
+    """Every request sent (in completion order), the phase's wall time (pauses included), whether it was
+    aborted, and when dispatch was paused: (from, to) seconds from the phase start, within the wall time."""
 
     records: list[RequestRecord]
     wall_s: float
     aborted: bool
+    pauses: tuple[tuple[float, float], ...] = ()
 
 
 def request_payload(shape: RequestShape, model: str, messages: list[dict], max_tokens: int, index: int) -> dict:
@@ -137,7 +139,8 @@ async def replay(
 
     Request numbers (and seeds: seed + number) follow the conversations' order, turn by turn, so
     they do not depend on timing. At most `limit_requests` requests are sent. While `gate` is
-    closed no request starts; an open-loop schedule is shifted by the time paused.
+    closed no request starts; an open-loop schedule is shifted by the time paused; a request in
+    flight while it was closed is marked `during_pause`.
     """
     gate = gate or DispatchGate()
     url = base_url + ENDPOINT_PATHS[shape.endpoint]
@@ -174,6 +177,8 @@ async def replay(
             try:
                 await stream_request(client, url, payload, shape.http_timeout_s, rec, t0, shape.keep_text or live)
             finally:
+                ended = t0 + (rec.ended_ns if rec.ended_ns is not None else time.perf_counter_ns() - t0)
+                rec.during_pause = gate.overlaps(t0 + rec.sent_ns, ended)
                 records.append(rec)
                 on_record(rec)
             if rec.status != "ok":
@@ -207,7 +212,7 @@ async def replay(
         try:
             for i, offset in enumerate(offsets[: len(conversations)]):
                 await gate.wait_open(abort)
-                due_ns = t0 + int((offset + gate.paused_s()) * 1e9)  # a pause shifts the rest of the schedule
+                due_ns = t0 + int((offset + gate.paused_s(since_ns=t0)) * 1e9)  # a pause shifts the rest
                 delay = (due_ns - time.perf_counter_ns()) / 1e9
                 if delay > 0:
                     await asyncio.sleep(delay)
@@ -241,6 +246,7 @@ async def replay(
         work.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await work
-        wall_s = (time.perf_counter_ns() - t0) / 1e9
+        end = time.perf_counter_ns()
+        wall_s = (end - t0) / 1e9
         await pool.close()
-    return ReplayOutcome(records, wall_s, abort.is_set())
+    return ReplayOutcome(records, wall_s, abort.is_set(), gate.window(t0, end))

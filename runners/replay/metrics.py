@@ -189,7 +189,9 @@ class PhaseStats:
     requests whose token count was counted from chunks because the server sent no usage.
     `itl_*` and the `itl_ms` distribution are per token or per chunk as `itl_basis` says (rule in
     the module docstring); `itl_chunk_*` and `itl_chunk_ms` are always per chunk, the basis of
-    vLLM's `bench serve` and of the server's ITL histogram.
+    vLLM's `bench serve` and of the server's ITL histogram. Latency figures (TTFT, TPOT, ITL, E2EL
+    and their distributions) leave out the `latency_excluded` successful requests that were in
+    flight while dispatch was paused (runners/replay/pauses.py); counts, throughput and goodput keep them.
     """
 
     requests: int
@@ -217,6 +219,7 @@ class PhaseStats:
     dispatch_lag_p99_ms: float | None
     distributions: dict[str, Distribution]
     errors: dict[str, int]
+    latency_excluded: int = 0
 
     def as_dict(self) -> dict:
         """JSON form."""
@@ -232,17 +235,20 @@ def phase_stats(
     wall_s: float,
     percentiles: Sequence[float] = DEFAULT_PERCENTILES,
     slo: Slo | None = None,
+    exclude_paused: bool = True,
 ) -> PhaseStats:
-    """Aggregate `records` measured over `wall_s` seconds (rules in PhaseStats' docstring)."""
+    """Aggregate `records` measured over `wall_s` seconds (rules in PhaseStats' docstring); with
+    `exclude_paused` False the latency figures keep the requests in flight during a pause too."""
     recs = list(records)
     ok = [r for r in recs if r.status == "ok"]
-    basis, itl = itl_values_ms(ok)
+    timed = [r for r in ok if not r.during_pause] if exclude_paused else ok
+    basis, itl = itl_values_ms(timed)
     values = {
-        "ttft_ms": [v for v in map(ttft_ms, ok) if v is not None],
-        "tpot_ms": [v for v in map(tpot_ms, ok) if v is not None],
+        "ttft_ms": [v for v in map(ttft_ms, timed) if v is not None],
+        "tpot_ms": [v for v in map(tpot_ms, timed) if v is not None],
         "itl_ms": itl,
-        "itl_chunk_ms": [v for r in ok for v in itl_chunk_ms(r)],
-        "e2el_ms": [v for v in map(e2el_ms, ok) if v is not None],
+        "itl_chunk_ms": [v for r in timed for v in itl_chunk_ms(r)],
+        "e2el_ms": [v for v in map(e2el_ms, timed) if v is not None],
         "dispatch_lag_ms": [dispatch_lag_ms(r) for r in recs if r.status != "cancelled"],
     }
     dists = {name: distribution(v, percentiles) for name, v in values.items()}
@@ -275,4 +281,5 @@ def phase_stats(
         dispatch_lag_p99_ms=percentile(values["dispatch_lag_ms"], 99),
         distributions=dists,
         errors=dict(Counter(r.status for r in recs if r.status != "ok")),
+        latency_excluded=len(ok) - len(timed),
     )

@@ -19,6 +19,10 @@ class RequestRecord:
     for `continuous_usage_stats` (a role-only chat delta without usage brings 0). It is None when
     any chunk did not say (a chunk-only server, usage only at the end), since a partial list
     cannot give per-token gaps. Files written before it existed load with None.
+    `ended_ns` (from the phase start) is when the request ended, whatever its status; `during_pause` is
+    True when dispatch was paused at some moment while it was in flight (its latency was measured
+    while the load drained, not under the plan's load, so latency figures leave it out). Files
+    written before these existed load with None and False.
     `conversation`/`turn` place a request in a multi-turn conversation; `output_text` is kept
     only where the workload needs it (live history, GSM8K scoring, coherence checks).
     """
@@ -46,6 +50,8 @@ class RequestRecord:
     conversation: str | None = None
     turn: int = 0
     output_text: str | None = None
+    ended_ns: int | None = None
+    during_pause: bool = False
 
     def fail(self, status: Status, error: str) -> None:
         """Mark the request failed; the first failure reason is kept."""

@@ -17,11 +17,12 @@ from pathlib import Path
 from runners.evidence.measurement import step_measurement
 from runners.evidence.region_table import calibration_line, region_rows
 from runners.evidence.results import ArmResult, RunResults, load_run_results
-from runners.evidence.step_files import number, phase_record, section
+from runners.evidence.step_files import number, phase_record, recorded_pause, section
 from runners.gates.evaluate import GateReport, evaluate_gates, gsm8k_correct, registry_for
 from runners.gates.reproduction import DeltaRow
 from runners.gates.result import STATUS_LABEL
 from runners.plan.steps import StepKey
+from runners.replay.pauses import paused_text
 from runners.run.files import write_atomic, write_json_atomic
 from runners.run.rundir import RunDir, RunDirError
 
@@ -228,9 +229,12 @@ def _arms(results: RunResults) -> list[str]:
     lines = [
         "## Arms (primary steps)",
         "",
-        "| arm | arm env (effective) | env | steps | requests ok | failed | wall s "
+        "`wall s (sum)`: the arm's primary steps added up; `paused s`: dispatch paused during them (the console's "
+        "`p`), of which the time nothing was in flight is left out of the wall time.",
+        "",
+        "| arm | arm env (effective) | env | steps | requests ok | failed | wall s (sum) | paused s "
         "| TTFT p50 ms | TTFT p95 ms | TPOT p50 ms | TPOT p95 ms | output tok/s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for arm in results.arms:
         primary = [p for p in arm.phases.values() if p.mode == "primary"]
@@ -238,8 +242,8 @@ def _arms(results: RunResults) -> list[str]:
         s = arm.primary
         lines.append(
             f"| {arm.name} | {effective_arm_env(arm)} | {env_status_text(arm)} | {done}/{total} | {s.ok} "
-            f"| {s.failed} | {fmt(s.wall_s, 2)} | {fmt(s.ttft_p50_ms)} | {fmt(s.ttft_p95_ms)} "
-            f"| {fmt(s.tpot_p50_ms, 2)} | {fmt(s.tpot_p95_ms, 2)} | {fmt(s.output_tok_s)} |"
+            f"| {s.failed} | {fmt(s.wall_s, 2)} | {paused_text(*arm.primary_paused_s)} | {fmt(s.ttft_p50_ms)} "
+            f"| {fmt(s.ttft_p95_ms)} | {fmt(s.tpot_p50_ms, 2)} | {fmt(s.tpot_p95_ms, 2)} | {fmt(s.output_tok_s)} |"
         )
     return [*lines, ""]
 
@@ -256,7 +260,8 @@ def step_rows(results: RunResults) -> list[dict]:
         record = phase_record(run, step)
         rows.append(
             {"step": step.as_dict(), "kind": kind, "done": True, "results": results_line(record),
-             "stats": section(record, "stats") or None, "server_latency": section(record, "server_latency") or None,
+             "stats": section(record, "stats") or None, "pause": asdict(recorded_pause(record)),
+             "server_latency": section(record, "server_latency") or None,
              "measurement": step_measurement(step.path, record).check.as_dict(),
              "profile": section(record, "profile") or None,
              "region_timings": section(record, "region_timings") or None}
@@ -299,18 +304,25 @@ def _steps(rows: list[dict]) -> list[str]:
     lines = [
         "## Steps",
         "",
-        "| step | kind | state | requests ok | failed | wall s | TTFT p50 ms | TPOT p50 ms | results |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "`wall s`: the step's own wall time, without the part of a pause when nothing was in flight; requests in "
+        "flight during a pause are left out of its latency figures.",
+        "",
+        "| step | kind | state | requests ok | failed | wall s | paused s | TTFT p50 ms | TPOT p50 ms | results |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         path = StepKey.from_dict(row["step"]).path
         s = row["stats"] or {}
         if not row["done"]:
-            lines.append(f"| {path} | {row['kind']} | not done | | | | | | |")
+            lines.append(f"| {path} | {row['kind']} | not done | | | | | | | |")
             continue
+        pause = row.get("pause") or {}
+        paused = paused_text(pause.get("paused_s"), pause.get("idle_s"))
+        if pause.get("requests"):
+            paused += f"; {pause['requests']} request(s) in flight left out of latency"
         lines.append(
             f"| {path} | {row['kind']} | done | {s.get('ok', 'n/a')} | {s.get('failed', 'n/a')} "
-            f"| {fmt(s.get('wall_s'), 2)} | {fmt(s.get('ttft_p50_ms'))} | {fmt(s.get('tpot_p50_ms'), 2)} "
+            f"| {fmt(s.get('wall_s'), 2)} | {paused} | {fmt(s.get('ttft_p50_ms'))} | {fmt(s.get('tpot_p50_ms'), 2)} "
             f"| {row['results']} |"
         )
     return [*lines, ""]
@@ -465,6 +477,8 @@ def summary_json(results: RunResults, gates: GateReport, steps: list[dict], plot
                 "steps_done": sum(p.reps_done for p in primary),
                 "steps_total": sum(p.reps_total for p in primary),
                 "stats": asdict(arm.primary),
+                "paused_s": arm.primary_paused_s[0],
+                "paused_excluded_s": arm.primary_paused_s[1],
                 "verdict": gates.verdicts.get(arm.name),
                 "gsm8k_correct": correct,
                 "gsm8k_questions": n,

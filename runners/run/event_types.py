@@ -422,7 +422,8 @@ class StepProgress(Event):
 
 @dataclass(frozen=True)
 class StepFinished(Event):
-    """The step is DONE: its PhaseStats, and the kind's own results (GSM8K, coherence) where it has them."""
+    """The step is DONE: its PhaseStats, the kind's own results (GSM8K, coherence) where it has them, and its
+    `pause` account (runners/replay/pauses.py) when dispatch was paused during it."""
 
     TYPE = "step_finished"
     DURABLE = True
@@ -430,6 +431,7 @@ class StepFinished(Event):
     stats: dict
     gsm8k: dict | None = field(default=ABSENT, metadata=OPTIONAL)
     coherence: dict | None = field(default=ABSENT, metadata=OPTIONAL)
+    pause: dict | None = field(default=ABSENT, metadata=OPTIONAL)
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from runners.replay.dispatch import replay
 from runners.replay.dispatch_gate import DispatchGate
 from runners.replay.measurement_check import DISTORTED, MeasurementBounds, MeasurementCheck, cross_check
 from runners.replay.metrics import Slo, phase_stats
+from runners.replay.pauses import account_pauses
 from runners.replay.prompts import DatasetError
 from runners.replay.records import RequestRecord
 from runners.replay.server_latency import ServerLatency
@@ -236,16 +237,23 @@ class StepRun:
         if ended is None:
             self._note_oom_kills(target)
         slo = Slo(phase.slo_ttft_ms, phase.slo_tpot_ms, phase.slo_e2el_ms)
-        stats = phase_stats(outcome.records, outcome.wall_s, phase.percentiles, slo)
+        pause = account_pauses(outcome.pauses, outcome.records)
+        wall_s = outcome.wall_s - pause.idle_s  # time the target idled only because of a pause is not the step's
+        stats = phase_stats(outcome.records, wall_s, phase.percentiles, slo)
         server = await latency.finish(stats.ok)
-        check = self._check_measurement(stats.distributions, server)
+        client = stats  # the server's histograms saw every request: the cross-check compares all of them
+        if stats.latency_excluded:
+            client = phase_stats(outcome.records, wall_s, phase.percentiles, slo, exclude_paused=False)
+        check = self._check_measurement(client.distributions, server)
         record = {
             "step": step.as_dict(),
             "phase": phase.model_dump(),
             "started_at": started,
             "ended_at": time.time(),
             "aborted": outcome.aborted,
-            "paused_s": round(ctx.gate.paused_s() - paused_before, 3),  # included in the wall time
+            "paused_s": round(pause.paused_s, 3),  # dispatch held during the replay (runners/replay/pauses.py)
+            "pause": pause.as_dict(),  # its idle part is left out of stats.wall_s
+            "wall_clock_s": round(outcome.wall_s, 3),  # the replay's wall time, pauses included
             "target": target,
             "target_ended": _describe(ended),
             "profile": profile.as_dict() if profile else None,
@@ -274,6 +282,8 @@ class StepRun:
             ctx.events.emit(StepAborted(step, stats.requests))
         elif verdict.done:
             extras = {k: record[k] for k in ("gsm8k", "coherence") if k in record}
+            if pause.paused_s:
+                extras["pause"] = record["pause"]
             ctx.ledger.step_done(step, stats.as_dict(), extras)
         else:
             ctx.ledger.fail([step], verdict.failure or "")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -111,6 +112,34 @@ def test_a_slower_arm_is_kept_opt_in_and_says_slower() -> None:
     g = verdict_of(CandidateInput("a", 120.0, 12.0, 30))
     assert g.verdict == KEEP_OPT_IN and len(g.failed_criteria) == 2
     assert "20.00% slower" in g.failed_criteria[0]
+
+
+def test_a_pause_with_requests_in_flight_judges_the_wall_at_both_ends_of_its_range() -> None:
+    """A pause's drain stays in the wall mean: unpaused, it could have been up to `wall_uncertain_s` shorter."""
+    # 90 s, up to 2 s shorter: 10% to 12% faster, >= 5% either way: the verdict stands, and says why
+    g = verdict_of(CandidateInput("a", 90.0, 9.9, 30, wall_uncertain_s=2.0))
+    assert g.verdict == DEFAULT_CANDIDATE and g.numbers["wall_improvement_range_pct"] == pytest.approx([10.0, 12.0])
+    # 97 s, up to 4 s shorter: 3% to 7% faster, across the 5% needed: no verdict on wall time, and no verdict
+    g = verdict_of(CandidateInput("a", 97.0, 9.9, 30, wall_uncertain_s=4.0))
+    assert (g.status, g.verdict) == ("no_data", None)
+    assert "between +3.00% and +7.00%, on both sides of the 5% needed" in g.failed_criteria[0]
+    assert "measure the step again without pausing" in g.failed_criteria[0]
+    # 120 s, up to 4 s shorter: 16% to 20% slower: kept opt-in either way
+    g = verdict_of(CandidateInput("a", 120.0, 9.9, 30, wall_uncertain_s=4.0))
+    assert g.verdict == KEEP_OPT_IN and "needs >= 5% faster either way" in g.failed_criteria[0]
+
+
+def test_a_paused_baseline_cannot_flatter_the_other_arm() -> None:
+    """The baseline's wall could have been shorter too: the arm is judged against the shortest it could have been."""
+    paused_base = CandidateInput("base", wall_mean_s=100.0, tpot_p95_ms=10.0, gsm8k_correct=30, wall_uncertain_s=6.0)
+    (g,) = candidate_verdicts(paused_base, [CandidateInput("a", 93.0, 9.9, 30)])
+    # 7% faster than 100 s, but only 1.06% faster than 94 s: not judged
+    assert g.verdict is None and "between +1.06% and +7.00%" in g.failed_criteria[0]
+    assert g.numbers["baseline_wall_uncertain_s"] == 6.0
+    (g,) = candidate_verdicts(paused_base, [CandidateInput("a", 85.0, 9.9, 30)])  # faster than 94 s too
+    assert g.verdict == DEFAULT_CANDIDATE
+    (g,) = candidate_verdicts(replace(paused_base, wall_uncertain_s=100.0), [CandidateInput("a", 85.0, 9.9, 30)])
+    assert g.verdict is None and "the change cannot be bounded" in g.failed_criteria[0]
 
 
 def test_gsm8k_regression_or_a_failed_quality_or_correctness_gate_rejects() -> None:

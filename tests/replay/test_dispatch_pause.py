@@ -12,6 +12,8 @@ from runners.bench.mock_server import MockSettings
 from runners.evidence.limitations import known_limitations
 from runners.replay.dispatch import Arrivals
 from runners.replay.dispatch_gate import DispatchGate
+from runners.replay.metrics import phase_stats
+from runners.replay.pauses import account_pauses
 from runners.replay.prompts import builtin_conversations
 from runners.run.control import pause_requested, request_abort, request_continue, request_pause
 from runners.run.files import read_json, read_jsonl
@@ -53,12 +55,54 @@ async def test_nothing_is_sent_while_paused_and_everything_after(start_mock: Sta
     outcome, seen = await asyncio.wait_for(task, 10.0)
     sent = [r.scheduled_ns for r in seen]
     assert [r.status for r in outcome.records] == ["ok"] * 4 and not outcome.aborted
-    assert outcome.wall_s >= 0.5  # the wall time includes the pause
+    assert outcome.wall_s >= 0.5  # the replay's clock includes the pause; the step leaves its idle part out
+    [(start, end)] = outcome.pauses
+    assert start == 0.0 and 0.45 <= end <= outcome.wall_s
+    assert not any(r.during_pause for r in outcome.records)  # nothing was in flight: every latency counts
+    account = account_pauses(outcome.pauses, outcome.records)
+    assert account.idle_s == pytest.approx(end) and account.in_flight_s == 0.0
     if arrivals.offsets is not None:  # the schedule resumed where it stopped: still 50 ms apart, shifted
         gaps = [b - a for a, b in zip(sorted(sent), sorted(sent)[1:], strict=False)]
         assert all(45e6 <= g <= 80e6 for g in gaps), gaps
         assert min(sent) >= 0.45e9
     assert time.perf_counter() - opened < 5
+
+
+async def test_a_request_in_flight_during_a_pause_is_marked_and_the_pause_splits(start_mock: StartMock) -> None:
+    url = await start_mock(MockSettings(ttft_ms=5, itl_ms=30, tokens=10))  # one request lasts ~0.3 s
+    gate = DispatchGate()
+    task = asyncio.create_task(run_replay(url, builtin_conversations()[:2], Arrivals(1), gate=gate))
+    await asyncio.sleep(0.1)
+    gate.pause()  # the first request is in flight: it finishes, the second waits
+    await asyncio.sleep(0.6)
+    gate.resume()
+    outcome, _ = await asyncio.wait_for(task, 10.0)
+    first, second = sorted(outcome.records, key=lambda r: r.sent_ns)
+    assert first.during_pause and not second.during_pause
+    assert all(r.ended_ns is not None and r.ended_ns >= r.sent_ns for r in outcome.records)
+    [(start, end)] = outcome.pauses
+    assert second.sent_ns / 1e9 >= end  # nothing started while paused
+    account = account_pauses(outcome.pauses, outcome.records)
+    assert account.requests == 1
+    assert account.in_flight_s == pytest.approx(first.ended_ns / 1e9 - start, abs=1e-6)  # the drain
+    assert account.idle_s == pytest.approx(end - first.ended_ns / 1e9, abs=1e-6)
+    assert 0.1 < account.in_flight_s < 0.4 and account.idle_s > 0.2
+    stats = phase_stats(outcome.records, outcome.wall_s - account.idle_s)
+    assert stats.latency_excluded == 1 and stats.distributions["ttft_ms"].count == 1
+
+
+async def test_an_earlier_pause_does_not_shift_a_later_open_loop_schedule(start_mock: StartMock) -> None:
+    """The gate lives for the whole session: a pause during one step must not delay the next step's arrivals."""
+    url = await start_mock(MockSettings(ttft_ms=5, itl_ms=1, tokens=4))
+    gate = DispatchGate()
+    gate.pause()
+    await asyncio.sleep(0.5)
+    gate.resume()  # an earlier step's pause, over before this replay starts
+    outcome, _ = await asyncio.wait_for(
+        run_replay(url, builtin_conversations()[:2], Arrivals(10, offsets=[0.0, 0.05]), gate=gate), 10.0
+    )
+    assert outcome.pauses == () and outcome.wall_s < 0.4
+    assert max(r.scheduled_ns for r in outcome.records) < 0.2e9  # due at 0.05 s, not 0.55 s
 
 
 def test_pause_and_continue_a_live_run_end_to_end(tmp_path: Path) -> None:
@@ -85,10 +129,14 @@ def test_pause_and_continue_a_live_run_end_to_end(tmp_path: Path) -> None:
             request_abort(run, "test cleanup", by="test")
             runner.wait(30)
     assert read_json(run.state_json)["status"] == "finished"
-    paused = [read_json(p)["paused_s"] for p in sorted(run.root.glob("arms/*/*/*/*/phase.json"))]
+    records = [read_json(p) for p in sorted(run.root.glob("arms/*/*/*/*/phase.json"))]
+    paused = [r["paused_s"] for r in records]
     assert max(paused) >= 1.0 and sorted(paused)[0] == 0.0
+    step = max(records, key=lambda r: r["paused_s"])
+    assert step["stats"]["wall_s"] == pytest.approx(step["wall_clock_s"] - step["pause"]["idle_s"], abs=0.01)
     notes = known_limitations(run, load_run_plan(run).plan)
-    assert any("dispatch was paused for" in n and "wall time includes the pause" in n for n in notes), notes
+    assert any("dispatch was paused for" in n and "with nothing in flight is left out of its wall time" in n
+               for n in notes), notes  # fmt: skip
 
 
 def _events(run) -> list[dict]:
