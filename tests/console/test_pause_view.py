@@ -18,6 +18,7 @@ from runners.plan.steps import StepKey
 from runners.run.event_types import DispatchPaused, RunStarted, StepStarted
 from runners.run.events import EventLog
 from runners.run.files import write_json_atomic
+from runners.run.rundir import RunnerLock
 from runners.soak.execute import create_run, load_run_plan
 from tests.conftest import pilot_until, write_plan
 
@@ -79,7 +80,21 @@ async def test_the_console_shows_the_step_paused_and_each_arms_paused_seconds(tm
          "paused_excluded_s": 20.36, "verdict": "default candidate"},
     ]  # fmt: skip
     write_json_atomic(run.summary_json, {"run_id": "r", "status": "finished", "arms": arms})
-    app = RunConsole(run, readonly=True)
+    lock = RunnerLock(run)
+    lock.acquire()  # a live runner holds the run: the console shows its step (a lock-less one is a dead runner's)
+    try:
+        await _show_paused(run, RunConsole(run, readonly=True))
+    finally:
+        lock.release()
+
+    rendered = Console(width=200, record=True)
+    rendered.print(summary_table(run))
+    text = rendered.export_text()
+    assert "wall s (sum)" in text and "paused s" in text and "21.0 (20.4 excluded from wall)" in text
+
+
+async def _show_paused(run, app: RunConsole) -> None:
+    """The current step says PAUSED and the summary table has each arm's paused seconds."""
     async with app.run_test(size=(140, 40)) as pilot:
         current = app.query_one("#current", Static)
         assert await pilot_until(pilot, lambda: "PAUSED, paused" in str(current.render()), 10), current.render()
@@ -89,8 +104,3 @@ async def test_the_console_shows_the_step_paused_and_each_arms_paused_seconds(tm
         labels = [str(c.label) for c in table.columns.values()]
         assert labels[4:6] == ["wall s (sum)", "paused s"]
         assert table.get_row_at(0)[5] == "0" and table.get_row_at(1)[5] == "21.0 (20.4 excluded from wall)"
-
-    rendered = Console(width=200, record=True)
-    rendered.print(summary_table(run))
-    text = rendered.export_text()
-    assert "wall s (sum)" in text and "paused s" in text and "21.0 (20.4 excluded from wall)" in text

@@ -61,7 +61,7 @@ def finished_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> RunDir:
                      "tpot_p50_ms": 9.5, "tpot_p95_ms": 11.0, "itl_p50_ms": 9.4, "itl_p95_ms": 12.0}  # fmt: skip
             emit(StepFinished(step, stats))
         emit(ServeStopped(arm, "primary", "terminated (signal 15)", {"kind": "process", "base_url": url}))
-    emit(RunFinished("finished", "all 4 steps done", 4, 0))
+    emit(RunFinished("finished", f"all {len(steps)} steps done", len(steps), 0))  # as state.json says
     events.close()
     for i in range(6):
         sample = {"t": T0 + 5 * i, "available_gib": 20.0 - i, "gpu": {"available": False, "reason": "no NVIDIA GPU"}}
@@ -69,8 +69,9 @@ def finished_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> RunDir:
                   "fill_gib_s": None, "restart_allowed": True, "sample": sample}  # fmt: skip
         with run.watchdog_jsonl.open("a") as f:
             f.write(json.dumps(record) + "\n")
-    state = RunState(run_id="snapshot-run", plan="mini", status="finished", resumable=False, reason="all 4 steps done",
-                     steps_total=len(steps), steps_done=len(steps), started_at=T0, ended_at=t)  # fmt: skip
+    state = RunState(run_id="snapshot-run", plan="mini", status="finished", resumable=False,
+                     reason=f"all {len(steps)} steps done", steps_total=len(steps), steps_done=len(steps),
+                     started_at=T0, ended_at=t)  # fmt: skip
     run.write_state(state)
     os.utime(run.state_json, (t, t))
     return run
