@@ -48,7 +48,12 @@ FAULTS: dict[str, tuple[str, str]] = {
         f"(default {DEFAULT_BURST_MS:g}) from the stream's start: the client sees bursts, the server's own "
         "latency histograms stay true",
     ),
-    "zombie": ("", "GET endpoints answer; every POST hangs until the client goes away"),
+    "zombie": (
+        "[=N]",
+        "GET endpoints answer; every POST hangs until the client goes away, once N completion POSTs "
+        "(/v1/completions, /v1/chat/completions) have been let through (default 0: from the start; N > 0 turns "
+        "an engine that passed its readiness check into a zombie mid-run)",
+    ),
     "wo_drop_last_slot": (
         "",
         "the W_O split-K kernel leaves out its last slot's partial sum (a gather bug): the start-up kernel "
@@ -83,6 +88,7 @@ class ActiveFaults:
     stream_stall_tokens: int | None = None
     stream_burst_ms: float | None = None
     zombie: bool = False
+    zombie_after: int = 0  # completion POSTs let through before the zombie starts hanging every POST
     wo_drop_last_slot: bool = False
     balloon_after_stop: BalloonSpec | None = None
 
@@ -98,7 +104,7 @@ class ActiveFaults:
         if self.stream_burst_ms is not None:
             out.append(f"stream_burst={self.stream_burst_ms:g}")
         if self.zombie:
-            out.append("zombie")
+            out.append(f"zombie={self.zombie_after}" if self.zombie_after else "zombie")
         if self.wo_drop_last_slot:
             out.append("wo_drop_last_slot")
         if self.balloon_after_stop is not None:
@@ -133,6 +139,7 @@ def parse_faults(specs: Iterable[str]) -> ActiveFaults:
             values["stop_profile_hang"] = True
         elif name == "zombie":
             values["zombie"] = True
+            values["zombie_after"] = _number(spec, arg, int) if has_arg else 0
         elif name == "wo_drop_last_slot":
             values["wo_drop_last_slot"] = True
         elif name == "stop_profile_trickle":

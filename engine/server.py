@@ -72,6 +72,7 @@ ENGINE_LIVENESS_POLL_S = 1.0
 # The longest a profiler request waits for the engine thread to run its command.
 ENGINE_COMMAND_TIMEOUT_S = 30.0
 DEFAULT_PROFILE_MAX_STEPS = 200
+COMPLETION_PATHS = frozenset({"/v1/completions", "/v1/chat/completions"})  # what `zombie=N` counts
 _Body = TypeVar("_Body", CompletionRequest, ChatCompletionRequest, TokenizeRequest)
 
 
@@ -223,16 +224,21 @@ def create_app(state: ServerState) -> Starlette:
             Route("/stop_profile", stop_profile, methods=["POST"]),
         ]
     )
-    return _zombie(app) if state.faults.zombie else app
+    return _zombie(app, state.faults.zombie_after) if state.faults.zombie else app
 
 
-def _zombie(app: Starlette) -> Callable:
-    """The app behind the `zombie` fault: GETs answer, every POST hangs until its client goes away."""
+def _zombie(app: Starlette, after: int = 0) -> Callable:
+    """The app behind the `zombie` fault: GETs answer, every POST hangs until its client goes away, once
+    `after` completion POSTs have been let through."""
+    passed = 0
 
     async def asgi(scope: dict, receive: Callable, send: Callable) -> None:
+        nonlocal passed
         if scope["type"] == "http" and scope["method"] == "POST":
-            await hang_until_disconnect(receive)
-            return
+            if passed >= after:
+                await hang_until_disconnect(receive)
+                return
+            passed += scope["path"] in COMPLETION_PATHS
         await app(scope, receive, send)
 
     return asgi

@@ -490,6 +490,14 @@ class RunView:
             return None
         return f"{step.key.path}: CLIENT-SIDE DISTORTION (the server's own latency disagrees): {e.get('reason')}"
 
+    def _on_engine_stalled(self, e: dict) -> str | None:
+        step = self._step(e)
+        if step is None:
+            return None
+        arm = self._arm(step.key.arm)
+        arm.serve, arm.ready_t, arm.health = "killed (stall)", None, "-"
+        return f"{step.key.path}: ENGINE STALLED: {e.get('reason')}"
+
     def _on_step_skipped(self, e: dict) -> str | None:
         """A step DONE in an earlier session keeps its own times: those already folded from that session's
         events, else the event's `started_at`/`ended_at` (phase.json); never this event's time."""

@@ -20,7 +20,15 @@ from runners.plan.model import Plan
 from runners.plan.steps import StepKey
 from runners.replay.measurement_check import DISTORTED, UNCHECKED
 from runners.run.event_log import read_event_log
-from runners.run.event_types import GuardLost, ServeHealth, ServeOom, ServeRestarting, StepFailed, WatchdogAction
+from runners.run.event_types import (
+    EngineStalled,
+    GuardLost,
+    ServeHealth,
+    ServeOom,
+    ServeRestarting,
+    StepFailed,
+    WatchdogAction,
+)
 from runners.run.files import read_json
 from runners.run.rundir import RunDir
 
@@ -206,6 +214,9 @@ def _incidents(events: list[dict]) -> list[str]:
         out.append(f"the memory watchdog acted ({what}); steps it cut short are not done (watchdog.jsonl)")
     if counts[ServeOom.TYPE]:
         out.append(f"{counts[ServeOom.TYPE]} OOM kill report(s) in the serve target (events.jsonl serve_oom)")
+    if counts[EngineStalled.TYPE]:
+        out.append(f"{counts[EngineStalled.TYPE]} engine stall(s): the target was killed and its step failed "
+                   "(events.jsonl engine_stalled, the step's phase.json `stall`)")  # fmt: skip
     if counts[ServeRestarting.TYPE]:
         out.append(f"the serve target was restarted {counts[ServeRestarting.TYPE]} time(s) mid-session")
     if counts[GuardLost.TYPE]:

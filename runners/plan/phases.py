@@ -79,6 +79,11 @@ class PhaseBase(BaseModel):
     max_prompt_chars: int = Field(8000, ge=1, description="longer prompts are skipped before counting")
     http_timeout_s: float = Field(120.0, gt=0, le=86400, description="total deadline of one request")
     deadline_s: float = Field(3600.0, gt=0, le=7 * 86400, description="deadline of the whole step")
+    stall_s: float | None = Field(
+        None, gt=0, le=86400,
+        description="no chunk on any stream for this long while requests are in flight (and no generated token "
+        "on /metrics) is a stall: the target is killed; None: sized from http_timeout_s (runners.soak.stall_watch)",
+    )  # fmt: skip
     percentiles: list[float] = Field(default_factory=lambda: [50.0, 90.0, 95.0, 99.0], min_length=1)
     slo_ttft_ms: float | None = Field(None, gt=0, description="goodput objective on TTFT")
     slo_tpot_ms: float | None = Field(None, gt=0, description="goodput objective on TPOT")
@@ -100,6 +105,16 @@ class PhaseBase(BaseModel):
             raise ValueError('profile = true belongs in mode = "supplementary": primary passes keep clean timing')
         if self.region_timings is not None and self.mode != "supplementary":
             raise ValueError('region_timings belongs in mode = "supplementary": primary passes keep clean timing')
+        return self
+
+    @model_validator(mode="after")
+    def _stall_within_a_request(self) -> PhaseBase:
+        if self.stall_s is not None and self.stall_s > self.http_timeout_s:
+            raise ValueError(
+                f"stall_s ({self.stall_s:g} s) must not exceed http_timeout_s ({self.http_timeout_s:g} s): every "
+                "request would time out before a stall is seen; lower stall_s or leave it out (default: sized "
+                "from http_timeout_s)"
+            )
         return self
 
     @field_validator("percentiles")

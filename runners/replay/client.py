@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 import httpx
 import orjson
@@ -35,11 +36,13 @@ async def stream_request(
     rec: RequestRecord,
     phase_t0_ns: int,
     keep_text: bool = False,
+    on_chunk: Callable[[], None] | None = None,
 ) -> None:
     """POST `payload` with `stream: true` to `url` and fill `rec`, all within `deadline_s` seconds.
 
     With `keep_text` the generated text is stored in `rec.output_text` (also when the request
-    fails part-way, for diagnosis). Cancellation is recorded as "cancelled" and propagates;
+    fails part-way, for diagnosis). `on_chunk` is called whenever body bytes arrive (the stall
+    watch's clock). Cancellation is recorded as "cancelled" and propagates;
     everything else is recorded.
     """
     body = orjson.dumps(payload)
@@ -57,6 +60,8 @@ async def stream_request(
             on_event = stream.on_event
             async for chunk in resp.aiter_raw():
                 now = time.perf_counter_ns() - sent
+                if on_chunk is not None:
+                    on_chunk()
                 for data in decoder.feed(chunk):
                     on_event(data, now)
         rec.e2e_ns = time.perf_counter_ns() - sent

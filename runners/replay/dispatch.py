@@ -27,6 +27,7 @@ from typing import Literal
 
 import httpx
 
+from runners.replay.activity import StreamActivity
 from runners.replay.client import stream_request
 from runners.replay.dispatch_gate import DispatchGate
 from runners.replay.prompts import Conversation
@@ -134,13 +135,15 @@ async def replay(
     limit_requests: int | None = None,
     cancel_grace_s: float = CANCEL_GRACE_S,
     gate: DispatchGate | None = None,
+    activity: StreamActivity | None = None,
 ) -> ReplayOutcome:
     """Send every conversation as `arrivals` says; `on_record` sees each request as it ends.
 
     Request numbers (and seeds: seed + number) follow the conversations' order, turn by turn, so
     they do not depend on timing. At most `limit_requests` requests are sent. While `gate` is
     closed no request starts; an open-loop schedule is shifted by the time paused; a request in
-    flight while it was closed is marked `during_pause`.
+    flight while it was closed is marked `during_pause`. `activity` (the stall watch's) is told of
+    every request's start and end and of every chunk; once it is stopped no request starts.
     """
     gate = gate or DispatchGate()
     url = base_url + ENDPOINT_PATHS[shape.endpoint]
@@ -162,6 +165,8 @@ async def replay(
                 scheduled_ns = time.perf_counter_ns()  # the pause is not the request's queueing delay
             if abort.is_set() or (limit_requests is not None and sent[0] >= limit_requests):
                 break
+            if activity is not None and activity.stopped:
+                break
             sent[0] += 1
             index = first_index[i] + turn_no
             messages = [*history, {"role": "user", "content": turn.user}]
@@ -174,9 +179,14 @@ async def replay(
             )  # fmt: skip
             payload = request_payload(shape, model, messages, max_tokens, index)
             live = shape.history == "live" and turn_no + 1 < len(conv.turns)
+            if activity is not None:
+                activity.started()
             try:
-                await stream_request(client, url, payload, shape.http_timeout_s, rec, t0, shape.keep_text or live)
+                await stream_request(client, url, payload, shape.http_timeout_s, rec, t0, shape.keep_text or live,
+                                     activity.chunk if activity is not None else None)  # fmt: skip
             finally:
+                if activity is not None:
+                    activity.ended()
                 ended = t0 + (rec.ended_ns if rec.ended_ns is not None else time.perf_counter_ns() - t0)
                 rec.during_pause = gate.overlaps(t0 + rec.sent_ns, ended)
                 records.append(rec)

@@ -467,6 +467,25 @@ class MeasurementDistorted(Event):
 
 
 @dataclass(frozen=True)
+class EngineStalled(Event):
+    """No stream got a chunk for `quiet_s` (over the phase's `stall_s`) while `in_flight` requests waited, and
+    /metrics showed no generated token (`tokens`: the counter, `running`: the gauge; null when not scraped;
+    `metrics` says what it showed): the target was killed (`how`, in `kill_s`) and the step failed for `reason`."""
+
+    TYPE = "engine_stalled"
+    step: StepKey
+    quiet_s: float
+    stall_s: float
+    in_flight: int
+    tokens: float | None
+    running: float | None
+    metrics: str
+    how: str
+    kill_s: float
+    reason: str
+
+
+@dataclass(frozen=True)
 class StepSkipped(Event):
     """The step was DONE in an earlier session; `started_at`/`ended_at` are that step's own times (phase.json), so
     a reader never takes this event's time for the step's end."""

@@ -43,6 +43,7 @@ from runners.soak.profiler_rules import StepProfiler
 from runners.soak.progress import ProgressReporter
 from runners.soak.region_timings import RegionDump
 from runners.soak.server_latency_probe import StepLatencyProbe
+from runners.soak.stall_watch import StallWatch, stall_s_of, stalled_step_record
 
 TARGET_DEATH_GRACE_S = 2.0
 SERVER_METRICS_FILE = "server_metrics.jsonl"
@@ -61,6 +62,7 @@ class StepObservation:
     memory: str | None = None  # why the memory watchdog stopped the target, None if it did not
     profile_killed: bool = False  # the target was killed because its profiler would not stop
     deadline_s: float = 0.0
+    stall: str | None = None  # why the stall watch killed the target (StallIncident.reason), None if it did not
 
 
 @dataclass(frozen=True)
@@ -75,14 +77,17 @@ class StepJudgement:
 def judge(obs: StepObservation) -> StepJudgement:
     """The verdict on a step, in this order:
 
-    a memory alarm that cut the replay short or ended the target fails the step (target_died); a
-    replay cut short fails it as the target's death, else as the deadline; an abort is `aborted`; a
-    target that died after the replay finished still fails it; no successful request fails it; else
-    DONE. A target killed over its profiler's stop asks for a new target (`restart`) for the steps that follow.
+    a memory alarm that cut the replay short or ended the target fails the step (target_died); so
+    does a stall (the stall watch killed the target), in its words; a replay cut short fails it as
+    the target's death, else as the deadline; an abort is `aborted`; a target that died after the
+    replay finished still fails it; no successful request fails it; else DONE. A target killed over
+    its profiler's stop asks for a new target (`restart`) for the steps that follow.
     """
     died = f"the serve target {obs.target_ended} during the step; see its serve.log"
     if obs.memory is not None and (not obs.replay_finished or obs.target_ended is not None):
         return StepJudgement("target_died", obs.memory)
+    if obs.stall is not None:
+        return StepJudgement("target_died", obs.stall)
     if not obs.replay_finished:
         if obs.target_ended is not None:
             return StepJudgement("target_died", died)
@@ -155,6 +160,7 @@ class StepRun:
         scrapes = JsonlWriter(step_dir / SERVER_METRICS_FILE)
         progress = ProgressReporter(ctx.events, step, planned)
         samples: list[dict] = []
+        stall_watch = StallWatch(stall_s_of(phase), scraping=phase.metrics_interval_s is not None)
 
         def on_record(rec: RequestRecord) -> None:
             requests.append(rec.as_dict())
@@ -165,6 +171,7 @@ class StepRun:
         def on_sample(sample: dict) -> None:
             samples.append(sample)
             scrapes.append(sample)
+            stall_watch.on_sample(sample)
             first_sample.set()
 
         stop_scraping = asyncio.Event()
@@ -181,6 +188,7 @@ class StepRun:
             replay(
                 self.runtime.base_url, self.model, workload.conversations, shape, workload.arrivals,
                 on_record, ctx.abort, limit_requests=phase.limit_requests, gate=ctx.gate,
+                activity=stall_watch.activity,
             )
         )  # fmt: skip
         replay_task.add_done_callback(_retrieve)  # its error is read below, on every path
@@ -190,10 +198,15 @@ class StepRun:
                          ctx.loaded.plan.serve.health_interval_s, ctx.healthy)
         )  # fmt: skip
         deadline = asyncio.create_task(_deadline(phase.deadline_s, ctx.gate, paused_before))
+        stalled = asyncio.create_task(stall_watch.watch())
+        incident = None
         try:
-            watched = {replay_task, died, deadline} | ctx.memory.tasks()
+            watched = {replay_task, died, deadline, stalled} | ctx.memory.tasks()
             await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+            if stalled.done():  # a wedged target: killed now, the step fails as a dead target's would
+                incident = await stall_watch.kill(stalled.result(), self.runtime, ctx.events, ctx.ledger, step)
         finally:
+            stalled.cancel()
             deadline.cancel()
             if not replay_task.done():
                 replay_task.cancel()
@@ -215,9 +228,14 @@ class StepRun:
             self._note_oom_kills(await self.runtime.inspect())
         memory = ctx.memory.reason(target_died=ended is not None, since=started, arm=step.arm)
         finished = not replay_task.cancelled()
-        if not finished or (memory is not None and ended is not None):  # nothing to add to the evidence
+        stall = incident.reason() if incident is not None else None
+        if incident is not None:  # the stall's evidence: requests.jsonl and the scrapes are beside it
+            target = await self.runtime.inspect()
+            write_json_atomic(step_dir / "phase.json", stalled_step_record(step, phase, started, incident, target,
+                                                                           samples))  # fmt: skip
+        if not finished or stall or (memory is not None and ended is not None):
             verdict = judge(StepObservation(finished, target_ended=_describe(ended), memory=memory,
-                                            deadline_s=phase.deadline_s))  # fmt: skip
+                                            deadline_s=phase.deadline_s, stall=stall))  # fmt: skip
             ctx.ledger.fail([step], verdict.failure or "")
             await region_dump.discard()  # region timings: no trigger left for a later target
             return verdict.outcome

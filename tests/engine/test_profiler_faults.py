@@ -92,10 +92,13 @@ def test_parse_faults_defaults_args_and_errors() -> None:
     assert parse_faults(["wo_drop_last_slot"]).names() == ["wo_drop_last_slot"]
     assert parse_faults(["stream_burst"]).stream_burst_ms == 250.0
     assert parse_faults(["stream_burst=80", "zombie"]).names() == ["stream_burst=80", "zombie"]
+    assert parse_faults(["zombie=2"]).zombie_after == 2 and parse_faults(["zombie=2"]).names() == ["zombie=2"]
+    assert parse_faults(["zombie=0"]).names() == ["zombie"]
     for bad, says in [
         ("wo_drop_last_slot=1", "takes no argument"),
         ("nope", "unknown fault 'nope'"),
-        ("zombie=1", "takes no argument"),
+        ("zombie=x", "not an integer"),
+        ("zombie=-1", "0 or more"),
         ("stream_stall=x", "not an integer"),
         ("balloon_after_stop=1", "RATE_GIB_S:MAX_GIB"),
         ("stop_profile_trickle=0", "above 0"),
@@ -308,6 +311,20 @@ def test_zombie_answers_gets_and_hangs_posts(tmp_path: Path) -> None:
             httpx.post(f"{url}/v1/completions", json={"prompt": "x", "max_tokens": 2}, timeout=1.0)
         with pytest.raises(httpx.ReadTimeout):
             httpx.post(f"{url}/start_profile", json={"dir": str(tmp_path)}, timeout=1.0)
+        assert httpx.get(f"{url}/health", timeout=2).status_code == 200
+
+
+def test_zombie_after_n_lets_n_completions_through_then_hangs_every_post(tmp_path: Path) -> None:
+    """zombie=2: /tokenize does not count, two completions answer, then completions and profiler calls hang."""
+    with engine(tmp_path, "--test-fault", "zombie=2") as (_, url):
+        assert httpx.post(f"{url}/tokenize", json={"prompt": "x"}, timeout=10).status_code == 200
+        for path, body in (("/v1/completions", {"prompt": "x"}), ("/v1/chat/completions", {"messages": [
+                {"role": "user", "content": "x"}]})):  # fmt: skip
+            assert httpx.post(f"{url}{path}", json={**body, "max_tokens": 2}, timeout=30).status_code == 200
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(f"{url}/v1/completions", json={"prompt": "x", "max_tokens": 2}, timeout=1.0)
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(f"{url}/tokenize", json={"prompt": "x"}, timeout=1.0)
         assert httpx.get(f"{url}/health", timeout=2).status_code == 200
 
 
