@@ -107,16 +107,6 @@ class PhaseBase(BaseModel):
             raise ValueError('region_timings belongs in mode = "supplementary": primary passes keep clean timing')
         return self
 
-    @model_validator(mode="after")
-    def _stall_within_a_request(self) -> PhaseBase:
-        if self.stall_s is not None and self.stall_s > self.http_timeout_s:
-            raise ValueError(
-                f"stall_s ({self.stall_s:g} s) must not exceed http_timeout_s ({self.http_timeout_s:g} s): every "
-                "request would time out before a stall is seen; lower stall_s or leave it out (default: sized "
-                "from http_timeout_s)"
-            )
-        return self
-
     @field_validator("percentiles")
     @classmethod
     def _percentiles_ok(cls, value: list[float]) -> list[float]:

@@ -30,6 +30,7 @@ concurrency = 2
 max_tokens = 16
 http_timeout_s = 2
 deadline_s = 60
+stall_s = 30
 """
 
 

@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
 
 from engine.config_file import ConfigFileError
 from runners.bench.mock_server import MockSettings
@@ -130,25 +129,33 @@ def test_default_stall_s_is_a_minute_growing_with_the_request_deadline_and_never
     assert default_stall_s(http_timeout_s) == expected
 
 
-def test_a_phase_stall_s_wins_over_the_default_and_must_fit_a_request() -> None:
+def test_a_phase_stall_s_wins_over_the_default() -> None:
     base = {"name": "p", "kind": "sharegpt", "requests": 2, "http_timeout_s": 300.0}
     assert stall_s_of(ShareGptPhase(**base)) == 60.0
     assert stall_s_of(ShareGptPhase(**base, stall_s=5.0)) == 5.0
-    with pytest.raises(ValidationError, match=r"stall_s \(400 s\) must not exceed http_timeout_s \(300 s\)"):
-        ShareGptPhase(**base, stall_s=400.0)
-    with pytest.raises(ValidationError, match="greater than 0"):
-        ShareGptPhase(**base, stall_s=0)
+    # above http_timeout_s is allowed: with two or more requests in flight the streams can stay silent longer than
+    # one request's deadline (each timed-out request is replaced by another that hangs)
+    assert stall_s_of(ShareGptPhase(**base, stall_s=400.0)) == 400.0
 
 
-def test_a_plan_with_a_bad_stall_s_names_the_file_line_and_field(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ("0", "greater than 0"),
+        ("-2", "greater than 0"),
+        ("100000", "less than or equal to 86400"),
+        ('"soon"', "valid number"),
+    ],
+)
+def test_a_plan_with_a_bad_stall_s_names_the_file_line_and_field(tmp_path: Path, value: str, says: str) -> None:
     path = tmp_path / "plan.toml"
     path.write_text(
         'name = "x"\n[serve]\nkind = "external"\nurl = "http://127.0.0.1:9"\n[[arms]]\nname = "a"\n'
-        '[[phases]]\nname = "p"\nkind = "sharegpt"\nrequests = 2\nhttp_timeout_s = 10\nstall_s = 20\n'
+        f'[[phases]]\nname = "p"\nkind = "sharegpt"\nrequests = 2\nstall_s = {value}\n'
     )
     with pytest.raises(ConfigFileError) as err:
         load_plan(path)
-    assert "phases[0]: stall_s (20 s) must not exceed http_timeout_s (10 s)" in str(err.value)
+    assert f"{path}:11: phases[0].stall_s: Input should be" in str(err.value) and says in str(err.value)
 
 
 def test_the_watch_polls_a_tenth_of_stall_s_within_bounds() -> None:
