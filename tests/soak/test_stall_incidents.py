@@ -78,6 +78,9 @@ def _stalled_run(tmp_path: Path, fault: str) -> tuple[Path, dict, list[dict]]:
     stalled = [e for e in events if e["type"] == "engine_stalled"]
     assert len(stalled) == 1, [e["type"] for e in events]
     event = stalled[0]
+    line = f"{STALLED_ARM}/primary/replay/0: ENGINE STALLED: {event['reason']}"  # the console's line (rich wraps it)
+    assert " ".join(line.split()) in " ".join(result.stdout.split()), result.stdout[-3000:]
+    assert "1 engine stall(s): the target was killed" in (out / "summary.md").read_text()
     assert event["step"] == {"arm": STALLED_ARM, "mode": "primary", "phase": "replay", "rep": 0}
     assert event["how"] == "ended: killed (signal 9)" and event["stall_s"] == STALL_S
 

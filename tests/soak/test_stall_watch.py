@@ -19,6 +19,8 @@ from runners.plan.load import load_plan
 from runners.plan.phases import ShareGptPhase
 from runners.plan.steps import Session
 from runners.replay.activity import StreamActivity
+from runners.replay.dispatch import Arrivals, RequestShape, replay
+from runners.replay.prompts import Conversation, Turn
 from runners.run.events import EventLog
 from runners.run.files import read_json, read_jsonl
 from runners.run.provenance import start_session
@@ -180,6 +182,24 @@ def test_stream_activity_starts_the_quiet_clock_when_requests_go_in_flight_and_o
     assert activity.in_flight == 0 and not activity.stopped
     activity.stop()
     assert activity.stopped
+
+
+async def test_the_replay_tells_the_activity_of_every_request_and_chunk_and_stops_sending_once_it_is_stopped(
+    start_mock: StartMock,
+) -> None:
+    url = await start_mock(MockSettings(ttft_ms=5, itl_ms=5, tokens=8))
+    conversations = [Conversation(f"c{i}", (Turn("hi"),)) for i in range(4)]
+    shape = RequestShape(endpoint="chat", max_tokens=8, http_timeout_s=10.0)
+    activity = StreamActivity()
+    before = activity.quiet_since
+    outcome = await replay(url, "mock", conversations, shape, Arrivals(2), lambda _: None, asyncio.Event(),
+                           activity=activity)  # fmt: skip
+    assert [r.status for r in outcome.records] == ["ok"] * 4
+    assert activity.in_flight == 0 and activity.quiet_since > before
+    activity.stop()
+    stopped = await replay(url, "mock", conversations, shape, Arrivals(2), lambda _: None, asyncio.Event(),
+                           activity=activity)  # fmt: skip
+    assert stopped.records == []  # a target being killed for a stall gets no new request
 
 
 def test_the_watch_keeps_ok_scrapes_on_the_monotonic_clock_and_drops_old_ones() -> None:
