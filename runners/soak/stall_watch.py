@@ -8,11 +8,11 @@ The rule (`stall_verdict`, pure): a stall is requests in flight (`in_flight` > 0
 received a chunk for `stall_s`** (the quiet clock: `runners.replay.activity`) **and**, where the step scrapes
 /metrics, the generation-token counter did not move in the last `stall_s` (two or more ok scrapes that
 started in that window all read the same value). A counter that moved means the engine is working (for
-another client, or a prefill of ours that produces no token yet would not move it: such a phase needs a
-larger `stall_s`), so it is no stall. Fewer than two ok scrapes in the window (a target that does not answer
-/metrics, or a step that does not scrape it) leave the streams alone to decide. `num_requests_running` is
-evidence, not a condition: a front end that hangs requests before they reach the engine (the embedded
-engine's `zombie` fault) shows 0 running.
+another client, say), so it is no stall; a long prefill of ours moves neither chunks nor the counter, so a
+phase with very long prompts needs a larger `stall_s`. Fewer than two ok scrapes in the window (a target
+that does not answer /metrics, or a step that does not scrape it) leave the streams alone to decide.
+`num_requests_running` is evidence, not a condition: a front end that hangs requests before they reach the
+engine (the embedded engine's `zombie` fault) shows 0 running.
 
 `stall_s` (a phase field): when the plan does not set it, `default_stall_s(http_timeout_s)` =
 min(http_timeout_s, max(STALL_FLOOR_S, http_timeout_s / STALL_TIMEOUT_SHARE)): at least a minute of total
