@@ -496,6 +496,7 @@ class RunView:
             return None
         arm = self._arm(step.key.arm)
         arm.serve, arm.ready_t, arm.health = "killed (stall)", None, "-"
+        self._incident(e, f"{step.key.arm}: engine stalled, killed")
         return f"{step.key.path}: ENGINE STALLED: {e.get('reason')}"
 
     def _on_step_skipped(self, e: dict) -> str | None:

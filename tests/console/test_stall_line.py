@@ -28,3 +28,4 @@ def test_an_engine_stall_is_a_line_in_the_events_log_and_the_arm_reads_killed(tm
     assert view.log[-1] == line
     arm = view.arms["split1"]
     assert (arm.serve, arm.ready_t, arm.health) == ("killed (stall)", None, "-")
+    assert [what for _, what in view.incidents] == ["split1: engine stalled, killed"]  # the timeline's incidents row
