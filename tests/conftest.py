@@ -19,6 +19,7 @@ from runners.bench.mock_server import MockSettings, serve_mock
 from runners.evidence.oom_record import STATE_DIR_VAR
 from runners.run.event_types import check_event
 from runners.run.files import read_jsonl
+from runners.watchdog.link import GuardError
 
 ROOT = Path(__file__).resolve().parent.parent
 ENGINE_CONFIG = ROOT / "configs" / "engine-tiny.toml"
@@ -288,3 +289,17 @@ async def pilot_until(pilot, predicate, deadline_s: float = 30.0) -> bool:
             return True
         await pilot.pause(0.1)
     return bool(predicate())
+
+
+class NoGuard:
+    """A memory guard that cannot start (monkeypatch it over `runners.soak.execute.GuardLink`): the session
+    ends right after its start-of-session events, before any target starts."""
+
+    def __init__(self, *args: object) -> None:
+        pass
+
+    def start(self) -> None:
+        raise GuardError("no guard in this test")
+
+    async def stop(self) -> None:
+        pass

@@ -24,8 +24,7 @@ from runners.run.files import read_jsonl
 from runners.soak import execute as runner
 from runners.soak.execute import create_run
 from runners.soak.host_preflight import host_preflight
-from runners.watchdog.link import GuardError
-from tests.conftest import write_plan
+from tests.conftest import NoGuard, write_plan
 
 FLOORS = {"warn": 3.0, "abort": 2.0, "kill": 1.0}
 TARGET = {"kind": "process", "arm": "split8", "mode": "primary", "pid": 42}
@@ -98,19 +97,6 @@ def test_a_torn_or_garbled_record_file_is_appended_to_on_a_fresh_line(tmp_path: 
     lines = record_path().read_text().splitlines()
     assert lines[:2] == ["not json", '{"v": 1, "t": 1, "host": "h", "ar'] and json.loads(lines[2]) == record
     assert read_records() == [record]
-
-
-class NoGuard:
-    """A guard that cannot start: the session ends right after its start-of-session events."""
-
-    def __init__(self, *args: object) -> None:
-        pass
-
-    def start(self) -> None:
-        raise GuardError("no guard in this test")
-
-    async def stop(self) -> None:
-        pass
 
 
 async def test_the_runner_records_a_dead_session_s_oom_and_says_when_a_forced_run_matches(

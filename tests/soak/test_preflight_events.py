@@ -8,21 +8,8 @@ import pytest
 
 from runners.run.files import read_jsonl
 from runners.soak import execute as runner
-from runners.watchdog.link import GuardError
+from tests.conftest import NoGuard
 from tests.plan.preflight_plans import profiled_vllm_plan
-
-
-class NoGuard:
-    """A guard that cannot start: the session ends before any target starts, after the start-of-session events."""
-
-    def __init__(self, *args: object) -> None:
-        pass
-
-    def start(self) -> None:
-        raise GuardError("no guard in this test")
-
-    async def stop(self) -> None:
-        pass
 
 
 async def test_a_session_start_emits_each_preflight_warning(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
