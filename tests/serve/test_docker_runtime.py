@@ -367,6 +367,13 @@ http_timeout_s = 30
     return path
 
 
+def _said(runner: subprocess.Popen) -> str:
+    """What a runner printed (it is killed first if it still runs): the reason a test waited in vain."""
+    if runner.poll() is None:
+        runner.kill()
+    return (runner.communicate(timeout=10)[0] or "")[-3000:]
+
+
 def _start_runner(tmp_path: Path, image: str, engine: DockerEngine, out: Path) -> subprocess.Popen:
     """`gb10-console run PLAN --headless` on the engine-in-containers plan, talking to the test engine."""
     env = {"DOCKER_HOST": f"unix://{engine.socket}", "PATH": "/usr/bin:/bin:/usr/sbin:/sbin"}
@@ -391,7 +398,7 @@ def test_a_soak_against_engine_containers_survives_a_container_killed_from_outsi
                 e["type"] == "step_started" and e["step"]["arm"] == arm for e in read_jsonl(path)
             )
 
-        assert wait_until(lambda: step_started("split1") or runner.poll() is not None, 120)
+        assert wait_until(lambda: step_started("split1") or runner.poll() is not None, 120), _said(runner)
         with docker_engine.client() as c:
             found = c.get("/containers/json", params={"filters": json.dumps({"label": ["gb10.arm=split1"]})}).json()
             assert len(found) == 1
@@ -428,7 +435,7 @@ def test_a_sigkilled_runners_container_is_stopped_by_its_guard(
     runner = _start_runner(tmp_path, busybox_image, docker_engine, out)
     try:
         assert wait_until(lambda: (out / "events.jsonl").exists() and any(
-            e["type"] == "step_started" for e in read_jsonl(out / "events.jsonl")), 120)  # fmt: skip
+            e["type"] == "step_started" for e in read_jsonl(out / "events.jsonl")), 120), _said(runner)  # fmt: skip
         runner.kill()
         runner.wait(10)
         killed_at = time.monotonic()
