@@ -16,8 +16,6 @@ host: `validate` and `run` refuse such a plan without `--force`.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import os
@@ -25,11 +23,10 @@ import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 from runners.plan.load import LoadedPlan
 from runners.plan.serve_spec import DockerServe, ExternalServe
-from runners.run.files import read_jsonl
+from runners.run.files import JsonlWriter, read_jsonl
 from runners.run.redact import redact_argv, redact_env
 from runners.run.rundir import RunDir
 from runners.serve.runtime import OOM_KILLED
@@ -187,26 +184,14 @@ def record_run_ooms(run: RunDir, loaded: LoadedPlan, path: Path | None = None) -
     return _append_new(path, new)
 
 
-def _ends_with_newline(fh: BinaryIO) -> bool:
-    fh.seek(-1, os.SEEK_END)
-    return fh.read(1) == b"\n"
-
-
 def _append_new(path: Path, records: list[dict]) -> list[dict]:
-    """Append the records not yet in `path` (same run, arm, mode and time), under an exclusive lock."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+b") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            seen = {(r.get("run_id"), r.get("arm"), r.get("mode"), r.get("t")) for r in read_records(path)}
-            fresh = [r for r in records if (r["run_id"], r["arm"], r["mode"], r["t"]) not in seen]
-            if fresh:
-                fh.seek(0, os.SEEK_END)
-                start = b"\n" if fh.tell() and not _ends_with_newline(fh) else b""  # never glue onto a torn line
-                fh.write(start + b"".join(json.dumps(r, sort_keys=True).encode() + b"\n" for r in fresh))
-                fh.flush()
-                os.fsync(fh.fileno())
-        finally:
-            with contextlib.suppress(OSError):
-                fcntl.flock(fh, fcntl.LOCK_UN)
+    """Append the records not yet in `path` (same run, arm and mode at the same time). One run's records come
+    from its one runner (the run's lock), so reading then appending cannot race with itself; a torn last line
+    is set aside into `<path>.torn` first, as every JSONL appender does."""
+    seen = {(r.get("run_id"), r.get("arm"), r.get("mode"), r.get("t")) for r in read_records(path)}
+    fresh = [r for r in records if (r["run_id"], r["arm"], r["mode"], r["t"]) not in seen]
+    if fresh:
+        with JsonlWriter(path) as writer:
+            for record in fresh:
+                writer.append(record, sync=True)
     return fresh

@@ -20,7 +20,7 @@ from runners.plan.load import load_plan
 from runners.plan.steps import StepKey
 from runners.run.event_types import GuardEndedTarget, GuardStarted, ServeFailed, ServeOom, StepFailed
 from runners.run.events import EventLog
-from runners.run.files import read_jsonl
+from runners.run.files import read_jsonl, torn_sidecar
 from runners.soak import execute as runner
 from runners.soak.execute import create_run
 from runners.soak.host_preflight import host_preflight
@@ -95,7 +95,9 @@ def test_a_torn_or_garbled_record_file_is_appended_to_on_a_fresh_line(tmp_path: 
     _emit(run, GuardEndedTarget("memory KILL: x", True, "killed", TARGET, 0.01))
     [record] = record_run_ooms(run, loaded)
     lines = record_path().read_text().splitlines()
-    assert lines[:2] == ["not json", '{"v": 1, "t": 1, "host": "h", "ar'] and json.loads(lines[2]) == record
+    assert lines[0] == "not json" and json.loads(lines[1]) == record  # a fresh line, never glued on
+    [torn] = read_jsonl(torn_sidecar(record_path()))  # the fragment is kept beside it, as every JSONL file's is
+    assert torn["text"] == '{"v": 1, "t": 1, "host": "h", "ar'
     assert read_records() == [record]
 
 
