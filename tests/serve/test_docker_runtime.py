@@ -22,7 +22,7 @@ from runners.host.owner import LABEL_OWNER, Owner, process_start_ticks, this_run
 from runners.plan.serve_spec import DockerServe
 from runners.run.files import read_json, read_jsonl
 from runners.serve.docker import DockerDeadlines, DockerRuntime
-from runners.serve.orphans import sweep_orphans
+from runners.serve.orphans import live_run_containers, sweep_orphans
 from runners.serve.runtime import ServeError
 from tests.conftest import ENGINE_CONFIG, ROOT, wait_until
 from tests.docker_env import PODMAN_ULIMITS, DockerEngine, build_image, engine_mounts, remove_labelled
@@ -249,7 +249,8 @@ def _dead_owner() -> Owner:
 async def test_orphan_sweep_stops_only_containers_of_dead_runners(
     docker_engine: DockerEngine, busybox_image: str, run_id: str
 ) -> None:
-    """Dead runner's container: stopped. Live runner's, other host's, unlabelled: left alone."""
+    """Dead runner's container: stopped. Live runner's, other host's, unlabelled: left alone. Before the sweep,
+    the live runner's is the one a new run's pre-flight reports."""
     owners = {
         "dead": _dead_owner().label,
         "alive": this_runner().label,
@@ -268,6 +269,10 @@ async def test_orphan_sweep_stops_only_containers_of_dead_runners(
         for ident in ids.values():
             await client.start(ident)
         try:
+            # a new run's pre-flight: only the container of a live runner on this host stands in its way
+            live = await live_run_containers(explicit_socket=str(docker_engine.socket))
+            assert [(c.name, c.run_id) for c in live] == [(f"{run_id}-alive", run_id)]
+            assert await live_run_containers(run_id, str(docker_engine.socket)) == []  # a resumed run's own
             reports = {r.id: r for r in await sweep_orphans(client)}
             assert reports[ids["dead"]].action == "stopped"
             assert reports[ids["alive"]].action.startswith("left: its runner")
