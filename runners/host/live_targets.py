@@ -49,7 +49,7 @@ def _environ(path: Path) -> dict[str, str]:
 
 
 def _scan(proc: Path, exclude_run: str | None, found: dict[str, list[tuple[int, str | None, str]]],
-          counts: list[int]) -> None:  # fmt: skip
+          counts: list[int], lock: threading.Lock) -> None:  # fmt: skip
     for entry in proc.iterdir():
         if not entry.name.isdigit():
             continue
@@ -67,7 +67,8 @@ def _scan(proc: Path, exclude_run: str | None, found: dict[str, list[tuple[int, 
             command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
         except OSError:
             continue
-        found.setdefault(run_id, []).append((int(entry.name), env.get(ENV_DIR_VAR), command))
+        with lock:  # the caller may read what was found so far while this thread is stuck on a later process
+            found.setdefault(run_id, []).append((int(entry.name), env.get(ENV_DIR_VAR), command))
 
 
 def live_targets(exclude_run: str | None = None, proc: Path = Path("/proc"),
@@ -75,11 +76,14 @@ def live_targets(exclude_run: str | None = None, proc: Path = Path("/proc"),
     """Every other run's live target processes on this host (`exclude_run`: the caller's own run)."""
     found: dict[str, list[tuple[int, str | None, str]]] = {}
     counts = [0]
-    worker = threading.Thread(target=_scan, args=(proc, exclude_run, found, counts), daemon=True)
+    lock = threading.Lock()
+    worker = threading.Thread(target=_scan, args=(proc, exclude_run, found, counts, lock), daemon=True)
     worker.start()
     worker.join(deadline_s)
     scan = LiveScan(unreadable=counts[0], complete=not worker.is_alive())
-    for run_id, procs in sorted(dict(found).items()):
+    with lock:
+        so_far = {run_id: list(procs) for run_id, procs in found.items()}
+    for run_id, procs in sorted(so_far.items()):
         pid, env_dir, command = min(procs)
         scan.targets.append(LiveTarget(run_id, pid, len(procs), env_dir, command[:200]))
     return scan
