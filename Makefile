@@ -15,8 +15,16 @@ PIP_NOISE := is ignored: it is neither a file nor a directory
 demo: $(VENV)/.installed
 	$(BIN)/gb10-console demo
 
+# The suite in two parts: the tests that wait on I/O in TEST_WORKERS pytest-xdist workers (tests that share a
+# container engine or the vLLM stay in one worker each: `--dist loadgroup`), then the timing-sensitive ones
+# (marked `serial`) alone, so that no neighbour's CPU distorts what they measure. Both parts always run.
+TEST_WORKERS ?= 4
+
 test: $(VENV)/.installed lint system-deps vllm
-	$(BIN)/python -m pytest -q
+	status=0; \
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup -m "not serial" || status=$$?; \
+	$(BIN)/python -m pytest -q -m serial || status=$$?; \
+	exit $$status
 
 # The container tests need dockerd, podman and a static busybox (the tests start dockerd and
 # Podman's API service themselves, with data under /tmp, and import a busybox image: no registry

@@ -17,9 +17,11 @@ import pytest
 
 from runners.bench.mock_server import MockSettings, serve_mock
 from runners.evidence.oom_record import STATE_DIR_VAR
+from runners.host.scope import HOST_SCOPE_VAR
 from runners.run.event_types import check_event
 from runners.run.files import read_jsonl
 from runners.watchdog.link import GuardError
+from tests.leak_check import reap_leaks
 
 ROOT = Path(__file__).resolve().parent.parent
 ENGINE_CONFIG = ROOT / "configs" / "engine-tiny.toml"
@@ -28,6 +30,41 @@ START_DEADLINE_S = 60.0
 HOST = "127.0.0.1"
 MOCK_START_S = 10.0
 MOCK_STOP_S = 5.0
+
+
+# Tests that use one of these fixtures run in one pytest-xdist group each (`--dist loadgroup`: one worker, one
+# after another): a container test's orphan sweep or pre-flight would see another's containers, and tests/vllm
+# start one vLLM per worker that runs them.
+XDIST_GROUP_OF_FIXTURE = {
+    "docker_engine": "container-engine",
+    "podman_engine": "container-engine",
+    "busybox_image": "container-engine",
+    "vllm_external": "vllm",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Put each test that uses a fixture of XDIST_GROUP_OF_FIXTURE in that fixture's xdist group."""
+    for item in items:
+        groups = {XDIST_GROUP_OF_FIXTURE[name] for name in getattr(item, "fixturenames", ()) if name in
+                  XDIST_GROUP_OF_FIXTURE}  # fmt: skip
+        assert len(groups) <= 1, f"{item.nodeid} uses fixtures of several xdist groups: {sorted(groups)}"
+        if groups and item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(groups.pop()))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_host_scope() -> Iterator[str]:
+    """This session's own host scope (`runners/host/scope.py`; one per xdist worker), inherited by every process
+    its tests start, so that concurrent workers' runs never refuse each other's serve targets. Set up before and
+    torn down after every other session fixture: then a process still carrying the scope outlived the tests
+    that started it, and the session fails, naming each one and its test (it is killed)."""
+    scope = f"pytest-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}-{os.getpid()}"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(HOST_SCOPE_VAR, scope)
+        yield scope
+    leaked = reap_leaks(scope)
+    assert not leaked, "processes the tests started outlived them (now killed):\n" + "\n".join(map(str, leaked))
 
 
 @pytest.fixture(autouse=True)

@@ -4,7 +4,8 @@ A process target's environment carries its run's id (ProcessRuntime sets `GB10_R
 inherit it) and its ENV sentinel directory (`GB10_ENV_DIR`, inside that run's directory). Reading
 `/proc/PID/environ` can block on a process stuck in memory reclaim, so the scan runs in a daemon thread
 and returns what it found within its deadline. Processes of another user are not readable without root:
-they are not seen (the scan says how many it could not read).
+they are not seen (the scan says how many it could not read). Only targets in the scanning process's host
+scope count (`runners/host/scope.py`: one scope for every run, unless a test suite splits them).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from engine.env_sentinel import ENV_DIR_VAR
 from runners.host.owner import RUN_ID_VAR
+from runners.host.scope import HOST_SCOPE_VAR, own_scope
 
 SCAN_DEADLINE_S = 3.0
 
@@ -43,12 +45,12 @@ def _environ(path: Path) -> dict[str, str]:
     out = {}
     for item in path.read_bytes().split(b"\0"):
         key, sep, value = item.partition(b"=")
-        if sep and key in (RUN_ID_VAR.encode(), ENV_DIR_VAR.encode()):
+        if sep and key in (RUN_ID_VAR.encode(), ENV_DIR_VAR.encode(), HOST_SCOPE_VAR.encode()):
             out[key.decode()] = value.decode(errors="replace")
     return out
 
 
-def _scan(proc: Path, exclude_run: str | None, found: dict[str, list[tuple[int, str | None, str]]],
+def _scan(proc: Path, exclude_run: str | None, scope: str, found: dict[str, list[tuple[int, str | None, str]]],
           counts: list[int], lock: threading.Lock) -> None:  # fmt: skip
     for entry in proc.iterdir():
         if not entry.name.isdigit():
@@ -61,7 +63,7 @@ def _scan(proc: Path, exclude_run: str | None, found: dict[str, list[tuple[int, 
         except OSError:  # gone meanwhile, or a kernel thread
             continue
         run_id = env.get(RUN_ID_VAR)
-        if not run_id or run_id == exclude_run:
+        if not run_id or run_id == exclude_run or env.get(HOST_SCOPE_VAR, "") != scope:
             continue
         try:
             command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
@@ -73,11 +75,11 @@ def _scan(proc: Path, exclude_run: str | None, found: dict[str, list[tuple[int, 
 
 def live_targets(exclude_run: str | None = None, proc: Path = Path("/proc"),
                  deadline_s: float = SCAN_DEADLINE_S) -> LiveScan:  # fmt: skip
-    """Every other run's live target processes on this host (`exclude_run`: the caller's own run)."""
+    """Every other run's live target processes in this host scope (`exclude_run`: the caller's own run)."""
     found: dict[str, list[tuple[int, str | None, str]]] = {}
     counts = [0]
     lock = threading.Lock()
-    worker = threading.Thread(target=_scan, args=(proc, exclude_run, found, counts, lock), daemon=True)
+    worker = threading.Thread(target=_scan, args=(proc, exclude_run, own_scope(), found, counts, lock), daemon=True)
     worker.start()
     worker.join(deadline_s)
     scan = LiveScan(unreadable=counts[0], complete=not worker.is_alive())

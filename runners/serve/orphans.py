@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 
 from runners.host.docker_api import DockerClient, DockerError, find_socket
 from runners.host.owner import LABEL_ARM, LABEL_OWNER, LABEL_RUN, Owner
+from runners.host.scope import own_scope, process_scope
 from runners.run.event_types import OrphanCheckFailed, OrphanCheckSkipped, OrphansChecked
 
 ORPHAN_STOP_GRACE_S = 10.0
@@ -107,8 +108,8 @@ class LiveContainer:
 
 async def live_run_containers(exclude_run: str | None = None, explicit_socket: str | None = None
                               ) -> list[LiveContainer]:  # fmt: skip
-    """Running `gb10.owner`-labelled containers whose runner lives on this host (not `exclude_run`'s); none when
-    no Docker socket answers (a host without Docker has none to find)."""
+    """Running `gb10.owner`-labelled containers whose runner lives on this host in this host scope (not
+    `exclude_run`'s); none when no Docker socket answers (a host without Docker has none to find)."""
     try:
         socket = find_socket(explicit_socket)
         async with DockerClient(socket, SWEEP_CALL_DEADLINE_S) as client:
@@ -116,11 +117,13 @@ async def live_run_containers(exclude_run: str | None = None, explicit_socket: s
             items = await client.containers([LABEL_OWNER])
     except DockerError:
         return []
-    out = []
+    out, scope = [], own_scope()
     for item in items:
         labels = item.get("Labels") or {}
         owner = Owner.parse(labels.get(LABEL_OWNER, ""))
         if owner is None or labels.get(LABEL_RUN) == exclude_run or not owner.alive():
+            continue
+        if process_scope(owner.pid) != scope:  # a runner's containers are in its scope
             continue
         name = (item.get("Names") or ["?"])[0].lstrip("/")
         out.append(LiveContainer(name, labels.get(LABEL_RUN), labels.get(LABEL_ARM), owner.label))

@@ -14,6 +14,7 @@ from console.cli import main
 from runners.host.live_targets import live_targets
 from runners.host.meminfo import MemInfo
 from runners.host.page_cache import CacheDrop, drop_page_cache
+from runners.host.scope import HOST_SCOPE_VAR, own_scope, process_scope
 from runners.plan.load import load_plan
 from runners.plan.sections import WatchdogSpec
 from runners.plan.serve_spec import DockerServe, ProcessServe
@@ -158,3 +159,20 @@ def test_another_run_s_live_target_refuses_a_start_and_only_warns_validate(
     err = capsys.readouterr().err
     assert f"pid {other_runs_target.pid} (1 process(es), run other-run-1" in err and "pass --force" in err
     assert not (tmp_path / "run").exists()
+
+
+def test_runs_see_each_other_s_live_targets_only_within_one_host_scope(monkeypatch) -> None:
+    """GB10_HOST_SCOPE (unset for users: one scope for every run) splits the host for concurrent test workers."""
+    env = {**os.environ, "GB10_RUN_ID": "other-run-2", HOST_SCOPE_VAR: "elsewhere"}
+    proc = subprocess.Popen(["sleep", "300"], env=env, start_new_session=True)
+    try:
+        assert process_scope(proc.pid) == "elsewhere" and process_scope(os.getpid()) == own_scope() != "elsewhere"
+        assert all(t.run_id != "other-run-2" for t in live_targets().targets)
+        monkeypatch.setenv(HOST_SCOPE_VAR, "elsewhere")
+        [found] = [t for t in live_targets().targets if t.run_id == "other-run-2"]
+        assert found.pid == proc.pid
+        monkeypatch.delenv(HOST_SCOPE_VAR)  # the default scope is a scope of its own
+        assert all(t.run_id != "other-run-2" for t in live_targets().targets)
+    finally:
+        proc.kill()
+        proc.wait(5)
