@@ -88,6 +88,7 @@ def test_history_is_a_soak_the_views_fold_without_a_skip(tmp_path: Path) -> None
     assert guard.series["available_gib"].has_data()
 
 
+@pytest.mark.serial  # a 3 s bound
 def test_writer_keeps_its_count_and_time_bounds(tmp_path: Path) -> None:
     run = bench.synthetic_run(tmp_path)
     soak = bench.SyntheticSoak.for_run(run, progress_per_step=50)
@@ -108,6 +109,7 @@ def test_writer_keeps_its_count_and_time_bounds(tmp_path: Path) -> None:
 # --- the benchmark --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.serial  # the console bench
 @pytest.mark.slow
 def test_quick_benchmark_measures_everything_and_writes_its_json(tmp_path: Path, capsys) -> None:
     dirs_before = bench_dirs()
@@ -149,6 +151,7 @@ def test_quick_benchmark_measures_everything_and_writes_its_json(tmp_path: Path,
     assert bench_dirs() == dirs_before  # every temporary run directory was removed
 
 
+@pytest.mark.serial  # the console bench
 @pytest.mark.slow
 def test_a_console_that_falls_behind_is_reported(tmp_path: Path, monkeypatch) -> None:
     """Folding an event costs 2 ms here, so at 1,000 events/s the console folds half of what arrives."""

@@ -78,6 +78,7 @@ class FakeStream:
         return Event()
 
 
+@pytest.mark.serial  # a host time under 100 us
 def test_on_cuda_each_timed_call_follows_an_l2_flush_and_a_sleep_longer_than_its_launch(monkeypatch) -> None:
     """The CUDA path's order of work, with torch.cuda faked: flush, sleep(lead), start event, call, end event."""
     fake = FakeStream()

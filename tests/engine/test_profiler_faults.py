@@ -55,6 +55,7 @@ def rss_bytes(pid: int) -> int:
     raise AssertionError(f"no VmRSS in /proc/{pid}/status")
 
 
+@pytest.mark.serial  # a 0.2 s bound
 def test_engine_commands_run_on_the_engine_thread_between_steps() -> None:
     steps: list[str] = []
     loop = EngineLoop(
@@ -211,6 +212,7 @@ def test_stop_profile_trickle_sends_the_first_byte_then_crawls(tmp_path: Path) -
         assert received.strip() == b""  # the padding comes first; the JSON body would come last
 
 
+@pytest.mark.serial  # a 1 s bound
 async def test_stream_stall_sends_n_tokens_then_nothing(tmp_path: Path) -> None:
     with engine(tmp_path, "--test-fault", "stream_stall") as (_, url):
         async with httpx.AsyncClient(base_url=url, timeout=httpx.Timeout(10.0, read=2.0)) as client:
@@ -248,6 +250,7 @@ async def test_stream_stall_sends_n_tokens_then_nothing(tmp_path: Path) -> None:
         assert all("content" in e["choices"][0]["delta"] for e in chat_events[1:])
 
 
+@pytest.mark.serial  # a TTFT under 200 ms
 async def test_stream_burst_holds_the_stream_back_while_the_servers_histograms_stay_true(tmp_path: Path) -> None:
     with engine(tmp_path, "--test-fault", "stream_burst=400") as (_, url):
         probe = StepLatencyProbe(f"{url}/metrics")
@@ -300,6 +303,7 @@ async def test_release_in_bursts_passes_everything_on_and_closes_its_source() ->
     assert closed.is_set()
 
 
+@pytest.mark.serial  # a 1 s bound
 def test_zombie_answers_gets_and_hangs_posts(tmp_path: Path) -> None:
     with engine(tmp_path, "--test-fault", "zombie") as (_, url):
         t0 = time.perf_counter()

@@ -154,6 +154,7 @@ async def test_replay_keep_text_shape_keeps_text_on_every_record(start_mock: Sta
 # --- 2, 3, 4. failures are records, never exceptions ---------------------------------------------------------------
 
 
+@pytest.mark.serial  # a 10 s bound
 async def test_stalled_streams_time_out_and_the_phase_goes_on(start_mock: StartMock) -> None:
     url = await start_mock(MockSettings(ttft_ms=10, itl_ms=2, tokens=8, fault="stall", fault_every=2))
     shape = RequestShape(endpoint="chat", max_tokens=8, http_timeout_s=1.0)
@@ -254,6 +255,7 @@ async def test_limit_requests_sends_exactly_that_many(start_mock: StartMock, arr
 # --- 8. abort ------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.serial  # a 3 s bound
 async def test_abort_cancels_in_flight_streams_after_the_grace(start_mock: StartMock) -> None:
     url = await start_mock(MockSettings(ttft_ms=5, itl_ms=1, tokens=8, fault="stall", fault_every=1))
     abort = asyncio.Event()
@@ -273,6 +275,7 @@ async def test_abort_cancels_in_flight_streams_after_the_grace(start_mock: Start
         assert rec.status == "cancelled" and "stopped" in rec.error
 
 
+@pytest.mark.serial  # a 3 s bound
 async def test_abort_stops_an_open_loop_schedule(start_mock: StartMock) -> None:
     url = await start_mock(MockSettings(ttft_ms=5, itl_ms=1, tokens=8, fault="stall", fault_every=1))
     abort = asyncio.Event()

@@ -42,6 +42,7 @@ async def test_gate_counts_time_closed_and_wait_open_returns_on_open_or_abort() 
 @pytest.mark.parametrize(
     "arrivals", [Arrivals(2), Arrivals(100, offsets=[0.0, 0.05, 0.1, 0.15])], ids=["closed", "open"]
 )
+@pytest.mark.serial  # a 0.45 s schedule
 async def test_nothing_is_sent_while_paused_and_everything_after(start_mock: StartMock, arrivals: Arrivals) -> None:
     url = await start_mock(MockSettings(ttft_ms=5, itl_ms=1, tokens=4))
     gate = DispatchGate()
@@ -91,6 +92,7 @@ async def test_a_request_in_flight_during_a_pause_is_marked_and_the_pause_splits
     assert stats.latency_excluded == 1 and stats.distributions["ttft_ms"].count == 1
 
 
+@pytest.mark.serial  # a 0.4 s wall
 async def test_an_earlier_pause_does_not_shift_a_later_open_loop_schedule(start_mock: StartMock) -> None:
     """The gate lives for the whole session: a pause during one step must not delay the next step's arrivals."""
     url = await start_mock(MockSettings(ttft_ms=5, itl_ms=1, tokens=4))

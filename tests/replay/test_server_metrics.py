@@ -352,6 +352,7 @@ async def wait_for_samples(samples: list, n: int, deadline_s: float = 5.0) -> No
         await asyncio.sleep(0.02)
 
 
+@pytest.mark.serial  # a 1 s bound
 async def test_sampler_records_values_reset_garbage_and_http_errors_and_stops_promptly() -> None:
     script = [
         (200, vllm_text(generation=10, prompt=20, running=2)),
@@ -394,6 +395,7 @@ async def test_sampler_records_values_reset_garbage_and_http_errors_and_stops_pr
     assert "HTTP 500" in summary["last_error"]
 
 
+@pytest.mark.serial  # a 1 s bound
 async def test_sampler_stops_within_the_deadline_while_a_scrape_hangs() -> None:
     got_request, release = asyncio.Event(), asyncio.Event()
 

@@ -133,6 +133,7 @@ async def test_probe_calls_a_server_that_ignores_or_refuses_the_field_chunk_only
     assert says in probe.detail and url in probe.detail
 
 
+@pytest.mark.serial  # a 5 s bound
 async def test_probe_of_a_server_that_is_not_there_says_so_within_its_deadline() -> None:
     url = f"http://{HOST}:{free_port()}"
     started = time.monotonic()
@@ -141,6 +142,7 @@ async def test_probe_of_a_server_that_is_not_there_says_so_within_its_deadline()
     assert not probe.continuous_usage and "connection_error" in probe.detail
 
 
+@pytest.mark.serial  # a 3 s bound
 async def test_probe_of_a_silent_server_ends_at_its_deadline(start_mock: StartMock) -> None:
     url = await start_mock(MockSettings(ttft_ms=60_000, itl_ms=1, tokens=2))
     started = time.monotonic()

@@ -74,6 +74,7 @@ MOUNTS = (
 )
 
 
+@pytest.mark.serial  # a 6 s bound it takes 5 s of
 async def test_create_start_logs_stop_with_labels_and_settings(
     docker_engine: DockerEngine, busybox_image: str, tmp_path: Path, run_id: str
 ) -> None:
@@ -158,6 +159,7 @@ async def test_the_same_lifecycle_on_podmans_compatible_socket(podman_engine: Do
         remove_labelled(podman_engine, f"gb10.run-id={rid}")
 
 
+@pytest.mark.serial  # a 10 s bound
 async def test_kill_and_a_stop_signal_that_is_ignored(
     docker_engine: DockerEngine, busybox_image: str, tmp_path: Path, run_id: str
 ) -> None:
@@ -218,6 +220,7 @@ async def test_oom_inside_the_container_is_recorded(
     assert "worker-died" in rt.log_path.read_text(), rt.last_error
 
 
+@pytest.mark.serial  # a 5 s bound
 async def test_missing_image_and_gpu_request_give_clear_errors(
     docker_engine: DockerEngine, busybox_image: str, tmp_path: Path, run_id: str
 ) -> None:
@@ -285,6 +288,7 @@ async def test_orphan_sweep_stops_only_containers_of_dead_runners(
                 await client.kill(ident)
 
 
+@pytest.mark.serial  # 2-8 s bounds
 async def test_a_socket_that_never_answers_is_bounded(tmp_path: Path) -> None:
     """Every call times out; start fails; kill escalates API → `docker kill` → a clear report, all bounded."""
     sock = tmp_path / "hung.sock"
@@ -432,6 +436,7 @@ def test_a_soak_against_engine_containers_survives_a_container_killed_from_outsi
     remove_labelled(docker_engine, f"gb10.run-id={read_json(out / 'run.json')['run_id']}")
 
 
+@pytest.mark.serial  # the guard's reaction, within 10 s
 def test_a_sigkilled_runners_container_is_stopped_by_its_guard(
     docker_engine: DockerEngine, busybox_image: str, tmp_path: Path
 ) -> None:

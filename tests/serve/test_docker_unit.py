@@ -294,6 +294,7 @@ async def test_an_unreachable_socket_is_named_in_the_error() -> None:
     assert info.value.status is None
 
 
+@pytest.mark.serial  # a 2 s bound
 async def test_a_daemon_that_never_answers_hits_the_call_deadline() -> None:
     """A call that hangs ends as 'did not answer within 0.2 s', well under 2 s."""
 

@@ -94,6 +94,7 @@ def test_env_the_external_server_does_not_report_leaves_the_arms_without_a_verdi
     assert "**no verdict**" in summary_md and "GB10_PROBE" in summary_md
 
 
+@pytest.mark.serial  # a 5 s bound
 async def test_an_unreachable_external_server_is_reported_not_waited_on_forever() -> None:
     """wait_ready fails by its deadline naming the URL; wait_exit returns once /health keeps failing."""
     url = f"http://127.0.0.1:{free_port()}"

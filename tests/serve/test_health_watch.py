@@ -7,6 +7,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from console.views.run_view import short_duration
 from engine.deadlines import timeout
 from runners.bench.mock_server import MockSettings
@@ -40,6 +42,7 @@ async def test_a_real_server_turning_unhealthy_is_reported_once(start_mock) -> N
     assert [(c.healthy, c.detail) for c in changes] == [(False, "/health answered 503")]
 
 
+@pytest.mark.serial  # a 1 s bound
 async def test_recovery_is_reported_and_stop_ends_the_wait_at_once() -> None:
     answers = iter([OK, BAD, BAD, OK, OK] + [OK] * 1000)
     changes: list[ProbeResult] = []

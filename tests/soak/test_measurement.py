@@ -55,6 +55,7 @@ http_timeout_s = 30
     return path
 
 
+@pytest.mark.serial  # client vs server latency agreement
 def test_server_latency_agrees_on_a_clean_arm_and_a_bursty_arm_gets_no_verdict(tmp_path: Path) -> None:
     out = tmp_path / "run"
     result = run_headless(plan(tmp_path), out)

@@ -72,6 +72,7 @@ async def test_an_output_a_profiled_steps_trace_collection_moved_into_the_step_i
     assert np.array_equal(np.load(step_dir / DUMP_FILE), synthetic_region_ticks(2, 1))
 
 
+@pytest.mark.serial  # a 0.3-2 s window
 async def test_no_output_within_the_wait_is_missing_and_the_trigger_is_removed(tmp_path: Path) -> None:
     dump, _ = _dump(tmp_path, wait_s=0.3)
     await dump.arm()
@@ -83,6 +84,7 @@ async def test_no_output_within_the_wait_is_missing_and_the_trigger_is_removed(t
     assert _events(tmp_path) == [("region_timings_missing", "missing")]
 
 
+@pytest.mark.serial  # 1-2 s bounds
 async def test_an_abort_ends_the_wait_and_a_dead_target_gets_one_look(tmp_path: Path) -> None:
     dump, _ = _dump(tmp_path, wait_s=30)
     await dump.arm()

@@ -116,6 +116,7 @@ def test_runner_sigkill_takes_the_server_with_it_and_resume_finishes(tmp_path: P
     assert run.read_state().status == "finished"
 
 
+@pytest.mark.serial  # stops within 15 s of SIGTERM
 def test_sigterm_stops_cleanly_and_leaves_the_step_resumable(tmp_path: Path) -> None:
     out = tmp_path / "run"
     plan = write_plan(tmp_path, requests=400, concurrency=4, max_tokens=64)
@@ -197,6 +198,7 @@ def test_another_runner_on_the_same_run_is_refused(tmp_path: Path) -> None:
             runner.kill()
 
 
+@pytest.mark.serial  # the demo's 3-minute bound
 def test_demo_headless_finishes_both_arms_in_under_three_minutes(tmp_path: Path) -> None:
     out = tmp_path / "d"
     t0 = time.monotonic()

@@ -202,6 +202,7 @@ async def test_the_replay_tells_the_activity_of_every_request_and_chunk_and_stop
     assert stopped.records == []  # a target being killed for a stall gets no new request
 
 
+@pytest.mark.serial  # a 0.1 s bound on the monotonic clock
 def test_the_watch_keeps_ok_scrapes_on_the_monotonic_clock_and_drops_old_ones() -> None:
     watch = StallWatch(stall_s=2.0, scraping=True)
     now = time.time()

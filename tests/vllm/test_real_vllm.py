@@ -21,7 +21,7 @@ from runners.replay.server_latency import Snapshot, delta, parse_histograms
 from runners.run.files import read_json, read_jsonl
 from tests.conftest import ROOT, SHARED, run_headless
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.serial]  # serial: client vs vLLM histogram agreement, and CPU-heavy
 
 SHAREGPT = SHARED / "data" / "sharegpt" / "sharegpt_v3_filtered_500.json"
 GSM8K_DIR = SHARED / "data" / "gsm8k"

@@ -22,7 +22,7 @@ from runners.replay.server_metrics import parse_metrics
 from runners.run.files import read_json, read_jsonl
 from tests.conftest import ROOT, pid_gone, wait_until
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.serial]  # serial: a stall caught in time, and CPU-heavy
 STALL_S = 3.0
 READY_DEADLINE_S = 360.0
 RUN_END_DEADLINE_S = 120.0

@@ -27,7 +27,7 @@ from runners.run.targets import TargetRef
 from runners.watchdog.targets import end_target
 from tests.conftest import ROOT, pid_gone, wait_until, write_plan
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.serial]  # serial: the guard's reaction
 
 
 def _run_dir(tmp_path: Path, watchdog: str) -> RunDir:

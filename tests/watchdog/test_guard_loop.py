@@ -26,6 +26,8 @@ from runners.watchdog.heartbeat import Heartbeat
 from runners.watchdog.samplers import GpuSample, Sampler
 from tests.conftest import write_plan
 
+pytestmark = pytest.mark.serial  # the guard loop's reaction and heartbeat bounds (0.1-1.5 s)
+
 GIB = 1 << 30
 SPEC = WatchdogSpec(warn_gib=10, abort_gib=8, kill_gib=6)
 

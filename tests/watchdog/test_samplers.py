@@ -397,6 +397,7 @@ def test_nvml_process_memory_sum() -> None:
     assert NvmlSampler(nvml=failing).sample(HOST_128G).process_mem_bytes is None
 
 
+@pytest.mark.serial  # 50-400 ms bounds
 def test_nvml_hung_call_times_out_without_piling_up_threads() -> None:
     """A call that hangs: N/A within ~timeout; while it is stuck, samples answer at once with no new thread."""
     fake = FakeNvml()
