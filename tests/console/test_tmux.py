@@ -40,7 +40,7 @@ ABORT_S = 45.0  # the runner cancels in flight after a grace period and stops th
 QUIT_S = 15.0
 POLL_S = 0.25
 # the server's environment (its panes inherit it): no COLUMNS/LINES to override the pane size, no outer tmux
-TMUX_ENV = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES", "TMUX", "TMUX_PANE")}
+NOT_INHERITED = ("COLUMNS", "LINES", "TMUX", "TMUX_PANE")
 IN_FLIGHT = re.compile(r"▶ \S+: \d+/\d+ requests")
 
 
@@ -55,7 +55,8 @@ class Tmux:
     def __call__(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         return subprocess.run(
             ["tmux", "-u", "-S", str(self.socket), "-f", "/dev/null", *args],
-            capture_output=True, text=True, timeout=10, check=check, env=TMUX_ENV,
+            capture_output=True, text=True, timeout=10, check=check,
+            env={k: v for k, v in os.environ.items() if k not in NOT_INHERITED},  # now: the session's host scope
         )  # fmt: skip
 
     def start(self, command: list[str], env: dict[str, str]) -> None:

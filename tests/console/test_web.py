@@ -22,6 +22,8 @@ from tests.conftest import ROOT, free_port, stop_process, wait_until, write_plan
 aiohttp = pytest.importorskip("aiohttp", reason="textual-serve (and its aiohttp) is not installed: make venv")
 from tests.console.chromium_cdp import find_chromium, open_page  # noqa: E402  (needs aiohttp)
 
+pytestmark = pytest.mark.xdist_group("web-console")  # one server per module
+
 ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[()][0-9A-Za-z]|\x1b[=>]")
 SCREEN_DEADLINE_S = 45.0
 

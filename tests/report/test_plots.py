@@ -14,6 +14,8 @@ from runners.report.plots import write_plots
 from runners.run.rundir import create_run_dir
 from tests.conftest import run_headless, write_plan
 
+pytestmark = pytest.mark.xdist_group("report-plots-run")  # one worker makes its module run
+
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 ALL_PLOTS = ("ttft_cdf.png", "tpot_cdf.png", "wall_per_arm.png", "pareto.png")
 

@@ -21,7 +21,7 @@ from runners.run.rundir import create_run_dir
 from tests.conftest import ENGINE_CONFIG, ROOT, fault_plan, run_headless, write_plan
 from tests.soak.test_profiler_incidents import PHASES as PROFILED_PHASES
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("report-demo-runs")]  # one worker makes the demo runs
 CLI = [sys.executable, "-m", "console.cli"]
 PLOTS = ("ttft_cdf.png", "tpot_cdf.png", "wall_per_arm.png", "pareto.png")
 

@@ -23,6 +23,8 @@ from runners.results_db.schema import LATEST_VERSION, MIGRATIONS, V1_SQL, Migrat
 from runners.results_db.store import ResultsDB, open_db
 from tests.conftest import run_headless, write_plan
 
+pytestmark = pytest.mark.xdist_group("results-db-soak-run")  # one worker makes its module run
+
 TABLES = ("runs", "arms", "phase_metrics", "gates")
 
 

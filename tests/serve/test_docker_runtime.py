@@ -19,6 +19,7 @@ import pytest
 
 from runners.host.docker_api import DockerClient, DockerError
 from runners.host.owner import LABEL_OWNER, Owner, process_start_ticks, this_runner
+from runners.host.scope import HOST_SCOPE_VAR, own_scope
 from runners.plan.serve_spec import DockerServe
 from runners.run.files import read_json, read_jsonl
 from runners.serve.docker import DockerDeadlines, DockerRuntime
@@ -385,7 +386,8 @@ def _said(runner: subprocess.Popen) -> str:
 
 def _start_runner(tmp_path: Path, image: str, engine: DockerEngine, out: Path) -> subprocess.Popen:
     """`gb10-console run PLAN --headless` on the engine-in-containers plan, talking to the test engine."""
-    env = {"DOCKER_HOST": f"unix://{engine.socket}", "PATH": "/usr/bin:/bin:/usr/sbin:/sbin"}
+    env = {"DOCKER_HOST": f"unix://{engine.socket}", "PATH": "/usr/bin:/bin:/usr/sbin:/sbin",
+           HOST_SCOPE_VAR: own_scope()}  # fmt: skip
     return subprocess.Popen(
         [sys.executable, "-m", "console.cli", "run", str(_docker_plan(tmp_path, image, engine)),
          "--headless", "--out", str(out)],

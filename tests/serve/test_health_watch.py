@@ -22,6 +22,7 @@ from tests.conftest import write_plan
 OK, BAD = ProbeResult(True, 0.001, "/health answered 200"), ProbeResult(False, None, "ConnectError: refused")
 
 
+@pytest.mark.serial  # 6 probes within 0.5 s
 async def test_a_real_server_turning_unhealthy_is_reported_once(start_mock) -> None:
     url = await start_mock(MockSettings(health_fail_after=3))
     changes: list[ProbeResult] = []

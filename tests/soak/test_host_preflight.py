@@ -144,6 +144,7 @@ def other_runs_target(tmp_path: Path) -> Iterator[subprocess.Popen]:
     proc.wait(5)
 
 
+@pytest.mark.serial  # the /proc scan's 3 s deadline
 def test_another_run_s_live_target_refuses_a_start_and_only_warns_validate(
     tmp_path: Path, other_runs_target: subprocess.Popen, capsys
 ) -> None:
@@ -161,6 +162,7 @@ def test_another_run_s_live_target_refuses_a_start_and_only_warns_validate(
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.serial  # the /proc scan's 3 s deadline
 def test_runs_see_each_other_s_live_targets_only_within_one_host_scope(monkeypatch) -> None:
     """GB10_HOST_SCOPE (unset for users: one scope for every run) splits the host for concurrent test workers."""
     env = {**os.environ, "GB10_RUN_ID": "other-run-2", HOST_SCOPE_VAR: "elsewhere"}
