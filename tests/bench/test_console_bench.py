@@ -111,7 +111,9 @@ def test_writer_keeps_its_count_and_time_bounds(tmp_path: Path) -> None:
 
 @pytest.mark.serial  # the console bench
 @pytest.mark.slow
-def test_quick_benchmark_measures_everything_and_writes_its_json(tmp_path: Path, capsys) -> None:
+def test_quick_benchmark_measures_everything_and_writes_its_json(tmp_path: Path, capsys, monkeypatch) -> None:
+    (tmp_path / "tmp").mkdir()  # its own temporary directory: another session's bench may run meanwhile
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     dirs_before = bench_dirs()
     out = tmp_path / "bench.json"
     rc = bench.main(["--quick", "--json", str(out)])
