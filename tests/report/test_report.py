@@ -21,7 +21,9 @@ from runners.run.rundir import create_run_dir
 from tests.conftest import ENGINE_CONFIG, ROOT, fault_plan, run_headless, write_plan
 from tests.soak.test_profiler_incidents import PHASES as PROFILED_PHASES
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("report-demo-runs")]  # one worker makes the demo runs
+pytestmark = pytest.mark.slow
+# the tests of the two demo runs (a module fixture) stay in one pytest-xdist worker, which makes them once
+DEMO_RUNS_GROUP = pytest.mark.xdist_group("report-demo-runs")
 CLI = [sys.executable, "-m", "console.cli"]
 PLOTS = ("ttft_cdf.png", "tpot_cdf.png", "wall_per_arm.png", "pareto.png")
 
@@ -66,6 +68,7 @@ def assert_real_png(path: Path) -> None:
     assert (pixels != pixels[0, 0]).any(), f"{path.name} is a single colour"
 
 
+@DEMO_RUNS_GROUP
 def test_the_runner_writes_the_report_and_plots_when_a_run_finishes(demo_runs: tuple[Path, Path]) -> None:
     run, _ = demo_runs
     summary = (run / "summary.md").read_text()
@@ -76,6 +79,7 @@ def test_the_runner_writes_the_report_and_plots_when_a_run_finishes(demo_runs: t
     assert written and written[-1]["verdicts"]["wo-split-1"] == "baseline" and len(written[-1]["plots"]) == 4
 
 
+@DEMO_RUNS_GROUP
 def test_report_regenerates_the_summary_and_plots_from_the_run_dir_alone(demo_runs, tmp_path: Path) -> None:
     run = copy_run(demo_runs[0], tmp_path / "run")
     first = (run / "summary.md").read_text()
@@ -111,6 +115,7 @@ def test_report_regenerates_the_summary_and_plots_from_the_run_dir_alone(demo_ru
     assert summary["plots"] == [f"plots/{name}" for name in PLOTS]
 
 
+@DEMO_RUNS_GROUP
 def test_compare_two_demo_runs_prints_delta_tables_and_a_verdict(demo_runs: tuple[Path, Path]) -> None:
     a, b = demo_runs
     result = cli("compare", str(a), str(b))
@@ -127,6 +132,7 @@ def test_compare_two_demo_runs_prints_delta_tables_and_a_verdict(demo_runs: tupl
     assert same.returncode == 0 and "verdict: reproduces within noise" in same.stdout
 
 
+@DEMO_RUNS_GROUP
 def test_report_with_a_prior_run_adds_the_reproduction_table(demo_runs, tmp_path: Path) -> None:
     run = copy_run(demo_runs[1], tmp_path / "run")
     outcome = write_report(run, prior=demo_runs[0], plots=False)
@@ -136,6 +142,7 @@ def test_report_with_a_prior_run_adds_the_reproduction_table(demo_runs, tmp_path
     assert any(g.name == "reproduction" for g in outcome.gates.gates)
 
 
+@DEMO_RUNS_GROUP
 def test_missing_steps_give_no_data_and_limitations_never_a_crash(demo_runs, tmp_path: Path) -> None:
     run = copy_run(demo_runs[0], tmp_path / "run")
     shutil.rmtree(run / "done" / "wo-split-8")
@@ -232,6 +239,7 @@ DAMAGE = {
     "damage",
     [pytest.param(d, marks=pytest.mark.foreign_events) if d == "events garbage" else d for d in DAMAGE],
 )
+@DEMO_RUNS_GROUP
 def test_damaged_evidence_is_left_out_and_named_never_a_traceback(demo_runs, tmp_path: Path, damage: str) -> None:
     run = copy_run(demo_runs[0], tmp_path / "run")
     DAMAGE[damage](run / "arms" / "wo-split-8" / "primary" / "sharegpt" / "1")
@@ -253,6 +261,7 @@ def test_damaged_evidence_is_left_out_and_named_never_a_traceback(demo_runs, tmp
     assert compare.returncode in (0, 1, 2) and "Traceback" not in compare.stderr, compare.stderr
 
 
+@DEMO_RUNS_GROUP
 def test_an_oversized_trace_is_skipped_and_named(demo_runs, tmp_path: Path, monkeypatch) -> None:
     from runners.evidence import kernel_times
 
