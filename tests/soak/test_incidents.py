@@ -69,6 +69,7 @@ def test_a_zombie_engine_is_never_called_ready(tmp_path: Path) -> None:
     assert all(pid_gone(pid) for pid in _served_pids(out))
 
 
+@pytest.mark.serial  # floors set from the host's real MemAvailable
 def test_a_memory_balloon_after_stop_profile_is_stopped_by_the_watchdog(tmp_path: Path) -> None:
     """The profiler buffer that runs away after stop_profile: the guard and runner end the target in time."""
     available = read_meminfo().available

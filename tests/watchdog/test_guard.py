@@ -27,7 +27,7 @@ from runners.run.targets import TargetRef
 from runners.watchdog.targets import end_target
 from tests.conftest import ROOT, pid_gone, wait_until, write_plan
 
-pytestmark = [pytest.mark.slow, pytest.mark.serial]  # serial: the guard's reaction
+pytestmark = pytest.mark.slow
 
 
 def _run_dir(tmp_path: Path, watchdog: str) -> RunDir:
@@ -55,6 +55,7 @@ def _sleeper(procs: list[subprocess.Popen], run_id: str | None) -> subprocess.Po
     return proc
 
 
+@pytest.mark.serial  # the guard's reaction within 1 s, on the host's real MemAvailable
 async def test_a_real_memory_hog_is_killed_within_a_second_of_the_floor(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
@@ -127,6 +128,7 @@ def _fake_runner(run: RunDir, beat: bool) -> tuple[subprocess.Popen, int, int]:
     return runner, target_pid, guard_pid
 
 
+@pytest.mark.serial  # the guard's reaction within 10 s
 def test_the_guard_stops_the_target_of_a_sigkilled_runner_within_10_s(tmp_path: Path) -> None:
     """Runner SIGKILLed mid-step: its target (which would outlive it) is stopped; the guard then exits."""
     run = _run_dir(tmp_path, "warn_gib = 1.0\nabort_gib = 0.5\nkill_gib = 0.25")
@@ -145,6 +147,7 @@ def test_the_guard_stops_the_target_of_a_sigkilled_runner_within_10_s(tmp_path: 
     assert any(e["type"] == "guard_stopped" and e["reason"] == "the runner is gone" for e in read_jsonl(run.events))
 
 
+@pytest.mark.serial  # the guard's reaction to 2 s of silence, within 10 s
 def test_a_silent_runner_mid_step_gets_its_target_stopped(tmp_path: Path) -> None:
     """A runner alive but not beating for runner_stale_s during a step: the guard stops the target."""
     run = _run_dir(tmp_path, "warn_gib = 1.0\nabort_gib = 0.5\nkill_gib = 0.25\nrunner_stale_s = 2")
@@ -265,6 +268,7 @@ async def test_the_guard_kill_path_for_containers_checks_the_run_label(
                 remove_labelled(docker_engine, f"gb10.run-id={run_id}")
 
 
+@pytest.mark.serial  # floors set from the host's real MemAvailable
 def test_memory_abort_stops_the_step_and_the_next_arm_waits_for_recovery(tmp_path: Path) -> None:
     """A hog beside the target crosses ABORT: the step fails naming the watchdog, the target is stopped,
     the next arm starts only once memory is back above WARN, and then runs normally."""
