@@ -43,6 +43,7 @@ XDIST_GROUP_OF_FIXTURE = {
 }
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own, which reads the groups into the test ids
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Put each test that uses a fixture of XDIST_GROUP_OF_FIXTURE in that fixture's xdist group."""
     for item in items:

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import psutil
 
 from runners.host.docker_api import DEFAULT_SOCKET
 from runners.host.owner import process_start_ticks
@@ -103,19 +104,25 @@ class SharedService:
         except (OSError, ValueError):
             return  # not started by these tests (or already stopped)
         pid_file.unlink()
-        if process_start_ticks(pid) != ticks:
-            return
         for sig, deadline_s in ((signal.SIGTERM, STOP_DEADLINE_S), (signal.SIGKILL, 5.0)):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
+            if not _runs(pid, ticks):
+                return
+            os.kill(pid, sig)
             if self.proc is not None and self.proc.pid == pid:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     self.proc.wait(deadline_s)
             end = time.monotonic() + deadline_s
-            while process_start_ticks(pid) == ticks and time.monotonic() < end:
+            while _runs(pid, ticks) and time.monotonic() < end:
                 time.sleep(0.1)
-            if process_start_ticks(pid) != ticks:
-                return
+
+
+def _runs(pid: int, ticks: int) -> bool:
+    """True while the process started at `ticks` runs (a zombie left for another session to reap does not)."""
+    try:
+        process = psutil.Process(pid)
+        return process_start_ticks(pid) == ticks and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 @dataclass
