@@ -95,6 +95,7 @@ async def test_the_replay_probe_finds_continuous_usage_on_the_engine(engine_url:
     assert probe.continuous_usage, probe.detail
 
 
+@pytest.mark.serial  # /health within 1 s under load
 async def test_eight_concurrent_streams_complete_while_health_answers(engine_url: str) -> None:
     async with httpx.AsyncClient(base_url=engine_url, timeout=60) as client:
 

@@ -214,6 +214,7 @@ async def test_connection_refused_is_a_connection_error_naming_the_url() -> None
 # --- 6. open loop and dispatch lag ---------------------------------------------------------------------------------
 
 
+@pytest.mark.serial  # a dispatch lag under 50 ms
 async def test_open_loop_sends_on_schedule(start_mock: StartMock) -> None:
     url = await start_mock(MockSettings(ttft_ms=5, itl_ms=1, tokens=4))
     offsets = [0.0, 0.1, 0.2, 0.3]
@@ -225,6 +226,7 @@ async def test_open_loop_sends_on_schedule(start_mock: StartMock) -> None:
         assert 0 <= dispatch_lag_ms(rec) < 50, (rec.index, dispatch_lag_ms(rec))
 
 
+@pytest.mark.serial  # a dispatch lag under 50 ms
 async def test_open_loop_at_concurrency_one_makes_coordinated_omission_visible(start_mock: StartMock) -> None:
     url = await start_mock(MockSettings(ttft_ms=100, itl_ms=1, tokens=2))
     outcome, _ = await run_replay(url, builtin_conversations()[:4], Arrivals(concurrency=1, offsets=[0, 0, 0, 0]))

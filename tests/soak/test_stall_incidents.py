@@ -110,6 +110,7 @@ def _stalled_run(tmp_path: Path, fault: str) -> tuple[Path, dict, list[dict]]:
     return out, event, records
 
 
+@pytest.mark.serial  # a stall caught within 2 s of stall_s
 def test_an_engine_whose_streams_stop_mid_response_is_killed_and_the_next_arm_runs(tmp_path: Path) -> None:
     """stream_stall=3: every stream of split4 stops after 3 tokens and stays open; the engine generates no more."""
     _out, event, records = _stalled_run(tmp_path, "stream_stall=3")
@@ -118,6 +119,7 @@ def test_an_engine_whose_streams_stop_mid_response_is_killed_and_the_next_arm_ru
     assert event["tokens"] is not None and event["metrics"].startswith("generation tokens frozen at")
 
 
+@pytest.mark.serial  # a stall caught within 2 s of stall_s
 def test_a_zombie_engine_mid_step_is_killed_and_the_next_arm_runs(tmp_path: Path) -> None:
     """zombie=4: readiness, the usage probe and the step's first two requests are answered; then every POST hangs
     while /health and /metrics still answer (0 running, tokens frozen)."""
