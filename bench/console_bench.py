@@ -70,7 +70,7 @@ from runners.run.event_types import (
 from runners.run.events import EventLog, event_line
 from runners.run.files import JsonlWriter, write_atomic, write_json_atomic
 from runners.run.rundir import RunDir, RunnerLock, RunState
-from runners.soak.execute import create_run, load_run_plan
+from runners.run.runs import create_run, load_run_plan
 from runners.watchdog.policy import FULL_SIZE_FLOORS
 from runners.watchdog.samplers import GpuSample, Sample
 

@@ -50,7 +50,7 @@ from console.views.watchdog_view import WatchdogView
 from console.watchdog_panel import WatchdogPanel
 from runners.run.control import pause_requested, request_abort, request_continue, request_pause
 from runners.run.rundir import RunDir
-from runners.soak.execute import spawn_detached
+from runners.run.runs import spawn_detached
 
 
 class RunConsole(App[None]):

@@ -25,7 +25,8 @@ from runners.run.control import request_abort
 from runners.run.paths import CONFIGS_DIR, DEMO_PLAN, default_runs_dir
 from runners.run.run_index import list_runs, newest_live, plan_files
 from runners.run.rundir import RunDir, RunDirError, runner_alive
-from runners.soak.execute import create_run, execute, load_run_plan, open_run, spawn_detached
+from runners.run.runs import create_run, load_run_plan, open_run, spawn_detached
+from runners.soak.execute import execute
 from runners.soak.host_preflight import host_preflight
 
 EXIT_BAD_INPUT = 2

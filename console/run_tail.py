@@ -29,7 +29,7 @@ from engine.config_file import ConfigFileError
 from runners.run.event_log import status_label
 from runners.run.files import JsonlTail, read_json
 from runners.run.rundir import RunDir, RunState, runner_alive
-from runners.soak.execute import load_run_plan
+from runners.run.runs import load_run_plan
 from runners.watchdog.heartbeat import Heartbeat
 
 POLL_INTERVAL_S = 0.2

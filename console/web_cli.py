@@ -16,7 +16,7 @@ from pathlib import Path
 from runners.run.paths import default_runs_dir
 from runners.run.run_index import list_runs, newest_live
 from runners.run.rundir import RunDir
-from runners.soak.execute import open_run
+from runners.run.runs import open_run
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 BIND_ERRNOS = (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES)

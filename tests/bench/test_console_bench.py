@@ -16,7 +16,7 @@ from bench import console_bench as bench
 from console.views.run_view import RunView
 from console.views.watchdog_view import WatchdogView
 from runners.run.files import read_json, read_jsonl
-from runners.soak.execute import load_run_plan
+from runners.run.runs import load_run_plan
 from tests.conftest import wait_until
 
 # The fields runners.soak.progress.ProgressReporter.flush emits with every step_progress event.

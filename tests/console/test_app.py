@@ -17,7 +17,8 @@ from console.run_tail import BATCH_BYTES, RunTail, RunUpdate
 from console.screens import ConfirmAbort, HelpScreen
 from runners.run.control import request_abort
 from runners.run.rundir import RunDir, RunnerLock, runner_alive
-from runners.soak.execute import create_run, execute, spawn_detached
+from runners.run.runs import create_run, spawn_detached
+from runners.soak.execute import execute
 from tests.conftest import pilot_until as until
 from tests.conftest import write_plan
 

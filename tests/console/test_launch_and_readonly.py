@@ -21,7 +21,7 @@ from console.views.run_view import RunView
 from runners.run.paths import PROJECT_ROOT
 from runners.run.run_index import list_runs, newest_live, plan_files
 from runners.run.rundir import RunnerLock
-from runners.soak.execute import create_run, load_run_plan
+from runners.run.runs import create_run, load_run_plan
 from tests.conftest import pilot_until as until
 from tests.conftest import write_plan
 

@@ -19,7 +19,7 @@ from runners.run.event_types import DispatchPaused, RunStarted, StepStarted
 from runners.run.events import EventLog
 from runners.run.files import write_json_atomic
 from runners.run.rundir import RunnerLock
-from runners.soak.execute import create_run, load_run_plan
+from runners.run.runs import create_run, load_run_plan
 from tests.conftest import pilot_until, write_plan
 
 KEYS = [StepKey("a", "primary", "p", rep) for rep in range(3)]

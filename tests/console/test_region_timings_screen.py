@@ -8,7 +8,7 @@ from textual.widgets import DataTable, Static
 
 from console.app import RunConsole
 from console.gates_screen import GatesScreen, region_timing_steps
-from runners.soak.execute import create_run
+from runners.run.runs import create_run
 from tests.conftest import write_plan
 
 CAPTURED = {

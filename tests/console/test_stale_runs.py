@@ -29,7 +29,7 @@ from runners.run.event_types import (
 from runners.run.events import EventLog, event_line
 from runners.run.files import read_jsonl
 from runners.run.rundir import RunDir, RunnerLock, RunState
-from runners.soak.execute import create_run, load_run_plan, spawn_detached
+from runners.run.runs import create_run, load_run_plan, spawn_detached
 from tests.conftest import pilot_until as until
 from tests.conftest import wait_until, write_plan
 

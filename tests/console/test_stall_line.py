@@ -9,7 +9,7 @@ from runners.plan.steps import StepKey
 from runners.run.event_types import EngineStalled
 from runners.run.events import EventLog
 from runners.run.files import read_jsonl
-from runners.soak.execute import create_run, load_run_plan
+from runners.run.runs import create_run, load_run_plan
 from tests.conftest import write_plan
 
 

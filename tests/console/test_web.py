@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from console.web_cli import WebError, console_command, pick_run
-from runners.soak.execute import create_run
+from runners.run.runs import create_run
 from tests.conftest import ROOT, free_port, stop_process, wait_until, write_plan
 
 aiohttp = pytest.importorskip("aiohttp", reason="textual-serve (and its aiohttp) is not installed: make venv")

@@ -21,8 +21,8 @@ from runners.plan.steps import StepKey
 from runners.run.event_types import GuardEndedTarget, GuardStarted, ServeFailed, ServeOom, StepFailed
 from runners.run.events import EventLog
 from runners.run.files import read_jsonl, torn_sidecar
+from runners.run.runs import create_run
 from runners.soak import execute as runner
-from runners.soak.execute import create_run
 from runners.soak.host_preflight import host_preflight
 from tests.conftest import NoGuard, write_plan
 

@@ -18,7 +18,7 @@ from runners.replay.prompts import builtin_conversations
 from runners.run.control import pause_requested, request_abort, request_continue, request_pause
 from runners.run.files import read_json, read_jsonl
 from runners.run.rundir import runner_alive
-from runners.soak.execute import create_run, load_run_plan, spawn_detached
+from runners.run.runs import create_run, load_run_plan, spawn_detached
 from tests.conftest import StartMock, pilot_until, wait_until, write_plan
 from tests.replay.test_client import run_replay
 

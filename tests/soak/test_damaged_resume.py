@@ -25,7 +25,8 @@ from runners.run.event_log import INCOMPLETE, read_event_log, status_label
 from runners.run.files import read_json, read_jsonl, torn_records
 from runners.run.run_index import list_runs
 from runners.run.rundir import RunDir
-from runners.soak.execute import create_run, execute
+from runners.run.runs import create_run
+from runners.soak.execute import execute
 from tests.conftest import ROOT, StartMock
 
 pytestmark = pytest.mark.slow

@@ -20,7 +20,7 @@ from runners.report.summary import write_report
 from runners.run.control import request_abort, request_continue, request_pause
 from runners.run.files import read_json, read_jsonl, write_json_atomic
 from runners.run.rundir import RunDir, runner_alive
-from runners.soak.execute import create_run, spawn_detached
+from runners.run.runs import create_run, spawn_detached
 from tests.conftest import ENGINE_CONFIG, wait_until
 
 pytestmark = pytest.mark.slow

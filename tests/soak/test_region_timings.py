@@ -17,7 +17,8 @@ from runners.plan.phases import RegionTimingSpec
 from runners.plan.steps import StepKey
 from runners.run.events import EventLog
 from runners.run.files import read_json, read_jsonl
-from runners.soak.execute import create_run, execute
+from runners.run.runs import create_run
+from runners.soak.execute import execute
 from runners.soak.region_timings import DUMP_FILE, RegionDump
 
 STEP = StepKey("a", "supplementary", "regions", 0)

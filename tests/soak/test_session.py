@@ -19,9 +19,9 @@ from runners.run.events import EventLog
 from runners.run.files import read_json, read_jsonl
 from runners.run.provenance import start_session
 from runners.run.rundir import RunDir
+from runners.run.runs import create_run, load_run_plan
 from runners.run.targets import TargetRef, read_targets
 from runners.serve.runtime import ExitInfo, ProbeResult, ReadyInfo, ServeError
-from runners.soak.execute import create_run, load_run_plan
 from runners.soak.session import SoakSession
 from runners.soak.step import StepObservation, judge
 from tests.conftest import ENGINE_CONFIG, StartMock

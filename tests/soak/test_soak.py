@@ -17,7 +17,8 @@ from runners.plan.steps import StepKey
 from runners.run.control import request_abort
 from runners.run.files import read_json, read_jsonl
 from runners.run.rundir import RunDir, runner_alive
-from runners.soak.execute import create_run, execute, spawn_detached
+from runners.run.runs import create_run, spawn_detached
+from runners.soak.execute import execute
 from tests.conftest import ENGINE_CONFIG, ROOT, pid_gone, wait_until, write_plan
 
 pytestmark = pytest.mark.slow

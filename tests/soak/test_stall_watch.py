@@ -24,8 +24,8 @@ from runners.replay.prompts import Conversation, Turn
 from runners.run.events import EventLog
 from runners.run.files import read_json, read_jsonl
 from runners.run.provenance import start_session
+from runners.run.runs import create_run, load_run_plan
 from runners.serve.runtime import ExitInfo
-from runners.soak.execute import create_run, load_run_plan
 from runners.soak.session import SoakSession
 from runners.soak.stall_watch import (
     Stall,

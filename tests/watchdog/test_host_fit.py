@@ -9,7 +9,7 @@ import pytest
 from console.cli import main
 from runners.host.meminfo import MemInfo, read_meminfo
 from runners.plan.sections import WatchdogSpec
-from runners.soak.execute import create_run
+from runners.run.runs import create_run
 from runners.watchdog.host_fit import floor_fit, gib_text
 from runners.watchdog.policy import GIB
 from tests.conftest import write_plan
