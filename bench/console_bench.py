@@ -50,6 +50,7 @@ from textual.message import Message
 from console.app import RunConsole
 from console.gates_screen import GatesScreen
 from console.run_tail import RunOpened
+from engine.units import GIB
 from runners.host.cgroup import CgroupMemory
 from runners.host.meminfo import MemInfo
 from runners.host.psi import Pressure
@@ -74,7 +75,6 @@ from runners.run.runs import create_run, load_run_plan
 from runners.watchdog.policy import FULL_SIZE_FLOORS
 from runners.watchdog.samplers import GpuSample, Sample
 
-GIB = 1 << 30
 MB = 1_000_000
 
 TARGET_KEY_P95_MS = 100.0

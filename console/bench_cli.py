@@ -11,6 +11,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from engine.units import NOT_MEASURED, number_text
 from runners import event_loop
 from runners.bench.client_bench import BenchError, ClientBenchResult, bench_client
 from runners.bench.mock_server import MockSettings, RegionTimingMock, serve_mock
@@ -123,10 +124,10 @@ def result_table(r: ClientBenchResult) -> Table:
     if r.input_len is not None:
         t.add_row("input length", f"{r.input_len.requested} tokens requested: {r.input_len.note}")
     t.add_row("requests ok / failed", f"{r.ok} / {r.failed}" + (f"  {json.dumps(r.errors)}" if r.errors else ""))
-    t.add_row("completed req/s", _num(r.req_s, 1))
-    t.add_row("output tok/s", _num(r.output_tok_s, 0))
+    t.add_row("completed req/s", number_text(r.req_s, 1))
+    t.add_row("output tok/s", number_text(r.output_tok_s, 0))
     t.add_row("client CPU s", f"{r.cpu_s:.2f} (over {r.wall_s:.2f} s wall)")
-    t.add_row("dispatch lag p99 ms", _num(r.dispatch_lag_p99_ms, 2))
+    t.add_row("dispatch lag p99 ms", number_text(r.dispatch_lag_p99_ms, 2))
     for name, dist in (
         ("TTFT ms", r.ttft_ms),
         (f"ITL ms ({r.itl_basis})", r.itl_ms),
@@ -137,13 +138,9 @@ def result_table(r: ClientBenchResult) -> Table:
     return t
 
 
-def _num(value: float | None, digits: int) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}"
-
-
 def _dist(d: Distribution) -> str:
-    pcts = "  ".join(f"{k} {_num(v, 2)}" for k, v in d.percentiles.items())
-    return f"mean {_num(d.mean, 2)}  {pcts}"
+    pcts = "  ".join(f"{k} {number_text(v, 2)}" for k, v in d.percentiles.items())
+    return f"mean {number_text(d.mean, 2)}  {pcts}"
 
 
 def _kernels(args: argparse.Namespace, console: Console) -> int:
@@ -171,7 +168,7 @@ def _kernels(args: argparse.Namespace, console: Console) -> int:
             return 1
         for k in built:
             rows.append(k.as_dict())
-            table.add_row(k.kernel, k.variant, k.arch, str(k.registers or "n/a"), f"{k.cubin_bytes:,}",
+            table.add_row(k.kernel, k.variant, k.arch, str(k.registers or NOT_MEASURED), f"{k.cubin_bytes:,}",
                           "yes" if k.vectorized_128 else "NO", f"{k.compile_s:.2f}")  # fmt: skip
     console.print(table)
     if args.json:
@@ -196,9 +193,10 @@ def _kernel_timing(args: argparse.Namespace, console: Console) -> int:
         table.add_column(col)
     for r in report.rows:
         table.add_row(
-            r.kernel, r.impl, r.variant, _num(r.median_us, 1), _num(r.p10_us, 1), _num(r.p90_us, 1),
-            f"{r.payload_bytes / 1e6:.2f}", _num(r.gbs, 1), _num(r.pct_copy_bw, 0), _num(r.speedup_vs_baseline, 2),
-            _num(r.speedup_vs_split1, 2), r.correctness,
+            r.kernel, r.impl, r.variant, number_text(r.median_us, 1), number_text(r.p10_us, 1),
+            number_text(r.p90_us, 1), f"{r.payload_bytes / 1e6:.2f}", number_text(r.gbs, 1),
+            number_text(r.pct_copy_bw, 0), number_text(r.speedup_vs_baseline, 2), number_text(r.speedup_vs_split1, 2),
+            r.correctness,
         )  # fmt: skip
     console.print(table)
     if args.json:
@@ -223,8 +221,9 @@ def _watchdog(args: argparse.Namespace, console: Console) -> int:
             r = event_loop.run(measure(rate, max_gib=args.max_gib, horizon_s=args.horizon))
             rows.append(as_row(r))
             table.add_row(
-                f"{rate:g}", str(r.killed), str(r.predicted), _num(r.reaction_s, 3), f"{r.min_available_gib:.2f}",
-                f"{r.below_kill_floor_gib:.3f}", f"{r.hog_allocated_gib:.2f}", f"{r.guard_cpu_s:.2f}",
+                f"{rate:g}", str(r.killed), str(r.predicted), number_text(r.reaction_s, 3),
+                f"{r.min_available_gib:.2f}", f"{r.below_kill_floor_gib:.3f}", f"{r.hog_allocated_gib:.2f}",
+                f"{r.guard_cpu_s:.2f}",
             )  # fmt: skip
     console.print(table)
     result: dict = {"reactions": rows}

@@ -21,6 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from console.views.run_view import RunView
+from engine.units import number_text
 from runners.plan.steps import StepKey
 from runners.replay.pauses import paused_text
 from runners.run.event_log import status_label
@@ -91,14 +92,10 @@ class HeadlessPrinter:
 
 
 def _live_text(event: dict) -> str:
-    def ms(key: str, digits: int = 1) -> str:
-        value = event.get(key)
-        return "n/a" if value is None else f"{value:.{digits}f}"
-
     failed = f"  failed {event['failed']}" if event.get("failed") else ""
     return (
-        f"TTFT p50/p95 {ms('ttft_p50_ms')}/{ms('ttft_p95_ms')} ms  "
-        f"TPOT p50/p95 {ms('tpot_p50_ms', 2)}/{ms('tpot_p95_ms', 2)} ms{failed}"
+        f"TTFT p50/p95 {number_text(event.get('ttft_p50_ms'))}/{number_text(event.get('ttft_p95_ms'))} ms  "
+        f"TPOT p50/p95 {number_text(event.get('tpot_p50_ms'), 2)}/{number_text(event.get('tpot_p95_ms'), 2)} ms{failed}"
     )
 
 
@@ -114,15 +111,11 @@ def summary_table(run: RunDir) -> Table | None:
         table.add_column(col, justify="left" if col in ("arm", "env", "verdict") else "right")
     for row in summary["arms"]:
         s = row["stats"]
-
-        def f(key: str, digits: int = 1, s: dict = s) -> str:
-            return "n/a" if s.get(key) is None else f"{s[key]:.{digits}f}"
-
         table.add_row(
             row["arm"], row["arm_env"], row["env_status"], str(s["ok"]), str(s["failed"]),
-            f("wall_s", 2), paused_text(row.get("paused_s"), row.get("paused_excluded_s")), f("ttft_p50_ms"),
-            f("ttft_p95_ms"), f("tpot_p50_ms", 2), f("tpot_p95_ms", 2),
-            f("output_tok_s"), row.get("verdict") or "-",
+            number_text(s.get("wall_s"), 2), paused_text(row.get("paused_s"), row.get("paused_excluded_s")),
+            number_text(s.get("ttft_p50_ms")), number_text(s.get("ttft_p95_ms")), number_text(s.get("tpot_p50_ms"), 2),
+            number_text(s.get("tpot_p95_ms"), 2), number_text(s.get("output_tok_s")), row.get("verdict") or "-",
         )  # fmt: skip
     return table
 

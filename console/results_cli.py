@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from engine.config_file import ConfigFileError
+from engine.units import number_text
 from runners.results_db.schema import LATEST_VERSION, METRIC_COLUMNS, ResultsDBError
 from runners.results_db.store import GROUP_COLUMNS, ResultsDB, open_db
 from runners.run.rundir import RunDirError
@@ -117,10 +118,6 @@ def _when(t: float | None) -> str:
     return "-" if t is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t))
 
 
-def _num(value: float | None, digits: int = 2) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}"
-
-
 def _list(db: ResultsDB, args: argparse.Namespace, console: Console) -> None:
     runs = db.list_runs()
     if args.json:
@@ -163,7 +160,7 @@ def _query(db: ResultsDB, args: argparse.Namespace, console: Console) -> None:
         table.add_column(col, justify="right" if col in ("count", "mean", "min", "max") else "left")
     for r in rows:
         cells = [str(v) if v is not None else "-" for v in r.group.values()]
-        table.add_row(*cells, str(r.count), _num(r.mean), _num(r.min), _num(r.max))
+        table.add_row(*cells, str(r.count), number_text(r.mean, 2), number_text(r.min, 2), number_text(r.max, 2))
     console.print(table)
 
 
@@ -179,7 +176,7 @@ def _pareto(db: ResultsDB, args: argparse.Namespace, console: Console) -> None:
     for p in points:
         mechanism = f"{p.mechanism or '-'} / {p.variant or '-'}"
         table.add_row(
-            "*" if p.on_frontier else "", p.run_id, p.arm, p.phase, mechanism, _num(p.output_tok_s, 1),
-            _num(p.ttft_p99_ms),
+            "*" if p.on_frontier else "", p.run_id, p.arm, p.phase, mechanism, number_text(p.output_tok_s, 1),
+            number_text(p.ttft_p99_ms, 2),
         )  # fmt: skip
     console.print(table)

@@ -12,11 +12,10 @@ import time
 
 import orjson
 
+from engine.units import NOT_MEASURED, number_text, to_gib
 from runners.host.meminfo import read_meminfo
 from runners.watchdog.policy import Floors, Policy, PolicyConfig, default_floors
 from runners.watchdog.samplers import Sample, Sampler
-
-GIB = 1024**3
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -39,33 +38,25 @@ def _floors(text: str | None) -> Floors:
     return Floors(warn, abort, kill)
 
 
-def _gib(value: int | None) -> str:
-    return "N/A" if value is None else f"{value / GIB:.1f}"
-
-
-def _num(value: float | int | None, fmt: str = "{:.0f}", unit: str = "") -> str:
-    return "N/A" if value is None else fmt.format(value) + unit
-
-
 def line(sample: Sample, level: str, fill: float | None) -> str:
     """One human-readable line for a sample."""
     mem, psi, gpu = sample.mem, sample.psi, sample.gpu
     parts = [
         time.strftime("%H:%M:%S", time.localtime(sample.t)),
-        f"avail {_gib(mem.available)}/{_gib(mem.total)} GiB",
+        f"avail {number_text(to_gib(mem.available))}/{number_text(to_gib(mem.total))} GiB",
         f"{level.upper():5}",
-        f"fill {_num(fill, '{:+.2f}', ' GiB/s')}",
-        f"swapfree {_gib(mem.swap_free)}",
-        f"psi some/full {_num(psi.some_avg10 if psi else None, '{:.1f}')}"
-        f"/{_num(psi.full_avg10 if psi else None, '{:.1f}')}",
+        f"fill {number_text(fill, 2, ' GiB/s', signed=True)}",
+        f"swapfree {number_text(to_gib(mem.swap_free))}",
+        f"psi some/full {number_text(psi.some_avg10 if psi else None)}/{number_text(psi.full_avg10 if psi else None)}",
     ]
     if gpu is None or not gpu.available:
-        parts.append(f"gpu N/A ({gpu.reason if gpu else 'not sampled'})")
+        parts.append(f"gpu {NOT_MEASURED} ({gpu.reason if gpu else 'not sampled'})")
     else:
         memory = "unified" if gpu.unified else "discrete"
         parts.append(
-            f"gpu {_num(gpu.util_pct, unit='%')} {_num(gpu.temp_c, unit='C')} {_num(gpu.power_w, unit='W')} "
-            f"sm {_num(gpu.sm_clock_mhz, unit='MHz')} procs {_gib(gpu.process_mem_bytes)} GiB ({memory})"
+            f"gpu {number_text(gpu.util_pct, 0, '%')} {number_text(gpu.temp_c, 0, 'C')} "
+            f"{number_text(gpu.power_w, 0, 'W')} sm {number_text(gpu.sm_clock_mhz, 0, 'MHz')} "
+            f"procs {number_text(to_gib(gpu.process_mem_bytes))} GiB ({memory})"
         )
     return "  ".join(parts)
 

@@ -23,8 +23,8 @@ from console.views.watchdog_view import (
     gpu_process_gib,
     headroom_gib,
 )
+from engine.units import NOT_MEASURED, number_text, to_gib
 
-GIB = 1 << 30
 SPARK_BARS = "▁▂▃▄▅▆▇█"
 LEVEL_STYLES = {
     "ok": "bold black on green",
@@ -74,14 +74,6 @@ def spark_text(points: Iterable[float | None], width: int, lo: float | None = No
     return "".join(out)
 
 
-def _num(value: float | None, fmt: str = "{:.1f}", unit: str = "") -> str:
-    return "N/A" if value is None else fmt.format(value) + unit
-
-
-def _signed(value: float | None) -> str:
-    return "N/A" if value is None else f"{value:+.1f}"
-
-
 def bar_scale_gib(view: WatchdogView) -> float | None:
     """The bar's right end in GiB: zoomed onto the floors (twice the WARN floor, or MemAvailable + 10 % when
     that is more), never past MemTotal; None while MemAvailable is unknown."""
@@ -127,14 +119,13 @@ def gpu_line(view: WatchdogView) -> str:
     gpu = view.gpu
     kind = gpu_memory_kind(gpu)
     if kind == "n/a" or gpu is None:
-        return f"N/A: {gpu_na_reason(gpu)}"
+        return f"{NOT_MEASURED}: {gpu_na_reason(gpu)}"
     processes = gpu_process_gib(gpu)
-    per_process = f"processes {processes:.1f} GiB" if processes is not None else "per-process memory N/A"
+    per_process = f"processes {processes:.1f} GiB" if processes is not None else f"per-process memory {NOT_MEASURED}"
     if kind == "unified":
         memory = f"memory unified with the host (counted in MemAvailable); {per_process}"
     elif kind == "discrete":
-        total = None if gpu.device_mem_total is None else gpu.device_mem_total / GIB
-        memory = f"memory {_num(total)} GiB on the device; {per_process}"
+        memory = f"memory {number_text(to_gib(gpu.device_mem_total))} GiB on the device; {per_process}"
     else:
         memory = f"memory: NVML cannot tell whether it is unified; {per_process}"
     return f"{gpu.name or 'GPU 0'} · {memory}"
@@ -144,10 +135,10 @@ def psi_line(view: WatchdogView) -> str:
     """Memory pressure (avg10, and avg60 where known), or N/A."""
     psi = view.psi
     if psi is None:
-        return "N/A (PSI disabled or not sampled yet)"
-    line = f"some {_num(psi.some_avg10, unit='%')}  full {_num(psi.full_avg10, unit='%')} (avg10)"
+        return f"{NOT_MEASURED} (PSI disabled or not sampled yet)"
+    line = f"some {number_text(psi.some_avg10, unit='%')}  full {number_text(psi.full_avg10, unit='%')} (avg10)"
     if psi.some_avg60 is not None or psi.full_avg60 is not None:
-        line += f"  ·  avg60 some {_num(psi.some_avg60, unit='%')} full {_num(psi.full_avg60, unit='%')}"
+        line += f"  ·  avg60 some {number_text(psi.some_avg60, unit='%')} full {number_text(psi.full_avg60, unit='%')}"
     return line
 
 
@@ -156,9 +147,9 @@ def target_line(view: WatchdogView) -> str:
     target = view.target
     if target is None:
         return "no serve target cgroup in the sample"
-    limit = "none" if target.limit_bytes is None else f"{target.limit_bytes / GIB:.1f} GiB"
-    usage = "N/A" if target.usage_bytes is None else f"{target.usage_bytes / GIB:.1f} GiB"
-    oom = "N/A" if target.oom_kills is None else str(target.oom_kills)
+    limit = "none" if target.limit_bytes is None else number_text(to_gib(target.limit_bytes), unit=" GiB")
+    usage = number_text(to_gib(target.usage_bytes), unit=" GiB")
+    oom = NOT_MEASURED if target.oom_kills is None else str(target.oom_kills)
     return f"cgroup v{target.version}: usage {usage}, limit {limit}, OOM kills {oom}"
 
 
@@ -168,13 +159,13 @@ def series_line(series: Series, width: int) -> Text:
     line = Text(f"{spec.label:<{LABEL_WIDTH}}", style="bold")
     spark_width = max(0, width - LABEL_WIDTH - VALUE_WIDTH - 1)
     if not series.has_data():
-        line.append("N/A (not reported)", style="grey50")
+        line.append(f"{NOT_MEASURED} (not reported)", style="grey50")
         return line
     lo, hi = FIXED_RANGES.get(spec.key, (None, None))
     line.append(f"{spark_text(series.points, spark_width, lo, hi):>{spark_width}}", style="cyan")  # newest at the right
     last = series.last()
-    fmt = "{:.0f}" if spec.unit in ("MHz", "%", "°C") else "{:.1f}"
-    line.append(f" {_num(last, fmt, ' ' + spec.unit):>{VALUE_WIDTH}}")
+    digits = 0 if spec.unit in ("MHz", "%", "°C") else 1
+    line.append(f" {number_text(last, digits, ' ' + spec.unit):>{VALUE_WIDTH}}")
     return line
 
 
@@ -190,17 +181,17 @@ def render_view(view: WatchdogView, width: int) -> Text:
     lines.append(Text.assemble(badge, "  ", view.reason or "no guard record yet"))
 
     total = f" of {view.total_gib:.1f} GiB" if view.total_gib is not None else ""
-    restart = {True: "restart allowed", False: "restart BLOCKED", None: "restart N/A"}[view.restart_allowed]
+    restart = {True: "restart allowed", False: "restart BLOCKED", None: f"restart {NOT_MEASURED}"}[view.restart_allowed]
     lines.append(
         Text(
-            f"MemAvailable {_num(view.available_gib, unit=' GiB')}{total}  ·  "
-            f"fill {_num(view.fill_gib_s, '{:+.2f}', ' GiB/s')}  ·  "
-            f"KILL floor in {_num(view.seconds_to_kill_floor, unit=' s')}  ·  {restart}"
+            f"MemAvailable {number_text(view.available_gib, unit=' GiB')}{total}  ·  "
+            f"fill {number_text(view.fill_gib_s, 2, ' GiB/s', signed=True)}  ·  "
+            f"KILL floor in {number_text(view.seconds_to_kill_floor, unit=' s')}  ·  {restart}"
         )
     )
     if view.floors is None:
         floors = Text(f"{'floors':<{LABEL_WIDTH}}", style="bold")
-        floors.append("N/A (no watchdog.json status or guard_started event yet)", style="grey50")
+        floors.append(f"{NOT_MEASURED} (no watchdog.json status or guard_started event yet)", style="grey50")
     else:
         floors = Text(f"{'floors GiB':<{LABEL_WIDTH}}", style="bold")  # each: floor (headroom above it)
         room = headroom_gib(view)
@@ -211,7 +202,7 @@ def render_view(view: WatchdogView, width: int) -> Text:
         ):
             floors.append("  " if name != "warn" else "")
             floors.append(f"{name.upper()} {gib:.1f}", style=FLOOR_STYLES[name])
-            floors.append(f" ({_signed(room[name])})")
+            floors.append(f" ({number_text(room[name], signed=True)})")
     lines.append(floors)
     if view.available_gib is not None:
         lines.append(Text.assemble(Text(" " * LABEL_WIDTH), memory_bar(view, max(10, width - LABEL_WIDTH))))

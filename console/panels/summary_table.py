@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from textual.widgets import DataTable
 
-from console.panels.number_text import number_text
+from engine.units import number_text
 from runners.replay.pauses import paused_text
 
 # wall s (sum): the arm's primary steps added up (summary.md's Arms table), not the headline's mean per repetition

@@ -6,10 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import PurePath
 
+from engine.units import gib_text
 from runners.plan.model import Plan
 from runners.plan.serve_spec import DockerServe, ExternalServe
 from runners.plan.steps import StepKey
-from runners.watchdog.host_fit import gib_text
 
 LIVE_KEYS = (
     "ttft_p50_ms", "ttft_p95_ms", "tpot_p50_ms", "tpot_p95_ms", "itl_p50_ms", "itl_p95_ms", "output_tokens", "errors",

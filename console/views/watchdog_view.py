@@ -25,6 +25,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
+from engine.units import GIB
 from runners.host.cgroup import CgroupMemory
 from runners.host.psi import Pressure
 from runners.run.event_types import (
@@ -38,7 +39,6 @@ from runners.run.event_types import (
 from runners.watchdog.policy import Floors
 from runners.watchdog.samplers import GpuSample
 
-GIB = 1 << 30
 HISTORY_POINTS = 240  # 20 minutes of 5 s records, 4 minutes of 1 s samples
 GUARD_LEVELS = ("ok", "warn", "abort", "kill")
 GUARD_EVENTS = frozenset(

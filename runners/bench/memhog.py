@@ -11,8 +11,9 @@ import argparse
 import sys
 import time
 
+from engine.units import GIB
+
 CHUNK = 64 << 20  # 64 MiB per step
-GIB = 1 << 30
 
 
 def hog(rate_gib_s: float, max_gib: float, max_s: float, hold_s: float) -> int:

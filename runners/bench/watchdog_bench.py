@@ -20,6 +20,7 @@ from pathlib import Path
 
 import psutil
 
+from engine.units import GIB
 from runners.host.meminfo import read_meminfo
 from runners.host.owner import RUN_ID_VAR, process_start_ticks
 from runners.plan.load import load_plan
@@ -30,7 +31,6 @@ from runners.run.rundir import create_run_dir
 from runners.run.targets import TargetRef, write_targets
 from runners.watchdog.link import GuardLink
 
-GIB = 1 << 30
 SAMPLE_EVERY_S = 0.005
 
 

@@ -23,6 +23,7 @@ from console.views.watchdog_view import (
     record_age_s,
 )
 from console.watchdog_panel import WatchdogPanel, panel_height, render_view, spark_text
+from engine.units import GIB
 from runners.host.cgroup import CgroupMemory
 from runners.host.meminfo import MemInfo
 from runners.host.psi import Pressure
@@ -33,7 +34,6 @@ from runners.watchdog.samplers import GpuSample, NvmlSampler, Sample
 from tests.watchdog.test_guard_loop import make_guard, set_available, until
 from tests.watchdog.test_samplers import HOST_128G, PSI, FakeNvml, NVMLError_NotSupported
 
-GIB = 1 << 30
 FLOORS = Floors(warn_gib=16.0, abort_gib=10.0, kill_gib=6.0)
 T0 = 1_700_000_000.0
 

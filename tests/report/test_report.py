@@ -153,8 +153,8 @@ def test_missing_steps_give_no_data_and_limitations_never_a_crash(demo_runs, tmp
     assert "2 of 4 steps are not done" in text and "wo-split-8/primary/sharegpt/1: not run" in text
     assert "env unverified: arm wo-split-1" in text and "unfinished attempt" in text
     summary = outcome.summary_md.read_text()
-    assert "| wo-split-8 | n/a | n/a | n/a | 0/2 |" in summary
-    assert "| wo-split-1 | n/a | " in summary and "| 2/2 |" in summary
+    assert "| wo-split-8 | N/A | N/A | N/A | 0/2 |" in summary
+    assert "| wo-split-1 | N/A | " in summary and "| 2/2 |" in summary
     assert "ttft_cdf.png" in "".join(str(p) for p in outcome.plots)  # the arm with data is still drawn
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from console.cli import main
+from engine.units import GIB
 from runners.host.live_targets import live_targets
 from runners.host.meminfo import MemInfo
 from runners.host.page_cache import CacheDrop, drop_page_cache
@@ -22,7 +23,6 @@ from runners.run.events import EventLog
 from runners.run.files import read_jsonl
 from runners.soak import host_preflight as preflight
 from runners.watchdog.host_fit import memory_need, need_fit
-from runners.watchdog.policy import GIB
 
 VLLM = ["{python}", "-m", "vllm.entrypoints.openai.api_server", "--host", "{host}", "--port", "{port}"]
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from engine.units import GIB
 from runners.host.owner import RUN_ID_VAR, process_start_ticks
 from runners.plan.load import load_plan
 from runners.plan.sections import WatchdogSpec
@@ -26,7 +27,6 @@ from runners.watchdog.heartbeat import Heartbeat
 from runners.watchdog.samplers import GpuSample, Sampler
 from tests.conftest import write_plan
 
-GIB = 1 << 30
 SPEC = WatchdogSpec(warn_gib=10, abort_gib=8, kill_gib=6)
 
 

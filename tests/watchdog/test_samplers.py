@@ -13,13 +13,13 @@ from types import SimpleNamespace
 
 import pytest
 
+from engine.units import GIB
 from runners.host.cgroup import CgroupMemory, MemoryCgroup, memory_cgroup
 from runners.host.meminfo import MemInfo, parse_meminfo, read_meminfo
 from runners.host.psi import Pressure, parse_psi, read_psi
 from runners.watchdog.samplers import GpuSample, NvmlSampler, Sample, Sampler, is_unified
 
 KIB = 1024
-GIB = 1024**3
 
 MEMINFO = """\
 MemTotal:       131072000 kB
