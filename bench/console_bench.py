@@ -48,8 +48,8 @@ from textual.drivers.headless_driver import HeadlessDriver
 from textual.message import Message
 
 from console.app import RunConsole
-from console.gates_screen import GatesScreen
 from console.run_tail import RunOpened
+from console.screens.gates_screen import GatesScreen
 from engine.units import GIB
 from runners.host.cgroup import CgroupMemory
 from runners.host.meminfo import MemInfo

@@ -2,7 +2,7 @@
 
 A thread worker (console/run_tail.py) tails events.jsonl, state.json, the runner lock and summary.json,
 and posts batched messages; the UI thread folds events into a RunView and hands it to the panels
-(console/panels/, console/watchdog_panel.py), nothing more. The layout is in app.tcss.
+(console/panels/, console/panels/watchdog_panel.py), nothing more. The layout is in app.tcss.
 """
 
 from __future__ import annotations
@@ -24,13 +24,13 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
-from console.gates_screen import GatesScreen
-from console.logs_screen import LogsScreen
 from console.panels.current_step import CurrentStep
 from console.panels.events_log import EventsLog
 from console.panels.serve_table import ServeTable
 from console.panels.step_tree import StepTree
 from console.panels.summary_table import SummaryTable
+from console.panels.title_bar import TitleFields, title_text
+from console.panels.watchdog_panel import WatchdogPanel
 from console.run_tail import (
     RunnerChanged,
     RunnerStatus,
@@ -41,13 +41,14 @@ from console.run_tail import (
     SummaryLoaded,
     log_size,
 )
-from console.screens import ConfirmAbort, HelpScreen
-from console.timeline_screen import TimelineScreen
-from console.title_bar import TitleFields, title_text
+from console.screens.abort_screen import ConfirmAbort
+from console.screens.gates_screen import GatesScreen
+from console.screens.help_screen import HelpScreen
+from console.screens.logs_screen import LogsScreen
+from console.screens.timeline_screen import TimelineScreen
 from console.views.run_view import RunView
 from console.views.timeline import MemoryTimeline
 from console.views.watchdog_view import WatchdogView
-from console.watchdog_panel import WatchdogPanel
 from runners.run.control import pause_requested, request_abort, request_continue, request_pause
 from runners.run.rundir import RunDir
 from runners.run.runs import spawn_detached

@@ -14,7 +14,8 @@ from textual.widgets import DataTable, RichLog, Tree
 from console.app import RunConsole
 from console.panels.events_log import EventsLog
 from console.run_tail import BATCH_BYTES, RunTail, RunUpdate
-from console.screens import ConfirmAbort, HelpScreen
+from console.screens.abort_screen import ConfirmAbort
+from console.screens.help_screen import HelpScreen
 from runners.run.control import request_abort
 from runners.run.rundir import RunDir, RunnerLock, runner_alive
 from runners.run.runs import create_run, spawn_detached

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from console.timeline_screen import render_timeline
+from console.screens.timeline_screen import render_timeline
 from console.views.run_view import RunView
 from console.views.timeline import MemoryTimeline, incident_marks
 from runners.run.runs import create_run, load_run_plan

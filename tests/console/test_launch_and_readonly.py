@@ -14,9 +14,10 @@ from rich.text import Text
 from textual.widgets import DataTable, Static
 
 from console.app import RunConsole
-from console.gates_screen import NO_SUMMARY, GatesScreen, gate_rows, verdict_line
 from console.panels.events_log import EventsLog
-from console.screens import HELP_WIDTH, ConfirmAbort, HelpScreen, keys_help
+from console.screens.abort_screen import ConfirmAbort
+from console.screens.gates_screen import NO_SUMMARY, GatesScreen, gate_rows, verdict_line
+from console.screens.help_screen import HELP_WIDTH, HelpScreen, keys_help
 from console.views.run_view import RunView
 from runners.run.paths import PROJECT_ROOT
 from runners.run.run_index import list_runs, newest_live, plan_files

@@ -11,7 +11,7 @@ from rich.console import Console
 from textual.widgets import DataTable, Static
 
 from console.app import RunConsole
-from console.headless import summary_table
+from console.cli.headless import summary_table
 from console.panels.step_tree import step_label
 from console.views.run_view import RunView, StepView
 from runners.plan.steps import StepKey

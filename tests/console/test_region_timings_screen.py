@@ -7,7 +7,7 @@ from pathlib import Path
 from textual.widgets import DataTable, Static
 
 from console.app import RunConsole
-from console.gates_screen import GatesScreen, region_timing_steps
+from console.screens.gates_screen import GatesScreen, region_timing_steps
 from runners.run.runs import create_run
 from tests.conftest import write_plan
 

@@ -96,7 +96,7 @@ def test_main_screen(snap_compare, finished_run: RunDir, size: tuple[int, int]) 
 
 
 async def test_t_shows_the_whole_run_on_one_time_axis(finished_run: RunDir) -> None:
-    from console.timeline_screen import Timeline, TimelineScreen
+    from console.screens.timeline_screen import Timeline, TimelineScreen
 
     app = RunConsole(finished_run, readonly=True)
     async with app.run_test(size=(120, 40)) as pilot:

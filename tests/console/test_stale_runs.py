@@ -14,7 +14,7 @@ from textual.widgets import DataTable, Tree
 from console import run_tail
 from console.app import RunConsole
 from console.panels.events_log import EventsLog
-from console.screens import ConfirmAbort
+from console.screens.abort_screen import ConfirmAbort
 from console.views.run_view import RunView
 from runners.run.control import request_abort
 from runners.run.event_types import (

@@ -13,6 +13,7 @@ from types import SimpleNamespace
 import pytest
 from textual.app import App, ComposeResult
 
+from console.panels.watchdog_panel import WatchdogPanel, panel_height, render_view, spark_text
 from console.views.watchdog_view import (
     WatchdogView,
     gpu_memory_kind,
@@ -22,7 +23,6 @@ from console.views.watchdog_view import (
     headroom_gib,
     record_age_s,
 )
-from console.watchdog_panel import WatchdogPanel, panel_height, render_view, spark_text
 from engine.units import GIB
 from runners.host.cgroup import CgroupMemory
 from runners.host.meminfo import MemInfo

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from console.web_cli import WebError, console_command, pick_run
+from console.cli.web import WebError, console_command, pick_run
 from runners.run.runs import create_run
 from tests.conftest import ROOT, free_port, stop_process, wait_until, write_plan
 

@@ -151,7 +151,7 @@ async def test_p_in_the_console_pauses_and_continues_a_live_run(tmp_path: Path) 
     from textual.widgets import Static
 
     from console.app import RunConsole
-    from console.logs_screen import LogsScreen
+    from console.screens.logs_screen import LogsScreen
 
     run = create_run(write_plan(tmp_path, requests=200, concurrency=2, max_tokens=32), tmp_path / "run", tmp_path)
     runner = spawn_detached(run)

@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from rich.console import Console
 
-from console import results_cli
+from console.cli import results as results_cli
 from runners.evidence.pareto import pareto_frontier
 from runners.evidence.results import load_run_results
 from runners.results_db import schema

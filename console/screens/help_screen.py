@@ -1,12 +1,10 @@
-"""Modal screens: the abort confirmation and the key help."""
+"""The key help (`?`): every key the console answers to."""
 
 from __future__ import annotations
 
 from textual.app import ComposeResult
-from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Button, Static
+from textual.widgets import Static
 
 HELP_WIDTH = 74  # columns inside the help box (80 less its border and padding): lines never wrap
 CONTROL_KEYS_HELP = """\
@@ -40,46 +38,6 @@ def keys_help(readonly: bool) -> str:
     """The help text: every key this console answers to (no control keys when read-only)."""
     head = "[b]Keys[/b]\n\n" + (READONLY_NOTE + "\n" if readonly else CONTROL_KEYS_HELP)
     return head + VIEW_KEYS_HELP + FOOTER_HELP
-
-
-class ConfirmAbort(ModalScreen[bool]):
-    """Asks before aborting; y confirms, n or esc cancels."""
-
-    BINDINGS = [
-        Binding("y", "answer(True)", "Abort", priority=True),
-        Binding("n", "answer(False)", "Keep running", priority=True),
-        Binding("escape", "answer(False)", "Keep running", priority=True),
-    ]
-    DEFAULT_CSS = """
-    ConfirmAbort { align: center middle; }
-    ConfirmAbort > Vertical { width: 72; height: auto; border: thick $error; background: $surface; padding: 1 2; }
-    ConfirmAbort Horizontal { height: auto; align-horizontal: right; margin-top: 1; }
-    ConfirmAbort Button { margin-left: 2; }
-    """
-
-    def __init__(self, what: str) -> None:
-        super().__init__()
-        self.what = what
-
-    def compose(self) -> ComposeResult:
-        with Vertical():
-            yield Static(
-                f"[b]Abort {self.what}?[/b]\n\nDispatch stops, requests in flight are cancelled after a short "
-                "grace period, and the serve target is stopped. Finished steps keep their results; "
-                "`gb10-console run --resume` continues with the rest.",
-                id="abort-text",
-            )
-            with Horizontal():
-                yield Button("Keep running \\[n]", id="no")
-                yield Button("Abort \\[y]", id="yes", variant="error")
-
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        """A click answers like the key."""
-        self.dismiss(event.button.id == "yes")
-
-    def action_answer(self, answer: bool) -> None:
-        """Close with `answer`."""
-        self.dismiss(answer)
 
 
 class HelpScreen(ModalScreen[None]):

@@ -15,9 +15,9 @@ from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import Footer
 
+from console.panels.watchdog_panel import SPARK_BARS
 from console.views.run_view import RunView
 from console.views.timeline import MemoryTimeline, incident_marks, memory_cells, step_bar, time_span
-from console.watchdog_panel import SPARK_BARS
 from runners.watchdog.policy import Floors
 
 LABEL_WIDTH = 30

@@ -9,8 +9,12 @@ from pathlib import Path
 
 from rich.console import Console
 
-from console import bench_cli, report_cli, results_cli, watch_cli, web_cli
-from console.headless import HeadlessPrinter, OutputLossTolerance, status_lines, summary_table
+from console.cli import bench as bench_cli
+from console.cli import report as report_cli
+from console.cli import results as results_cli
+from console.cli import watch as watch_cli
+from console.cli import web as web_cli
+from console.cli.headless import HeadlessPrinter, OutputLossTolerance, status_lines, summary_table
 from console.run_tail import log_size
 from console.views.run_view import RunView
 from engine.config_file import ConfigFileError
