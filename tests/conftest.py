@@ -15,10 +15,10 @@ import httpx
 import psutil
 import pytest
 
-from runners.bench.mock_server import MockSettings, serve_mock
 from runners.evidence.oom_record import STATE_DIR_VAR
 from runners.run.event_types import check_event
 from runners.run.files import read_jsonl
+from runners.testbed.mock_server import MockSettings, serve_mock
 from runners.watchdog.link import GuardError
 
 ROOT = Path(__file__).resolve().parent.parent

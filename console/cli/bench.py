@@ -14,10 +14,10 @@ from rich.table import Table
 from engine.units import NOT_MEASURED, number_text
 from runners import event_loop
 from runners.bench.client_bench import BenchError, ClientBenchResult, bench_client
-from runners.bench.mock_server import MockSettings, RegionTimingMock, serve_mock
 from runners.bench.watchdog_bench import as_row, idle_cpu, measure
 from runners.replay.metrics import Distribution
 from runners.run.files import write_json_atomic
+from runners.testbed.mock_server import MockSettings, RegionTimingMock, serve_mock
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:

@@ -100,7 +100,7 @@ async def measure(rate_gib_s: float, margins_gib: tuple[float, float, float] = (
     try:
         await guard.wait_up()
         hog = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "runners.bench.memhog", "--rate-gib-s", str(rate_gib_s),
+            sys.executable, "-m", "runners.testbed.memhog", "--rate-gib-s", str(rate_gib_s),
             "--max-gib", str(max_gib), "--max-s", str(max_s), "--hold-s", "3",
             env={**os.environ, RUN_ID_VAR: run_id}, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
             start_new_session=True,

@@ -16,13 +16,13 @@ from typing import Literal
 import httpx
 import pytest
 
-from runners.bench.mock_server import MODEL_ID, Fault, MockSettings
 from runners.replay.client import stream_request
 from runners.replay.dispatch import ENDPOINT_PATHS, Arrivals, ReplayOutcome, RequestShape, replay, request_payload
 from runners.replay.metrics import Slo, dispatch_lag_ms, meets_slo, phase_stats, ttft_ms
 from runners.replay.prompts import Conversation, Turn, builtin_conversations
 from runners.replay.records import RequestRecord
 from runners.replay.transport import replay_transport
+from runners.testbed.mock_server import MODEL_ID, Fault, MockSettings
 from tests.conftest import HOST, ROOT, StartMock, free_port, stop_process, wait_healthy
 
 NS_PER_MS = 1_000_000

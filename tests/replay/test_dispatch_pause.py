@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from runners.bench.mock_server import MockSettings
 from runners.evidence.limitations import known_limitations
 from runners.replay.dispatch import Arrivals
 from runners.replay.dispatch_gate import DispatchGate
@@ -19,6 +18,7 @@ from runners.run.control import pause_requested, request_abort, request_continue
 from runners.run.files import read_json, read_jsonl
 from runners.run.rundir import runner_alive
 from runners.run.runs import create_run, load_run_plan, spawn_detached
+from runners.testbed.mock_server import MockSettings
 from tests.conftest import StartMock, pilot_until, wait_until, write_plan
 from tests.replay.test_client import run_replay
 

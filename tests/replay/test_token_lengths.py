@@ -11,7 +11,6 @@ import httpx
 import pytest
 
 from engine.tokenizer import apply_chat_template, encode
-from runners.bench.mock_server import MockSettings
 from runners.plan.load import load_plan
 from runners.replay.dispatch import replay
 from runners.replay.prompts import Conversation, DatasetError, Turn
@@ -26,6 +25,7 @@ from runners.replay.token_lengths import (
     tokenize_body,
 )
 from runners.replay.workloads import prepare
+from runners.testbed.mock_server import MockSettings
 from tests.conftest import ENGINE_CONFIG, StartMock
 
 

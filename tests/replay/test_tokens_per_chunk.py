@@ -15,7 +15,6 @@ from typing import Literal
 import httpx
 import pytest
 
-from runners.bench.mock_server import MODEL_ID, MockSettings
 from runners.replay.client import stream_request
 from runners.replay.dispatch import ENDPOINT_PATHS, Arrivals, RequestShape, request_payload
 from runners.replay.metrics import itl_chunk_ms, itl_token_ms, phase_stats, tpot_ms
@@ -23,6 +22,7 @@ from runners.replay.prompts import builtin_conversations
 from runners.replay.records import RequestRecord
 from runners.replay.transport import replay_transport
 from runners.replay.usage_probe import probe_continuous_usage
+from runners.testbed.mock_server import MODEL_ID, MockSettings
 from tests.conftest import HOST, StartMock, free_port
 from tests.replay.test_client import run_replay
 

@@ -16,8 +16,8 @@ import httpx
 import pytest
 
 from engine.deadlines import timeout
-from runners.bench.mock_server import MockSettings
 from runners.replay.transport import HTTPX_ERRORS, ReplayTransport, httpx_error, replay_transport
+from runners.testbed.mock_server import MockSettings
 from tests.conftest import HOST, StartMock
 
 WAIT_S = 10.0

@@ -9,13 +9,13 @@ from pathlib import Path
 
 from console.views.run_view import short_duration
 from engine.deadlines import timeout
-from runners.bench.mock_server import MockSettings
 from runners.run.files import read_json, read_jsonl
 from runners.run.runs import create_run
 from runners.serve.health_watch import watch_health
 from runners.serve.readiness import probe
 from runners.serve.runtime import ProbeResult
 from runners.soak.execute import execute
+from runners.testbed.mock_server import MockSettings
 from tests.conftest import write_plan
 
 OK, BAD = ProbeResult(True, 0.001, "/health answered 200"), ProbeResult(False, None, "ConnectError: refused")

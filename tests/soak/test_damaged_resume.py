@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 
-from runners.bench.mock_server import MockSettings
 from runners.plan.steps import StepKey
 from runners.report.summary import write_report
 from runners.run.control import request_abort
@@ -27,6 +26,7 @@ from runners.run.run_index import list_runs
 from runners.run.rundir import RunDir
 from runners.run.runs import create_run
 from runners.soak.execute import execute
+from runners.testbed.mock_server import MockSettings
 from tests.conftest import ROOT, StartMock
 
 pytestmark = pytest.mark.slow

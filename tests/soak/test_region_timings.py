@@ -12,7 +12,6 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from runners.bench.mock_server import RegionTimingMock, dump_region_timing, synthetic_region_ticks
 from runners.plan.phases import RegionTimingSpec
 from runners.plan.steps import StepKey
 from runners.run.events import EventLog
@@ -20,6 +19,7 @@ from runners.run.files import read_json, read_jsonl
 from runners.run.runs import create_run
 from runners.soak.execute import execute
 from runners.soak.region_timings import DUMP_FILE, RegionDump
+from runners.testbed.mock_server import RegionTimingMock, dump_region_timing, synthetic_region_ticks
 
 STEP = StepKey("a", "supplementary", "regions", 0)
 

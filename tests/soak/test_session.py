@@ -12,7 +12,6 @@ from typing import Literal
 
 import pytest
 
-from runners.bench.mock_server import MockSettings
 from runners.plan.steps import Session
 from runners.replay.usage_probe import UsageProbe, probe_continuous_usage
 from runners.run.events import EventLog
@@ -24,6 +23,7 @@ from runners.run.targets import TargetRef, read_targets
 from runners.serve.runtime import ExitInfo, ProbeResult, ReadyInfo, ServeError
 from runners.soak.session import SoakSession
 from runners.soak.step import StepObservation, judge
+from runners.testbed.mock_server import MockSettings
 from tests.conftest import ENGINE_CONFIG, StartMock
 
 SESSION_DEADLINE_S = 60.0

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from engine.config_file import ConfigFileError
-from runners.bench.mock_server import MockSettings
 from runners.plan.load import load_plan
 from runners.plan.phases import ShareGptPhase
 from runners.plan.steps import Session
@@ -38,6 +37,7 @@ from runners.soak.stall_watch import (
     stall_verdict,
 )
 from runners.soak.step import StepObservation, judge
+from runners.testbed.mock_server import MockSettings
 from tests.conftest import ENGINE_CONFIG, StartMock
 from tests.soak.test_session import FakeRuntime
 

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from bench.vllm_target import VllmServer, start_vllm, stop_vllm, unavailable
+from runners.testbed.vllm_target import VllmServer, start_vllm, stop_vllm, unavailable
 from tests.conftest import free_port
 
 

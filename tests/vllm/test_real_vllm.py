@@ -16,9 +16,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bench.vllm_target import MAX_MODEL_LEN, VllmServer, process_serve_toml, unavailable
 from runners.replay.server_latency import Snapshot, delta, parse_histograms
 from runners.run.files import read_json, read_jsonl
+from runners.testbed.vllm_target import MAX_MODEL_LEN, VllmServer, process_serve_toml, unavailable
 from tests.conftest import ROOT, SHARED, run_headless
 
 pytestmark = pytest.mark.slow

@@ -17,9 +17,9 @@ import httpx
 import psutil
 import pytest
 
-from bench.vllm_target import process_serve_toml, unavailable
 from runners.replay.server_metrics import parse_metrics
 from runners.run.files import read_json, read_jsonl
+from runners.testbed.vllm_target import process_serve_toml, unavailable
 from tests.conftest import ROOT, pid_gone, wait_until
 
 pytestmark = pytest.mark.slow

@@ -291,7 +291,7 @@ def test_memory_abort_stops_the_step_and_the_next_arm_waits_for_recovery(tmp_pat
 
         assert wait_until(lambda: step_started() or runner.poll() is not None, 120)
         hog = subprocess.Popen(
-            [sys.executable, "-m", "runners.bench.memhog", "--rate-gib-s", "2", "--max-gib", "5", "--hold-s", "4"],
+            [sys.executable, "-m", "runners.testbed.memhog", "--rate-gib-s", "2", "--max-gib", "5", "--hold-s", "4"],
             cwd=ROOT, stdout=subprocess.DEVNULL,
         )  # fmt: skip
         output, _ = runner.communicate(timeout=240)

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import httpx
 
+from runners.run.paths import PROJECT_ROOT
 from runners.serve.process import child_setup_hook
 
-ROOT = Path(__file__).resolve().parent.parent
-VLLM_VENV = Path(os.environ.get("GB10_VLLM_VENV", ROOT / ".venv-vllm"))
+VLLM_VENV = Path(os.environ.get("GB10_VLLM_VENV", PROJECT_ROOT / ".venv-vllm"))
 MODEL_DIR = VLLM_VENV / "tiny-llama"
 MODEL_NAME = "tiny-llama"
 MAX_MODEL_LEN = 4096

@@ -1,6 +1,6 @@
 """A real memory hog: allocates and touches memory at a steady rate, bounded in size and time.
 
-`python -m runners.bench.memhog --rate-gib-s 1 --max-gib 4 --max-s 20` stands in for a serve
+`python -m runners.testbed.memhog --rate-gib-s 1 --max-gib 4 --max-s 20` stands in for a serve
 target whose memory runs away (a profiler buffer, a leak). It writes every page it allocates, so
 MemAvailable really falls, prints one line per chunk, and exits by itself at either bound.
 """
@@ -38,7 +38,7 @@ def hog(rate_gib_s: float, max_gib: float, max_s: float, hold_s: float) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point."""
-    p = argparse.ArgumentParser(prog="python -m runners.bench.memhog", description=__doc__)
+    p = argparse.ArgumentParser(prog="python -m runners.testbed.memhog", description=__doc__)
     p.add_argument("--rate-gib-s", type=float, required=True)
     p.add_argument("--max-gib", type=float, required=True)
     p.add_argument("--max-s", type=float, default=30.0)
