@@ -20,8 +20,8 @@ from runners.run.control import request_abort
 from runners.run.rundir import RunDir, RunnerLock, runner_alive
 from runners.run.runs import create_run, spawn_detached
 from runners.soak.execute import execute
-from tests.conftest import pilot_until as until
-from tests.conftest import write_plan
+from tests.support.plans import write_plan
+from tests.support.waits import pilot_until as until
 
 pytestmark = pytest.mark.slow
 

@@ -8,7 +8,7 @@ from console.screens.timeline_screen import render_timeline
 from console.views.run_view import RunView
 from console.views.timeline import MemoryTimeline, incident_marks
 from runners.run.runs import create_run, load_run_plan
-from tests.conftest import write_plan
+from tests.support.plans import write_plan
 
 T0 = 1_700_000_000.0
 

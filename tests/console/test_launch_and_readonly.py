@@ -23,8 +23,8 @@ from runners.run.paths import PROJECT_ROOT
 from runners.run.run_index import list_runs, newest_live, plan_files
 from runners.run.rundir import RunnerLock
 from runners.run.runs import create_run, load_run_plan
-from tests.conftest import pilot_until as until
-from tests.conftest import write_plan
+from tests.support.plans import write_plan
+from tests.support.waits import pilot_until as until
 
 SUMMARY = {
     "run_id": "r1",

@@ -20,7 +20,8 @@ from runners.run.events import EventLog
 from runners.run.files import write_json_atomic
 from runners.run.rundir import RunnerLock
 from runners.run.runs import create_run, load_run_plan
-from tests.conftest import pilot_until, write_plan
+from tests.support.plans import write_plan
+from tests.support.waits import pilot_until
 
 KEYS = [StepKey("a", "primary", "p", rep) for rep in range(3)]
 PAUSE = {"intervals": [[2.0, 7.0]], "paused_s": 5.0, "idle_s": 4.6, "in_flight_s": 0.4, "requests": 2}

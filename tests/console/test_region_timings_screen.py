@@ -9,7 +9,7 @@ from textual.widgets import DataTable, Static
 from console.app import RunConsole
 from console.screens.gates_screen import GatesScreen, region_timing_steps
 from runners.run.runs import create_run
-from tests.conftest import write_plan
+from tests.support.plans import write_plan
 
 CAPTURED = {
     "status": "captured", "reason": "", "file": "region_timings.npy", "unit": "us",

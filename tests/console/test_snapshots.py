@@ -26,7 +26,7 @@ from runners.run.events import event_line
 from runners.run.files import JsonlWriter, write_json_atomic
 from runners.run.rundir import RunDir, RunState
 from runners.run.runs import create_run, load_run_plan
-from tests.conftest import write_plan
+from tests.support.plans import write_plan
 
 T0 = 1_790_000_000.0  # fixed event times: the clocks on screen do not depend on when the test runs
 

@@ -30,8 +30,9 @@ from runners.run.events import EventLog, event_line
 from runners.run.files import read_jsonl
 from runners.run.rundir import RunDir, RunnerLock, RunState
 from runners.run.runs import create_run, load_run_plan, spawn_detached
-from tests.conftest import pilot_until as until
-from tests.conftest import wait_until, write_plan
+from tests.support.plans import write_plan
+from tests.support.waits import pilot_until as until
+from tests.support.waits import wait_until
 
 URL = "http://127.0.0.1:1"
 

@@ -10,7 +10,7 @@ from runners.run.event_types import EngineStalled
 from runners.run.events import EventLog
 from runners.run.files import read_jsonl
 from runners.run.runs import create_run, load_run_plan
-from tests.conftest import write_plan
+from tests.support.plans import write_plan
 
 
 def test_an_engine_stall_is_a_line_in_the_events_log_and_the_arm_reads_killed(tmp_path: Path) -> None:

@@ -31,8 +31,9 @@ from runners.run.files import read_json, read_jsonl
 from runners.watchdog.guard import _floors, _numbers
 from runners.watchdog.policy import Floors, Policy, PolicyConfig
 from runners.watchdog.samplers import GpuSample, NvmlSampler, Sample
-from tests.watchdog.test_guard_loop import make_guard, set_available, until
-from tests.watchdog.test_samplers import HOST_128G, PSI, FakeNvml, NVMLError_NotSupported
+from tests.support.fake_host import HOST_128G, PSI, make_guard, set_available
+from tests.support.fake_nvml import FakeNvml, NVMLError_NotSupported
+from tests.support.waits import until
 
 FLOORS = Floors(warn_gib=16.0, abort_gib=10.0, kill_gib=6.0)
 T0 = 1_700_000_000.0

@@ -12,7 +12,8 @@ from runners.evidence.results import load_run_results
 from runners.report import plots
 from runners.report.plots import write_plots
 from runners.run.rundir import create_run_dir
-from tests.conftest import run_headless, write_plan
+from tests.support.plans import write_plan
+from tests.support.processes import run_headless
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 ALL_PLOTS = ("ttft_cdf.png", "tpot_cdf.png", "wall_per_arm.png", "pareto.png")

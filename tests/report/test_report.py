@@ -18,8 +18,9 @@ from runners.gates.reproduction import reproduction_gate
 from runners.report.summary import write_report
 from runners.run.files import read_json, read_jsonl, write_json_atomic
 from runners.run.rundir import create_run_dir
-from tests.conftest import ENGINE_CONFIG, ROOT, fault_plan, run_headless, write_plan
-from tests.soak.test_profiler_incidents import PHASES as PROFILED_PHASES
+from tests.support.plans import PROFILED_PHASES, fault_plan, write_plan
+from tests.support.processes import run_headless
+from tests.support.project import ENGINE_CONFIG, ROOT
 
 pytestmark = pytest.mark.slow
 CLI = [sys.executable, "-m", "console.cli"]

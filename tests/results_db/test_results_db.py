@@ -21,7 +21,8 @@ from runners.evidence.results import load_run_results
 from runners.results_db import schema
 from runners.results_db.schema import LATEST_VERSION, MIGRATIONS, V1_SQL, Migration, ResultsDBError, columns
 from runners.results_db.store import ResultsDB, open_db
-from tests.conftest import run_headless, write_plan
+from tests.support.plans import write_plan
+from tests.support.processes import run_headless
 
 TABLES = ("runs", "arms", "phase_metrics", "gates")
 

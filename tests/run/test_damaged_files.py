@@ -22,7 +22,8 @@ from runners.run.provenance import start_session
 from runners.run.run_index import list_runs
 from runners.run.rundir import DamagedRunFile, RunDir, RunDirError, RunnerLock, RunState, runner_alive
 from runners.run.runs import create_run
-from tests.conftest import ROOT, write_plan
+from tests.support.plans import write_plan
+from tests.support.project import ROOT
 
 HOLD_DEADLINE_S = 30.0
 

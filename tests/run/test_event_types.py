@@ -23,7 +23,8 @@ from runners.run.event_types import (
 )
 from runners.run.events import EventLog
 from runners.run.files import read_jsonl
-from tests.conftest import ROOT, undefined_events
+from tests.support.events import undefined_events
+from tests.support.project import ROOT
 
 STEP = StepKey("a", "primary", "replay", 0)
 # what was fsynced before the types were written down: durability must not change silently

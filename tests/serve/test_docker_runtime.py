@@ -24,8 +24,9 @@ from runners.run.files import read_json, read_jsonl
 from runners.serve.docker import DockerDeadlines, DockerRuntime
 from runners.serve.orphans import live_run_containers, sweep_orphans
 from runners.serve.runtime import ServeError
-from tests.conftest import ENGINE_CONFIG, ROOT, wait_until
 from tests.docker_env import PODMAN_ULIMITS, DockerEngine, build_image, engine_mounts, remove_labelled
+from tests.support.project import ENGINE_CONFIG, ROOT
+from tests.support.waits import wait_until
 
 pytestmark = pytest.mark.slow
 FAST = DockerDeadlines(watch_interval_s=0.1)

@@ -16,7 +16,7 @@ from runners.serve.readiness import probe
 from runners.serve.runtime import ProbeResult
 from runners.soak.execute import execute
 from runners.testbed.mock_server import MockSettings
-from tests.conftest import write_plan
+from tests.support.plans import write_plan
 
 OK, BAD = ProbeResult(True, 0.001, "/health answered 200"), ProbeResult(False, None, "ConnectError: refused")
 

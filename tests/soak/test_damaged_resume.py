@@ -27,7 +27,9 @@ from runners.run.rundir import RunDir
 from runners.run.runs import create_run
 from runners.soak.execute import execute
 from runners.testbed.mock_server import MockSettings
-from tests.conftest import ROOT, StartMock
+from tests.support.mock import StartMock
+from tests.support.plans import Plan, sharegpt_phase
+from tests.support.project import ROOT
 
 pytestmark = pytest.mark.slow
 SESSION_DEADLINE_S = 60.0
@@ -37,31 +39,9 @@ FIRST = StepKey("a", "primary", "replay", 0)
 
 
 def _plan(tmp_path: Path, url: str) -> Path:
-    path = tmp_path / "plan.toml"
-    path.write_text(
-        f"""
-name = "durable"
-[serve]
-kind = "external"
-url = "{url}"
-ready_timeout_s = 10
-
-[[arms]]
-name = "a"
-
-[[arms]]
-name = "b"
-
-[[phases]]
-name = "replay"
-kind = "sharegpt"
-requests = 4
-concurrency = 2
-max_tokens = 8
-http_timeout_s = 10
-"""
-    )
-    return path
+    serve = {"kind": "external", "url": url, "ready_timeout_s": 10}
+    phase = sharegpt_phase(requests=4, concurrency=2, max_tokens=8, http_timeout_s=10)
+    return Plan("durable", serve, [{"name": "a"}, {"name": "b"}], [phase]).write(tmp_path)
 
 
 async def _session(run: RunDir, listeners=()):

@@ -23,6 +23,7 @@ from runners.run.events import EventLog
 from runners.run.files import read_jsonl
 from runners.soak import host_preflight as preflight
 from runners.watchdog.host_fit import memory_need, need_fit
+from tests.support.plans import Plan
 
 VLLM = ["{python}", "-m", "vllm.entrypoints.openai.api_server", "--host", "{host}", "--port", "{port}"]
 
@@ -77,22 +78,10 @@ def test_no_need_is_claimed_off_unified_memory_or_without_meminfo() -> None:
 
 
 def _vllm_plan(tmp_path: Path, fraction: str) -> Path:
-    path = tmp_path / "plan.toml"
-    command = ", ".join(f'"{w}"' for w in [*VLLM, "--gpu-memory-utilization", fraction])
-    path.write_text(f"""
-name = "unified"
-[serve]
-command = [{command}]
-[watchdog]
-unified_memory = "yes"
-[[arms]]
-name = "a"
-[[phases]]
-name = "p"
-kind = "concurrent"
-streams = 1
-""")
-    return path
+    serve = {"command": [*VLLM, "--gpu-memory-utilization", fraction]}
+    phase = {"name": "p", "kind": "concurrent", "streams": 1}
+    plan = Plan("unified", serve, [{"name": "a"}], [phase], sections={"watchdog": {"unified_memory": "yes"}})
+    return plan.write(tmp_path)
 
 
 def test_run_and_validate_refuse_a_target_this_host_cannot_hold(tmp_path: Path, capsys) -> None:

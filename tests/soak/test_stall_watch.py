@@ -38,8 +38,9 @@ from runners.soak.stall_watch import (
 )
 from runners.soak.step import StepObservation, judge
 from runners.testbed.mock_server import MockSettings
-from tests.conftest import ENGINE_CONFIG, StartMock
-from tests.soak.test_session import FakeRuntime
+from tests.support.fake_runtime import FakeRuntime
+from tests.support.mock import StartMock
+from tests.support.plans import Plan, ab_arms, engine_serve, sharegpt_phase
 
 SESSION_DEADLINE_S = 60.0
 
@@ -250,34 +251,9 @@ class _KillableRuntime(FakeRuntime):
 
 
 def _plan(tmp_path: Path) -> Path:
-    path = tmp_path / "plan.toml"
-    path.write_text(
-        f"""
-name = "stall"
-[serve]
-engine_config = "{ENGINE_CONFIG}"
-
-[[arms]]
-name = "a"
-env = {{ CUTE_WO_SPLIT = "1" }}
-
-[[arms]]
-name = "b"
-env = {{ CUTE_WO_SPLIT = "8" }}
-
-[[phases]]
-name = "replay"
-kind = "sharegpt"
-requests = 6
-concurrency = 2
-repeats = 2
-max_tokens = 16
-http_timeout_s = 20
-stall_s = 1.5
-metrics_interval_s = 0.5
-"""
-    )
-    return path
+    phase = sharegpt_phase(requests=6, concurrency=2, repeats=2, max_tokens=16, http_timeout_s=20, stall_s=1.5,
+                           metrics_interval_s=0.5)  # fmt: skip
+    return Plan("stall", engine_serve(), ab_arms(), [phase]).write(tmp_path)
 
 
 async def test_a_target_whose_streams_stop_is_killed_its_step_fails_at_once_and_the_next_arm_runs(

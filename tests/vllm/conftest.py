@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from runners.testbed.vllm_target import VllmServer, start_vllm, stop_vllm, unavailable
-from tests.conftest import free_port
+from tests.support.processes import free_port
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,8 @@ import pytest
 from runners.replay.server_latency import Snapshot, delta, parse_histograms
 from runners.run.files import read_json, read_jsonl
 from runners.testbed.vllm_target import MAX_MODEL_LEN, VllmServer, process_serve_toml, unavailable
-from tests.conftest import ROOT, SHARED, run_headless
+from tests.support.processes import run_headless
+from tests.support.project import ROOT, SHARED
 
 pytestmark = pytest.mark.slow
 

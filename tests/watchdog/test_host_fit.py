@@ -12,7 +12,7 @@ from runners.host.meminfo import MemInfo, read_meminfo
 from runners.plan.sections import WatchdogSpec
 from runners.run.runs import create_run
 from runners.watchdog.host_fit import floor_fit
-from tests.conftest import write_plan
+from tests.support.plans import write_plan
 
 HOST = MemInfo(total=24 * GIB, available=20 * GIB)
 
