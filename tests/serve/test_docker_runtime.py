@@ -193,8 +193,8 @@ async def test_bridge_network_publishes_on_loopback_only(
             await asyncio.sleep(0.1)
         assert (await rt.probe()).healthy
         bindings = api_inspect(docker_engine, rt.id)["HostConfig"]["PortBindings"]
-        assert bindings == {"8080/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(rt.port)}]}
-        assert rt.command == ["httpd", "-f", "-p", "8080", "-h", "/www"]
+        assert bindings == {"8080/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(rt.config.host_port)}]}
+        assert rt.config.command == ["httpd", "-f", "-p", "8080", "-h", "/www"]
     finally:
         await rt.kill()
 
