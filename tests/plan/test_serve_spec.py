@@ -13,7 +13,8 @@ from runners.plan.fields import parse_size
 from runners.plan.load import load_plan
 from runners.plan.model import Plan
 from runners.plan.serve_spec import DockerServe, ExternalServe, ProcessServe
-from tests.conftest import ROOT, write_plan
+from tests.support.plans import write_plan
+from tests.support.project import ROOT
 
 PLAN = """name = "docker-mini"
 
