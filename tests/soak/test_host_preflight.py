@@ -1,5 +1,5 @@
 """Pre-flight on this host: what a vLLM target will take of unified memory, the page cache in the way of its
-start-up check, and another run's serve target still live."""
+start-up check (dropped by the runner when the plan asks), and another run's serve target still live."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from console.cli import main
 from engine.units import GIB
 from runners.host.live_targets import live_targets
 from runners.host.meminfo import MemInfo
-from runners.host.page_cache import CacheDrop, drop_page_cache
+from runners.host.page_cache import CacheDrop
 from runners.plan.load import load_plan
 from runners.plan.sections import WatchdogSpec
 from runners.plan.serve_spec import DockerServe, ProcessServe
@@ -92,15 +92,6 @@ def test_run_and_validate_refuse_a_target_this_host_cannot_hold(tmp_path: Path, 
     err = capsys.readouterr().err
     assert err.startswith("error: refused on this host before anything started:") and "Traceback" not in err
     assert f"{plan}: the serve target asks for 0.99 x MemTotal" in err and not (tmp_path / "run").exists()
-
-
-def test_dropping_the_page_cache_writes_1_after_a_sync_and_says_why_when_it_cannot(tmp_path: Path) -> None:
-    control = tmp_path / "drop_caches"
-    done = drop_page_cache(control, euid=0)
-    assert done.dropped and control.read_text() == "1\n" and done.free_before_gib is not None
-    assert drop_page_cache(control, euid=1000).reason == "not root: only root may drop the page cache"
-    refused = drop_page_cache(tmp_path, euid=0)  # a directory: the write fails
-    assert not refused.dropped and refused.reason.startswith(f"cannot write {tmp_path}: ")
 
 
 async def test_the_runner_drops_the_cache_before_a_start_only_when_asked_and_needed(tmp_path: Path,
