@@ -1,16 +1,25 @@
 """The console reads events typed: lines read back once (`parse_event`) fold into the views by class, a line that
-cannot be read changes nothing and is said once per type, and the headless printer prints each line's time."""
+cannot be read changes nothing and is said once per type, and the headless printer prints each line's time. A
+summary.json that is not one is said to be damaged, never raised or shown empty without a word."""
 
 from __future__ import annotations
 
-from rich.console import Console
+from pathlib import Path
 
-from console.cli.headless import HeadlessPrinter
+from rich.console import Console
+from textual.widgets import DataTable, Static
+
+from console.app import RunConsole
+from console.cli.headless import HeadlessPrinter, summary_table
+from console.panels.events_log import EventsLog
+from console.screens.gates_screen import GatesScreen
 from console.views.run_view import RunView, StepView
 from console.views.watchdog_view import WatchdogView
 from runners.plan.steps import StepKey
 from runners.run.event_types import LoggedEvent, StepFailed, StepStarted, parse_event
 from runners.run.events import event_line
+from runners.run.runs import create_run
+from tests.conftest import pilot_until, write_plan
 
 STEP = StepKey("split1", "primary", "replay", 0)
 
@@ -55,3 +64,24 @@ def test_the_headless_printer_reads_each_line_once_and_stamps_it_with_its_time()
     assert "    3.2s split1/primary/replay/0: FAILED: target died [exit 137]" in text  # brackets kept, not markup
     assert "    4.0s events.jsonl: a step_failed line could not be read" in text
     assert isinstance(parse_event(event_line(StepFailed(STEP, "x"), 1.0)), LoggedEvent)
+
+
+async def test_a_damaged_summary_is_said_in_the_table_the_events_log_the_gates_and_the_headless_table(
+    tmp_path: Path,
+) -> None:
+    run = create_run(write_plan(tmp_path), tmp_path / "run", tmp_path)
+    run.summary_json.write_text('{"run_id": "r", "status": "finished", "arms": "garbage"}')
+    app = RunConsole(run, readonly=True)
+    async with app.run_test(size=(140, 40)) as pilot:
+        table = app.query_one("#summary", DataTable)
+        assert await pilot_until(pilot, lambda: "damaged" in str(table.border_title), 10), table.border_title
+        assert table.display and table.row_count == 0
+        said = app.query_one(EventsLog).lines[-1]
+        assert "summary.json is damaged or was written by an older version: plan: Field required" in said
+        assert f"gb10-console report {run.root}" in said
+        await pilot.press("g")
+        assert isinstance(app.screen, GatesScreen)
+        assert "is damaged" in str(app.screen.query_one("#verdicts", Static).render())
+    rendered = Console(width=300, record=True)
+    rendered.print(summary_table(run))
+    assert "is damaged or was written by an older version" in rendered.export_text()
