@@ -35,6 +35,14 @@ def test_a_line_that_cannot_be_read_changes_nothing_and_is_said_once_per_type() 
     assert view.unreadable == {"step_started": 2} and view.log == [line] and view.last_t == 6.0
 
 
+def test_a_payload_of_another_shape_is_said_not_raised() -> None:
+    view = RunView(status="running", steps={STEP: StepView(STEP)})
+    line = view.apply(parse_event({"v": 1, "t": 5.0, "type": "step_finished", "step": STEP.as_dict(),
+                                   "stats": {"wall_s": "long"}}))  # fmt: skip
+    assert line is not None and line.startswith("events.jsonl: a step_finished line could not be folded (ValueError")
+    assert view.log == [line]
+
+
 def test_a_type_this_version_does_not_know_is_ignored_but_its_time_counts() -> None:
     view = RunView(status="running")
     assert view.apply(parse_event({"v": 1, "t": 9.0, "type": "from_the_future", "x": 1})) is None
