@@ -60,6 +60,7 @@ from runners.run.event_types import (
     EnvVerified,
     Event,
     GuardStarted,
+    ReadEvent,
     RunStarted,
     ServeReady,
     ServeStarting,
@@ -505,7 +506,7 @@ class FoldCounter:
                 view = message.view
                 fold_event = view.apply
 
-                def apply_event(event: dict) -> str | None:
+                def apply_event(event: ReadEvent) -> str | None:
                     line = fold_event(event)
                     self.events += 1
                     return line
