@@ -49,6 +49,7 @@ from console.screens.timeline_screen import TimelineScreen
 from console.views.run_view import RunView
 from console.views.timeline import MemoryTimeline
 from console.views.watchdog_view import WatchdogView
+from runners.report.summary_model import DamagedSummary, Summary
 from runners.run.control import pause_requested, request_abort, request_continue, request_pause
 from runners.run.rundir import RunDir
 from runners.run.runs import spawn_detached
@@ -82,7 +83,7 @@ class RunConsole(App[None]):
         self.run_dir = run
         self._launched = (runner, runner_log_from)  # one attribute: the tail's thread reads both at once
         self.readonly = readonly
-        self.summary: dict | None = None
+        self.summary: Summary | DamagedSummary | None = None
         self.watchdog = WatchdogView()
         self.timeline = MemoryTimeline()  # the whole run's MemAvailable, at bounded resolution
         self.view: RunView | None = None
@@ -167,7 +168,7 @@ class RunConsole(App[None]):
             self.watchdog.apply(event)  # guard_started (the floors), levels, actions, kills, guard_lost
             line = self.view.apply(event)
             if line:
-                lines.append(f"{time.strftime('%H:%M:%S', time.localtime(event.get('t', 0)))} {line}")
+                lines.append(f"{time.strftime('%H:%M:%S', time.localtime(event.t or 0))} {line}")
         self.query_one(EventsLog).add_lines(lines)
         if message.runner_dead:
             self._runner_gone()
@@ -225,6 +226,8 @@ class RunConsole(App[None]):
     def _summary(self, message: SummaryLoaded) -> None:
         self.summary = message.summary
         self.query_one("#summary", SummaryTable).update_view(message.summary)
+        if isinstance(message.summary, DamagedSummary):
+            self._log_line(message.summary.reason)
 
     def _tick(self) -> None:
         """Once a second: the clocks (elapsed, ETA, serve uptime, time paused) move without new events."""
@@ -322,7 +325,7 @@ class RunConsole(App[None]):
         if self.view is None:
             self.notify("The run is not read yet.", severity="warning")
             return
-        verdicts = (self.summary or {}).get("verdicts") or {}
+        verdicts = self.summary.verdicts if isinstance(self.summary, Summary) else {}
         self.push_screen(TimelineScreen(self.view, self.timeline, self.watchdog.floors, verdicts))
 
     def action_gates(self) -> None:

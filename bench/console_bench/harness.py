@@ -17,6 +17,7 @@ from textual.message import Message
 
 from console.app import RunConsole
 from console.run_tail import RunOpened
+from runners.run.event_types import ReadEvent
 from runners.run.rundir import RunDir
 
 SCREEN_SIZE = (120, 40)
@@ -54,7 +55,7 @@ class FoldCounter:
                 view = message.view
                 fold_event = view.apply
 
-                def apply_event(event: dict) -> str | None:
+                def apply_event(event: ReadEvent) -> str | None:
                     line = fold_event(event)
                     self.events += 1
                     return line

@@ -17,21 +17,32 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import TextIO
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from console.views.run_view import RunView
 from engine.units import number_text
 from runners.plan.steps import StepKey
 from runners.replay.pauses import paused_text
+from runners.report.summary_model import DamagedSummary, read_summary
 from runners.run.event_log import status_label
-from runners.run.event_types import RunFinished, StepAborted, StepFailed, StepFinished, StepProgress, StepStarted
-from runners.run.files import read_json
+from runners.run.event_types import (
+    LoggedEvent,
+    RunFinished,
+    StepAborted,
+    StepFailed,
+    StepFinished,
+    StepProgress,
+    StepStarted,
+    parse_event,
+)
 from runners.run.rundir import RunDir, runner_alive
 
 NON_TTY_PROGRESS_EVERY_S = 5.0
 OUTPUT_GONE_ERRNOS = frozenset({errno.EPIPE, errno.EIO, errno.ECONNRESET})  # closed pipe, hung-up terminal
-BAR_ENDS = frozenset(cls.TYPE for cls in (StepFinished, StepFailed, StepAborted, RunFinished))  # the step bar closes
+BAR_ENDS = (StepFinished, StepFailed, StepAborted, RunFinished)  # the step bar closes
 
 
 class HeadlessPrinter:
@@ -45,18 +56,21 @@ class HeadlessPrinter:
         self._task = None
         self._last_line = 0.0
 
-    def __call__(self, event: dict) -> None:
-        """Handle one event (called by the runner's EventLog)."""
-        line = self.view.apply(event)
-        if line:
-            stamp = f"[dim]{event['t'] - self.t0:7.1f}s[/dim]"
-            self.console.print(f"{stamp} {line}", highlight=False, markup=True)
-        kind = event.get("type")
-        if kind == StepStarted.TYPE:
-            self._start_bar(StepKey.from_dict(event["step"]), event.get("requests", 0))
-        elif kind == StepProgress.TYPE:
+    def __call__(self, line: dict) -> None:
+        """Handle one event line as written (called by the runner's EventLog): read back once, like the console."""
+        read = parse_event(line)
+        said = self.view.apply(read)
+        if said:
+            stamp = f"[dim]{(read.t or self.t0) - self.t0:7.1f}s[/dim]"
+            self.console.print(f"{stamp} {escape(said)}", highlight=False, markup=True)  # said: plain text
+        if not isinstance(read, LoggedEvent):
+            return
+        event = read.event
+        if isinstance(event, StepStarted):
+            self._start_bar(event.step, event.requests)
+        elif isinstance(event, StepProgress):
             self._advance(event)
-        elif kind in BAR_ENDS:
+        elif isinstance(event, BAR_ENDS):
             self._stop_bar()
 
     def _start_bar(self, step: StepKey, total: int) -> None:
@@ -75,15 +89,14 @@ class HeadlessPrinter:
         self._task = self._progress.add_task(step.path, total=total, live="")
         self._progress.start()
 
-    def _advance(self, event: dict) -> None:
+    def _advance(self, event: StepProgress) -> None:
         live = _live_text(event)
-        done, total = event.get("completed", 0), event.get("total", 0)
+        done, total = event.completed, event.total
         if self._progress is not None:
             self._progress.update(self._task, completed=done, total=total, live=live)
         elif time.time() - self._last_line >= NON_TTY_PROGRESS_EVERY_S or done == total:
             self._last_line = time.time()
-            step = StepKey.from_dict(event["step"]).path
-            self.console.print(f"          {step}: {done}/{total} requests  {live}", highlight=False)
+            self.console.print(f"          {event.step.path}: {done}/{total} requests  {live}", highlight=False)
 
     def _stop_bar(self) -> None:
         if self._progress is not None:
@@ -91,31 +104,33 @@ class HeadlessPrinter:
             self._progress = None
 
 
-def _live_text(event: dict) -> str:
-    failed = f"  failed {event['failed']}" if event.get("failed") else ""
+def _live_text(event: StepProgress) -> str:
+    failed = f"  failed {event.failed}" if event.failed else ""
     return (
-        f"TTFT p50/p95 {number_text(event.get('ttft_p50_ms'))}/{number_text(event.get('ttft_p95_ms'))} ms  "
-        f"TPOT p50/p95 {number_text(event.get('tpot_p50_ms'), 2)}/{number_text(event.get('tpot_p95_ms'), 2)} ms{failed}"
+        f"TTFT p50/p95 {number_text(event.ttft_p50_ms)}/{number_text(event.ttft_p95_ms)} ms  "
+        f"TPOT p50/p95 {number_text(event.tpot_p50_ms, 2)}/{number_text(event.tpot_p95_ms, 2)} ms{failed}"
     )
 
 
-def summary_table(run: RunDir) -> Table | None:
-    """The per-arm table from summary.json, or None when there is no summary yet."""
-    try:
-        summary = read_json(run.summary_json)
-    except (FileNotFoundError, ValueError):
+def summary_table(run: RunDir) -> Table | Text | None:
+    """The per-arm table from summary.json; a line saying what is wrong with a damaged one; None when there is no
+    summary yet."""
+    summary = read_summary(run.summary_json)
+    if summary is None:
         return None
-    table = Table(title=f"{summary['run_id']}: {summary['status']}", title_justify="left")
+    if isinstance(summary, DamagedSummary):
+        return Text(summary.reason)
+    table = Table(title=f"{summary.run_id}: {summary.status}", title_justify="left")
     for col in ("arm", "arm env", "env", "ok", "failed", "wall s (sum)", "paused s", "TTFT p50", "TTFT p95",
                 "TPOT p50", "TPOT p95", "tok/s", "verdict"):  # fmt: skip
         table.add_column(col, justify="left" if col in ("arm", "env", "verdict") else "right")
-    for row in summary["arms"]:
-        s = row["stats"]
+    for row in summary.arms:
+        s = row.stats
         table.add_row(
-            row["arm"], row["arm_env"], row["env_status"], str(s["ok"]), str(s["failed"]),
-            number_text(s.get("wall_s"), 2), paused_text(row.get("paused_s"), row.get("paused_excluded_s")),
-            number_text(s.get("ttft_p50_ms")), number_text(s.get("ttft_p95_ms")), number_text(s.get("tpot_p50_ms"), 2),
-            number_text(s.get("tpot_p95_ms"), 2), number_text(s.get("output_tok_s")), row.get("verdict") or "-",
+            row.arm, row.arm_env, row.env_status, str(s.ok), str(s.failed),
+            number_text(s.wall_s, 2), paused_text(row.paused_s, row.paused_excluded_s),
+            number_text(s.ttft_p50_ms), number_text(s.ttft_p95_ms), number_text(s.tpot_p50_ms, 2),
+            number_text(s.tpot_p95_ms, 2), number_text(s.output_tok_s), row.verdict or "-",
         )  # fmt: skip
     return table
 

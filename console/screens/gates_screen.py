@@ -11,7 +11,7 @@ from textual.widgets import DataTable, Footer, Static
 
 from runners.evidence.region_table import calibration_line, region_rows
 from runners.gates.result import STATUS_LABEL
-from runners.plan.steps import StepKey
+from runners.report.summary_model import DamagedSummary, DoneStep, Summary
 
 STATUS_STYLE = {"pass": "green", "fail": "bold red", "no_data": "yellow"}
 NO_SUMMARY = (
@@ -20,44 +20,33 @@ NO_SUMMARY = (
 )
 
 
-def verdict_line(summary: dict) -> str:
+def verdict_line(summary: Summary) -> str:
     """`arm: verdict` for every arm with a verdict, in plan order ("" when there are none)."""
-    verdicts = summary.get("verdicts") or {}
-    return "   ".join(f"{arm}: {verdict}" for arm, verdict in verdicts.items())
+    return "   ".join(f"{arm}: {verdict}" for arm, verdict in summary.verdicts.items())
 
 
-def gate_rows(summary: dict) -> list[tuple[str, str, Text, str, str]]:
-    """(gate, arm, status, verdict, criteria) rows from summary.json's `gates` (tolerant of missing fields)."""
+def gate_rows(summary: Summary) -> list[tuple[str, str, Text, str, str]]:
+    """(gate, arm, status, verdict, criteria) rows from summary.json's `gates`."""
     rows = []
-    for gate in summary.get("gates") or []:
-        if not isinstance(gate, dict):
-            continue
-        status = str(gate.get("status", "?"))
-        label = Text(STATUS_LABEL.get(status, status), style=STATUS_STYLE.get(status, ""))
-        criteria = [str(c) for c in gate.get("failed_criteria") or []]
+    for gate in summary.gates:
+        label = Text(STATUS_LABEL.get(gate.status, gate.status), style=STATUS_STYLE.get(gate.status, ""))
+        criteria = gate.failed_criteria
         shown = criteria[0] if criteria else ""
         if len(criteria) > 1:
             shown += f"  (+{len(criteria) - 1} more)"
-        rows.append((
-            str(gate.get("name", "?")), str(gate.get("arm") or "run"), label,
-            str(gate.get("verdict") or ""), shown,
-        ))  # fmt: skip
+        rows.append((gate.name, gate.arm or "run", label, gate.verdict or "", shown))
     return rows
 
 
-def region_timing_steps(summary: dict) -> list[tuple[str, str, list[tuple[str, str, str, str, str]], str]]:
+def region_timing_steps(summary: Summary) -> list[tuple[str, str, list[tuple[str, str, str, str, str]], str]]:
     """(step, calibration line, region rows, unit) per step of summary.json with a region-timing section."""
     out = []
-    for row in summary.get("steps") or []:
-        regions = row.get("region_timings") if isinstance(row, dict) else None
-        if not isinstance(regions, dict):
+    for row in summary.steps:
+        if not isinstance(row, DoneStep) or not row.region_timings:
             continue
-        try:
-            path = StepKey.from_dict(row["step"]).path
-        except (KeyError, TypeError, ValueError):
-            continue
+        regions = row.region_timings
         unit = "µs" if regions.get("unit") == "us" else "ticks"
-        out.append((path, calibration_line(regions), region_rows(regions), unit))
+        out.append((row.step.path, calibration_line(regions), region_rows(regions), unit))
     return out
 
 
@@ -71,19 +60,21 @@ class GatesScreen(Screen[None]):
     GatesScreen #region-notes { height: auto; padding: 0 1; background: $boost; }
     """
 
-    def __init__(self, summary: dict | None) -> None:
+    def __init__(self, summary: Summary | DamagedSummary | None) -> None:
         super().__init__()
         self.summary = summary
 
     def compose(self) -> ComposeResult:
-        if not self.summary:
+        summary = self.summary
+        if summary is None:
             yield Static(NO_SUMMARY, id="verdicts")
+        elif isinstance(summary, DamagedSummary):
+            yield Static(Text(summary.reason), id="verdicts")
         else:
-            status = self.summary.get("status", "?")
-            line = verdict_line(self.summary) or "no verdicts"
-            yield Static(f"[b]{self.summary.get('run_id', '')}[/b] ({status})   {line}", id="verdicts")
+            line = verdict_line(summary) or "no verdicts"
+            yield Static(f"[b]{summary.run_id}[/b] ({summary.status})   {line}", id="verdicts")
         yield DataTable(id="gates", cursor_type="row", zebra_stripes=True)
-        steps = region_timing_steps(self.summary or {})
+        steps = region_timing_steps(summary) if isinstance(summary, Summary) else []
         if steps:
             notes = Text("\n").join(
                 Text.assemble(("region timings ", "bold"), f"{path}: {line}") for path, line, _rows, _unit in steps
@@ -96,9 +87,11 @@ class GatesScreen(Screen[None]):
         """Fill the table."""
         table = self.query_one("#gates", DataTable)
         table.add_columns("gate", "arm", "status", "verdict", "failed or unjudged criteria")
-        for row in gate_rows(self.summary or {}):
+        if not isinstance(self.summary, Summary):
+            return
+        for row in gate_rows(self.summary):
             table.add_row(*row)
-        steps = region_timing_steps(self.summary or {})
+        steps = region_timing_steps(self.summary)
         if steps:
             regions = self.query_one("#regions", DataTable)
             units = {unit for _path, _line, rows, unit in steps if rows}

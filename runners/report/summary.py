@@ -20,11 +20,19 @@ from runners.evidence.region_table import calibration_line, region_rows
 from runners.evidence.results import ArmResult, RunResults, load_run_results
 from runners.evidence.step_files import number, phase_record, recorded_pause, section
 from runners.gates.evaluate import GateReport, evaluate_gates, gsm8k_correct, registry_for
+from runners.gates.registry import Registry
 from runners.gates.reproduction import DeltaRow
 from runners.gates.result import STATUS_LABEL
-from runners.plan.steps import StepKey
 from runners.replay.pauses import paused_text
-from runners.run.files import write_atomic, write_json_atomic
+from runners.report.summary_model import (
+    ArmSummary,
+    DoneStep,
+    PendingStep,
+    RegistrySource,
+    Summary,
+    write_summary,
+)
+from runners.run.files import write_atomic
 from runners.run.rundir import RunDir, RunDirError
 
 PLOTS_DIR = "plots"
@@ -240,23 +248,23 @@ def _arms(results: RunResults) -> list[str]:
     return [*lines, ""]
 
 
-def step_rows(results: RunResults) -> list[dict]:
+def step_rows(results: RunResults) -> list[DoneStep | PendingStep]:
     """Every step of the plan: done or not, its stats from phase.json and its results line."""
     run = RunDir(results.root)
-    rows = []
+    rows: list[DoneStep | PendingStep] = []
     for step in results.plan.steps():
         kind = results.plan.phase(step.phase).kind
         if not run.is_done(step):
-            rows.append({"step": step.as_dict(), "kind": kind, "done": False, "results": "", "stats": None})
+            rows.append(PendingStep(step=step, kind=kind, done=False, results="", stats=None))
             continue
         record = phase_record(run, step)
         rows.append(
-            {"step": step.as_dict(), "kind": kind, "done": True, "results": results_line(record),
-             "stats": section(record, "stats") or None, "pause": asdict(recorded_pause(record)),
-             "server_latency": section(record, "server_latency") or None,
-             "measurement": step_measurement(step.path, record).check.as_dict(),
-             "profile": section(record, "profile") or None,
-             "region_timings": section(record, "region_timings") or None}
+            DoneStep(step=step, kind=kind, done=True, results=results_line(record),
+                     stats=section(record, "stats") or None, pause=recorded_pause(record),
+                     server_latency=section(record, "server_latency") or None,
+                     measurement=step_measurement(step.path, record).check,
+                     profile=section(record, "profile") or None,
+                     region_timings=section(record, "region_timings") or None)
         )  # fmt: skip
     return rows
 
@@ -264,15 +272,15 @@ def step_rows(results: RunResults) -> list[dict]:
 PROFILE_ROWS = 10
 
 
-def _profiles(rows: list[dict]) -> list[str]:
+def _profiles(rows: list[DoneStep | PendingStep]) -> list[str]:
     """Each profiled step: what became of its trace, and the kernels (or CPU ops) that took the most time."""
-    profiled = [r for r in rows if r.get("profile")]
+    profiled = [r for r in rows if isinstance(r, DoneStep) and r.profile]
     if not profiled:
         return []
     lines = ["## Profiled steps", ""]
     for row in profiled:
-        p = row["profile"]
-        path = StepKey.from_dict(row["step"]).path
+        p = row.profile or {}
+        path = row.step.path
         stop = f", stop_profile {number_text(number(p.get('stop_s')), 1)} s" if p.get("stop_s") is not None else ""
         files = p.get("files") or []
         where = f"; {len(files)} file(s) in `{path}/profile/`" if files else ""
@@ -292,7 +300,7 @@ def _profiles(rows: list[dict]) -> list[str]:
     return lines
 
 
-def _steps(rows: list[dict]) -> list[str]:
+def _steps(rows: list[DoneStep | PendingStep]) -> list[str]:
     lines = [
         "## Steps",
         "",
@@ -303,20 +311,19 @@ def _steps(rows: list[dict]) -> list[str]:
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
-        path = StepKey.from_dict(row["step"]).path
-        s = row["stats"] or {}
-        if not row["done"]:
-            lines.append(f"| {path} | {row['kind']} | not done | | | | | | | |")
+        path = row.step.path
+        if not isinstance(row, DoneStep):
+            lines.append(f"| {path} | {row.kind} | not done | | | | | | | |")
             continue
-        pause = row.get("pause") or {}
-        paused = paused_text(pause.get("paused_s"), pause.get("idle_s"))
-        if pause.get("requests"):
-            paused += f"; {pause['requests']} request(s) in flight left out of latency"
+        s, pause = row.stats or {}, row.pause
+        paused = paused_text(pause.paused_s, pause.idle_s)
+        if pause.requests:
+            paused += f"; {pause.requests} request(s) in flight left out of latency"
         lines.append(
-            f"| {path} | {row['kind']} | done | {s.get('ok', NOT_MEASURED)} | {s.get('failed', NOT_MEASURED)} "
+            f"| {path} | {row.kind} | done | {s.get('ok', NOT_MEASURED)} | {s.get('failed', NOT_MEASURED)} "
             f"| {number_text(s.get('wall_s'), 2)} | {paused} | {number_text(s.get('ttft_p50_ms'))} "
             f"| {number_text(s.get('tpot_p50_ms'), 2)} "
-            f"| {row['results']} |"
+            f"| {row.results} |"
         )
     return [*lines, ""]
 
@@ -329,7 +336,7 @@ def _server_mean(latency: dict, name: str) -> float | None:
     return number(section(section(latency, "metrics"), name).get("mean_ms"))
 
 
-def _latency_check(rows: list[dict]) -> list[str]:
+def _latency_check(rows: list[DoneStep | PendingStep]) -> list[str]:
     lines = [
         "## Client vs server latency",
         "",
@@ -340,15 +347,15 @@ def _latency_check(rows: list[dict]) -> list[str]:
         "|---|---|---|---|---|",
     ]
     for row in rows:
-        if not row["done"]:
+        if not isinstance(row, DoneStep):
             continue
-        stats, latency = row["stats"] or {}, row.get("server_latency") or {}
-        check = row["measurement"]
+        stats, latency = row.stats or {}, row.server_latency or {}
+        check = row.measurement
         served = number(latency.get("server_requests"))
-        said = check["status"] if check["status"] == "agree" else f"**{check['status']}**: {check['reason']}"
+        said = check.status if check.status == "agree" else f"**{check.status}**: {check.reason}"
         said = said.replace("|", "\\|")
         lines.append(
-            f"| {StepKey.from_dict(row['step']).path} | {number_text(number(latency.get('client_requests')), 0)} / "
+            f"| {row.step.path} | {number_text(number(latency.get('client_requests')), 0)} / "
             f"{number_text(served, 0)} | {number_text(_client_mean(stats, 'ttft_ms'))} / "
             f"{number_text(_server_mean(latency, 'time_to_first_token'))} | "
             f"{number_text(_client_mean(stats, 'itl_ms'), 2)} / "
@@ -357,9 +364,9 @@ def _latency_check(rows: list[dict]) -> list[str]:
     return [*lines, ""]
 
 
-def _region_timings(rows: list[dict]) -> list[str]:
+def _region_timings(rows: list[DoneStep | PendingStep]) -> list[str]:
     """Per done step that asked for a region-timing dump: how it was calibrated and its per-region table."""
-    steps = [row for row in rows if row["done"] and row.get("region_timings")]
+    steps = [row for row in rows if isinstance(row, DoneStep) and row.region_timings]
     if not steps:
         return []
     lines = [
@@ -370,9 +377,9 @@ def _region_timings(rows: list[dict]) -> list[str]:
         "",
     ]
     for row in steps:
-        regions = row["region_timings"]
+        regions = row.region_timings or {}
         unit = "µs" if regions.get("unit") == "us" else "ticks"
-        lines += [f"### {StepKey.from_dict(row['step']).path}", "", calibration_line(regions), ""]
+        lines += [f"### {row.step.path}", "", calibration_line(regions), ""]
         table = region_rows(regions)
         if table:
             lines += [f"| region | active CTAs | median {unit} | p99 {unit} | kind |", "|---|---|---|---|---|"]
@@ -431,7 +438,11 @@ def _provenance(p: dict) -> list[str]:
 
 
 def render_summary(
-    results: RunResults, gates: GateReport, steps: list[dict], plots: tuple[Path, ...] = (), notes: tuple[str, ...] = ()
+    results: RunResults,
+    gates: GateReport,
+    steps: list[DoneStep | PendingStep],
+    plots: tuple[Path, ...] = (),
+    notes: tuple[str, ...] = (),
 ) -> str:
     """The whole summary.md."""
     plan = results.plan
@@ -456,40 +467,47 @@ def render_summary(
     return "\n".join(head + body + tail)
 
 
-def summary_json(results: RunResults, gates: GateReport, steps: list[dict], plots: tuple[Path, ...]) -> dict:
-    """The machine-readable summary: per-arm rows, steps, gates, verdicts, limitations, plots."""
+def summary_model(
+    results: RunResults, gates: GateReport, steps: list[DoneStep | PendingStep], plots: tuple[Path, ...],
+    registry: Registry,
+) -> Summary:  # fmt: skip
+    """The machine-readable summary (summary.json): per-arm rows, steps, gates, verdicts, limitations, plots."""
     arms = []
     for arm in results.arms:
         primary = [p for p in arm.phases.values() if p.mode == "primary"]
         correct, n = gsm8k_correct(results, arm)
         arms.append(
-            {
-                "arm": arm.name,
-                "arm_env": effective_arm_env(arm),
-                "env_status": arm.env_status,
-                "env_where": arm.env_where,
-                "steps_done": sum(p.reps_done for p in primary),
-                "steps_total": sum(p.reps_total for p in primary),
-                "stats": asdict(arm.primary),
-                "paused_s": arm.primary_paused_s[0],
-                "paused_excluded_s": arm.primary_paused_s[1],
-                "verdict": gates.verdicts.get(arm.name),
-                "gsm8k_correct": correct,
-                "gsm8k_questions": n,
-            }
+            ArmSummary(
+                arm=arm.name,
+                arm_env=effective_arm_env(arm),
+                env_status=arm.env_status,
+                env_where=arm.env_where,
+                steps_done=sum(p.reps_done for p in primary),
+                steps_total=sum(p.reps_total for p in primary),
+                stats=arm.primary,
+                paused_s=arm.primary_paused_s[0],
+                paused_excluded_s=arm.primary_paused_s[1],
+                verdict=gates.verdicts.get(arm.name),
+                gsm8k_correct=correct,
+                gsm8k_questions=n,
+            )
         )
-    return {
-        "run_id": results.run_id,
-        "plan": results.plan.name,
-        "status": results.status,
-        "baseline": results.baseline,
-        "deciding_phases": asdict(results.deciding_phases()),
-        "arms": arms,
-        "steps": steps,
-        **gates.as_dict(),
-        "limitations": list(results.limitations),
-        "plots": [str(p.relative_to(results.root)) for p in plots],
-    }
+    return Summary(
+        run_id=results.run_id,
+        plan=results.plan.name,
+        status=results.status,
+        baseline=results.baseline,
+        deciding_phases=asdict(results.deciding_phases()),
+        arms=tuple(arms),
+        steps=tuple(steps),
+        gates=gates.gates,
+        verdicts=dict(gates.verdicts),
+        reproduction_rows=tuple(gates.reproduction_rows),
+        prior_run=gates.prior_run,
+        limitations=tuple(results.limitations),
+        plots=tuple(str(p.relative_to(results.root)) for p in plots),
+        registries=RegistrySource(directory=str(registry.directory), errors=tuple(registry.errors)),
+    )
 
 
 def write_report(root: Path, prior: Path | None = None, plots: bool = True) -> ReportOutcome:
@@ -519,7 +537,5 @@ def write_report(root: Path, prior: Path | None = None, plots: bool = True) -> R
     steps = step_rows(results)
     run = RunDir(results.root)
     write_atomic(run.summary_md, render_summary(results, gates, steps, written, notes))
-    data = summary_json(results, gates, steps, written)
-    data["registries"] = {"directory": str(registry.directory), "errors": list(registry.errors)}
-    write_json_atomic(run.summary_json, data)
+    write_summary(run.summary_json, summary_model(results, gates, steps, written, registry))
     return ReportOutcome(run.summary_md, run.summary_json, written, notes, results, gates)

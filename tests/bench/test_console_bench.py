@@ -20,6 +20,7 @@ from bench.console_bench.report import QUICK
 from bench.console_bench.responsiveness import responsiveness
 from bench.console_bench.workdir import WORKDIR_PREFIX
 from console.views.run_view import RunView
+from runners.run.event_types import ReadEvent
 
 
 def bench_threads() -> list[threading.Thread]:
@@ -141,7 +142,7 @@ def test_a_console_that_falls_behind_is_reported(tmp_path: Path, monkeypatch) ->
     """Folding an event costs 2 ms here, so at 1,000 events/s the console folds half of what arrives."""
     fold = RunView.apply
 
-    def slow_apply(self: RunView, event: dict) -> str | None:
+    def slow_apply(self: RunView, event: ReadEvent) -> str | None:
         time.sleep(0.002)
         return fold(self, event)
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from console.views.run_view import RunView
 from console.views.watchdog_view import WatchdogView
+from runners.run.event_types import parse_event
 from runners.run.files import read_json, read_jsonl
 from runners.run.runs import load_run_plan
 from runners.testbed.soak_writer import RunDirWriter, synthetic_run, write_history
@@ -43,7 +44,7 @@ def test_history_is_a_soak_the_views_fold_without_a_skip(tmp_path: Path) -> None
 
     view = RunView.for_plan(load_run_plan(run).plan, soak.run_id)
     for event in events:
-        view.apply(event)
+        view.apply(parse_event(event))
     assert set(view.steps) == set(soak.steps)  # every event names a step of the plan
     finished = sum(e["type"] == "step_finished" for e in events)
     assert finished >= 10 and sum(s.status == "done" for s in view.steps.values()) == finished
