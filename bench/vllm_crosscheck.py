@@ -16,9 +16,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bench.vllm_target import process_serve_toml, start_vllm, stop_vllm, unavailable
 from runners.run.files import read_json
 from runners.serve.process import free_port
+from runners.testbed.vllm_target import process_serve_toml, start_vllm, stop_vllm, unavailable
 
 ROOT = Path(__file__).resolve().parent.parent
 CONCURRENCY = (1, 4, 8)

@@ -2,7 +2,7 @@
 
 A thread worker (console/run_tail.py) tails events.jsonl, state.json, the runner lock and summary.json,
 and posts batched messages; the UI thread folds events into a RunView and hands it to the panels
-(console/panels/, console/watchdog_panel.py), nothing more. The layout is in app.tcss.
+(console/panels/, console/panels/watchdog_panel.py), nothing more. The layout is in app.tcss.
 """
 
 from __future__ import annotations
@@ -24,13 +24,13 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
-from console.gates_screen import GatesScreen
-from console.logs_screen import LogsScreen
 from console.panels.current_step import CurrentStep
 from console.panels.events_log import EventsLog
 from console.panels.serve_table import ServeTable
 from console.panels.step_tree import StepTree
 from console.panels.summary_table import SummaryTable
+from console.panels.title_bar import TitleFields, title_text
+from console.panels.watchdog_panel import WatchdogPanel
 from console.run_tail import (
     RunnerChanged,
     RunnerStatus,
@@ -41,16 +41,18 @@ from console.run_tail import (
     SummaryLoaded,
     log_size,
 )
-from console.screens import ConfirmAbort, HelpScreen
-from console.timeline_screen import TimelineScreen
-from console.title_bar import TitleFields, title_text
+from console.screens.abort_screen import ConfirmAbort
+from console.screens.gates_screen import GatesScreen
+from console.screens.help_screen import HelpScreen
+from console.screens.logs_screen import LogsScreen
+from console.screens.timeline_screen import TimelineScreen
 from console.views.run_view import RunView
 from console.views.timeline import MemoryTimeline
 from console.views.watchdog_view import WatchdogView
-from console.watchdog_panel import WatchdogPanel
+from runners.report.summary_model import DamagedSummary, Summary
 from runners.run.control import pause_requested, request_abort, request_continue, request_pause
 from runners.run.rundir import RunDir
-from runners.soak.execute import spawn_detached
+from runners.run.runs import spawn_detached
 
 
 class RunConsole(App[None]):
@@ -81,7 +83,7 @@ class RunConsole(App[None]):
         self.run_dir = run
         self._launched = (runner, runner_log_from)  # one attribute: the tail's thread reads both at once
         self.readonly = readonly
-        self.summary: dict | None = None
+        self.summary: Summary | DamagedSummary | None = None
         self.watchdog = WatchdogView()
         self.timeline = MemoryTimeline()  # the whole run's MemAvailable, at bounded resolution
         self.view: RunView | None = None
@@ -166,7 +168,7 @@ class RunConsole(App[None]):
             self.watchdog.apply(event)  # guard_started (the floors), levels, actions, kills, guard_lost
             line = self.view.apply(event)
             if line:
-                lines.append(f"{time.strftime('%H:%M:%S', time.localtime(event.get('t', 0)))} {line}")
+                lines.append(f"{time.strftime('%H:%M:%S', time.localtime(event.t or 0))} {line}")
         self.query_one(EventsLog).add_lines(lines)
         if message.runner_dead:
             self._runner_gone()
@@ -224,6 +226,8 @@ class RunConsole(App[None]):
     def _summary(self, message: SummaryLoaded) -> None:
         self.summary = message.summary
         self.query_one("#summary", SummaryTable).update_view(message.summary)
+        if isinstance(message.summary, DamagedSummary):
+            self._log_line(message.summary.reason)
 
     def _tick(self) -> None:
         """Once a second: the clocks (elapsed, ETA, serve uptime, time paused) move without new events."""
@@ -321,7 +325,7 @@ class RunConsole(App[None]):
         if self.view is None:
             self.notify("The run is not read yet.", severity="warning")
             return
-        verdicts = (self.summary or {}).get("verdicts") or {}
+        verdicts = self.summary.verdicts if isinstance(self.summary, Summary) else {}
         self.push_screen(TimelineScreen(self.view, self.timeline, self.watchdog.floors, verdicts))
 
     def action_gates(self) -> None:

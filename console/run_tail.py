@@ -3,8 +3,10 @@
 It runs on a thread worker (`RunConsole.tail_run`) and polls every POLL_INTERVAL_S: new lines of
 events.jsonl and watchdog.jsonl (at most BATCH_BYTES of each per poll), watchdog.json when it changed,
 state.json (parsed again only when its inode, mtime or size moves), the runner lock and heartbeat, and
-summary.json. Events and guard records go in one RunUpdate per poll, and the next is posted only once the UI
-has folded the last, so attaching to a long history holds one batch in memory, not the history.
+summary.json. Events are read back here, once (`parse_event`: the UI folds typed events), and go with the guard
+records in one RunUpdate per poll; the next is posted only once the UI has folded the last, so attaching to a
+long history holds one batch in memory, not the history. summary.json is read as its model (`read_summary`: a
+damaged one says so).
 
 The runner lock is probed before and after each read of events.jsonl: free at both (and nothing left to read)
 means every event the runner wrote before it died is in what was read, so a view still "running" after it was
@@ -26,10 +28,12 @@ from textual.worker import Worker
 
 from console.views.run_view import RunView
 from engine.config_file import ConfigFileError
+from runners.report.summary_model import DamagedSummary, Summary, read_summary
 from runners.run.event_log import status_label
+from runners.run.event_types import ReadEvent, parse_event
 from runners.run.files import JsonlTail, read_json
 from runners.run.rundir import RunDir, RunState, runner_alive
-from runners.soak.execute import load_run_plan
+from runners.run.runs import load_run_plan
 from runners.watchdog.heartbeat import Heartbeat
 
 POLL_INTERVAL_S = 0.2
@@ -56,11 +60,12 @@ class RunUnreadable(Message):
 
 
 class RunUpdate(Message):
-    """One poll's news: new events (events.jsonl) and guard records (watchdog.jsonl lines, and watchdog.json
-    when it changed), each in order; one message so a poll costs one repaint. `runner_dead` is true when no
-    runner held the lock before or after these events were read and none are left to read."""
+    """One poll's news: new events (events.jsonl lines read back, `parse_event`) and guard records (watchdog.jsonl
+    lines, and watchdog.json when it changed), each in order; one message so a poll costs one repaint.
+    `runner_dead` is true when no runner held the lock before or after these events were read and none are left
+    to read."""
 
-    def __init__(self, events: list[dict], records: list[dict], runner_dead: bool = False) -> None:
+    def __init__(self, events: list[ReadEvent], records: list[dict], runner_dead: bool = False) -> None:
         super().__init__()
         self.events = events
         self.records = records
@@ -94,9 +99,9 @@ class RunnerChanged(Message):
 
 
 class SummaryLoaded(Message):
-    """summary.json was (re)written."""
+    """summary.json was (re)written: its model, or what is wrong with it."""
 
-    def __init__(self, summary: dict) -> None:
+    def __init__(self, summary: Summary | DamagedSummary) -> None:
         super().__init__()
         self.summary = summary
 
@@ -198,7 +203,7 @@ class RunTail:
     def read_news(self) -> tuple[RunUpdate, bool]:
         """New events and guard records (at most BATCH_BYTES of each file), and whether more are waiting."""
         before = self._events.offset, self._guard.offset
-        events = self._events.read_new(BATCH_BYTES)
+        events = [parse_event(line) for line in self._events.read_new(BATCH_BYTES)]
         records = self._guard.read_new(BATCH_BYTES)
         behind = self._events.offset - before[0] >= BATCH_BYTES or self._guard.offset - before[1] >= BATCH_BYTES
         try:
@@ -253,11 +258,13 @@ class RunTail:
     def _post_summary(self) -> None:
         try:
             mtime = self.run_dir.summary_json.stat().st_mtime_ns
-            if mtime != self._summary_mtime:
-                self._summary_mtime = mtime
-                self._post(SummaryLoaded(read_json(self.run_dir.summary_json)))
-        except (FileNotFoundError, ValueError):
-            pass
+        except FileNotFoundError:
+            return
+        if mtime != self._summary_mtime:
+            self._summary_mtime = mtime
+            summary = read_summary(self.run_dir.summary_json)
+            if summary is not None:  # None: removed since the stat; a new one has a new mtime
+                self._post(SummaryLoaded(summary))
 
 
 def session_lines(path: Path, start: int) -> list[str]:

@@ -18,10 +18,10 @@ import torch
 
 from engine.kernels.wo_nvfp4 import WoWeight, bf16_rounded
 from engine.kernels.wo_split import gather_slots, wo_split_partials
+from engine.units import GIB
 
 T = TypeVar("T")
 
-GIB = 1 << 30
 BALLOON_CHUNK_BYTES = 64 << 20
 TRICKLE_BODY_BYTES = 600
 DEFAULT_TRICKLE_S = 1.0

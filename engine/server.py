@@ -113,104 +113,7 @@ class RequestError(Exception):
 
 
 def create_app(state: ServerState) -> Starlette:
-    """Build the ASGI app around a started engine."""
-
-    async def health(_: Request) -> Response:
-        if not state.engine.alive:
-            return JSONResponse(error_body(state.engine.fatal_error or "engine stopped", "EngineDead", 503), 503)
-        return Response(status_code=200)
-
-    async def models(_: Request) -> Response:
-        card = {
-            "id": state.model_name,
-            "object": "model",
-            "created": int(state.started_at),
-            "owned_by": "gb10-console",
-            "max_model_len": state.config.model.max_model_len,
-        }
-        return JSONResponse({"object": "list", "data": [card]})
-
-    async def metrics(_: Request) -> Response:
-        return Response(state.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
-
-    async def debug_config(_: Request) -> Response:
-        s = state.settings
-        return JSONResponse(
-            {
-                "model": state.model_name,
-                "env": s.effective_env(),
-                "sources": s.sources,
-                "kernel_checks": state.kernel_checks,
-                "kernels": state.kernels,
-                "env_dir": state.env_dir,
-                "sentinel": str(s.sentinel_path) if s.sentinel_path else None,
-                "device": state.device,
-                "torch_threads": torch.get_num_threads(),
-                "max_num_seqs": state.config.server.max_num_seqs,
-                "max_model_len": state.config.model.max_model_len,
-                "pid": os.getpid(),
-                "profile_dir": str(state.profile_dir) if state.profile_dir else None,
-                "profile_max_steps": state.profiler.max_steps,
-                "test_faults": state.faults.names(),
-            }
-        )
-
-    async def completions(request: Request) -> Response:
-        arrival = time.perf_counter()  # the TTFT and e2e clocks start here, before parsing (vLLM: at arrival)
-        try:
-            body = await _parse(request, CompletionRequest)
-            prompt_ids = _completion_prompt(body)
-            max_tokens = _check_lengths(state, prompt_ids, body.max_tokens or 16)
-        except RequestError as exc:
-            return exc.response()
-        return await _respond(state, request, body, prompt_ids, max_tokens, arrival, chat=False)
-
-    async def chat_completions(request: Request) -> Response:
-        arrival = time.perf_counter()
-        try:
-            body = await _parse(request, ChatCompletionRequest)
-            prompt = apply_chat_template([(m.role, m.text()) for m in body.messages])
-            prompt_ids = encode(prompt)
-            max_tokens = _check_lengths(state, prompt_ids, body.requested_max_tokens())
-        except RequestError as exc:
-            return exc.response()
-        return await _respond(state, request, body, prompt_ids, max_tokens, arrival, chat=True)
-
-    async def tokenize(request: Request) -> Response:
-        try:
-            body = await _parse(request, TokenizeRequest)
-            ids = _tokenize(body)
-        except RequestError as exc:
-            return exc.response()
-        if body.model is not None and body.model != state.model_name:
-            return RequestError(f"The model `{body.model}` does not exist.", 404, "NotFoundError", "model").response()
-        limit = state.config.model.max_model_len
-        return JSONResponse({"count": len(ids), "max_model_len": limit, "tokens": ids, "token_strs": None})
-
-    async def start_profile(request: Request) -> Response:
-        try:
-            directory = _profile_dir(await _json_object(request), state.profile_dir)
-            started = await _on_engine(state, lambda: state.profiler.start(directory))
-        except RequestError as exc:
-            return exc.response()
-        return JSONResponse({"status": "started", "dir": str(started.directory), "max_steps": started.max_steps})
-
-    async def stop_profile(request: Request) -> Response:
-        if state.faults.stop_profile_hang:
-            await hang_until_disconnect(request.receive)
-            return Response(status_code=499)  # nobody is listening any more
-        try:
-            stopped = await _on_engine(state, state.profiler.stop)
-        except RequestError as exc:
-            return exc.response()
-        body = {"status": "stopped", "trace": str(stopped.trace), "steps": stopped.steps}
-        background = BackgroundTask(state.balloon.start) if state.balloon else None
-        if state.faults.stop_profile_trickle_s is not None:
-            content = json.dumps(body).encode()
-            stream = trickle(content, state.faults.stop_profile_trickle_s)
-            return StreamingResponse(stream, media_type="application/json", background=background)
-        return JSONResponse(body, background=background)
-
+    """Build the ASGI app around a started engine: the routes below, `state` as the app's `state.server`."""
     app = Starlette(
         routes=[
             Route("/health", health),
@@ -224,7 +127,135 @@ def create_app(state: ServerState) -> Starlette:
             Route("/stop_profile", stop_profile, methods=["POST"]),
         ]
     )
+    app.state.server = state
     return _zombie(app, state.faults.zombie_after) if state.faults.zombie else app
+
+
+def _server(request: Request) -> ServerState:
+    """The server state `create_app` gave the app that took `request`."""
+    return request.app.state.server
+
+
+async def health(request: Request) -> Response:
+    """GET /health: 200 while the engine thread runs; 503 with its fatal error once it stopped."""
+    state = _server(request)
+    if not state.engine.alive:
+        return JSONResponse(error_body(state.engine.fatal_error or "engine stopped", "EngineDead", 503), 503)
+    return Response(status_code=200)
+
+
+async def models(request: Request) -> Response:
+    """GET /v1/models: the one served model's card, with its max_model_len (as vLLM puts it there)."""
+    state = _server(request)
+    card = {
+        "id": state.model_name,
+        "object": "model",
+        "created": int(state.started_at),
+        "owned_by": "gb10-console",
+        "max_model_len": state.config.model.max_model_len,
+    }
+    return JSONResponse({"object": "list", "data": [card]})
+
+
+async def metrics(request: Request) -> Response:
+    """GET /metrics: Prometheus text under vLLM's metric names."""
+    return Response(_server(request).metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+
+async def debug_config(request: Request) -> Response:
+    """GET /debug/config: the effective kernel settings and where each came from, the device, the faults."""
+    state = _server(request)
+    s = state.settings
+    return JSONResponse(
+        {
+            "model": state.model_name,
+            "env": s.effective_env(),
+            "sources": s.sources,
+            "kernel_checks": state.kernel_checks,
+            "kernels": state.kernels,
+            "env_dir": state.env_dir,
+            "sentinel": str(s.sentinel_path) if s.sentinel_path else None,
+            "device": state.device,
+            "torch_threads": torch.get_num_threads(),
+            "max_num_seqs": state.config.server.max_num_seqs,
+            "max_model_len": state.config.model.max_model_len,
+            "pid": os.getpid(),
+            "profile_dir": str(state.profile_dir) if state.profile_dir else None,
+            "profile_max_steps": state.profiler.max_steps,
+            "test_faults": state.faults.names(),
+        }
+    )
+
+
+async def completions(request: Request) -> Response:
+    """POST /v1/completions: one prompt (text or token ids), streamed as SSE when `stream`."""
+    arrival = time.perf_counter()  # the TTFT and e2e clocks start here, before parsing (vLLM: at arrival)
+    state = _server(request)
+    try:
+        body = await _parse(request, CompletionRequest)
+        prompt_ids = _completion_prompt(body)
+        max_tokens = _check_lengths(state, prompt_ids, body.max_tokens or 16)
+    except RequestError as exc:
+        return exc.response()
+    return await _respond(state, request, body, prompt_ids, max_tokens, arrival, chat=False)
+
+
+async def chat_completions(request: Request) -> Response:
+    """POST /v1/chat/completions: messages through the chat template, streamed as SSE when `stream`."""
+    arrival = time.perf_counter()
+    state = _server(request)
+    try:
+        body = await _parse(request, ChatCompletionRequest)
+        prompt = apply_chat_template([(m.role, m.text()) for m in body.messages])
+        prompt_ids = encode(prompt)
+        max_tokens = _check_lengths(state, prompt_ids, body.requested_max_tokens())
+    except RequestError as exc:
+        return exc.response()
+    return await _respond(state, request, body, prompt_ids, max_tokens, arrival, chat=True)
+
+
+async def tokenize(request: Request) -> Response:
+    """POST /tokenize (vLLM's shape): a prompt or chat messages -> count, tokens, max_model_len."""
+    state = _server(request)
+    try:
+        body = await _parse(request, TokenizeRequest)
+        ids = _tokenize(body)
+    except RequestError as exc:
+        return exc.response()
+    if body.model is not None and body.model != state.model_name:
+        return RequestError(f"The model `{body.model}` does not exist.", 404, "NotFoundError", "model").response()
+    limit = state.config.model.max_model_len
+    return JSONResponse({"count": len(ids), "max_model_len": limit, "tokens": ids, "token_strs": None})
+
+
+async def start_profile(request: Request) -> Response:
+    """POST /start_profile: a torch profile of the engine thread into the body's `dir` or --profile-dir."""
+    state = _server(request)
+    try:
+        directory = _profile_dir(await _json_object(request), state.profile_dir)
+        started = await _on_engine(state, lambda: state.profiler.start(directory))
+    except RequestError as exc:
+        return exc.response()
+    return JSONResponse({"status": "started", "dir": str(started.directory), "max_steps": started.max_steps})
+
+
+async def stop_profile(request: Request) -> Response:
+    """POST /stop_profile: stop the profile and write its Chrome trace (the stop_profile_* faults misbehave here)."""
+    state = _server(request)
+    if state.faults.stop_profile_hang:
+        await hang_until_disconnect(request.receive)
+        return Response(status_code=499)  # nobody is listening any more
+    try:
+        stopped = await _on_engine(state, state.profiler.stop)
+    except RequestError as exc:
+        return exc.response()
+    body = {"status": "stopped", "trace": str(stopped.trace), "steps": stopped.steps}
+    background = BackgroundTask(state.balloon.start) if state.balloon else None
+    if state.faults.stop_profile_trickle_s is not None:
+        content = json.dumps(body).encode()
+        stream = trickle(content, state.faults.stop_profile_trickle_s)
+        return StreamingResponse(stream, media_type="application/json", background=background)
+    return JSONResponse(body, background=background)
 
 
 def _zombie(app: Starlette, after: int = 0) -> Callable:

@@ -6,7 +6,7 @@ import os
 import subprocess
 
 from runners.host.scope import HOST_SCOPE_VAR
-from tests.leak_check import reap_leaks, scoped_processes
+from tests.support.leaks import reap_leaks, scoped_processes
 
 
 def test_a_process_left_in_a_scope_is_found_named_and_killed() -> None:

@@ -6,8 +6,8 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import ProgressBar, Static
 
-from console.panels.number_text import number_text
 from console.views.run_view import RunView
+from engine.units import number_text
 
 
 class CurrentStep(Vertical):

@@ -1,6 +1,6 @@
 """Following a text file like `tail -F` with bounded reads, and the pure line functions of the log screen.
 
-No UI here: `console/logs_screen.py` runs `LogFollower.poll` on a worker thread and shows what it returns.
+No UI here: `console/screens/logs_screen.py` runs `LogFollower.poll` on a worker thread and shows what it returns.
 """
 
 from __future__ import annotations

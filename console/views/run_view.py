@@ -1,15 +1,72 @@
 """RunView: the state of a run as folded from its events (pure; no I/O). The console and the
-headless printer both render it, so they always agree."""
+headless printer both render it, so they always agree.
+
+It takes events as `runners.run.event_types.parse_event` reads them back (`LoggedEvent`: the event and its
+time), and picks each one's handler by its class (`RunView.HANDLERS`).
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import PurePath
+from typing import Any, ClassVar
 
+from engine.units import gib_text
 from runners.plan.model import Plan
 from runners.plan.serve_spec import DockerServe, ExternalServe
 from runners.plan.steps import StepKey
-from runners.watchdog.host_fit import gib_text
+from runners.run.event_types import (
+    ABSENT,
+    AbortRequested,
+    DispatchPaused,
+    DispatchResumed,
+    EngineStalled,
+    EnvMismatch,
+    EnvUnverified,
+    EnvVerified,
+    Event,
+    GuardEndedTarget,
+    GuardLost,
+    GuardStarted,
+    KernelChecksFailed,
+    KnownOomMatched,
+    MeasurementDistorted,
+    OomRecorded,
+    OomRecordFailed,
+    OrphanCheckFailed,
+    OrphansChecked,
+    PageCacheDropped,
+    PreflightWarning,
+    ProfileCaptured,
+    ProfileLost,
+    ProfileRecovered,
+    ProfileStarted,
+    ReadEvent,
+    RestartAllowed,
+    RestartBlocked,
+    RunFinished,
+    RunStarted,
+    ServeFailed,
+    ServeHealth,
+    ServeKilled,
+    ServeOom,
+    ServeReady,
+    ServeRestarting,
+    ServeStarting,
+    ServeStopFailed,
+    ServeStopped,
+    StepAborted,
+    StepFailed,
+    StepFinished,
+    StepProgress,
+    StepSkipped,
+    StepStarted,
+    SummaryFailed,
+    SummaryWritten,
+    UnreadableEvent,
+    WatchdogLevel,
+)
 
 LIVE_KEYS = (
     "ttft_p50_ms", "ttft_p95_ms", "tpot_p50_ms", "tpot_p95_ms", "itl_p50_ms", "itl_p95_ms", "output_tokens", "errors",
@@ -147,6 +204,7 @@ class RunView:
     runner_pid: int | None = None  # the pid of the session's runner (run_started)
     log: list[str] = field(default_factory=list)
     incidents: list[tuple[float, str]] = field(default_factory=list)  # (t, what): OOMs, kills, known-OOM matches
+    unreadable: dict[str, int] = field(default_factory=dict)  # lines of a known type that could not be read, by type
 
     @classmethod
     def for_plan(cls, plan: Plan, run_id: str) -> RunView:
@@ -204,45 +262,66 @@ class RunView:
         self.log.append(line)
         return line
 
-    def apply(self, event: dict) -> str | None:
-        """Fold one event in; returns a log line for it (None for routine progress)."""
-        kind, t = event.get("type"), event.get("t")
-        self.last_t = t
-        handler = getattr(self, f"_on_{kind}", None)
-        line = handler(event) if handler else None
+    def apply(self, read: ReadEvent) -> str | None:
+        """Fold one event read back from events.jsonl in; returns a log line for it (None for routine progress).
+
+        Its handler is picked by its class (`HANDLERS`). A line of a type this version does not know changes
+        nothing but the last event time; one of a known type that could not be read changes nothing, and the
+        first of each type is said in the log (what was wrong with it)."""
+        if read.t is not None:
+            self.last_t = read.t
+        line = self._unreadable(read) if isinstance(read, UnreadableEvent) else self._fold(read.event, read.t)
         if line:
             self.log.append(line)
             del self.log[:-500]
         return line
 
-    def _step(self, event: dict) -> StepView | None:
-        try:
-            key = StepKey.from_dict(event["step"])
-        except (KeyError, TypeError, ValueError):
+    def _fold(self, event: Event, t: float) -> str | None:
+        """Run the event's handler; one that fails on a payload no check foresaw (a stats object of another shape)
+        says so in the log instead of stopping the console."""
+        handler = self.HANDLERS.get(type(event))
+        if handler is None:
             return None
+        try:
+            return handler(self, event, t)
+        except Exception as exc:  # the view must outlive any line
+            return f"events.jsonl: a {event.TYPE} line could not be folded ({type(exc).__name__}: {exc})"
+
+    def _unreadable(self, read: UnreadableEvent) -> str | None:
+        """The first unreadable line of each known type, in words; later ones are counted in `unreadable`."""
+        if not read.known or read.type is None:
+            return None
+        self.unreadable[read.type] = self.unreadable.get(read.type, 0) + 1
+        if self.unreadable[read.type] > 1:
+            return None
+        return (f"events.jsonl: a {read.type} line could not be read and is left out ({'; '.join(read.problems)}); "
+                f"later unreadable {read.type} lines are left out without a word")  # fmt: skip
+
+    def _step(self, key: StepKey) -> StepView:
         return self.steps.setdefault(key, StepView(key))
 
     def _arm(self, name: str) -> ArmView:
         return self.arms.setdefault(name, ArmView(name))
 
-    def _on_run_started(self, e: dict) -> str:
-        self.run_id = e.get("run_id", self.run_id)
-        self.plan = e.get("plan", self.plan)
-        self._pause_ended(e.get("t"))  # a pause of an earlier session ended with it
+    def _on_run_started(self, e: RunStarted, t: float) -> str:
+        self.run_id, self.plan = e.run_id, e.plan
+        self._pause_ended(t)  # a pause of an earlier session ended with it
         self.status, self.reason, self.ended_t = "running", "", None
-        self.runner_pid = e.get("pid")
-        self.started_t = self.started_t or e.get("t")
-        for name in e.get("arms", []):
+        self.runner_pid = e.pid
+        self.started_t = self.started_t or t
+        for name in e.arms:
             self._arm(name)
-        for d in e.get("steps", []):
-            key = StepKey.from_dict(d)
-            self.steps.setdefault(key, StepView(key))
-        resumed = e.get("already_done", 0)
-        return f"run started (pid {e.get('pid')})" + (f", resuming: {resumed} step(s) already done" if resumed else "")
+        for d in e.steps:
+            try:
+                self._step(StepKey.from_dict(d))
+            except (KeyError, TypeError, ValueError):
+                continue
+        resumed = e.already_done
+        return f"run started (pid {e.pid})" + (f", resuming: {resumed} step(s) already done" if resumed else "")
 
-    def _on_run_finished(self, e: dict) -> str:
-        self.status, self.reason, self.ended_t = e.get("status", "?"), e.get("reason", ""), e.get("t")
-        self._pause_ended(e.get("t"))
+    def _on_run_finished(self, e: RunFinished, t: float) -> str:
+        self.status, self.reason, self.ended_t = e.status, e.reason, t
+        self._pause_ended(t)
         self.current = None
         return f"run {self.status}: {self.reason}"
 
@@ -253,213 +332,193 @@ class RunView:
         if step is not None:
             step.close_pause(t)
 
-    def _on_dispatch_paused(self, e: dict) -> str:
+    def _on_dispatch_paused(self, e: DispatchPaused, t: float) -> str:
         self.paused = True
         step = self.current_step()
         if step is not None and step.paused_since is None:
-            step.paused_since = e.get("t")
-        return f"dispatch paused by {e.get('by')}: requests in flight finish, no new ones start"
+            step.paused_since = t
+        return f"dispatch paused by {e.by}: requests in flight finish, no new ones start"
 
-    def _on_dispatch_resumed(self, e: dict) -> str:
-        self._pause_ended(e.get("t"))
-        return f"dispatch continues after {e.get('paused_s', 0):.1f} s paused"
+    def _on_dispatch_resumed(self, e: DispatchResumed, t: float) -> str:
+        self._pause_ended(t)
+        return f"dispatch continues after {e.paused_s:.1f} s paused"
 
-    def _on_abort_requested(self, e: dict) -> str:
+    def _on_abort_requested(self, e: AbortRequested, t: float) -> str:
         self.status = "aborting"
-        return f"abort requested by {e.get('by')}: {e.get('reason')}"
+        return f"abort requested by {e.by}: {e.reason}"
 
-    def _on_serve_starting(self, e: dict) -> str:
-        self._arm(e["arm"]).serve = "starting"
-        self.serving = (str(e["arm"]), str(e.get("mode", "primary")))
-        return f"{e['arm']}: starting serve target ({e.get('kind')}, {e.get('mode')})"
+    def _on_serve_starting(self, e: ServeStarting, t: float) -> str:
+        self._arm(e.arm).serve = "starting"
+        self.serving = (e.arm, e.mode)
+        return f"{e.arm}: starting serve target ({e.kind}, {e.mode})"
 
-    def _on_serve_ready(self, e: dict) -> str:
-        where = f"container {str(e['container'])[:12]}" if e.get("container") else f"pid {e.get('pid')}"
-        arm = self._arm(e["arm"])
-        arm.serve, arm.ready_t, arm.base_url = f"ready {where}", e.get("t"), str(e.get("base_url") or "")
+    def _on_serve_ready(self, e: ServeReady, t: float) -> str:
+        where = f"container {e.container[:12]}" if e.container else f"pid {e.pid}"
+        arm = self._arm(e.arm)
+        arm.serve, arm.ready_t, arm.base_url = f"ready {where}", t, e.base_url
         arm.health = "ok"
-        return f"{e['arm']}: serve target ready in {e.get('waited_s', 0):.1f} s at {e.get('base_url')}"
+        return f"{e.arm}: serve target ready in {e.waited_s:.1f} s at {e.base_url}"
 
-    def _on_serve_failed(self, e: dict) -> str:
-        arm = self._arm(e["arm"])
+    def _on_serve_failed(self, e: ServeFailed, t: float) -> str:
+        arm = self._arm(e.arm)
         arm.serve, arm.ready_t, arm.health = "failed", None, "-"
-        return f"{e['arm']}: serve target failed: {e.get('reason')}"
+        return f"{e.arm}: serve target failed: {e.reason}"
 
-    def _on_serve_stopped(self, e: dict) -> str:
-        arm = self._arm(e["arm"])
-        arm.serve, arm.ready_t = str(e.get("how", "stopped")).split(" (")[0], None  # e.g. terminated, killed
+    def _on_serve_stopped(self, e: ServeStopped, t: float) -> str:
+        arm = self._arm(e.arm)
+        arm.serve, arm.ready_t = e.how.split(" (")[0], None  # e.g. terminated, killed
         arm.health = "-"
-        return f"{e['arm']}: serve target stopped: {e.get('how')}"
+        return f"{e.arm}: serve target stopped: {e.how}"
 
-    def _on_serve_health(self, e: dict) -> str:
-        arm = self._arm(e["arm"])
-        if e.get("healthy"):
+    def _on_serve_health(self, e: ServeHealth, t: float) -> str:
+        arm = self._arm(e.arm)
+        if e.healthy:
             arm.health, arm.failing_t = "ok", None
-            return f"{e['arm']}: /health answers again ({e.get('latency_ms')} ms)"
-        arm.health, arm.failing_t = "FAILING", e.get("t")
-        return f"{e['arm']}: /HEALTH FAILING while the target is up: {e.get('detail')}"
+            return f"{e.arm}: /health answers again ({e.latency_ms} ms)"
+        arm.health, arm.failing_t = "FAILING", t
+        return f"{e.arm}: /HEALTH FAILING while the target is up: {e.detail}"
 
-    def _on_serve_stop_failed(self, e: dict) -> str:
-        self._arm(e["arm"]).serve = "STOP FAILED"
-        return f"{e['arm']}: SERVE TARGET COULD NOT BE STOPPED: {e.get('reason')}"
+    def _on_serve_stop_failed(self, e: ServeStopFailed, t: float) -> str:
+        self._arm(e.arm).serve = "STOP FAILED"
+        return f"{e.arm}: SERVE TARGET COULD NOT BE STOPPED: {e.reason}"
 
-    def _on_serve_oom(self, e: dict) -> str:
-        self._incident(e, f"{e['step']['arm']}: OOM in the target")
+    def _on_serve_oom(self, e: ServeOom, t: float) -> str:
+        self.incidents.append((t, f"{e.step.arm}: OOM in the target"))
+        return f"{e.step.arm}: OOM in the serve target: cgroup oom_kill {e.cgroup_oom_kills}, OOMKilled={e.oom_killed}"
+
+    def _on_oom_recorded(self, e: OomRecorded, t: float) -> str:
+        self.incidents.append((t, f"{e.arm}: recorded as a known OOM"))
         return (
-            f"{e['step']['arm']}: OOM in the serve target: cgroup oom_kill {e.get('cgroup_oom_kills')}, "
-            f"OOMKilled={e.get('oom_killed')}"
+            f"{e.arm} ({e.mode}): added to this host's known-OOM record ({e.cause_text}); "
+            f"plans that start it again are refused without --force ({e.record})"
         )
 
-    def _on_oom_recorded(self, e: dict) -> str:
-        self._incident(e, f"{e.get('arm')}: recorded as a known OOM")
-        return (
-            f"{e.get('arm')} ({e.get('mode')}): added to this host's known-OOM record ({e.get('cause_text')}); "
-            f"plans that start it again are refused without --force ({e.get('record')})"
-        )
+    def _on_oom_record_failed(self, e: OomRecordFailed, t: float) -> str:
+        return f"the known-OOM record could not be written: {e.error}"
 
-    def _on_oom_record_failed(self, e: dict) -> str:
-        return f"the known-OOM record could not be written: {e.get('error')}"
+    def _on_known_oom_matched(self, e: KnownOomMatched, t: float) -> str:
+        self.incidents.append((t, f"{e.arm}: matches a known OOM"))
+        return f"KNOWN OOM (run with --force): {e.message}"
 
-    def _on_known_oom_matched(self, e: dict) -> str:
-        self._incident(e, f"{e.get('arm')}: matches a known OOM")
-        return f"KNOWN OOM (run with --force): {e.get('message')}"
+    def _on_page_cache_dropped(self, e: PageCacheDropped, t: float) -> str:
+        head = f"{e.arm}: MemFree {e.free_before_gib} GiB < {e.need_gib} GiB the target asks for"
+        if e.dropped:
+            return f"{head}: page cache dropped before the start (MemFree now {e.free_after_gib} GiB)"
+        return f"{head}: the page cache could not be dropped: {e.reason}"
 
-    def _incident(self, e: dict, what: str) -> None:
-        t = e.get("t")
-        if isinstance(t, int | float):
-            self.incidents.append((float(t), what))
+    def _on_preflight_warning(self, e: PreflightWarning, t: float) -> str:
+        return f"pre-flight warning ({e.topic}): {e.message}"
 
-    def _on_page_cache_dropped(self, e: dict) -> str:
-        head = f"{e.get('arm')}: MemFree {e.get('free_before_gib')} GiB < {e.get('need_gib')} GiB the target asks for"
-        if e.get("dropped"):
-            return f"{head}: page cache dropped before the start (MemFree now {e.get('free_after_gib')} GiB)"
-        return f"{head}: the page cache could not be dropped: {e.get('reason')}"
+    def _on_profile_started(self, e: ProfileStarted, t: float) -> str:
+        return f"{e.step.arm}: profiler started for {e.step.phase}"
 
-    def _on_preflight_warning(self, e: dict) -> str:
-        return f"pre-flight warning ({e.get('topic')}): {e.get('message')}"
+    def _on_profile_captured(self, e: ProfileCaptured, t: float) -> str:
+        return f"{e.step.arm}: profile captured (stop {e.stop_s} s, {len(e.files)} files): {e.trace}"
 
-    def _on_profile_started(self, e: dict) -> str:
-        return f"{e['step']['arm']}: profiler started for {e['step']['phase']}"
+    def _on_profile_recovered(self, e: ProfileRecovered, t: float) -> str:
+        return f"{e.step.arm}: profile recovered after kill: {e.trace} ({e.reason})"
 
-    def _on_profile_captured(self, e: dict) -> str:
-        files = len(e.get("files") or [])
-        return f"{e['step']['arm']}: profile captured (stop {e.get('stop_s')} s, {files} files): {e.get('trace')}"
+    def _on_profile_lost(self, e: ProfileLost, t: float) -> str:
+        return f"{e.step.arm}: PROFILE LOST: {e.reason}"
 
-    def _on_profile_recovered(self, e: dict) -> str:
-        return f"{e['step']['arm']}: profile recovered after kill: {e.get('trace')} ({e.get('reason')})"
-
-    def _on_profile_lost(self, e: dict) -> str:
-        return f"{e['step']['arm']}: PROFILE LOST: {e.get('reason')}"
-
-    def _on_serve_killed(self, e: dict) -> str:
-        arm = self._arm(e["arm"])
+    def _on_serve_killed(self, e: ServeKilled, t: float) -> str:
+        arm = self._arm(e.arm)
         arm.serve, arm.ready_t, arm.health = "killed", None, "-"
-        return f"{e['arm']}: serve target killed ({e.get('how')}): {e.get('reason')}"
+        return f"{e.arm}: serve target killed ({e.how}): {e.reason}"
 
-    def _on_serve_restarting(self, e: dict) -> str:
-        arm = self._arm(e["arm"])
+    def _on_serve_restarting(self, e: ServeRestarting, t: float) -> str:
+        arm = self._arm(e.arm)
         arm.restarts, arm.ready_t, arm.health = arm.restarts + 1, None, "-"
-        left = len(e.get("remaining", []))
-        return f"{e['arm']}: restarting the serve target (restart {e.get('restart')}) for {left} step(s)"
+        return f"{e.arm}: restarting the serve target (restart {e.restart}) for {len(e.remaining)} step(s)"
 
-    def _on_guard_started(self, e: dict) -> str:
-        floors = e.get("floors_gib") or {}
+    def _on_guard_started(self, e: GuardStarted, t: float) -> str:
+        floors = e.floors_gib
         self.watchdog_level = "ok"
         return (
-            f"guard up (pid {e.get('pid')}): MemAvailable floors WARN {_gib(floors.get('warn'))} / ABORT "
+            f"guard up (pid {e.pid}): MemAvailable floors WARN {_gib(floors.get('warn'))} / ABORT "
             f"{_gib(floors.get('abort'))} / KILL {_gib(floors.get('kill'))} GiB"
         )
 
-    def _on_watchdog_level(self, e: dict) -> str:
-        self.watchdog_level = str(e.get("level"))
-        return f"memory {str(e.get('level')).upper()} (was {e.get('previous')}): {e.get('reason')}"
+    def _on_watchdog_level(self, e: WatchdogLevel, t: float) -> str:
+        self.watchdog_level = e.level
+        return f"memory {e.level.upper()} (was {e.previous}): {e.reason}"
 
-    def _on_guard_ended_target(self, e: dict) -> str:
-        target = e.get("target") or {}
-        outcome = str(e.get("outcome"))
-        if target.get("arm") in self.arms and not outcome.startswith(("left", "FAILED")):
+    def _on_guard_ended_target(self, e: GuardEndedTarget, t: float) -> str:
+        target = e.target
+        if target.get("arm") in self.arms and not e.outcome.startswith(("left", "FAILED")):
             arm = self.arms[target["arm"]]
-            arm.serve = "killed by the guard" if e.get("kill") else "stopped by the guard"
+            arm.serve = "killed by the guard" if e.kill else "stopped by the guard"
             arm.ready_t, arm.health, arm.failing_t = None, "-", None
-        if e.get("kill"):
-            self._incident(e, f"{target.get('arm')}: killed by the guard")
-        return f"{target.get('arm')}: the guard ended the serve target ({e.get('outcome')}): {e.get('cause')}"
+        if e.kill:
+            self.incidents.append((t, f"{target.get('arm')}: killed by the guard"))
+        return f"{target.get('arm')}: the guard ended the serve target ({e.outcome}): {e.cause}"
 
-    def _on_guard_lost(self, e: dict) -> str:
+    def _on_guard_lost(self, e: GuardLost, t: float) -> str:
         self.watchdog_level = "lost"
-        return f"GUARD LOST: {e.get('reason')}; the runner stops the target (fail closed)"
+        return f"GUARD LOST: {e.reason}; the runner stops the target (fail closed)"
 
-    def _on_restart_blocked(self, e: dict) -> str:
-        return f"next serve target held back: {e.get('reason')} (waiting up to {e.get('wait_s')} s)"
+    def _on_restart_blocked(self, e: RestartBlocked, t: float) -> str:
+        return f"next serve target held back: {e.reason} (waiting up to {e.wait_s} s)"
 
-    def _on_restart_allowed(self, e: dict) -> str:
+    def _on_restart_allowed(self, e: RestartAllowed, t: float) -> str:
         return "memory recovered: serve targets may start again"
 
-    def _on_orphans_checked(self, e: dict) -> str | None:
-        stopped = e.get("stopped") or []
-        if not stopped:
+    def _on_orphans_checked(self, e: OrphansChecked, t: float) -> str | None:
+        if not e.stopped:
             return None
-        names = ", ".join(f"{o['name']} ({o['action']})" for o in stopped)
+        names = ", ".join(f"{o.get('name')} ({o.get('action')})" for o in e.stopped)
         return f"orphaned serve containers of dead runners: {names}"
 
-    def _on_orphan_check_failed(self, e: dict) -> str:
-        return f"orphan check failed: {e.get('reason')}"
+    def _on_orphan_check_failed(self, e: OrphanCheckFailed, t: float) -> str:
+        return f"orphan check failed: {e.reason}"
 
-    def _on_env_verified(self, e: dict) -> str:
-        arm = self._arm(e["arm"])
-        arm.effective, arm.env_status, arm.env_where = e.get("reported"), "verified", e.get("where")
-        shown = ", ".join(f"{k}={v}" for k, v in (arm.effective or {}).items())
-        return f"{e['arm']}: env verified by {e.get('where') or 'the target'}: {shown}"
+    def _on_env_verified(self, e: EnvVerified, t: float) -> str:
+        arm = self._arm(e.arm)
+        arm.effective, arm.env_status, arm.env_where = e.reported, "verified", e.where
+        shown = ", ".join(f"{k}={v}" for k, v in arm.effective.items())
+        return f"{e.arm}: env verified by {e.where or 'the target'}: {shown}"
 
-    def _on_env_unverified(self, e: dict) -> str:
-        arm = self._arm(e["arm"])
+    def _on_env_unverified(self, e: EnvUnverified, t: float) -> str:
+        arm = self._arm(e.arm)
         arm.env_status, arm.env_where = "unverified", None
-        return f"{e['arm']}: env unverified (no verdict): {e.get('reason')}"
+        return f"{e.arm}: env unverified (no verdict): {e.reason}"
 
-    def _on_env_mismatch(self, e: dict) -> str:
-        arm = self._arm(e["arm"])
-        arm.effective, arm.env_status, arm.env_where = e.get("reported"), "mismatch", e.get("where")
-        where = f" in {e['where']}" if e.get("where") else ""
-        return f"{e['arm']}: ENV MISMATCH{where}: {'; '.join(e.get('mismatches', []))}"
+    def _on_env_mismatch(self, e: EnvMismatch, t: float) -> str:
+        arm = self._arm(e.arm)
+        arm.effective, arm.env_status, arm.env_where = e.reported, "mismatch", e.where
+        where = f" in {e.where}" if e.where else ""
+        return f"{e.arm}: ENV MISMATCH{where}: {'; '.join(e.mismatches)}"
 
-    def _on_summary_written(self, e: dict) -> str:
-        verdicts = e.get("verdicts") or {}
-        said = ", ".join(f"{arm}: {v}" for arm, v in verdicts.items())
-        return f"summary written ({len(e.get('plots') or [])} plots){f'; verdicts: {said}' if said else ''}"
+    def _on_summary_written(self, e: SummaryWritten, t: float) -> str:
+        said = ", ".join(f"{arm}: {v}" for arm, v in e.verdicts.items())
+        return f"summary written ({len(e.plots)} plots){f'; verdicts: {said}' if said else ''}"
 
-    def _on_summary_failed(self, e: dict) -> str:
-        return f"summary NOT written: {e.get('reason')}; retry with `gb10-console report RUN_DIR`"
+    def _on_summary_failed(self, e: SummaryFailed, t: float) -> str:
+        return f"summary NOT written: {e.reason}; retry with `gb10-console report RUN_DIR`"
 
-    def _on_kernel_checks_failed(self, e: dict) -> str:
-        failed = e.get("failed") or []
-        what = "; ".join(f"{c.get('kernel')} {c.get('check')} max |diff| {c.get('max_abs')}" for c in failed[:3])
-        return f"{e['arm']}: KERNEL CHECK FAILED ({len(failed)}): {what}; the arm will be rejected"
+    def _on_kernel_checks_failed(self, e: KernelChecksFailed, t: float) -> str:
+        what = "; ".join(f"{c.get('kernel')} {c.get('check')} max |diff| {c.get('max_abs')}" for c in e.failed[:3])
+        return f"{e.arm}: KERNEL CHECK FAILED ({len(e.failed)}): {what}; the arm will be rejected"
 
-    def _on_step_started(self, e: dict) -> str | None:
-        step = self._step(e)
-        if step is None:
-            return None
-        step.status, step.total, step.completed, step.failed = "running", e.get("requests", 0), 0, 0
-        step.started_t, step.ended_t, step.reason, step.live = e.get("t"), None, "", {}
-        step.paused_s, step.paused_since, step.pause = 0.0, e.get("t") if self.paused else None, None
+    def _on_step_started(self, e: StepStarted, t: float) -> str:
+        step = self._step(e.step)
+        step.status, step.total, step.completed, step.failed = "running", e.requests, 0, 0
+        step.started_t, step.ended_t, step.reason, step.live = t, None, "", {}
+        step.paused_s, step.paused_since, step.pause = 0.0, t if self.paused else None, None
         self.current = step.key
-        return f"{step.key.path}: started ({step.total} requests, concurrency {e.get('concurrency')})"
+        return f"{step.key.path}: started ({step.total} requests, concurrency {e.concurrency})"
 
-    def _on_step_progress(self, e: dict) -> None:
-        step = self._step(e)
-        if step is None:
-            return
-        step.total, step.completed, step.failed = e.get("total", step.total), e.get("completed", 0), e.get("failed", 0)
-        step.live = {k: e.get(k) for k in LIVE_KEYS}
+    def _on_step_progress(self, e: StepProgress, t: float) -> None:
+        step = self._step(e.step)
+        step.total, step.completed, step.failed = e.total, e.completed, e.failed
+        step.live = {k: getattr(e, k) for k in LIVE_KEYS}
 
-    def _on_step_finished(self, e: dict) -> str | None:
-        step = self._step(e)
-        if step is None:
-            return None
-        stats = e.get("stats", {})
-        step.status, step.ended_t = "done", e.get("t")
+    def _on_step_finished(self, e: StepFinished, t: float) -> str:
+        step = self._step(e.step)
+        stats = e.stats
+        step.status, step.ended_t = "done", t
         step.close_pause(step.ended_t)
-        step.pause = e.get("pause") if isinstance(e.get("pause"), dict) else None
+        step.pause = e.pause if isinstance(e.pause, dict) else None
         step.completed, step.failed = stats.get("requests", step.completed), stats.get("failed", step.failed)
         step.live = {k: stats.get(k) for k in LIVE_KEYS}
         if self.current == step.key:
@@ -468,49 +527,95 @@ class RunView:
         paused = f" ({step.paused_text(step.ended_t or 0.0)})" if step.pause else ""
         return f"{step.key.path}: done, {stats.get('ok')} ok / {stats.get('failed')} failed in {wall:.1f} s{paused}"
 
-    def _end(self, e: dict, status: str, text: str) -> str | None:
-        step = self._step(e)
-        if step is None:
-            return None
-        step.status, step.ended_t, step.reason = status, e.get("t"), e.get("reason", "")
+    def _end(self, key: StepKey, t: float, status: str, reason: str, text: str) -> str:
+        step = self._step(key)
+        step.status, step.ended_t, step.reason = status, t, reason
         step.close_pause(step.ended_t)
         if self.current == step.key:
             self.current = None
         return f"{step.key.path}: {text}"
 
-    def _on_step_failed(self, e: dict) -> str | None:
-        return self._end(e, "failed", f"FAILED: {e.get('reason')}")
+    def _on_step_failed(self, e: StepFailed, t: float) -> str:
+        return self._end(e.step, t, "failed", e.reason, f"FAILED: {e.reason}")
 
-    def _on_step_aborted(self, e: dict) -> str | None:
-        return self._end(e, "aborted", "aborted; it will run again on --resume")
+    def _on_step_aborted(self, e: StepAborted, t: float) -> str:
+        return self._end(e.step, t, "aborted", "", "aborted; it will run again on --resume")
 
-    def _on_measurement_distorted(self, e: dict) -> str | None:
-        step = self._step(e)
-        if step is None:
-            return None
-        return f"{step.key.path}: CLIENT-SIDE DISTORTION (the server's own latency disagrees): {e.get('reason')}"
+    def _on_measurement_distorted(self, e: MeasurementDistorted, t: float) -> str:
+        step = self._step(e.step)
+        return f"{step.key.path}: CLIENT-SIDE DISTORTION (the server's own latency disagrees): {e.reason}"
 
-    def _on_engine_stalled(self, e: dict) -> str | None:
-        step = self._step(e)
-        if step is None:
-            return None
+    def _on_engine_stalled(self, e: EngineStalled, t: float) -> str:
+        step = self._step(e.step)
         arm = self._arm(step.key.arm)
         arm.serve, arm.ready_t, arm.health = "killed (stall)", None, "-"
-        self._incident(e, f"{step.key.arm}: engine stalled, killed")
-        return f"{step.key.path}: ENGINE STALLED: {e.get('reason')}"
+        self.incidents.append((t, f"{step.key.arm}: engine stalled, killed"))
+        return f"{step.key.path}: ENGINE STALLED: {e.reason}"
 
-    def _on_step_skipped(self, e: dict) -> str | None:
+    def _on_step_skipped(self, e: StepSkipped, t: float) -> str:
         """A step DONE in an earlier session keeps its own times: those already folded from that session's
         events, else the event's `started_at`/`ended_at` (phase.json); never this event's time."""
-        step = self._step(e)
-        if step is None:
-            return None
+        step = self._step(e.step)
         started, ended = step.started_t, step.ended_t
         if started is None or ended is None:
-            started, ended = e.get("started_at"), e.get("ended_at")
-        self._end(e, "skipped", "")
+            started, ended = _given(e.started_at), _given(e.ended_at)
+        self._end(e.step, t, "skipped", e.reason, "")
         step.started_t, step.ended_t = started, ended
         return f"{step.key.path}: skipped (done earlier)"
+
+    # every event class the view folds, and its handler; the other classes change only the last event time
+    HANDLERS: ClassVar[dict[type[Event], Callable[[RunView, Any, float], str | None]]] = {
+        RunStarted: _on_run_started,
+        RunFinished: _on_run_finished,
+        DispatchPaused: _on_dispatch_paused,
+        DispatchResumed: _on_dispatch_resumed,
+        AbortRequested: _on_abort_requested,
+        ServeStarting: _on_serve_starting,
+        ServeReady: _on_serve_ready,
+        ServeFailed: _on_serve_failed,
+        ServeStopped: _on_serve_stopped,
+        ServeHealth: _on_serve_health,
+        ServeStopFailed: _on_serve_stop_failed,
+        ServeOom: _on_serve_oom,
+        OomRecorded: _on_oom_recorded,
+        OomRecordFailed: _on_oom_record_failed,
+        KnownOomMatched: _on_known_oom_matched,
+        PageCacheDropped: _on_page_cache_dropped,
+        PreflightWarning: _on_preflight_warning,
+        ProfileStarted: _on_profile_started,
+        ProfileCaptured: _on_profile_captured,
+        ProfileRecovered: _on_profile_recovered,
+        ProfileLost: _on_profile_lost,
+        ServeKilled: _on_serve_killed,
+        ServeRestarting: _on_serve_restarting,
+        GuardStarted: _on_guard_started,
+        WatchdogLevel: _on_watchdog_level,
+        GuardEndedTarget: _on_guard_ended_target,
+        GuardLost: _on_guard_lost,
+        RestartBlocked: _on_restart_blocked,
+        RestartAllowed: _on_restart_allowed,
+        OrphansChecked: _on_orphans_checked,
+        OrphanCheckFailed: _on_orphan_check_failed,
+        EnvVerified: _on_env_verified,
+        EnvUnverified: _on_env_unverified,
+        EnvMismatch: _on_env_mismatch,
+        SummaryWritten: _on_summary_written,
+        SummaryFailed: _on_summary_failed,
+        KernelChecksFailed: _on_kernel_checks_failed,
+        StepStarted: _on_step_started,
+        StepProgress: _on_step_progress,
+        StepFinished: _on_step_finished,
+        StepFailed: _on_step_failed,
+        StepAborted: _on_step_aborted,
+        MeasurementDistorted: _on_measurement_distorted,
+        EngineStalled: _on_engine_stalled,
+        StepSkipped: _on_step_skipped,
+    }
+
+
+def _given(value: float | None) -> float | None:
+    """An optional event field as a number: None when it was not given."""
+    return None if value is ABSENT else value
 
 
 def _gib(value: object) -> str:

@@ -6,8 +6,9 @@ It folds, in any mix, the three things the guard writes (runners/watchdog/guard.
   (`Sample.as_dict()`: `t`, `mem`, `psi`, `target`, `gpu`, `available_gib`);
 - the `watchdog.json` status: the same level and numbers plus `floors_gib` (`warn`, `abort`,
   `kill`), `action`, `pid` and `last_kill`. The floors are only here and in `guard_started`;
-- guard events from `events.jsonl` (`type` is `guard_started`, `watchdog_level`, `watchdog_action`,
-  `guard_ended_target`, `guard_stopped` or `guard_lost`).
+- guard events from `events.jsonl`, as `runners.run.event_types.parse_event` reads them back (`GuardStarted`,
+  `WatchdogLevel`, `WatchdogAction`, `GuardEndedTarget`, `GuardStopped`, `GuardLost`: `WatchdogView.EVENT_FOLDS`);
+  other events are ignored, and an events.jsonl line given as a record is skipped (read it back first).
 A `gb10-console watch --json` line (a sample's fields at the top level, plus `level`) folds too.
 
 The latest `t` wins for the current level and numbers, whatever file it came from, so two streams
@@ -21,29 +22,31 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
+from engine.units import GIB
 from runners.host.cgroup import CgroupMemory
 from runners.host.psi import Pressure
 from runners.run.event_types import (
+    ABSENT,
+    Event,
     GuardEndedTarget,
     GuardLost,
     GuardStarted,
     GuardStopped,
+    LoggedEvent,
+    ReadEvent,
+    UnreadableEvent,
     WatchdogAction,
     WatchdogLevel,
 )
 from runners.watchdog.policy import Floors
 from runners.watchdog.samplers import GpuSample
 
-GIB = 1 << 30
 HISTORY_POINTS = 240  # 20 minutes of 5 s records, 4 minutes of 1 s samples
 GUARD_LEVELS = ("ok", "warn", "abort", "kill")
-GUARD_EVENTS = frozenset(
-    cls.TYPE for cls in (GuardStarted, WatchdogLevel, WatchdogAction, GuardEndedTarget, GuardStopped, GuardLost)
-)
 
 IGNORED = "ignored"  # an events.jsonl event that is not the guard's: not malformed, not counted
 
@@ -124,9 +127,12 @@ class WatchdogView:
         return view
 
     def apply(self, record: Any) -> None:
-        """Fold one record in (watchdog.jsonl line, watchdog.json status or guard event); never raises."""
+        """Fold one record in (watchdog.jsonl line, watchdog.json status, or an event read back from events.jsonl);
+        never raises."""
         try:
-            why = self._apply(record)
+            why = (
+                self._apply_event(record) if isinstance(record, LoggedEvent | UnreadableEvent) else self._apply(record)
+            )
         except Exception as exc:  # a shape no check foresaw: the panel must outlive any record
             why = f"{type(exc).__name__}: {exc}"
         if why is None:
@@ -138,17 +144,15 @@ class WatchdogView:
     # ---- folding -------------------------------------------------------------------------------
 
     def _apply(self, record: Any) -> str | None:
-        """Fold `record`, or say why it was skipped (nothing is changed then); IGNORED for another event."""
+        """Fold a guard record, or say why it was skipped (nothing is changed then)."""
         if not isinstance(record, dict):
             return f"not a JSON object: {type(record).__name__}"
         t = record.get("t")
         if t is not None and _number(t) is None:
             return f"t is not a time: {t!r}"
-        kind = record.get("type")
-        if kind is not None:
-            if kind not in GUARD_EVENTS:
-                return IGNORED
-        elif not any(key in record for key in ("level", "sample", "mem", "floors_gib")):
+        if "type" in record:
+            return f"an events.jsonl line ({record['type']!r}) given as a guard record: read it back with parse_event"
+        if not any(key in record for key in ("level", "sample", "mem", "floors_gib")):
             return "neither a guard record, a status nor a guard event"
         level = record.get("level")
         if level is not None and level not in GUARD_LEVELS:
@@ -166,57 +170,103 @@ class WatchdogView:
             self.floors = floors
         if sample is not None:
             self._fold_sample(sample)
-        t = _number(t)
-        newest = t is None or self.last_t is None or t >= self.last_t
-        if newest:
-            if t is not None:
-                self.last_t = t
-            self._fold_current(record, kind, level)
+        if self._newest(_number(t)):
+            self._fold_status(record, level)
         return None
 
-    def _fold_current(self, record: dict, kind: str | None, level: str | None) -> None:
-        """The level, reason and numbers of the newest record."""
-        if kind == GuardLost.TYPE:
-            self.level, self.reason = "lost", f"guard lost: {_text(record.get('reason'))}"
-            return
-        if kind == GuardStopped.TYPE:
-            self.level, self.reason = "unknown", f"guard stopped: {_text(record.get('reason'))}"
-            return
-        if kind == GuardStarted.TYPE:
-            self.guard_pid = _int(record.get("pid"))
-            if self.level in ("lost", "unknown"):
-                self.level, self.reason = "unknown", f"guard up (pid {self.guard_pid}), no decision yet"
-            return
-        if kind == GuardEndedTarget.TYPE and record.get("kill") is True:  # kill False: a graceful stop
-            target = record.get("target") if isinstance(record.get("target"), dict) else {}
-            self.last_kill = {
-                "t": record.get("t"),
-                "arm": target.get("arm"),
-                "mode": target.get("mode"),
-                "outcome": record.get("outcome"),
-                "reason": record.get("cause"),
-            }
+    def _newest(self, t: float | None) -> bool:
+        """Whether a record at `t` is the newest yet (one without a time counts as newest); it moves `last_t`."""
+        if t is not None and self.last_t is not None and t < self.last_t:
+            return False
+        if t is not None:
+            self.last_t = t
+        return True
+
+    def _fold_status(self, record: dict, level: str | None) -> None:
+        """The level, reason and numbers of the newest watchdog.jsonl record or watchdog.json status."""
         if level is not None:
             self.level = level
-        if "reason" in record and kind != GuardEndedTarget.TYPE:
+        if "reason" in record:
             self.reason = _text(record.get("reason"))
-        if kind is None:
-            if "action" in record:
-                self.action = record["action"] if isinstance(record["action"], str) else None
-            if "pid" in record:
-                self.guard_pid = _int(record.get("pid"))
-            if isinstance(record.get("last_kill"), dict):
-                self.last_kill = record["last_kill"]
-        elif kind == WatchdogAction.TYPE:
-            self.action = _text(record.get("action"))
-        if "available_gib" in record:
-            self.available_gib = _number(record.get("available_gib"))
-        if "fill_gib_s" in record:
-            self.fill_gib_s = _number(record.get("fill_gib_s"))
-        if "seconds_to_kill_floor" in record:
-            self.seconds_to_kill_floor = _number(record.get("seconds_to_kill_floor"))
+        if "action" in record:
+            self.action = record["action"] if isinstance(record["action"], str) else None
+        if "pid" in record:
+            self.guard_pid = _int(record.get("pid"))
+        if isinstance(record.get("last_kill"), dict):
+            self.last_kill = record["last_kill"]
+        for name in ("available_gib", "fill_gib_s", "seconds_to_kill_floor"):
+            if name in record:
+                setattr(self, name, _number(record.get(name)))
         if isinstance(record.get("restart_allowed"), bool):
             self.restart_allowed = record["restart_allowed"]
+
+    def _apply_event(self, read: ReadEvent) -> str | None:
+        """Fold a guard event read back from events.jsonl; IGNORED for another event; why, for a guard event's
+        line that could not be read."""
+        if isinstance(read, UnreadableEvent):
+            guard_types = {cls.TYPE for cls in self.EVENT_FOLDS}
+            return "; ".join(read.problems) if read.type in guard_types else IGNORED
+        fold = self.EVENT_FOLDS.get(type(read.event))
+        return IGNORED if fold is None else fold(self, read.event, read.t)
+
+    def _numbers(self, available: object, fill: object, seconds: object, restart_allowed: object) -> None:
+        """A decision's numbers from a guard event; an optional one it left out (ABSENT) changes nothing."""
+        for name, value in (("available_gib", available), ("fill_gib_s", fill), ("seconds_to_kill_floor", seconds)):
+            if value is not ABSENT:
+                setattr(self, name, _number(value))
+        if isinstance(restart_allowed, bool):
+            self.restart_allowed = restart_allowed
+
+    def _on_guard_started(self, e: GuardStarted, t: float) -> str | None:
+        floors = _floors(e.floors_gib)
+        if isinstance(floors, str):
+            return floors
+        self.floors = floors
+        if self._newest(t):
+            self.guard_pid = _int(e.pid)
+            if self.level in ("lost", "unknown"):
+                self.level, self.reason = "unknown", f"guard up (pid {self.guard_pid}), no decision yet"
+        return None
+
+    def _on_watchdog_level(self, e: WatchdogLevel, t: float) -> str | None:
+        if e.level not in GUARD_LEVELS:
+            return f"unknown level {e.level!r}"
+        if self._newest(t):
+            self.level, self.reason = e.level, e.reason
+            self._numbers(e.available_gib, e.fill_gib_s, e.seconds_to_kill_floor, e.restart_allowed)
+        return None
+
+    def _on_watchdog_action(self, e: WatchdogAction, t: float) -> None:
+        if self._newest(t):
+            self.reason, self.action = e.reason, e.action
+            self._numbers(e.available_gib, e.fill_gib_s, e.seconds_to_kill_floor, e.restart_allowed)
+
+    def _on_guard_ended_target(self, e: GuardEndedTarget, t: float) -> None:
+        if not self._newest(t):
+            return
+        if e.kill:  # kill False: a graceful stop
+            target = e.target
+            self.last_kill = {"t": t, "arm": target.get("arm"), "mode": target.get("mode"), "outcome": e.outcome,
+                              "reason": e.cause}  # fmt: skip
+        self._numbers(e.available_gib, e.fill_gib_s, e.seconds_to_kill_floor, e.restart_allowed)
+
+    def _on_guard_stopped(self, e: GuardStopped, t: float) -> None:
+        if self._newest(t):
+            self.level, self.reason = "unknown", f"guard stopped: {e.reason}"
+
+    def _on_guard_lost(self, e: GuardLost, t: float) -> None:
+        if self._newest(t):
+            self.level, self.reason = "lost", f"guard lost: {e.reason}"
+
+    # the guard's events and how each folds; a handler returns why it skipped its event, or None
+    EVENT_FOLDS: ClassVar[dict[type[Event], Callable[[WatchdogView, Any, float], str | None]]] = {
+        GuardStarted: _on_guard_started,
+        WatchdogLevel: _on_watchdog_level,
+        WatchdogAction: _on_watchdog_action,
+        GuardEndedTarget: _on_guard_ended_target,
+        GuardStopped: _on_guard_stopped,
+        GuardLost: _on_guard_lost,
+    }
 
     def _fold_sample(self, sample: dict) -> None:
         """A full sample: the newest one sets PSI, cgroup, GPU and MemTotal, and adds one history point."""

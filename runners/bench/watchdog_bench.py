@@ -20,6 +20,7 @@ from pathlib import Path
 
 import psutil
 
+from engine.units import GIB
 from runners.host.meminfo import read_meminfo
 from runners.host.owner import RUN_ID_VAR, process_start_ticks
 from runners.plan.load import load_plan
@@ -30,7 +31,6 @@ from runners.run.rundir import create_run_dir
 from runners.run.targets import TargetRef, write_targets
 from runners.watchdog.link import GuardLink
 
-GIB = 1 << 30
 SAMPLE_EVERY_S = 0.005
 
 
@@ -100,7 +100,7 @@ async def measure(rate_gib_s: float, margins_gib: tuple[float, float, float] = (
     try:
         await guard.wait_up()
         hog = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "runners.bench.memhog", "--rate-gib-s", str(rate_gib_s),
+            sys.executable, "-m", "runners.testbed.memhog", "--rate-gib-s", str(rate_gib_s),
             "--max-gib", str(max_gib), "--max-s", str(max_s), "--hold-s", "3",
             env={**os.environ, RUN_ID_VAR: run_id}, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
             start_new_session=True,

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 import torch
 
 from engine.kernels.region_timing import decode_regions
+from engine.units import NOT_MEASURED
 
 CAPTURED, MISSING, UNREADABLE, UNAVAILABLE = "captured", "missing", "unreadable", "unavailable"
 CROSS_CHECK_FACTOR = 2.0  # span vs profiler mean further apart than this is flagged
@@ -164,7 +165,7 @@ def section_status(section: dict) -> str:
 
 def _cell(value: object, digits: int) -> str:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return "n/a"
+        return NOT_MEASURED
     return f"{value:.{digits}f}"
 
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from engine.units import NOT_MEASURED
 from runners.evidence.kernel_checks import KernelCheck
 from runners.gates.result import Criterion, GateResult, combine
 
 
 def _text(c: KernelCheck) -> str:
     bound = "0 (bit-exact)" if c.check == "bit-exact" else f"{c.tolerance:g}" if c.tolerance is not None else "?"
-    got = "n/a" if c.max_abs is None else f"{c.max_abs:.3g}"
+    got = NOT_MEASURED if c.max_abs is None else f"{c.max_abs:.3g}"
     extra = f"; {c.detail}" if c.detail else ""
     return f"{c.kernel} {c.check}: max |diff| {got}, allowed {bound}{extra}"
 

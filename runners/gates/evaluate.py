@@ -37,15 +37,6 @@ class GateReport:
     reproduction_rows: tuple[DeltaRow, ...] = ()
     prior_run: str | None = None
 
-    def as_dict(self) -> dict:
-        """JSON form."""
-        return {
-            "gates": [g.as_dict() for g in self.gates],
-            "verdicts": dict(self.verdicts),
-            "reproduction_rows": [r.as_dict() for r in self.reproduction_rows],
-            "prior_run": self.prior_run,
-        }
-
 
 def gsm8k_correct(results: RunResults, arm: ArmResult) -> tuple[float | None, int | None]:
     """The arm's GSM8K correct count under the plan's matcher, and the questions asked."""

@@ -12,10 +12,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine.units import GIB
 from runners.host.meminfo import read_meminfo
 
 DROP_CACHES = Path("/proc/sys/vm/drop_caches")
-GIB = 1 << 30
 
 
 @dataclass(frozen=True)

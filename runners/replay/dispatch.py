@@ -145,93 +145,95 @@ async def replay(
     flight while it was closed is marked `during_pause`. `activity` (the stall watch's) is told of
     every request's start and end and of every chunk; once it is stopped no request starts.
     """
-    gate = gate or DispatchGate()
-    url = base_url + ENDPOINT_PATHS[shape.endpoint]
-    first_index = [0]
-    for conv in conversations:
-        first_index.append(first_index[-1] + len(conv.turns))
-    records: list[RequestRecord] = []
-    sent = [0]
-    pool = _ClientPool(shape.http_timeout_s)
-    t0 = time.perf_counter_ns()
+    sender = _Replay(base_url, model, conversations, shape, on_record, abort, limit_requests,
+                     gate or DispatchGate(), activity)  # fmt: skip
+    return await sender.run(arrivals, cancel_grace_s)
 
-    async def converse(i: int, scheduled_ns: int, client: httpx.AsyncClient) -> int:
-        """Send conversation i's turns in order; returns when its last request ended (ns)."""
-        conv = conversations[i]
-        history: list[dict] = []
-        for turn_no, turn in enumerate(conv.turns):
-            if gate.paused:
-                await gate.wait_open(abort)
-                scheduled_ns = time.perf_counter_ns()  # the pause is not the request's queueing delay
-            if abort.is_set() or (limit_requests is not None and sent[0] >= limit_requests):
-                break
-            if activity is not None and activity.stopped:
-                break
-            sent[0] += 1
-            index = first_index[i] + turn_no
-            messages = [*history, {"role": "user", "content": turn.user}]
-            max_tokens = conv.max_tokens or shape.max_tokens
-            rec = RequestRecord(
-                index=index, endpoint=shape.endpoint, prompt_source=conv.source,
-                prompt_chars=sum(len(m["content"]) for m in messages), max_tokens=max_tokens,
-                scheduled_ns=scheduled_ns - t0, conversation=conv.source if len(conv.turns) > 1 else None,
-                turn=turn_no,
-            )  # fmt: skip
-            payload = request_payload(shape, model, messages, max_tokens, index)
-            live = shape.history == "live" and turn_no + 1 < len(conv.turns)
-            if activity is not None:
-                activity.started()
-            try:
-                await stream_request(client, url, payload, shape.http_timeout_s, rec, t0, shape.keep_text or live,
-                                     activity.chunk if activity is not None else None)  # fmt: skip
-            finally:
-                if activity is not None:
-                    activity.ended()
-                ended = t0 + (rec.ended_ns if rec.ended_ns is not None else time.perf_counter_ns() - t0)
-                rec.during_pause = gate.overlaps(t0 + rec.sent_ns, ended)
-                records.append(rec)
-                on_record(rec)
-            if rec.status != "ok":
-                break  # a later turn would be sent with a history the server never produced
-            reply = rec.output_text if shape.history == "live" else turn.reply
-            history = [*messages, {"role": "assistant", "content": reply or ""}]
-            scheduled_ns = time.perf_counter_ns()
-        return time.perf_counter_ns()
 
-    async def worker(queue: list[int]) -> None:
-        client = pool.take()
-        free_at = t0
-        while queue and not abort.is_set():
-            free_at = await converse(queue.pop(), free_at, client)
-        pool.give_back(client)
+class _Replay:
+    """One replay's state (the request numbers, the records, how many were sent, the clients, its clock)
+    and its paths: the closed loop's workers, the open loop's scheduler, and a conversation's turns."""
 
-    async def scheduler(offsets: Sequence[float]) -> None:
-        room = asyncio.Semaphore(arrivals.concurrency)
-        tasks: set[asyncio.Task] = set()
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        conversations: Sequence[Conversation],
+        shape: RequestShape,
+        on_record: Callable[[RequestRecord], None],
+        abort: asyncio.Event,
+        limit_requests: int | None,
+        gate: DispatchGate,
+        activity: StreamActivity | None,
+    ) -> None:
+        self.url = base_url + ENDPOINT_PATHS[shape.endpoint]
+        self.model, self.conversations, self.shape = model, conversations, shape
+        self.on_record, self.abort, self.limit_requests = on_record, abort, limit_requests
+        self.gate, self.activity = gate, activity
+        self.first_index = [0]  # conversation i's first request number
+        for conv in conversations:
+            self.first_index.append(self.first_index[-1] + len(conv.turns))
+        self.records: list[RequestRecord] = []
+        self.sent = 0
+        self.pool = _ClientPool(shape.http_timeout_s)
+        self.t0 = time.perf_counter_ns()
 
-        async def one(i: int, due_ns: int) -> None:
-            try:
-                client = pool.take()
-                try:
-                    await converse(i, due_ns, client)
-                finally:
-                    pool.give_back(client)
-            finally:
-                room.release()
-
+    async def run(self, arrivals: Arrivals, cancel_grace_s: float) -> ReplayOutcome:
+        """Dispatch until every conversation is done or, on abort, `cancel_grace_s` after it; close the clients."""
+        work = self._start(arrivals)
+        stop = asyncio.create_task(self.abort.wait())
         try:
-            for i, offset in enumerate(offsets[: len(conversations)]):
-                await gate.wait_open(abort)
+            await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if not work.done():
+                await asyncio.wait({work}, timeout=cancel_grace_s)
+        finally:
+            stop.cancel()
+            work.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await work
+            end = time.perf_counter_ns()
+            wall_s = (end - self.t0) / 1e9
+            await self.pool.close()
+        return ReplayOutcome(self.records, wall_s, self.abort.is_set(), self.gate.window(self.t0, end))
+
+    def _start(self, arrivals: Arrivals) -> asyncio.Future:
+        """The closed loop's workers (at most one per conversation), or the open loop's scheduler, started."""
+        if arrivals.offsets is None:
+            queue = list(reversed(range(len(self.conversations))))
+            workers = min(arrivals.concurrency, len(self.conversations))
+            return asyncio.gather(*(self._worker(queue) for _ in range(workers)))
+        return asyncio.ensure_future(self._schedule(arrivals.offsets, arrivals.concurrency))
+
+    def _stopped(self) -> bool:
+        """No more requests: aborted, or `limit_requests` sent."""
+        return self.abort.is_set() or (self.limit_requests is not None and self.sent >= self.limit_requests)
+
+    async def _worker(self, queue: list[int]) -> None:
+        """Closed loop: one client sending the queue's next conversation as soon as the last one ended."""
+        client = self.pool.take()
+        free_at = self.t0
+        while queue and not self.abort.is_set():
+            free_at = await self._converse(queue.pop(), free_at, client)
+        self.pool.give_back(client)
+
+    async def _schedule(self, offsets: Sequence[float], concurrency: int) -> None:
+        """Open loop: start conversation i at offsets[i] (shifted by pauses), at most `concurrency` at once."""
+        room = asyncio.Semaphore(concurrency)
+        tasks: set[asyncio.Task] = set()
+        gate, t0 = self.gate, self.t0
+        try:
+            for i, offset in enumerate(offsets[: len(self.conversations)]):
+                await gate.wait_open(self.abort)
                 due_ns = t0 + int((offset + gate.paused_s(since_ns=t0)) * 1e9)  # a pause shifts the rest
                 delay = (due_ns - time.perf_counter_ns()) / 1e9
                 if delay > 0:
                     await asyncio.sleep(delay)
-                await gate.wait_open(abort)
+                await gate.wait_open(self.abort)
                 await room.acquire()
-                if abort.is_set() or (limit_requests is not None and sent[0] >= limit_requests):
+                if self._stopped():
                     room.release()
                     break
-                task = asyncio.create_task(one(i, due_ns))
+                task = asyncio.create_task(self._scheduled(i, due_ns, room))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
             if tasks:
@@ -241,22 +243,56 @@ async def replay(
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    if arrivals.offsets is None:
-        queue = list(reversed(range(len(conversations))))
-        work = asyncio.gather(*(worker(queue) for _ in range(min(arrivals.concurrency, len(conversations)))))
-    else:
-        work = asyncio.ensure_future(scheduler(arrivals.offsets))
-    stop = asyncio.create_task(abort.wait())
-    try:
-        await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
-        if not work.done():
-            await asyncio.wait({work}, timeout=cancel_grace_s)
-    finally:
-        stop.cancel()
-        work.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await work
-        end = time.perf_counter_ns()
-        wall_s = (end - t0) / 1e9
-        await pool.close()
-    return ReplayOutcome(records, wall_s, abort.is_set(), gate.window(t0, end))
+    async def _scheduled(self, i: int, due_ns: int, room: asyncio.Semaphore) -> None:
+        """Open loop: conversation i on a client of its own, due at `due_ns`; its place in `room` freed after."""
+        try:
+            client = self.pool.take()
+            try:
+                await self._converse(i, due_ns, client)
+            finally:
+                self.pool.give_back(client)
+        finally:
+            room.release()
+
+    async def _converse(self, i: int, scheduled_ns: int, client: httpx.AsyncClient) -> int:
+        """Send conversation i's turns in order; returns when its last request ended (ns)."""
+        conv, shape, gate, activity, t0 = self.conversations[i], self.shape, self.gate, self.activity, self.t0
+        history: list[dict] = []
+        for turn_no, turn in enumerate(conv.turns):
+            if gate.paused:
+                await gate.wait_open(self.abort)
+                scheduled_ns = time.perf_counter_ns()  # the pause is not the request's queueing delay
+            if self._stopped():
+                break
+            if activity is not None and activity.stopped:
+                break
+            self.sent += 1
+            index = self.first_index[i] + turn_no
+            messages = [*history, {"role": "user", "content": turn.user}]
+            max_tokens = conv.max_tokens or shape.max_tokens
+            rec = RequestRecord(
+                index=index, endpoint=shape.endpoint, prompt_source=conv.source,
+                prompt_chars=sum(len(m["content"]) for m in messages), max_tokens=max_tokens,
+                scheduled_ns=scheduled_ns - t0, conversation=conv.source if len(conv.turns) > 1 else None,
+                turn=turn_no,
+            )  # fmt: skip
+            payload = request_payload(shape, self.model, messages, max_tokens, index)
+            live = shape.history == "live" and turn_no + 1 < len(conv.turns)
+            if activity is not None:
+                activity.started()
+            try:
+                await stream_request(client, self.url, payload, shape.http_timeout_s, rec, t0, shape.keep_text or live,
+                                     activity.chunk if activity is not None else None)  # fmt: skip
+            finally:
+                if activity is not None:
+                    activity.ended()
+                ended = t0 + (rec.ended_ns if rec.ended_ns is not None else time.perf_counter_ns() - t0)
+                rec.during_pause = gate.overlaps(t0 + rec.sent_ns, ended)
+                self.records.append(rec)
+                self.on_record(rec)
+            if rec.status != "ok":
+                break  # a later turn would be sent with a history the server never produced
+            reply = rec.output_text if shape.history == "live" else turn.reply
+            history = [*messages, {"role": "assistant", "content": reply or ""}]
+            scheduled_ns = time.perf_counter_ns()
+        return time.perf_counter_ns()

@@ -14,16 +14,25 @@ import datetime as dt
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from engine.units import NOT_MEASURED, number_text, percent_text
 from runners.evidence.measurement import step_measurement
 from runners.evidence.region_table import calibration_line, region_rows
 from runners.evidence.results import ArmResult, RunResults, load_run_results
 from runners.evidence.step_files import number, phase_record, recorded_pause, section
 from runners.gates.evaluate import GateReport, evaluate_gates, gsm8k_correct, registry_for
+from runners.gates.registry import Registry
 from runners.gates.reproduction import DeltaRow
 from runners.gates.result import STATUS_LABEL
-from runners.plan.steps import StepKey
 from runners.replay.pauses import paused_text
-from runners.run.files import write_atomic, write_json_atomic
+from runners.report.summary_model import (
+    ArmSummary,
+    DoneStep,
+    PendingStep,
+    RegistrySource,
+    Summary,
+    write_summary,
+)
+from runners.run.files import write_atomic
 from runners.run.rundir import RunDir, RunDirError
 
 PLOTS_DIR = "plots"
@@ -39,11 +48,6 @@ class ReportOutcome:
     plot_notes: tuple[str, ...]
     results: RunResults
     gates: GateReport
-
-
-def fmt(value: float | None, digits: int = 1) -> str:
-    """A number for a table, `n/a` for None."""
-    return "n/a" if value is None else f"{value:.{digits}f}"
 
 
 def effective_arm_env(arm: ArmResult) -> str:
@@ -69,16 +73,16 @@ def results_line(record: dict) -> str:
     parts = []
     gsm = section(record, "gsm8k")
     if gsm:
-        n = fmt(number(gsm.get("n")), 0)
+        n = number_text(number(gsm.get("n")), 0)
         parts.append(
-            f"GSM8K strict {fmt(number(gsm.get('strict_correct')), 0)}/{n}, "
-            f"flexible {fmt(number(gsm.get('flexible_correct')), 0)}/{n}"
+            f"GSM8K strict {number_text(number(gsm.get('strict_correct')), 0)}/{n}, "
+            f"flexible {number_text(number(gsm.get('flexible_correct')), 0)}/{n}"
         )
     coherence = section(record, "coherence")
     if coherence:
         parts.append(
-            f"coherence warnings {fmt(number(coherence.get('with_warnings')), 0)}/"
-            f"{fmt(number(coherence.get('checked')), 0)}"
+            f"coherence warnings {number_text(number(coherence.get('with_warnings')), 0)}/"
+            f"{number_text(number(coherence.get('checked')), 0)}"
         )
     goodput = number(section(record, "stats").get("goodput_req_s"))
     if goodput is not None:
@@ -92,11 +96,6 @@ def results_line(record: dict) -> str:
     return "; ".join(parts)
 
 
-def percent(fraction: float | None) -> str:
-    """A fraction as a percentage with three significant digits (0.0029 -> `0.29 %`, 0.5 -> `50 %`), `n/a` for None."""
-    return "n/a" if fraction is None else f"{fraction * 100:.3g} %"
-
-
 def _server_line(metrics: dict) -> str:
     """The server's own numbers of a step: gauges (or why they were not sampled), prefix cache, spec decode."""
     not_sampled = metrics.get("not_sampled") if isinstance(metrics.get("not_sampled"), dict) else {}
@@ -104,17 +103,17 @@ def _server_line(metrics: dict) -> str:
     def gauge(name: str, text: str) -> str:
         return "not sampled" if name in not_sampled else text
 
-    running = gauge("num_requests_running", fmt(number(metrics.get("num_requests_running_max")), 0))
-    waiting = gauge("num_requests_waiting", fmt(number(metrics.get("num_requests_waiting_max")), 0))
-    kv = gauge("kv_cache_usage_perc", percent(number(metrics.get("kv_cache_usage_perc_max"))))
+    running = gauge("num_requests_running", number_text(number(metrics.get("num_requests_running_max")), 0))
+    waiting = gauge("num_requests_waiting", number_text(number(metrics.get("num_requests_waiting_max")), 0))
+    kv = gauge("kv_cache_usage_perc", percent_text(number(metrics.get("kv_cache_usage_perc_max"))))
     line = f"server: running max {running}, waiting max {waiting}, KV max {kv}"
     hits = number(metrics.get("prefix_cache_hit_rate"))
     if hits is not None:
-        line += f", prefix cache hits {percent(hits)}"
+        line += f", prefix cache hits {percent_text(hits)}"
     accepted = number(metrics.get("spec_decode_acceptance_rate"))
     if accepted is not None:
-        length = fmt(number(metrics.get("spec_decode_mean_acceptance_length")), 2)
-        line += f", spec decode acceptance {percent(accepted)} (mean length {length})"
+        length = number_text(number(metrics.get("spec_decode_mean_acceptance_length")), 2)
+        line += f", spec decode acceptance {percent_text(accepted)} (mean length {length})"
     return line
 
 
@@ -125,7 +124,7 @@ def _filter_line(filtered: dict) -> str | None:
     if chars:
         dropped.append(f"{chars:.0f} over max_prompt_chars")
     if tokens:
-        dropped.append(f"{tokens:.0f} over max_model_len {fmt(number(filtered.get('max_model_len')), 0)}")
+        dropped.append(f"{tokens:.0f} over max_model_len {number_text(number(filtered.get('max_model_len')), 0)}")
     said = [f"prompts dropped: {', '.join(dropped)}"] if dropped else []
     if filtered.get("tokens_checked") is False:
         said.append("token lengths not checked")
@@ -133,7 +132,7 @@ def _filter_line(filtered: dict) -> str | None:
 
 
 def _when(ts: float | None) -> str:
-    return "n/a" if ts is None else dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+    return NOT_MEASURED if ts is None else dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _phase_name(name: str | None, kind: str = "") -> str:
@@ -164,13 +163,13 @@ def _headline(results: RunResults, gates: GateReport) -> list[str]:
         wall, tpot, long = arm.phase(d.wall), arm.phase(d.tpot), arm.phase(d.long_decode)
         cells = [
             arm.name,
-            "n/a" if correct is None else f"{correct:g}/{n}",
-            fmt(wall.wall_mean_s if wall else None, 2),
-            fmt(wall.wall_std_s if wall else None, 2),
+            NOT_MEASURED if correct is None else f"{correct:g}/{n}",
+            number_text(wall.wall_mean_s if wall else None, 2),
+            number_text(wall.wall_std_s if wall else None, 2),
             _reps(arm, d.wall),
-            fmt(tpot.stats.tpot_p50_ms if tpot else None, 2),
-            fmt(tpot.stats.tpot_p95_ms if tpot else None, 2),
-            fmt(long.stats.tpot_p95_ms if long else None, 2),
+            number_text(tpot.stats.tpot_p50_ms if tpot else None, 2),
+            number_text(tpot.stats.tpot_p95_ms if tpot else None, 2),
+            number_text(long.stats.tpot_p95_ms if long else None, 2),
             f"**{gates.verdicts.get(arm.name, 'no verdict')}**",
         ]
         lines.append("| " + " | ".join(cells) + " |")
@@ -199,9 +198,9 @@ def delta_cells(row: DeltaRow) -> tuple[str, str, str, str, str]:
     unit = "%" if pct else ""
 
     def value(v: float | None) -> str:
-        return "n/a" if v is None else f"{v:.3f}" if pct else f"{v:g}"
+        return NOT_MEASURED if v is None else f"{v:.3f}" if pct else f"{v:g}"
 
-    delta = "n/a" if row.delta is None else f"{row.delta:+.2f}%" if pct else f"{row.delta:+g}"
+    delta = NOT_MEASURED if row.delta is None else f"{row.delta:+.2f}%" if pct else f"{row.delta:+g}"
     bound = "info" if row.bound is None else f"±{row.bound:g}{unit}"
     within = {True: "yes", False: "no", None: "-"}[row.within]
     return value(row.prior), value(row.current), delta, bound, within
@@ -242,29 +241,30 @@ def _arms(results: RunResults) -> list[str]:
         s = arm.primary
         lines.append(
             f"| {arm.name} | {effective_arm_env(arm)} | {env_status_text(arm)} | {done}/{total} | {s.ok} "
-            f"| {s.failed} | {fmt(s.wall_s, 2)} | {paused_text(*arm.primary_paused_s)} | {fmt(s.ttft_p50_ms)} "
-            f"| {fmt(s.ttft_p95_ms)} | {fmt(s.tpot_p50_ms, 2)} | {fmt(s.tpot_p95_ms, 2)} | {fmt(s.output_tok_s)} |"
+            f"| {s.failed} | {number_text(s.wall_s, 2)} | {paused_text(*arm.primary_paused_s)} "
+            f"| {number_text(s.ttft_p50_ms)} | {number_text(s.ttft_p95_ms)} | {number_text(s.tpot_p50_ms, 2)} "
+            f"| {number_text(s.tpot_p95_ms, 2)} | {number_text(s.output_tok_s)} |"
         )
     return [*lines, ""]
 
 
-def step_rows(results: RunResults) -> list[dict]:
+def step_rows(results: RunResults) -> list[DoneStep | PendingStep]:
     """Every step of the plan: done or not, its stats from phase.json and its results line."""
     run = RunDir(results.root)
-    rows = []
+    rows: list[DoneStep | PendingStep] = []
     for step in results.plan.steps():
         kind = results.plan.phase(step.phase).kind
         if not run.is_done(step):
-            rows.append({"step": step.as_dict(), "kind": kind, "done": False, "results": "", "stats": None})
+            rows.append(PendingStep(step=step, kind=kind, done=False, results="", stats=None))
             continue
         record = phase_record(run, step)
         rows.append(
-            {"step": step.as_dict(), "kind": kind, "done": True, "results": results_line(record),
-             "stats": section(record, "stats") or None, "pause": asdict(recorded_pause(record)),
-             "server_latency": section(record, "server_latency") or None,
-             "measurement": step_measurement(step.path, record).check.as_dict(),
-             "profile": section(record, "profile") or None,
-             "region_timings": section(record, "region_timings") or None}
+            DoneStep(step=step, kind=kind, done=True, results=results_line(record),
+                     stats=section(record, "stats") or None, pause=recorded_pause(record),
+                     server_latency=section(record, "server_latency") or None,
+                     measurement=step_measurement(step.path, record).check,
+                     profile=section(record, "profile") or None,
+                     region_timings=section(record, "region_timings") or None)
         )  # fmt: skip
     return rows
 
@@ -272,16 +272,16 @@ def step_rows(results: RunResults) -> list[dict]:
 PROFILE_ROWS = 10
 
 
-def _profiles(rows: list[dict]) -> list[str]:
+def _profiles(rows: list[DoneStep | PendingStep]) -> list[str]:
     """Each profiled step: what became of its trace, and the kernels (or CPU ops) that took the most time."""
-    profiled = [r for r in rows if r.get("profile")]
+    profiled = [r for r in rows if isinstance(r, DoneStep) and r.profile]
     if not profiled:
         return []
     lines = ["## Profiled steps", ""]
     for row in profiled:
-        p = row["profile"]
-        path = StepKey.from_dict(row["step"]).path
-        stop = f", stop_profile {fmt(number(p.get('stop_s')), 1)} s" if p.get("stop_s") is not None else ""
+        p = row.profile or {}
+        path = row.step.path
+        stop = f", stop_profile {number_text(number(p.get('stop_s')), 1)} s" if p.get("stop_s") is not None else ""
         files = p.get("files") or []
         where = f"; {len(files)} file(s) in `{path}/profile/`" if files else ""
         reason = f": {p.get('reason')}" if p.get("reason") else ""
@@ -292,15 +292,15 @@ def _profiles(rows: list[dict]) -> list[str]:
             what = "GPU kernels" if kernels.get("source") == "gpu" else "CPU ops (`cpu_op`: no GPU kernels traced)"
             lines += [f"  {what}, by total time ({kernels.get('kernels_seen')} seen):", "",
                       "  | name | calls | mean µs | total ms |", "  |---|---|---|---|"]  # fmt: skip
-            lines += [f"  | `{r.get('name')}` | {r.get('n_calls')} | {fmt(number(r.get('mean_us')), 1)} "
-                      f"| {fmt((number(r.get('total_us')) or 0.0) / 1000, 2)} |" for r in table]  # fmt: skip
+            lines += [f"  | `{r.get('name')}` | {r.get('n_calls')} | {number_text(number(r.get('mean_us')), 1)} "
+                      f"| {number_text((number(r.get('total_us')) or 0.0) / 1000, 2)} |" for r in table]  # fmt: skip
             lines.append("")
         for note in kernels.get("notes") or []:
             lines += [f"  - not read: {note}", ""]
     return lines
 
 
-def _steps(rows: list[dict]) -> list[str]:
+def _steps(rows: list[DoneStep | PendingStep]) -> list[str]:
     lines = [
         "## Steps",
         "",
@@ -311,19 +311,19 @@ def _steps(rows: list[dict]) -> list[str]:
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
-        path = StepKey.from_dict(row["step"]).path
-        s = row["stats"] or {}
-        if not row["done"]:
-            lines.append(f"| {path} | {row['kind']} | not done | | | | | | | |")
+        path = row.step.path
+        if not isinstance(row, DoneStep):
+            lines.append(f"| {path} | {row.kind} | not done | | | | | | | |")
             continue
-        pause = row.get("pause") or {}
-        paused = paused_text(pause.get("paused_s"), pause.get("idle_s"))
-        if pause.get("requests"):
-            paused += f"; {pause['requests']} request(s) in flight left out of latency"
+        s, pause = row.stats or {}, row.pause
+        paused = paused_text(pause.paused_s, pause.idle_s)
+        if pause.requests:
+            paused += f"; {pause.requests} request(s) in flight left out of latency"
         lines.append(
-            f"| {path} | {row['kind']} | done | {s.get('ok', 'n/a')} | {s.get('failed', 'n/a')} "
-            f"| {fmt(s.get('wall_s'), 2)} | {paused} | {fmt(s.get('ttft_p50_ms'))} | {fmt(s.get('tpot_p50_ms'), 2)} "
-            f"| {row['results']} |"
+            f"| {path} | {row.kind} | done | {s.get('ok', NOT_MEASURED)} | {s.get('failed', NOT_MEASURED)} "
+            f"| {number_text(s.get('wall_s'), 2)} | {paused} | {number_text(s.get('ttft_p50_ms'))} "
+            f"| {number_text(s.get('tpot_p50_ms'), 2)} "
+            f"| {row.results} |"
         )
     return [*lines, ""]
 
@@ -336,7 +336,7 @@ def _server_mean(latency: dict, name: str) -> float | None:
     return number(section(section(latency, "metrics"), name).get("mean_ms"))
 
 
-def _latency_check(rows: list[dict]) -> list[str]:
+def _latency_check(rows: list[DoneStep | PendingStep]) -> list[str]:
     lines = [
         "## Client vs server latency",
         "",
@@ -347,25 +347,26 @@ def _latency_check(rows: list[dict]) -> list[str]:
         "|---|---|---|---|---|",
     ]
     for row in rows:
-        if not row["done"]:
+        if not isinstance(row, DoneStep):
             continue
-        stats, latency = row["stats"] or {}, row.get("server_latency") or {}
-        check = row["measurement"]
+        stats, latency = row.stats or {}, row.server_latency or {}
+        check = row.measurement
         served = number(latency.get("server_requests"))
-        said = check["status"] if check["status"] == "agree" else f"**{check['status']}**: {check['reason']}"
+        said = check.status if check.status == "agree" else f"**{check.status}**: {check.reason}"
         said = said.replace("|", "\\|")
         lines.append(
-            f"| {StepKey.from_dict(row['step']).path} | {fmt(number(latency.get('client_requests')), 0)} / "
-            f"{fmt(served, 0)} | {fmt(_client_mean(stats, 'ttft_ms'))} / "
-            f"{fmt(_server_mean(latency, 'time_to_first_token'))} | {fmt(_client_mean(stats, 'itl_ms'), 2)} / "
-            f"{fmt(_server_mean(latency, 'inter_token_latency'), 2)} | {said} |"
+            f"| {row.step.path} | {number_text(number(latency.get('client_requests')), 0)} / "
+            f"{number_text(served, 0)} | {number_text(_client_mean(stats, 'ttft_ms'))} / "
+            f"{number_text(_server_mean(latency, 'time_to_first_token'))} | "
+            f"{number_text(_client_mean(stats, 'itl_ms'), 2)} / "
+            f"{number_text(_server_mean(latency, 'inter_token_latency'), 2)} | {said} |"
         )
     return [*lines, ""]
 
 
-def _region_timings(rows: list[dict]) -> list[str]:
+def _region_timings(rows: list[DoneStep | PendingStep]) -> list[str]:
     """Per done step that asked for a region-timing dump: how it was calibrated and its per-region table."""
-    steps = [row for row in rows if row["done"] and row.get("region_timings")]
+    steps = [row for row in rows if isinstance(row, DoneStep) and row.region_timings]
     if not steps:
         return []
     lines = [
@@ -376,9 +377,9 @@ def _region_timings(rows: list[dict]) -> list[str]:
         "",
     ]
     for row in steps:
-        regions = row["region_timings"]
+        regions = row.region_timings or {}
         unit = "µs" if regions.get("unit") == "us" else "ticks"
-        lines += [f"### {StepKey.from_dict(row['step']).path}", "", calibration_line(regions), ""]
+        lines += [f"### {row.step.path}", "", calibration_line(regions), ""]
         table = region_rows(regions)
         if table:
             lines += [f"| region | active CTAs | median {unit} | p99 {unit} | kind |", "|---|---|---|---|---|"]
@@ -437,7 +438,11 @@ def _provenance(p: dict) -> list[str]:
 
 
 def render_summary(
-    results: RunResults, gates: GateReport, steps: list[dict], plots: tuple[Path, ...] = (), notes: tuple[str, ...] = ()
+    results: RunResults,
+    gates: GateReport,
+    steps: list[DoneStep | PendingStep],
+    plots: tuple[Path, ...] = (),
+    notes: tuple[str, ...] = (),
 ) -> str:
     """The whole summary.md."""
     plan = results.plan
@@ -462,40 +467,47 @@ def render_summary(
     return "\n".join(head + body + tail)
 
 
-def summary_json(results: RunResults, gates: GateReport, steps: list[dict], plots: tuple[Path, ...]) -> dict:
-    """The machine-readable summary: per-arm rows, steps, gates, verdicts, limitations, plots."""
+def summary_model(
+    results: RunResults, gates: GateReport, steps: list[DoneStep | PendingStep], plots: tuple[Path, ...],
+    registry: Registry,
+) -> Summary:  # fmt: skip
+    """The machine-readable summary (summary.json): per-arm rows, steps, gates, verdicts, limitations, plots."""
     arms = []
     for arm in results.arms:
         primary = [p for p in arm.phases.values() if p.mode == "primary"]
         correct, n = gsm8k_correct(results, arm)
         arms.append(
-            {
-                "arm": arm.name,
-                "arm_env": effective_arm_env(arm),
-                "env_status": arm.env_status,
-                "env_where": arm.env_where,
-                "steps_done": sum(p.reps_done for p in primary),
-                "steps_total": sum(p.reps_total for p in primary),
-                "stats": asdict(arm.primary),
-                "paused_s": arm.primary_paused_s[0],
-                "paused_excluded_s": arm.primary_paused_s[1],
-                "verdict": gates.verdicts.get(arm.name),
-                "gsm8k_correct": correct,
-                "gsm8k_questions": n,
-            }
+            ArmSummary(
+                arm=arm.name,
+                arm_env=effective_arm_env(arm),
+                env_status=arm.env_status,
+                env_where=arm.env_where,
+                steps_done=sum(p.reps_done for p in primary),
+                steps_total=sum(p.reps_total for p in primary),
+                stats=arm.primary,
+                paused_s=arm.primary_paused_s[0],
+                paused_excluded_s=arm.primary_paused_s[1],
+                verdict=gates.verdicts.get(arm.name),
+                gsm8k_correct=correct,
+                gsm8k_questions=n,
+            )
         )
-    return {
-        "run_id": results.run_id,
-        "plan": results.plan.name,
-        "status": results.status,
-        "baseline": results.baseline,
-        "deciding_phases": asdict(results.deciding_phases()),
-        "arms": arms,
-        "steps": steps,
-        **gates.as_dict(),
-        "limitations": list(results.limitations),
-        "plots": [str(p.relative_to(results.root)) for p in plots],
-    }
+    return Summary(
+        run_id=results.run_id,
+        plan=results.plan.name,
+        status=results.status,
+        baseline=results.baseline,
+        deciding_phases=asdict(results.deciding_phases()),
+        arms=tuple(arms),
+        steps=tuple(steps),
+        gates=gates.gates,
+        verdicts=dict(gates.verdicts),
+        reproduction_rows=tuple(gates.reproduction_rows),
+        prior_run=gates.prior_run,
+        limitations=tuple(results.limitations),
+        plots=tuple(str(p.relative_to(results.root)) for p in plots),
+        registries=RegistrySource(directory=str(registry.directory), errors=tuple(registry.errors)),
+    )
 
 
 def write_report(root: Path, prior: Path | None = None, plots: bool = True) -> ReportOutcome:
@@ -525,7 +537,5 @@ def write_report(root: Path, prior: Path | None = None, plots: bool = True) -> R
     steps = step_rows(results)
     run = RunDir(results.root)
     write_atomic(run.summary_md, render_summary(results, gates, steps, written, notes))
-    data = summary_json(results, gates, steps, written)
-    data["registries"] = {"directory": str(registry.directory), "errors": list(registry.errors)}
-    write_json_atomic(run.summary_json, data)
+    write_summary(run.summary_json, summary_model(results, gates, steps, written, registry))
     return ReportOutcome(run.summary_md, run.summary_json, written, notes, results, gates)

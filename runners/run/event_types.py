@@ -5,13 +5,23 @@ line's fields (after `v`, `t` and `type`). Fields declared with `OPTIONAL` metad
 the line when they were not given (the line then reads as it did before the field existed); every
 other field, and an optional one given as None, is written, None as null. Step objects are written
 as `{"arm", "mode", "phase", "rep"}`.
-`check_event` says what is wrong with a line read back; docs/architecture.md's event table is
-`markdown_table()` (a test keeps the two equal).
+`check_event` says what is wrong with a line read back; `parse_event` reads a line back as its event (the one
+reader every view uses); docs/architecture.md's event table is `markdown_table()` (a test keeps the two equal).
+
+Reading back is as tolerant as the schema says: an unknown type, and fields a type does not define, are
+ignored. A field missing from the line takes its default where it has one (an optional one reads as not
+given), else None where its type allows None (older lines left out null fields); a line of a known type that
+still lacks a field, or has one of the wrong type, or has no time, is an `UnreadableEvent` that names what is
+wrong: readers fold nothing from it, and the console says so once per type.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import types
+import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -683,18 +693,202 @@ EVENT_TYPES: dict[str, type[Event]] = _all_types()
 DURABLE = frozenset(t for t, cls in EVENT_TYPES.items() if cls.DURABLE)
 
 
+@dataclass(frozen=True)
+class LoggedEvent:
+    """An events.jsonl line read back as its event, with the time it was written (`t`, unix seconds)."""
+
+    t: float
+    event: Event
+
+
+@dataclass(frozen=True)
+class UnreadableEvent:
+    """An events.jsonl line that is not an event this version reads: a type it does not know (readers ignore
+    it, as the schema says), or a known type whose fields do not fit it (`problems` says which; readers fold
+    nothing from it). `t` is the line's time where it has one."""
+
+    type: str | None
+    t: float | None
+    problems: tuple[str, ...]
+
+    @property
+    def known(self) -> bool:
+        """Whether the line's type is defined (its fields are what is wrong), not a type readers ignore."""
+        return self.type in EVENT_TYPES
+
+
+ReadEvent = LoggedEvent | UnreadableEvent
+
+_WRONG: Any = object()  # what a field reader returns for a value of the wrong type
+
+
+@dataclass(frozen=True, slots=True)
+class _FieldReader:
+    """How one field of an event type is read back: its type as words, its default (if any), whether it may be
+    None, and `read`, which returns the value as the field holds it (a step object as a StepKey) or _WRONG."""
+
+    name: str
+    expected: str
+    read: Callable[[object], object]
+    default: Callable[[], object] | None
+    nullable: bool
+    optional: bool
+
+
+def _reader(hint: object) -> Callable[[object], object]:
+    """The reader of a field's type; every type an event field uses has one (a new one fails at import)."""
+    args = typing.get_args(hint)
+    origin = typing.get_origin(hint)
+    if origin in (types.UnionType, typing.Union):
+        members = [a for a in args if a is not type(None)]
+        if len(members) == 1:  # `X | None`, every union events use: the one check a 2,000-lines/s tail can afford
+            member = _reader(members[0])
+            return lambda v: None if v is None else member(v)
+        readers = [_reader(a) for a in args]
+        return lambda v: next((out for out in (r(v) for r in readers) if out is not _WRONG), _WRONG)
+    if origin is list and args:
+        item = _reader(args[0])
+
+        def items(v: object) -> object:
+            if not isinstance(v, list):
+                return _WRONG
+            out = [item(x) for x in v]
+            return _WRONG if any(x is _WRONG for x in out) else out
+
+        return items
+    simple: dict[object, Callable[[object], object]] = {
+        type(None): lambda v: None if v is None else _WRONG,
+        bool: lambda v: v if isinstance(v, bool) else _WRONG,
+        int: lambda v: v if isinstance(v, int) and not isinstance(v, bool) else _WRONG,
+        float: lambda v: (
+            v if isinstance(v, float) else float(v) if isinstance(v, int) and not isinstance(v, bool) else _WRONG
+        ),
+        str: lambda v: v if isinstance(v, str) else _WRONG,
+        dict: lambda v: v if isinstance(v, dict) else _WRONG,
+        list: lambda v: v if isinstance(v, list) else _WRONG,
+        StepKey: _step_key,
+    }
+    read = simple.get(origin if origin is dict else hint)
+    if read is None:
+        raise TypeError(f"an event field of type {hint!r} has no reader in runners/run/event_types.py")
+    return read
+
+
+def _step_key(value: object) -> object:
+    """A step object (`{"arm", "mode", "phase", "rep"}`) as a StepKey, or _WRONG."""
+    if not isinstance(value, dict):
+        return _WRONG
+    arm, mode, phase, rep = (value.get(k) for k in ("arm", "mode", "phase", "rep"))
+    if not all(isinstance(x, str) for x in (arm, mode, phase)) or not isinstance(rep, int) or isinstance(rep, bool):
+        return _WRONG
+    return StepKey(arm, mode, phase, rep)
+
+
+def _type_words(hint: object) -> str:
+    """A field's type as a problem names it: `int`, `float | None`, `list[str]`, a step."""
+    if hint is StepKey:
+        return "a step {arm, mode, phase, rep}"
+    return hint.__name__ if isinstance(hint, type) else str(hint)
+
+
+def _constant(value: object) -> Callable[[], object]:
+    """A default that is always `value` (immutable: None, ABSENT)."""
+    return lambda: value
+
+
+def _field_readers(cls: type[Event]) -> tuple[_FieldReader, ...]:
+    """How each field of `cls` is read back, worked out once at import."""
+    hints = typing.get_type_hints(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        if f.default is not dataclasses.MISSING:
+            default: Callable[[], object] | None = _constant(f.default)
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory
+        else:
+            default = None
+        nullable = type(None) in typing.get_args(hint)
+        optional = bool(f.metadata.get("optional"))
+        out.append(_FieldReader(f.name, _type_words(hint), _reader(hint), default, nullable, optional))
+    return tuple(out)
+
+
+_READERS: dict[type[Event], tuple[_FieldReader, ...]] = {cls: _field_readers(cls) for cls in EVENT_TYPES.values()}
+
+
+def _short(value: object) -> str:
+    """A value as a problem quotes it: its repr, cut at 60 characters."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _read_fields(cls: type[Event], line: dict) -> tuple[dict[str, object], list[_FieldReader], list[str]]:
+    """The fields of `line` that `cls` defines, read as it holds them; those missing; what is wrong with those
+    present."""
+    values: dict[str, object] = {}
+    missing: list[_FieldReader] = []
+    wrong: list[str] = []
+    for field_ in _READERS[cls]:
+        name = field_.name
+        if name not in line:
+            missing.append(field_)
+            continue
+        value = field_.read(line[name])
+        if value is _WRONG:
+            wrong.append(f"{cls.TYPE}: field {name!r} is not {field_.expected}: {_short(line[name])}")
+        else:
+            values[name] = value
+    return values, missing, wrong
+
+
+def _time(value: object) -> float | None:
+    """A line's `t` as a float, or None when it is not a finite number."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) else None
+
+
 def check_event(line: dict) -> list[str]:
-    """What is wrong with an event line read back: an unknown type, a field not defined, a field missing."""
+    """What is wrong with an event line read back: an unknown type, a field not defined, a field missing, a
+    field of the wrong type. Emitters must write lines without any (the suite checks every line a test left)."""
     type_ = line.get("type")
     cls = EVENT_TYPES.get(type_) if isinstance(type_, str) else None
     if cls is None:
         return [f"unknown event type {type_!r}"]
-    defined = {f.name: f for f in dataclasses.fields(cls)}
+    defined = {f.name for f in _READERS[cls]}
     problems = [f"{type_}: field {k!r} is not defined" for k in line if k not in defined and k not in ENVELOPE]
-    for name, f in defined.items():
-        if name not in line and not f.metadata.get("optional"):
-            problems.append(f"{type_}: field {name!r} is missing")
-    return problems
+    _values, missing, wrong = _read_fields(cls, line)
+    problems += [f"{type_}: field {f.name!r} is missing" for f in missing if not f.optional]
+    return problems + wrong
+
+
+def parse_event(line: object) -> ReadEvent:
+    """A decoded events.jsonl line as its event with its time, or an UnreadableEvent saying why it is not one.
+
+    Never raises. Fields the type does not define are ignored. A missing field takes its default (an optional
+    one reads as not given), else None where its type allows None (older lines left null fields out); any other
+    missing field, a field of the wrong type, or a line without a time makes the line unreadable.
+    """
+    if not isinstance(line, dict):
+        return UnreadableEvent(None, None, (f"not a JSON object: {_short(line)}",))
+    type_, t = line.get("type"), _time(line.get("t"))
+    cls = EVENT_TYPES.get(type_) if isinstance(type_, str) else None
+    if cls is None:
+        return UnreadableEvent(type_ if isinstance(type_, str) else None, t, (f"unknown event type {type_!r}",))
+    values, missing, problems = _read_fields(cls, line)
+    for field_ in missing:
+        if field_.default is not None:
+            values[field_.name] = field_.default()
+        elif field_.nullable:
+            values[field_.name] = None
+        else:
+            problems.append(f"{type_}: field {field_.name!r} is missing")
+    if t is None:
+        problems.insert(0, f"{type_}: t is not a time: {_short(line.get('t'))}")
+    if problems:
+        return UnreadableEvent(type_, t, tuple(problems))
+    return LoggedEvent(t, cls(**values))
 
 
 def markdown_table() -> str:

@@ -7,36 +7,33 @@ gb10-vllm-plugin writes what each vLLM process runs), a runner-owned trace direc
 inspect data outlives it). A watcher polls its state, and reads its cgroup's OOM-kill count
 while it runs; a follower decodes its multiplexed logs into serve.log.
 
-Stopping escalates: the API's stop with a grace period, then the API's kill under a deadline,
-then `docker kill` as a subprocess under a timeout, then a ServeError that says what is left
-running and what to do. No call can hang the runner.
+The container's configuration is built in container_config.py; stopping escalates as
+container_stop.py says (API stop, API kill, `docker kill`, then a ServeError that says what is left
+running and what to do). No call can hang the runner.
 """
 
 from __future__ import annotations
 
 import asyncio
-import secrets
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.env_sentinel import ENV_DIR_VAR, SENTINEL_NAME, format_sentinel
+from engine.env_sentinel import SENTINEL_NAME, format_sentinel
 from runners.host.cgroup import MemoryCgroup, memory_cgroup
 from runners.host.docker_api import DockerClient, DockerError, LogFrames, find_socket
-from runners.host.owner import Owner, run_labels
-from runners.plan.fields import parse_size, ulimit_pair
+from runners.host.owner import Owner
 from runners.plan.serve_spec import DockerServe
 from runners.run.files import tail_lines, write_atomic, write_json_atomic
 from runners.run.redact import redact_argv, redact_env_list
 from runners.run.targets import TargetRef
+from runners.serve.container_config import ContainerConfig
+from runners.serve.container_stop import StopEscalation, classify_exit
 from runners.serve.env_reports import clear_reports
-from runners.serve.process import fill_placeholders, free_port
+from runners.serve.process import free_port
 from runners.serve.readiness import probe, wait_ready_explained
-from runners.serve.runtime import OOM_KILLED, PROFILE_DIR_NAME, ExitInfo, ProbeResult, ReadyInfo, ServeError
-
-SIGNAL_EXIT = {137: "SIGKILL", 143: "SIGTERM", 130: "SIGINT", 134: "SIGABRT", 139: "SIGSEGV"}
+from runners.serve.runtime import PROFILE_DIR_NAME, ExitInfo, ProbeResult, ReadyInfo, ServeError
 
 
 @dataclass(frozen=True)
@@ -50,29 +47,6 @@ class DockerDeadlines:
     log_drain_s: float = 2.0  # for the log follower to finish once the container ended
     log_retry_s: float = 1.0  # before following the logs again after the stream broke
     watch_interval_s: float = 0.5  # state polls while the container runs
-
-
-def classify_exit(state: dict, stopping: str | None, oom_kills: int | None) -> ExitInfo:
-    """How a container ended, from its inspect State, what the runner was doing, and cgroup OOM kills."""
-    code = state.get("ExitCode")
-    notes = []
-    if state.get("OOMKilled"):
-        notes.append("OOMKilled=true")
-    if oom_kills:
-        notes.append(f"cgroup oom_kill {oom_kills}")
-    if state.get("Error"):
-        notes.append(f"error: {state['Error']}")
-    if state.get("OOMKilled"):
-        how = OOM_KILLED
-    elif stopping == "terminated" and code == 137:
-        how = "killed after the stop grace period (it ignored its stop signal)"
-    elif stopping:
-        how = stopping
-    elif code in SIGNAL_EXIT:
-        how = f"killed by {SIGNAL_EXIT[code]} from outside the runner"
-    else:
-        how = "exited"
-    return ExitInfo(code if isinstance(code, int) else None, how, "; ".join(notes))
 
 
 def _redacted(data: dict) -> dict:
@@ -134,23 +108,13 @@ class DockerRuntime:
         self.profile_dir_in_target = spec.profile_mount
         self.resolve = resolve
         self.deadlines = deadlines or DockerDeadlines()
-        self.labels = run_labels(run_id, arm, mode, owner)
-        self.name = f"gb10-{run_id}-{arm}-{mode}-{secrets.token_hex(3)}"
-        if spec.network == "host":
-            self.port = free_port(spec.host)
-            listen_host, listen_port = spec.host, self.port
-            url_host = f"[{spec.host}]" if ":" in spec.host else spec.host
-        else:
-            self.port = free_port("127.0.0.1")
-            listen_host, listen_port, url_host = "0.0.0.0", spec.container_port, "127.0.0.1"
-        self.base_url = f"http://{url_host}:{self.port}"
-        fill = {"{host}": listen_host, "{port}": str(listen_port), "{env_dir}": spec.env_mount,
-                "{profile_dir}": spec.profile_mount}  # fmt: skip
-        self.command = [fill_placeholders(part, fill) for part in spec.command]
-        self.arm_env = {key: fill_placeholders(value, fill) for key, value in env.items()}
-        self.entrypoint = (
-            [fill_placeholders(part, fill) for part in spec.entrypoint] if spec.entrypoint is not None else None
-        )
+        self.config = ContainerConfig.for_session(
+            spec, env, run_id=run_id, arm=arm, mode=mode, owner=owner,
+            host_port=free_port(spec.host if spec.network == "host" else "127.0.0.1"),
+            env_dir=self.env_dir, profile_dir=self.profile_dir,
+        )  # fmt: skip
+        self.base_url = self.config.base_url
+        self.arm_env = self.config.env
         self.id: str | None = None
         self.image_info: dict = {}
         self.engine_info: dict = {}
@@ -199,9 +163,9 @@ class DockerRuntime:
         write_atomic(self.env_dir / SENTINEL_NAME, format_sentinel(self.arm_env))
         clear_reports(self.env_dir)  # the plugin's reports of an earlier start must not verify this one
         self.profile_dir.mkdir(parents=True, exist_ok=True)
-        binds = self._binds()
-        self._log_line(f"creating container {self.name} from {self.spec.image} ({image.get('Id')})")
-        self.id = await self._client.create(self.name, self._config(binds))
+        binds = self.config.binds(self.resolve, self._log_line)
+        self._log_line(f"creating container {self.config.name} from {self.spec.image} ({image.get('Id')})")
+        self.id = await self._client.create(self.config.name, self.config.create_body(binds, self._client.is_podman))
         await self._client.start(self.id)
 
     async def _abandon_start(self) -> None:
@@ -222,87 +186,6 @@ class DockerRuntime:
         final = (self._final or {}).get("State") or {}
         if final.get("Status") == "created":  # the daemon never ran it
             self._exit = ExitInfo(None, "never started", final.get("Error") or "")
-
-    def _binds(self) -> list[str]:
-        """Bind specs: the ENV dir (writable for the vLLM plugin's reports, its ENV file read-only), the trace
-        dir, then the plan's mounts.
-
-        A missing read-only source (a model) is an error, since Docker would mount an empty
-        directory in its place; a missing read-write source (a cache) is created, as `docker -v` does.
-        """
-        binds = [
-            f"{self.env_dir}:{self.spec.env_mount}:rw",
-            f"{self.env_dir / SENTINEL_NAME}:{self.spec.env_mount}/{SENTINEL_NAME}:ro",
-            f"{self.profile_dir}:{self.spec.profile_mount}:rw",
-        ]
-        for source, target, option in self.spec.binds(self.resolve):
-            if not source.exists():
-                if option == "ro":
-                    raise DockerError(
-                        f"serve.mounts: {source} (read-only, for {target}) does not exist on this host; "
-                        "fix the path in the plan or put the files there"
-                    )
-                try:
-                    source.mkdir(parents=True)
-                except OSError as exc:
-                    raise DockerError(f"serve.mounts: cannot create {source} for {target}: {exc}") from None
-                self._log_line(f"created {source} for the mount at {target}")
-            binds.append(f"{source}:{target}:{option}")
-        return binds
-
-    def _config(self, binds: list[str]) -> dict:
-        spec = self.spec
-        env = {**self.arm_env, ENV_DIR_VAR: spec.env_mount}
-        host_config: dict = {
-            "NetworkMode": spec.network,
-            "Binds": binds,
-            "IpcMode": spec.ipc,
-            "OomScoreAdj": 1000,
-            "RestartPolicy": {"Name": "no"},
-            "AutoRemove": False,
-        }
-        config: dict = {
-            "Image": spec.image,
-            "Env": [f"{k}={v}" for k, v in env.items()],
-            "Labels": self.labels,
-            "Tty": False,
-            "AttachStdin": False,
-            "OpenStdin": False,
-        }
-        if self.command:
-            config["Cmd"] = self.command
-        if self.entrypoint is not None:
-            config["Entrypoint"] = self.entrypoint
-        if spec.network == "bridge":
-            port_key = f"{spec.container_port}/tcp"
-            config["ExposedPorts"] = {port_key: {}}
-            host_config["PortBindings"] = {port_key: [{"HostIp": "127.0.0.1", "HostPort": str(self.port)}]}
-        if spec.gpus != "none":
-            host_config["DeviceRequests"] = [self._gpu_request()]
-        if spec.ulimits:
-            host_config["Ulimits"] = [
-                {"Name": name, "Soft": soft, "Hard": hard}
-                for name, (soft, hard) in ((n, ulimit_pair(n, v)) for n, v in spec.ulimits.items())
-            ]
-        if spec.shm_size:
-            host_config["ShmSize"] = parse_size(spec.shm_size)
-        if spec.memory_limit:
-            limit = parse_size(spec.memory_limit)
-            host_config["Memory"] = limit
-            host_config["MemorySwap"] = limit  # no swap on top: the limit is the limit
-        config["HostConfig"] = host_config
-        return config
-
-    def _gpu_request(self) -> dict:
-        """`--gpus` as a device request: Docker's NVIDIA capability request, or CDI names for Podman.
-
-        Podman's compatible API honours only CDI requests and silently drops the others.
-        """
-        gpus = self.spec.gpus
-        if self._client is not None and self._client.is_podman:
-            ids = ["nvidia.com/gpu=all"] if gpus == "all" else [f"nvidia.com/gpu={i}" for i in range(int(gpus))]
-            return {"Driver": "cdi", "DeviceIDs": ids}
-        return {"Driver": "", "Count": -1 if gpus == "all" else int(gpus), "Capabilities": [["gpu"]]}
 
     def _log_line(self, text: str) -> None:
         """A marker line in serve.log (best effort: a full disk must not stop the runtime)."""
@@ -393,7 +276,7 @@ class DockerRuntime:
 
     async def wait_ready(self, deadline_s: float) -> ReadyInfo:
         """Ready = /health 200 and a 1-token completion; fails fast when the container ends."""
-        hint = f"see {self.log_path} (or `docker logs {self.name}`)"
+        hint = f"see {self.log_path} (or `docker logs {self.config.name}`)"
         return await wait_ready_explained(self.base_url, deadline_s, self._gone, hint, lambda: self.logs(8))
 
     async def probe(self) -> ProbeResult:
@@ -416,10 +299,9 @@ class DockerRuntime:
             return self._closed_exit()
         if self._exit is None:
             self._stopping = "terminated"
-            try:
-                await self._client.stop(self.id, grace_s)
-            except DockerError as exc:
-                self.last_error = f"stop: {exc}"
+            refused = await self._escalation().stop(grace_s)
+            if refused is not None:
+                self.last_error = refused
                 return await self.kill()
         return await self._finish()
 
@@ -431,67 +313,33 @@ class DockerRuntime:
             return self._closed_exit()
         if self._exit is None:
             self._stopping = "killed"
-            try:
-                await self._client.kill(self.id, deadline_s=self.deadlines.kill_s)
-            except DockerError as api_error:
-                cli_error = await self._cli_kill()
-                if cli_error and not await self._confirmed_gone():
-                    await self._close(wait_for_logs=False)
-                    raise ServeError(
-                        f"could not kill container {self.name} ({self.id[:12]}): API: {api_error}; "
-                        f"CLI: {cli_error}. It may still be running and holding memory: kill it by hand "
-                        f"(`docker kill {self.id[:12]}`) and check the daemon (`systemctl status docker`)"
-                    ) from None
+            failed = await self._escalation().kill()
+            if failed is not None and not await self._confirmed_gone():
+                await self._close(wait_for_logs=False)
+                raise ServeError(failed)
         return await self._finish()
+
+    def _escalation(self) -> StopEscalation:
+        """The stop escalation of the container this runtime created."""
+        assert self._client is not None and self.id is not None
+        return StopEscalation(self._client, self.id, self.config.name, self.deadlines.kill_s, self.deadlines.cli_kill_s)
 
     def _closed_exit(self) -> ExitInfo:
         """How the container ended, once the runtime is closed; ServeError if that was never confirmed."""
         if self._exit is None:
             raise ServeError(
-                f"container {self.name} ({self.id}) may still be running: {self.last_error or 'its end was never seen'}"
+                f"container {self.config.name} ({self.id}) may still be running: "
+                f"{self.last_error or 'its end was never seen'}"
             )
         return self._exit
 
     async def _confirmed_gone(self) -> bool:
-        """True when the daemon says the container is not running (or no longer exists)."""
-        assert self._client is not None and self.id is not None
-        try:
-            state = (await self._client.inspect(self.id)).get("State") or {}
-        except DockerError as exc:
-            if exc.status == 404:
-                self._set_exit(ExitInfo(None, "removed from outside the runner", str(exc)))
-                return True
+        """True when the daemon says the container is not running (or no longer exists); its end is recorded."""
+        ended = await self._escalation().ended(self._stopping, self.oom_kills)
+        if ended is None:
             return False
-        if state.get("Running"):
-            return False
-        self._set_exit(classify_exit(state, self._stopping, self.oom_kills))
+        self._set_exit(ended)
         return True
-
-    async def _cli_kill(self) -> str | None:
-        """`docker kill ID` (or `podman kill`) on the same socket under a timeout; None on success."""
-        assert self._client is not None and self.id is not None
-        order = ("podman", "docker") if self._client.is_podman else ("docker", "podman")
-        cli = next((path for path in map(shutil.which, order) if path), None)
-        if cli is None:
-            return "neither docker nor podman is on PATH"
-        name = Path(cli).name
-        socket = f"unix://{self._client.socket}"
-        argv = [cli, "--url", socket] if name == "podman" else [cli, "-H", socket]
-        try:
-            proc = await asyncio.create_subprocess_exec(
-                *argv, "kill", self.id, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
-            )
-        except OSError as exc:
-            return f"cannot run {name}: {exc}"
-        try:
-            _, err = await asyncio.wait_for(proc.communicate(), self.deadlines.cli_kill_s)
-        except asyncio.TimeoutError:
-            proc.kill()
-            await proc.wait()
-            return f"`{name} kill` did not finish within {self.deadlines.cli_kill_s:g} s"
-        if proc.returncode != 0:
-            return f"`{name} kill` failed: {err.decode(errors='replace').strip()[:300]}"
-        return None
 
     async def _finish(self) -> ExitInfo:
         """Confirm the container ended, drain its logs, save its final inspect, close the client."""
@@ -503,7 +351,7 @@ class DockerRuntime:
             if not await self._confirmed_gone():
                 await self._close(wait_for_logs=False)
                 raise ServeError(
-                    f"container {self.name} ({self.id}) still runs {self.deadlines.confirm_exit_s:g} s after it "
+                    f"container {self.config.name} ({self.id}) still runs {self.deadlines.confirm_exit_s:g} s after it "
                     f"was {self._stopping}; kill it by hand (`docker kill {self.id}`) and check the daemon"
                 ) from None
         await self._close(wait_for_logs=True)
@@ -541,13 +389,13 @@ class DockerRuntime:
         """Container id, name, image, url and its state now (from the daemon, under a deadline)."""
         info: dict = {
             "kind": self.kind,
-            "name": self.name,
+            "name": self.config.name,
             "id": self.id,
             "image": self.spec.image,
             "image_id": self.image_info.get("id"),
             "base_url": self.base_url,
             "network": self.spec.network,
-            "labels": self.labels,
+            "labels": self.config.labels,
             "log": str(self.log_path),
             "oom_kills": self.oom_kills,
             "last_error": self.last_error,
@@ -582,8 +430,8 @@ class DockerRuntime:
         return {
             "kind": self.kind,
             "image": self.image_info,
-            "container": self.name,
-            "command": redact_argv(self.command),
+            "container": self.config.name,
+            "command": redact_argv(self.config.command),
             "engine": {
                 "socket": str(self._client.socket) if self._client else None,
                 "version": self.engine_info.get("Version"),

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Iterable
@@ -19,7 +18,7 @@ from pathlib import Path
 from engine.config_file import ConfigFileError
 from runners import event_loop
 from runners.evidence.oom_record import known_oom_matches, record_path, record_run_ooms
-from runners.plan.load import LoadedPlan, load_plan
+from runners.plan.load import LoadedPlan
 from runners.plan.preflight import preflight_warnings
 from runners.plan.serve_spec import DockerServe
 from runners.plan.steps import StepKey
@@ -42,31 +41,12 @@ from runners.run.event_types import (
 from runners.run.events import EventLog, Listener
 from runners.run.provenance import end_session, start_session
 from runners.run.repair import Repair, repair_for_session
-from runners.run.rundir import RunDir, RunDirError, RunnerLock, create_run_dir
+from runners.run.rundir import RunDir, RunDirError, RunnerLock
+from runners.run.runs import RUNNER_MODULE, load_run_plan, open_run
 from runners.serve.orphans import sweep_at_start
 from runners.soak.ledger import SoakResult
 from runners.soak.session import SoakSession
 from runners.watchdog.link import GuardError, GuardLink
-
-
-def create_run(plan_path: Path, out: Path | None, runs_root: Path) -> RunDir:
-    """Validate the plan and create its run directory; raises ConfigFileError or RunDirError."""
-    loaded = load_plan(plan_path)
-    return create_run_dir(out, runs_root, loaded.source, loaded.plan.name, loaded.base_dir)
-
-
-def open_run(path: Path) -> RunDir:
-    """An existing run directory; raises RunDirError when `path` is not one or its run.json is damaged."""
-    run = RunDir(path)
-    if not run.is_run():
-        raise RunDirError(f"{path} is not a run directory (no run.json); start one with `gb10-console run PLAN`")
-    run.info()  # a damaged run.json is said here, with what to do, before anything else reads it
-    return run
-
-
-def load_run_plan(run: RunDir) -> LoadedPlan:
-    """The run's copy of its plan, resolving relative paths against the original plan's directory."""
-    return load_plan(run.plan_toml, base_dir=run.plan_dir())
 
 
 async def execute(run: RunDir, listeners: Iterable[Listener] = (), argv: list[str] | None = None) -> SoakResult:
@@ -210,18 +190,6 @@ def _write_evidence(run: RunDir, events: EventLog) -> None:
     events.emit(SummaryWritten(str(run.summary_md), [str(p) for p in outcome.plots], outcome.gates.verdicts))
 
 
-def spawn_detached(run: RunDir) -> subprocess.Popen:
-    """Start `python -m runners.execute RUN_DIR` in its own session, output to runner.log."""
-    with open(run.runner_log, "ab") as log:
-        return subprocess.Popen(
-            [sys.executable, "-m", "runners.execute", str(run.root)],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the detached runner."""
     args = sys.argv[1:] if argv is None else argv
@@ -230,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         run = open_run(Path(args[0]))
-        result = event_loop.run(execute(run, argv=[sys.executable, "-m", "runners.execute", *args]))
+        result = event_loop.run(execute(run, argv=[sys.executable, "-m", RUNNER_MODULE, *args]))
     except (RunDirError, ConfigFileError) as exc:
         print(f"runner: {exc}", file=sys.stderr)
         return 2

@@ -40,7 +40,8 @@ from runners.soak.env_check import verify_env
 from runners.soak.host_preflight import drop_cache_before_start
 from runners.soak.ledger import RunLedger, SoakResult
 from runners.soak.memory_watch import MemoryWatch
-from runners.soak.step import StepContext, StepRun
+from runners.soak.step import StepRun
+from runners.soak.step_context import StepContext
 from runners.watchdog.link import GuardLink
 
 T = TypeVar("T")

@@ -1,5 +1,5 @@
 """One step against a running serve target: replay under a deadline while the target, its /health, its
-/metrics and the memory guard are watched; then a pure `judge` of what happened.
+/metrics and the memory guard are watched (`step_watch.StepWatch`); then a pure `judge` of what happened.
 
 The step's evidence (requests.jsonl, server_metrics.jsonl, phase.json) is written whatever the verdict;
 only a replay that finished with at least one successful request earns the DONE marker.
@@ -7,46 +7,37 @@ only a replay that finished with at least one successful request earns the DONE 
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Literal
 
 import httpx
 
-from runners.plan.load import LoadedPlan
 from runners.plan.steps import StepKey
-from runners.replay.dispatch import replay
-from runners.replay.dispatch_gate import DispatchGate
+from runners.replay.dispatch import ReplayOutcome
 from runners.replay.measurement_check import DISTORTED, MeasurementBounds, MeasurementCheck, cross_check
-from runners.replay.metrics import Slo, phase_stats
-from runners.replay.pauses import account_pauses
+from runners.replay.metrics import PhaseStats, Slo, phase_stats
+from runners.replay.pauses import PauseAccount, account_pauses
 from runners.replay.prompts import DatasetError
-from runners.replay.records import RequestRecord
 from runners.replay.server_latency import ServerLatency
-from runners.replay.server_metrics import MetricsSampler
 from runners.replay.server_metrics import summarize as summarize_metrics
 from runners.replay.token_lengths import TOKENIZE_DEADLINE_S, target_limit
 from runners.replay.usage_probe import UsageProbe, probe_continuous_usage
-from runners.replay.workloads import evaluate, prepare
+from runners.replay.workloads import Workload, evaluate, prepare
 from runners.run.event_types import MeasurementDistorted, ServeHealth, ServeOom, StepAborted, StepStarted
-from runners.run.events import EventLog
-from runners.run.files import JsonlWriter, RunDirWriteError, write_json_atomic
-from runners.run.rundir import RunDir
-from runners.serve.health_watch import watch_health
+from runners.run.files import write_json_atomic
 from runners.serve.runtime import ExitInfo, ProbeResult, ServeRuntime
-from runners.soak.ledger import RunLedger
-from runners.soak.memory_watch import MemoryWatch
+from runners.soak.phase_record import PhaseRecord
 from runners.soak.profiler import ProfileRecord
 from runners.soak.profiler_rules import StepProfiler
 from runners.soak.progress import ProgressReporter
 from runners.soak.region_timings import RegionDump
 from runners.soak.server_latency_probe import StepLatencyProbe
-from runners.soak.stall_watch import StallWatch, stall_s_of, stalled_step_record
+from runners.soak.stall_watch import StallIncident, stalled_step_record
+from runners.soak.step_context import StepContext
+from runners.soak.step_watch import StepWatch
 
-TARGET_DEATH_GRACE_S = 2.0
-SERVER_METRICS_FILE = "server_metrics.jsonl"
 StepOutcome = Literal["done", "failed", "aborted", "target_died", "restart"]
 
 
@@ -104,23 +95,6 @@ def judge(obs: StepObservation) -> StepJudgement:
     return StepJudgement("restart" if obs.profile_killed else "done", done=True)
 
 
-@dataclass
-class StepContext:
-    """What every step of a session shares."""
-
-    run_dir: RunDir
-    loaded: LoadedPlan
-    events: EventLog
-    ledger: RunLedger
-    abort: asyncio.Event
-    gate: DispatchGate
-    memory: MemoryWatch
-    healthy: bool = True  # the target's last /health answer, carried from step to step
-    oom_kills_seen: int = 0  # the target's cgroup OOM kills already reported
-    token_counts: dict[bytes, int] = field(default_factory=dict)  # /tokenize answers of this target, by body
-    usage_probes: dict[str, UsageProbe] = field(default_factory=dict)  # per endpoint, once per target
-
-
 class StepRun:
     """One step: prepare the workload, replay it against `runtime`, write its evidence, judge it."""
 
@@ -132,121 +106,85 @@ class StepRun:
         """Run the step and record its verdict (DONE marker or `step_failed`); the outcome for the session."""
         ctx, step, phase = self.ctx, self.step, self.phase
         try:
-            async with httpx.AsyncClient(timeout=httpx.Timeout(TOKENIZE_DEADLINE_S)) as client:
-                limit = await target_limit(client, self.runtime.base_url, self.model, ctx.token_counts)
-                workload = await prepare(phase, ctx.loaded, arrival_seed=phase.seed or 0, limit=limit)
+            workload = await self._prepare()
         except DatasetError as exc:
             ctx.ledger.fail([step], str(exc))
             return "failed"
-        planned = sum(len(c.turns) for c in workload.conversations)
-        if phase.limit_requests is not None:
-            planned = min(planned, phase.limit_requests)
+        planned = _planned(workload, phase.limit_requests)
         probe = await self._usage_probe()
-        shape = replace(workload.shape, continuous_usage=probe.continuous_usage)
+        workload = replace(workload, shape=replace(workload.shape, continuous_usage=probe.continuous_usage))
         step_dir = ctx.run_dir.fresh_step_dir(step)
-        self.profiler = StepProfiler(self.runtime, ctx.events, ctx.memory, step, step_dir / "profile")
-        ctx.ledger.step_started(step)
-        started = time.time()
-        ctx.events.emit(StepStarted(step, phase.kind, planned, workload.arrivals.concurrency,
-                                    open_loop=workload.arrivals.offsets is not None))  # fmt: skip
-        if phase.profile:
-            refused = await self.profiler.start()
-            if refused:
-                ctx.ledger.fail([step], refused)
-                return "failed"
+        started = self._begin(workload, planned, step_dir)
+        if phase.profile and (refused := await self.profiler.start()):
+            ctx.ledger.fail([step], refused)
+            return "failed"
         region_dump = RegionDump.for_step(phase, self.runtime, step_dir, ctx.events, step)  # region timings
         await region_dump.arm()  # the trigger, before the replay
-        requests = JsonlWriter(step_dir / "requests.jsonl")
-        scrapes = JsonlWriter(step_dir / SERVER_METRICS_FILE)
         progress = ProgressReporter(ctx.events, step, planned)
-        samples: list[dict] = []
-        stall_watch = StallWatch(stall_s_of(phase), scraping=phase.metrics_interval_s is not None)
-
-        def on_record(rec: RequestRecord) -> None:
-            requests.append(rec.as_dict())
-            progress.add(rec)
-
-        first_sample = asyncio.Event()
-
-        def on_sample(sample: dict) -> None:
-            samples.append(sample)
-            scrapes.append(sample)
-            stall_watch.on_sample(sample)
-            first_sample.set()
-
-        stop_scraping = asyncio.Event()
-        sampler = None
-        if phase.metrics_interval_s is not None:
-            scraper = MetricsSampler(self.runtime.base_url + "/metrics", on_sample, interval_s=phase.metrics_interval_s)
-            sampler = asyncio.create_task(scraper.run(stop_scraping))
-        latency = StepLatencyProbe(self.runtime.base_url + "/metrics")
-        await latency.start()
-        if sampler is not None:  # vLLM renders /metrics on the loop that streams: keep it off the first requests
-            await _first_sample(first_sample, sampler, scraper.deadline_s)
-        paused_before = ctx.gate.paused_s()
-        replay_task = asyncio.create_task(
-            replay(
-                self.runtime.base_url, self.model, workload.conversations, shape, workload.arrivals,
-                on_record, ctx.abort, limit_requests=phase.limit_requests, gate=ctx.gate,
-                activity=stall_watch.activity,
-            )
-        )  # fmt: skip
-        replay_task.add_done_callback(_retrieve)  # its error is read below, on every path
-        died = asyncio.create_task(self.runtime.wait_exit())
-        health = asyncio.create_task(
-            watch_health(self.runtime.probe, self._health_changed, stop_scraping,
-                         ctx.loaded.plan.serve.health_interval_s, ctx.healthy)
-        )  # fmt: skip
-        deadline = asyncio.create_task(_deadline(phase.deadline_s, ctx.gate, paused_before))
-        stalled = asyncio.create_task(stall_watch.watch())
-        incident = None
-        try:
-            watched = {replay_task, died, deadline, stalled} | ctx.memory.tasks()
-            await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
-            if stalled.done():  # a wedged target: killed now, the step fails as a dead target's would
-                incident = await stall_watch.kill(stalled.result(), self.runtime, ctx.events, ctx.ledger, step)
-        finally:
-            stalled.cancel()
-            deadline.cancel()
-            if not replay_task.done():
-                replay_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await replay_task
-            stop_scraping.set()
-            if sampler is not None:
-                await sampler
-            health.cancel()  # a probe in flight against a wedged target is not worth waiting for
-            health_error = (await asyncio.gather(health, return_exceptions=True))[0]
-            closing = [_close_quietly(requests), _close_quietly(scrapes)]
-        if not replay_task.cancelled() and isinstance(replay_task.exception(), RunDirWriteError):
-            raise replay_task.exception()  # type: ignore[misc]
-        for error in (*closing, health_error):
-            if isinstance(error, Exception):  # health_error may be the CancelledError of its own stop
-                raise error
-        ended = await _target_ended(died, replay_task)
-        if ended is not None:
+        async with StepWatch(ctx, self.runtime, self.model, phase, workload, step_dir, progress,
+                             self._health_changed) as watch:  # fmt: skip
+            incident = await self._first_end(watch)
+        if watch.ended is not None:
             self._note_oom_kills(await self.runtime.inspect())
-        memory = ctx.memory.reason(target_died=ended is not None, since=started, arm=step.arm)
-        finished = not replay_task.cancelled()
-        stall = incident.reason() if incident is not None else None
+        memory = ctx.memory.reason(target_died=watch.ended is not None, since=started, arm=step.arm)
         if incident is not None:  # the stall's evidence: requests.jsonl and the scrapes are beside it
             target = await self.runtime.inspect()
             write_json_atomic(step_dir / "phase.json", stalled_step_record(step, phase, started, incident, target,
-                                                                           samples))  # fmt: skip
-        if not finished or stall or (memory is not None and ended is not None):
-            verdict = judge(StepObservation(finished, target_ended=_describe(ended), memory=memory,
-                                            deadline_s=phase.deadline_s, stall=stall))  # fmt: skip
-            ctx.ledger.fail([step], verdict.failure or "")
-            await region_dump.discard()  # region timings: no trigger left for a later target
-            return verdict.outcome
-        outcome = replay_task.result()
-        profile: ProfileRecord | None = None
-        if phase.profile and outcome.aborted:
-            profile = StepProfiler.lost_to_abort()
-        elif phase.profile and ended is None:
-            profile = await self.profiler.stop(phase.profile_stop_timeout_s)
-            if self.profiler.kill_failed:
-                ctx.ledger.fail_run(self.profiler.kill_failed)
+                                                                           watch.samples))  # fmt: skip
+        if not watch.finished or incident is not None or (memory is not None and watch.ended is not None):
+            return await self._cut_short(watch, incident, memory, region_dump)
+        return await self._finished(watch, workload, probe, started, step_dir, region_dump, memory)
+
+    def _begin(self, workload: Workload, planned: int, step_dir: Path) -> float:
+        """The step starts: its profiler, the ledger's and the events' word of it; when it started (wall clock)."""
+        self.profiler = StepProfiler(self.runtime, self.ctx.events, self.ctx.memory, self.step, step_dir / "profile")
+        self.ctx.ledger.step_started(self.step)
+        started = time.time()
+        arrivals = workload.arrivals
+        self.ctx.events.emit(StepStarted(self.step, self.phase.kind, planned, arrivals.concurrency,
+                                         open_loop=arrivals.offsets is not None))  # fmt: skip
+        return started
+
+    async def _first_end(self, watch: StepWatch) -> StallIncident | None:
+        """Wait for the first end among the watched; a stall kills the target now (the step fails as a dead
+        target's would) and is the step's incident."""
+        seen = await watch.first_end()
+        if seen is None:
+            return None
+        return await watch.stall_watch.kill(seen, self.runtime, self.ctx.events, self.ctx.ledger, self.step)
+
+    async def _cut_short(
+        self, watch: StepWatch, incident: StallIncident | None, memory: str | None, region_dump: RegionDump
+    ) -> StepOutcome:
+        """A replay cut short (its deadline, its target's end, a stall, a memory alarm) or a target lost to
+        memory: the step fails, and the region timings' trigger goes."""
+        stall = incident.reason() if incident is not None else None
+        verdict = judge(StepObservation(watch.finished, target_ended=_describe(watch.ended), memory=memory,
+                                        deadline_s=self.phase.deadline_s, stall=stall))  # fmt: skip
+        self.ctx.ledger.fail([self.step], verdict.failure or "")
+        await region_dump.discard()  # region timings: no trigger left for a later target
+        return verdict.outcome
+
+    async def _prepare(self) -> Workload:
+        """The phase's workload, its prompts counted against the target's max_model_len; DatasetError if bad."""
+        async with httpx.AsyncClient(timeout=httpx.Timeout(TOKENIZE_DEADLINE_S)) as client:
+            limit = await target_limit(client, self.runtime.base_url, self.model, self.ctx.token_counts)
+            return await prepare(self.phase, self.ctx.loaded, arrival_seed=self.phase.seed or 0, limit=limit)
+
+    async def _finished(
+        self,
+        watch: StepWatch,
+        workload: Workload,
+        probe: UsageProbe,
+        started: float,
+        step_dir: Path,
+        region_dump: RegionDump,
+        memory: str | None,
+    ) -> StepOutcome:
+        """A replay that finished: stop the profiler, collect region timings, measure, write phase.json, judge."""
+        ctx, step, phase, ended = self.ctx, self.step, self.phase, watch.ended
+        outcome = watch.outcome()
+        profile = await self._stop_profiler(outcome.aborted, ended)
         region_timings = await region_dump.collect(  # region timings: after the profiler stop
             kernels=((profile.kernels or {}).get("rows") if profile else None), abort=ctx.abort,
             ended=_describe(ended), aborted=outcome.aborted, profile_lost=self.profiler.killed,
@@ -254,37 +192,14 @@ class StepRun:
         target = await self.runtime.inspect()
         if ended is None:
             self._note_oom_kills(target)
-        slo = Slo(phase.slo_ttft_ms, phase.slo_tpot_ms, phase.slo_e2el_ms)
-        pause = account_pauses(outcome.pauses, outcome.records)
-        wall_s = outcome.wall_s - pause.idle_s  # time the target idled only because of a pause is not the step's
-        stats = phase_stats(outcome.records, wall_s, phase.percentiles, slo)
-        server = await latency.finish(stats.ok)
-        client = stats  # the server's histograms saw every request: the cross-check compares all of them
-        if stats.latency_excluded:
-            client = phase_stats(outcome.records, wall_s, phase.percentiles, slo, exclude_paused=False)
-        check = self._check_measurement(client.distributions, server)
-        record = {
-            "step": step.as_dict(),
-            "phase": phase.model_dump(),
-            "started_at": started,
-            "ended_at": time.time(),
-            "aborted": outcome.aborted,
-            "paused_s": round(pause.paused_s, 3),  # dispatch held during the replay (runners/replay/pauses.py)
-            "pause": pause.as_dict(),  # its idle part is left out of stats.wall_s
-            "wall_clock_s": round(outcome.wall_s, 3),  # the replay's wall time, pauses included
-            "target": target,
-            "target_ended": _describe(ended),
-            "profile": profile.as_dict() if profile else None,
-            "prompt_filter": workload.prompt_filter,
-            "usage_probe": probe.as_dict(),  # whether requests asked for usage on every chunk
-            "itl_basis": stats.itl_basis,
-            "stats": stats.as_dict(),
-            "server_metrics": summarize_metrics(samples) if sampler is not None else None,
-            "server_latency": server.as_dict(),
-            "measurement": check.as_dict(),
-            "region_timings": region_timings,
-            **evaluate(phase, ctx.loaded, outcome.records, step_dir),
-        }
+        pause, stats, server, check = await self._measure(outcome, watch.latency)
+        record = PhaseRecord(
+            step=step, phase=phase, started_at=started, ended_at=time.time(), outcome=outcome, pause=pause,
+            target=target, target_ended=_describe(ended), profile=profile, prompt_filter=workload.prompt_filter,
+            usage_probe=probe, stats=stats, server_metrics=summarize_metrics(watch.samples) if watch.scraping else None,
+            server_latency=server, measurement=check, region_timings=region_timings,
+            kind_results=evaluate(phase, ctx.loaded, outcome.records, step_dir),
+        ).as_dict()  # fmt: skip
         write_json_atomic(step_dir / "phase.json", record)
         if check.status == DISTORTED:
             ctx.events.emit(MeasurementDistorted(step, check.reason or "", record["measurement"]["comparisons"]))
@@ -296,6 +211,43 @@ class StepRun:
                 profile_killed=self.profiler.killed, deadline_s=phase.deadline_s,
             )
         )  # fmt: skip
+        return self._record_verdict(verdict, stats, record, pause)
+
+    async def _stop_profiler(self, aborted: bool, ended: ExitInfo | None) -> ProfileRecord | None:
+        """The step's profile: lost to an abort, or stopped while the target runs (a profiler whose target
+        could not be killed ends the run); None for a step without one or a target that ended."""
+        if not self.phase.profile:
+            return None
+        if aborted:
+            return StepProfiler.lost_to_abort()
+        if ended is not None:
+            return None
+        profile = await self.profiler.stop(self.phase.profile_stop_timeout_s)
+        if self.profiler.kill_failed:
+            self.ctx.ledger.fail_run(self.profiler.kill_failed)
+        return profile
+
+    async def _measure(
+        self, outcome: ReplayOutcome, latency: StepLatencyProbe
+    ) -> tuple[PauseAccount, PhaseStats, ServerLatency, MeasurementCheck]:
+        """The step's pause account, its stats (the pause's idle time left out), the server's latency over it,
+        and the client-vs-server cross-check."""
+        phase = self.phase
+        slo = Slo(phase.slo_ttft_ms, phase.slo_tpot_ms, phase.slo_e2el_ms)
+        pause = account_pauses(outcome.pauses, outcome.records)
+        wall_s = outcome.wall_s - pause.idle_s  # time the target idled only because of a pause is not the step's
+        stats = phase_stats(outcome.records, wall_s, phase.percentiles, slo)
+        server = await latency.finish(stats.ok)
+        client = stats  # the server's histograms saw every request: the cross-check compares all of them
+        if stats.latency_excluded:
+            client = phase_stats(outcome.records, wall_s, phase.percentiles, slo, exclude_paused=False)
+        return pause, stats, server, self._check_measurement(client.distributions, server)
+
+    def _record_verdict(
+        self, verdict: StepJudgement, stats: PhaseStats, record: dict, pause: PauseAccount
+    ) -> StepOutcome:
+        """An aborted step's event, a DONE step's marker (with its kind's results and pause), or its failure."""
+        ctx, step = self.ctx, self.step
         if verdict.outcome == "aborted":
             ctx.events.emit(StepAborted(step, stats.requests))
         elif verdict.done:
@@ -337,54 +289,11 @@ class StepRun:
             self.ctx.events.emit(ServeOom(self.step, new, kills, target.get("oom_killed"), target.get("name")))
 
 
-async def _deadline(deadline_s: float, gate: DispatchGate, paused_before: float) -> None:
-    """Return once a step has run `deadline_s` seconds, not counting time dispatch was paused."""
-    started = time.monotonic()
-    while True:
-        ran = time.monotonic() - started - (gate.paused_s() - paused_before)
-        if ran >= deadline_s:
-            return
-        await asyncio.sleep(min(deadline_s - ran, 1.0))
-
-
-async def _target_ended(died: asyncio.Task[ExitInfo], replay_task: asyncio.Task) -> ExitInfo | None:
-    """How the target ended during the step, or None if it still runs.
-
-    Failed requests are often the first sign of a dead target, before its watcher sees it exit: then
-    the watcher gets TARGET_DEATH_GRACE_S to confirm, so the step names the cause.
-    """
-    failures = replay_task.cancelled() or any(r.error for r in replay_task.result().records)
-    if failures and not died.done():
-        await asyncio.wait({died}, timeout=TARGET_DEATH_GRACE_S)
-    if not died.done():
-        died.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await died
-        return None
-    return died.result() if died.exception() is None else None
-
-
-async def _first_sample(seen: asyncio.Event, sampler: asyncio.Task, deadline_s: float) -> None:
-    """Wait (at most one scrape deadline) for the sampler's first scrape, or its end."""
-    waiter = asyncio.create_task(seen.wait())
-    await asyncio.wait({waiter, sampler}, timeout=deadline_s, return_when=asyncio.FIRST_COMPLETED)
-    waiter.cancel()
+def _planned(workload: Workload, limit_requests: int | None) -> int:
+    """How many requests the step means to send: every turn of every conversation, at most `limit_requests`."""
+    planned = sum(len(c.turns) for c in workload.conversations)
+    return planned if limit_requests is None else min(planned, limit_requests)
 
 
 def _describe(ended: ExitInfo | None) -> str | None:
     return ended.describe() if ended is not None else None
-
-
-def _retrieve(task: asyncio.Task) -> None:
-    """Mark a task's exception as seen (the step reads and reports it itself)."""
-    if not task.cancelled():
-        task.exception()
-
-
-def _close_quietly(writer: JsonlWriter) -> RunDirWriteError | None:
-    """Close a writer; the error instead of raising it (the step decides what it means)."""
-    try:
-        writer.close()
-    except RunDirWriteError as exc:
-        return exc
-    return None

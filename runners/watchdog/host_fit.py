@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from engine.units import GIB, gib_text
 from runners.host.meminfo import MemInfo
 from runners.plan.sections import WatchdogSpec
 from runners.plan.vllm_memory import MemoryAsk
-from runners.watchdog.policy import GIB, default_floors
+from runners.watchdog.policy import default_floors
 
 
 @dataclass(frozen=True)
@@ -23,11 +24,6 @@ class FloorFit:
 
     errors: list[str]
     warnings: list[str]
-
-
-def gib_text(value: float) -> str:
-    """A GiB figure for people: two decimals at most (`2.94`, `16`, `1.5`)."""
-    return f"{round(value, 2):g}"
 
 
 def floor_fit(spec: WatchdogSpec, meminfo: MemInfo) -> FloorFit:

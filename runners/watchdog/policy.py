@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Literal
 
-GIB = 1 << 30
+from engine.units import GIB
 
 Action = Literal["warn", "abort", "kill"]
 

@@ -19,11 +19,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from engine.units import GIB
 from runners.host.cgroup import CGROUP_ROOT, CgroupMemory, memory_cgroup
 from runners.host.meminfo import MemInfo, read_meminfo
 from runners.host.psi import Pressure, read_psi
 
-GIB = 1024**3
 UNIFIED_TOLERANCE = 0.10  # a device total within 10% of MemTotal is the host's memory
 NVML_INIT_RETRY_S = 30.0
 

@@ -1,5 +1,6 @@
-"""The console benchmark: its metric definitions by hand, the synthetic soak it writes, and the whole
-benchmark in --quick form. Structure only: the targets are checked by running the benchmark, not here."""
+"""The console benchmark: its metric definitions by hand, the medians of several runs, and the whole benchmark in
+--quick form. Structure only: the targets are checked by running the benchmark, not here. The synthetic soak it
+attaches to is tested in tests/testbed."""
 
 from __future__ import annotations
 
@@ -12,26 +13,22 @@ from pathlib import Path
 
 import pytest
 
-from bench import console_bench as bench
+from bench.console_bench import repeated
+from bench.console_bench.cli import main
+from bench.console_bench.metrics import BACKLOG_GROWTH_FRACTION, backlog_grew, cpu_percent, least_squares_slope
+from bench.console_bench.report import QUICK
+from bench.console_bench.responsiveness import responsiveness
+from bench.console_bench.workdir import WORKDIR_PREFIX
 from console.views.run_view import RunView
-from console.views.watchdog_view import WatchdogView
-from runners.run.files import read_json, read_jsonl
-from runners.soak.execute import load_run_plan
-from tests.conftest import wait_until
-
-# The fields runners.soak.progress.ProgressReporter.flush emits with every step_progress event.
-PROGRESS_FIELDS = {
-    "step", "total", "completed", "failed", "output_tokens", "ttft_p50_ms", "ttft_p95_ms", "tpot_p50_ms",
-    "tpot_p95_ms", "itl_p50_ms", "itl_p95_ms", "errors",
-}  # fmt: skip
+from runners.run.event_types import ReadEvent
 
 
-def writer_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith("console-bench-")]
+def bench_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith(("console-bench-", "synthetic-soak-"))]
 
 
 def bench_dirs() -> set[str]:
-    return {p.name for p in Path(tempfile.gettempdir()).glob(f"{bench.WORKDIR_PREFIX}*")}
+    return {p.name for p in Path(tempfile.gettempdir()).glob(f"{WORKDIR_PREFIX}*")}
 
 
 # --- metric definitions ---------------------------------------------------------------------------------------
@@ -39,71 +36,54 @@ def bench_dirs() -> set[str]:
 
 def test_least_squares_slope_by_hand() -> None:
     # y = 2x + 1 exactly: slope 2
-    assert bench.least_squares_slope([(0, 1), (1, 3), (2, 5)]) == pytest.approx(2.0)
+    assert least_squares_slope([(0, 1), (1, 3), (2, 5)]) == pytest.approx(2.0)
     # mean x = 1, mean y = 2; sum (x - 1)(y - 2) = (-1)(-2) + 0 + (1)(1) = 3; sum (x - 1)^2 = 2 -> 1.5
-    assert bench.least_squares_slope([(0, 0), (1, 3), (2, 3)]) == pytest.approx(1.5)
-    assert bench.least_squares_slope([(0, 5), (1, 0), (2, 5)]) == pytest.approx(0.0)
-    assert bench.least_squares_slope([(1, 1)]) is None
-    assert bench.least_squares_slope([(1, 1), (1, 9)]) is None
+    assert least_squares_slope([(0, 0), (1, 3), (2, 3)]) == pytest.approx(1.5)
+    assert least_squares_slope([(0, 5), (1, 0), (2, 5)]) == pytest.approx(0.0)
+    assert least_squares_slope([(1, 1)]) is None
+    assert least_squares_slope([(1, 1), (1, 9)]) is None
 
 
 def test_cpu_percent_and_backlog_growth() -> None:
-    assert bench.cpu_percent(0.5, 10.0) == pytest.approx(5.0)
-    assert bench.cpu_percent(1.0, 0.0) == 0.0
-    limit = bench.BACKLOG_GROWTH_FRACTION * 2000
-    assert bench.backlog_grew(limit + 1, 2000) and not bench.backlog_grew(limit - 1, 2000)
-    assert not bench.backlog_grew(None, 2000)
+    assert cpu_percent(0.5, 10.0) == pytest.approx(5.0)
+    assert cpu_percent(1.0, 0.0) == 0.0
+    limit = BACKLOG_GROWTH_FRACTION * 2000
+    assert backlog_grew(limit + 1, 2000) and not backlog_grew(limit - 1, 2000)
+    assert not backlog_grew(None, 2000)
 
 
-# --- the synthetic soak ---------------------------------------------------------------------------------------
+# --- several runs ---------------------------------------------------------------------------------------------
 
 
-def test_history_is_a_soak_the_views_fold_without_a_skip(tmp_path: Path) -> None:
-    run = bench.synthetic_run(tmp_path)
-    soak = bench.SyntheticSoak.for_run(run, progress_per_step=20, level_every=50)
-    history = bench.write_history(run, soak, hours=0.1, event_rate_hz=1.0, sample_rate_hz=0.2)
-    assert (history.events, history.records) == (360, 72)
-
-    events = read_jsonl(run.events)
-    assert len(events) == 360
-    times = [e["t"] for e in events]
-    assert times == sorted(times) and time.time() - 361 < times[0] and times[-1] <= time.time()
-    kinds = {e["type"] for e in events}
-    assert {"run_started", "guard_started", "step_started", "step_progress", "step_finished", "watchdog_level"} <= kinds
-    progress = [e for e in events if e["type"] == "step_progress"]
-    assert all(set(e) - {"v", "t", "type"} == PROGRESS_FIELDS for e in progress)
-
-    view = RunView.for_plan(load_run_plan(run).plan, soak.run_id)
-    for event in events:
-        view.apply(event)
-    assert set(view.steps) == set(soak.steps)  # every event names a step of the plan
-    finished = sum(e["type"] == "step_finished" for e in events)
-    assert finished >= 10 and sum(s.status == "done" for s in view.steps.values()) == finished
-    assert view.watchdog_level in ("ok", "warn")
-
-    records = read_jsonl(run.watchdog_jsonl)
-    guard = WatchdogView.from_records([*records, read_json(run.watchdog_json)])
-    assert (guard.records, guard.skipped) == (73, 0)
-    assert guard.floors is not None and guard.gpu is not None and guard.gpu.unified is True
-    assert guard.series["available_gib"].has_data()
+def _report(key_p95: float, rss: float, cpu: float, attach: float | None, passed: bool) -> dict:
+    return {
+        "sizes": asdict(QUICK), "passed": passed, "responsiveness": {"key_p95_ms": key_p95},
+        "memory": {"rss_after_mb": rss}, "idle_cpu": {"cpu_pct": cpu}, "attach": {"first_frame_p50_s": attach},
+    }  # fmt: skip
 
 
-@pytest.mark.serial  # a 3 s bound
-def test_writer_keeps_its_count_and_time_bounds(tmp_path: Path) -> None:
-    run = bench.synthetic_run(tmp_path)
-    soak = bench.SyntheticSoak.for_run(run, progress_per_step=50)
-    with bench.RunDirWriter(run, soak, event_rate_hz=2000, record_rate_hz=20, max_events=300, max_seconds=5) as w:
-        assert wait_until(lambda: w.finished, 5)
-    assert w.events_written == 300 and len(read_jsonl(run.events)) == 300
-    assert w.records_written == len(read_jsonl(run.watchdog_jsonl)) >= 1
-    assert read_json(run.watchdog_json)["floors_gib"]["kill"] > 0
+def test_several_runs_are_fresh_processes_summed_up_by_their_medians(monkeypatch, tmp_path: Path, capsys) -> None:
+    reports = iter([_report(40, 120, 2.0, 0.8, True), _report(60, 140, 1.0, None, False),
+                    _report(45, 100, 4.0, 0.6, True)])  # fmt: skip
+    taken: list[tuple[bool, Path]] = []
 
-    slow = bench.RunDirWriter(run, soak, event_rate_hz=10, record_rate_hz=1, max_events=10_000, max_seconds=0.3)
-    t0 = time.monotonic()
-    with slow:
-        assert wait_until(lambda: slow.finished, 5)
-    assert time.monotonic() - t0 < 3 and 1 <= slow.events_written <= 5
-    assert not writer_threads()
+    def fresh(quick: bool, out: Path) -> dict:
+        taken.append((quick, out))
+        return next(reports)
+
+    monkeypatch.setattr(repeated, "run_fresh", fresh)
+    out = tmp_path / "runs.json"
+    assert main(["--quick", "--runs", "3", "--json", str(out)]) == 1  # the second run missed a target
+    assert [quick for quick, _ in taken] == [True] * 3 and len({path for _, path in taken}) == 3
+    data = json.loads(out.read_text())
+    assert len(data["runs"]) == 3 and data["passed"] is False and data["sizes"] == asdict(QUICK)
+    # medians: of 40/60/45, 120/140/100, 2/1/4, and 0.8/0.6 (a run without the figure is left out)
+    assert data["medians"] == {"key_p95_ms": 45, "rss_after_mb": 120, "idle_cpu_pct": 2.0,
+                               "attach_first_frame_s": pytest.approx(0.7)}  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "console benchmark, 3 runs" in printed and "attach_first_frame_s" in printed
+    with pytest.raises(SystemExit):
+        main(["--runs", "0"])
 
 
 # --- the benchmark --------------------------------------------------------------------------------------------
@@ -114,19 +94,20 @@ def test_writer_keeps_its_count_and_time_bounds(tmp_path: Path) -> None:
 def test_quick_benchmark_measures_everything_and_writes_its_json(tmp_path: Path, capsys, monkeypatch) -> None:
     (tmp_path / "tmp").mkdir()  # its own temporary directory: another session's bench may run meanwhile
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
     dirs_before = bench_dirs()
     out = tmp_path / "bench.json"
-    rc = bench.main(["--quick", "--json", str(out)])
+    rc = main(["--quick", "--json", str(out)])
     assert rc in (0, 1)  # 1 only when a target is missed on this noisy machine; the structure is checked below
     printed = capsys.readouterr().out
-    assert "console benchmark" in printed and "RSS after" in printed
+    assert "console benchmark" in printed and "RSS after" in printed and "attach -> first frame" in printed
 
     data = json.loads(out.read_text())
-    assert set(data) >= {"sizes", "targets", "responsiveness", "memory", "idle_cpu", "passed"}
-    assert data["sizes"] == json.loads(json.dumps(asdict(bench.QUICK)))
+    assert set(data) >= {"sizes", "targets", "responsiveness", "memory", "idle_cpu", "attach", "passed"}
+    assert data["sizes"] == json.loads(json.dumps(asdict(QUICK)))
 
     keys = data["responsiveness"]
-    assert keys["events_written"] == int(bench.QUICK.rate_hz * bench.QUICK.responsive_s)
+    assert keys["events_written"] == int(QUICK.rate_hz * QUICK.responsive_s)
     assert keys["events_folded"] == keys["events_written"]  # the view folded every event written
     assert keys["drain_s"] is not None
     assert keys["key_presses"] >= 2 and len(keys["latencies_ms"]) + keys["keys_missed"] == keys["key_presses"]
@@ -145,11 +126,18 @@ def test_quick_benchmark_measures_everything_and_writes_its_json(tmp_path: Path,
     assert memory["fold_s"] is not None and memory["history_mb"] > 0
 
     cpu = data["idle_cpu"]
-    assert cpu["cpu_s"] > 0 and cpu["cpu_pct"] > 0 and cpu["wall_s"] >= 0.99 * bench.QUICK.idle_s
+    assert cpu["cpu_s"] > 0 and cpu["cpu_pct"] > 0 and cpu["wall_s"] >= 0.99 * QUICK.idle_s
     assert 0 <= cpu["writer_cpu_pct"] < cpu["cpu_pct"]
-    assert cpu["events_written"] >= bench.QUICK.idle_s and cpu["events_folded"] == cpu["events_written"]
+    assert cpu["events_written"] >= QUICK.idle_s and cpu["events_folded"] == cpu["events_written"]
 
-    assert not writer_threads()
+    attach = data["attach"]  # a fresh `attach --readonly` on a pseudo-terminal: its first frame, then the run shown
+    assert attach["events"] == 900 and len(attach["tries"]) == QUICK.attach_tries
+    [one] = attach["tries"]
+    assert 0 < one["first_frame_s"] <= one["run_shown_s"] and one["bytes_read"] > 0
+    assert attach["first_frame_p50_s"] == attach["first_frame_max_s"] == one["first_frame_s"]
+    assert data["targets"]["attach_first_frame_s"] == 1.0 and isinstance(attach["passed"], bool)
+
+    assert not bench_threads()
     assert bench_dirs() == dirs_before  # every temporary run directory was removed
 
 
@@ -159,14 +147,14 @@ def test_a_console_that_falls_behind_is_reported(tmp_path: Path, monkeypatch) ->
     """Folding an event costs 2 ms here, so at 1,000 events/s the console folds half of what arrives."""
     fold = RunView.apply
 
-    def slow_apply(self: RunView, event: dict) -> str | None:
+    def slow_apply(self: RunView, event: ReadEvent) -> str | None:
         time.sleep(0.002)
         return fold(self, event)
 
     monkeypatch.setattr(RunView, "apply", slow_apply)
-    result = bench.responsiveness(rate=1000, seconds=3, workdir=tmp_path)
+    result = responsiveness(rate=1000, seconds=3, workdir=tmp_path)
     assert result.backlog_grew and not result.passed
     assert result.backlog_slope_per_s is not None and result.backlog_slope_per_s > 0.2 * 1000
     assert result.backlog_max > 1000
     assert result.events_folded == result.events_written  # it catches up once the writer stops
-    assert not writer_threads()
+    assert not bench_threads()

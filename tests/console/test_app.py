@@ -14,12 +14,14 @@ from textual.widgets import DataTable, RichLog, Tree
 from console.app import RunConsole
 from console.panels.events_log import EventsLog
 from console.run_tail import BATCH_BYTES, RunTail, RunUpdate
-from console.screens import ConfirmAbort, HelpScreen
+from console.screens.abort_screen import ConfirmAbort
+from console.screens.help_screen import HelpScreen
 from runners.run.control import request_abort
 from runners.run.rundir import RunDir, RunnerLock, runner_alive
-from runners.soak.execute import create_run, execute, spawn_detached
-from tests.conftest import pilot_until as until
-from tests.conftest import write_plan
+from runners.run.runs import create_run, spawn_detached
+from runners.soak.execute import execute
+from tests.support.plans import write_plan
+from tests.support.waits import pilot_until as until
 
 pytestmark = pytest.mark.slow
 

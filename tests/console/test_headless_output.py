@@ -17,7 +17,8 @@ import pytest
 
 from runners.run.files import read_jsonl
 from runners.run.rundir import RunDir
-from tests.conftest import ROOT, write_plan
+from tests.support.plans import write_plan
+from tests.support.project import ROOT
 
 pytestmark = pytest.mark.slow
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from console.timeline_screen import render_timeline
+from console.screens.timeline_screen import render_timeline
 from console.views.run_view import RunView
 from console.views.timeline import MemoryTimeline, incident_marks
-from runners.soak.execute import create_run, load_run_plan
-from tests.conftest import write_plan
+from runners.run.event_types import parse_event
+from runners.run.runs import create_run, load_run_plan
+from tests.support.plans import write_plan
 
 T0 = 1_700_000_000.0
 
@@ -16,14 +17,27 @@ T0 = 1_700_000_000.0
 def test_incidents_are_logged_and_marked_on_the_timeline(tmp_path: Path) -> None:
     view = RunView.for_plan(load_run_plan(create_run(write_plan(tmp_path), tmp_path / "run", tmp_path)).plan, "r1")
     step = {"arm": "split1", "mode": "primary", "phase": "replay", "rep": 0}
-    view.apply({"v": 1, "t": T0, "type": "step_started", "step": step, "planned": 6})
+    view.apply(
+        parse_event(
+            {
+                "v": 1,
+                "t": T0,
+                "type": "step_started",
+                "step": step,
+                "kind": "sharegpt",
+                "requests": 6,
+                "concurrency": 1,
+                "open_loop": False,
+            }
+        )
+    )
     lines = [
-        view.apply({"v": 1, "t": T0 + 1, "type": "known_oom_matched", "arm": "split8", "mode": "primary",
-                    "message": "arm split8 (primary, CUTE_WO_SPLIT=8) matches a known OOM on this host: ..."}),
-        view.apply({"v": 1, "t": T0 + 50, "type": "guard_ended_target", "cause": "memory KILL: 0.9 GiB", "kill": True,
-                    "outcome": "killed process group 42", "target": {"arm": "split1"}, "took_s": 0.01}),
-        view.apply({"v": 1, "t": T0 + 99, "type": "oom_recorded", "arm": "split1", "mode": "primary", "cause": "guard",
-                    "cause_text": "memory KILL: 0.9 GiB", "record": "/s/known-ooms.jsonl"}),
+        view.apply(parse_event({"v": 1, "t": T0 + 1, "type": "known_oom_matched", "arm": "split8", "mode": "primary",
+                    "message": "arm split8 (primary, CUTE_WO_SPLIT=8) matches a known OOM on this host: ..."})),
+        view.apply(parse_event({"v": 1, "t": T0 + 50, "type": "guard_ended_target", "cause": "memory KILL: 0.9 GiB",
+                    "kill": True, "outcome": "killed process group 42", "target": {"arm": "split1"}, "took_s": 0.01})),
+        view.apply(parse_event({"v": 1, "t": T0 + 99, "type": "oom_recorded", "arm": "split1", "mode": "primary",
+                    "cause": "guard", "cause_text": "memory KILL: 0.9 GiB", "record": "/s/known-ooms.jsonl"})),
     ]  # fmt: skip
     assert lines[0].startswith("KNOWN OOM (run with --force): arm split8")
     assert lines[2].startswith("split1 (primary): added to this host's known-OOM record (memory KILL: 0.9 GiB)")

@@ -10,9 +10,9 @@ import pytest
 from textual.app import App, ComposeResult
 from textual.widgets import Static
 
-from console.logs_screen import LogsScreen, LogView
+from console.screens.logs_screen import LogsScreen, LogView
 from console.views.log_follow import LogFollower, clean_line, find_errors, find_matches, is_error_line, step_to
-from tests.conftest import pilot_until
+from tests.support.waits import pilot_until
 
 WAIT_S = 5.0
 

@@ -4,6 +4,7 @@ label their summed wall time and show each arm's paused seconds."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -11,28 +12,35 @@ from rich.console import Console
 from textual.widgets import DataTable, Static
 
 from console.app import RunConsole
-from console.headless import summary_table
+from console.cli.headless import summary_table
 from console.panels.step_tree import step_label
 from console.views.run_view import RunView, StepView
 from runners.plan.steps import StepKey
-from runners.run.event_types import DispatchPaused, RunStarted, StepStarted
+from runners.replay.metrics import phase_stats
+from runners.report.summary_model import ArmSummary, Summary, write_summary
+from runners.run.event_types import DispatchPaused, LoggedEvent, RunStarted, StepStarted, parse_event
 from runners.run.events import EventLog
-from runners.run.files import write_json_atomic
 from runners.run.rundir import RunnerLock
-from runners.soak.execute import create_run, load_run_plan
-from tests.conftest import pilot_until, write_plan
+from runners.run.runs import create_run, load_run_plan
+from tests.support.plans import write_plan
+from tests.support.waits import pilot_until
 
 KEYS = [StepKey("a", "primary", "p", rep) for rep in range(3)]
 PAUSE = {"intervals": [[2.0, 7.0]], "paused_s": 5.0, "idle_s": 4.6, "in_flight_s": 0.4, "requests": 2}
 
 
-def _event(kind: str, t: float, step: StepKey | None = None, **fields) -> dict:
-    return {"type": kind, "t": t, **({"step": step.as_dict()} if step else {}), **fields}
+STARTED = {"kind": "sharegpt", "requests": 4, "concurrency": 1, "open_loop": False}  # step_started's fields
+
+
+def _event(type_: str, t: float, step: StepKey | None = None, **fields) -> LoggedEvent:
+    read = parse_event({"type": type_, "t": t, **({"step": step.as_dict()} if step else {}), **fields})
+    assert isinstance(read, LoggedEvent), read
+    return read
 
 
 def test_the_eta_holds_still_while_paused_and_steps_count_their_pauses() -> None:
     view = RunView(status="running", steps={k: StepView(k) for k in KEYS})
-    view.apply(_event("step_started", 0.0, KEYS[0], requests=4))
+    view.apply(_event("step_started", 0.0, KEYS[0], **STARTED))
     view.apply(_event("dispatch_paused", 2.0, by="console"))
     assert view.steps[KEYS[0]].paused_total(5.0) == 3.0 and view.steps[KEYS[0]].paused_text(5.0) == "paused 3s"
     view.apply(_event("dispatch_resumed", 7.0, paused_s=5.0))
@@ -42,7 +50,7 @@ def test_the_eta_holds_still_while_paused_and_steps_count_their_pauses() -> None
     first = view.steps[KEYS[0]]
     assert (first.duration(10.0), first.active(10.0), first.paused_s) == (10.0, 5.0, 5.0)
 
-    view.apply(_event("step_started", 10.0, KEYS[1], requests=4))
+    view.apply(_event("step_started", 10.0, KEYS[1], **STARTED))
     assert view.eta_s(12.0) == pytest.approx(5.0 * 2 - 2.0)  # unpaused mean 5 s; 2 left, one 2 s in
     view.apply(_event("dispatch_paused", 12.0, by="console"))
     assert view.eta_s(12.0) == view.eta_s(20.0) == view.eta_s(300.0) == pytest.approx(8.0)  # held, not counting down
@@ -55,12 +63,14 @@ def test_the_eta_holds_still_while_paused_and_steps_count_their_pauses() -> None
 def test_a_pause_across_steps_and_runner_sessions_is_counted_where_it_fell() -> None:
     view = RunView(status="running", steps={k: StepView(k) for k in KEYS})
     view.apply(_event("dispatch_paused", 1.0, by="console"))  # between steps: no step to count it
-    view.apply(_event("step_started", 3.0, KEYS[0], requests=4))  # starts held: paused from its start
+    view.apply(_event("step_started", 3.0, KEYS[0], **STARTED))  # starts held: paused from its start
     assert view.steps[KEYS[0]].paused_total(5.0) == 2.0
     view.apply(_event("step_failed", 6.0, KEYS[0], reason="x"))
     assert view.steps[KEYS[0]].paused_total(100.0) == 3.0  # its end ends its share of the pause
-    view.apply(_event("step_started", 7.0, KEYS[1], requests=4))
-    view.apply(_event("run_started", 9.0, run_id="r", plan="p", pid=1, arms=[], steps=[]))  # a new session dispatches
+    view.apply(_event("step_started", 7.0, KEYS[1], **STARTED))
+    view.apply(
+        _event("run_started", 9.0, run_id="r", plan="p", pid=1, arms=[], steps=[], already_done=0)
+    )  # a new session dispatches
     assert not view.paused and view.steps[KEYS[1]].paused_total(50.0) == 2.0
 
 
@@ -71,15 +81,14 @@ async def test_the_console_shows_the_step_paused_and_each_arms_paused_seconds(tm
     events.emit(RunStarted("r", "mini", 1, ["split1", "split8"], [s.as_dict() for s in steps], already_done=0))
     events.emit(StepStarted(steps[0], "sharegpt", 6, 3, open_loop=False))
     events.emit(DispatchPaused("console"))
-    stats = {"ok": 6, "failed": 0, "wall_s": 2.5, "ttft_p50_ms": 20.0, "ttft_p95_ms": 30.0, "tpot_p50_ms": 5.0,
-             "tpot_p95_ms": 6.0, "output_tok_s": 99.0}  # fmt: skip
-    arms = [
-        {"arm": "split1", "arm_env": "CUTE_WO_SPLIT=1", "env_status": "verified", "stats": stats, "paused_s": 0.0,
-         "paused_excluded_s": 0.0, "verdict": "baseline"},
-        {"arm": "split8", "arm_env": "CUTE_WO_SPLIT=8", "env_status": "verified", "stats": stats, "paused_s": 21.04,
-         "paused_excluded_s": 20.36, "verdict": "default candidate"},
-    ]  # fmt: skip
-    write_json_atomic(run.summary_json, {"run_id": "r", "status": "finished", "arms": arms})
+    stats = replace(phase_stats([], 2.5), ok=6, failed=0, ttft_p50_ms=20.0, ttft_p95_ms=30.0, tpot_p50_ms=5.0,
+                    tpot_p95_ms=6.0, output_tok_s=99.0)  # fmt: skip
+    arm = ArmSummary(arm="split1", arm_env="CUTE_WO_SPLIT=1", env_status="verified", env_where=None, steps_done=1,
+                     steps_total=1, stats=stats, paused_s=0.0, paused_excluded_s=0.0, verdict="baseline",
+                     gsm8k_correct=None, gsm8k_questions=None)  # fmt: skip
+    arms = (arm, arm.model_copy(update={"arm": "split8", "arm_env": "CUTE_WO_SPLIT=8", "paused_s": 21.04,
+                                        "paused_excluded_s": 20.36, "verdict": "default candidate"}))  # fmt: skip
+    write_summary(run.summary_json, Summary(run_id="r", plan="mini", status="finished", arms=arms))
     lock = RunnerLock(run)
     lock.acquire()  # a live runner holds the run: the console shows its step (a lock-less one is a dead runner's)
     try:

@@ -25,8 +25,8 @@ from runners.run.event_types import (
 from runners.run.events import event_line
 from runners.run.files import JsonlWriter, write_json_atomic
 from runners.run.rundir import RunDir, RunState
-from runners.soak.execute import create_run, load_run_plan
-from tests.conftest import write_plan
+from runners.run.runs import create_run, load_run_plan
+from tests.support.plans import write_plan
 
 T0 = 1_790_000_000.0  # fixed event times: the clocks on screen do not depend on when the test runs
 
@@ -96,7 +96,7 @@ def test_main_screen(snap_compare, finished_run: RunDir, size: tuple[int, int]) 
 
 
 async def test_t_shows_the_whole_run_on_one_time_axis(finished_run: RunDir) -> None:
-    from console.timeline_screen import Timeline, TimelineScreen
+    from console.screens.timeline_screen import Timeline, TimelineScreen
 
     app = RunConsole(finished_run, readonly=True)
     async with app.run_test(size=(120, 40)) as pilot:

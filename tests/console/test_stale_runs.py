@@ -14,11 +14,12 @@ from textual.widgets import DataTable, Tree
 from console import run_tail
 from console.app import RunConsole
 from console.panels.events_log import EventsLog
-from console.screens import ConfirmAbort
+from console.screens.abort_screen import ConfirmAbort
 from console.views.run_view import RunView
 from runners.run.control import request_abort
 from runners.run.event_types import (
     GuardEndedTarget,
+    LoggedEvent,
     RunFinished,
     RunStarted,
     ServeReady,
@@ -26,12 +27,13 @@ from runners.run.event_types import (
     StepFinished,
     StepStarted,
 )
-from runners.run.events import EventLog, event_line
+from runners.run.events import EventLog
 from runners.run.files import read_jsonl
 from runners.run.rundir import RunDir, RunnerLock, RunState
-from runners.soak.execute import create_run, load_run_plan, spawn_detached
-from tests.conftest import pilot_until as until
-from tests.conftest import wait_until, write_plan
+from runners.run.runs import create_run, load_run_plan, spawn_detached
+from tests.support.plans import write_plan
+from tests.support.waits import pilot_until as until
+from tests.support.waits import wait_until
 
 URL = "http://127.0.0.1:1"
 
@@ -130,13 +132,13 @@ async def test_a_runner_that_holds_its_lock_but_stops_beating_is_shown_silent(
 
 def test_a_target_the_guard_ended_is_no_longer_shown_ready() -> None:
     view = RunView()
-    view.apply(event_line(ServeReady("split1", "primary", "tiny", 1.0, 5000, None, URL), 10.0))
+    view.apply(LoggedEvent(10.0, ServeReady("split1", "primary", "tiny", 1.0, 5000, None, URL)))
     target = {"kind": "process", "arm": "split1", "mode": "primary", "pid": 5000}
-    view.apply(event_line(GuardEndedTarget("the runner (pid 1) is gone", False, "left: pid 5000 is gone", target,
-                                           0.1), 11.0))  # fmt: skip
+    view.apply(LoggedEvent(11.0, GuardEndedTarget("the runner (pid 1) is gone", False, "left: pid 5000 is gone",
+                                                  target, 0.1)))  # fmt: skip
     assert view.arms["split1"].serve == "ready pid 5000"  # it was gone already: the guard ended nothing
-    view.apply(event_line(GuardEndedTarget("memory KILL: below the floor", True, "killed process group 5000",
-                                           target, 0.1), 12.0))  # fmt: skip
+    view.apply(LoggedEvent(12.0, GuardEndedTarget("memory KILL: below the floor", True, "killed process group 5000",
+                                                  target, 0.1)))  # fmt: skip
     arm = view.arms["split1"]
     assert (arm.serve, arm.uptime(20.0), arm.health) == ("killed by the guard", None, "-")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from console.title_bar import TitleFields, title_text
+from console.panels.title_bar import TitleFields, title_text
 
 FIELDS = TitleFields(run_id="llama-wo-split-20261124-031502-9f3a", host="spark-07.lab.example.com",
                      plan="llama-wo-split", state="aborted (resumable)", elapsed_s=4 * 3600 + 62, eta_s=3 * 3600,

@@ -25,7 +25,10 @@ import pytest
 from runners.run.control import request_abort
 from runners.run.files import read_json
 from runners.run.rundir import RunDir, runner_alive
-from tests.conftest import ROOT, pid_gone, wait_until, write_plan
+from tests.support.plans import write_plan
+from tests.support.processes import pid_gone
+from tests.support.project import ROOT
+from tests.support.waits import wait_until
 
 pytestmark = [
     pytest.mark.slow,

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from console.cli import main
-from tests.plan.preflight_plans import profiled_vllm_plan
+from tests.support.plans import profiled_vllm_plan
 
 
 def test_validate_prints_the_profiler_warning_and_exits_0(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -13,6 +13,7 @@ from types import SimpleNamespace
 import pytest
 from textual.app import App, ComposeResult
 
+from console.panels.watchdog_panel import WatchdogPanel, panel_height, render_view, spark_text
 from console.views.watchdog_view import (
     WatchdogView,
     gpu_memory_kind,
@@ -22,18 +23,19 @@ from console.views.watchdog_view import (
     headroom_gib,
     record_age_s,
 )
-from console.watchdog_panel import WatchdogPanel, panel_height, render_view, spark_text
+from engine.units import GIB
 from runners.host.cgroup import CgroupMemory
 from runners.host.meminfo import MemInfo
 from runners.host.psi import Pressure
+from runners.run.event_types import parse_event
 from runners.run.files import read_json, read_jsonl
 from runners.watchdog.guard import _floors, _numbers
 from runners.watchdog.policy import Floors, Policy, PolicyConfig
 from runners.watchdog.samplers import GpuSample, NvmlSampler, Sample
-from tests.watchdog.test_guard_loop import make_guard, set_available, until
-from tests.watchdog.test_samplers import HOST_128G, PSI, FakeNvml, NVMLError_NotSupported
+from tests.support.fake_host import HOST_128G, PSI, make_guard, set_available
+from tests.support.fake_nvml import FakeNvml, NVMLError_NotSupported
+from tests.support.waits import until
 
-GIB = 1 << 30
 FLOORS = Floors(warn_gib=16.0, abort_gib=10.0, kill_gib=6.0)
 T0 = 1_700_000_000.0
 
@@ -102,7 +104,8 @@ def test_floors_unknown_until_a_status_and_headroom_none() -> None:
     """watchdog.jsonl does not carry the floors: headroom stays None until a status or guard_started."""
     view = WatchdogView.from_records(guard_records([20.0], None))
     assert view.floors is None and headroom_gib(view) == {"warn": None, "abort": None, "kill": None}
-    view.apply({"v": 1, "t": T0 + 5, "type": "guard_started", "pid": 7, "runner_pid": 6, "floors_gib": _floors(FLOORS)})
+    view.apply(parse_event({"v": 1, "t": T0 + 5, "type": "guard_started", "pid": 7, "runner_pid": 6,
+                            "floors_gib": _floors(FLOORS), "mlocked": True, "oom_score_adj": None}))  # fmt: skip
     assert headroom_gib(view) == pytest.approx({"warn": 4.0, "abort": 10.0, "kill": 14.0})
     assert WatchdogView().level == "unknown" and headroom_gib(WatchdogView())["kill"] is None
 
@@ -157,8 +160,9 @@ def test_the_newest_record_wins_across_streams() -> None:
 
 
 def test_guard_events_set_floors_lost_and_stopped_and_others_are_ignored() -> None:
-    """guard_started / watchdog_level / guard_ended_target / guard_lost fold in; other events are not malformed."""
-    events = [
+    """guard_started / watchdog_level / guard_ended_target / guard_lost fold in, read back from events.jsonl lines;
+    other events are not malformed."""
+    lines = [
         {"v": 1, "t": T0, "type": "run_started", "run_id": "r", "plan": "p"},
         {"v": 1, "t": T0 + 1, "type": "guard_started", "pid": 9, "runner_pid": 8, "floors_gib": _floors(FLOORS),
          "mlocked": True, "oom_score_adj": -900},
@@ -168,18 +172,17 @@ def test_guard_events_set_floors_lost_and_stopped_and_others_are_ignored() -> No
          "outcome": "killed process group 123", "target": {"kind": "process", "arm": "a", "mode": "primary",
          "pid": 123, "container": None}, "took_s": 0.01},
     ]  # fmt: skip
-    view = WatchdogView.from_records(events)
+    view = WatchdogView.from_records(map(parse_event, lines))
     assert (view.level, view.floors, view.guard_pid, view.skipped) == ("kill", FLOORS, 9, 0)
     assert view.records == 3 and view.available_gib == pytest.approx(5.0) and view.restart_allowed is False
     assert view.last_kill == {"t": T0 + 3, "arm": "a", "mode": "primary", "outcome": "killed process group 123",
                               "reason": "memory KILL: …"}  # fmt: skip
-    view.apply({"v": 1, "t": T0 + 4, "type": "guard_lost", "reason": "the guard exited with code -9"})
+    view.apply(parse_event({"v": 1, "t": T0 + 4, "type": "guard_lost", "reason": "the guard exited with code -9"}))
     assert view.level == "lost" and "the guard exited with code -9" in view.reason
-    view.apply(
-        {"v": 1, "t": T0 + 5, "type": "guard_started", "pid": 10, "runner_pid": 8, "floors_gib": _floors(FLOORS)}
-    )
+    view.apply(parse_event({"v": 1, "t": T0 + 5, "type": "guard_started", "pid": 10, "runner_pid": 8,
+                            "floors_gib": _floors(FLOORS), "mlocked": True, "oom_score_adj": None}))  # fmt: skip
     assert view.level == "unknown" and view.guard_pid == 10
-    view.apply({"v": 1, "t": T0 + 6, "type": "guard_stopped", "reason": "stopped by the runner"})
+    view.apply(parse_event({"v": 1, "t": T0 + 6, "type": "guard_stopped", "reason": "stopped by the runner"}))
     assert view.level == "unknown" and "stopped by the runner" in view.reason
 
 
@@ -247,7 +250,8 @@ async def test_records_written_by_the_real_guard_fold(tmp_path) -> None:
     view = WatchdogView.from_records(read_jsonl(jsonl))
     assert view.level == "abort" and view.floors is None and view.skipped == 0
     view.apply(read_json(run.watchdog_json))
-    view = WatchdogView.from_records([*read_jsonl(jsonl), read_json(run.watchdog_json), *read_jsonl(run.events)])
+    events = map(parse_event, read_jsonl(run.events))
+    view = WatchdogView.from_records([*read_jsonl(jsonl), read_json(run.watchdog_json), *events])
     assert view.skipped == 0 and view.floors == Floors(10, 8, 6)
     assert view.level == "unknown" and "stopped by the runner" in view.reason  # guard_stopped is the newest
     assert view.available_gib == pytest.approx(7.0) and headroom_gib(view)["kill"] == pytest.approx(1.0)

@@ -15,9 +15,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from console.web_cli import WebError, console_command, pick_run
-from runners.soak.execute import create_run
-from tests.conftest import ROOT, free_port, stop_process, wait_until, write_plan
+from console.cli.web import WebError, console_command, pick_run
+from runners.run.runs import create_run
+from tests.support.plans import write_plan
+from tests.support.processes import free_port, stop_process
+from tests.support.project import ROOT
+from tests.support.waits import wait_until
 
 aiohttp = pytest.importorskip("aiohttp", reason="textual-serve (and its aiohttp) is not installed: make venv")
 from tests.console.chromium_cdp import find_chromium, open_page  # noqa: E402  (needs aiohttp)

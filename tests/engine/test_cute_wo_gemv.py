@@ -13,7 +13,7 @@ from engine.kernels.cute.wo_gemv import compile_wo_gemv, wo_gemv, wo_gemv_shape
 from engine.kernels.wo_nvfp4 import prepare_wo
 from engine.kernels.wo_split import reference_split_order
 from engine.kernels.wo_split_values import VALID_WO_SPLITS, WoSplitError
-from tests.engine.test_wo_staged_order import order_sensitive_inputs
+from tests.support.kernel_inputs import order_sensitive_inputs
 
 pytest.importorskip("cutlass", reason="nvidia-cutlass-dsl is not installed: pip install nvidia-cutlass-dsl==4.8.1")
 

@@ -17,7 +17,7 @@ from engine.kernels.wo_split_values import VALID_WO_SPLITS, WoSplitError
 from engine.kv_pages import PAGE_SIZE, PagePool, batch_tables, new_cache
 from engine.model import KV_SPLITS, TinyDecoder, mlp_slots
 from engine.tokenizer import encode
-from tests.conftest import ENGINE_CONFIG
+from tests.support.project import ENGINE_CONFIG
 
 CPU = torch.device("cpu")
 

@@ -18,7 +18,7 @@ from engine.kernels.wo_split_values import WoSplitError
 from engine.model import TinyDecoder
 from engine.sampling import SamplingParams, make_generator, sample_token
 from engine.tokenizer import BOS, EOS, StreamDecoder, decode, encode
-from tests.conftest import ENGINE_CONFIG
+from tests.support.project import ENGINE_CONFIG
 
 SMALL = ModelConfig(layers=2, hidden=64, heads=4, kv_heads=2, ffn=128, max_model_len=256)
 

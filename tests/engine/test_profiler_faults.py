@@ -22,12 +22,12 @@ from engine.faults import ActiveFaults, BalloonSpec, FaultSpecError, parse_fault
 from engine.model import TinyDecoder
 from engine.sampling import SamplingParams
 from engine.tokenizer import encode
+from engine.units import GIB
 from runners.soak.server_latency_probe import StepLatencyProbe
-from tests.conftest import ENGINE_CONFIG, ROOT, start_engine, stop_process
+from tests.support.processes import start_engine, stop_process
+from tests.support.project import ENGINE_CONFIG, ROOT
 
 pytestmark = pytest.mark.slow
-
-GIB = 1 << 30
 
 
 @contextmanager

@@ -15,7 +15,8 @@ import pytest
 from engine.env_sentinel import format_sentinel
 from engine.tokenizer import encode
 from runners.replay.usage_probe import probe_continuous_usage
-from tests.conftest import ENGINE_CONFIG, ROOT, start_engine, stop_process
+from tests.support.processes import start_engine, stop_process
+from tests.support.project import ENGINE_CONFIG, ROOT
 
 pytestmark = pytest.mark.slow
 

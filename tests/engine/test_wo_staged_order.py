@@ -15,7 +15,6 @@ import pytest
 import torch
 
 from engine.kernels import nvfp4
-from engine.kernels.checks import nvfp4_exact_inputs
 from engine.kernels.cute.wo_gemv import (
     BLOCK,
     E2M1_SHIFT,
@@ -27,6 +26,7 @@ from engine.kernels.cute.wo_gemv import (
 )
 from engine.kernels.wo_split import reference_split_order
 from engine.kernels.wo_split_values import VALID_WO_SPLITS
+from tests.support.kernel_inputs import order_sensitive_inputs
 
 _OPERAND = re.compile(r"\{\$([rw])(\d+)\}")
 
@@ -151,15 +151,6 @@ def emulate_staged(x: torch.Tensor, t: nvfp4.Nvfp4Tensor, num_kv_heads: int, wo_
     for p in partials[1:]:
         out = out + p
     return out
-
-
-def order_sensitive_inputs(k: int, n: int, seed: int) -> tuple[torch.Tensor, nvfp4.Nvfp4Tensor, torch.Tensor]:
-    """The engine's exact inputs with x rescaled by 2^-12..2^12 per element: every product stays exact in fp32,
-    but the sums round, so a different summation order gives different bits (the plain inputs sum exactly)."""
-    x, weight = nvfp4_exact_inputs(k, n, seed)
-    gen = torch.Generator().manual_seed(seed)
-    x = (x.float() * 2.0 ** torch.randint(-12, 13, (1, k), generator=gen)).to(torch.bfloat16)
-    return x, weight.nvfp4, weight.dense
 
 
 @pytest.mark.parametrize("wo_split", VALID_WO_SPLITS)

@@ -21,10 +21,11 @@ from runners.plan.steps import StepKey
 from runners.run.event_types import GuardEndedTarget, GuardStarted, ServeFailed, ServeOom, StepFailed
 from runners.run.events import EventLog
 from runners.run.files import read_jsonl, torn_sidecar
+from runners.run.runs import create_run
 from runners.soak import execute as runner
-from runners.soak.execute import create_run
 from runners.soak.host_preflight import host_preflight
-from tests.conftest import NoGuard, write_plan
+from tests.support.fake_runtime import NoGuard
+from tests.support.plans import write_plan
 
 FLOORS = {"warn": 3.0, "abort": 2.0, "kill": 1.0}
 TARGET = {"kind": "process", "arm": "split8", "mode": "primary", "pid": 42}

@@ -10,7 +10,7 @@ from engine.config_file import ConfigFileError
 from runners.plan.load import load_plan
 from runners.plan.steps import StepKey
 from runners.run.paths import DEMO_PLAN
-from tests.conftest import write_plan
+from tests.support.plans import write_plan
 
 
 def test_demo_plan_validates_and_orders_steps() -> None:

@@ -9,7 +9,7 @@ import pytest
 from engine.config_file import ConfigFileError
 from runners.plan.load import load_plan
 from runners.plan.phases import RegionTimingSpec
-from tests.conftest import write_plan
+from tests.support.plans import write_plan
 
 
 def _plan(tmp_path: Path, table: str, mode: str = "supplementary") -> Path:

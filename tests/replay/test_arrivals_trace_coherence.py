@@ -18,7 +18,7 @@ from runners.replay.arrivals import constant_offsets, gamma_offsets, poisson_off
 from runners.replay.coherence import CoherenceReport, check_coherence, nonprintable_ratio, repetition_ratio
 from runners.replay.prompts import DatasetError
 from runners.replay.trace import TraceEntry, load_trace, synthesize_prompt, trace_offsets
-from tests.conftest import ROOT
+from tests.support.project import ROOT
 
 # The first four lines of Mooncake's public sample trace (mooncake_trace.jsonl), a blank line, and one more.
 MOONCAKE_EXCERPT = """\

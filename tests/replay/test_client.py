@@ -1,37 +1,29 @@
-"""The replay client against real loopback servers: the mock's wire format and faults, the real engine, the CLI."""
+"""The replay client against real loopback servers: the mock's wire format and faults, the real engine."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import ssl
-import subprocess
-import sys
 import time
-from collections.abc import Sequence
-from pathlib import Path
 from typing import Literal
 
 import httpx
 import pytest
 
-from runners.bench.mock_server import MODEL_ID, Fault, MockSettings
 from runners.replay.client import stream_request
-from runners.replay.dispatch import ENDPOINT_PATHS, Arrivals, ReplayOutcome, RequestShape, replay, request_payload
+from runners.replay.dispatch import ENDPOINT_PATHS, Arrivals, RequestShape, request_payload
 from runners.replay.metrics import Slo, dispatch_lag_ms, meets_slo, phase_stats, ttft_ms
 from runners.replay.prompts import Conversation, Turn, builtin_conversations
 from runners.replay.records import RequestRecord
 from runners.replay.transport import replay_transport
-from tests.conftest import HOST, ROOT, StartMock, free_port, stop_process, wait_healthy
+from runners.testbed.mock_server import MODEL_ID, Fault, MockSettings
+from tests.support.mock import StartMock
+from tests.support.processes import HOST, free_port
+from tests.support.records import NS_PER_MS, request_record
+from tests.support.replay import run_replay
 
-NS_PER_MS = 1_000_000
 Endpoint = Literal["chat", "completions"]
-CLI = [sys.executable, "-m", "console.cli"]
-
-
-def new_record(endpoint: Endpoint = "chat") -> RequestRecord:
-    return RequestRecord(index=0, endpoint=endpoint, prompt_source="test", prompt_chars=2, max_tokens=8, scheduled_ns=0)
 
 
 async def stream_once(
@@ -47,36 +39,12 @@ async def stream_once(
     )
     if not usage:
         del payload["stream_options"]
-    rec = new_record(endpoint)
+    rec = request_record(endpoint=endpoint, prompt_source="test", prompt_chars=2, max_tokens=8)
     async with httpx.AsyncClient(transport=replay_transport(ssl.create_default_context())) as client:
         await stream_request(
             client, base_url + ENDPOINT_PATHS[endpoint], payload, 10.0, rec, time.perf_counter_ns(), keep_text
         )
     return rec
-
-
-async def run_replay(
-    base_url: str,
-    conversations: Sequence[Conversation],
-    arrivals: Arrivals,
-    shape: RequestShape | None = None,
-    abort: asyncio.Event | None = None,
-    model: str = MODEL_ID,
-    **kwargs,
-) -> tuple[ReplayOutcome, list[RequestRecord]]:
-    """`replay` with a chat shape by default; returns the outcome and what `on_record` saw."""
-    seen: list[RequestRecord] = []
-    outcome = await replay(
-        base_url,
-        model,
-        conversations,
-        shape or RequestShape(endpoint="chat", max_tokens=8, http_timeout_s=10.0),
-        arrivals,
-        seen.append,
-        abort or asyncio.Event(),
-        **kwargs,
-    )
-    return outcome, seen
 
 
 # --- 1. the wire format ---------------------------------------------------------------------------------------------
@@ -329,70 +297,3 @@ async def test_multi_turn_history_against_the_engine(engine_url: str, history: L
     else:
         assert first.output_text != "RECORDED REPLY"
         assert second.prompt_chars == len("Say hi.") + len(first.output_text) + len("And again.")
-
-
-# --- 10. the bench CLI as real processes ------------------------------------------------------------------------
-
-
-def bench_client(url: str, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [*CLI, "bench", "client", "--url", url, *extra], capture_output=True, text=True, timeout=120, cwd=ROOT
-    )
-
-
-@pytest.mark.slow
-def test_bench_cli_client_against_the_mock_server_then_a_dead_url(tmp_path: Path) -> None:
-    port = free_port()
-    url = f"http://{HOST}:{port}"
-    args = ["bench", "mock-server", "--port", str(port), "--ttft-ms", "20", "--itl-ms", "2", "--tokens", "16",
-            "--tokens-per-chunk", "2"]  # fmt: skip
-    with open(tmp_path / "mock.log", "wb") as log:
-        server = subprocess.Popen([*CLI, *args], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-    try:
-        wait_healthy(url, server, deadline_s=30.0)
-        out = tmp_path / "bench.json"
-        done = bench_client(url, "--concurrency", "4", "--requests", "20", "--input-len", "50", "--json", str(out))
-        assert done.returncode == 0, done.stdout + done.stderr
-        result = json.loads(out.read_text())
-        assert result["ok"] == 20 and result["failed"] == 0 and result["requests"] == 20
-        assert result["req_s"] > 0 and result["cpu_s"] > 0
-        assert result["ttft_ms"]["count"] == 20 and result["ttft_ms"]["mean"] >= 20
-        assert result["e2el_ms"]["count"] == 20 and result["e2el_ms"]["mean"] >= result["ttft_ms"]["mean"]
-        # the mock server cannot count tokens: the prompts' length is approximate, and both outputs say so
-        sized = result["input_len"]
-        assert sized["method"] == "approximate" and sized["tokens_min"] is None
-        assert sized["note"].startswith("approximate: 200 characters each") and "has no /tokenize" in sized["note"]
-        assert "approximate: 200 characters" in done.stdout and "E2EL ms" in done.stdout
-        # the mock counts every chunk's 2 tokens when asked: 16 - 2 per-token ITL samples per request
-        assert result["itl_basis"] == "per_token" and result["itl_ms"]["count"] == 20 * 14
-        assert "ITL ms (per_token)" in done.stdout
-    finally:
-        stop_process(server)
-    dead = bench_client(url, "--concurrency", "1", "--requests", "1")
-    assert dead.returncode != 0
-    both = dead.stdout + dead.stderr
-    assert "Traceback" not in both
-    assert "error:" in both and f"{url}/v1/models" in both
-
-
-@pytest.mark.slow
-def test_bench_cli_input_len_is_exact_where_the_server_tokenizes(tmp_path: Path, engine_url: str) -> None:
-    out = tmp_path / "bench.json"
-    args = ("--concurrency", "2", "--requests", "4", "--max-tokens", "4", "--input-len", "100", "--json", str(out))
-    done = bench_client(engine_url, *args)
-    assert done.returncode == 0, done.stdout + done.stderr
-    result = json.loads(out.read_text())
-    assert result["input_len"] == {
-        "requested": 100, "method": "tokenize", "tokens_min": 100, "tokens_max": 100,
-        "note": "100 tokens as the server's /tokenize counts them (chat template included)",
-    }  # fmt: skip
-    assert result["ok"] == 4 and result["e2el_ms"]["count"] == 4
-
-
-def test_bench_cli_dead_url_error_is_one_line_on_stderr() -> None:
-    url = f"http://{HOST}:{free_port()}"  # nobody listens there
-    dead = bench_client(url, "--concurrency", "1", "--requests", "1")
-    lines = [line for line in (dead.stdout + dead.stderr).splitlines() if line.strip()]
-    assert dead.returncode != 0
-    assert len(lines) == 1 and url in lines[0], lines
-    assert dead.stderr.strip() == lines[0]

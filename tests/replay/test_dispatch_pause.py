@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from runners.bench.mock_server import MockSettings
 from runners.evidence.limitations import known_limitations
 from runners.replay.dispatch import Arrivals
 from runners.replay.dispatch_gate import DispatchGate
@@ -16,11 +15,15 @@ from runners.replay.metrics import phase_stats
 from runners.replay.pauses import account_pauses
 from runners.replay.prompts import builtin_conversations
 from runners.run.control import pause_requested, request_abort, request_continue, request_pause
-from runners.run.files import read_json, read_jsonl
+from runners.run.files import read_json
 from runners.run.rundir import runner_alive
-from runners.soak.execute import create_run, load_run_plan, spawn_detached
-from tests.conftest import StartMock, pilot_until, wait_until, write_plan
-from tests.replay.test_client import run_replay
+from runners.run.runs import create_run, load_run_plan, spawn_detached
+from runners.testbed.mock_server import MockSettings
+from tests.support.events import event_types, read_events
+from tests.support.mock import StartMock
+from tests.support.plans import write_plan
+from tests.support.replay import run_replay
+from tests.support.waits import pilot_until, wait_until
 
 
 async def test_gate_counts_time_closed_and_wait_open_returns_on_open_or_abort() -> None:
@@ -112,9 +115,9 @@ def test_pause_and_continue_a_live_run_end_to_end(tmp_path: Path) -> None:
     runner = spawn_detached(run)
     try:
         assert wait_until(lambda: any(e.get("type") == "request_progress" or e.get("type") == "step_started"
-                                      for e in _events(run)), 60)  # fmt: skip
+                                      for e in read_events(run)), 60)  # fmt: skip
         request_pause(run, by="test")
-        assert wait_until(lambda: _types(run).count("dispatch_paused") == 1, 10)
+        assert wait_until(lambda: event_types(run).count("dispatch_paused") == 1, 10)
         assert pause_requested(run) == {
             "by": "test",
             "pid": pause_requested(run)["pid"],
@@ -122,8 +125,8 @@ def test_pause_and_continue_a_live_run_end_to_end(tmp_path: Path) -> None:
         }
         time.sleep(1.5)
         request_continue(run)
-        assert wait_until(lambda: "dispatch_resumed" in _types(run), 10)
-        resumed = next(e for e in _events(run) if e.get("type") == "dispatch_resumed")
+        assert wait_until(lambda: "dispatch_resumed" in event_types(run), 10)
+        resumed = next(e for e in read_events(run) if e.get("type") == "dispatch_resumed")
         assert resumed["paused_s"] >= 1.0
         assert wait_until(lambda: not runner_alive(run) and runner.poll() is not None, 180)
     finally:
@@ -141,19 +144,11 @@ def test_pause_and_continue_a_live_run_end_to_end(tmp_path: Path) -> None:
                for n in notes), notes  # fmt: skip
 
 
-def _events(run) -> list[dict]:
-    return [e for e in read_jsonl(run.events) if isinstance(e, dict)]
-
-
-def _types(run) -> list[str]:
-    return [e.get("type") for e in _events(run)]
-
-
 async def test_p_in_the_console_pauses_and_continues_a_live_run(tmp_path: Path) -> None:
     from textual.widgets import Static
 
     from console.app import RunConsole
-    from console.logs_screen import LogsScreen
+    from console.screens.logs_screen import LogsScreen
 
     run = create_run(write_plan(tmp_path, requests=200, concurrency=2, max_tokens=32), tmp_path / "run", tmp_path)
     runner = spawn_detached(run)
@@ -175,7 +170,7 @@ async def test_p_in_the_console_pauses_and_continues_a_live_run(tmp_path: Path) 
             assert "PAUSED" in str(app.query_one("#title", Static).render())
             await pilot.press("p")
             assert await until(lambda: not app.view.paused, 10)
-            assert pause_requested(run) is None and "dispatch_resumed" in _types(run)
+            assert pause_requested(run) is None and "dispatch_resumed" in event_types(run)
             await pilot.press("l")  # the serve log of the arm being served, followed
             assert isinstance(app.screen, LogsScreen)
             assert await until(lambda: any("engine: serving" in line for line in app.screen._buffer), 10)

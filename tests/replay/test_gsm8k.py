@@ -22,7 +22,7 @@ from runners.replay.gsm8k import (
     score,
 )
 from runners.replay.prompts import DatasetError
-from tests.conftest import SHARED
+from tests.support.project import SHARED
 
 GSM8K_DIR = SHARED / "data" / "gsm8k"  # == Path(__file__).resolve().parents[3] / "shared" / "data" / "gsm8k"
 

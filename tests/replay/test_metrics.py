@@ -15,13 +15,8 @@ from runners.replay.metrics import (
     ttft_ms,
 )
 from runners.replay.records import RequestRecord
-
-MS = 1_000_000
-
-
-def record(**kw) -> RequestRecord:
-    base = dict(index=0, endpoint="chat", prompt_source="t", prompt_chars=1, max_tokens=4, scheduled_ns=0)
-    return RequestRecord(**{**base, **kw})
+from tests.support.records import NS_PER_MS as MS
+from tests.support.records import request_record as record
 
 
 def test_percentile_is_linear_between_closest_ranks() -> None:

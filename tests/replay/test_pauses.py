@@ -8,7 +8,8 @@ import pytest
 from runners.evidence.step_files import recorded_pause
 from runners.replay.metrics import phase_stats
 from runners.replay.pauses import PauseAccount, account_pauses, lifetime_s, merge, overlap_s, paused_text
-from tests.replay.test_metrics import MS, record
+from tests.support.records import NS_PER_MS as MS
+from tests.support.records import request_record as record
 
 S = 1_000_000_000
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -13,98 +12,31 @@ from engine.config_file import ConfigFileError
 from runners.plan.load import load_plan
 from runners.replay.workloads import prepare
 from runners.run.files import read_json, read_jsonl
-from tests.conftest import ENGINE_CONFIG, ROOT
+from tests.support.plans import Plan, engine_serve, sharegpt_phase
+from tests.support.project import ROOT, copy_data
 
 pytestmark = pytest.mark.slow
 
-GSM8K_TEST = [
-    {"question": "Tom has 3 apples and buys 4 more. How many apples does he have?", "answer": "3+4=7\n#### 7"},
-    {"question": "A box holds 12 eggs. How many eggs are in 2 boxes?", "answer": "12*2=24\n#### 24"},
-    {"question": "Sam had $1,200 and spent $200. How much is left?", "answer": "1200-200=1000\n#### 1,000"},
-    {"question": "What is 10 minus 15?", "answer": "10-15=-5\n#### -5"},
-]
-GSM8K_TRAIN = [{"question": f"What is {i} plus {i}?", "answer": f"{i}+{i}={2 * i}\n#### {2 * i}"} for i in range(10)]
-TRACE = [
-    {"timestamp": 0, "input_length": 40, "output_length": 6, "hash_ids": [1, 2]},
-    {"timestamp": 200, "input_length": 40, "output_length": 6, "hash_ids": [1, 3]},
-    {"timestamp": 400, "input_length": 20, "output_length": 4, "hash_ids": [1]},
-    {"timestamp": 600, "input_length": 50, "output_length": 6, "hash_ids": [4, 5]},
-]
-SHAREGPT = [
-    {"id": "multi", "conversations": [
-        {"from": "human", "value": "Name a colour."}, {"from": "gpt", "value": "Blue."},
-        {"from": "human", "value": "Another one?"}, {"from": "gpt", "value": "Green."},
-        {"from": "human", "value": "And a third?"},
-    ]},
-    {"id": "huge", "conversations": [{"from": "human", "value": "x" * 5000}]},
-]  # fmt: skip
-
-
-def write_inputs(d: Path) -> None:
-    (d / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in GSM8K_TEST))
-    (d / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in GSM8K_TRAIN))
-    (d / "trace.jsonl").write_text("".join(json.dumps(r) + "\n" for r in TRACE))
-    (d / "chats.json").write_text(json.dumps(SHAREGPT))
-
-
-PLAN = f"""
-name = "kinds"
-
-[serve]
-engine_config = "{ENGINE_CONFIG}"
-ready_timeout_s = 60
-
-[[arms]]
-name = "split4"
-env = {{ CUTE_WO_SPLIT = 4 }}
-
-[[phases]]
-name = "chat-live"
-kind = "sharegpt"
-dataset = "chats.json"
-requests = 2
-max_turns = 3
-history = "live"
-max_prompt_chars = 1000
-max_tokens = 8
-arrival = "poisson"
-rate = 20
-slo_ttft_ms = 60000
-metrics_interval_s = 0.2
-
-[[phases]]
-name = "long"
-kind = "longdecode"
-requests = 2
-concurrency = 2
-max_tokens = 48
-
-[[phases]]
-name = "gsm8k"
-kind = "gsm8k"
-test_file = "test.jsonl"
-train_file = "train.jsonl"
-questions = 3
-fewshot = 2
-max_tokens = 12
-concurrency = 3
-
-[[phases]]
-name = "probe"
-kind = "concurrent"
-streams = 4
-max_tokens = 6
-
-[[phases]]
-name = "trace"
-kind = "trace"
-trace = "trace.jsonl"
-time_scale = 0.5
-"""
+INPUTS = "phase-kinds"  # tests/data/phase-kinds: GSM8K test and train lines, a trace, ShareGPT chats
+PLAN = Plan(
+    "kinds",
+    engine_serve(ready_timeout_s=60),
+    [{"name": "split4", "env": {"CUTE_WO_SPLIT": 4}}],
+    [
+        sharegpt_phase("chat-live", dataset="chats.json", requests=2, max_turns=3, history="live",
+                       max_prompt_chars=1000, max_tokens=8, arrival="poisson", rate=20, slo_ttft_ms=60000,
+                       metrics_interval_s=0.2),
+        {"name": "long", "kind": "longdecode", "requests": 2, "concurrency": 2, "max_tokens": 48},
+        {"name": "gsm8k", "kind": "gsm8k", "test_file": "test.jsonl", "train_file": "train.jsonl", "questions": 3,
+         "fewshot": 2, "max_tokens": 12, "concurrency": 3},
+        {"name": "probe", "kind": "concurrent", "streams": 4, "max_tokens": 6},
+        {"name": "trace", "kind": "trace", "trace": "trace.jsonl", "time_scale": 0.5},
+    ],
+).text()  # fmt: skip
 
 
 def test_every_phase_kind_runs_in_a_plan_with_results_in_the_run_dir_and_summary(tmp_path: Path) -> None:
-    write_inputs(tmp_path)
+    copy_data(INPUTS, tmp_path)
     (tmp_path / "plan.toml").write_text(PLAN)
     out = tmp_path / "run"
     result = subprocess.run(
@@ -164,7 +96,7 @@ def test_every_phase_kind_runs_in_a_plan_with_results_in_the_run_dir_and_summary
 
 
 async def test_trace_prompts_share_prefixes_by_hash_id(tmp_path: Path) -> None:
-    write_inputs(tmp_path)
+    copy_data(INPUTS, tmp_path)
     (tmp_path / "plan.toml").write_text(PLAN)
     loaded = load_plan(tmp_path / "plan.toml")
     workload = await prepare(loaded.plan.phase("trace"), loaded)
@@ -176,7 +108,7 @@ async def test_trace_prompts_share_prefixes_by_hash_id(tmp_path: Path) -> None:
 
 
 def test_phase_kind_errors_name_the_field(tmp_path: Path) -> None:
-    write_inputs(tmp_path)
+    copy_data(INPUTS, tmp_path)
     bad = PLAN.replace("rate = 20\n", "").replace('kind = "gsm8k"\n', 'kind = "gsm8k"\nendpoint = "chat"\n')
     bad = bad.replace('trace = "trace.jsonl"', 'trace = "missing.jsonl"')
     (tmp_path / "plan.toml").write_text(bad)

@@ -16,7 +16,7 @@ from runners.replay.prompts import (
     load_sharegpt,
     within_chars,
 )
-from tests.conftest import SHARED
+from tests.support.project import SHARED
 
 
 def test_length_filter_runs_before_counting() -> None:

@@ -25,7 +25,7 @@ from runners.replay.server_metrics import (
     scrape_metrics,
     summarize,
 )
-from tests.conftest import free_port
+from tests.support.processes import free_port
 
 # Shaped like vLLM v1 (prometheus_client exposition, two engines of one model).
 VLLM_V1 = """\

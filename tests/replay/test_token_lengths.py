@@ -11,7 +11,6 @@ import httpx
 import pytest
 
 from engine.tokenizer import apply_chat_template, encode
-from runners.bench.mock_server import MockSettings
 from runners.plan.load import load_plan
 from runners.replay.dispatch import replay
 from runners.replay.prompts import Conversation, DatasetError, Turn
@@ -26,7 +25,9 @@ from runners.replay.token_lengths import (
     tokenize_body,
 )
 from runners.replay.workloads import prepare
-from tests.conftest import ENGINE_CONFIG, StartMock
+from runners.testbed.mock_server import MockSettings
+from tests.support.mock import StartMock
+from tests.support.plans import Plan, engine_serve, sharegpt_phase
 
 
 def conv(source: str, chars: int, max_tokens: int | None = None) -> Conversation:
@@ -121,24 +122,10 @@ async def test_engine_counts_and_caches_and_the_mock_server_cannot(engine_url: s
             await TokenCounter(client, mock_url).count({"model": "mock", "prompt": "x"})
 
 
-PLAN = f"""
-name = "fit"
-
-[serve]
-engine_config = "{ENGINE_CONFIG}"
-
-[[arms]]
-name = "a"
-
-[[phases]]
-name = "chat"
-kind = "sharegpt"
-dataset = "chats.json"
-requests = 4
-max_tokens = 8
-max_prompt_chars = 100000
-concurrency = 2
-"""
+PLAN = Plan(
+    "fit", engine_serve(), [{"name": "a"}],
+    [sharegpt_phase("chat", dataset="chats.json", requests=4, max_tokens=8, max_prompt_chars=100000, concurrency=2)],
+).text()  # fmt: skip
 
 
 @pytest.mark.slow

@@ -15,7 +15,6 @@ from typing import Literal
 import httpx
 import pytest
 
-from runners.bench.mock_server import MODEL_ID, MockSettings
 from runners.replay.client import stream_request
 from runners.replay.dispatch import ENDPOINT_PATHS, Arrivals, RequestShape, request_payload
 from runners.replay.metrics import itl_chunk_ms, itl_token_ms, phase_stats, tpot_ms
@@ -23,15 +22,13 @@ from runners.replay.prompts import builtin_conversations
 from runners.replay.records import RequestRecord
 from runners.replay.transport import replay_transport
 from runners.replay.usage_probe import probe_continuous_usage
-from tests.conftest import HOST, StartMock, free_port
-from tests.replay.test_client import run_replay
+from runners.testbed.mock_server import MODEL_ID, MockSettings
+from tests.support.mock import StartMock
+from tests.support.processes import HOST, free_port
+from tests.support.records import NS_PER_MS, request_record
+from tests.support.replay import run_replay
 
 Endpoint = Literal["chat", "completions"]
-NS_PER_MS = 1_000_000
-
-
-def _record(endpoint: Endpoint = "chat") -> RequestRecord:
-    return RequestRecord(index=0, endpoint=endpoint, prompt_source="t", prompt_chars=2, max_tokens=8, scheduled_ns=0)
 
 
 def _sse(*events: dict) -> bytes:
@@ -66,7 +63,7 @@ async def _parse(body: bytes) -> RequestRecord:
 
     server = await asyncio.start_server(answer, HOST, 0)
     port = server.sockets[0].getsockname()[1]
-    rec = _record()
+    rec = request_record(prompt_chars=2, max_tokens=8)
     async with server, httpx.AsyncClient(transport=replay_transport(ssl.create_default_context())) as client:
         await stream_request(client, f"http://{HOST}:{port}/v1/chat/completions", {}, 5.0, rec, time.perf_counter_ns())
     assert rec.status == "ok", rec.error
@@ -208,7 +205,7 @@ async def test_a_server_that_refuses_the_field_fails_requests_that_carry_it(star
     payload = request_payload(RequestShape("completions", 4, continuous_usage=True), MODEL_ID,
                               [{"role": "user", "content": "hi"}], 4, 0)  # fmt: skip
     assert payload["stream_options"] == {"include_usage": True, "continuous_usage_stats": True}
-    rec = _record("completions")
+    rec = request_record(endpoint="completions", prompt_chars=2, max_tokens=8)
     async with httpx.AsyncClient(transport=replay_transport(ssl.create_default_context())) as client:
         await stream_request(client, url + ENDPOINT_PATHS["completions"], payload, 5.0, rec, time.perf_counter_ns())
     assert (rec.status, rec.http_status) == ("http_error", 400)

@@ -16,9 +16,10 @@ import httpx
 import pytest
 
 from engine.deadlines import timeout
-from runners.bench.mock_server import MockSettings
 from runners.replay.transport import HTTPX_ERRORS, ReplayTransport, httpx_error, replay_transport
-from tests.conftest import HOST, StartMock
+from runners.testbed.mock_server import MockSettings
+from tests.support.mock import StartMock
+from tests.support.processes import HOST
 
 WAIT_S = 10.0
 STREAM_HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"

@@ -12,7 +12,8 @@ from runners.evidence.results import load_run_results
 from runners.report import plots
 from runners.report.plots import write_plots
 from runners.run.rundir import create_run_dir
-from tests.conftest import run_headless, write_plan
+from tests.support.plans import write_plan
+from tests.support.processes import run_headless
 
 pytestmark = pytest.mark.xdist_group("report-plots-run")  # one worker makes its module run
 

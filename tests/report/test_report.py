@@ -18,8 +18,9 @@ from runners.gates.reproduction import reproduction_gate
 from runners.report.summary import write_report
 from runners.run.files import read_json, read_jsonl, write_json_atomic
 from runners.run.rundir import create_run_dir
-from tests.conftest import ENGINE_CONFIG, ROOT, fault_plan, run_headless, write_plan
-from tests.soak.test_profiler_incidents import PHASES as PROFILED_PHASES
+from tests.support.plans import PROFILED_PHASES, fault_plan, write_plan
+from tests.support.processes import run_headless
+from tests.support.project import ENGINE_CONFIG, ROOT
 
 pytestmark = pytest.mark.slow
 # the tests of the two demo runs (a module fixture) stay in one pytest-xdist worker, which makes them once
@@ -160,8 +161,8 @@ def test_missing_steps_give_no_data_and_limitations_never_a_crash(demo_runs, tmp
     assert "2 of 4 steps are not done" in text and "wo-split-8/primary/sharegpt/1: not run" in text
     assert "env unverified: arm wo-split-1" in text and "unfinished attempt" in text
     summary = outcome.summary_md.read_text()
-    assert "| wo-split-8 | n/a | n/a | n/a | 0/2 |" in summary
-    assert "| wo-split-1 | n/a | " in summary and "| 2/2 |" in summary
+    assert "| wo-split-8 | N/A | N/A | N/A | 0/2 |" in summary
+    assert "| wo-split-1 | N/A | " in summary and "| 2/2 |" in summary
     assert "ttft_cdf.png" in "".join(str(p) for p in outcome.plots)  # the arm with data is still drawn
 
 

@@ -3,16 +3,17 @@ prefix-cache and speculative-decoding rates, and prompts dropped for length."""
 
 from __future__ import annotations
 
-from runners.report.summary import percent, results_line
+from engine.units import percent_text
+from runners.report.summary import results_line
 
 
 def test_percent_keeps_three_significant_digits() -> None:
-    assert percent(0.0029) == "0.29 %"
-    assert percent(0.0) == "0 %"
-    assert percent(0.5) == "50 %"
-    assert percent(1.0) == "100 %"
-    assert percent(0.12345) == "12.3 %"
-    assert percent(None) == "n/a"
+    assert percent_text(0.0029) == "0.29 %"
+    assert percent_text(0.0) == "0 %"
+    assert percent_text(0.5) == "50 %"
+    assert percent_text(1.0) == "100 %"
+    assert percent_text(0.12345) == "12.3 %"
+    assert percent_text(None) == "N/A"
 
 
 def test_server_numbers_say_not_sampled_instead_of_zero_and_show_the_rates() -> None:
@@ -32,7 +33,7 @@ def test_server_numbers_say_not_sampled_instead_of_zero_and_show_the_rates() -> 
         "spec decode acceptance 60 % (mean length 2.80)"
     )
     absent = {"server_metrics": {"num_requests_running_max": None, "not_sampled": {}}}
-    assert results_line(absent) == "server: running max n/a, waiting max n/a, KV max n/a"
+    assert results_line(absent) == "server: running max N/A, waiting max N/A, KV max N/A"
 
 
 def test_prompts_dropped_for_length_are_counted_and_an_unchecked_step_says_so() -> None:

@@ -15,13 +15,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 from rich.console import Console
 
-from console import results_cli
+from console.cli import results as results_cli
 from runners.evidence.pareto import pareto_frontier
 from runners.evidence.results import load_run_results
 from runners.results_db import schema
 from runners.results_db.schema import LATEST_VERSION, MIGRATIONS, V1_SQL, Migration, ResultsDBError, columns
 from runners.results_db.store import ResultsDB, open_db
-from tests.conftest import run_headless, write_plan
+from tests.support.plans import write_plan
+from tests.support.processes import run_headless
 
 pytestmark = pytest.mark.xdist_group("results-db-soak-run")  # one worker makes its module run
 

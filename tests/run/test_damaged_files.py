@@ -21,8 +21,9 @@ from runners.run.files import JsonlTail, JsonlWriter, set_aside_torn_tail, torn_
 from runners.run.provenance import start_session
 from runners.run.run_index import list_runs
 from runners.run.rundir import DamagedRunFile, RunDir, RunDirError, RunnerLock, RunState, runner_alive
-from runners.soak.execute import create_run
-from tests.conftest import ROOT, write_plan
+from runners.run.runs import create_run
+from tests.support.plans import write_plan
+from tests.support.project import ROOT
 
 HOLD_DEADLINE_S = 30.0
 

@@ -1,8 +1,9 @@
-"""DockerRuntime's stop/kill escalation, watcher and GPU requests against a scripted fake engine.
+"""DockerRuntime's stop/kill escalation and watcher against a scripted fake engine.
 
 The real-daemon tests (test_docker_runtime.py) cover the happy paths and a hung socket; these
 cover what a real daemon will not do on demand: a stop call that fails, a kill that fails while
-the container is already gone, garbage where an inspect body belongs, and Podman's CDI GPUs.
+the container is already gone, and garbage where an inspect body belongs. Podman's CDI GPU request is
+part of the container config (test_container_config.py).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def state(running: bool, code: int = 0, oom: bool = False) -> dict:
     return {"State": {"Status": status, "Running": running, "ExitCode": code, "OOMKilled": oom}}
 
 
-def attached(tmp_path: Path, handler: Handler, components: tuple[str, ...] = ("Engine",), **fields) -> DockerRuntime:
+def attached(tmp_path: Path, handler: Handler, **fields) -> DockerRuntime:
     """A runtime as if start() had created CONTAINER, talking to `handler` instead of a socket."""
     spec = DockerServe.model_validate(
         {"kind": "docker", "image": "vllm:local", "command": ["s", "{host}", "{port}"], "gpus": "none", **fields}
@@ -45,7 +46,7 @@ def attached(tmp_path: Path, handler: Handler, components: tuple[str, ...] = ("E
     )  # fmt: skip
     rt._client = DockerClient(SOCKET, FAST.call_s, transport=httpx.MockTransport(handler))
     rt._client.api_version = "1.41"
-    rt._client.server = {"Components": [{"Name": name} for name in components]}
+    rt._client.server = {"Components": [{"Name": "Engine"}]}
     rt.id = CONTAINER
     return rt
 
@@ -136,20 +137,6 @@ async def test_a_container_removed_from_outside_ends_the_watch(tmp_path: Path) -
     ended = await asyncio.wait_for(rt.wait_exit(), 5)
     assert ended.how == "removed from outside the runner"
     assert (await asyncio.wait_for(rt.stop(1), 5)).how == "removed from outside the runner"
-
-
-def test_gpu_requests_are_cdi_names_on_podman_and_capabilities_on_docker(tmp_path: Path) -> None:
-    """Podman honours only CDI device requests; Docker gets the NVIDIA capability request."""
-
-    def engine(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, json={})
-
-    podman = attached(tmp_path / "p", engine, components=("Podman Engine",), gpus="all")
-    assert podman._gpu_request() == {"Driver": "cdi", "DeviceIDs": ["nvidia.com/gpu=all"]}
-    two = attached(tmp_path / "t", engine, components=("Podman Engine",), gpus=2)
-    assert two._gpu_request()["DeviceIDs"] == ["nvidia.com/gpu=0", "nvidia.com/gpu=1"]
-    docker = attached(tmp_path / "d", engine, gpus="all")
-    assert docker._gpu_request() == {"Driver": "", "Count": -1, "Capabilities": [["gpu"]]}
 
 
 async def test_after_an_unconfirmed_kill_every_later_stop_still_says_it_may_run(tmp_path: Path) -> None:

@@ -25,8 +25,9 @@ from runners.run.files import read_json, read_jsonl
 from runners.serve.docker import DockerDeadlines, DockerRuntime
 from runners.serve.orphans import live_run_containers, sweep_orphans
 from runners.serve.runtime import ServeError
-from tests.conftest import ENGINE_CONFIG, ROOT, wait_until
 from tests.docker_env import PODMAN_ULIMITS, DockerEngine, build_image, engine_mounts, remove_labelled
+from tests.support.project import ENGINE_CONFIG, ROOT
+from tests.support.waits import wait_until
 
 pytestmark = pytest.mark.slow
 FAST = DockerDeadlines(watch_interval_s=0.1)
@@ -195,8 +196,8 @@ async def test_bridge_network_publishes_on_loopback_only(
             await asyncio.sleep(0.1)
         assert (await rt.probe()).healthy
         bindings = api_inspect(docker_engine, rt.id)["HostConfig"]["PortBindings"]
-        assert bindings == {"8080/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(rt.port)}]}
-        assert rt.command == ["httpd", "-f", "-p", "8080", "-h", "/www"]
+        assert bindings == {"8080/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(rt.config.host_port)}]}
+        assert rt.config.command == ["httpd", "-f", "-p", "8080", "-h", "/www"]
     finally:
         await rt.kill()
 

@@ -13,7 +13,8 @@ import pytest
 from runners.run.files import read_json, read_jsonl
 from runners.serve.external import NOT_OWNED, ExternalRuntime
 from runners.serve.runtime import ServeError
-from tests.conftest import ROOT, free_port
+from tests.support.processes import free_port
+from tests.support.project import ROOT
 
 pytestmark = pytest.mark.slow
 

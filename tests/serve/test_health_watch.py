@@ -11,13 +11,15 @@ import pytest
 
 from console.views.run_view import short_duration
 from engine.deadlines import timeout
-from runners.bench.mock_server import MockSettings
+from runners.run.event_types import parse_event
 from runners.run.files import read_json, read_jsonl
+from runners.run.runs import create_run
 from runners.serve.health_watch import watch_health
 from runners.serve.readiness import probe
 from runners.serve.runtime import ProbeResult
-from runners.soak.execute import create_run, execute
-from tests.conftest import write_plan
+from runners.soak.execute import execute
+from runners.testbed.mock_server import MockSettings
+from tests.support.plans import write_plan
 
 OK, BAD = ProbeResult(True, 0.001, "/health answered 200"), ProbeResult(False, None, "ConnectError: refused")
 
@@ -126,7 +128,7 @@ async def test_a_soak_step_records_the_target_going_unhealthy_while_up(tmp_path:
     assert any("/health failed while it was up during split1/primary/replay/0" in x for x in limitations), limitations
     view = RunView(run_id="r")
     for event in events[: events.index(flips[0]) + 1]:
-        view.apply(event)
+        view.apply(parse_event(event))
     assert view.arms["split1"].health == "FAILING"
     assert view.arms["split1"].health_text(flips[0]["t"] + 61) == "FAILING 1m01s"
 

@@ -13,7 +13,9 @@ from runners.host.meminfo import read_oom_kill_count
 from runners.serve import process as process_module
 from runners.serve.process import ProcessRuntime
 from runners.serve.runtime import ServeError
-from tests.conftest import ENGINE_CONFIG, pid_gone, wait_until
+from tests.support.processes import pid_gone
+from tests.support.project import ENGINE_CONFIG
+from tests.support.waits import wait_until
 
 pytestmark = pytest.mark.slow
 

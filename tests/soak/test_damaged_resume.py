@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 
-from runners.bench.mock_server import MockSettings
 from runners.plan.steps import StepKey
 from runners.report.summary import write_report
 from runners.run.control import request_abort
@@ -25,8 +24,12 @@ from runners.run.event_log import INCOMPLETE, read_event_log, status_label
 from runners.run.files import read_json, read_jsonl, torn_records
 from runners.run.run_index import list_runs
 from runners.run.rundir import RunDir
-from runners.soak.execute import create_run, execute
-from tests.conftest import ROOT, StartMock
+from runners.run.runs import create_run
+from runners.soak.execute import execute
+from runners.testbed.mock_server import MockSettings
+from tests.support.mock import StartMock
+from tests.support.plans import Plan, sharegpt_phase
+from tests.support.project import ROOT
 
 pytestmark = pytest.mark.slow
 SESSION_DEADLINE_S = 60.0
@@ -36,31 +39,9 @@ FIRST = StepKey("a", "primary", "replay", 0)
 
 
 def _plan(tmp_path: Path, url: str) -> Path:
-    path = tmp_path / "plan.toml"
-    path.write_text(
-        f"""
-name = "durable"
-[serve]
-kind = "external"
-url = "{url}"
-ready_timeout_s = 10
-
-[[arms]]
-name = "a"
-
-[[arms]]
-name = "b"
-
-[[phases]]
-name = "replay"
-kind = "sharegpt"
-requests = 4
-concurrency = 2
-max_tokens = 8
-http_timeout_s = 10
-"""
-    )
-    return path
+    serve = {"kind": "external", "url": url, "ready_timeout_s": 10}
+    phase = sharegpt_phase(requests=4, concurrency=2, max_tokens=8, http_timeout_s=10)
+    return Plan("durable", serve, [{"name": "a"}, {"name": "b"}], [phase]).write(tmp_path)
 
 
 async def _session(run: RunDir, listeners=()):

@@ -1,5 +1,5 @@
 """Pre-flight on this host: what a vLLM target will take of unified memory, the page cache in the way of its
-start-up check, and another run's serve target still live."""
+start-up check (dropped by the runner when the plan asks), and another run's serve target still live."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 from console.cli import main
+from engine.units import GIB
 from runners.host.live_targets import live_targets
 from runners.host.meminfo import MemInfo
-from runners.host.page_cache import CacheDrop, drop_page_cache
+from runners.host.page_cache import CacheDrop
 from runners.host.scope import HOST_SCOPE_VAR, own_scope, process_scope
 from runners.plan.load import load_plan
 from runners.plan.sections import WatchdogSpec
@@ -23,7 +24,7 @@ from runners.run.events import EventLog
 from runners.run.files import read_jsonl
 from runners.soak import host_preflight as preflight
 from runners.watchdog.host_fit import memory_need, need_fit
-from runners.watchdog.policy import GIB
+from tests.support.plans import Plan
 
 VLLM = ["{python}", "-m", "vllm.entrypoints.openai.api_server", "--host", "{host}", "--port", "{port}"]
 
@@ -78,22 +79,10 @@ def test_no_need_is_claimed_off_unified_memory_or_without_meminfo() -> None:
 
 
 def _vllm_plan(tmp_path: Path, fraction: str) -> Path:
-    path = tmp_path / "plan.toml"
-    command = ", ".join(f'"{w}"' for w in [*VLLM, "--gpu-memory-utilization", fraction])
-    path.write_text(f"""
-name = "unified"
-[serve]
-command = [{command}]
-[watchdog]
-unified_memory = "yes"
-[[arms]]
-name = "a"
-[[phases]]
-name = "p"
-kind = "concurrent"
-streams = 1
-""")
-    return path
+    serve = {"command": [*VLLM, "--gpu-memory-utilization", fraction]}
+    phase = {"name": "p", "kind": "concurrent", "streams": 1}
+    plan = Plan("unified", serve, [{"name": "a"}], [phase], sections={"watchdog": {"unified_memory": "yes"}})
+    return plan.write(tmp_path)
 
 
 def test_run_and_validate_refuse_a_target_this_host_cannot_hold(tmp_path: Path, capsys) -> None:
@@ -104,15 +93,6 @@ def test_run_and_validate_refuse_a_target_this_host_cannot_hold(tmp_path: Path, 
     err = capsys.readouterr().err
     assert err.startswith("error: refused on this host before anything started:") and "Traceback" not in err
     assert f"{plan}: the serve target asks for 0.99 x MemTotal" in err and not (tmp_path / "run").exists()
-
-
-def test_dropping_the_page_cache_writes_1_after_a_sync_and_says_why_when_it_cannot(tmp_path: Path) -> None:
-    control = tmp_path / "drop_caches"
-    done = drop_page_cache(control, euid=0)
-    assert done.dropped and control.read_text() == "1\n" and done.free_before_gib is not None
-    assert drop_page_cache(control, euid=1000).reason == "not root: only root may drop the page cache"
-    refused = drop_page_cache(tmp_path, euid=0)  # a directory: the write fails
-    assert not refused.dropped and refused.reason.startswith(f"cannot write {tmp_path}: ")
 
 
 async def test_the_runner_drops_the_cache_before_a_start_only_when_asked_and_needed(tmp_path: Path,

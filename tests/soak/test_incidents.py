@@ -13,12 +13,13 @@ from pathlib import Path
 
 import pytest
 
+from engine.units import GIB
 from runners.host.meminfo import read_meminfo
 from runners.run.files import read_json, read_jsonl
-from tests.conftest import fault_plan, pid_gone, run_headless, write_plan
+from tests.support.plans import fault_plan, write_plan
+from tests.support.processes import pid_gone, run_headless
 
 pytestmark = pytest.mark.slow
-GIB = 1 << 30
 
 
 PHASE = """

@@ -4,13 +4,14 @@ verdict."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
 from runners.run.files import read_json, read_jsonl
-from tests.conftest import ENGINE_CONFIG, run_headless
+from tests.support.plans import Plan, sharegpt_phase
+from tests.support.processes import run_headless
+from tests.support.project import ENGINE_CONFIG
 
 pytestmark = pytest.mark.slow
 
@@ -24,35 +25,13 @@ COMMAND = [
 
 
 def plan(directory: Path) -> Path:
-    path = directory / "plan.toml"
-    path.write_text(
-        f"""
-name = "measured"
-
-[serve]
-command = {json.dumps(COMMAND)}
-ready_timeout_s = 60
-stop_timeout_s = 5
-
-[[arms]]
-name = "clean"
-env = {{ CUTE_WO_SPLIT = "1" }}
-
-[[arms]]
-name = "bursty"
-env = {{ CUTE_WO_SPLIT = "1", BURST_MS = "300" }}
-
-[[phases]]
-name = "replay"
-kind = "sharegpt"
-requests = 4
-concurrency = 2
-max_tokens = 12
-ignore_eos = true
-http_timeout_s = 30
-"""
-    )
-    return path
+    serve = {"command": COMMAND, "ready_timeout_s": 60, "stop_timeout_s": 5}
+    arms = [
+        {"name": "clean", "env": {"CUTE_WO_SPLIT": "1"}},
+        {"name": "bursty", "env": {"CUTE_WO_SPLIT": "1", "BURST_MS": "300"}},
+    ]
+    phase = sharegpt_phase(requests=4, concurrency=2, max_tokens=12, ignore_eos=True, http_timeout_s=30)
+    return Plan("measured", serve, arms, [phase]).write(directory)
 
 
 @pytest.mark.serial  # client vs server latency agreement

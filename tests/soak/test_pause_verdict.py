@@ -18,10 +18,12 @@ import pytest
 from runners.gates.candidate import KEEP_OPT_IN, CandidateInput, CandidateRules, candidate_verdicts
 from runners.report.summary import write_report
 from runners.run.control import request_abort, request_continue, request_pause
-from runners.run.files import read_json, read_jsonl, write_json_atomic
+from runners.run.files import read_json, write_json_atomic
 from runners.run.rundir import RunDir, runner_alive
-from runners.soak.execute import create_run, spawn_detached
-from tests.conftest import ENGINE_CONFIG, wait_until
+from runners.run.runs import create_run, spawn_detached
+from tests.support.events import read_events
+from tests.support.plans import Plan, engine_serve, sharegpt_phase
+from tests.support.waits import wait_until
 
 pytestmark = pytest.mark.slow
 MIN_IMPROVEMENT_PCT = -200.0
@@ -31,61 +33,23 @@ def _plan(tmp_path: Path) -> Path:
     question = {"question": "What is 2 plus 3?", "answer": "2 + 3 = 5\n#### 5"}
     for name in ("gsm8k_test.jsonl", "gsm8k_train.jsonl"):
         (tmp_path / name).write_text("\n".join(json.dumps(question) for _ in range(3)) + "\n")
-    path = tmp_path / "plan.toml"
-    path.write_text(
-        f"""
-name = "pause-verdict"
-
-[serve]
-kind = "process"
-engine_config = "{ENGINE_CONFIG}"
-ready_timeout_s = 60
-
-[gates]
-baseline = "split1"
-min_wall_improvement_pct = {MIN_IMPROVEMENT_PCT}   # two arms of one engine qualify: only a pause can fail this
-tpot_p95_tolerance_pct = 400
-
-[[arms]]
-name = "split1"
-env = {{ CUTE_WO_SPLIT = "1" }}
-
-[[arms]]
-name = "split8"
-env = {{ CUTE_WO_SPLIT = "8" }}
-
-[[phases]]
-name = "gsm8k"
-kind = "gsm8k"
-test_file = "gsm8k_test.jsonl"
-train_file = "gsm8k_train.jsonl"
-questions = 2
-fewshot = 1
-max_tokens = 4
-http_timeout_s = 30
-
-[[phases]]
-name = "replay"
-kind = "sharegpt"
-requests = 8
-concurrency = 2
-max_tokens = 24
-ignore_eos = true
-http_timeout_s = 30
-"""
-    )
-    return path
-
-
-def _events(run: RunDir) -> list[dict]:
-    return [e for e in read_jsonl(run.events) if isinstance(e, dict)]
+    # two arms of one engine qualify: only a pause can fail min_wall_improvement_pct
+    gates = {"baseline": "split1", "min_wall_improvement_pct": MIN_IMPROVEMENT_PCT, "tpot_p95_tolerance_pct": 400}
+    arms = [{"name": "split1", "env": {"CUTE_WO_SPLIT": "1"}}, {"name": "split8", "env": {"CUTE_WO_SPLIT": "8"}}]
+    phases = [
+        {"name": "gsm8k", "kind": "gsm8k", "test_file": "gsm8k_test.jsonl", "train_file": "gsm8k_train.jsonl",
+         "questions": 2, "fewshot": 1, "max_tokens": 4, "http_timeout_s": 30},
+        sharegpt_phase(requests=8, concurrency=2, max_tokens=24, ignore_eos=True, http_timeout_s=30),
+    ]  # fmt: skip
+    serve = engine_serve(kind="process", ready_timeout_s=60)
+    return Plan("pause-verdict", serve, arms, phases, sections={"gates": gates}).write(tmp_path)
 
 
 def _replay_event(run: RunDir, kind: str, arm: str) -> dict | None:
     return next(
         (
             e
-            for e in _events(run)
+            for e in read_events(run)
             if e.get("type") == kind and e["step"]["arm"] == arm and e["step"]["phase"] == "replay"
         ),
         None,
@@ -98,7 +62,7 @@ def test_a_pause_mid_step_leaves_the_verdict_and_shows_in_the_summary(tmp_path: 
     try:
         assert wait_until(lambda: _replay_event(run, "step_progress", "split8"), 90), run.runner_log.read_text()[-2000:]
         request_pause(run, by="test")  # one request is done, the next ones are in flight
-        assert wait_until(lambda: any(e.get("type") == "dispatch_paused" for e in _events(run)), 5)
+        assert wait_until(lambda: any(e.get("type") == "dispatch_paused" for e in read_events(run)), 5)
         base_wall = _replay_event(run, "step_finished", "split1")["stats"]["wall_s"]
         pause_s = 3 * base_wall + 1.0  # counted in the wall time, this alone would fail the wall criterion
         time.sleep(pause_s)
@@ -150,7 +114,7 @@ def test_a_pause_mid_step_leaves_the_verdict_and_shows_in_the_summary(tmp_path: 
     assert excluded in arm_row
     assert f"split8/primary/replay/0: dispatch was paused for {pause['paused_s']:.1f} s" in md
 
-    finished = next(e for e in _events(run) if e.get("type") == "step_finished" and e["step"]["arm"] == "split8"
+    finished = next(e for e in read_events(run) if e.get("type") == "step_finished" and e["step"]["arm"] == "split8"
                     and e["step"]["phase"] == "replay")  # fmt: skip
     assert finished["pause"] == pause
 

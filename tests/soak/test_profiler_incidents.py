@@ -14,45 +14,15 @@ import pytest
 
 from runners.run.files import read_json, read_jsonl
 from runners.serve.runtime import PROFILE_DIR_NAME
-from tests.conftest import fault_plan, run_headless
+from tests.support.plans import PROFILED_PHASES, fault_plan
+from tests.support.processes import run_headless
 
 pytestmark = pytest.mark.slow
 
 
-PHASES = """
-[[phases]]
-name = "clean"
-kind = "sharegpt"
-requests = 4
-concurrency = 2
-max_tokens = 8
-http_timeout_s = 30
-
-[[phases]]
-name = "profiled"
-kind = "sharegpt"
-mode = "supplementary"
-profile = true
-profile_stop_timeout_s = 2
-requests = 4
-concurrency = 2
-max_tokens = 8
-http_timeout_s = 30
-
-[[phases]]
-name = "after"
-kind = "sharegpt"
-mode = "supplementary"
-requests = 4
-concurrency = 2
-max_tokens = 8
-http_timeout_s = 30
-"""
-
-
 def _run(tmp_path: Path, faults: list[str]) -> tuple[subprocess.CompletedProcess, Path]:
     out = tmp_path / "run"
-    return run_headless(fault_plan(tmp_path, faults, PHASES), out), out
+    return run_headless(fault_plan(tmp_path, faults, PROFILED_PHASES), out), out
 
 
 def test_a_profiled_step_captures_a_trace_and_primary_steps_are_never_profiled(tmp_path: Path) -> None:

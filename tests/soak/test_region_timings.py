@@ -12,13 +12,16 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from runners.bench.mock_server import RegionTimingMock, dump_region_timing, synthetic_region_ticks
 from runners.plan.phases import RegionTimingSpec
 from runners.plan.steps import StepKey
 from runners.run.events import EventLog
 from runners.run.files import read_json, read_jsonl
-from runners.soak.execute import create_run, execute
+from runners.run.runs import create_run
+from runners.soak.execute import execute
 from runners.soak.region_timings import DUMP_FILE, RegionDump
+from runners.testbed.mock_server import RegionTimingMock, dump_region_timing, synthetic_region_ticks
+from tests.support.events import read_events
+from tests.support.plans import Plan, sharegpt_phase
 
 STEP = StepKey("a", "supplementary", "regions", 0)
 
@@ -33,7 +36,8 @@ def _dump(tmp_path: Path, profile_dir: Path | None = None, **spec) -> tuple[Regi
 
 
 def _events(tmp_path: Path) -> list[tuple[str, str]]:
-    return [(e["type"], e.get("status", "")) for e in read_jsonl(tmp_path / "events.jsonl")]
+    """(type, status) of every event the step wrote."""
+    return [(e["type"], e.get("status", "")) for e in read_events(tmp_path)]
 
 
 async def test_the_trigger_is_made_a_stale_output_removed_and_the_dump_copied_and_decoded(tmp_path: Path) -> None:
@@ -163,41 +167,17 @@ def _soak_plan(tmp_path: Path) -> Path:
                "--itl-ms", "2", "--tokens", "8", "--region-timing-trigger", trigger,
                "--region-timing-output", output, "--region-timing-ctas", "8",
                "--region-timing-regions", "3"]  # fmt: skip
-    path = tmp_path / "plan.toml"
-    path.write_text(
-        f"""
-name = "regions"
-[serve]
-kind = "process"
-ready_timeout_s = 60
-command = {command!r}
-
-[[arms]]
-name = "a"
-env = {{ CUTE_WO_SPLIT = "1" }}
-
-[[phases]]
-name = "regions"
-kind = "sharegpt"
-mode = "supplementary"
-requests = 2
-max_tokens = 8
-http_timeout_s = 30
-metrics_interval_s = 0.2
-region_timings = {{ trigger = "{trigger}", output = "{output}", regions = ["load", "reduce", "gather"], active_ctas = 6, tick_ns = 2.0, wait_s = 5 }}
-
-[[phases]]
-name = "unwatched"
-kind = "sharegpt"
-mode = "supplementary"
-requests = 1
-max_tokens = 8
-http_timeout_s = 30
-metrics_interval_s = 0.2
-region_timings = {{ trigger = "{tmp_path / "nobody-watches"}", output = "{tmp_path / "never.npy"}", wait_s = 0.3 }}
-"""  # noqa: E501
-    )
-    return path
+    watched = {"trigger": trigger, "output": output, "regions": ["load", "reduce", "gather"], "active_ctas": 6,
+               "tick_ns": 2.0, "wait_s": 5}  # fmt: skip
+    unwatched = {"trigger": str(tmp_path / "nobody-watches"), "output": str(tmp_path / "never.npy"), "wait_s": 0.3}
+    phases = [
+        sharegpt_phase("regions", mode="supplementary", requests=2, max_tokens=8, http_timeout_s=30,
+                       metrics_interval_s=0.2, region_timings=watched),
+        sharegpt_phase("unwatched", mode="supplementary", requests=1, max_tokens=8, http_timeout_s=30,
+                       metrics_interval_s=0.2, region_timings=unwatched),
+    ]  # fmt: skip
+    serve = {"kind": "process", "ready_timeout_s": 60, "command": command}
+    return Plan("regions", serve, [{"name": "a", "env": {"CUTE_WO_SPLIT": "1"}}], phases).write(tmp_path)
 
 
 @pytest.mark.slow

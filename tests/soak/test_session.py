@@ -12,105 +12,27 @@ from typing import Literal
 
 import pytest
 
-from runners.bench.mock_server import MockSettings
 from runners.plan.steps import Session
 from runners.replay.usage_probe import UsageProbe, probe_continuous_usage
 from runners.run.events import EventLog
 from runners.run.files import read_json, read_jsonl
 from runners.run.provenance import start_session
 from runners.run.rundir import RunDir
+from runners.run.runs import create_run, load_run_plan
 from runners.run.targets import TargetRef, read_targets
-from runners.serve.runtime import ExitInfo, ProbeResult, ReadyInfo, ServeError
-from runners.soak.execute import create_run, load_run_plan
 from runners.soak.session import SoakSession
 from runners.soak.step import StepObservation, judge
-from tests.conftest import ENGINE_CONFIG, StartMock
+from runners.testbed.mock_server import MockSettings
+from tests.support.fake_runtime import FakeRuntime
+from tests.support.mock import StartMock
+from tests.support.plans import Plan, ab_arms, engine_serve, sharegpt_phase
 
 SESSION_DEADLINE_S = 60.0
 
 
-class FakeRuntime:
-    """A serve runtime that starts nothing: its base URL is a mock server; death and failures are scripted."""
-
-    kind = "fake"
-    env_dir = profile_dir = profile_dir_in_target = arm_env = None  # like an external target: nothing of ours
-
-    def __init__(self, base_url: str, arm: str, script: dict[str, object], run: RunDir) -> None:
-        self.base_url, self.arm, self.script, self.run = base_url, arm, script, run
-        self.calls: list[str] = []
-        self.targets_seen: list[list[TargetRef]] = []
-        self._died = asyncio.Event()
-
-    async def start(self) -> None:
-        self.calls.append("start")
-        die_after = self.script.get("die_after_s")
-        if die_after is not None:
-            asyncio.get_running_loop().call_later(float(die_after), self._died.set)
-
-    async def wait_ready(self, deadline_s: float) -> ReadyInfo:
-        self.calls.append("wait_ready")
-        self.targets_seen.append(read_targets(self.run))  # what the guard would see while this target starts
-        if self.script.get("not_ready"):
-            raise ServeError("the fake target never became ready")
-        return ReadyInfo("mock", 0.01, 0.01)
-
-    async def probe(self) -> ProbeResult:
-        return ProbeResult(True, 0.001, "ok")
-
-    async def wait_exit(self) -> ExitInfo:
-        await self._died.wait()
-        return ExitInfo(-9, "killed by SIGKILL from outside the runner")
-
-    async def stop(self, grace_s: float) -> ExitInfo:
-        self.calls.append("stop")
-        if self.script.get("stop_fails"):
-            raise ServeError("the fake target ignores every signal")
-        return ExitInfo(-15, "terminated")
-
-    async def kill(self) -> ExitInfo:
-        self.calls.append("kill")
-        return ExitInfo(-9, "killed")
-
-    def logs(self, lines: int = 20) -> list[str]:
-        return []
-
-    async def inspect(self) -> dict:
-        return {"kind": self.kind, "base_url": self.base_url}
-
-    def provenance(self) -> dict:
-        return {"kind": self.kind, "url": self.base_url}
-
-    def target_ref(self, arm: str, mode: str) -> TargetRef | None:
-        return TargetRef("process", arm, mode, pid=4242, start_ticks=1)
-
-
 def _plan(tmp_path: Path, repeats: int = 2) -> Path:
-    path = tmp_path / "plan.toml"
-    path.write_text(
-        f"""
-name = "fake"
-[serve]
-engine_config = "{ENGINE_CONFIG}"
-
-[[arms]]
-name = "a"
-env = {{ CUTE_WO_SPLIT = "1" }}
-
-[[arms]]
-name = "b"
-env = {{ CUTE_WO_SPLIT = "8" }}
-
-[[phases]]
-name = "replay"
-kind = "sharegpt"
-requests = 4
-concurrency = 2
-repeats = {repeats}
-http_timeout_s = 10
-metrics_interval_s = 0.5
-"""
-    )
-    return path
+    phase = sharegpt_phase(requests=4, concurrency=2, repeats=repeats, http_timeout_s=10, metrics_interval_s=0.5)
+    return Plan("fake", engine_serve(), ab_arms(), [phase]).write(tmp_path)
 
 
 async def _run_session(

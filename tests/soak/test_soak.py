@@ -17,8 +17,13 @@ from runners.plan.steps import StepKey
 from runners.run.control import request_abort
 from runners.run.files import read_json, read_jsonl
 from runners.run.rundir import RunDir, runner_alive
-from runners.soak.execute import create_run, execute, spawn_detached
-from tests.conftest import ENGINE_CONFIG, ROOT, pid_gone, wait_until, write_plan
+from runners.run.runs import create_run, spawn_detached
+from runners.soak.execute import execute
+from tests.support.events import events_of_type, read_events
+from tests.support.plans import write_plan
+from tests.support.processes import pid_gone
+from tests.support.project import ENGINE_CONFIG, ROOT
+from tests.support.waits import wait_until
 
 pytestmark = pytest.mark.slow
 CLI = [sys.executable, "-m", "console.cli"]
@@ -26,14 +31,6 @@ CLI = [sys.executable, "-m", "console.cli"]
 
 def cli(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
     return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT)
-
-
-def events(run: Path) -> list[dict]:
-    return read_jsonl(run / "events.jsonl")
-
-
-def of_type(run: Path, kind: str) -> list[dict]:
-    return [e for e in events(run) if e["type"] == kind]
 
 
 def test_headless_run_writes_the_whole_run_directory(tmp_path: Path) -> None:
@@ -64,7 +61,7 @@ def test_headless_run_writes_the_whole_run_directory(tmp_path: Path) -> None:
     prov = read_json(out / "provenance.json")
     assert prov["sessions"][0]["exit_code"] == 0 and prov["versions"]["torch"].startswith("2.")
     assert (out / "plan.toml").read_text() == (tmp_path / "plan.toml").read_text()
-    assert all({"v", "t", "type"} <= e.keys() for e in events(out))
+    assert all({"v", "t", "type"} <= e.keys() for e in read_events(out))
 
 
 async def test_resume_skips_done_steps(tmp_path: Path) -> None:
@@ -80,12 +77,12 @@ async def test_resume_skips_done_steps(tmp_path: Path) -> None:
     assert state.label() == "aborted (resumable)" and state.steps_done == 1
     assert run.is_done(StepKey("split1", "primary", "replay", 0))
     assert not run.is_done(StepKey("split8", "primary", "replay", 0))
-    assert [e["arm"] for e in of_type(run.root, "serve_stopped")] == ["split1"]
+    assert [e["arm"] for e in events_of_type(run.root, "serve_stopped")] == ["split1"]
 
-    mark = len(events(run.root))
+    mark = len(read_events(run.root))
     second = await execute(run)
     assert second.status == "finished"
-    later = events(run.root)[mark:]
+    later = read_events(run.root)[mark:]
     assert [e["step"]["arm"] for e in later if e["type"] == "step_skipped"] == ["split1"]
     assert [e["step"]["arm"] for e in later if e["type"] == "step_started"] == ["split8"]
     assert [e["arm"] for e in later if e["type"] == "serve_starting"] == ["split8"]
@@ -96,8 +93,8 @@ def test_runner_sigkill_takes_the_server_with_it_and_resume_finishes(tmp_path: P
     run = create_run(write_plan(tmp_path, requests=30, concurrency=2, max_tokens=48), tmp_path / "run", tmp_path)
     runner = spawn_detached(run)
     try:
-        assert wait_until(lambda: of_type(run.root, "step_progress"), 60), (run.root / "runner.log").read_text()
-        server_pid = of_type(run.root, "serve_ready")[0]["pid"]
+        assert wait_until(lambda: events_of_type(run.root, "step_progress"), 60), (run.root / "runner.log").read_text()
+        server_pid = events_of_type(run.root, "serve_ready")[0]["pid"]
         assert not pid_gone(server_pid)
         runner.send_signal(signal.SIGKILL)
         runner.wait(10)
@@ -123,8 +120,8 @@ def test_sigterm_stops_cleanly_and_leaves_the_step_resumable(tmp_path: Path) -> 
     proc = subprocess.Popen([*CLI, "run", str(plan), "--headless", "--out", str(out)], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     try:
-        assert wait_until(lambda: (out / "events.jsonl").exists() and of_type(out, "step_progress"), 60)
-        server_pid = of_type(out, "serve_ready")[0]["pid"]
+        assert wait_until(lambda: (out / "events.jsonl").exists() and events_of_type(out, "step_progress"), 60)
+        server_pid = events_of_type(out, "serve_ready")[0]["pid"]
         t0 = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
@@ -139,8 +136,8 @@ def test_sigterm_stops_cleanly_and_leaves_the_step_resumable(tmp_path: Path) -> 
     state = read_json(out / "state.json")
     assert state["status"] == "aborted" and state["resumable"]
     assert not (out / "done").exists()
-    assert of_type(out, "abort_requested")[0]["reason"] == "SIGTERM"
-    assert of_type(out, "step_aborted")
+    assert events_of_type(out, "abort_requested")[0]["reason"] == "SIGTERM"
+    assert events_of_type(out, "step_aborted")
 
 
 def test_an_arm_whose_env_does_not_arrive_is_not_measured(tmp_path: Path) -> None:
@@ -153,12 +150,12 @@ def test_an_arm_whose_env_does_not_arrive_is_not_measured(tmp_path: Path) -> Non
     assert "failed: 2 step(s) failed; first: split1/primary/replay/0: the target does not run the arm's env" in (
         result.stderr
     )
-    mismatch = of_type(out, "env_mismatch")
+    mismatch = events_of_type(out, "env_mismatch")
     assert [m["mismatches"] for m in mismatch] == [
         ["CUTE_WO_SPLIT: want '1', target runs '2'"],
         ["CUTE_WO_SPLIT: want '8', target runs '2'"],
     ]
-    assert not of_type(out, "step_started")
+    assert not events_of_type(out, "step_started")
     assert read_json(out / "arms" / "split8" / "effective.json")["verified"] is False
     assert "| split8 | CUTE_WO_SPLIT=2 | mismatch | 0/1 |" in (out / "summary.md").read_text()
 
@@ -256,7 +253,7 @@ def test_a_sigkill_while_a_done_marker_is_written_repeats_only_that_step(tmp_pat
     run = create_run(write_plan(tmp_path, requests=30, concurrency=2, max_tokens=48), tmp_path / "run", tmp_path)
     runner = spawn_detached(run)
     try:
-        assert wait_until(lambda: of_type(run.root, "step_progress"), 60), (run.root / "runner.log").read_text()
+        assert wait_until(lambda: events_of_type(run.root, "step_progress"), 60), (run.root / "runner.log").read_text()
         runner.send_signal(signal.SIGKILL)
         runner.wait(10)
     finally:
@@ -268,9 +265,9 @@ def test_a_sigkill_while_a_done_marker_is_written_repeats_only_that_step(tmp_pat
     half.write_text('{"stats": {"ok": 3')  # what a kill between write and rename leaves
     result = cli("run", "--resume", str(run.root), "--headless")
     assert result.returncode == 0, result.stderr + result.stdout
-    starts = [e["step"]["arm"] for e in events(run.root) if e["type"] == "step_started"]
+    starts = [e["step"]["arm"] for e in read_events(run.root) if e["type"] == "step_started"]
     assert starts == ["split1", "split1", "split8"]  # the step in flight, repeated once; nothing else
     for arm in ("split1", "split8"):
         assert read_json(run.done_path(StepKey(arm, "primary", "replay", 0)))["stats"]["ok"] == 30
-    served = [e["pid"] for e in events(run.root) if e["type"] == "serve_ready"]
+    served = [e["pid"] for e in read_events(run.root) if e["type"] == "serve_ready"]
     assert len(served) == 3 and all(pid_gone(pid) for pid in served)

@@ -8,14 +8,15 @@ chunk, or the end of a request that completed). Run with `-s` to see the figures
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import pytest
 
 from runners.run.files import read_json, read_jsonl
-from tests.conftest import ENGINE_CONFIG, pid_gone, run_headless
+from tests.support.plans import Plan, sharegpt_phase
+from tests.support.processes import pid_gone, run_headless
+from tests.support.project import ENGINE_CONFIG
 
 pytestmark = pytest.mark.slow
 STALL_S = 2.0
@@ -30,38 +31,11 @@ def _plan(tmp_path: Path, fault: str) -> Path:
         f'"{ENGINE_CONFIG}" --host "$1" --port "$2" --env-dir "$3" $F'
     )
     command = ["/bin/sh", "-c", script, "{python}", "{host}", "{port}", "{env_dir}"]
-    path = tmp_path / "plan.toml"
-    path.write_text(
-        f"""
-name = "stall"
-[serve]
-command = {json.dumps(command)}
-ready_timeout_s = 60
-stop_timeout_s = 5
-
-[[arms]]
-name = "{STALLED_ARM}"
-env = {{ CUTE_WO_SPLIT = "4" }}
-
-[[arms]]
-name = "{HEALTHY_ARM}"
-env = {{ CUTE_WO_SPLIT = "8" }}
-
-[[phases]]
-name = "replay"
-kind = "sharegpt"
-requests = 8
-concurrency = 2
-repeats = 2
-max_tokens = 16
-ignore_eos = true
-http_timeout_s = 30
-stall_s = {STALL_S}
-metrics_interval_s = 0.25
-deadline_s = 60
-"""
-    )
-    return path
+    serve = {"command": command, "ready_timeout_s": 60, "stop_timeout_s": 5}
+    arms = [{"name": STALLED_ARM, "env": {"CUTE_WO_SPLIT": "4"}}, {"name": HEALTHY_ARM, "env": {"CUTE_WO_SPLIT": "8"}}]
+    phase = sharegpt_phase(requests=8, concurrency=2, repeats=2, max_tokens=16, ignore_eos=True, http_timeout_s=30,
+                           stall_s=STALL_S, metrics_interval_s=0.25, deadline_s=60)  # fmt: skip
+    return Plan("stall", serve, arms, [phase]).write(tmp_path)
 
 
 def _onset(records: list[dict]) -> float:

@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 
 from engine.config_file import ConfigFileError
-from runners.bench.mock_server import MockSettings
 from runners.plan.load import load_plan
 from runners.plan.phases import ShareGptPhase
 from runners.plan.steps import Session
@@ -24,8 +23,8 @@ from runners.replay.prompts import Conversation, Turn
 from runners.run.events import EventLog
 from runners.run.files import read_json, read_jsonl
 from runners.run.provenance import start_session
+from runners.run.runs import create_run, load_run_plan
 from runners.serve.runtime import ExitInfo
-from runners.soak.execute import create_run, load_run_plan
 from runners.soak.session import SoakSession
 from runners.soak.stall_watch import (
     Stall,
@@ -38,8 +37,10 @@ from runners.soak.stall_watch import (
     stall_verdict,
 )
 from runners.soak.step import StepObservation, judge
-from tests.conftest import ENGINE_CONFIG, StartMock
-from tests.soak.test_session import FakeRuntime
+from runners.testbed.mock_server import MockSettings
+from tests.support.fake_runtime import FakeRuntime
+from tests.support.mock import StartMock
+from tests.support.plans import Plan, ab_arms, engine_serve, sharegpt_phase
 
 SESSION_DEADLINE_S = 60.0
 
@@ -251,34 +252,9 @@ class _KillableRuntime(FakeRuntime):
 
 
 def _plan(tmp_path: Path) -> Path:
-    path = tmp_path / "plan.toml"
-    path.write_text(
-        f"""
-name = "stall"
-[serve]
-engine_config = "{ENGINE_CONFIG}"
-
-[[arms]]
-name = "a"
-env = {{ CUTE_WO_SPLIT = "1" }}
-
-[[arms]]
-name = "b"
-env = {{ CUTE_WO_SPLIT = "8" }}
-
-[[phases]]
-name = "replay"
-kind = "sharegpt"
-requests = 6
-concurrency = 2
-repeats = 2
-max_tokens = 16
-http_timeout_s = 20
-stall_s = 1.5
-metrics_interval_s = 0.5
-"""
-    )
-    return path
+    phase = sharegpt_phase(requests=6, concurrency=2, repeats=2, max_tokens=16, http_timeout_s=20, stall_s=1.5,
+                           metrics_interval_s=0.5)  # fmt: skip
+    return Plan("stall", engine_serve(), ab_arms(), [phase]).write(tmp_path)
 
 
 async def test_a_target_whose_streams_stop_is_killed_its_step_fails_at_once_and_the_next_arm_runs(

@@ -11,8 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from bench.vllm_target import VllmServer, start_vllm, stop_vllm, unavailable
-from tests.conftest import free_port
+from runners.testbed.vllm_target import VllmServer, start_vllm, stop_vllm, unavailable
+from tests.support.processes import free_port
 
 
 @pytest.fixture(scope="session")

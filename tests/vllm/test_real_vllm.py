@@ -16,10 +16,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bench.vllm_target import MAX_MODEL_LEN, VllmServer, process_serve_toml, unavailable
 from runners.replay.server_latency import Snapshot, delta, parse_histograms
 from runners.run.files import read_json, read_jsonl
-from tests.conftest import ROOT, SHARED, run_headless
+from runners.testbed.vllm_target import MAX_MODEL_LEN, VllmServer, process_serve_toml, unavailable
+from tests.support.processes import run_headless
+from tests.support.project import ROOT, SHARED
 
 pytestmark = [pytest.mark.slow, pytest.mark.serial]  # serial: client vs vLLM histogram agreement, and CPU-heavy
 

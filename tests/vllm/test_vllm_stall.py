@@ -17,10 +17,13 @@ import httpx
 import psutil
 import pytest
 
-from bench.vllm_target import process_serve_toml, unavailable
 from runners.replay.server_metrics import parse_metrics
 from runners.run.files import read_json, read_jsonl
-from tests.conftest import ROOT, pid_gone, wait_until
+from runners.testbed.vllm_target import process_serve_toml, unavailable
+from tests.support.events import first_event, read_events
+from tests.support.processes import pid_gone
+from tests.support.project import ROOT
+from tests.support.waits import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.serial]  # serial: a stall caught in time, and CPU-heavy
 STALL_S = 3.0
@@ -62,15 +65,6 @@ http_timeout_s = 60
     return path
 
 
-def _events(run: Path) -> list[dict]:
-    path = run / "events.jsonl"
-    return read_jsonl(path) if path.exists() else []
-
-
-def _first(run: Path, kind: str) -> dict | None:
-    return next((e for e in _events(run) if e["type"] == kind), None)
-
-
 def _decoding(base_url: str) -> bool:
     """vLLM's /metrics says requests are running and it has generated tokens."""
     with contextlib.suppress(httpx.HTTPError):
@@ -95,9 +89,9 @@ def test_a_vllm_whose_engine_core_is_sigstopped_mid_step_is_caught_and_killed(tm
     )  # fmt: skip
     stopped: list[psutil.Process] = []
     try:
-        assert wait_until(lambda: _first(run, "step_started") or runner.poll() is not None, READY_DEADLINE_S, 0.5)
-        ready = _first(run, "serve_ready")
-        assert ready is not None and runner.poll() is None, _events(run)
+        assert wait_until(lambda: first_event(run, "step_started") or runner.poll() is not None, READY_DEADLINE_S, 0.5)
+        ready = first_event(run, "serve_ready")
+        assert ready is not None and runner.poll() is None, read_events(run)
         step = run / "arms" / "vllm" / "primary" / "wedged" / "0"
         assert wait_until(lambda: _ok_requests(step) >= 2, 60, 0.1), "vLLM answered no request in 60 s"
         assert wait_until(lambda: _decoding(ready["base_url"]), 30, 0.05), (
@@ -120,7 +114,7 @@ def test_a_vllm_whose_engine_core_is_sigstopped_mid_step_is_caught_and_killed(tm
             runner.kill()
             runner.wait(10)
 
-    events = _events(run)
+    events = read_events(run)
     stalled = [e for e in events if e["type"] == "engine_stalled"]
     assert len(stalled) == 1, [e["type"] for e in events]
     event = stalled[0]

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from engine.env_sentinel import SentinelError, format_sentinel, parse_sentinel
-from tests.conftest import ROOT
+from tests.support.project import ROOT
 
 sys.path.insert(0, str(ROOT / "vllm_plugin"))
 import gb10_vllm_plugin as plugin

@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,13 +18,16 @@ from console.cli import main
 from runners.bench.watchdog_bench import measure
 from runners.evidence.oom_record import record_run_ooms
 from runners.host.meminfo import read_meminfo
-from runners.host.owner import RUN_ID_VAR, process_start_ticks
+from runners.host.owner import process_start_ticks
 from runners.plan.load import load_plan
 from runners.run.files import read_json, read_jsonl
 from runners.run.rundir import RunDir, create_run_dir
 from runners.run.targets import TargetRef
 from runners.watchdog.targets import end_target
-from tests.conftest import ROOT, pid_gone, wait_until, write_plan
+from tests.support.plans import write_plan
+from tests.support.processes import labelled_sleeper, pid_gone
+from tests.support.project import ROOT
+from tests.support.waits import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -35,24 +37,6 @@ def _run_dir(tmp_path: Path, watchdog: str) -> RunDir:
     plan.write_text(plan.read_text() + f"\n[watchdog]\n{watchdog}\n")
     loaded = load_plan(plan)
     return create_run_dir(tmp_path / "run", tmp_path, loaded.source, loaded.plan.name, loaded.base_dir)
-
-
-@pytest.fixture
-def sleepers() -> Iterator[list[subprocess.Popen]]:
-    """Processes a test starts; all killed afterwards."""
-    procs: list[subprocess.Popen] = []
-    yield procs
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(5)
-
-
-def _sleeper(procs: list[subprocess.Popen], run_id: str | None) -> subprocess.Popen:
-    env = {**os.environ, **({RUN_ID_VAR: run_id} if run_id else {})}
-    proc = subprocess.Popen(["sleep", "300"], env=env, start_new_session=True)
-    procs.append(proc)
-    return proc
 
 
 @pytest.mark.serial  # the guard's reaction within 1 s, on the host's real MemAvailable
@@ -205,12 +189,14 @@ def _ref(pid: int, ticks: int | None) -> TargetRef:
     return TargetRef("process", "a", "primary", pid=pid, start_ticks=ticks)
 
 
-async def test_only_labelled_targets_are_ever_touched(tmp_path: Path, sleepers: list[subprocess.Popen]) -> None:
+async def test_only_labelled_targets_are_ever_touched(
+    tmp_path: Path, started_processes: list[subprocess.Popen]
+) -> None:
     """No label, another run's label, or a reused pid: left alone. The labelled one: ended."""
     run_id = "run-a"
-    unlabelled = _sleeper(sleepers, None)
-    other_run = _sleeper(sleepers, "run-b")
-    mine = _sleeper(sleepers, run_id)
+    unlabelled = labelled_sleeper(None, started_processes)
+    other_run = labelled_sleeper("run-b", started_processes)
+    mine = labelled_sleeper(run_id, started_processes)
     refs = {
         "unlabelled": _ref(unlabelled.pid, process_start_ticks(unlabelled.pid)),
         "other": _ref(other_run.pid, process_start_ticks(other_run.pid)),
@@ -242,7 +228,7 @@ def test_watch_prints_live_samples_and_json() -> None:
 
 
 async def test_the_guard_kill_path_for_containers_checks_the_run_label(
-    docker_engine, busybox_image: str, sleepers: list[subprocess.Popen]
+    docker_engine, busybox_image: str, started_processes: list[subprocess.Popen]
 ) -> None:
     """A container labelled with the run is stopped; one labelled with another run is left running."""
     from runners.host.docker_api import DockerClient
@@ -295,7 +281,7 @@ def test_memory_abort_stops_the_step_and_the_next_arm_waits_for_recovery(tmp_pat
 
         assert wait_until(lambda: step_started() or runner.poll() is not None, 120)
         hog = subprocess.Popen(
-            [sys.executable, "-m", "runners.bench.memhog", "--rate-gib-s", "2", "--max-gib", "5", "--hold-s", "4"],
+            [sys.executable, "-m", "runners.testbed.memhog", "--rate-gib-s", "2", "--max-gib", "5", "--hold-s", "4"],
             cwd=ROOT, stdout=subprocess.DEVNULL,
         )  # fmt: skip
         output, _ = runner.communicate(timeout=240)

@@ -15,84 +15,36 @@ from pathlib import Path
 
 import pytest
 
-from runners.host.owner import RUN_ID_VAR, process_start_ticks
-from runners.plan.load import load_plan
-from runners.plan.sections import WatchdogSpec
+from runners.host.owner import process_start_ticks
 from runners.run.files import read_json, read_jsonl
-from runners.run.rundir import RunDir, create_run_dir
+from runners.run.rundir import RunDir
 from runners.run.targets import TargetRef, write_targets
-from runners.watchdog.guard import Guard, RunnerWatch
 from runners.watchdog.heartbeat import Heartbeat
-from runners.watchdog.samplers import GpuSample, Sampler
-from tests.conftest import write_plan
+from tests.support.fake_host import make_guard, set_available
+from tests.support.processes import labelled_sleeper
+from tests.support.waits import until
 
 pytestmark = pytest.mark.serial  # the guard loop's reaction and heartbeat bounds (0.1-1.5 s)
 
-GIB = 1 << 30
-SPEC = WatchdogSpec(warn_gib=10, abort_gib=8, kill_gib=6)
 
-
-class NoGpu:
-    """Stands in for NvmlSampler: no GPU here."""
-
-    def sample(self, host_mem_total: int | None) -> GpuSample:
-        """Always N/A."""
-        return GpuSample.unavailable("test: no GPU")
-
-
-def set_available(proc: Path, gib: float) -> None:
-    """Write a /proc/meminfo with MemAvailable = `gib`."""
-    (proc / "meminfo").write_text(f"MemTotal: {32 * GIB // 1024} kB\nMemAvailable: {int(gib * GIB) // 1024} kB\n")
-
-
-def make_guard(tmp_path: Path, proc: Path) -> Guard:
-    plan = write_plan(tmp_path)
-    loaded = load_plan(plan)
-    run = create_run_dir(tmp_path / "run", tmp_path, loaded.source, loaded.plan.name, loaded.base_dir)
-    run.runner_heartbeat.touch()
-    runner = RunnerWatch(os.getpid(), process_start_ticks(os.getpid()), Heartbeat(run.runner_heartbeat))
-    return Guard(run, SPEC, runner, Sampler(proc=proc, nvml=NoGpu()))  # type: ignore[arg-type]
-
-
-def labelled_target(run: RunDir, procs: list[subprocess.Popen]) -> subprocess.Popen:
-    target = subprocess.Popen(
-        ["sleep", "300"], env={**os.environ, RUN_ID_VAR: run.info()["run_id"]}, start_new_session=True
-    )
-    procs.append(target)
+def labelled_target(run: RunDir, owner: list[subprocess.Popen]) -> subprocess.Popen:
+    """A process labelled as `run`'s serve target and listed in its targets.json."""
+    target = labelled_sleeper(run.info()["run_id"], owner)
     write_targets(
         run, [TargetRef("process", "a", "primary", pid=target.pid, start_ticks=process_start_ticks(target.pid))]
     )
     return target
 
 
-@pytest.fixture
-def procs():
-    """Targets a test starts; killed afterwards."""
-    started: list[subprocess.Popen] = []
-    yield started
-    for p in started:
-        if p.poll() is None:
-            p.kill()
-            p.wait(5)
-
-
-async def until(predicate, deadline_s: float) -> bool:
-    """Poll without blocking the loop the guard runs on."""
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        await asyncio.sleep(0.02)
-    return bool(predicate())
-
-
-async def test_a_kill_floor_crossing_kills_the_labelled_target_within_a_poll(tmp_path: Path, procs) -> None:
+async def test_a_kill_floor_crossing_kills_the_labelled_target_within_a_poll(
+    tmp_path: Path, started_processes: list[subprocess.Popen]
+) -> None:
     """MemAvailable 20 → 5 GiB: the target is SIGKILLed at once; events and status carry the numbers."""
     proc = tmp_path / "proc"
     proc.mkdir()
     set_available(proc, 20)
     guard = make_guard(tmp_path, proc)
-    target = labelled_target(guard.run_dir, procs)
+    target = labelled_target(guard.run_dir, started_processes)
     stop = asyncio.Event()
     loop = asyncio.create_task(guard.run(stop))
     try:
@@ -117,14 +69,16 @@ async def test_a_kill_floor_crossing_kills_the_labelled_target_within_a_poll(tmp
     assert {r["level"] for r in read_jsonl(guard.run_dir.watchdog_jsonl)} >= {"ok", "kill"}
 
 
-async def test_a_failing_status_write_does_not_stop_the_guard(tmp_path: Path, procs) -> None:
+async def test_a_failing_status_write_does_not_stop_the_guard(
+    tmp_path: Path, started_processes: list[subprocess.Popen]
+) -> None:
     """watchdog.json cannot be written (a directory is in the way): the loop still beats and still kills."""
     proc = tmp_path / "proc"
     proc.mkdir()
     set_available(proc, 20)
     guard = make_guard(tmp_path, proc)
     guard.run_dir.watchdog_json.mkdir()
-    target = labelled_target(guard.run_dir, procs)
+    target = labelled_target(guard.run_dir, started_processes)
     stop = asyncio.Event()
     loop = asyncio.create_task(guard.run(stop))
     try:

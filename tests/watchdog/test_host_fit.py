@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 
 from console.cli import main
+from engine.units import GIB
 from runners.host.meminfo import MemInfo, read_meminfo
 from runners.plan.sections import WatchdogSpec
-from runners.soak.execute import create_run
-from runners.watchdog.host_fit import floor_fit, gib_text
-from runners.watchdog.policy import GIB
-from tests.conftest import write_plan
+from runners.run.runs import create_run
+from runners.watchdog.host_fit import floor_fit
+from tests.support.plans import write_plan
 
 HOST = MemInfo(total=24 * GIB, available=20 * GIB)
 
@@ -39,10 +39,6 @@ def test_a_warn_floor_above_memavailable_now_is_a_warning() -> None:
 )  # fmt: skip
 def test_floors_sized_from_the_host_floors_that_fit_and_an_unreadable_host_give_nothing(spec, meminfo) -> None:
     assert floor_fit(spec, meminfo) == floor_fit(WatchdogSpec(), HOST)
-
-
-def test_gib_text_rounds_to_two_decimals() -> None:
-    assert [gib_text(v) for v in (2.9425125122070312, 16.0, 1.5, 0.125)] == ["2.94", "16", "1.5", "0.12"]
 
 
 def _huge_floors(plan: Path) -> None:

@@ -14,7 +14,7 @@ from runners.plan.load import load_plan
 from runners.run.files import write_json_atomic
 from runners.run.rundir import RunDir, create_run_dir
 from runners.watchdog.link import GuardLink
-from tests.conftest import write_plan
+from tests.support.plans import write_plan
 
 STATUS_DELAY_S = 1.0  # a writer thread behind a slow fsync: the heartbeat is there, the status is not yet
 

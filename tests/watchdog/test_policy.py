@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from engine.units import GIB
 from runners.watchdog.policy import (
-    GIB,
     Decision,
     Floors,
     Level,

@@ -1,6 +1,6 @@
-"""The watchdog's samplers: /proc/meminfo, PSI and memory cgroups in fake trees under tmp_path, the real
-machine's /proc, and NVML through a fake module (unified detection, unsupported metrics, a hung driver
-call, a failed init)."""
+"""The watchdog's samplers (runners/watchdog/samplers.py): a full sample from fake /proc and cgroup trees under
+tmp_path and from the real machine, and NVML through a fake module (unified detection, unsupported metrics, a hung
+driver call, a failed init). /proc/meminfo, PSI and cgroups alone are tested in tests/host."""
 
 from __future__ import annotations
 
@@ -13,166 +13,13 @@ from types import SimpleNamespace
 
 import pytest
 
-from runners.host.cgroup import CgroupMemory, MemoryCgroup, memory_cgroup
-from runners.host.meminfo import MemInfo, parse_meminfo, read_meminfo
-from runners.host.psi import Pressure, parse_psi, read_psi
+from engine.units import GIB
+from runners.host.cgroup import CgroupMemory, memory_cgroup
+from runners.host.meminfo import MemInfo, parse_meminfo
+from runners.host.psi import Pressure, parse_psi
 from runners.watchdog.samplers import GpuSample, NvmlSampler, Sample, Sampler, is_unified
-
-KIB = 1024
-GIB = 1024**3
-
-MEMINFO = """\
-MemTotal:       131072000 kB
-MemFree:         1000000 kB
-MemAvailable:   24268380 kB
-Buffers:           12345 kB
-SwapTotal:       8388604 kB
-SwapFree:        8000000 kB
-AnonPages:      90000000 kB
-Shmem:            500000 kB
-HugePages_Total:       4
-Hugepagesize:       2048 kB
-Hugetlb:           16384 kB
-"""
-
-PSI = "some avg10=1.50 avg60=0.75 avg300=0.25 total=123456\nfull avg10=0.50 avg60=0.20 avg300=0.10 total=6543\n"
-
-
-# ---- /proc/meminfo --------------------------------------------------------------------------------
-
-
-def test_meminfo_fields_are_bytes() -> None:
-    """Every field is the kB figure times 1024; Hugetlb is taken as the kernel gives it."""
-    info = parse_meminfo(MEMINFO)
-    assert info == MemInfo(
-        total=131072000 * KIB,
-        available=24268380 * KIB,
-        swap_free=8000000 * KIB,
-        anon=90000000 * KIB,
-        shmem=500000 * KIB,
-        hugetlb=16384 * KIB,
-        free=1000000 * KIB,
-    )
-
-
-def test_meminfo_without_memavailable_is_not_estimated() -> None:
-    """An old kernel without MemAvailable: available None, even with MemFree and Buffers to hand."""
-    info = parse_meminfo(MEMINFO.replace("MemAvailable:   24268380 kB\n", ""))
-    assert info.available is None
-    assert info.total == 131072000 * KIB
-
-
-def test_meminfo_hugetlb_falls_back_to_the_default_pool() -> None:
-    """No Hugetlb line: HugePages_Total * Hugepagesize; without those either, None."""
-    no_hugetlb = MEMINFO.replace("Hugetlb:           16384 kB\n", "")
-    assert parse_meminfo(no_hugetlb).hugetlb == 4 * 2048 * KIB
-    assert parse_meminfo(no_hugetlb.replace("Hugepagesize:       2048 kB\n", "")).hugetlb is None
-
-
-def test_meminfo_odd_formats() -> None:
-    """Extra spaces and a bare number parse; a foreign unit, garbage or a negative value is None, not 0."""
-    text = (
-        "garbage without a colon\n"
-        "MemTotal :    1000   kB  \n"
-        "MemAvailable: 500\n"
-        "SwapFree: lots kB\n"
-        "AnonPages: 12 MB\n"
-        "Shmem: -5 kB\n"
-        ": 7 kB\n"
-        "Hugetlb:\n"
-    )
-    info = parse_meminfo(text)
-    assert info == MemInfo(total=1000 * KIB, available=500 * KIB)
-    assert parse_meminfo("") == MemInfo()
-    assert parse_meminfo("\x00\xff:::\n²: 3 kB\nMemTotal: ³ kB\n") == MemInfo()
-
-
-def test_read_meminfo_fake_and_missing(tmp_path: Path) -> None:
-    """read_meminfo reads proc/meminfo; without the file every field is None."""
-    (tmp_path / "meminfo").write_text(MEMINFO)
-    assert read_meminfo(tmp_path).available == 24268380 * KIB
-    assert read_meminfo(tmp_path / "nowhere") == MemInfo()
-
-
-def test_read_meminfo_real_machine() -> None:
-    """The real /proc: total and available are positive and available <= total."""
-    info = read_meminfo()
-    assert info.total is not None and info.total > 0
-    assert info.available is not None and 0 < info.available <= info.total
-
-
-# ---- PSI ------------------------------------------------------------------------------------------
-
-
-def test_psi_some_and_full() -> None:
-    """Both lines: averages as floats, totals as ints."""
-    assert parse_psi(PSI) == Pressure(1.5, 0.75, 0.25, 123456, 0.5, 0.2, 0.1, 6543)
-
-
-def test_psi_without_full_line_and_garbage() -> None:
-    """No full line (older kernels, cpu): full_* None; garbage tokens leave their field None."""
-    only_some = parse_psi(PSI.splitlines()[0])
-    assert only_some.some_avg10 == 1.5 and only_some.some_total == 123456
-    assert (only_some.full_avg10, only_some.full_total) == (None, None)
-    odd = parse_psi("some avg10=abc avg60=nan avg300=-1 total=12.5 bogus=3 avg10\nfull avg10=2.5\nnoise\n")
-    assert odd == Pressure(full_avg10=2.5)
-    assert parse_psi("") == Pressure()
-
-
-def test_read_psi_absent_file_is_none(tmp_path: Path) -> None:
-    """No PSI file (PSI disabled) is None; a directory where a file should be (unreadable) is None too."""
-    assert read_psi(tmp_path / "pressure" / "memory") is None
-    (tmp_path / "memory").mkdir()
-    assert read_psi(tmp_path / "memory") is None
-    (tmp_path / "cpu").write_text(PSI)
-    assert read_psi(tmp_path / "cpu") == parse_psi(PSI)
-
-
-# ---- memory cgroups -------------------------------------------------------------------------------
-
-
-def fake_proc(tmp_path: Path, pid: int, cgroup_text: str) -> Path:
-    """proc/<pid>/cgroup plus proc/meminfo under tmp_path; returns the proc root."""
-    proc = tmp_path / "proc"
-    (proc / str(pid)).mkdir(parents=True)
-    (proc / str(pid) / "cgroup").write_text(cgroup_text)
-    (proc / "meminfo").write_text(MEMINFO)
-    return proc
-
-
-def test_cgroup_v1_read(tmp_path: Path) -> None:
-    """v1: usage_in_bytes, limit_in_bytes, oom_control; no PSI; an unlimited limit is None."""
-    proc = fake_proc(tmp_path, 41, "4:memory:/docker/abc\n")
-    root = tmp_path / "cgroup"
-    group = root / "memory" / "docker" / "abc"
-    group.mkdir(parents=True)
-    (group / "memory.usage_in_bytes").write_text("1048576\n")
-    (group / "memory.limit_in_bytes").write_text("17179869184\n")
-    (group / "memory.oom_control").write_text("oom_kill_disable 0\nunder_oom 0\noom_kill 2\n")
-    found = memory_cgroup(41, proc=proc, root=root)
-    assert found == MemoryCgroup(group, 1)
-    assert found.read() == CgroupMemory(1, 1048576, 16 * GIB, 2, None)
-    (group / "memory.limit_in_bytes").write_text("9223372036854771712\n")
-    assert found.read().limit_bytes is None
-    (group / "memory.usage_in_bytes").unlink()
-    assert found.read().usage_bytes is None
-
-
-def test_cgroup_v2_read(tmp_path: Path) -> None:
-    """v2: memory.current, memory.max ("max" is None), memory.events, memory.pressure (None when absent)."""
-    proc = fake_proc(tmp_path, 42, "0::/system.slice/docker-abc.scope\n")
-    root = tmp_path / "cgroup"
-    group = root / "system.slice" / "docker-abc.scope"
-    group.mkdir(parents=True)
-    (group / "memory.events").write_text("low 0\nhigh 0\nmax 3\noom 1\noom_kill 1\noom_group_kill 0\n")
-    (group / "memory.current").write_text("2097152\n")
-    (group / "memory.max").write_text("max\n")
-    found = memory_cgroup(42, proc=proc, root=root)
-    assert found is not None
-    assert found.read() == CgroupMemory(2, 2097152, None, 1, None)
-    (group / "memory.max").write_text("8589934592\n")
-    (group / "memory.pressure").write_text(PSI)
-    assert found.read() == CgroupMemory(2, 2097152, 8 * GIB, 1, parse_psi(PSI))
+from tests.support.fake_host import HOST_128G, KIB, MEMINFO, PSI, fake_proc
+from tests.support.fake_nvml import FakeNvml, NVMLError, NVMLError_NotSupported
 
 
 def test_sampler_reads_the_targets_cgroup_and_psi(tmp_path: Path) -> None:
@@ -249,86 +96,6 @@ def test_sampler_reuses_the_gpu_sample_between_intervals(tmp_path: Path) -> None
 
 
 # ---- NVML -----------------------------------------------------------------------------------------
-
-
-class NVMLError(Exception):
-    """Stands in for pynvml.NVMLError."""
-
-
-class NVMLError_NotSupported(NVMLError):
-    """Stands in for pynvml.NVMLError_NotSupported."""
-
-
-class FakeNvml:
-    """A pynvml stand-in: one device; `fail` maps a function name to the exception it raises; `block`
-    makes nvmlDeviceGetName wait on an event (a hung driver call)."""
-
-    NVMLError = NVMLError
-    NVMLError_NotSupported = NVMLError_NotSupported
-    NVML_TEMPERATURE_GPU = 0
-    NVML_CLOCK_SM = 1
-    NVML_CLOCK_MEM = 2
-
-    def __init__(self, total: int | None = 128 * GIB, processes: list | None = None) -> None:
-        self.total = total
-        self.processes = processes if processes is not None else []
-        self.fail: dict[str, Exception] = {}
-        self.block: threading.Event | None = None
-        self.calls: dict[str, int] = {}
-
-    def _call(self, name: str) -> None:
-        self.calls[name] = self.calls.get(name, 0) + 1
-        if name in self.fail:
-            raise self.fail[name]
-
-    def nvmlInit(self) -> None:
-        self._call("nvmlInit")
-
-    def nvmlDeviceGetCount(self) -> int:
-        self._call("nvmlDeviceGetCount")
-        return 1
-
-    def nvmlDeviceGetHandleByIndex(self, i: int) -> str:
-        self._call("nvmlDeviceGetHandleByIndex")
-        return f"gpu{i}"
-
-    def nvmlDeviceGetName(self, h: str) -> bytes:
-        self._call("nvmlDeviceGetName")
-        if self.block is not None:
-            self.block.wait(5.0)
-        return b"NVIDIA GB10"
-
-    def nvmlDeviceGetUtilizationRates(self, h: str) -> SimpleNamespace:
-        self._call("nvmlDeviceGetUtilizationRates")
-        return SimpleNamespace(gpu=87, memory=10)
-
-    def nvmlDeviceGetTemperature(self, h: str, sensor: int) -> int:
-        self._call("nvmlDeviceGetTemperature")
-        assert sensor == self.NVML_TEMPERATURE_GPU
-        return 61
-
-    def nvmlDeviceGetPowerUsage(self, h: str) -> int:
-        self._call("nvmlDeviceGetPowerUsage")
-        return 45250
-
-    def nvmlDeviceGetClockInfo(self, h: str, clock: int) -> int:
-        self._call("nvmlDeviceGetClockInfo")
-        return {self.NVML_CLOCK_SM: 2418, self.NVML_CLOCK_MEM: 8533}[clock]
-
-    def nvmlDeviceGetComputeRunningProcesses(self, h: str) -> list:
-        self._call("nvmlDeviceGetComputeRunningProcesses")
-        return self.processes
-
-    def nvmlDeviceGetGraphicsRunningProcesses(self, h: str) -> list:
-        self._call("nvmlDeviceGetGraphicsRunningProcesses")
-        return []
-
-    def nvmlDeviceGetMemoryInfo(self, h: str) -> SimpleNamespace:
-        self._call("nvmlDeviceGetMemoryInfo")
-        return SimpleNamespace(total=self.total, free=0, used=0)
-
-
-HOST_128G = 128 * 10**9
 
 
 def test_is_unified_rules() -> None:

@@ -1,0 +1,1 @@
+"""The console's screens: one `*_screen.py` per screen (gates, logs, timeline, help, abort confirmation)."""
