@@ -17,13 +17,13 @@ from pathlib import Path
 from rich.text import Text
 from textual import events, on, work
 from textual.app import App, ComposeResult, SystemCommand
-from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.css.query import NoMatches
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
+from console.keys import CONTROL_ACTIONS, MAIN, Shown, actions_shown, bindings, screen_keys
 from console.panels.current_step import CurrentStep
 from console.panels.events_log import EventsLog
 from console.panels.serve_table import ServeTable
@@ -59,18 +59,7 @@ class RunConsole(App[None]):
 
     TITLE = "gb10-console"
     CSS_PATH = Path(__file__).with_name("app.tcss")  # absolute: a subclass elsewhere (tests) finds it too
-    BINDINGS = [
-        Binding("q", "quit", "Quit (soak keeps running)"),
-        Binding("question_mark", "help", "Help"),
-        Binding("a", "abort", "Abort"),
-        Binding("r", "resume", "Resume"),
-        Binding("p", "pause", "Pause/continue"),
-        Binding("g", "gates", "Gates"),
-        Binding("l", "logs", "Logs"),
-        Binding("f", "filter_events", "Filter events"),
-        Binding("t", "timeline", "Timeline"),
-    ]
-    CONTROL_ACTIONS = frozenset({"abort", "resume", "pause"})  # shown only when they make sense; never --readonly
+    BINDINGS = bindings(MAIN)  # console/keys.py: every key, its footer title, palette entry and help
 
     def __init__(
         self, run: RunDir, runner: subprocess.Popen | None = None, readonly: bool = False,
@@ -218,8 +207,8 @@ class RunConsole(App[None]):
         if self.readonly or status.label == "opening":
             return frozenset()
         if status.alive:
-            return frozenset({"abort", "pause"})
-        return frozenset() if status.label.startswith("finished") else frozenset({"resume"})
+            return actions_shown(Shown.WHILE_RUNNER)
+        return frozenset() if status.label.startswith("finished") else actions_shown(Shown.WHILE_NO_RUNNER)
 
     @on(SummaryLoaded)
     def _summary(self, message: SummaryLoaded) -> None:
@@ -276,29 +265,16 @@ class RunConsole(App[None]):
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """A control action is shown and run only when it makes sense now (`control_actions`); never under
         --readonly."""
-        return action not in self.CONTROL_ACTIONS or action in self.control_actions()
+        return action not in CONTROL_ACTIONS or action in self.control_actions()
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
-        """The command palette (ctrl+p): every console action, the controls only when they make sense now."""
+        """The command palette (ctrl+p): every console action with a palette name in console/keys.py, the
+        controls only when they make sense now."""
         yield from super().get_system_commands(screen)
-        yield SystemCommand("Gates", "Gates and verdicts of the latest summary, region timings (g)", self.action_gates)
-        yield SystemCommand("Help", "Every key of the console (?)", self.action_help)
-        yield SystemCommand("Timeline", "The whole run: memory, step spans, verdicts (t)", self.action_timeline)
-        yield SystemCommand(
-            "Filter events", "Show only event lines containing some text (f)", self.action_filter_events
-        )
-        yield SystemCommand("Serve log", "Follow the serve target's log: search, pause, jump to errors (l)",
-                            self.action_logs)  # fmt: skip
         controls = self.control_actions()
-        if "abort" in controls:
-            yield SystemCommand("Abort the soak", "Stop dispatch and the serve target; stays resumable (a)",
-                                self.action_abort)  # fmt: skip
-        if "resume" in controls:
-            yield SystemCommand("Resume the run", "Start a runner that continues the steps not DONE (r)",
-                                self.action_resume)  # fmt: skip
-        if "pause" in controls:
-            yield SystemCommand("Pause or continue dispatch", "Hold new requests; those in flight finish (p)",
-                                self.action_pause)  # fmt: skip
+        for key in screen_keys(MAIN):
+            if key.palette and (key.action not in CONTROL_ACTIONS or key.action in controls):
+                yield SystemCommand(key.palette, key.palette_help, getattr(self, f"action_{key.action}"))
 
     def action_help(self) -> None:
         """Show every key."""

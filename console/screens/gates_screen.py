@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
+from console.keys import GATES, bindings
 from runners.evidence.region_table import calibration_line, region_rows
 from runners.gates.result import STATUS_LABEL
 from runners.plan.steps import StepKey
@@ -64,7 +64,7 @@ def region_timing_steps(summary: dict) -> list[tuple[str, str, list[tuple[str, s
 class GatesScreen(Screen[None]):
     """The gate table of one summary; `g` or escape goes back."""
 
-    BINDINGS = [Binding("escape", "app.pop_screen", "Back"), Binding("g", "app.pop_screen", "Back")]
+    BINDINGS = bindings(GATES)  # console/keys.py
     DEFAULT_CSS = """
     GatesScreen #verdicts { height: auto; padding: 0 1; background: $boost; }
     GatesScreen DataTable { height: 1fr; }

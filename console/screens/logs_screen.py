@@ -21,7 +21,6 @@ from rich.style import Style
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.events import MouseScrollUp
 from textual.message import Message
 from textual.reactive import reactive
@@ -30,6 +29,7 @@ from textual.strip import Strip
 from textual.widgets import Footer, Input, RichLog, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
+from console.keys import LOGS, bindings
 from console.views.log_follow import LogFollower, LogRead, find_errors, find_matches, is_error_line, step_to
 
 
@@ -99,18 +99,7 @@ class LogsScreen(Screen[None]):
     LogsScreen #logs-search { display: none; }
     LogsScreen #logs-status { height: 1; padding: 0 1; background: $boost; }
     """
-    BINDINGS = [
-        Binding("space", "toggle_pause", "Pause/follow"),
-        Binding("slash", "search", "Search"),
-        Binding("n", "match(True)", "Next match"),
-        Binding("N", "match(False)", "Prev match", show=False),
-        Binding("e", "error(True)", "Next error"),
-        Binding("E", "error(False)", "Prev error", show=False),
-        Binding("G", "follow_bottom", "Bottom"),
-        Binding("end", "follow_bottom", "Bottom", show=False, priority=True),  # before the log's own `end`
-        Binding("escape", "close", "Close"),
-        Binding("l", "close", "Close", show=False),
-    ]
+    BINDINGS = bindings(LOGS)  # console/keys.py
 
     def __init__(
         self,
