@@ -6,9 +6,10 @@ from __future__ import annotations
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import DataTable, Static
 
 from console.keys import GATES, bindings
+from console.panels.key_footer import KeyFooter
 from runners.evidence.region_table import calibration_line, region_rows
 from runners.gates.result import STATUS_LABEL
 from runners.plan.steps import StepKey
@@ -90,7 +91,7 @@ class GatesScreen(Screen[None]):
             )
             yield Static(notes, id="region-notes")
             yield DataTable(id="regions", cursor_type="row", zebra_stripes=True)
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         """Fill the table."""

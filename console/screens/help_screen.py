@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+from functools import cache
 
 from rich.markup import escape
 from textual.app import ComposeResult
@@ -31,8 +32,9 @@ def key_help(key: Key) -> str:
     return "\n".join([head, *(" " * KEY_COLUMN + escape(line) for line in lines[1:])])
 
 
+@cache
 def keys_help(readonly: bool) -> str:
-    """The help text: every key this console answers to (no control keys when read-only)."""
+    """The help text: every key this console answers to (no control keys when read-only); made once."""
     keys = screen_keys(MAIN)
     controls = [k for k in keys if k.action in CONTROL_ACTIONS]
     views = [k for k in keys if k.action not in CONTROL_ACTIONS]

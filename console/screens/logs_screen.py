@@ -26,10 +26,11 @@ from textual.message import Message
 from textual.reactive import reactive
 from textual.screen import Screen
 from textual.strip import Strip
-from textual.widgets import Footer, Input, RichLog, Static
+from textual.widgets import Input, RichLog, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from console.keys import LOGS, bindings
+from console.panels.key_footer import KeyFooter
 from console.views.log_follow import LogFollower, LogRead, find_errors, find_matches, is_error_line, step_to
 
 
@@ -141,7 +142,7 @@ class LogsScreen(Screen[None]):
         yield LogView(id="logs-log", max_lines=self.max_lines, wrap=False, markup=False, min_width=20)
         yield Input(placeholder="search (ignores case) — enter: next match, esc: cancel", id="logs-search")
         yield Static("", id="logs-status", markup=False)
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         """Start following."""

@@ -12,9 +12,9 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.screen import Screen
 from textual.widget import Widget
-from textual.widgets import Footer
 
 from console.keys import TIMELINE, bindings
+from console.panels.key_footer import KeyFooter
 from console.panels.watchdog_panel import SPARK_BARS
 from console.views.run_view import RunView
 from console.views.timeline import MemoryTimeline, incident_marks, memory_cells, step_bar, time_span
@@ -102,4 +102,4 @@ class TimelineScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield Timeline(*self._parts)
-        yield Footer()
+        yield KeyFooter()
