@@ -62,6 +62,8 @@ class RunConsole(App[None]):
     TITLE = "gb10-console"
     CSS_PATH = Path(__file__).with_name("app.tcss")  # absolute: a subclass elsewhere (tests) finds it too
     BINDINGS = bindings(MAIN)  # console/keys.py: every key, its footer title, palette entry and help
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (100, "-wide")]  # screen classes app.tcss fits the layout to
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (32, "-tall")]
 
     def __init__(
         self, run: RunDir, runner: subprocess.Popen | None = None, readonly: bool = False,
