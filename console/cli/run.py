@@ -49,13 +49,13 @@ def run_plan(args: argparse.Namespace, out: Console) -> int:
         raise CliError("give a PLAN file, or --resume RUN_DIR")
     else:
         run, warnings = _create(args.plan, args.out, args.force)
-    return _go(run, warnings, args.headless, out)
+    return _start_soak(run, warnings, args.headless, out)
 
 
 def run_demo(args: argparse.Namespace, out: Console) -> int:
     """`demo`: a new run of configs/demo.toml; returns the exit code."""
     run, warnings = _create(DEMO_PLAN, args.out, args.force)
-    return _go(run, warnings, args.headless, out)
+    return _start_soak(run, warnings, args.headless, out)
 
 
 def preflight(path: Path, loaded: LoadedPlan, force: bool, run_id: str | None = None, starting: bool = True
@@ -79,7 +79,8 @@ def _create(plan: Path, out_dir: Path | None, force: bool) -> tuple[RunDir, list
     return create_run(plan, out_dir, default_runs_dir()), warnings
 
 
-def _go(run: RunDir, warnings: list[str], headless: bool, out: Console) -> int:
+def _start_soak(run: RunDir, warnings: list[str], headless: bool, out: Console) -> int:
+    """Say the pre-flight warnings, then run the soak here (`--headless`, or no terminal) or in the console."""
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
     if headless:
