@@ -12,6 +12,7 @@ import pytest
 from console.app import RunConsole
 from console.panels.key_footer import KeyFooter
 from console.screens.gates_screen import GatesScreen
+from runners.report.summary_model import Summary
 from runners.run.rundir import RunDir
 from runners.run.runs import create_run
 from tests.support.plans import write_plan
@@ -47,7 +48,7 @@ async def test_g_shows_the_same_gates_screen_until_the_summary_changes(created_r
             await pilot.press("escape")
             await pilot.pause(0.1)
         assert len(composed) == before  # the same keys on both screens each time: no footer rebuilt
-        app.summary = {"run_id": "r", "status": "finished", "verdicts": {"split1": "baseline"}, "gates": []}
+        app.summary = Summary(run_id="r", plan="mini", status="finished", verdicts={"split1": "baseline"})
         await pilot.press("g")
         assert isinstance(app.screen, GatesScreen) and app.screen is not first and app.screen.summary is app.summary
         assert not app.is_screen_installed(first)  # the old one is let go

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,8 @@ from textual.widgets import DataTable
 from console.app import RunConsole
 from console.panels.step_tree import StepTree, step_label
 from console.panels.watchdog_panel import WatchdogPanel
+from runners.replay.metrics import phase_stats
+from runners.report.summary_model import ArmSummary, Summary, write_summary
 from runners.run.event_types import (
     EnvVerified,
     Event,
@@ -83,16 +86,17 @@ def finished_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> RunDir:
 @pytest.fixture
 def judged_run(finished_run: RunDir) -> RunDir:
     """The finished run with its summary.json: each arm's results and verdict (the summary table, under the tree)."""
-    stats = {"requests": 6, "ok": 6, "failed": 0, "wall_s": 3.0, "ttft_p50_ms": 40.0, "ttft_p95_ms": 60.0,
-             "tpot_p50_ms": 9.5, "tpot_p95_ms": 11.0, "output_tok_s": 64.0}  # fmt: skip
+    stats = replace(phase_stats([], 3.0), requests=6, ok=6, ttft_p50_ms=40.0, ttft_p95_ms=60.0, tpot_p50_ms=9.5,
+                    tpot_p95_ms=11.0, output_tok_s=64.0)  # fmt: skip
     verdicts = {"split1": "baseline", "split8": "keep opt-in"}
-    arms = [
-        {"arm": arm, "arm_env": f"CUTE_WO_SPLIT={arm.removeprefix('split')}", "env_status": "verified", "stats": stats,
-         "paused_s": 0.0, "paused_excluded_s": 0.0, "verdict": verdict}
+    arms = tuple(
+        ArmSummary(arm=arm, arm_env=f"CUTE_WO_SPLIT={arm.removeprefix('split')}", env_status="verified",
+                   env_where="EngineCore pid 5001", steps_done=1, steps_total=1, stats=stats, paused_s=0.0,
+                   paused_excluded_s=0.0, verdict=verdict, gsm8k_correct=None, gsm8k_questions=None)
         for arm, verdict in verdicts.items()
-    ]  # fmt: skip
-    write_json_atomic(finished_run.summary_json, {"run_id": "snapshot-run", "plan": "mini", "status": "finished",
-                                                  "arms": arms, "verdicts": verdicts, "gates": []})  # fmt: skip
+    )  # fmt: skip
+    summary = Summary(run_id="snapshot-run", plan="mini", status="finished", arms=arms, verdicts=verdicts)
+    write_summary(finished_run.summary_json, summary)
     return finished_run
 
 
