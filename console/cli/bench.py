@@ -1,16 +1,16 @@
-"""`gb10-console bench client|mock-server|watchdog`: measure the replay client and the memory guard."""
+"""`gb10-console bench client|mock-server|watchdog|kernels`: measure the replay client, the guard and the kernels."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
 import json
-import sys
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
+from console.cli.command import EXIT_FAILED, CliError, Subparsers
 from engine.units import NOT_MEASURED, number_text
 from runners import event_loop
 from runners.bench.client_bench import BenchError, ClientBenchResult, bench_client
@@ -20,8 +20,8 @@ from runners.run.files import write_json_atomic
 from runners.testbed.mock_server import MockSettings, RegionTimingMock, serve_mock
 
 
-def add_parsers(sub: argparse._SubParsersAction) -> None:
-    """Add `bench client`, `mock-server`, `watchdog` and `kernels` to the CLI."""
+def register(sub: Subparsers) -> None:
+    """Add `bench client`, `mock-server`, `watchdog` and `kernels`."""
     bench = sub.add_parser("bench", help="benchmark the replay client (and a mock server to run it against)")
     what = bench.add_subparsers(dest="bench", required=True, metavar="WHAT")
     client = what.add_parser("client", help="the soak's replay client at fixed concurrency against URL")
@@ -33,6 +33,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     input_help = "prompts of N tokens, counted by the server's /tokenize (approximate where it has none)"
     client.add_argument("--input-len", type=_positive, metavar="N", help=input_help)
     client.add_argument("--json", type=Path, metavar="OUT", help="also write the result as JSON")
+    client.set_defaults(handler=client_bench)
     mock = what.add_parser("mock-server", help="a fast loopback streaming server with injected delays")
     mock.add_argument("--host", default="127.0.0.1", choices=("127.0.0.1", "::1", "localhost"))
     mock.add_argument("--port", type=int, required=True)
@@ -54,6 +55,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     mock.add_argument("--region-timing-output", metavar="PATH", help="where the dump goes (.npy)")
     mock.add_argument("--region-timing-ctas", type=_positive, default=8, metavar="N", help="CTA rows of the dump")
     mock.add_argument("--region-timing-regions", type=_positive, default=3, metavar="R", help="regions of the dump")
+    mock.set_defaults(handler=mock_server)
     watchdog = what.add_parser("watchdog", help="guard reaction to a real memory hog (floors just below now)")
     watchdog.add_argument("--rates", default="0.5,1,2", help="fill rates in GiB/s, comma-separated")
     watchdog.add_argument("--repeats", type=_positive, default=1)
@@ -61,6 +63,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     watchdog.add_argument("--horizon", type=float, default=5.0, help="prediction horizon s (0.001: floors only)")
     watchdog.add_argument("--idle-s", type=float, default=0.0, help="also measure the guard's idle CPU for S seconds")
     watchdog.add_argument("--json", type=Path, metavar="OUT", help="also write the results as JSON")
+    watchdog.set_defaults(handler=watchdog_bench)
     kernels = what.add_parser("kernels", help="time the decode kernels (correctness gate first), or just compile them")
     kernels.add_argument(
         "--compile-only", action="store_true",
@@ -73,6 +76,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     kernels.add_argument("--iters", type=_positive, default=20, help="timed calls per variant (default 20)")
     kernels.add_argument("--seed", type=int, default=0)
     kernels.add_argument("--json", type=Path, metavar="OUT", help="also write the results as JSON")
+    kernels.set_defaults(handler=kernel_bench)
 
 
 def _positive(text: str) -> int:
@@ -82,39 +86,36 @@ def _positive(text: str) -> int:
     return value
 
 
-def run(args: argparse.Namespace, console: Console) -> int:
-    """Run the chosen benchmark command; returns the exit code."""
-    if args.bench == "watchdog":
-        return _watchdog(args, console)
-    if args.bench == "kernels":
-        return _kernels(args, console)
-    if args.bench == "mock-server":
-        if (args.region_timing_trigger is None) != (args.region_timing_output is None):
-            print("error: give --region-timing-trigger and --region-timing-output together", file=sys.stderr)
-            return 2
-        regions = None
-        if args.region_timing_trigger:
-            regions = RegionTimingMock(args.region_timing_trigger, args.region_timing_output,
-                                       args.region_timing_ctas, args.region_timing_regions)  # fmt: skip
-        settings = MockSettings(args.ttft_ms, args.itl_ms, args.tokens, args.fault, args.fault_every,
-                                args.health_fail_after, args.tokens_per_chunk, args.continuous_usage,
-                                regions)  # fmt: skip
-        console.print(f"mock server on http://{args.host}:{args.port} ({settings}); Ctrl-C stops it", highlight=False)
-        with contextlib.suppress(KeyboardInterrupt):
-            event_loop.run(serve_mock(args.host, args.port, settings))
-        return 0
+def mock_server(args: argparse.Namespace, out: Console) -> int:
+    """`bench mock-server`: serve until Ctrl-C."""
+    if (args.region_timing_trigger is None) != (args.region_timing_output is None):
+        raise CliError("give --region-timing-trigger and --region-timing-output together")
+    regions = None
+    if args.region_timing_trigger:
+        regions = RegionTimingMock(args.region_timing_trigger, args.region_timing_output,
+                                   args.region_timing_ctas, args.region_timing_regions)  # fmt: skip
+    settings = MockSettings(args.ttft_ms, args.itl_ms, args.tokens, args.fault, args.fault_every,
+                            args.health_fail_after, args.tokens_per_chunk, args.continuous_usage,
+                            regions)  # fmt: skip
+    out.print(f"mock server on http://{args.host}:{args.port} ({settings}); Ctrl-C stops it", highlight=False)
+    with contextlib.suppress(KeyboardInterrupt):
+        event_loop.run(serve_mock(args.host, args.port, settings))
+    return 0
+
+
+def client_bench(args: argparse.Namespace, out: Console) -> int:
+    """`bench client`: the replay client against URL; exit 1 when a request failed (or the bench could not run)."""
     try:
         result = event_loop.run(
             bench_client(args.url, args.concurrency, args.requests, args.endpoint, args.max_tokens,
                          input_len=args.input_len)
         )  # fmt: skip
     except BenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    console.print(result_table(result))
+        raise CliError(str(exc), code=EXIT_FAILED) from None
+    out.print(result_table(result))
     if args.json:
         write_json_atomic(args.json, result.as_dict())
-        console.print(f"wrote {args.json}", highlight=False)
+        out.print(f"wrote {args.json}", highlight=False)
     return 0 if result.ok else 1
 
 
@@ -143,9 +144,10 @@ def _dist(d: Distribution) -> str:
     return f"mean {number_text(d.mean, 2)}  {pcts}"
 
 
-def _kernels(args: argparse.Namespace, console: Console) -> int:
+def kernel_bench(args: argparse.Namespace, out: Console) -> int:
+    """`bench kernels`: time the decode kernels, or with --compile-only build them for --arch."""
     if not args.compile_only:
-        return _kernel_timing(args, console)
+        return _kernel_timing(args, out)
     from engine.kernels.cute.build import CuteUnavailableError
     from runners.bench.kernel_compile import compile_all
 
@@ -157,26 +159,22 @@ def _kernels(args: argparse.Namespace, console: Console) -> int:
         try:
             built = compile_all(arch, args.dump_dir)
         except CuteUnavailableError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+            raise CliError(str(exc)) from None
         except KeyError:
-            hint = "try sm_121a, sm_100a or sm_90a"
-            print(f"error: --arch: the CuTe DSL does not know {arch!r}; {hint}", file=sys.stderr)
-            return 2
+            raise CliError(f"--arch: the CuTe DSL does not know {arch!r}; try sm_121a, sm_100a or sm_90a") from None
         except Exception as exc:  # the DSL's own errors (a compiler failure) name the cause
-            print(f"error: compiling for {arch} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-            return 1
+            raise CliError(f"compiling for {arch} failed: {type(exc).__name__}: {exc}", code=EXIT_FAILED) from None
         for k in built:
             rows.append(k.as_dict())
             table.add_row(k.kernel, k.variant, k.arch, str(k.registers or NOT_MEASURED), f"{k.cubin_bytes:,}",
                           "yes" if k.vectorized_128 else "NO", f"{k.compile_s:.2f}")  # fmt: skip
-    console.print(table)
+    out.print(table)
     if args.json:
         write_json_atomic(args.json, {"kernels": rows})
     return 0 if rows and all(r["vectorized_128"] for r in rows) else 1
 
 
-def _kernel_timing(args: argparse.Namespace, console: Console) -> int:
+def _kernel_timing(args: argparse.Namespace, out: Console) -> int:
     from runners.bench.kernel_bench import SIZES, bench_kernels
 
     report = bench_kernels(SIZES[args.sizes], iters=args.iters, seed=args.seed)
@@ -198,19 +196,19 @@ def _kernel_timing(args: argparse.Namespace, console: Console) -> int:
             number_text(r.pct_copy_bw, 0), number_text(r.speedup_vs_baseline, 2), number_text(r.speedup_vs_split1, 2),
             r.correctness,
         )  # fmt: skip
-    console.print(table)
+    out.print(table)
     if args.json:
         write_json_atomic(args.json, report.as_dict())
-        console.print(f"wrote {args.json}", highlight=False)
+        out.print(f"wrote {args.json}", highlight=False)
     return 0 if report.ok else 1
 
 
-def _watchdog(args: argparse.Namespace, console: Console) -> int:
+def watchdog_bench(args: argparse.Namespace, out: Console) -> int:
+    """`bench watchdog`: the guard's reaction to a real memory hog; exit 1 when the guard missed one."""
     try:
         rates = [float(r) for r in args.rates.split(",")]
     except ValueError:
-        print(f"error: --rates {args.rates!r}: give GiB/s values like 0.5,1,2", file=sys.stderr)
-        return 2
+        raise CliError(f"--rates {args.rates!r}: give GiB/s values like 0.5,1,2") from None
     rows = []
     table = Table(title="bench watchdog: a real memory hog against the guard (floors 1/2/3 GiB below MemAvailable)")
     columns = ("GiB/s", "killed", "predicted", "reaction s", "min avail GiB", "below KILL GiB", "hog GiB", "guard s")
@@ -225,11 +223,11 @@ def _watchdog(args: argparse.Namespace, console: Console) -> int:
                 f"{r.min_available_gib:.2f}", f"{r.below_kill_floor_gib:.3f}", f"{r.hog_allocated_gib:.2f}",
                 f"{r.guard_cpu_s:.2f}",
             )  # fmt: skip
-    console.print(table)
+    out.print(table)
     result: dict = {"reactions": rows}
     if args.idle_s > 0:
         result["guard_idle_cpu_pct"] = round(event_loop.run(idle_cpu(args.idle_s)), 3)
-        console.print(f"guard idle CPU over {args.idle_s:g} s: {result['guard_idle_cpu_pct']:.2f}% of one core")
+        out.print(f"guard idle CPU over {args.idle_s:g} s: {result['guard_idle_cpu_pct']:.2f}% of one core")
     if args.json:
         write_json_atomic(args.json, result)
     return 0 if all(row["killed"] for row in rows) else 1

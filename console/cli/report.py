@@ -15,6 +15,7 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
+from console.cli.command import Subparsers
 from runners.evidence.results import load_run_results
 from runners.gates.evaluate import repro_inputs
 from runners.gates.reproduction import DeltaRow, reproduction_gate
@@ -24,27 +25,30 @@ EXIT_DIVERGES = 1
 EXIT_NO_DATA = 2
 
 
-def add_parsers(sub: argparse._SubParsersAction) -> None:
-    """Add `report` and `compare` to the CLI."""
+def register(sub: Subparsers) -> None:
+    """Add `report` and `compare`."""
     report = sub.add_parser("report", help="regenerate summary.md, summary.json and plots of a run directory")
     report.add_argument("run_dir", type=Path)
     report.add_argument("--prior", type=Path, metavar="RUN_DIR", help="also judge reproduction of this prior run")
     report.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    report.set_defaults(handler=report_run)
     compare = sub.add_parser("compare", help="Δ%% tables and reproduction verdict of RUN_B against the prior RUN_A")
     compare.add_argument("run_a", type=Path, metavar="RUN_A", help="the prior (reference) run directory")
     compare.add_argument("run_b", type=Path, metavar="RUN_B", help="the run that should reproduce it")
     compare.add_argument("--json", action="store_true", help="print the verdict and rows as JSON")
+    compare.set_defaults(handler=compare_runs)
 
 
-def _report(args: argparse.Namespace, console: Console) -> int:
+def report_run(args: argparse.Namespace, out: Console) -> int:
+    """`report`: rewrite the run's summary.md, summary.json and plots; print where they are and the verdicts."""
     outcome = write_report(args.run_dir, prior=args.prior, plots=not args.no_plots)
-    console.print(f"summary: {outcome.summary_md}", highlight=False)
+    out.print(f"summary: {outcome.summary_md}", highlight=False)
     for plot in outcome.plots:
-        console.print(f"plot:    {plot}", highlight=False)
+        out.print(f"plot:    {plot}", highlight=False)
     for note in outcome.plot_notes:
-        console.print(f"[yellow]not drawn:[/yellow] {note}", highlight=False)
+        out.print(f"[yellow]not drawn:[/yellow] {note}", highlight=False)
     for arm, verdict in outcome.gates.verdicts.items():
-        console.print(f"{arm}: [b]{verdict}[/b]", highlight=False)
+        out.print(f"{arm}: [b]{verdict}[/b]", highlight=False)
     return 0
 
 
@@ -60,7 +64,8 @@ def _delta_table(title: str, rows: list[DeltaRow]) -> Table:
     return table
 
 
-def _compare(args: argparse.Namespace, console: Console) -> int:
+def compare_runs(args: argparse.Namespace, out: Console) -> int:
+    """`compare`: the Δ% tables and reproduction verdict; exit 0 reproduces, 1 diverges, 2 nothing to compare."""
     prior, current = load_run_results(args.run_a), load_run_results(args.run_b)
     g = current.gates
     gate, rows = reproduction_gate(repro_inputs(prior), repro_inputs(current), g.reproduce_tolerance_pct,
@@ -70,21 +75,16 @@ def _compare(args: argparse.Namespace, console: Console) -> int:
         print(orjson.dumps({"prior": prior.run_id, "current": current.run_id, "gate": gate.as_dict(),
                             "rows": [r.as_dict() for r in rows]}).decode())  # fmt: skip
         return code
-    console.print(f"prior:   {prior.run_id} ({prior.root})", highlight=False)
-    console.print(f"current: {current.run_id} ({current.root})", highlight=False)
+    out.print(f"prior:   {prior.run_id} ({prior.root})", highlight=False)
+    out.print(f"current: {current.run_id} ({current.root})", highlight=False)
     for arm in dict.fromkeys(r.arm for r in rows):
-        console.print(_delta_table(f"arm {arm}", [r for r in rows if r.arm == arm]))
+        out.print(_delta_table(f"arm {arm}", [r for r in rows if r.arm == arm]))
     for key, label in (("arms_only_in_prior", "only in the prior run"), ("arms_only_in_current", "only in this run")):
         if gate.numbers.get(key):
-            console.print(f"arms {label}: {', '.join(gate.numbers[key])}", highlight=False)
+            out.print(f"arms {label}: {', '.join(gate.numbers[key])}", highlight=False)
     verdict = gate.verdict or "no data: nothing measured in both runs to compare"
     colour = {"pass": "green", "fail": "red"}.get(gate.status, "yellow")
-    console.print(f"verdict: [{colour}][b]{verdict}[/b][/{colour}]", highlight=False)
+    out.print(f"verdict: [{colour}][b]{verdict}[/b][/{colour}]", highlight=False)
     for criterion in gate.failed_criteria:
-        console.print(f"  - {criterion}", highlight=False)
+        out.print(f"  - {criterion}", highlight=False)
     return code
-
-
-def run(args: argparse.Namespace, console: Console) -> int:
-    """Run `report` or `compare`; returns the exit code."""
-    return _report(args, console) if args.command == "report" else _compare(args, console)

@@ -11,20 +11,23 @@ import sys
 import time
 
 import orjson
+from rich.console import Console
 
+from console.cli.command import CliError, Subparsers
 from engine.units import NOT_MEASURED, number_text, to_gib
 from runners.host.meminfo import read_meminfo
 from runners.watchdog.policy import Floors, Policy, PolicyConfig, default_floors
 from runners.watchdog.samplers import Sample, Sampler
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    """Add `watch` to the CLI."""
+def register(sub: Subparsers) -> None:
+    """Add `watch`."""
     watch = sub.add_parser("watch", help="print live memory, PSI and GPU samples (headless)")
     watch.add_argument("--json", action="store_true", help="one JSON object per sample")
     watch.add_argument("--interval", type=float, default=1.0, metavar="S", help="seconds between lines (default 1)")
     watch.add_argument("--count", type=int, default=0, metavar="N", help="stop after N samples (default: run until ^C)")
     watch.add_argument("--floors", metavar="WARN,ABORT,KILL", help="floors in GiB (default: sized from this host)")
+    watch.set_defaults(handler=watch_host)
 
 
 def _floors(text: str | None) -> Floors:
@@ -61,15 +64,14 @@ def line(sample: Sample, level: str, fill: float | None) -> str:
     return "  ".join(parts)
 
 
-def run(args: argparse.Namespace) -> int:
+def watch_host(args: argparse.Namespace, out: Console) -> int:
     """Sample until ^C (or --count samples); exit 0."""
     try:
         if args.interval <= 0:
             raise ValueError("--interval must be positive")
         policy = Policy(PolicyConfig(floors=_floors(args.floors)))
     except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        raise CliError(str(exc)) from None
     sampler = Sampler()
     n = 0
     try:

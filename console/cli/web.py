@@ -13,6 +13,9 @@ import socket
 import sys
 from pathlib import Path
 
+from rich.console import Console
+
+from console.cli.command import CliError, Subparsers
 from runners.run.paths import default_runs_dir
 from runners.run.run_index import list_runs, newest_live
 from runners.run.rundir import RunDir
@@ -22,17 +25,18 @@ LOOPBACK = ("127.0.0.1", "localhost", "::1")
 BIND_ERRNOS = (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES)
 
 
-class WebError(Exception):
-    """serve-web cannot start; the message says why and what to do."""
+class WebError(CliError):
+    """serve-web cannot start; the message says why and what to do (exit 2)."""
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    """Add `serve-web` to the CLI."""
+def register(sub: Subparsers) -> None:
+    """Add `serve-web`."""
     web = sub.add_parser("serve-web", help="serve the console to a browser on 127.0.0.1 (textual-serve)")
     web.add_argument("run_dir", nargs="?", type=Path, help="the run to show (default: newest live run in ./runs)")
     web.add_argument("--port", type=int, default=8765, help="port on 127.0.0.1 (default 8765)")
     web.add_argument("--host", default="127.0.0.1", choices=LOOPBACK, help="loopback only (default 127.0.0.1)")
     web.add_argument("--readonly", action="store_true", help="browser consoles cannot abort, resume or pause")
+    web.set_defaults(handler=serve_web)
 
 
 def pick_run(run_dir: Path | None, runs_dir: Path) -> RunDir:
@@ -77,21 +81,14 @@ def _bind_problem(host: str, port: int, exc: OSError) -> str:
     return f"cannot listen on {host}:{port}: {exc.strerror or exc}"
 
 
-def run(args: argparse.Namespace) -> int:
-    """Serve until Ctrl-C; exit 2 with a one-line reason when it cannot."""
+def serve_web(args: argparse.Namespace, out: Console) -> int:
+    """Serve until Ctrl-C; WebError (exit 2, one line) when it cannot."""
     try:
         from textual_serve.server import Server
     except ImportError:
-        print(
-            "error: serve-web needs textual-serve: `pip install textual-serve` (make venv installs it)", file=sys.stderr
-        )
-        return 2
-    try:
-        chosen = pick_run(args.run_dir, default_runs_dir())
-        check_port_free(args.host, args.port)
-    except WebError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        raise WebError("serve-web needs textual-serve: `pip install textual-serve` (make venv installs it)") from None
+    chosen = pick_run(args.run_dir, default_runs_dir())
+    check_port_free(args.host, args.port)
     info = chosen.info()
     print(f"serving the console for {info.get('run_id')} at http://{args.host}:{args.port} (Ctrl-C stops it)",
           flush=True)  # fmt: skip
@@ -102,7 +99,5 @@ def run(args: argparse.Namespace) -> int:
     except OSError as exc:
         if exc.errno not in BIND_ERRNOS:
             raise
-        # taken between the check and the server's own bind
-        print(f"error: {_bind_problem(args.host, args.port, exc)}", file=sys.stderr)
-        return 2
+        raise WebError(_bind_problem(args.host, args.port, exc)) from None  # taken between the check and its bind
     return 0

@@ -21,6 +21,10 @@ class CurrentStep(Vertical):
         yield ProgressBar(id="progress", show_eta=False)
         yield Static("", id="live")
 
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._shown = ("", "")  # the step line and the latency line on screen
+
     def update_view(self, view: RunView, now: float) -> None:
         """Show `view`'s step in flight (with its time paused so far), or how many steps are done while none is."""
         step = view.current_step()
@@ -28,16 +32,15 @@ class CurrentStep(Vertical):
         if step is None:
             done = sum(s.status in ("done", "skipped") for s in view.steps.values())
             total = len(view.steps)
-            self.query_one("#current", Static).update(f"no step in flight; {done}/{total} steps done")
             bar.update(total=max(total, 1), progress=done)
-            self.query_one("#live", Static).update("")
+            self._show(f"no step in flight; {done}/{total} steps done", "")
             return
         live = step.live
         tokens = live.get("output_tokens")
         paused = step.paused_text(now)
         if paused:
             paused = f"   {'PAUSED, ' if view.paused else ''}{paused} (not counted in wall time or ETA)"
-        self.query_one("#current", Static).update(
+        current = (
             f"▶ {step.key.path}: {step.completed}/{step.total} requests"
             + (f", {tokens:,} tokens" if isinstance(tokens, int) else "")
             + paused
@@ -47,9 +50,17 @@ class CurrentStep(Vertical):
         failed = f"   failed {step.failed}" + (
             f" ({', '.join(f'{k} {n}' for k, n in errors.items())})" if errors else ""
         )
-        self.query_one("#live", Static).update(
+        latencies = (
             f"TTFT p50/p95 {number_text(live.get('ttft_p50_ms'))}/{number_text(live.get('ttft_p95_ms'))} ms   "
             f"TPOT {number_text(live.get('tpot_p50_ms'), 2)}/{number_text(live.get('tpot_p95_ms'), 2)}   "
             f"ITL {number_text(live.get('itl_p50_ms'), 2)}/{number_text(live.get('itl_p95_ms'), 2)} ms"
             + (failed if step.failed else "")
         )
+        self._show(current, latencies)
+
+    def _show(self, current: str, latencies: str) -> None:
+        """Redraw the lines that changed; one line each (app.tcss), so no new layout."""
+        for line, text, shown in (("#current", current, self._shown[0]), ("#live", latencies, self._shown[1])):
+            if text != shown:
+                self.query_one(line, Static).update(text, layout=False)
+        self._shown = (current, latencies)

@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterable
 
 from rich.text import Text
+from textual.geometry import Size
 from textual.widget import Widget
 
 from console.views.watchdog_view import (
@@ -170,25 +171,60 @@ def series_line(series: Series, width: int) -> Text:
 
 
 def panel_height(view: WatchdogView) -> int:
-    """How many lines `render_view` draws for `view`: the memory bar shows only once MemAvailable is known."""
+    """How many lines `render_view` draws for `view` with room for all: the memory bar only once MemAvailable is
+    known."""
     return FIXED_LINES + len(SERIES) + (view.available_gib is not None)
 
 
-def render_view(view: WatchdogView, width: int) -> Text:
-    """The whole panel as Rich text, `width` cells wide."""
-    lines: list[Text] = []
-    badge = Text(f" {view.level.upper()} ", style=LEVEL_STYLES.get(view.level, LEVEL_STYLES["unknown"]))
-    lines.append(Text.assemble(badge, "  ", view.reason or "no guard record yet"))
+def render_view(view: WatchdogView, width: int, height: int | None = None) -> Text:
+    """The panel as Rich text, `width` cells wide; in `height` lines when it has fewer than it needs, the most
+    telling kept (RANKS): the level and the headroom above each floor first, on one line when only one fits."""
+    lines = _ranked_lines(view, width)
+    if height is not None and height < len(lines):
+        if height <= 1:
+            badge = _badge(view)
+            lines = [(0, Text.assemble(badge, " ", headroom_text(view, width - badge.cell_len - 1)))]
+        else:
+            kept = sorted(range(len(lines)), key=lambda i: lines[i][0])[:height]
+            lines = [lines[i] for i in sorted(kept)]
+    out = Text("\n").join(line for _rank, line in lines)
+    out.no_wrap = True
+    out.overflow = "ellipsis"
+    return out
 
+
+def headroom_text(view: WatchdogView, width: int) -> Text:
+    """MemAvailable and the headroom above each floor (`WARN +3.0` GiB), as long as `width` allows: the floors
+    spelled out, else their initials."""
+    room = headroom_gib(view)
+    for names, sep in ((("WARN", "ABORT", "KILL"), "  "), (("W", "A", "K"), " ")):
+        line = Text(number_text(view.available_gib, unit=" GiB"))
+        if view.floors is not None:
+            for key, name in zip(("warn", "abort", "kill"), names, strict=True):
+                line.append(sep)
+                line.append(name, style=FLOOR_STYLES[key])
+                line.append(f"{' ' if len(name) > 1 else ''}{number_text(room[key], signed=True)}")
+        if line.cell_len <= width:
+            break
+    return line
+
+
+def _badge(view: WatchdogView) -> Text:
+    return Text(f" {view.level.upper()} ", style=LEVEL_STYLES.get(view.level, LEVEL_STYLES["unknown"]))
+
+
+def _ranked_lines(view: WatchdogView, width: int) -> list[tuple[int, Text]]:
+    """Every line of the full panel, in its order, each with its rank (0: the last to go when rows are short)."""
+    level = Text.assemble(_badge(view), "  ", view.reason or "no guard record yet")
+    lines: list[tuple[int, Text]] = [(RANKS["level"], level)]
     total = f" of {view.total_gib:.1f} GiB" if view.total_gib is not None else ""
     restart = {True: "restart allowed", False: "restart BLOCKED", None: f"restart {NOT_MEASURED}"}[view.restart_allowed]
-    lines.append(
-        Text(
-            f"MemAvailable {number_text(view.available_gib, unit=' GiB')}{total}  ·  "
-            f"fill {number_text(view.fill_gib_s, 2, ' GiB/s', signed=True)}  ·  "
-            f"KILL floor in {number_text(view.seconds_to_kill_floor, unit=' s')}  ·  {restart}"
-        )
+    available = Text(
+        f"MemAvailable {number_text(view.available_gib, unit=' GiB')}{total}  ·  "
+        f"fill {number_text(view.fill_gib_s, 2, ' GiB/s', signed=True)}  ·  "
+        f"KILL floor in {number_text(view.seconds_to_kill_floor, unit=' s')}  ·  {restart}"
     )
+    lines.append((RANKS["available"], available))
     if view.floors is None:
         floors = Text(f"{'floors':<{LABEL_WIDTH}}", style="bold")
         floors.append(f"{NOT_MEASURED} (no watchdog.json status or guard_started event yet)", style="grey50")
@@ -203,14 +239,19 @@ def render_view(view: WatchdogView, width: int) -> Text:
             floors.append("  " if name != "warn" else "")
             floors.append(f"{name.upper()} {gib:.1f}", style=FLOOR_STYLES[name])
             floors.append(f" ({number_text(room[name], signed=True)})")
-    lines.append(floors)
+    if floors.cell_len > width:  # too narrow for the floors and their headroom: MemAvailable and the headroom
+        room = headroom_text(view, width - LABEL_WIDTH)
+        label = Text(f"{'headroom':<{LABEL_WIDTH}}", style="bold")
+        floors = Text.assemble(label, room) if LABEL_WIDTH + room.cell_len <= width else headroom_text(view, width)
+    lines.append((RANKS["floors"], floors))
     if view.available_gib is not None:
-        lines.append(Text.assemble(Text(" " * LABEL_WIDTH), memory_bar(view, max(10, width - LABEL_WIDTH))))
-    lines.append(Text.assemble(Text(f"{'PSI memory':<{LABEL_WIDTH}}", style="bold"), psi_line(view)))
-    lines.append(Text.assemble(Text(f"{'target':<{LABEL_WIDTH}}", style="bold"), target_line(view)))
-    lines.append(Text.assemble(Text(f"{'GPU':<{LABEL_WIDTH}}", style="bold"), gpu_line(view)))
-    for spec in SERIES:
-        lines.append(series_line(view.series[spec.key], width))
+        bar = Text.assemble(Text(" " * LABEL_WIDTH), memory_bar(view, max(10, width - LABEL_WIDTH)))
+        lines.append((RANKS["bar"], bar))
+    lines.append((RANKS["psi"], Text.assemble(Text(f"{'PSI memory':<{LABEL_WIDTH}}", style="bold"), psi_line(view))))
+    lines.append((RANKS["target"], Text.assemble(Text(f"{'target':<{LABEL_WIDTH}}", style="bold"), target_line(view))))
+    lines.append((RANKS["gpu"], Text.assemble(Text(f"{'GPU':<{LABEL_WIDTH}}", style="bold"), gpu_line(view))))
+    for i, spec in enumerate(SERIES):
+        lines.append((RANKS["series"] + i, series_line(view.series[spec.key], width)))
 
     footer = f"records {view.records}"
     if view.skipped:
@@ -220,14 +261,14 @@ def render_view(view: WatchdogView, width: int) -> Text:
     kill = view.last_kill
     if kill:
         footer += f"  ·  last kill {kill.get('arm')}/{kill.get('mode')}: {kill.get('outcome')}"
-    lines.append(Text(footer, style="grey50"))
-    out = Text("\n").join(lines)
-    out.no_wrap = True
-    out.overflow = "ellipsis"
-    return out
+    lines.append((RANKS["footer"], Text(footer, style="grey50")))
+    return lines
 
 
 FIXED_LINES = 7  # level, MemAvailable, floors, PSI, target, GPU, footer
+# Which lines a panel short of rows keeps, lowest first: the level, the headroom above the floors, MemAvailable,
+# its bar, the last record (and last kill), PSI, GPU, the target's cgroup, then the series in SERIES order.
+RANKS = {"level": 0, "floors": 1, "available": 2, "bar": 3, "footer": 4, "psi": 5, "gpu": 6, "target": 7, "series": 8}
 
 
 class WatchdogPanel(Widget):
@@ -235,7 +276,7 @@ class WatchdogPanel(Widget):
 
     DEFAULT_CSS = """
     WatchdogPanel { height: auto; padding: 0 1; text-wrap: nowrap; text-overflow: ellipsis; }
-    """
+    """  # the main screen gives it what is left of its column (app.tcss): fewer rows, the most telling lines
 
     def __init__(self, view: WatchdogView | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -258,6 +299,10 @@ class WatchdogPanel(Widget):
         self.refresh(layout=lines != self._lines)  # a new layout only when the panel's height changes
         self._lines = lines
 
+    def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
+        """With `height: auto`, room for every line."""
+        return panel_height(self._view)
+
     def render(self) -> Text:
-        """The panel's text for the current width."""
-        return render_view(self._view, self.content_size.width or DEFAULT_WIDTH)
+        """The panel's text for the current width, in the rows it has."""
+        return render_view(self._view, self.content_size.width or DEFAULT_WIDTH, self.content_size.height or None)

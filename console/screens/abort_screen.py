@@ -3,20 +3,17 @@
 from __future__ import annotations
 
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Static
+
+from console.keys import ABORT, bindings
 
 
 class ConfirmAbort(ModalScreen[bool]):
     """Asks before aborting; y confirms, n or esc cancels."""
 
-    BINDINGS = [
-        Binding("y", "answer(True)", "Abort", priority=True),
-        Binding("n", "answer(False)", "Keep running", priority=True),
-        Binding("escape", "answer(False)", "Keep running", priority=True),
-    ]
+    BINDINGS = bindings(ABORT)  # console/keys.py
     DEFAULT_CSS = """
     ConfirmAbort { align: center middle; }
     ConfirmAbort > Vertical { width: 72; height: auto; border: thick $error; background: $surface; padding: 1 2; }

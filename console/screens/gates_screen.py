@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Static
+from textual.widgets import DataTable, Static
 
+from console.keys import GATES, bindings
+from console.panels.key_footer import KeyFooter
 from runners.evidence.region_table import calibration_line, region_rows
 from runners.gates.result import STATUS_LABEL
 from runners.report.summary_model import DamagedSummary, DoneStep, Summary
@@ -53,7 +54,7 @@ def region_timing_steps(summary: Summary) -> list[tuple[str, str, list[tuple[str
 class GatesScreen(Screen[None]):
     """The gate table of one summary; `g` or escape goes back."""
 
-    BINDINGS = [Binding("escape", "app.pop_screen", "Back"), Binding("g", "app.pop_screen", "Back")]
+    BINDINGS = bindings(GATES)  # console/keys.py
     DEFAULT_CSS = """
     GatesScreen #verdicts { height: auto; padding: 0 1; background: $boost; }
     GatesScreen DataTable { height: 1fr; }
@@ -81,7 +82,7 @@ class GatesScreen(Screen[None]):
             )
             yield Static(notes, id="region-notes")
             yield DataTable(id="regions", cursor_type="row", zebra_stripes=True)
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         """Fill the table."""

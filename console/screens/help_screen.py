@@ -1,43 +1,49 @@
-"""The key help (`?`): every key the console answers to."""
+"""The key help (`?`): every key the console answers to, written from the key table (console/keys.py)."""
 
 from __future__ import annotations
 
+import textwrap
+from functools import cache
+
+from rich.markup import escape
 from textual.app import ComposeResult
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
+from console.keys import CONTROL_ACTIONS, MAIN, SCREEN_OF_ACTION, Key, screen_groups, screen_keys
+
 HELP_WIDTH = 74  # columns inside the help box (80 less its border and padding): lines never wrap
-CONTROL_KEYS_HELP = """\
-  [b]a[/b]       abort the soak (asks first): stop dispatch, cancel the
-          requests in flight, stop the serve target; it stays resumable
-  [b]r[/b]       resume an aborted or failed run: a new runner continues
-          every step that is not DONE
-  [b]p[/b]       pause dispatch (requests in flight finish, none start);
-          p again continues. The idle part of a pause is left out of
-          the step's wall time; a pause with requests in flight can
-          cost the arm its verdict (summary.md says why)
-"""
-VIEW_KEYS_HELP = """\
-  [b]l[/b]       the serve target's log, followed: / search, n/N match,
-          e/E error, space pause, G bottom, esc back
-  [b]g[/b]       gates of the latest summary with their criteria; region timings
-  [b]f[/b]       filter the events as you type (any case); esc clears
-  [b]t[/b]       timeline: MemAvailable, step spans and verdicts in time
-  [b]ctrl+p[/b]  command palette: every action by name
-  [b]q[/b]       quit the console; the soak keeps running
-  [b]?[/b]       this help
-"""
-READONLY_NOTE = "[b]Read-only console[/b]: abort, resume and pause are off (--readonly).\n"
+KEY_COLUMN = 10  # two spaces, the key, padding
+NO_BREAK = "\u00a0"  # a space the wrapping keeps: `n/N match` stays on one line
 FOOTER_HELP = """
 Resume an aborted run:  gb10-console run --resume RUN_DIR
-Reattach to a run:      gb10-console attach RUN_DIR
-[dim]esc or any key closes this[/dim]"""
+Reattach to a run:      gb10-console attach RUN_DIR"""
 
 
+def key_help(key: Key) -> str:
+    """One key's lines: the key in bold, then what it does (and the keys of the screen it opens), wrapped."""
+    text = key.help + (f". {key.detail}" if key.detail else "")
+    screen = SCREEN_OF_ACTION.get(key.action)
+    if screen:
+        text += f" ({', '.join(group.replace(' ', NO_BREAK) for group in screen_groups(screen))})"
+    lines = textwrap.wrap(text, HELP_WIDTH - KEY_COLUMN)
+    pad = " " * (KEY_COLUMN - 2 - len(key.label))
+    head = f"  [b]{escape(key.label)}[/b]{pad}{escape(lines[0])}"
+    return "\n".join([head, *(" " * KEY_COLUMN + escape(line) for line in lines[1:])])
+
+
+@cache
 def keys_help(readonly: bool) -> str:
-    """The help text: every key this console answers to (no control keys when read-only)."""
-    head = "[b]Keys[/b]\n\n" + (READONLY_NOTE + "\n" if readonly else CONTROL_KEYS_HELP)
-    return head + VIEW_KEYS_HELP + FOOTER_HELP
+    """The help text: every key this console answers to (no control keys when read-only); made once."""
+    keys = screen_keys(MAIN)
+    controls = [k for k in keys if k.action in CONTROL_ACTIONS]
+    views = [k for k in keys if k.action not in CONTROL_ACTIONS]
+    if readonly:
+        names = [k.action for k in controls]
+        head = [f"[b]Read-only console[/b]: {', '.join(names[:-1])} and {names[-1]} are off (--readonly).\n"]
+    else:
+        head = [key_help(k) for k in controls]
+    return "\n".join([*head, *(key_help(k) for k in views)]) + "\n" + FOOTER_HELP
 
 
 class HelpScreen(ModalScreen[None]):
@@ -56,7 +62,10 @@ class HelpScreen(ModalScreen[None]):
         self.readonly = readonly
 
     def compose(self) -> ComposeResult:
-        yield Static(keys_help(self.readonly))
+        box = Static(keys_help(self.readonly))
+        box.border_title = "Keys"
+        box.border_subtitle = "esc or any key closes this"
+        yield box
 
     def on_key(self, event) -> None:
         """Any key closes the help."""

@@ -21,15 +21,16 @@ from rich.style import Style
 from rich.text import Text
 from textual import on, work
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.events import MouseScrollUp
 from textual.message import Message
 from textual.reactive import reactive
 from textual.screen import Screen
 from textual.strip import Strip
-from textual.widgets import Footer, Input, RichLog, Static
+from textual.widgets import Input, RichLog, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
+from console.keys import LOGS, bindings
+from console.panels.key_footer import KeyFooter
 from console.views.log_follow import LogFollower, LogRead, find_errors, find_matches, is_error_line, step_to
 
 
@@ -99,18 +100,7 @@ class LogsScreen(Screen[None]):
     LogsScreen #logs-search { display: none; }
     LogsScreen #logs-status { height: 1; padding: 0 1; background: $boost; }
     """
-    BINDINGS = [
-        Binding("space", "toggle_pause", "Pause/follow"),
-        Binding("slash", "search", "Search"),
-        Binding("n", "match(True)", "Next match"),
-        Binding("N", "match(False)", "Prev match", show=False),
-        Binding("e", "error(True)", "Next error"),
-        Binding("E", "error(False)", "Prev error", show=False),
-        Binding("G", "follow_bottom", "Bottom"),
-        Binding("end", "follow_bottom", "Bottom", show=False, priority=True),  # before the log's own `end`
-        Binding("escape", "close", "Close"),
-        Binding("l", "close", "Close", show=False),
-    ]
+    BINDINGS = bindings(LOGS)  # console/keys.py
 
     def __init__(
         self,
@@ -152,7 +142,7 @@ class LogsScreen(Screen[None]):
         yield LogView(id="logs-log", max_lines=self.max_lines, wrap=False, markup=False, min_width=20)
         yield Input(placeholder="search (ignores case) — enter: next match, esc: cancel", id="logs-search")
         yield Static("", id="logs-status", markup=False)
-        yield Footer()
+        yield KeyFooter()
 
     def on_mount(self) -> None:
         """Start following."""

@@ -10,11 +10,11 @@ import time
 
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.binding import Binding
 from textual.screen import Screen
 from textual.widget import Widget
-from textual.widgets import Footer
 
+from console.keys import TIMELINE, bindings
+from console.panels.key_footer import KeyFooter
 from console.panels.watchdog_panel import SPARK_BARS
 from console.views.run_view import RunView
 from console.views.timeline import MemoryTimeline, incident_marks, memory_cells, step_bar, time_span
@@ -94,7 +94,7 @@ class Timeline(Widget):
 class TimelineScreen(Screen[None]):
     """The run's whole timeline; `t` or escape goes back."""
 
-    BINDINGS = [Binding("escape", "app.pop_screen", "Back"), Binding("t", "app.pop_screen", "Back")]
+    BINDINGS = bindings(TIMELINE)  # console/keys.py
 
     def __init__(self, view: RunView, memory: MemoryTimeline, floors: Floors | None, verdicts: dict) -> None:
         super().__init__()
@@ -102,4 +102,4 @@ class TimelineScreen(Screen[None]):
 
     def compose(self) -> ComposeResult:
         yield Timeline(*self._parts)
-        yield Footer()
+        yield KeyFooter()

@@ -10,7 +10,7 @@ for the output to exist and its size and mtime to stay the same across a poll (i
 the profiler's trace collection moves what appeared in `{profile_dir}` into the step's `profile/`, so
 an output under `{profile_dir}` is looked for there too); copies it into the step directory as
 `region_timings.npy` (atomically), removes the trigger and the source, and decodes it
-(`runners/evidence/region_table.py`). File I/O and the decode run in threads, never on the loop.
+(`runners/evidence/region_decode.py`). File I/O and the decode run in threads, never on the loop.
 
 phase.json `region_timings` is None for a phase without them, else: `status` captured | missing (no
 output in time) | unreadable (not an int64 [ctas, regions, 2] `.npy`, over 256 MiB, or it could not be read) |
@@ -31,7 +31,8 @@ import numpy as np
 import torch
 
 from engine.kernels.region_timing import RegionTimingError
-from runners.evidence.region_table import CAPTURED, MISSING, UNAVAILABLE, UNREADABLE, region_table
+from runners.evidence.region_decode import region_table
+from runners.evidence.region_table import CAPTURED, MISSING, UNAVAILABLE, UNREADABLE
 from runners.plan.phases import PROFILE_DIR, PhaseBase, RegionTimingSpec
 from runners.plan.steps import StepKey
 from runners.run.event_types import RegionTimingsCaptured, RegionTimingsMissing

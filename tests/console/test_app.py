@@ -99,10 +99,12 @@ async def test_attach_to_a_finished_run_shows_its_summary(tmp_path: Path) -> Non
     async with app.run_test(size=(120, 40)) as pilot:
         summary = app.query_one("#summary", DataTable)
         assert await until(pilot, lambda: summary.row_count == 2)
-        assert [summary.get_row_at(i)[:3] for i in range(2)] == [
+        rows = [summary.get_row_at(i) for i in range(2)]
+        assert [[row[0], *row[2:4]] for row in rows] == [
             ["split1", "CUTE_WO_SPLIT=1", "3"],
             ["split8", "CUTE_WO_SPLIT=8", "3"],
-        ]
+        ]  # arm, env, ok (the verdict is second)
+        assert rows[0][1] == "baseline" and rows[1][1] != "-"
         assert await until(pilot, lambda: app.runner_status.label == "finished")
         assert all(s.status == "done" for s in app.view.steps.values())
         await pilot.press("a")  # nothing runs: no modal, a notice instead

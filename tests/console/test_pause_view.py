@@ -111,5 +111,6 @@ async def _show_paused(run, app: RunConsole) -> None:
         table = app.query_one("#summary", DataTable)
         assert await pilot_until(pilot, lambda: table.row_count == 2, 10)
         labels = [str(c.label) for c in table.columns.values()]
-        assert labels[4:6] == ["wall s (sum)", "paused s"]
-        assert table.get_row_at(0)[5] == "0" and table.get_row_at(1)[5] == "21.0 (20.4 excluded from wall)"
+        assert labels[5:7] == ["wall s (sum)", "paused s"]  # after arm, verdict, arm env, ok, failed
+        assert table.get_row_at(0)[6] == "0" and table.get_row_at(1)[6] == "21.0 (20.4 excluded from wall)"
+        assert [table.get_row_at(i)[1] for i in range(2)] == ["baseline", "default candidate"]

@@ -1,15 +1,21 @@
-"""Snapshots of the main screen at 120×40 and 80×24, on a finished run written with fixed times and ids."""
+"""Snapshots of the main screen at 80×24, 120×40 and 200×50, on a finished run written with fixed times and ids."""
 
 from __future__ import annotations
 
 import json
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from textual.widgets import DataTable
 
 from console.app import RunConsole
+from console.panels.step_tree import StepTree, step_label
+from console.panels.watchdog_panel import WatchdogPanel
+from runners.replay.metrics import phase_stats
+from runners.report.summary_model import ArmSummary, Summary, write_summary
 from runners.run.event_types import (
     EnvVerified,
     Event,
@@ -77,13 +83,32 @@ def finished_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> RunDir:
     return run
 
 
-@pytest.mark.parametrize("size", [(120, 40), (80, 24)], ids=["120x40", "80x24"])
-def test_main_screen(snap_compare, finished_run: RunDir, size: tuple[int, int]) -> None:
-    app = RunConsole(finished_run, readonly=True)
+@pytest.fixture
+def judged_run(finished_run: RunDir) -> RunDir:
+    """The finished run with its summary.json: each arm's results and verdict (the summary table, under the tree)."""
+    stats = replace(phase_stats([], 3.0), requests=6, ok=6, ttft_p50_ms=40.0, ttft_p95_ms=60.0, tpot_p50_ms=9.5,
+                    tpot_p95_ms=11.0, output_tok_s=64.0)  # fmt: skip
+    verdicts = {"split1": "baseline", "split8": "keep opt-in"}
+    arms = tuple(
+        ArmSummary(arm=arm, arm_env=f"CUTE_WO_SPLIT={arm.removeprefix('split')}", env_status="verified",
+                   env_where="EngineCore pid 5001", steps_done=1, steps_total=1, stats=stats, paused_s=0.0,
+                   paused_excluded_s=0.0, verdict=verdict, gsm8k_correct=None, gsm8k_questions=None)
+        for arm, verdict in verdicts.items()
+    )  # fmt: skip
+    summary = Summary(run_id="snapshot-run", plan="mini", status="finished", arms=arms, verdicts=verdicts)
+    write_summary(finished_run.summary_json, summary)
+    return finished_run
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40), (200, 50)], ids=["80x24", "120x40", "200x50"])
+def test_main_screen(snap_compare, judged_run: RunDir, size: tuple[int, int]) -> None:
+    """The layout at the sizes people use: at 80×24 too, the watchdog's level and headroom and every verdict."""
+    app = RunConsole(judged_run, readonly=True)
 
     async def settle(pilot) -> None:
-        for _ in range(100):  # bounded: until every event and guard record is folded in
-            if app.view and app.view.status == "finished" and app.watchdog.records >= 6:
+        summary = app.query_one("#summary")
+        for _ in range(100):  # bounded: until every event and guard record is read, and the summary laid out
+            if app.view and app.view.status == "finished" and app.watchdog.records >= 6 and summary.region.height > 2:
                 break
             await pilot.pause(0.05)
         tree = app.query_one("#steps")
@@ -135,3 +160,44 @@ def test_memory_timeline_stays_bounded_and_keeps_the_lows_and_the_worst_level() 
     assert len(cells) == 10 and cells[-1].level == "warn"
     assert step_bar(50.0, 100.0, 0.0, 100.0, 10, "#") == "     #####"
     assert step_bar(None, None, 0.0, 100.0, 4, "#") == "    "
+
+
+SIZE_CLASSES = [((80, 24), {"-narrow", "-short"}), ((120, 40), {"-wide", "-tall"}), ((200, 50), {"-wide", "-tall"})]
+
+
+@pytest.mark.parametrize(("size", "classes"), SIZE_CLASSES, ids=["80x24", "120x40", "200x50"])
+async def test_every_size_shows_the_watchdogs_headroom_every_verdict_and_whole_step_labels(
+    judged_run: RunDir, size: tuple[int, int], classes: set[str]
+) -> None:
+    app = RunConsole(judged_run, readonly=True)
+    async with app.run_test(size=size) as pilot:
+        summary = app.query_one("#summary", DataTable)
+        for _ in range(100):
+            if app.watchdog.records >= 6 and summary.region.height > 2 and app.view and app.view.status == "finished":
+                break
+            await pilot.pause(0.05)
+        assert classes <= app.screen.classes
+        watchdog, side = app.query_one("#watchdog", WatchdogPanel), app.query_one("#side")
+        assert side.region.contains_region(watchdog.region) and watchdog.content_size.height >= 1
+        shown = watchdog.render().plain
+        assert " OK " in shown and "+11.0" in shown  # the level, and the headroom above the KILL floor (4 GiB)
+        verdict_end = sum(c.get_render_width(summary) for c in list(summary.columns.values())[:2])
+        assert verdict_end <= summary.scrollable_content_region.width and app.screen.region.contains_region(
+            summary.region
+        )  # fmt: skip
+        assert [summary.get_row_at(i)[1] for i in range(summary.row_count)] == ["baseline", "keep opt-in"]
+        tree = app.query_one("#steps", StepTree)
+        labels = [node.label for node in tree._step_nodes.values()]
+        assert labels and all(label.cell_len <= tree.label_width for label in labels)
+
+
+def test_a_step_label_drops_the_primary_mode_before_it_is_cut() -> None:
+    from console.views.run_view import StepView
+    from runners.plan.steps import StepKey
+
+    step = StepView(StepKey("split1", "primary", "sharegpt", 0))
+    step.status, step.completed, step.total, step.started_t, step.ended_t = "done", 2000, 2000, 0.0, 1234.0
+    assert step_label(step, 2000.0).plain == "✔ sharegpt #0 (primary) 2000/2000 1234s"
+    assert step_label(step, 2000.0, width=30).plain == "✔ sharegpt #0 2000/2000 1234s"
+    supplementary = StepView(StepKey("split1", "supplementary", "sharegpt", 0))
+    assert step_label(supplementary, 0.0, width=10).plain.endswith("#0 (supp)")

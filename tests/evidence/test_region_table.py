@@ -6,16 +6,8 @@ import pytest
 import torch
 
 from engine.kernels.region_timing import PARALLEL, SINGLE, RegionTimingError
-from runners.evidence.region_table import (
-    CAPTURED,
-    calibrate,
-    calibration_line,
-    cta_spans,
-    profiler_mean,
-    region_rows,
-    region_table,
-    span_median,
-)
+from runners.evidence.region_decode import calibrate, cta_spans, profiler_mean, region_table, span_median
+from runners.evidence.region_table import CAPTURED, calibration_line, region_rows
 
 # 3 CTAs, 2 regions (start, end ticks); CTA 2 runs only region 0; row 3 lies past a 3-CTA grid
 ROWS = [

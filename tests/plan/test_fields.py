@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from engine.units import GIB
 from runners.plan.fields import parse_size
-
-GIB = 1024**3
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from engine.config_file import ConfigFileError, load_toml_model
+from engine.units import GIB
 from runners.plan.fields import parse_size
 from runners.plan.load import load_plan
 from runners.plan.model import Plan
@@ -127,7 +128,7 @@ def test_gpus_true_is_refused(tmp_path: Path) -> None:
 def test_a_memory_limit_in_bytes_loads(tmp_path: Path) -> None:
     """memory_limit = 17179869184 (a TOML integer byte count) is 16 GiB."""
     spec = load_plan(plan_file(tmp_path, f"{DOCKER_SERVE}\nmemory_limit = 17179869184")).plan.serve
-    assert isinstance(spec, DockerServe) and parse_size(spec.memory_limit or "") == 16 * 1024**3
+    assert isinstance(spec, DockerServe) and parse_size(spec.memory_limit or "") == 16 * GIB
 
 
 def test_an_external_serve_table_loads_and_trims_the_url(tmp_path: Path) -> None:

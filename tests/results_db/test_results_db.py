@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import re
@@ -15,6 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from rich.console import Console
 
+from console.cli import main
 from console.cli import results as results_cli
 from runners.evidence.pareto import pareto_frontier
 from runners.evidence.results import load_run_results
@@ -39,10 +39,8 @@ def soak_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def cli(*argv: str) -> int:
-    """`gb10-console results ...` through results_cli's own parser (console.cli does not wire it yet)."""
-    parser = argparse.ArgumentParser(prog="gb10-console")
-    results_cli.add_parser(parser.add_subparsers(dest="command"))
-    return results_cli.run(parser.parse_args(["results", *argv]), Console(file=io.StringIO(), width=200))
+    """`gb10-console results ...` in this process, its tables printed nowhere (JSON and errors: stdout, stderr)."""
+    return main(["results", *argv], Console(file=io.StringIO(), width=200))
 
 
 def counts(path: Path) -> dict[str, int]:

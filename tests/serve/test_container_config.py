@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from engine.units import GIB
 from runners.host.docker_api import DockerError
 from runners.host.owner import Owner
 from runners.plan.serve_spec import DockerServe
@@ -134,8 +135,8 @@ def test_config_sizes_are_bytes_and_swap_equals_memory(tmp_path: Path) -> None:
     """shm_size and memory_limit become bytes; MemorySwap == Memory (no swap on top)."""
     made = container_config(tmp_path, ipc="private", shm_size="16g", memory_limit="1.5GiB")
     host = made.create_body(made.binds(Path, no_log), podman=False)["HostConfig"]
-    assert host["ShmSize"] == 16 * 1024**3
-    assert host["Memory"] == host["MemorySwap"] == int(1.5 * 1024**3)
+    assert host["ShmSize"] == 16 * GIB
+    assert host["Memory"] == host["MemorySwap"] == int(1.5 * GIB)
     assert host["IpcMode"] == "private"
     plain = container_config(tmp_path).create_body([], podman=False)["HostConfig"]
     assert "ShmSize" not in plain and "Memory" not in plain and "MemorySwap" not in plain

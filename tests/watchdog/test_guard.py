@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from console.cli import main
+from engine.units import to_gib
 from runners.bench.watchdog_bench import measure
 from runners.evidence.oom_record import record_run_ooms
 from runners.host.meminfo import read_meminfo
@@ -260,7 +261,7 @@ def test_memory_abort_stops_the_step_and_the_next_arm_waits_for_recovery(tmp_pat
     the next arm starts only once memory is back above WARN, and then runs normally."""
     available = read_meminfo().available
     assert available is not None
-    top = available / (1 << 30)
+    top = to_gib(available)
     plan = write_plan(tmp_path, requests=150, concurrency=2, max_tokens=64)
     plan.write_text(
         plan.read_text()
