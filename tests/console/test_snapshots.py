@@ -100,6 +100,7 @@ def judged_run(finished_run: RunDir) -> RunDir:
     return finished_run
 
 
+@pytest.mark.serial  # the snapshot is taken after a settle bounded to 5 s
 @pytest.mark.parametrize("size", [(80, 24), (120, 40), (200, 50)], ids=["80x24", "120x40", "200x50"])
 def test_main_screen(snap_compare, judged_run: RunDir, size: tuple[int, int]) -> None:
     """The layout at the sizes people use: at 80×24 too, the watchdog's level and headroom and every verdict."""
