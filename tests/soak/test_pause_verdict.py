@@ -56,6 +56,7 @@ def _replay_event(run: RunDir, kind: str, arm: str) -> dict | None:
     )
 
 
+@pytest.mark.serial  # the verdict needs client and server latency to agree, and the pause's drain to stay short
 def test_a_pause_mid_step_leaves_the_verdict_and_shows_in_the_summary(tmp_path: Path) -> None:
     run = create_run(_plan(tmp_path), tmp_path / "run", tmp_path)
     runner = spawn_detached(run)
