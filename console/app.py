@@ -186,9 +186,10 @@ class RunConsole(App[None]):
         if self.view is None:
             return
         now = time.time()
-        self.query_one("#steps", StepTree).update_view(self.view, now)
-        self.query_one("#arms", ServeTable).update_view(self.view, now)
-        self.query_one(CurrentStep).update_view(self.view, now)
+        with contextlib.suppress(NoMatches):  # the app is shutting down
+            self.query_one("#steps", StepTree).update_view(self.view, now)
+            self.query_one("#arms", ServeTable).update_view(self.view, now)
+            self.query_one(CurrentStep).update_view(self.view, now)
         self._refresh_title()
 
     def _runner_gone(self) -> bool:
@@ -276,8 +277,10 @@ class RunConsole(App[None]):
             self._title = text
 
     def _log_line(self, line: str) -> None:
-        """Add `line` to the events log (shown when it passes the filter)."""
-        self.query_one(EventsLog).add_lines([line])
+        """Add `line` to the events log (shown when it passes the filter); dropped once the app is shutting down
+        (a runner's exit can be noticed after the main screen's widgets are gone)."""
+        with contextlib.suppress(NoMatches):
+            self.query_one(EventsLog).add_lines([line])
 
     def on_resize(self, event: events.Resize) -> None:
         """The title fits itself to the new width."""

@@ -13,7 +13,7 @@ from textual.widgets import DataTable, RichLog, Tree
 
 from console.app import RunConsole
 from console.panels.events_log import EventsLog
-from console.run_tail import BATCH_BYTES, RunTail, RunUpdate
+from console.run_tail import BATCH_BYTES, RunnerChanged, RunnerStatus, RunTail, RunUpdate
 from console.screens.abort_screen import ConfirmAbort
 from console.screens.help_screen import HelpScreen
 from runners.run.control import request_abort
@@ -242,3 +242,17 @@ def test_killing_the_console_never_stops_the_soak(tmp_path: Path) -> None:
                 proc.kill()
                 proc.wait(10)
     assert run.read_state().status == "finished"
+
+
+async def test_a_runner_exit_noticed_after_the_panels_are_gone_is_dropped_never_a_crash(tmp_path: Path) -> None:
+    """Shutting down, the main screen's widgets go first; a runner's exit read after that must not raise."""
+    run = create_run(write_plan(tmp_path), tmp_path / "run", tmp_path)
+    app = RunConsole(run, readonly=True)
+    async with app.run_test(size=(120, 40)) as pilot:
+        assert await until(pilot, lambda: app.view is not None, 10)
+        for widget in app.query("#steps, #arms, CurrentStep, EventsLog"):
+            await widget.remove()
+        app.post_message(RunnerChanged(RunnerStatus("interrupted (resumable)", False, 1, "killed", dead=True)))
+        await pilot.pause(0.2)
+        assert app.is_running and app.runner_status.exit_code == 1
+    assert app.return_code in (None, 0)
