@@ -56,6 +56,9 @@ from runners.run.control import pause_requested, request_abort, request_continue
 from runners.run.rundir import RunDir
 from runners.run.runs import spawn_detached
 
+CLOCK_S = 1.0  # the clocks are shown at least this often
+CLOCK_CHECK_S = 0.25  # how often the clock timer looks (a look that shows nothing costs no frame)
+
 
 class RunConsole(App[None]):
     """Header, arm -> phase tree, arms table, progress, live TTFT/TPOT, event log, summary."""
@@ -84,6 +87,7 @@ class RunConsole(App[None]):
         self._folded = threading.Event()  # set while no RunUpdate is waiting to be folded
         self._folded.set()
         self._title = Text()
+        self._clocks_at = -CLOCK_S  # time.monotonic() when the panels last showed the clocks
         self._stopped = ""  # why the console stopped following the run ("" while it follows it)
         self._controls: frozenset[str] = frozenset()  # the control keys shown now
         self._gates: GatesScreen | None = None  # the gates screen of the summary read last, once shown
@@ -109,7 +113,7 @@ class RunConsole(App[None]):
     def on_mount(self) -> None:
         """Start tailing and the clock; once the first frame is drawn, set what start-up built aside from the GC."""
         self.tail_run()
-        self.set_interval(1.0, self._tick)
+        self.set_interval(CLOCK_CHECK_S, self._tick)
         self.call_after_refresh(self._freeze_startup)
 
     def _freeze_startup(self) -> None:
@@ -191,6 +195,7 @@ class RunConsole(App[None]):
             self.query_one("#arms", ServeTable).update_view(self.view, now)
             self.query_one(CurrentStep).update_view(self.view, now)
         self._refresh_title()
+        self._clocks_at = time.monotonic()
 
     def _runner_gone(self) -> bool:
         """No runner works on the run and the events end without run_finished: stop showing what was in flight
@@ -237,7 +242,11 @@ class RunConsole(App[None]):
             self._log_line(message.summary.reason)
 
     def _tick(self) -> None:
-        """Once a second: the clocks (elapsed, ETA, serve uptime, time paused) move without new events."""
+        """The clocks (elapsed, ETA, serve uptime, time paused) move without new events: shown again once CLOCK_S has
+        passed since they were last shown (a soak's steady events show them too: one frame a second, not two)."""
+        if time.monotonic() - self._clocks_at < CLOCK_S:
+            return
+        self._clocks_at = time.monotonic()
         self._refresh_title()
         if self.view is not None:
             with contextlib.suppress(NoMatches):  # the app is shutting down

@@ -188,8 +188,9 @@ class RunTail:
             self._post(RunUnreadable(f"cannot read {self.run_dir.root}: {exc}"))
             return
         self._post(RunOpened(view))
+        alive = runner_alive(self.run_dir)
         while not worker.is_cancelled:
-            alive_before = runner_alive(self.run_dir)  # before the read: a runner's last events are in it
+            alive_before = alive  # asked before this read (after the last): a dead runner's last events are in it
             update, behind = self.read_news()
             alive = runner_alive(self.run_dir)  # after it: a runner starting now has written nothing read
             update.runner_dead = not alive_before and not alive and not behind

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import time
 
+from rich.cells import cell_len
+from textual.coordinate import Coordinate
 from textual.widgets import DataTable
 
 from console.views.run_view import ArmView, RunView
@@ -30,7 +32,8 @@ def verified_cell(arm: ArmView) -> str:
 
 
 class ServeTable(DataTable):
-    """The arms and their serve target; its border names the target. Rebuilt only when a row changed."""
+    """The arms and their serve target; its border names the target. A clock that moves changes its cell in place;
+    the table is rebuilt only when an arm or a cell's width changed."""
 
     def __init__(self, **kwargs) -> None:
         super().__init__(cursor_type="none", zebra_stripes=True, **kwargs)
@@ -54,8 +57,28 @@ class ServeTable(DataTable):
             rows.append(row)
         if rows == self._shown_rows:
             return
+        if not self._same_widths(rows):
+            self._rebuild(rows)
+            return
+        for index, (row, shown) in enumerate(zip(rows, self._shown_rows, strict=True)):  # clocks moved: their cells
+            for column, (cell, was) in enumerate(zip(row, shown, strict=True)):
+                if cell != was:
+                    self.update_cell_at(Coordinate(index, column), cell)
         self._shown_rows = rows
-        self.clear(columns=True)  # column widths follow what is shown now, not the widest value ever shown
+
+    def _same_widths(self, rows: list[tuple[str, ...]]) -> bool:
+        """The same arms with every cell as wide as shown: a cell can change in place (no new layout)."""
+        return _shape(rows) == _shape(self._shown_rows)
+
+    def _rebuild(self, rows: list[tuple[str, ...]]) -> None:
+        """Show `rows` afresh: column widths follow what is shown now, not the widest value ever shown."""
+        self._shown_rows = rows
+        self.clear(columns=True)
         self.add_columns(*ARM_COLUMNS)
         for row in rows:
             self.add_row(*row, key=row[0])
+
+
+def _shape(rows: list[tuple[str, ...]]) -> list[tuple[str | int, ...]]:
+    """Each row's arm and its cells' widths."""
+    return [(row[0], *(cell_len(cell) for cell in row)) for row in rows]
