@@ -9,7 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import os
+import select
+import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterable
@@ -60,6 +64,17 @@ CLOCK_S = 1.0  # the clocks are shown at least this often
 CLOCK_CHECK_S = 0.25  # how often the clock timer looks (a look that shows nothing costs no frame)
 
 
+def terminal_watch(headless: bool) -> select.poll | None:
+    """A poll on the terminal the console draws on, which reports its hangup (ssh dropped, tmux pane killed); None
+    when it draws on none (headless, a web driver). SIGHUP alone is not enough: where it came ignored from the
+    parent (nohup, some test runners) a console whose terminal is gone reads an endless EOF and spins a core."""
+    if headless or not sys.__stdout__ or not sys.__stdout__.isatty():
+        return None
+    watch = select.poll()
+    watch.register(sys.__stdout__.fileno(), 0)  # no events asked: only POLLHUP / POLLERR / POLLNVAL come back
+    return watch
+
+
 class RunConsole(App[None]):
     """Header, arm -> phase tree, arms table, progress, live TTFT/TPOT, event log, summary."""
 
@@ -91,6 +106,7 @@ class RunConsole(App[None]):
         self._stopped = ""  # why the console stopped following the run ("" while it follows it)
         self._controls: frozenset[str] = frozenset()  # the control keys shown now
         self._gates: GatesScreen | None = None  # the gates screen of the summary read last, once shown
+        self._terminal: select.poll | None = None  # watches the terminal for a hangup (None: no terminal)
 
     @property
     def runner(self) -> subprocess.Popen | None:
@@ -115,6 +131,7 @@ class RunConsole(App[None]):
         self.tail_run()
         self.set_interval(CLOCK_CHECK_S, self._tick)
         self.call_after_refresh(self._freeze_startup)
+        self._terminal = terminal_watch(self.is_headless)
 
     def _freeze_startup(self) -> None:
         """Collect once, then freeze what is left: the modules, classes, styles and widgets built at start-up live
@@ -243,7 +260,10 @@ class RunConsole(App[None]):
 
     def _tick(self) -> None:
         """The clocks (elapsed, ETA, serve uptime, time paused) move without new events: shown again once CLOCK_S has
-        passed since they were last shown (a soak's steady events show them too: one frame a second, not two)."""
+        passed since they were last shown (a soak's steady events show them too: one frame a second, not two). A
+        terminal that hung up ends the console at once (the soak goes on: nothing of it lives in this process)."""
+        if self._terminal is not None and self._terminal.poll(0):
+            os._exit(128 + signal.SIGHUP)  # as SIGHUP would: Textual's exit writes to the gone terminal, and blocks
         if time.monotonic() - self._clocks_at < CLOCK_S:
             return
         self._clocks_at = time.monotonic()

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import signal
+import subprocess
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 from textual.widgets import DataTable, RichLog, Tree
 
@@ -21,7 +27,9 @@ from runners.run.rundir import RunDir, RunnerLock, runner_alive
 from runners.run.runs import create_run, spawn_detached
 from runners.soak.execute import execute
 from tests.support.plans import write_plan
+from tests.support.processes import pid_gone
 from tests.support.waits import pilot_until as until
+from tests.support.waits import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -218,30 +226,57 @@ async def test_r_resumes_an_aborted_run_and_is_refused_while_one_runs(tmp_path: 
     assert run.read_state().steps_done == 2
 
 
-def test_killing_the_console_never_stops_the_soak(tmp_path: Path) -> None:
-    """The console (attached to a detached runner) is SIGKILLed; the runner finishes the soak anyway."""
-    import signal
-    import subprocess
-    import sys
+@contextlib.contextmanager
+def console_on_a_terminal(run: RunDir, sighup_ignored: bool = False) -> Iterator[tuple[subprocess.Popen, int]]:
+    """`gb10-console attach` on a pseudo-terminal of its own (`script`): yields the terminal's process and the
+    console's pid; both are killed on the way out, whatever the test did."""
 
-    run = create_run(write_plan(tmp_path, requests=20, concurrency=2, max_tokens=32), tmp_path / "run", tmp_path)
-    runner = spawn_detached(run)
-    console = subprocess.Popen(
+    def ignore_sighup() -> None:
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # inherited across exec, as under nohup
+
+    terminal = subprocess.Popen(
         ["script", "-qec", f"{sys.executable} -m console.cli attach {run.root}", "/dev/null"],
         stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        preexec_fn=ignore_sighup if sighup_ignored else None,
     )  # fmt: skip
+    console: list[psutil.Process] = []
     try:
-        time.sleep(3)
-        assert console.poll() is None, "the console did not stay up"
-        os.killpg(console.pid, signal.SIGKILL)
-        console.wait(10)
+        assert wait_until(lambda: console.extend(psutil.Process(terminal.pid).children()) or console, 10)
+        yield terminal, console[0].pid
+    finally:
+        for proc in (*console, psutil.Process(terminal.pid)):  # the console runs in a session of its own
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.kill()
+        terminal.wait(10)
+
+
+def test_killing_the_console_never_stops_the_soak(tmp_path: Path) -> None:
+    """The console (attached to a detached runner) is SIGKILLed; the runner finishes the soak anyway."""
+    run = create_run(write_plan(tmp_path, requests=20, concurrency=2, max_tokens=32), tmp_path / "run", tmp_path)
+    runner = spawn_detached(run)
+    try:
+        with console_on_a_terminal(run) as (terminal, console):
+            time.sleep(3)
+            assert terminal.poll() is None and not pid_gone(console), "the console did not stay up"
+            os.kill(console, signal.SIGKILL)
+            assert wait_until(lambda: pid_gone(console), 10)
         assert runner.wait(180) == 0
     finally:
-        for proc in (console, runner):
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(10)
+        if runner.poll() is None:
+            runner.kill()
+            runner.wait(10)
     assert run.read_state().status == "finished"
+
+
+def test_a_console_whose_terminal_hangs_up_ends_even_with_sighup_ignored(tmp_path: Path) -> None:
+    """The terminal goes (ssh dropped) while SIGHUP came ignored from the parent: the console ends (it looks 4 times
+    a second) instead of reading an endless EOF at 100 % of a core."""
+    run = create_run(write_plan(tmp_path), tmp_path / "run", tmp_path)
+    with console_on_a_terminal(run, sighup_ignored=True) as (terminal, console):
+        time.sleep(3)
+        assert not pid_gone(console), "the console did not stay up"
+        os.killpg(terminal.pid, signal.SIGKILL)  # the terminal's side of the pty closes: a hangup
+        assert wait_until(lambda: pid_gone(console), 10), "the console outlived its terminal"
 
 
 async def test_a_runner_exit_noticed_after_the_panels_are_gone_is_dropped_never_a_crash(tmp_path: Path) -> None:
