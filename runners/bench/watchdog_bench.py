@@ -77,7 +77,8 @@ async def measure(rate_gib_s: float, margins_gib: tuple[float, float, float] = (
                   horizon_s: float = 5.0) -> Reaction:  # fmt: skip
     """Run the hog against a guard once; the floors sit `margins_gib` below the current MemAvailable.
 
-    A tiny `horizon_s` (0.001) all but switches prediction off, to measure the floor-crossing path.
+    `horizon_s` 0 switches prediction off (no fill reaches the KILL floor in under 0 s), to measure the
+    floor-crossing path.
     """
     available = read_meminfo().available
     if available is None:

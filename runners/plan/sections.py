@@ -17,7 +17,9 @@ class WatchdogSpec(BaseModel):
     warn_gib: float | None = Field(None, gt=0, description="MemAvailable below this: WARN (no profiler start/stop)")
     abort_gib: float | None = Field(None, gt=0, description="below this: stop dispatch and the target")
     kill_gib: float | None = Field(None, gt=0, description="below this (or predicted within the horizon): kill")
-    predict_horizon_s: float = Field(5.0, gt=0, le=60)
+    predict_horizon_s: float = Field(
+        5.0, ge=0, le=60, description="kill at ABORT when a sustained fill reaches KILL within this; 0: floors only"
+    )
     psi_full_avg10_abort: float = Field(20.0, gt=0, le=100, description="PSI full avg10 % confirming WARN -> ABORT")
     post_action_delay_s: float = Field(15.0, ge=0, le=600)
     runner_stale_s: float = Field(10.0, gt=0, le=600, description="guard stops the target after this runner silence")
