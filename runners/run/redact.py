@@ -53,3 +53,18 @@ def redact_argv(argv: list[str]) -> list[str]:
             continue
         out.append(arg)
     return out
+
+
+def redact_inspect(data: dict) -> dict:
+    """A `docker inspect` body with secret env values and command options replaced (it goes into the run dir)."""
+    config = data.get("Config")
+    if isinstance(config, dict):
+        config = dict(config)
+        if isinstance(config.get("Env"), list):
+            config["Env"] = redact_env_list([str(e) for e in config["Env"]])
+        if isinstance(config.get("Cmd"), list):
+            config["Cmd"] = redact_argv([str(a) for a in config["Cmd"]])
+        data = {**data, "Config": config}
+    if isinstance(data.get("Args"), list):
+        data = {**data, "Args": redact_argv([str(a) for a in data["Args"]])}
+    return data

@@ -26,7 +26,7 @@ from runners.host.docker_api import DockerClient, DockerError, LogFrames, find_s
 from runners.host.owner import Owner
 from runners.plan.serve_spec import DockerServe
 from runners.run.files import tail_lines, write_atomic, write_json_atomic
-from runners.run.redact import redact_argv, redact_env_list
+from runners.run.redact import redact_argv, redact_inspect
 from runners.run.targets import TargetRef
 from runners.serve.container_config import ContainerConfig
 from runners.serve.container_stop import StopEscalation, classify_exit
@@ -47,21 +47,6 @@ class DockerDeadlines:
     log_drain_s: float = 2.0  # for the log follower to finish once the container ended
     log_retry_s: float = 1.0  # before following the logs again after the stream broke
     watch_interval_s: float = 0.5  # state polls while the container runs
-
-
-def _redacted(data: dict) -> dict:
-    """An inspect body with secret env values and command options replaced (it goes into the run dir)."""
-    config = data.get("Config")
-    if isinstance(config, dict):
-        config = dict(config)
-        if isinstance(config.get("Env"), list):
-            config["Env"] = redact_env_list([str(e) for e in config["Env"]])
-        if isinstance(config.get("Cmd"), list):
-            config["Cmd"] = redact_argv([str(a) for a in config["Cmd"]])
-        data = {**data, "Config": config}
-    if isinstance(data.get("Args"), list):
-        data = {**data, "Args": redact_argv([str(a) for a in data["Args"]])}
-    return data
 
 
 def container_state(data: dict) -> dict:
@@ -370,7 +355,7 @@ class DockerRuntime:
             return
         if self.id is not None:
             try:
-                self._final = _redacted(await self._client.inspect(self.id))
+                self._final = redact_inspect(await self._client.inspect(self.id))
             except DockerError as exc:
                 self.last_error = str(exc)
             if self._final is not None:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from runners.run.redact import REDACTED, is_secret, redact_argv, redact_env, redact_env_list
-from runners.serve.docker import _redacted
+from runners.run.redact import REDACTED, is_secret, redact_argv, redact_env, redact_env_list, redact_inspect
 from runners.serve.readiness import env_mismatches
 
 
@@ -28,7 +27,7 @@ def test_env_maps_lists_and_argv_are_redacted() -> None:
 def test_a_container_inspect_and_an_env_mismatch_never_show_a_secret() -> None:
     """container.json's Config.Env / Cmd / Args, and mismatch messages, carry no secret value."""
     data = {"Config": {"Env": ["HF_TOKEN=hf_abc"], "Cmd": ["--api-key", "sk"]}, "Args": ["--api-key=sk"]}
-    text = str(_redacted(data))
+    text = str(redact_inspect(data))
     assert "hf_abc" not in text and "sk'" not in text and "sk]" not in text and REDACTED in text
     mismatches = env_mismatches({"HF_TOKEN": "a", "CUTE_WO_SPLIT": "4"}, {"HF_TOKEN": "b", "CUTE_WO_SPLIT": "8"})
     assert mismatches == ["HF_TOKEN: differs", "CUTE_WO_SPLIT: want '4', target runs '8'"]
