@@ -18,13 +18,14 @@ demo: $(VENV)/.installed
 # The suite in two parts: first the tests not marked `serial` in TEST_WORKERS pytest-xdist workers (3 measured
 # as fast as 4 on this 2-core machine, with less CPU contention; `--dist loadgroup` keeps the tests that share
 # the container engine, or a module's run, in one worker), then the `serial` ones alone: they assert a latency
-# or a time bound, or set floors from the host's MemAvailable. Both parts always run; either failing fails.
+# or a time bound, or set floors from the host's MemAvailable. Both parts always run; either failing fails; each
+# names its 15 slowest tests (where the suite's time goes, in every CI log).
 TEST_WORKERS ?= 3
 
 test: $(VENV)/.installed lint system-deps vllm
 	status=0; \
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadgroup -m "not serial" || status=$$?; \
-	$(BIN)/python -m pytest -q -m serial || status=$$?; \
+	$(BIN)/python -m pytest -q --durations=15 -n $(TEST_WORKERS) --dist loadgroup -m "not serial" || status=$$?; \
+	$(BIN)/python -m pytest -q --durations=15 -m serial || status=$$?; \
 	exit $$status
 
 # The container tests need dockerd, podman and a static busybox (the tests start dockerd and
