@@ -101,9 +101,9 @@ def stall_verdict(
     more than one value (a reset reads as a move). With fewer than two the streams decide alone. The Stall's
     `tokens` and `running` are the latest window scrape's (`running` also from a scrape without the counter).
     """
-    quiet_s = now - quiet_since
-    if in_flight <= 0 or quiet_s < stall_s:
+    if in_flight <= 0 or now - quiet_since < stall_s:
         return None
+    quiet_s = round(now - quiet_since, 3)  # as the event records it: its reason and its figure say the same
     if samples is None:
         return Stall(quiet_s, stall_s, in_flight, None, None, "/metrics not scraped (metrics_interval_s unset)")
     window = sorted((s for s in samples if now - stall_s <= s.t <= now), key=lambda s: s.t)
@@ -196,7 +196,7 @@ class StallWatch:
             how = f"could not be killed: {exc}"
         incident = StallIncident(stall, how, time.monotonic() - began, failed)
         events.emit(
-            EngineStalled(step, round(stall.quiet_s, 3), stall.stall_s, stall.in_flight, stall.tokens, stall.running,
+            EngineStalled(step, stall.quiet_s, stall.stall_s, stall.in_flight, stall.tokens, stall.running,
                           stall.metrics, how, round(incident.kill_s, 3), incident.reason())
         )  # fmt: skip
         if failed:

@@ -60,6 +60,13 @@ def test_a_silence_shorter_than_stall_s_is_no_stall() -> None:
     assert stall_verdict(now=101.9, in_flight=3, quiet_since=100.0, samples=None, stall_s=2.0) is None
 
 
+def test_the_quiet_time_is_the_events_figure_so_its_words_round_the_same_way() -> None:
+    """2.1500004 s quiet: the event records 2.15 and the words say what 2.15 says (the raw figure said 2.2)."""
+    stall = stall_verdict(now=102.1500004, in_flight=1, quiet_since=100.0, samples=None, stall_s=2.0)
+    assert stall is not None and stall.quiet_s == 2.15
+    assert stall.describe().startswith(f"engine stalled for {2.15:.1f} s ")
+
+
 def test_silent_streams_without_metrics_are_a_stall_on_their_own() -> None:
     stall = stall_verdict(now=102.5, in_flight=2, quiet_since=100.0, samples=None, stall_s=2.0)
     assert stall == Stall(2.5, 2.0, 2, None, None, "/metrics not scraped (metrics_interval_s unset)")
