@@ -60,7 +60,7 @@ def register(sub: Subparsers) -> None:
     watchdog.add_argument("--rates", default="0.5,1,2", help="fill rates in GiB/s, comma-separated")
     watchdog.add_argument("--repeats", type=_positive, default=1)
     watchdog.add_argument("--max-gib", type=float, default=6.0, help="the hog never holds more than this")
-    watchdog.add_argument("--horizon", type=float, default=5.0, help="prediction horizon s (0: prediction off, floors only)")
+    watchdog.add_argument("--horizon", type=float, default=5.0, help="prediction horizon s (0: off, floors only)")
     watchdog.add_argument("--idle-s", type=float, default=0.0, help="also measure the guard's idle CPU for S seconds")
     watchdog.add_argument("--json", type=Path, metavar="OUT", help="also write the results as JSON")
     watchdog.set_defaults(handler=watchdog_bench)
