@@ -1,5 +1,5 @@
-"""ServeTable: the serve panel, one row per arm: its env keys as the target runs them, where they were verified,
-serve state, health, uptime."""
+"""ServeTable: the serve panel, one row per arm: serve state, health, uptime, restarts, where its env was verified
+and its env keys as the target runs them."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from textual.widgets import DataTable
 
 from console.views.run_view import ArmView, RunView
 
-ARM_COLUMNS = ("arm", "arm env", "verified", "serve", "health", "up", "restarts")  # steps: see the tree
+ARM_COLUMNS = ("arm", "serve", "health", "up", "restarts", "verified", "arm env")  # steps: see the tree; the live
+# state first, so a narrow panel cuts the long cells (the env is in the summary too), never the state
 ENV_CELL_CHARS = 40
 
 
@@ -53,7 +54,7 @@ class ServeTable(DataTable):
         for name, arm in view.arms.items():
             up = arm.uptime(now)
             uptime = time.strftime("%H:%M:%S", time.gmtime(up)) if up is not None else "-"
-            row = (name, env_cell(arm), verified_cell(arm), arm.serve, arm.health_text(now), uptime, str(arm.restarts))
+            row = (name, arm.serve, arm.health_text(now), uptime, str(arm.restarts), verified_cell(arm), env_cell(arm))
             rows.append(row)
         if rows == self._shown_rows:
             return

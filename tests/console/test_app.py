@@ -62,9 +62,9 @@ async def test_shows_both_arms_and_a_then_y_aborts_the_run(live_run) -> None:
         rows = arm_rows(app)
         assert [r[0] for r in rows] == ["split1", "split8"]
         assert (
-            rows[0][1:3] == ["CUTE_WO_SPLIT=1", "/debug/config"]
-            and rows[0][4] == "ok"
-            and rows[1][3:5] == ["not started", "-"]
+            rows[0][5:7] == ["/debug/config", "CUTE_WO_SPLIT=1"]
+            and rows[0][2] == "ok"
+            and rows[1][1:3] == ["not started", "-"]
         )
         tree = app.query_one("#steps", Tree)
         assert [str(n.label) for n in tree.root.children] == ["split1", "split8"]

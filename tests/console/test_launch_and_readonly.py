@@ -234,8 +234,8 @@ async def test_serve_panel_and_event_filter_follow_the_event_log(created_run) ->
                 break
             await pilot.pause(0.1)
         rows = arm_rows(app)
-        assert rows[0][3] == "ready pid 4243" and re.fullmatch(r"FAILING \d+s", rows[0][4]) and rows[0][5] != "-"
-        assert rows[0][6] == "1" and rows[1][4] == "-"
+        assert rows[0][1] == "ready pid 4243" and re.fullmatch(r"FAILING \d+s", rows[0][2]) and rows[0][3] != "-"
+        assert rows[0][4] == "1" and rows[1][2] == "-"
         assert "split1: /HEALTH FAILING while the target is up: ReadTimeout: timed out" in events_log.lines[-1]
         assert str(app.query_one("#arms").border_title).startswith("serve: process: embedded engine")
         everything = len(log.lines)

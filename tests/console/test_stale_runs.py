@@ -78,7 +78,7 @@ async def test_half_an_event_log_never_reads_finished_with_a_step_running(tmp_pa
         assert await until(pilot, lambda: app.view is not None and app.view.status == "gone", 10)
         await pilot.pause(0.3)
         rows, labels, shown = arm_rows(app), step_labels(app), title(app)
-        assert rows[0][3:6] == ["unknown", "-", "-"], rows
+        assert rows[0][1:4] == ["unknown", "-", "-"], rows
         assert labels[0].startswith("? replay #0") and not any(label.startswith("▶") for label in labels), labels
         assert "incomplete (event log cut)" in shown and "runner gone (pid 4242)" in shown, shown  # never "finished"
         assert "runner gone (pid 4242) without run_finished" in "\n".join(app.query_one(EventsLog).lines)
@@ -181,13 +181,13 @@ async def test_a_runner_killed_with_sigkill_leaves_nothing_shown_live(tmp_path: 
             assert await until(pilot, lambda: app.runner is not None, 10)
             step_running = lambda: app.view.current_step() is not None and app.view.current_step().completed > 0  # noqa: E731
             assert await until(pilot, step_running, 90)
-            assert arm_rows(app)[0][3].startswith("ready pid") and control_keys(app) == {"a", "p"}
+            assert arm_rows(app)[0][1].startswith("ready pid") and control_keys(app) == {"a", "p"}
             pid = app.runner.pid
             os.kill(pid, signal.SIGKILL)
             assert await until(pilot, lambda: app.view.status == "gone", 10)
             await pilot.pause(0.5)
             rows, labels, shown = arm_rows(app), step_labels(app), title(app)
-            assert rows[0][3] in ("unknown", "stopped by the guard") and rows[0][4:6] == ["-", "-"], rows
+            assert rows[0][1] in ("unknown", "stopped by the guard") and rows[0][2:4] == ["-", "-"], rows
             assert not any(label.startswith("▶") for label in labels) and any(label.startswith("?") for label in labels)
             assert f"runner gone (pid {pid})" in shown and "interrupted (resumable)" in shown, shown
             lines = "\n".join(app.query_one(EventsLog).lines)
@@ -195,7 +195,7 @@ async def test_a_runner_killed_with_sigkill_leaves_nothing_shown_live(tmp_path: 
             assert "runner: aborted" not in lines
             assert control_keys(app) == {"r"}
             await pilot.pause(1.2)
-            assert step_labels(app) == labels and arm_rows(app)[0][5] == "-" and title(app) == shown
+            assert step_labels(app) == labels and arm_rows(app)[0][3] == "-" and title(app) == shown
     finally:
         if app.runner is not None and app.runner.poll() is None:
             app.runner.kill()

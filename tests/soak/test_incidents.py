@@ -16,7 +16,7 @@ import pytest
 from engine.units import GIB
 from runners.host.meminfo import read_meminfo
 from runners.run.files import read_json, read_jsonl
-from tests.support.plans import fault_plan, write_plan
+from tests.support.plans import fault_plan, phases_toml, profiled_phase, small_phase, write_plan
 from tests.support.processes import pid_gone, run_headless
 
 pytestmark = pytest.mark.slow
@@ -80,27 +80,8 @@ def test_a_memory_balloon_after_stop_profile_is_stopped_by_the_watchdog(tmp_path
         f"[watchdog]\nwarn_gib = {top - 1.6:.2f}\nabort_gib = {top - 2.0:.2f}\nkill_gib = {top - 2.6:.2f}\n"
         "restart_wait_s = 30\n"
     )
-    phases = """
-[[phases]]
-name = "profiled"
-kind = "sharegpt"
-mode = "supplementary"
-profile = true
-profile_stop_timeout_s = 20
-requests = 4
-concurrency = 2
-max_tokens = 8
-http_timeout_s = 30
-
-[[phases]]
-name = "after"
-kind = "sharegpt"
-mode = "supplementary"
-requests = 400
-concurrency = 2
-max_tokens = 64
-http_timeout_s = 30
-"""
+    after = small_phase("after", mode="supplementary", requests=400, max_tokens=64)  # still running at the kill
+    phases = phases_toml([profiled_phase(20), after])
     out = tmp_path / "run"
     result = run_headless(fault_plan(tmp_path, ["balloon_after_stop=1:3.5"], phases, extra=extra), out)
     events = read_jsonl(out / "events.jsonl")

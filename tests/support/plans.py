@@ -98,37 +98,24 @@ def write_plan(directory: Path, requests: int = 6, concurrency: int = 3, max_tok
     return Plan("mini", target, split_arms(), [phase], top={"description": "test plan"}).write(directory)
 
 
+def phases_toml(phases: Sequence[Table]) -> str:
+    """`[[phases]]` tables as TOML (for `fault_plan` and other plans a test writes around them)."""
+    return "".join("\n[[phases]]\n" + toml_table(phase) for phase in phases)
+
+
+def small_phase(name: str, **fields: TomlValue) -> Table:
+    """A ShareGPT phase of 4 requests at concurrency 2, 8 tokens each, plus `fields` (a mode, a profile)."""
+    return sharegpt_phase(name, **{"requests": 4, "concurrency": 2, "max_tokens": 8, "http_timeout_s": 30, **fields})
+
+
+def profiled_phase(stop_timeout_s: float) -> Table:
+    """A profiled supplementary step whose stop_profile may take `stop_timeout_s`."""
+    return small_phase("profiled", mode="supplementary", profile=True, profile_stop_timeout_s=stop_timeout_s)
+
+
 # A step before, a profiled supplementary step (a 2 s stop deadline) and one after: fault_plan's phases where the
 # profiler's incidents are made.
-PROFILED_PHASES = """
-[[phases]]
-name = "clean"
-kind = "sharegpt"
-requests = 4
-concurrency = 2
-max_tokens = 8
-http_timeout_s = 30
-
-[[phases]]
-name = "profiled"
-kind = "sharegpt"
-mode = "supplementary"
-profile = true
-profile_stop_timeout_s = 2
-requests = 4
-concurrency = 2
-max_tokens = 8
-http_timeout_s = 30
-
-[[phases]]
-name = "after"
-kind = "sharegpt"
-mode = "supplementary"
-requests = 4
-concurrency = 2
-max_tokens = 8
-http_timeout_s = 30
-"""
+PROFILED_PHASES = phases_toml([small_phase("clean"), profiled_phase(2), small_phase("after", mode="supplementary")])
 
 
 def fault_plan(tmp_path: Path, faults: list[str], phases: str, extra: str = "", ready_timeout_s: float = 60) -> Path:

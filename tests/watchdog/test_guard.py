@@ -262,7 +262,7 @@ def test_memory_abort_stops_the_step_and_the_next_arm_waits_for_recovery(tmp_pat
     available = read_meminfo().available
     assert available is not None
     top = to_gib(available)
-    plan = write_plan(tmp_path, requests=150, concurrency=2, max_tokens=64)
+    plan = write_plan(tmp_path, requests=60, concurrency=2, max_tokens=64)  # ~16 s steps; the hog crosses ABORT ~2 s in
     plan.write_text(
         plan.read_text()
         + f"\n[watchdog]\nwarn_gib = {top - 2.5:.2f}\nabort_gib = {top - 3.5:.2f}\nkill_gib = {top - 12:.2f}\n"
