@@ -85,6 +85,9 @@ class DockerServe(ServeCommon):
     socket: str | None = Field(None, description="engine socket; default DOCKER_HOST, then the usual paths")
     ready_timeout_s: float = Field(900.0, gt=0, le=7200)
     stop_timeout_s: float = Field(30.0, gt=0, le=600)
+    keep_container: bool = Field(
+        False, description="keep each stopped container; by default it is removed once its log and inspect are kept"
+    )
 
     _sizes_ok = field_validator("shm_size", "memory_limit")(check_size)
 

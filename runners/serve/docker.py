@@ -3,9 +3,11 @@
 The container carries the run's labels (gb10.run-id, gb10.arm, gb10.mode, gb10.owner), the arm's
 env as container env *and* as an `ENV` sentinel file (bound read-only, in a writable env directory where
 gb10-vllm-plugin writes what each vLLM process runs), a runner-owned trace directory, OomScoreAdj=1000
-(a global OOM takes the server, not udev or snapd), no restart policy and no auto-remove (its
-inspect data outlives it). A watcher polls its state, and reads its cgroup's OOM-kill count
-while it runs; a follower decodes its multiplexed logs into serve.log.
+(a global OOM takes the server, not udev or snapd) and no restart policy. Once it has stopped, its
+log is in serve.log and its final inspect in container.json; then it is removed (`keep_container`
+keeps it): a real vLLM writes caches into the container layer, gigabytes a start on a Spark. A
+watcher polls its state, and reads its cgroup's OOM-kill count while it runs; a follower decodes its
+multiplexed logs into serve.log.
 
 The container's configuration is built in container_config.py; stopping escalates as
 container_stop.py says (API stop, API kill, `docker kill`, then a ServeError that says what is left
@@ -344,9 +346,11 @@ class DockerRuntime:
         return self._exit
 
     async def _close(self, wait_for_logs: bool) -> None:
-        """End the follower and the watcher, keep the final inspect in container.json, close the client."""
+        """End the follower and the watcher, keep the final inspect in container.json, remove the container (see
+        _remove_stopped), close the client."""
         if self._follower is not None and wait_for_logs:
             await asyncio.wait({self._follower}, timeout=self.deadlines.log_drain_s)
+        drained = self._follower is None or self._follower.done()  # serve.log has all the container said
         for task in (self._follower, self._watcher):
             if task is not None and not task.done():
                 task.cancel()
@@ -363,8 +367,24 @@ class DockerRuntime:
                     write_json_atomic(self.serve_dir / "container.json", self._final)
                 except OSError as exc:
                     self.last_error = f"container.json: {exc}"
+                else:
+                    await self._remove_stopped(drained)
         self._final = self._final or {"State": self._last_state}
         await self._client.aclose()
+
+    async def _remove_stopped(self, drained: bool) -> None:
+        """Remove the container, its inspect kept and its log `drained` (or it never ran): unless the plan keeps it
+        or it still runs (a kill that failed)."""
+        assert self._client is not None and self.id is not None and self._final is not None
+        state = self._final.get("State") or {}
+        if self.spec.keep_container or state.get("Running") or not (drained or state.get("Status") == "created"):
+            return
+        try:
+            await self._client.remove(self.id)
+        except DockerError as exc:
+            self._log_line(f"could not remove container {self.config.name}: {exc} (`docker rm {self.id}` removes it)")
+            return
+        self._log_line(f"removed container {self.config.name}; its inspect is container.json (keep_container keeps it)")
 
     def logs(self, lines: int = 20) -> list[str]:
         """The last lines of serve.log."""

@@ -80,7 +80,8 @@ MOUNTS = (
 async def test_create_start_logs_stop_with_labels_and_settings(
     docker_engine: DockerEngine, busybox_image: str, tmp_path: Path, run_id: str
 ) -> None:
-    """Labels, OomScoreAdj, no restart/auto-remove, env + sentinel, logs demuxed, graceful stop, inspect kept."""
+    """Labels, OomScoreAdj, no restart/auto-remove, env + sentinel, logs demuxed, graceful stop, inspect kept, then
+    the container removed."""
     script = GRACEFUL + MOUNTS + "httpd -p {host}:{port} -h /www; while true; do sleep 0.1; done"
     rt = runtime(docker_engine, busybox_image, tmp_path, run_id, ["sh", "-c", script])
     await rt.start()
@@ -120,7 +121,8 @@ async def test_create_start_logs_stop_with_labels_and_settings(
     log = rt.log_path.read_text()
     assert "out-line\n" in log and "err-line\n" in log and "got-term" in log  # two streams: no order between them
     assert read_json(tmp_path / "serve" / "container.json")["State"]["ExitCode"] == 0
-    assert api_inspect(docker_engine, rt.id)["State"]["Status"] == "exited"  # not removed
+    assert "No such container" in api_inspect(docker_engine, rt.id)["message"]  # its log and inspect kept: removed
+    assert f"removed container {rt.config.name}" in rt.log_path.read_text()
     assert rt.provenance()["image"]["id"] == state["image_id"]
     assert rt.provenance()["engine"]["api_version"]
 
@@ -165,11 +167,14 @@ async def test_the_same_lifecycle_on_podmans_compatible_socket(podman_engine: Do
 async def test_kill_and_a_stop_signal_that_is_ignored(
     docker_engine: DockerEngine, busybox_image: str, tmp_path: Path, run_id: str
 ) -> None:
-    """kill() SIGKILLs at once; a PID 1 that ignores SIGTERM is killed when the grace period ends."""
-    rt = runtime(docker_engine, busybox_image, tmp_path / "k", run_id, ["sleep", "300"], network="bridge")
+    """kill() SIGKILLs at once; a PID 1 that ignores SIGTERM is killed when the grace period ends. A plan's
+    keep_container keeps the stopped container."""
+    rt = runtime(docker_engine, busybox_image, tmp_path / "k", run_id, ["sleep", "300"], network="bridge",
+                 keep_container=True)  # fmt: skip
     await rt.start()
     ended = await rt.kill()
     assert (ended.how, ended.returncode) == ("killed", 137)
+    assert api_inspect(docker_engine, rt.id)["State"]["Status"] == "exited"
 
     rt2 = runtime(docker_engine, busybox_image, tmp_path / "s", run_id, ["sleep", "300"], network="bridge")
     await rt2.start()
@@ -436,7 +441,11 @@ def test_a_soak_against_engine_containers_survives_a_container_killed_from_outsi
     assert prov["targets"]["split8/primary"]["image"]["id"].startswith("sha256:")
     container = read_json(out / "arms" / "split8" / "primary" / "container.json")
     assert container["Config"]["Labels"]["gb10.arm"] == "split8"
-    remove_labelled(docker_engine, f"gb10.run-id={read_json(out / 'run.json')['run_id']}")
+    label = f"gb10.run-id={read_json(out / 'run.json')['run_id']}"
+    with docker_engine.client() as c:  # both arms' containers, the one killed from outside too: evidence kept, removed
+        left = c.get("/containers/json", params={"all": "1", "filters": json.dumps({"label": [label]})}).json()
+    assert left == [], [item["Names"] for item in left]
+    remove_labelled(docker_engine, label)
 
 
 @pytest.mark.serial  # the guard's reaction, within 10 s
