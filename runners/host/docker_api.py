@@ -27,11 +27,13 @@ CALL_DEADLINE_S = 10.0
 
 
 class DockerError(Exception):
-    """A Docker call that failed; the message names the call, the socket and what to do next."""
+    """A Docker call that failed; the message names the call, the socket and what to do next. `lasting`: no retry
+    with the same plan on this host can change it (`lasting_refusal`)."""
 
-    def __init__(self, message: str, status: int | None = None) -> None:
+    def __init__(self, message: str, status: int | None = None, lasting: bool = False) -> None:
         super().__init__(message)
         self.status = status
+        self.lasting = lasting
 
 
 def podman_sockets(environ: Mapping[str, str]) -> list[Path]:
@@ -97,6 +99,16 @@ def _body(resp: httpx.Response, kind: type, action: str):
             f"{resp.text[:200]!r}; is the socket really a Docker or Podman engine?"
         )
     return body
+
+
+def lasting_refusal(status: int, message: str) -> bool:
+    """True for a refusal that every start of the same plan on this host would meet: no such image, no GPU runtime,
+    a mount Docker cannot make."""
+    low = message.lower()
+    no_image = status == 404 and ("no such image" in low or "image not known" in low)  # Docker, Podman
+    no_gpu_runtime = "could not select device driver" in low or "nvidia-container-cli" in low
+    bad_mount = "bind source path does not exist" in low or "invalid mount" in low or "invalid volume" in low
+    return no_image or no_gpu_runtime or (status in (400, 500) and bad_mount)
 
 
 def explain(status: int, message: str, action: str) -> str:
@@ -256,7 +268,9 @@ class DockerClient:
                 "is the daemon running? (`systemctl status docker`)"
             ) from None
         if resp.status_code not in ok:
-            raise DockerError(explain(resp.status_code, _error_message(resp), action), resp.status_code)
+            message = _error_message(resp)
+            lasting = lasting_refusal(resp.status_code, message)
+            raise DockerError(explain(resp.status_code, message, action), resp.status_code, lasting)
         return resp
 
     async def image(self, ref: str) -> dict:

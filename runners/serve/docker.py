@@ -133,7 +133,7 @@ class DockerRuntime:
                 await self._client.aclose()
             else:
                 await self._abandon_start()
-            raise ServeError(str(exc)) from None
+            raise ServeError(str(exc), lasting=isinstance(exc, DockerError) and exc.lasting) from None
         self._follower = asyncio.create_task(self._follow_logs())
         self._watcher = asyncio.create_task(self._watch())
 

@@ -14,7 +14,13 @@ PROFILE_DIR_NAME = "@profile"
 
 
 class ServeError(Exception):
-    """A serve target that failed to start, answer or stop; the message says where to look."""
+    """A serve target that failed to start, answer or stop; the message says where to look. `lasting`: a start that
+    no retry can change (no such image, no GPU runtime, a bad mount): the run stops at once instead of trying
+    every step's start."""
+
+    def __init__(self, message: str, lasting: bool = False) -> None:
+        super().__init__(message)
+        self.lasting = lasting
 
 
 @dataclass(frozen=True)

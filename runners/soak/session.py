@@ -206,7 +206,13 @@ class SoakSession:
                     return []
         except ServeError as exc:
             self.events.emit(ServeFailed(arm, mode, str(exc)))
-            self.ledger.fail([s for s in todo if not self.run_dir.is_done(s)], f"serve target failed: {exc}")
+            if exc.lasting:  # every later start would fail the same way: stop now, the steps stay to run on resume
+                self.ledger.fail_run(
+                    f"the serve target of {arm}/{mode} cannot start: {exc}. Fix that, then "
+                    f"`gb10-console run --resume {self.run_dir.root}`"
+                )
+            else:
+                self.ledger.fail([s for s in todo if not self.run_dir.is_done(s)], f"serve target failed: {exc}")
         finally:
             self.memory.disarm()
             await self._stop_target(runtime, arm, mode)

@@ -22,6 +22,7 @@ from runners.host.docker_api import (
     LogFrames,
     explain,
     find_socket,
+    lasting_refusal,
     podman_sockets,
 )
 
@@ -188,6 +189,26 @@ async def test_error_bodies_become_messages_that_say_what_to_do(
     assert f"Docker answered {status}" in message
     for fragment in expected:
         assert fragment in message
+
+
+def test_lasting_refusals_are_those_no_retry_of_the_plan_can_change() -> None:
+    """No such image (Docker's and Podman's words), no GPU runtime, a bind of a missing path: lasting; a name
+    conflict, a container that is gone (even one named after a GPU) or a deadline: not."""
+    lasting = [
+        (404, "No such image: gb10-test/not-here:1"),
+        (404, "failed to find image x:1: x:1: image not known"),
+        (500, 'could not select device driver "" with capabilities: [[gpu]]'),
+        (500, "failed to create task: nvidia-container-cli: initialization error: load library failed"),
+        (400, 'invalid mount config for type "bind": bind source path does not exist: /models/nope'),
+    ]
+    passing = [
+        (404, "No such container: gb10-gpu-soak-a-primary-1"),
+        (409, 'Conflict. The container name "/x" is already in use'),
+        (500, "context deadline exceeded"),
+        (404, "page not found"),
+    ]
+    assert all(lasting_refusal(status, words) for status, words in lasting)
+    assert not any(lasting_refusal(status, words) for status, words in passing)
 
 
 def test_explain_picks_the_hint_by_status_and_words() -> None:

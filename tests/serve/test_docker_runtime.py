@@ -233,19 +233,37 @@ async def test_missing_image_and_gpu_request_give_clear_errors(
 ) -> None:
     """No pull of a missing image; a GPU request on a host without the NVIDIA toolkit says what to install."""
     rt = runtime(docker_engine, "gb10-test/not-here:1", tmp_path / "m", run_id, ["true"], network="bridge")
-    with pytest.raises(ServeError, match="never pulls"):
+    with pytest.raises(ServeError, match="never pulls") as missing:
         await rt.start()
+    assert missing.value.lasting  # no retry finds the image: the run stops at its first start
     gpu = runtime(docker_engine, busybox_image, tmp_path / "g", run_id, ["sleep", "30"], gpus="all", network="bridge")
     try:
         await gpu.start()
     except ServeError as exc:
-        assert "NVIDIA Container Toolkit" in str(exc) and 'gpus = "none"' in str(exc)
+        assert "NVIDIA Container Toolkit" in str(exc) and 'gpus = "none"' in str(exc) and exc.lasting
         t0 = time.monotonic()
         assert (await gpu.stop(1)).how == "never started"  # created, never ran: nothing to wait for
         assert time.monotonic() - t0 < 5
     else:  # this engine has a GPU runtime: the request was honoured
         assert api_inspect(docker_engine, gpu.id)["HostConfig"]["DeviceRequests"][0]["Count"] == -1
         await gpu.kill()
+
+
+def test_a_start_no_retry_can_change_stops_the_run_at_once_and_resumable(
+    docker_engine: DockerEngine, tmp_path: Path
+) -> None:
+    """A missing image: the first start fails, no other arm's start is tried, no step is marked failed, and the run
+    ends failed with the reason and the resume command."""
+    out = tmp_path / "run"
+    runner = _start_runner(tmp_path, "gb10-test/not-here:1", docker_engine, out)
+    output, _ = runner.communicate(timeout=120)
+    assert runner.returncode == 1, output
+    events = read_jsonl(out / "events.jsonl")
+    assert [e["arm"] for e in events if e["type"] == "serve_failed"] == ["split1"]
+    assert not [e for e in events if e["type"] in ("step_failed", "step_started")]
+    finished = [e for e in events if e["type"] == "run_finished"][-1]
+    assert finished["status"] == "failed" and "never pulls" in finished["reason"], finished
+    assert f"gb10-console run --resume {out}" in finished["reason"]
 
 
 def _dead_owner() -> Owner:
