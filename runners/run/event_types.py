@@ -274,7 +274,8 @@ class ServeReady(Event):
 
 @dataclass(frozen=True)
 class ServeFailed(Event):
-    """The target failed to start or answer; `reason` includes the last lines of serve.log."""
+    """The target failed to start or answer; `reason` includes the last lines of serve.log. A start no retry can
+    change (no such image, no GPU runtime, a bad mount) also ends the run, resumable."""
 
     TYPE = "serve_failed"
     DURABLE = True
