@@ -58,7 +58,7 @@ class ServeTable(DataTable):
             rows.append(row)
         if rows == self._shown_rows:
             return
-        if not self._same_widths(rows):
+        if _shape(rows) != _shape(self._shown_rows):  # another arm, or a cell of another width: a new layout
             self._rebuild(rows)
             return
         for index, (row, shown) in enumerate(zip(rows, self._shown_rows, strict=True)):  # clocks moved: their cells
@@ -66,10 +66,6 @@ class ServeTable(DataTable):
                 if cell != was:
                     self.update_cell_at(Coordinate(index, column), cell)
         self._shown_rows = rows
-
-    def _same_widths(self, rows: list[tuple[str, ...]]) -> bool:
-        """The same arms with every cell as wide as shown: a cell can change in place (no new layout)."""
-        return _shape(rows) == _shape(self._shown_rows)
 
     def _rebuild(self, rows: list[tuple[str, ...]]) -> None:
         """Show `rows` afresh: column widths follow what is shown now, not the widest value ever shown."""
