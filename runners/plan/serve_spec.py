@@ -82,6 +82,13 @@ class DockerServe(ServeCommon):
     profile_mount: str = Field(
         "/gb10/profile", description="where the runner-owned trace directory ({profile_dir}) appears in the container"
     )
+    inject_plugin: bool = Field(
+        True,
+        description="mount gb10-console's vLLM plugin read-only at plugin_mount and append it to PYTHONPATH, so an "
+        "image without the plugin still proves its arm in EngineCore (an image's installed copy is kept: the "
+        "injected one steps aside); false: the image's own copy or none",
+    )
+    plugin_mount: str = Field("/gb10/plugin", description="where the injected vLLM plugin appears in the container")
     socket: str | None = Field(None, description="engine socket; default DOCKER_HOST, then the usual paths")
     ready_timeout_s: float = Field(900.0, gt=0, le=7200)
     stop_timeout_s: float = Field(30.0, gt=0, le=600)
@@ -106,7 +113,7 @@ class DockerServe(ServeCommon):
             ulimit_pair(name, limit)
         return value
 
-    @field_validator("env_mount", "profile_mount")
+    @field_validator("env_mount", "profile_mount", "plugin_mount")
     @classmethod
     def _absolute(cls, value: str) -> str:
         if not value.startswith("/"):

@@ -17,6 +17,7 @@ from runners.host.docker_api import DockerError
 from runners.host.owner import Owner, run_labels
 from runners.plan.fields import parse_size, ulimit_pair
 from runners.plan.serve_spec import DockerServe
+from runners.serve.plugin_inject import PYTHONPATH, python_path
 from runners.serve.process import fill_placeholders
 
 OOM_SCORE_ADJ = 1000  # a global OOM takes the server, not udev or snapd
@@ -37,6 +38,7 @@ class ContainerConfig:
     base_url: str
     env_dir: Path  # the ENV sentinel's directory, writable for the vLLM plugin's reports
     profile_dir: Path  # the runner-owned trace directory
+    plugin_dir: Path | None  # the injected vLLM plugin (runners/serve/plugin_inject.py); None: not injected
 
     @classmethod
     def for_session(
@@ -51,11 +53,13 @@ class ContainerConfig:
         host_port: int,
         env_dir: Path,
         profile_dir: Path,
+        plugin_dir: Path,
     ) -> ContainerConfig:
         """The container of `arm`'s `mode` session in run `run_id`, reached on `host_port` of this host.
 
         With network = host the server binds `spec.host` on `host_port` itself; with bridge it binds
-        0.0.0.0:`container_port` inside, published on 127.0.0.1:`host_port` only.
+        0.0.0.0:`container_port` inside, published on 127.0.0.1:`host_port` only. `plugin_dir`: where the
+        injected vLLM plugin is written when the spec injects it.
         """
         if spec.network == "host":
             listen_host, listen_port = spec.host, host_port
@@ -76,11 +80,12 @@ class ContainerConfig:
             base_url=f"http://{url_host}:{host_port}",
             env_dir=env_dir,
             profile_dir=profile_dir,
+            plugin_dir=plugin_dir if spec.inject_plugin else None,
         )
 
     def binds(self, resolve: Callable[[str], Path], log: Callable[[str], None]) -> list[str]:
         """Bind specs: the ENV dir (writable for the vLLM plugin's reports, its ENV file read-only), the trace
-        dir, then the plan's mounts (host paths resolved by `resolve`).
+        dir, the injected vLLM plugin (read-only), then the plan's mounts (host paths resolved by `resolve`).
 
         A missing read-only source (a model) is an error, since Docker would mount an empty
         directory in its place; a missing read-write source (a cache) is created, as `docker -v` does,
@@ -92,6 +97,8 @@ class ContainerConfig:
             f"{self.env_dir / SENTINEL_NAME}:{spec.env_mount}/{SENTINEL_NAME}:ro",
             f"{self.profile_dir}:{spec.profile_mount}:rw",
         ]
+        if self.plugin_dir is not None:
+            binds.append(f"{self.plugin_dir}:{spec.plugin_mount}:ro")
         for source, target, option in spec.binds(resolve):
             if not source.exists():
                 if option == "ro":
@@ -107,11 +114,14 @@ class ContainerConfig:
             binds.append(f"{source}:{target}:{option}")
         return binds
 
-    def create_body(self, binds: list[str], podman: bool) -> dict:
-        """The body of the Engine API's container create: image, env (+ GB10_ENV_DIR), labels, command,
-        network (a bridge publishes on loopback only), binds, the GPU request, ulimits and sizes in bytes."""
+    def create_body(self, binds: list[str], podman: bool, image_env: list[str] | None = None) -> dict:
+        """The body of the Engine API's container create: image, env (+ GB10_ENV_DIR, and PYTHONPATH with the
+        injected plugin appended to the arm's or the image's `image_env`), labels, command, network (a bridge
+        publishes on loopback only), binds, the GPU request, ulimits and sizes in bytes."""
         spec = self.spec
         env = {**self.env, ENV_DIR_VAR: spec.env_mount}
+        if self.plugin_dir is not None:
+            env[PYTHONPATH] = python_path(image_env or [], self.env, spec.plugin_mount)
         host_config: dict = {
             "NetworkMode": spec.network,
             "Binds": binds,

@@ -2,7 +2,8 @@
 
 The container carries the run's labels (gb10.run-id, gb10.arm, gb10.mode, gb10.owner), the arm's
 env as container env *and* as an `ENV` sentinel file (bound read-only, in a writable env directory where
-gb10-vllm-plugin writes what each vLLM process runs), a runner-owned trace directory, OomScoreAdj=1000
+gb10-vllm-plugin writes what each vLLM process runs), a runner-owned trace directory, a copy of
+gb10-vllm-plugin on its PYTHONPATH (plugin_inject.py; `inject_plugin = false` leaves it out), OomScoreAdj=1000
 (a global OOM takes the server, not udev or snapd) and no restart policy. Once it has stopped, its
 log is in serve.log and its final inspect in container.json; then it is removed (`keep_container`
 keeps it): a real vLLM writes caches into the container layer, gigabytes a start on a Spark. A
@@ -33,6 +34,7 @@ from runners.run.targets import TargetRef
 from runners.serve.container_config import ContainerConfig
 from runners.serve.container_stop import StopEscalation, classify_exit
 from runners.serve.env_reports import clear_reports
+from runners.serve.plugin_inject import write_injected_plugin
 from runners.serve.process import free_port
 from runners.serve.readiness import probe, wait_ready_explained
 from runners.serve.runtime import PROFILE_DIR_NAME, ExitInfo, ProbeResult, ReadyInfo, ServeError
@@ -98,7 +100,7 @@ class DockerRuntime:
         self.config = ContainerConfig.for_session(
             spec, env, run_id=run_id, arm=arm, mode=mode, owner=owner,
             host_port=free_port(spec.host if spec.network == "host" else "127.0.0.1"),
-            env_dir=self.env_dir, profile_dir=self.profile_dir,
+            env_dir=self.env_dir, profile_dir=self.profile_dir, plugin_dir=self.serve_dir / "plugin",
         )  # fmt: skip
         self.base_url = self.config.base_url
         self.arm_env = self.config.env
@@ -150,9 +152,13 @@ class DockerRuntime:
         write_atomic(self.env_dir / SENTINEL_NAME, format_sentinel(self.arm_env))
         clear_reports(self.env_dir)  # the plugin's reports of an earlier start must not verify this one
         self.profile_dir.mkdir(parents=True, exist_ok=True)
+        if self.config.plugin_dir is not None:
+            write_injected_plugin(self.config.plugin_dir)
         binds = self.config.binds(self.resolve, self._log_line)
         self._log_line(f"creating container {self.config.name} from {self.spec.image} ({image.get('Id')})")
-        self.id = await self._client.create(self.config.name, self.config.create_body(binds, self._client.is_podman))
+        image_env = (image.get("Config") or {}).get("Env") or []
+        body = self.config.create_body(binds, self._client.is_podman, image_env)
+        self.id = await self._client.create(self.config.name, body)
         await self._client.start(self.id)
 
     async def _abandon_start(self) -> None:

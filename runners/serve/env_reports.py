@@ -38,6 +38,7 @@ class ProcessReport:
     vllm_version: str | None = None
     sentinel_error: str | None = None
     keys: dict[str, dict] = field(default_factory=dict)  # key -> {"value", "sha256", "source"}
+    copy: str | None = None  # the plugin copy that wrote it: "installed", or "injected" by the Docker runtime
 
     def describe(self) -> str:
         """`EngineCore pid 4242 (vLLM 0.32.0)`: how events and the console name the process."""
@@ -54,6 +55,7 @@ class ProcessReport:
             "title": self.title,
             "vllm_version": self.vllm_version,
             "sentinel_error": self.sentinel_error,
+            "plugin_copy": self.copy,
             "keys": {k: {"value": v.get("value"), "source": v.get("source")} for k, v in self.keys.items()},
         }
 
@@ -82,6 +84,7 @@ def _report(data: object) -> ProcessReport | None:
         vllm_version=data.get("vllm_version") if isinstance(data.get("vllm_version"), str) else None,
         sentinel_error=data.get("sentinel_error") if isinstance(data.get("sentinel_error"), str) else None,
         keys={str(k): v for k, v in keys.items() if isinstance(v, dict)} if isinstance(keys, dict) else {},
+        copy=data.get("copy") if isinstance(data.get("copy"), str) else None,
     )
 
 

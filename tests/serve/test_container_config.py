@@ -14,6 +14,7 @@ from runners.host.docker_api import DockerError
 from runners.host.owner import Owner
 from runners.plan.serve_spec import DockerServe
 from runners.serve.container_config import ContainerConfig, gpu_request
+from runners.serve.plugin_inject import INJECTED_MODULE, PLUGIN_SOURCE, write_injected_plugin
 from runners.serve.runtime import PROFILE_DIR_NAME
 
 COMMAND = ["vllm", "serve", "--host", "{host}", "--port", "{port}", "--env-dir", "{env_dir}"]
@@ -34,6 +35,7 @@ def container_config(tmp_path: Path, env: dict[str, str] | None = None, **fields
         host_port=HOST_PORT,
         env_dir=serve_dir / "env",
         profile_dir=serve_dir / PROFILE_DIR_NAME,
+        plugin_dir=serve_dir / "plugin",
     )
 
 
@@ -73,12 +75,13 @@ def test_config_env_and_binds(tmp_path: Path) -> None:
         env_mount="/run/gb10",
     )
     config = made.create_body(made.binds(Path, no_log), podman=False)
-    assert config["Env"] == ["CUTE_WO_SPLIT=8", "GB10_ENV_DIR=/run/gb10"]
+    assert config["Env"] == ["CUTE_WO_SPLIT=8", "GB10_ENV_DIR=/run/gb10", "PYTHONPATH=/gb10/plugin"]
     serve = (tmp_path / "serve").resolve()
     assert config["HostConfig"]["Binds"] == [
         f"{serve}/env:/run/gb10:rw",  # the vLLM plugin writes its reports beside the sentinel ...
         f"{serve}/env/ENV:/run/gb10/ENV:ro",  # ... which the container cannot change
         f"{serve}/@profile:/gb10/profile:rw",
+        f"{serve}/plugin:/gb10/plugin:ro",  # the injected vLLM plugin, which the container cannot change
         f"{models}:/models:ro",
         f"{cache}:/root/.cache:rw",
     ]
@@ -168,3 +171,39 @@ def test_gpu_requests_are_cdi_names_on_podman_and_capabilities_on_docker(tmp_pat
     assert gpu_request("all", podman=False) == {"Driver": "", "Count": -1, "Capabilities": [["gpu"]]}
     podman = container_config(tmp_path, gpus="all").create_body([], podman=True)
     assert podman["HostConfig"]["DeviceRequests"] == [{"Driver": "cdi", "DeviceIDs": ["nvidia.com/gpu=all"]}]
+
+
+def test_the_injected_plugin_joins_the_pythonpath_of_the_arm_or_the_image(tmp_path: Path) -> None:
+    """PYTHONPATH: the plugin mount appended to the arm's value, else the image's, else alone; once only."""
+    made = container_config(tmp_path, plugin_mount="/opt/gb10")
+    image_env = ["PATH=/usr/bin", "PYTHONPATH=/workspace/lib:/opt/extra"]
+    env = made.create_body([], podman=False, image_env=image_env)["Env"]
+    assert env[-1] == "PYTHONPATH=/workspace/lib:/opt/extra:/opt/gb10"  # the image's path kept, ours last
+    arm = container_config(tmp_path, {"PYTHONPATH": "/mine:/opt/gb10"}, plugin_mount="/opt/gb10")
+    assert arm.create_body([], podman=False, image_env=image_env)["Env"][0] == "PYTHONPATH=/mine:/opt/gb10"
+
+
+def test_a_plan_can_turn_the_injection_off(tmp_path: Path) -> None:
+    """inject_plugin = false: no plugin bind, PYTHONPATH left to the arm and the image."""
+    made = container_config(tmp_path, inject_plugin=False)
+    config = made.create_body(made.binds(Path, no_log), podman=False, image_env=["PYTHONPATH=/img"])
+    assert made.plugin_dir is None
+    assert not [b for b in config["HostConfig"]["Binds"] if "/gb10/plugin" in b]
+    assert not [e for e in config["Env"] if e.startswith("PYTHONPATH=")]
+
+
+def test_the_injected_copy_is_the_plugin_under_its_own_names(tmp_path: Path) -> None:
+    """The module is the plugin's source; the dist-info names its own distribution and the same entry point."""
+    written = write_injected_plugin(tmp_path / "plugin")
+    assert (written / INJECTED_MODULE / "__init__.py").read_text() == PLUGIN_SOURCE.read_text()
+    [dist] = written.glob("*.dist-info")
+    assert dist.name == f"{INJECTED_MODULE}-0.1.0.dist-info"
+    assert "Name: gb10_vllm_plugin_injected\n" in (dist / "METADATA").read_text()
+    entry = f"[vllm.general_plugins]\ngb10_env = {INJECTED_MODULE}:register\n"
+    assert (dist / "entry_points.txt").read_text() == entry
+
+
+def test_a_mount_point_for_the_plugin_must_be_absolute() -> None:
+    """plugin_mount is a container path: a relative one is refused naming the field."""
+    with pytest.raises(ValueError, match="plugin_mount"):
+        DockerServe.model_validate({"kind": "docker", "image": "i", "command": COMMAND, "plugin_mount": "gb10"})

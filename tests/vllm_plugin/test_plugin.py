@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from engine.env_sentinel import SentinelError, format_sentinel, parse_sentinel
+from runners.serve.plugin_inject import PLUGIN_SOURCE, write_injected_plugin
 from tests.support.project import ROOT
 
 sys.path.insert(0, str(ROOT / "vllm_plugin"))
@@ -126,3 +127,43 @@ def test_an_unreadable_sentinel_is_reported_not_raised(tmp_path: Path, monkeypat
     plugin.report_process("tests:caller")
     report = json.loads((tmp_path / "reports" / f"{os.getpid()}.json").read_text())
     assert "line 1" in report["sentinel_error"] and report["keys"] == {}
+
+
+# Every plugin of vLLM's group called, as vLLM would if it kept both copies, the injected one last (each would write
+# the same <pid>.json): only one may report.
+CALL_EVERY_PLUGIN = """
+import importlib.metadata as md
+for entry in reversed(list(md.entry_points(group="vllm.general_plugins"))):
+    entry.load()()
+"""
+
+
+def installed_copy(directory: Path) -> Path:
+    """The plugin as `pip install ./vllm_plugin` leaves it in site-packages (module and dist-info)."""
+    (directory / "gb10_vllm_plugin").mkdir(parents=True)
+    (directory / "gb10_vllm_plugin" / "__init__.py").write_text(PLUGIN_SOURCE.read_text())
+    dist = directory / "gb10_vllm_plugin-0.1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: gb10-vllm-plugin\nVersion: 0.1.0\n")
+    (dist / "entry_points.txt").write_text("[vllm.general_plugins]\ngb10_env = gb10_vllm_plugin:register\n")
+    return directory
+
+
+@pytest.mark.parametrize("installed", [False, True])
+def test_the_injected_copy_reports_only_where_no_installed_copy_does(tmp_path: Path, installed: bool) -> None:
+    """Injected alone: it reports. Beside an installed copy (later on sys.path, as site-packages is): it steps
+    aside, and the installed copy's report is the only one."""
+    env_dir = tmp_path / "env"
+    env_dir.mkdir()
+    (env_dir / "ENV").write_text(format_sentinel({"GB10_ARM_KEY": "b"}))
+    path = [str(write_injected_plugin(tmp_path / "injected"))]
+    if installed:
+        path.append(str(installed_copy(tmp_path / "site")))
+    env = {"GB10_ENV_DIR": str(env_dir), "PYTHONPATH": os.pathsep.join(path), "PATH": os.environ.get("PATH", "")}
+    done = subprocess.run([sys.executable, "-S", "-c", CALL_EVERY_PLUGIN], env=env, capture_output=True, text=True,
+                          timeout=60)  # fmt: skip  # -S: this venv's own site-packages out of the way
+    assert done.returncode == 0, done.stderr
+    [report] = [json.loads(p.read_text()) for p in (env_dir / "reports").glob("*.json")]
+    assert report["copy"] == ("installed" if installed else "injected")
+    assert report["keys"]["GB10_ARM_KEY"] == {"value": "b", "sha256": report["keys"]["GB10_ARM_KEY"]["sha256"],
+                                              "source": "sentinel"}  # fmt: skip

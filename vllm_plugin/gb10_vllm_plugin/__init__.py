@@ -14,6 +14,12 @@ vLLM loads its general plugins once per process, and a forked child inherits "al
 `register` also wraps `vllm.plugins.load_general_plugins`, which EngineCore and the workers import when
 they call it, and a process with a new pid reports for itself.
 
+Two copies, one report. gb10-console's Docker runtime also mounts this file into a container as the module
+`gb10_vllm_plugin_injected` (its own distribution, same entry-point name `gb10_env`, on PYTHONPATH), so an
+image without the plugin still proves its arm. An image with the plugin installed keeps its own: vLLM keeps
+one plugin per entry-point name, and the injected copy's `register` steps aside when an installed copy's
+entry point exists. Each report names the copy that wrote it (`copy`: installed or injected).
+
 The sentinel format is engine/env_sentinel.py's (one KEY=VALUE a line, `#` comments). This package is
 installed beside vLLM with no dependencies, so it parses the format itself; gb10-console's tests check
 that the two agree. Nothing here may break vLLM: every failure is logged and the process goes on.
@@ -34,6 +40,8 @@ DOCKER_ENV_DIR = "/gb10/env"
 SENTINEL_NAME = "ENV"
 REPORTS_DIR = "reports"
 PLUGIN_VERSION = "0.1.0"
+PLUGIN_GROUP = "vllm.general_plugins"
+INSTALLED_MODULE = "gb10_vllm_plugin"  # the injected copy runs under another module name
 # Values of keys named like secrets are never written (their sha256 is): as runners/run/redact.py.
 _SECRET = re.compile(r"(TOKEN|SECRET|PASSW(OR)?D|API[-_]?KEY|ACCESS[-_]?KEY|PRIVATE[-_]?KEY|CREDENTIAL|AUTH)", re.I)
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -143,6 +151,7 @@ def build_report(directory: str, sentinel: dict[str, str], error: str | None, ca
     """What this process runs for the arm's keys, as `reports/<pid>.json` holds it."""
     return {
         "plugin": f"gb10-vllm-plugin {PLUGIN_VERSION}",
+        "copy": _copy(),
         "pid": os.getpid(),
         "ppid": os.getppid(),
         "title": _title(),
@@ -203,9 +212,24 @@ def _wrap_loader() -> None:
     plugins.load_general_plugins = load_general_plugins
 
 
+def _copy() -> str:
+    return "installed" if __name__ == INSTALLED_MODULE else "injected"
+
+
+def installed_copy_present() -> bool:
+    """True when an installed copy's entry point (module gb10_vllm_plugin) is in vLLM's plugin group."""
+    from importlib.metadata import entry_points
+
+    return any(ep.value.split(":")[0].strip() == INSTALLED_MODULE for ep in entry_points(group=PLUGIN_GROUP))
+
+
 def register() -> None:
-    """vLLM's entry point: load the arm's env into this process, report it, and follow forked children."""
+    """vLLM's entry point: load the arm's env into this process, report it, and follow forked children (the injected
+    copy steps aside where an installed copy exists)."""
     try:
+        if _copy() == "injected" and installed_copy_present():
+            logger.info("gb10-vllm-plugin: the installed copy reports; the injected one steps aside")
+            return
         report_process(_call_site())
         _wrap_loader()
     except Exception:  # never take vLLM down
