@@ -9,7 +9,11 @@ that are certain (floors no memory can clear).
 - another run's serve target live on this host (a process carrying its `GB10_RUN_ID`, or a labelled
   container whose runner lives): two targets would share the memory the guard judges;
 - the host's known-OOM record (`runners/evidence/oom_record.py`): an arm whose target, with the same
-  identity and env, the guard or the kernel already killed on this host.
+  identity and env, the guard or the kernel already killed on this host;
+- `gb10-console doctor`'s checks (`runners/soak/doctor.py`) but memory, judged above: the container engine, the
+  image, the GPU runtime, the mounts' host paths, free disk at the run directory, logind's RemoveIPC. A failed
+  one refuses `run` (`force` downgrades RemoveIPC only: it bites only if the user's last session closes mid-run)
+  and is a warning for `validate`, which prints the mounts itself.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from runners.evidence.oom_record import known_oom_matches, record_path
 from runners.host.live_targets import SCAN_DEADLINE_S, live_targets
@@ -28,13 +33,16 @@ from runners.plan.serve_spec import DockerServe
 from runners.plan.vllm_memory import vllm_memory_ask
 from runners.run.event_types import PageCacheDropped
 from runners.run.events import EventLog
+from runners.run.paths import default_runs_dir
 from runners.serve.orphans import live_run_containers
+from runners.soak.doctor import plan_checks
 from runners.watchdog.host_fit import MemoryNeed, floor_fit, memory_need, need_fit
 from runners.watchdog.samplers import NvmlSampler
 
 NVML_TIMEOUT_S = 2.0
 
 FORCE_HINT = "pass --force to run it anyway"
+JUDGEMENT_CHECKS = ("logind RemoveIPC",)  # doctor checks whose failure may not bite: --force runs anyway
 
 
 @dataclass
@@ -46,11 +54,13 @@ class HostPreflight:
 
 
 def host_preflight(loaded: LoadedPlan, force: bool = False, run_id: str | None = None,
-                   starting: bool = True) -> HostPreflight:  # fmt: skip
+                   starting: bool = True, runs_dir: Path | None = None) -> HostPreflight:  # fmt: skip
     """Every pre-flight finding for `loaded` on this host (`run_id`: a resumed run's own, never "another");
-    `force` downgrades the refusals that are a judgement (another run's live target, a known OOM); without
-    `starting` (validate) another run's live target is only a warning: it says nothing about the plan."""
+    `force` downgrades the refusals that are a judgement (another run's live target, a known OOM, RemoveIPC);
+    without `starting` (validate) another run's live target and the doctor's failures are only warnings: they
+    say nothing about the plan. `runs_dir`: where the run directory will be (default ./runs)."""
     out = HostPreflight()
+    doctor_findings(out, loaded, force, starting, runs_dir or default_runs_dir())
     for problem in other_runs_live(loaded, run_id):
         if force or not starting:
             out.warnings.append(problem + (" (--force: starting anyway)" if force else ""))
@@ -76,6 +86,20 @@ def host_preflight(loaded: LoadedPlan, force: bool = False, run_id: str | None =
         else:
             out.errors.append(f"{match.message()}; {FORCE_HINT}")
     return out
+
+
+def doctor_findings(out: HostPreflight, loaded: LoadedPlan, force: bool, starting: bool, runs_dir: Path) -> None:
+    """Add the doctor's failures (errors when `starting`, else warnings) and warnings to `out`."""
+    for check in plan_checks(loaded, runs_dir, with_memory=False):
+        if check.status not in ("fail", "warn") or (check.name == "mounts" and not starting):
+            continue
+        text = f"{check.name}: {check.detail}" + (f"; {check.fix}" if check.fix else "")
+        if check.status == "warn" or not starting:
+            out.warnings.append(text)
+        elif force and check.name in JUDGEMENT_CHECKS:
+            out.warnings.append(f"{text} (--force: running it anyway)")
+        else:
+            out.errors.append(text + (f"; {FORCE_HINT}" if check.name in JUDGEMENT_CHECKS else ""))
 
 
 def host_is_unified(spec: WatchdogSpec, meminfo: MemInfo) -> bool | None:
