@@ -31,3 +31,15 @@ def to_gib(value_bytes: float | None) -> float | None:
 def gib_text(value_gib: float) -> str:
     """A GiB figure for people: two decimals at most (`2.94`, `16`, `1.5`)."""
     return f"{round(value_gib, 2):g}"
+
+
+def bytes_text(value_bytes: int) -> str:
+    """A size for people in binary units, three significant digits (`216 KiB`, `642 MiB`, `1.5 GiB`)."""
+    if value_bytes < 1024:
+        return f"{value_bytes} B"
+    size, unit = value_bytes / 1024, "KiB"
+    for bigger in ("MiB", "GiB"):
+        if size < 1000:
+            break
+        size, unit = size / 1024, bigger
+    return f"{size:.3g} {unit}" if size < 1000 else f"{size:.0f} {unit}"

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import subprocess
+import tempfile
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -16,9 +18,18 @@ from runners.evidence.oom_record import STATE_DIR_VAR
 from runners.host.scope import HOST_SCOPE_VAR
 from runners.testbed.mock_server import MockSettings
 from tests.support.events import undefined_events
+from tests.support.hub_server import NO_SHARED, LoopbackHf, loopback_hf_session
 from tests.support.leaks import reap_leaks
 from tests.support.mock import StartMock, start_mock_server, stop_mock_servers
 from tests.support.processes import start_engine, stop_process
+
+# No test reaches the real Hugging Face Hub or reads the user's HF cache: the Hub client of every test (and of
+# every process a test starts) sees an empty cache of this session's own, offline. Tests of the datasets serve
+# the Hub on loopback (`loopback_hf`) and say so in the environment of what they start.
+HF_TEST_HOME = Path(tempfile.mkdtemp(prefix="gb10-test-hf-"))
+os.environ.update(HF_HOME=str(HF_TEST_HOME), HF_HUB_OFFLINE="1", HF_HUB_DISABLE_TELEMETRY="1")
+for _name in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_ENDPOINT", "TRANSFORMERS_OFFLINE"):
+    os.environ.pop(_name, None)
 
 # Tests that use one of these fixtures run in one pytest-xdist group each (`--dist loadgroup`: one worker, one
 # after another): a container test's orphan sweep or pre-flight would see another's containers, and tests/vllm
@@ -145,3 +156,30 @@ async def start_mock() -> AsyncIterator[StartMock]:
 
     yield start
     await stop_mock_servers(tasks)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def empty_hf_home() -> Iterator[None]:
+    """This session's empty, offline HF cache (HF_TEST_HOME), removed at the end."""
+    yield
+    shutil.rmtree(HF_TEST_HOME, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def loopback_hf(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LoopbackHf]:
+    """../shared's GSM8K and ShareGPT served as the Hub serves them, and an HF cache they were pulled into with
+    `gb10-console data pull` (skips where ../shared is absent)."""
+    with loopback_hf_session(tmp_path_factory.mktemp("hf")) as hub:
+        if hub is None:
+            pytest.skip(NO_SHARED)
+        yield hub
+
+
+@pytest.fixture
+def hf_cached(loopback_hf: LoopbackHf, monkeypatch: pytest.MonkeyPatch) -> LoopbackHf:
+    """This test's Hub client (and what it starts) reads `loopback_hf`'s filled cache, offline."""
+    from huggingface_hub import constants
+
+    monkeypatch.setenv("HF_HOME", str(loopback_hf.home))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(loopback_hf.home / "hub"))
+    return loopback_hf

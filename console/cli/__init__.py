@@ -1,6 +1,6 @@
 """`gb10-console`: run, resume, attach to, and abort soaks; `demo` runs configs/demo.toml.
 
-One module per command family (run, attach, control, validate, report, results, bench, watch, web), each with
+One module per command family (run, attach, control, validate, data, report, results, bench, watch, web), each with
 `register(subparsers)`; every parser names its handler, `handler(args, out) -> exit code`
 (console/cli/command.py). `main` parses, calls the handler, and is the one place errors become exit codes.
 """
@@ -12,13 +12,13 @@ import sys
 
 from rich.console import Console
 
-from console.cli import attach, bench, control, doctor, report, results, run, validate, watch, web
+from console.cli import attach, bench, control, data, doctor, report, results, run, validate, watch, web
 from console.cli.command import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_INTERRUPTED, CliError
 from engine.config_file import ConfigFileError
 from runners.results_db.schema import ResultsDBError
 from runners.run.rundir import RunDirError
 
-FAMILIES = (run, attach, control, validate, doctor, report, results, bench, watch, web)  # in `--help`'s order
+FAMILIES = (run, attach, control, validate, doctor, data, report, results, bench, watch, web)  # in `--help`'s order
 
 
 def parser() -> argparse.ArgumentParser:

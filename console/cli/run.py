@@ -9,6 +9,7 @@ from pathlib import Path
 from rich.console import Console
 
 from console.cli.command import CliError, Subparsers
+from console.cli.data import ensure_datasets
 from console.cli.headless import HeadlessPrinter, OutputLossTolerance, summary_table
 from console.cli.interactive import show_console
 from console.run_tail import log_size
@@ -44,7 +45,9 @@ def run_plan(args: argparse.Namespace, out: Console) -> int:
         if args.plan is not None or args.out is not None:
             raise CliError("--resume takes a run directory only; drop PLAN and --out")
         run = open_run(args.resume)
-        warnings = preflight(run.plan_toml, load_run_plan(run), args.force, run.info()["run_id"])
+        loaded = load_run_plan(run)
+        warnings = preflight(run.plan_toml, loaded, args.force, run.info()["run_id"])
+        ensure_datasets(run.plan_toml, loaded)
     elif args.plan is None:
         raise CliError("give a PLAN file, or --resume RUN_DIR")
     else:
@@ -75,7 +78,9 @@ def run_in_console(run: RunDir) -> int:
 
 
 def _create(plan: Path, out_dir: Path | None, force: bool) -> tuple[RunDir, list[str]]:
-    warnings = preflight(plan, load_plan(plan), force)  # before a run directory exists
+    loaded = load_plan(plan)
+    warnings = preflight(plan, loaded, force)  # before a run directory exists
+    ensure_datasets(plan, loaded)
     return create_run(plan, out_dir, default_runs_dir()), warnings
 
 

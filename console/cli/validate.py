@@ -1,4 +1,4 @@
-"""`gb10-console validate PLAN [--force]`: check a plan without running it: fields, files, steps, target."""
+"""`gb10-console validate PLAN [--force]`: check a plan without running it: fields, files, datasets, steps, target."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 from rich.console import Console
 
 from console.cli.command import Subparsers
+from console.cli.data import dataset_lines
 from console.cli.run import preflight
 from runners.evidence.mechanism_input import MechanismInput
 from runners.gates.mechanism import ACCEPTANCE_RULE, mechanism_gate
@@ -19,7 +20,9 @@ from runners.plan.serve_spec import DockerServe, ExternalServe
 
 def register(sub: Subparsers) -> None:
     """Add `validate`."""
-    validate = sub.add_parser("validate", help="check a plan without running it: fields, files, steps, target")
+    validate = sub.add_parser(
+        "validate", help="check a plan without running it: fields, files, datasets, steps, target"
+    )
     validate.add_argument("plan", type=Path)
     validate.add_argument("--force", action="store_true", help="a known-OOM match is a warning, not an error")
     validate.set_defaults(handler=validate_plan)
@@ -42,6 +45,8 @@ def validate_plan(args: argparse.Namespace, out: Console) -> int:
     for arm in plan.arms:
         env = ", ".join(f"{k}={v}" for k, v in arm.env.items()) or "no env"
         print(f"  arm {arm.name}: {env}")
+    for line in dataset_lines(loaded):
+        print(f"  {line}")
     steps = plan.steps()
     modes = ", ".join(f"{m}: {sum(s.mode == m for s in steps)}" for m in ("primary", "supplementary"))
     print(f"  steps: {len(steps)} in {len(plan.sessions())} serve sessions ({modes})")

@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.config_file import ConfigFileError, load_toml_model
+from runners.plan.data_refs import LocalFile, names_for
 from runners.plan.env_reach import env_errors
 from runners.plan.model import Plan
-from runners.plan.phases import phase_files
+from runners.plan.phases import phase_data
 from runners.plan.serve_spec import ProcessServe
 
 
@@ -61,10 +62,18 @@ def load_plan(path: Path, base_dir: Path | None = None) -> LoadedPlan:
     else:
         problems += [f"{path}: {problem}" for problem in env_errors(plan, loaded.resolve)]
     for i, phase in enumerate(plan.phases):
-        for field, relative in phase_files(phase).items():
-            if not loaded.resolve(relative).is_file():
-                hint = ' (use "builtin" or a dataset file)' if field == "dataset" else ""
-                problems.append(f"{path}: phases[{i}].{field}: {loaded.resolve(relative)} does not exist{hint}")
+        for field, ref in phase_data(phase).items():
+            if isinstance(ref, LocalFile) and not loaded.resolve(ref.path).is_file():
+                problems.append(f"{path}: phases[{i}].{field}: {_missing(loaded.resolve(ref.path), field)}")
     if problems:
         raise ConfigFileError(path, problems)
     return loaded
+
+
+def _missing(file: Path, field: str) -> str:
+    """Why a local data file cannot be read, and what else the field takes."""
+    what = "is a directory, not a file" if file.is_dir() else "does not exist"
+    names = " or ".join(f'"{name}"' for name in names_for(field))
+    builtin = '"builtin", ' if field == "dataset" else ""
+    named = f"{names} (fetched from the Hugging Face Hub), " if names else ""
+    return f"{file} {what} (use {builtin}{named}hf://owner/repo@revision/path or a file)"

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
+from runners.plan.data_refs import DATA_FIELDS, DataRef, DataRefError, parse_data_ref
 from runners.plan.fields import check_slug
 
 PROFILE_DIR = "{profile_dir}"
@@ -99,6 +100,17 @@ class PhaseBase(BaseModel):
 
     _name_ok = field_validator("name")(check_slug)
 
+    @field_validator(*DATA_FIELDS, check_fields=False)
+    @classmethod
+    def _data_ref_ok(cls, value: str, info: ValidationInfo) -> str:
+        """A dataset name, `hf://` reference or path that can be read (a local file is checked on load)."""
+        if value != "builtin":
+            try:
+                parse_data_ref(value, info.field_name or "")
+            except DataRefError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
     @model_validator(mode="after")
     def _profile_is_supplementary(self) -> PhaseBase:
         if self.profile and self.mode != "supplementary":
@@ -141,7 +153,11 @@ class ShareGptPhase(PhaseBase, OpenLoopFields):
     """Replay conversations from a ShareGPT-format file (or built-ins), single or multi-turn."""
 
     kind: Literal["sharegpt"]
-    dataset: str = Field("builtin", description='"builtin" or a ShareGPT-format JSON file (relative to the plan)')
+    dataset: str = Field(
+        "builtin",
+        description='"builtin", "sharegpt" (fetched from the Hub), hf://owner/repo@revision/path or a ShareGPT-format '
+        "JSON file (relative to the plan)",
+    )
     requests: int = Field(ge=1, le=1_000_000, description="conversations to replay")
     max_turns: int = Field(1, ge=1, le=64, description="user turns replayed per conversation")
     history: Literal["recorded", "live"] = Field(
@@ -171,8 +187,10 @@ class Gsm8kPhase(PhaseBase, OpenLoopFields):
     """GSM8K as lm-evaluation-harness gsm8k v3 scores it: 5-shot, greedy, strict and flexible match."""
 
     kind: Literal["gsm8k"]
-    test_file: str = Field(description="GSM8K test split, JSONL (relative to the plan)")
-    train_file: str = Field(description="GSM8K train split for the few-shot examples, JSONL")
+    test_file: str = Field(
+        description='GSM8K test split: "gsm8k" (the Hub\'s parquet, as lm-eval reads it), hf://… or a JSONL/parquet'
+    )
+    train_file: str = Field(description='GSM8K train split for the few-shot examples: "gsm8k", hf://… or a file')
     questions: int = Field(50, ge=1, le=100_000, description="questions sampled from the test split")
     sample_seed: int = 42
     fewshot: int = Field(5, ge=0, le=32)
@@ -216,11 +234,11 @@ Phase = Annotated[
 ]
 
 
-def phase_files(phase: PhaseBase) -> dict[str, str]:
-    """The plan-relative files a phase reads, by field name ("builtin" datasets need none)."""
-    files = {}
-    for name in ("dataset", "test_file", "train_file", "trace"):
+def phase_data(phase: PhaseBase) -> dict[str, DataRef]:
+    """What each of the phase's data fields refers to, by field name ("builtin" datasets need none)."""
+    refs = {}
+    for name in DATA_FIELDS:
         value = getattr(phase, name, None)
         if isinstance(value, str) and value != "builtin":
-            files[name] = value
-    return files
+            refs[name] = parse_data_ref(value, name)
+    return refs

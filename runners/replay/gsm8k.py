@@ -51,30 +51,54 @@ class Gsm8kScore:
 
 
 def load_gsm8k(path: Path) -> list[Gsm8kItem]:
-    """Every problem of a GSM8K JSONL file (`{"question": ..., "answer": "...\\n#### 42"}` per line).
+    """Every problem of a GSM8K file: JSONL (`{"question": ..., "answer": "...\\n#### 42"}` per line) or the
+    Hub's parquet (columns `question` and `answer`, one row per problem, as lm-evaluation-harness reads it).
 
-    Blank lines are skipped; `index` is the 0-based line number and `target` the text after the last
-    `#### `, stripped. Raises DatasetError naming the file and the 1-based line for anything else.
+    Blank JSONL lines are skipped; `index` is the 0-based line (or row) number and `target` the text after
+    the last `#### `, stripped. Raises DatasetError naming the file and the 1-based line (row) for anything else.
     """
+    rows = _parquet_rows(path) if path.suffix == ".parquet" else _jsonl_rows(path)
+    items = [_parse_row(path, i, row) for i, row in rows]
+    if not items:
+        raise DatasetError(f"{path}: no GSM8K problems in the file")
+    return items
+
+
+def _jsonl_rows(path: Path) -> list[tuple[int, object]]:
+    """(line index, parsed JSON) of each non-blank line."""
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
         raise DatasetError(f"{path}: no such dataset file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise DatasetError(f"{path}: not a readable UTF-8 text file: {exc}") from None
-    items = [_parse_line(path, i, line) for i, line in enumerate(lines) if line.strip()]
-    if not items:
-        raise DatasetError(f"{path}: no GSM8K problems in the file")
-    return items
+    rows = []
+    for i, line in enumerate(lines):
+        if line.strip():
+            try:
+                rows.append((i, json.loads(line)))
+            except json.JSONDecodeError as exc:
+                raise DatasetError(f"{path}:{i + 1}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+    return rows
 
 
-def _parse_line(path: Path, index: int, line: str) -> Gsm8kItem:
-    """One JSONL line as a Gsm8kItem, or DatasetError naming `path:line` and what is wrong."""
-    where = f"{path}:{index + 1}"
+def _parquet_rows(path: Path) -> list[tuple[int, object]]:
+    """(row index, {"question", "answer"}) of each row of a parquet file."""
+    import pyarrow
+    import pyarrow.parquet
+
     try:
-        row = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise DatasetError(f"{where}: not valid JSON ({exc.msg} at column {exc.colno})") from None
+        table = pyarrow.parquet.read_table(path, columns=["question", "answer"])
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: no such dataset file") from None
+    except (OSError, pyarrow.ArrowException) as exc:
+        raise DatasetError(f"{path}: not a GSM8K parquet file with 'question' and 'answer' columns: {exc}") from None
+    return list(enumerate(table.to_pylist()))
+
+
+def _parse_row(path: Path, index: int, row: object) -> Gsm8kItem:
+    """One JSONL line or parquet row as a Gsm8kItem, or DatasetError naming `path:line` and what is wrong."""
+    where = f"{path}:{index + 1}"
     if not isinstance(row, dict):
         raise DatasetError(f"{where}: expected a JSON object with 'question' and 'answer'")
     for field in ("question", "answer"):

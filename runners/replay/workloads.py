@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from runners.datasets.plan_data import DataUnavailable, data_path
 from runners.plan.load import LoadedPlan
 from runners.plan.phases import (
     ConcurrentPhase,
@@ -78,7 +79,7 @@ async def prepare(
     )
     lengths = LengthFilter(limit, phase.endpoint, phase.max_tokens)
     if isinstance(phase, TracePhase):
-        entries = load_trace(loaded.resolve(phase.trace))[: phase.requests]
+        entries = load_trace(_data_file(loaded, phase.trace, "trace"))[: phase.requests]
         pool = [
             Conversation(
                 f"trace:{e.line}",
@@ -100,7 +101,7 @@ async def prepare(
         pool = (
             builtin_conversations(turns)
             if phase.dataset == "builtin"
-            else load_sharegpt(loaded.resolve(phase.dataset), turns)
+            else load_sharegpt(_data_file(loaded, phase.dataset, "dataset"), turns)
         )
         eligible = within_chars(pool, phase.max_prompt_chars, phase.dataset)
         over_chars = len(pool) - len(eligible)
@@ -110,6 +111,14 @@ async def prepare(
     else:
         arrivals = _arrivals(phase, len(conversations), arrival_seed)
     return Workload(conversations, shape, arrivals, _filter_report(phase.max_prompt_chars, over_chars, lengths))
+
+
+def _data_file(loaded: LoadedPlan, value: str, field: str) -> Path:
+    """The local file behind a data field (a Hub file's cached copy); DatasetError when it is not cached."""
+    try:
+        return data_path(loaded, value, field)
+    except DataUnavailable as exc:
+        raise DatasetError(str(exc)) from None
 
 
 def _filter_report(max_prompt_chars: int | None, over_chars: int | None, lengths: LengthFilter) -> dict:
@@ -140,8 +149,8 @@ async def _gsm8k_conversations(
 
     Over-long prompts (characters, then tokens) leave the pool before sampling.
     """
-    test = load_gsm8k(loaded.resolve(phase.test_file))
-    train = load_gsm8k(loaded.resolve(phase.train_file))
+    test = load_gsm8k(_data_file(loaded, phase.test_file, "test_file"))
+    train = load_gsm8k(_data_file(loaded, phase.train_file, "train_file"))
     prefixes = fewshot_prefixes(train, (i.index for i in test), phase.fewshot, phase.fewshot_seed)
     prompts = {i.index: build_prompt(prefixes[i.index], i) for i in test}
     eligible = [i for i in test if len(prompts[i.index]) <= phase.max_prompt_chars]
@@ -164,7 +173,7 @@ def evaluate(phase: Phase, loaded: LoadedPlan, records: list[RequestRecord], ste
 
 def _evaluate_gsm8k(phase: Gsm8kPhase, loaded: LoadedPlan, records: list[RequestRecord], out: Path) -> dict:
     """Score every question sent; a failed request (timeout included) is wrong, with its reason."""
-    items = {i.index: i for i in load_gsm8k(loaded.resolve(phase.test_file))}
+    items = {i.index: i for i in load_gsm8k(_data_file(loaded, phase.test_file, "test_file"))}
     scores = []
     with JsonlWriter(out) as writer:
         for rec in sorted(records, key=lambda r: r.index):

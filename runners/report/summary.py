@@ -432,9 +432,35 @@ def _provenance(p: dict) -> list[str]:
         what = target.get("image_id") or target.get("url") or " ".join(map(str, command))[:120]
         digests = target.get("repo_digests") if isinstance(target.get("repo_digests"), list) else []
         lines.append(f"- target {session}: {what}{f' ({digests[0]})' if digests else ''}")
+    lines += _datasets(p)
     sessions = p.get("sessions") if isinstance(p.get("sessions"), list) else []
     lines.append(f"- runner sessions: {len(sessions)}")
     return [*lines, ""]
+
+
+def _datasets(p: dict) -> list[str]:
+    """One line per distinct data file the run read: its source, the Hub revision and commit, size and sha256."""
+    records = p.get("datasets") if isinstance(p.get("datasets"), list) else []
+    by_file: dict[str, list[dict]] = {}
+    for record in records:
+        if isinstance(record, dict):
+            by_file.setdefault(str(record.get("sha256")) + str(record.get("source")), []).append(record)
+    lines = []
+    for group in by_file.values():
+        r = group[0]
+        fields = ", ".join(f"{g.get('phase')}.{g.get('field')}" for g in group)
+        hub = f", revision {r.get('revision')} (commit {r.get('commit')})" if r.get("repo") else ""
+        lines.append(
+            f"- data {r.get('name') or r.get('source')} ({fields}): {r.get('source')}{hub}, {r.get('bytes')} bytes, "
+            f"sha256 {r.get('sha256')}"
+        )
+    changed = p.get("datasets_changed") if isinstance(p.get("datasets_changed"), list) else []
+    if changed:
+        lines.append(
+            f"- data changed between runner sessions ({len(changed)} later sessions read other bytes: provenance.json "
+            "`datasets_changed`); steps before and after read different files"
+        )
+    return lines
 
 
 def render_summary(

@@ -135,6 +135,18 @@ def record_target(run: RunDir, session: str, target: dict) -> None:
     write_json_atomic(run.provenance, prov)
 
 
+def record_datasets(run: RunDir, datasets: list[dict]) -> None:
+    """Record, per phase field, the data file this session reads (source, revision, commit, sha256) under `datasets`;
+    a later session that reads different bytes is kept beside the first as `datasets_changed`."""
+    prov = read_json(run.provenance)
+    before = prov.get("datasets")
+    if before is not None and before != datasets:
+        prov.setdefault("datasets_changed", []).append({"session": len(prov["sessions"]), "datasets": datasets})
+    else:
+        prov["datasets"] = datasets
+    write_json_atomic(run.provenance, prov)
+
+
 def end_session(run: RunDir, status: str, exit_code: int) -> None:
     """Close the current session entry with its status and exit code."""
     prov = read_json(run.provenance)

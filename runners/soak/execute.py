@@ -17,6 +17,7 @@ from pathlib import Path
 
 from engine.config_file import ConfigFileError
 from runners import event_loop
+from runners.datasets.plan_data import data_records
 from runners.evidence.oom_record import known_oom_matches, record_path, record_run_ooms
 from runners.plan.load import LoadedPlan
 from runners.plan.preflight import preflight_warnings
@@ -39,7 +40,7 @@ from runners.run.event_types import (
     SummaryWritten,
 )
 from runners.run.events import EventLog, Listener
-from runners.run.provenance import end_session, start_session
+from runners.run.provenance import end_session, record_datasets, start_session
 from runners.run.repair import Repair, repair_for_session
 from runners.run.rundir import RunDir, RunDirError, RunnerLock
 from runners.run.runs import RUNNER_MODULE, load_run_plan, open_run
@@ -115,10 +116,15 @@ async def execute(run: RunDir, listeners: Iterable[Listener] = (), argv: list[st
 
         tasks: list[asyncio.Task] = []
         try:
-            guard.start()
-            await guard.wait_up()
-            tasks = [asyncio.create_task(guard.beat_forever()), asyncio.create_task(guard.watch(on_guard_lost))]
-            result = await soak.run()
+            datasets, unreadable = await asyncio.to_thread(data_records, loaded)  # hashes what the steps will read
+            record_datasets(run, datasets)
+            if unreadable:  # before any target starts
+                result = soak.ended_early("a dataset cannot be read: " + "; ".join(unreadable))
+            else:
+                guard.start()
+                await guard.wait_up()
+                tasks = [asyncio.create_task(guard.beat_forever()), asyncio.create_task(guard.watch(on_guard_lost))]
+                result = await soak.run()
         except GuardError as exc:
             result = soak.ended_early(f"cannot start the memory guard: {exc}")
         except Exception as exc:  # a runner bug or a failing disk: record it, never leave "running"

@@ -12,6 +12,7 @@ from engine.config_file import ConfigFileError
 from runners.plan.load import load_plan
 from runners.replay.workloads import prepare
 from runners.run.files import read_json, read_jsonl
+from tests.support.hub_server import LoopbackHf
 from tests.support.plans import Plan, engine_serve, sharegpt_phase
 from tests.support.project import ROOT, copy_data
 
@@ -123,13 +124,9 @@ def test_phase_kind_errors_name_the_field(tmp_path: Path) -> None:
         load_plan(tmp_path / "plan.toml")
 
 
-async def test_the_example_plan_with_every_kind_loads() -> None:
-    path = ROOT / "configs" / "workloads.toml"
-    if not (ROOT.parent / "shared" / "data" / "gsm8k" / "test.jsonl").is_file():
-        with pytest.raises(ConfigFileError, match=r"phases\[2\]\.test_file: .*does not exist"):
-            load_plan(path)
-        pytest.skip("../shared/data/gsm8k is absent: the example's GSM8K phase cannot load (error checked)")
-    loaded = load_plan(path)
+async def test_the_example_plan_with_every_kind_loads(hf_cached: LoopbackHf) -> None:
+    """configs/workloads.toml, its GSM8K read by name from the (loopback Hub's) pulled cache."""
+    loaded = load_plan(ROOT / "configs" / "workloads.toml")
     assert sorted({p.kind for p in loaded.plan.phases}) == ["concurrent", "gsm8k", "longdecode", "sharegpt", "trace"]
     gsm8k = await prepare(loaded.plan.phase("gsm8k"), loaded)
     assert len(gsm8k.conversations) == 20 and all(c.chars <= 3800 for c in gsm8k.conversations)
