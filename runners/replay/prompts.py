@@ -7,9 +7,10 @@ either the recorded replies or the model's own answers forward as history.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
+
+import orjson
 
 
 class DatasetError(ValueError):
@@ -89,12 +90,33 @@ def load_sharegpt(path: Path, max_turns: int = 1) -> list[Conversation]:
     The file is a list of `{"id": ..., "conversations": [{"from": "human"|"gpt", "value": ...}, ...]}`.
     A turn is a human message and the gpt reply after it; leading non-human messages are skipped,
     as are entries without a human turn. Raises DatasetError naming the file and entry.
+
+    The last file read is kept, by path, size and mtime: ShareGPT's own file is 642 MiB of JSON, and parsing
+    it at every step would take seconds and a few GiB of this (unified) memory each time.
     """
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        stat = path.stat()
     except FileNotFoundError:
         raise DatasetError(f"{path}: no such dataset file") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except OSError as exc:
+        raise DatasetError(f"{path}: not a readable JSON file: {exc}") from None
+    key = (str(path), stat.st_size, stat.st_mtime_ns, max_turns)
+    if key not in _LAST_READ:
+        _LAST_READ.clear()
+        _LAST_READ[key] = _read_sharegpt(path, max_turns)
+    return list(_LAST_READ[key])
+
+
+_LAST_READ: dict[tuple, tuple[Conversation, ...]] = {}
+
+
+def _read_sharegpt(path: Path, max_turns: int) -> tuple[Conversation, ...]:
+    """Parse a ShareGPT file (see load_sharegpt)."""
+    try:
+        data = orjson.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise DatasetError(f"{path}: no such dataset file") from None
+    except (OSError, orjson.JSONDecodeError) as exc:
         raise DatasetError(f"{path}: not a readable JSON file: {exc}") from None
     if not isinstance(data, list):
         raise DatasetError(f"{path}: expected a JSON list of conversations (ShareGPT format)")
@@ -108,7 +130,7 @@ def load_sharegpt(path: Path, max_turns: int = 1) -> list[Conversation]:
             out.append(Conversation(f"sharegpt:{entry.get('id', i)}", tuple(turns)))
     if not out:
         raise DatasetError(f"{path}: no conversation has a human turn")
-    return out
+    return tuple(out)
 
 
 def _turns(messages: list) -> list[Turn]:

@@ -64,3 +64,24 @@ def test_real_sharegpt_slice_loads() -> None:
     conversations = load_sharegpt(path)
     assert 400 <= len(conversations) <= 500
     assert all(c.turns[0].user.strip() and c.source.startswith("sharegpt:") for c in conversations)
+
+
+def test_a_sharegpt_file_is_parsed_once_until_it_changes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each step reads the file again (ShareGPT's own is 642 MiB): the last one read is kept until it changes."""
+    import orjson
+
+    import runners.replay.prompts as prompts
+
+    path = tmp_path / "sg.json"
+    path.write_text(json.dumps([{"id": "a", "conversations": [{"from": "human", "value": "hi"}]}]))
+    parses = []
+    monkeypatch.setattr(prompts, "orjson", type("Counted", (), {
+        "loads": staticmethod(lambda b: parses.append(1) or orjson.loads(b)), "JSONDecodeError": orjson.JSONDecodeError,
+    }))  # fmt: skip
+    first, second = load_sharegpt(path), load_sharegpt(path)
+    assert first == second and first is not second and len(parses) == 1
+    first.clear()  # a caller's list is its own
+    assert [c.source for c in load_sharegpt(path)] == ["sharegpt:a"] and len(parses) == 1
+    assert len(load_sharegpt(path, max_turns=2)) == 1 and len(parses) == 2  # other turns: parsed again
+    path.write_text(json.dumps([{"id": "b", "conversations": [{"from": "human", "value": "hello"}]}]))
+    assert [c.source for c in load_sharegpt(path)] == ["sharegpt:b"] and len(parses) == 3
