@@ -26,7 +26,7 @@ def test_every_command_names_a_handler_of_one_signature() -> None:
     assert set(commands) == {
         "run", "demo", "attach", "abort", "validate", "report", "compare", "results ingest", "results list",
         "results query", "results pareto", "bench client", "bench mock-server", "bench watchdog", "bench kernels",
-        "watch", "serve-web",
+        "watch", "serve-web", "doctor", "data pull",
     }  # fmt: skip
     for name, command in commands.items():
         handler = command.get_default("handler")
