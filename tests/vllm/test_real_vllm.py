@@ -17,10 +17,11 @@ import httpx
 import pytest
 
 from runners.replay.server_latency import Snapshot, delta, parse_histograms
-from runners.run.files import read_json, read_jsonl
+from runners.run.files import read_json
 from runners.testbed.vllm_target import MAX_MODEL_LEN, VllmServer, process_serve_toml, unavailable
 from tests.support.processes import run_headless
 from tests.support.project import ROOT, SHARED
+from tests.support.vllm_runs import cross_checked, events_of, finished, phase_records
 
 pytestmark = [pytest.mark.slow, pytest.mark.serial]  # serial: client vs vLLM histogram agreement, and CPU-heavy
 
@@ -187,17 +188,6 @@ deadline_s = 120
     return path
 
 
-def phase_records(run: Path) -> dict[str, dict]:
-    """phase.json of every step, by phase name."""
-    return {p.parent.parent.name: read_json(p) for p in sorted(run.glob("arms/*/*/*/*/phase.json"))}
-
-
-def finished(result: subprocess.CompletedProcess, run: Path) -> None:
-    """Fail with the runner's words when a headless run did not finish."""
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert read_json(run / "state.json")["status"] == "finished"
-
-
 @pytest.fixture(scope="module")
 def external_run(vllm_external: VllmServer, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One soak of every phase kind against the session's vLLM, as an external target."""
@@ -205,17 +195,6 @@ def external_run(vllm_external: VllmServer, tmp_path_factory: pytest.TempPathFac
     run = directory / "run"
     finished(run_headless(external_plan(directory, vllm_external.url), run, timeout_s=RUN_TIMEOUT_S), run)
     return run
-
-
-def cross_checked(name: str, record: dict) -> None:
-    """The step's client numbers agree with vLLM's own histograms, over the same requests."""
-    latency, check = record["server_latency"], record["measurement"]
-    assert latency["reason"] is None and latency["note"] is None, (name, latency)
-    assert latency["server_requests"] == latency["client_requests"] == record["stats"]["ok"], (name, latency)
-    assert check["status"] == "agree", (name, check)
-    assert {c["metric"] for c in check["comparisons"]} == {"TTFT", "ITL"}, (name, check)
-    server_ttft = latency["metrics"]["time_to_first_token"]
-    assert server_ttft["count"] == record["stats"]["ok"]
 
 
 def test_every_phase_kind_runs_to_done_against_vllm_and_agrees_with_its_histograms(external_run: Path) -> None:
@@ -241,11 +220,6 @@ def test_every_phase_kind_runs_to_done_against_vllm_and_agrees_with_its_histogra
     assert phases["longdecode"]["stats"]["output_tokens"] == 2 * 256
     summary = (external_run / "summary.md").read_text()
     assert "Client vs server latency" in summary
-
-
-def events_of(run: Path, kind: str) -> list[dict]:
-    """The run's events of one type."""
-    return [e for e in read_jsonl(run / "events.jsonl") if e["type"] == kind]
 
 
 def test_a_process_target_vllm_is_measured_verified_and_profiled(tmp_path: Path) -> None:
