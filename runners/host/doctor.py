@@ -78,8 +78,8 @@ async def probe_engine(explicit_socket: str | None, image: str | None) -> Engine
             if image:
                 try:
                     inspect = await client.image(image)
-                except DockerError as exc:
-                    image_error = str(exc)
+                except DockerError as exc:  # 404: the daemon's hint repeats the check's fix
+                    image_error = f"not on the engine at {socket}" if exc.status == 404 else str(exc)
             return EngineProbe(socket, version, info, inspect, image_error, podman=client.is_podman)
     except DockerError as exc:
         return EngineProbe(socket, error=str(exc))
@@ -106,7 +106,7 @@ def image_check(probe: EngineProbe, image: str) -> Check:
     if probe.error is not None:
         return Check("image", "skipped", f"{image}: the engine did not answer (see docker daemon)")
     if probe.image is None:
-        return Check("image", "fail", probe.image_error or f"{image}: not found",
+        return Check("image", "fail", f"{image}: {probe.image_error or 'not found'}",
                      f"gb10-console never pulls: `docker pull {image}`, `docker load -i FILE` or build it, "
                      "or fix serve.image")  # fmt: skip
     size = probe.image.get("Size")

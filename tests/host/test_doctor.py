@@ -52,7 +52,10 @@ def test_the_daemon_fails_only_where_the_plan_needs_it() -> None:
 def test_the_image_is_looked_up_never_pulled() -> None:
     found = image_check(ENGINE, "nvllm:dev")
     assert found.status == "ok" and found.detail == "nvllm:dev: sha256:abababababab"
-    missing = image_check(EngineProbe(ENGINE.socket, VERSION, {}, None, "look up image x: 404"), "nvllm:dev")
+    missing = image_check(
+        EngineProbe(ENGINE.socket, VERSION, {}, None, "look up image: Docker answered 500"), "nvllm:dev"
+    )
+    assert missing.detail == "nvllm:dev: look up image: Docker answered 500"
     assert missing.status == "fail" and "never pulls" in missing.fix and "docker pull nvllm:dev" in missing.fix
     assert image_check(DOWN, "nvllm:dev").status == "skipped"
 
@@ -140,7 +143,7 @@ async def test_the_real_engine_answers_its_version_and_the_image(docker_engine: 
     assert image_check(probe, busybox_image).status == "ok"
     missing = await probe_engine(str(docker_engine.socket), "gb10-test/not-here:1")
     check = image_check(missing, "gb10-test/not-here:1")
-    assert check.status == "fail" and "No such image" in check.detail, check
+    assert check.status == "fail" and check.detail == f"gb10-test/not-here:1: not on the engine at {probe.socket}"
     gpu = gpu_runtime_check(probe, "all", no_hook)
     runtimes = probe.info.get("Runtimes") or {}
     has_cdi = doctor.cdi_gpu_specs([Path(d) for d in probe.info.get("CDISpecDirs") or []] or list(doctor.CDI_DIRS))
