@@ -46,7 +46,7 @@ def run_plan(args: argparse.Namespace, out: Console) -> int:
             raise CliError("--resume takes a run directory only; drop PLAN and --out")
         run = open_run(args.resume)
         loaded = load_run_plan(run)
-        warnings = preflight(run.plan_toml, loaded, args.force, run.info()["run_id"])
+        warnings = preflight(run.plan_toml, loaded, args.force, run.info()["run_id"], runs_dir=run.root)
         ensure_datasets(run.plan_toml, loaded)
     elif args.plan is None:
         raise CliError("give a PLAN file, or --resume RUN_DIR")
@@ -61,10 +61,11 @@ def run_demo(args: argparse.Namespace, out: Console) -> int:
     return _start_soak(run, warnings, args.headless, out)
 
 
-def preflight(path: Path, loaded: LoadedPlan, force: bool, run_id: str | None = None, starting: bool = True
-              ) -> list[str]:  # fmt: skip
-    """This host's pre-flight warnings for `loaded`; raises CliError (each line naming `path`) on a refusal."""
-    found = host_preflight(loaded, force, run_id, starting)
+def preflight(path: Path, loaded: LoadedPlan, force: bool, run_id: str | None = None, starting: bool = True,
+              runs_dir: Path | None = None) -> list[str]:  # fmt: skip
+    """This host's pre-flight warnings for `loaded` (`runs_dir`: where the run directory goes, for the free disk);
+    raises CliError (each line naming `path`) on a refusal."""
+    found = host_preflight(loaded, force, run_id, starting, runs_dir)
     if found.errors:
         lines = "\n  ".join(f"{path}: {error}" for error in found.errors)
         raise CliError(f"refused on this host before anything started:\n  {lines}")
@@ -79,7 +80,7 @@ def run_in_console(run: RunDir) -> int:
 
 def _create(plan: Path, out_dir: Path | None, force: bool) -> tuple[RunDir, list[str]]:
     loaded = load_plan(plan)
-    warnings = preflight(plan, loaded, force)  # before a run directory exists
+    warnings = preflight(plan, loaded, force, runs_dir=out_dir or default_runs_dir())  # before a run directory exists
     ensure_datasets(plan, loaded)
     return create_run(plan, out_dir, default_runs_dir()), warnings
 

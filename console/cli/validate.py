@@ -58,11 +58,6 @@ def validate_plan(args: argparse.Namespace, out: Console) -> int:
                       "metrics at run time; declare acceptance_rate if it does not export them")  # fmt: skip
             else:
                 print(f"  warning: arm {arm.name}: the mechanism gate will fail: {criterion}")
-    if isinstance(serve, DockerServe):
-        for source, target_path, option in serve.binds(loaded.resolve):
-            if not source.exists():
-                what = "a read-only mount: starting will fail" if option == "ro" else "it will be created at start"
-                print(f"  warning: serve.mounts: {source} (for {target_path}) does not exist on this host; {what}")
     for finding in preflight_warnings(plan):
         print(f"  warning: {finding.topic}: {finding.message}")
     for warning in host_warnings:

@@ -20,6 +20,10 @@ import orjson
 
 from engine.deadlines import timeout
 
+START_ENGINE_HINT = (
+    "start the daemon (`sudo systemctl start docker`, or `systemctl --user start podman.socket`), or set "
+    "DOCKER_HOST=unix:///path/to/socket (a plan: serve.socket)"
+)
 DEFAULT_SOCKET = Path("/var/run/docker.sock")
 MAX_API_VERSION = "1.45"
 MIN_API_VERSION = "1.40"  # DeviceRequests (the `--gpus` equivalent) arrived in 1.40
@@ -63,10 +67,7 @@ def find_socket(explicit: str | None = None, environ: Mapping[str, str] | None =
         if path.exists():
             return path
     tried = ", ".join(str(p) for p in candidates)
-    raise DockerError(
-        f"no Docker or Podman socket found (tried {tried}); start the daemon (`sudo systemctl start docker`, "
-        "or `systemctl --user start podman.socket`) or set DOCKER_HOST=unix:///path/to/socket"
-    )
+    raise DockerError(f"no Docker or Podman socket found (tried {tried}); {START_ENGINE_HINT}")
 
 
 def _version_tuple(version: str) -> tuple[int, ...]:
@@ -272,6 +273,11 @@ class DockerClient:
             lasting = lasting_refusal(resp.status_code, message)
             raise DockerError(explain(resp.status_code, message, action), resp.status_code, lasting)
         return resp
+
+    async def info(self) -> dict:
+        """`docker info`: the daemon's runtimes, CDI spec directories and the rest (read by `doctor`)."""
+        action = "ask the daemon its info"
+        return _body(await self._call("GET", "/info", action=action), dict, action)
 
     async def image(self, ref: str) -> dict:
         """`docker image inspect REF`."""

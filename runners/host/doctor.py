@@ -17,7 +17,7 @@ from typing import Literal
 
 from engine.deadlines import timeout
 from engine.units import GIB, gib_text
-from runners.host.docker_api import DockerClient, DockerError, _body, find_socket
+from runners.host.docker_api import START_ENGINE_HINT, DockerClient, DockerError, find_socket
 from runners.host.logind import RemoveIPC, is_system_user
 
 Status = Literal["ok", "warn", "fail", "skipped"]
@@ -41,15 +41,6 @@ class Check:
         return asdict(self)
 
 
-class _InfoClient(DockerClient):
-    """The Engine API client plus `GET /info` (runtimes, CDI spec directories), which only the doctor reads."""
-
-    async def info(self) -> dict:
-        """`docker info`."""
-        action = "ask the daemon its info"
-        return _body(await self._call("GET", "/info", action=action), dict, action)
-
-
 @dataclass(frozen=True)
 class EngineProbe:
     """What the container engine said: its version and info, the image's inspect, or the error that stopped it."""
@@ -71,7 +62,7 @@ async def probe_engine(explicit_socket: str | None, image: str | None) -> Engine
     except DockerError as exc:
         return EngineProbe(None, error=str(exc))
     try:
-        async with timeout(PROBE_DEADLINE_S), _InfoClient(socket, PROBE_CALL_DEADLINE_S) as client:
+        async with timeout(PROBE_DEADLINE_S), DockerClient(socket, PROBE_CALL_DEADLINE_S) as client:
             version = await client.connect()
             info = await client.info()
             inspect, image_error = None, None
@@ -93,9 +84,8 @@ def daemon_check(probe: EngineProbe, needed: bool) -> Check:
     if probe.error is not None or probe.version is None:
         status: Status = "fail" if needed else "warn"
         why = "" if needed else " (needed only for docker targets)"
-        return Check("docker daemon", status, (probe.error or "no answer") + why,
-                     "start it (`sudo systemctl start docker`, or `systemctl --user start podman.socket`), or point "
-                     "serve.socket / DOCKER_HOST=unix:///path at its socket")  # fmt: skip
+        detail = (probe.error or "no answer").removesuffix(f"; {START_ENGINE_HINT}")  # the hint is the fix
+        return Check("docker daemon", status, detail + why, START_ENGINE_HINT)
     engine = "Podman" if probe.podman else "Docker"
     version, api = probe.version.get("Version", "?"), probe.version.get("ApiVersion", "?")
     return Check("docker daemon", "ok", f"{engine} {version} (API {api}) at {probe.socket}")

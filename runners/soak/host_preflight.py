@@ -91,7 +91,7 @@ def host_preflight(loaded: LoadedPlan, force: bool = False, run_id: str | None =
 def doctor_findings(out: HostPreflight, loaded: LoadedPlan, force: bool, starting: bool, runs_dir: Path) -> None:
     """Add the doctor's failures (errors when `starting`, else warnings) and warnings to `out`."""
     for check in plan_checks(loaded, runs_dir, with_memory=False):
-        if check.status not in ("fail", "warn") or (check.name == "mounts" and not starting):
+        if check.status not in ("fail", "warn"):
             continue
         text = f"{check.name}: {check.detail}" + (f"; {check.fix}" if check.fix else "")
         if check.status == "warn" or not starting:

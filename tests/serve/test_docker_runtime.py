@@ -22,6 +22,7 @@ from runners.host.owner import LABEL_OWNER, Owner, process_start_ticks, this_run
 from runners.host.scope import HOST_SCOPE_VAR, own_scope
 from runners.plan.serve_spec import DockerServe
 from runners.run.files import read_json, read_jsonl
+from runners.run.runs import create_run
 from runners.serve.docker import DockerDeadlines, DockerRuntime
 from runners.serve.orphans import live_run_containers, sweep_orphans
 from runners.serve.runtime import ServeError
@@ -252,12 +253,19 @@ async def test_missing_image_and_gpu_request_give_clear_errors(
 def test_a_start_no_retry_can_change_stops_the_run_at_once_and_resumable(
     docker_engine: DockerEngine, tmp_path: Path
 ) -> None:
-    """A missing image: the first start fails, no other arm's start is tried, no step is marked failed, and the run
-    ends failed with the reason and the resume command."""
+    """A missing image: `run`'s pre-flight (the doctor's image check) refuses before anything starts. A runner on a
+    run made without that pre-flight: the first start fails, no other arm's start is tried, no step is marked
+    failed, and the run ends failed with the reason and the resume command."""
     out = tmp_path / "run"
-    runner = _start_runner(tmp_path, "gb10-test/not-here:1", docker_engine, out)
-    output, _ = runner.communicate(timeout=120)
-    assert runner.returncode == 1, output
+    refused = _start_runner(tmp_path, "gb10-test/not-here:1", docker_engine, out)
+    output, _ = refused.communicate(timeout=120)
+    assert refused.returncode == 2, output
+    assert "refused on this host before anything started" in output and "image: gb10-test/not-here:1" in output
+    assert not out.exists()
+    create_run(_docker_plan(tmp_path, "gb10-test/not-here:1", docker_engine), out, tmp_path)
+    runner = subprocess.run([sys.executable, "-m", "runners.execute", str(out)], cwd=ROOT,
+                            env=_runner_env(docker_engine), capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert runner.returncode == 1, runner.stdout + runner.stderr
     events = read_jsonl(out / "events.jsonl")
     assert [e["arm"] for e in events if e["type"] == "serve_failed"] == ["split1"]
     assert not [e for e in events if e["type"] in ("step_failed", "step_started")]
@@ -408,14 +416,18 @@ def _said(runner: subprocess.Popen) -> str:
     return (runner.communicate(timeout=10)[0] or "")[-3000:]
 
 
+def _runner_env(engine: DockerEngine) -> dict[str, str]:
+    """A runner's environment that talks to the test engine, in this session's host scope."""
+    return {"DOCKER_HOST": f"unix://{engine.socket}", "PATH": "/usr/bin:/bin:/usr/sbin:/sbin",
+            HOST_SCOPE_VAR: own_scope()}  # fmt: skip
+
+
 def _start_runner(tmp_path: Path, image: str, engine: DockerEngine, out: Path) -> subprocess.Popen:
     """`gb10-console run PLAN --headless` on the engine-in-containers plan, talking to the test engine."""
-    env = {"DOCKER_HOST": f"unix://{engine.socket}", "PATH": "/usr/bin:/bin:/usr/sbin:/sbin",
-           HOST_SCOPE_VAR: own_scope()}  # fmt: skip
     return subprocess.Popen(
         [sys.executable, "-m", "console.cli", "run", str(_docker_plan(tmp_path, image, engine)),
          "--headless", "--out", str(out)],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=ROOT, env=_runner_env(engine), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
 
 
