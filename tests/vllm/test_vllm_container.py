@@ -84,9 +84,9 @@ deadline_s = 240
 name = "frozen"
 kind = "sharegpt"
 dataset = "builtin"
-requests = 16
+requests = 48
 concurrency = 2
-max_tokens = 32
+max_tokens = 128
 ignore_eos = true
 http_timeout_s = 60
 stall_s = {STALL_S}
@@ -167,7 +167,8 @@ def container_soak(docker_engine: DockerEngine, busybox_image: str, tmp_path_fac
     hog: subprocess.Popen | None = None
     paused_at: float | None = None
     try:
-        assert wait_until(lambda: _step_started(run, "b", "frozen") or runner.poll() is not None, RUN_DEADLINE_S, 0.5)
+        # the step lasts ~10 s on an idle machine (48 x 128 tokens, 2 at a time): the pause lands mid-step
+        assert wait_until(lambda: _step_started(run, "b", "frozen") or runner.poll() is not None, RUN_DEADLINE_S, 0.1)
         ready = _ready(run, "b", "primary")
         if runner.poll() is None and ready is not None:
             step = run / "arms" / "b" / "primary" / "frozen" / "0"
