@@ -25,7 +25,12 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 class HubError(Exception):
-    """A Hub file that cannot be had: the message names the file and says what to do."""
+    """A Hub file that cannot be had: the message names the file and says what to do; `unreachable`: the Hub
+    did not answer (offline, or no connection), so asking it for other files is pointless."""
+
+    def __init__(self, message: str, unreachable: bool = False) -> None:
+        super().__init__(message)
+        self.unreachable = unreachable
 
 
 @dataclass(frozen=True)
@@ -41,12 +46,21 @@ class CachedFile:
 
 @dataclass(frozen=True)
 class RemoteFile:
-    """What fetching a Hub file that is not cached would cost, or why that cannot be told."""
+    """What fetching a Hub file that is not cached would cost, or why that cannot be told (`unreachable`: the
+    Hub did not answer)."""
 
     ref: HubFile
     size: int | None
     commit: str | None
     reason: str | None = None
+    unreachable: bool = False
+
+
+def _quiet_client() -> None:
+    """The client logs each retry of a refused connection as a warning; what failed is reported here instead."""
+    from huggingface_hub.utils import logging
+
+    logging.set_verbosity_error()
 
 
 def offline() -> bool:
@@ -83,15 +97,18 @@ def cached(ref: HubFile) -> CachedFile | None:
 def remote(ref: HubFile) -> RemoteFile:
     """Ask the Hub what fetching `ref` would bring (its size); offline or unreachable gives the reason instead."""
     if offline():
-        return RemoteFile(ref, None, None, "HF_HUB_OFFLINE is set: the Hub is not asked")
+        return RemoteFile(ref, None, None, "HF_HUB_OFFLINE is set: the Hub is not asked", unreachable=True)
     from huggingface_hub import hf_hub_download
 
+    _quiet_client()
     try:
         info = hf_hub_download(
             ref.repo_id, ref.path, repo_type=ref.repo_type, revision=ref.revision,
             etag_timeout=METADATA_TIMEOUT_S, dry_run=True,
         )  # fmt: skip
     except Exception as exc:  # the client raises its own errors, httpx's, or OSError
+        if _unreachable(exc):
+            return RemoteFile(ref, None, None, f"the Hub at {endpoint()} did not answer: {_reason(exc)}", True)
         return RemoteFile(ref, None, None, _why(ref, exc))
     return RemoteFile(ref, info.file_size, info.commit_hash)
 
@@ -101,6 +118,7 @@ def fetch(ref: HubFile, progress: bool = True) -> CachedFile:
     from huggingface_hub import hf_hub_download
     from huggingface_hub.utils import disable_progress_bars, enable_progress_bars
 
+    _quiet_client()
     if not progress:
         disable_progress_bars()
     try:
@@ -108,7 +126,7 @@ def fetch(ref: HubFile, progress: bool = True) -> CachedFile:
             ref.repo_id, ref.path, repo_type=ref.repo_type, revision=ref.revision, etag_timeout=METADATA_TIMEOUT_S
         )
     except Exception as exc:  # the client raises its own errors, httpx's, or OSError (a full disk)
-        raise HubError(_why(ref, exc)) from None
+        raise HubError(_why(ref, exc), unreachable=_unreachable(exc)) from None
     finally:
         if not progress:
             enable_progress_bars()
@@ -175,12 +193,26 @@ def _why(ref: HubFile, exc: BaseException) -> str:
     return f"{where}: the Hub cannot be reached ({_reason(exc)}); check HF_ENDPOINT and the network"
 
 
+def _unreachable(exc: BaseException) -> bool:
+    """Whether the Hub did not answer at all (offline mode, no connection, a timeout) rather than refused."""
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
+
+    if isinstance(exc, (OfflineModeIsEnabled, LocalEntryNotFoundError)):
+        return True
+    return not isinstance(exc, HfHubHTTPError) and _is_http(exc)
+
+
 def _is_http(exc: BaseException) -> bool:
     """Whether an OSError subclass is the Hub client's HTTP or connection error rather than the disk's."""
     return type(exc).__module__.split(".")[0] in {"huggingface_hub", "httpx", "httpx2", "httpcore", "requests"}
 
 
 def _reason(exc: BaseException) -> str:
-    """The first line of an error, without the client's long advice."""
+    """The first line of the error at the root of `exc` (the client wraps a refused connection in its own
+    advice), with its type."""
+    for _ in range(8):  # bounded: a cause chain is short
+        if exc.__cause__ is None:
+            break
+        exc = exc.__cause__
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__

@@ -70,24 +70,34 @@ def hub_files(loaded: LoadedPlan) -> dict[HubFile, tuple[str, ...]]:
 def hub_status(loaded: LoadedPlan) -> list[HubStatus]:
     """Each Hub file of the plan: its checked cached copy, else what a fetch would bring (the Hub is asked
     only for files not cached, and never when HF_HUB_OFFLINE is set). A damaged copy raises HubError."""
-    out = []
+    out: list[HubStatus] = []
+    gone: RemoteFile | None = None  # the Hub did not answer: not asked again for the other files
     for ref, fields in hub_files(loaded).items():
         copy = cached(ref)
-        out.append(HubStatus(ref, fields, copy, None if copy else remote(ref)))
+        to_fetch = None
+        if copy is None:
+            to_fetch = remote(ref) if gone is None else RemoteFile(ref, None, None, "the Hub did not answer", True)
+            gone = to_fetch if to_fetch.unreachable else gone
+        out.append(HubStatus(ref, fields, copy, to_fetch))
     return out
 
 
 def pull(loaded: LoadedPlan, say: Callable[[str], None], progress: bool = True) -> list[str]:
     """Fetch every Hub file of the plan not yet cached (with the client's progress bar); returns the errors."""
-    errors = []
+    errors: list[str] = []
+    unreachable = False  # once the Hub did not answer, the other files come from the cache or not at all
     for ref, fields in hub_files(loaded).items():
         try:
             copy = cached(ref)
+            if copy is None and unreachable:
+                errors.append(f"{ref.label} is not in the Hugging Face cache either; {PULL_HINT}")
+                continue
             if copy is None:
                 say(f"fetching {ref.label} for {', '.join(fields)}")
                 copy = fetch(ref, progress)
         except HubError as exc:
             errors.append(str(exc))
+            unreachable = unreachable or exc.unreachable
             continue
         say(f"cached {ref.label}: {copy.size:,} bytes, commit {copy.commit}, sha256 {copy.sha256}")
     return errors

@@ -99,15 +99,30 @@ def test_a_damaged_cached_copy_is_refused_with_what_to_do(loopback_hf: LoopbackH
 
 
 def test_run_refuses_before_anything_starts_when_a_dataset_is_neither_cached_nor_reachable(tmp_path: Path) -> None:
+    """Offline with an empty cache, and online with a Hub that refuses connections (the client retries one file
+    for ~23 s; the others are not asked): `run` refuses and writes nothing, `validate` passes and says why."""
     plan = NAMED_PLAN.write(tmp_path)
     out = tmp_path / "run"
     offline = _offline_env(tmp_path / "empty")
-    for env in (offline, {**offline, "HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "http://127.0.0.1:9"}):
-        done = cli("run", str(plan), "--headless", "--out", str(out), env=env)
-        assert done.returncode == 2, done.stdout + done.stderr
-        assert "refused before anything started: a dataset cannot be read" in done.stderr
-        assert "run `gb10-console data pull PLAN` where the Hub is reachable" in done.stderr
-        assert not out.exists()  # no run directory, so no target was started
+    done = cli("run", str(plan), "--headless", "--out", str(out), env=offline)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "refused before anything started: a dataset cannot be read" in done.stderr
+    assert "run `gb10-console data pull PLAN` where the Hub is reachable" in done.stderr
+    assert not out.exists()  # no run directory, so no target was started
+    gone = {**offline, "HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "http://127.0.0.1:9"}
+    command = [sys.executable, "-m", "console.cli"]
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+    both = [
+        subprocess.Popen([*command, *args], cwd=ROOT, env=gone, **pipes)
+        for args in (["run", str(plan), "--headless", "--out", str(out)], ["validate", str(plan)])
+    ]
+    (_, run_err), (validate_out, validate_err) = (proc.communicate(timeout=120) for proc in both)
+    assert both[0].returncode == 2 and "ConnectError" in run_err, run_err
+    assert run_err.count("is not in the Hugging Face cache either") == 2  # asked once, not once per file
+    assert not out.exists()
+    assert both[1].returncode == 0, validate_err
+    assert "did not answer: ConnectError" in validate_out and validate_out.count("(the Hub did not answer)") == 2
+    assert "Traceback" not in run_err + validate_err
 
 
 def test_gsm8k_from_the_hubs_parquet_gives_the_jsonls_1319_prompts_byte_for_byte(hf_cached: LoopbackHf) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -16,8 +17,10 @@ import pytest
 from engine.units import GIB
 from runners.host.meminfo import read_meminfo
 from runners.run.files import read_json, read_jsonl
+from runners.run.runs import create_run
 from tests.support.plans import fault_plan, phases_toml, profiled_phase, small_phase, write_plan
 from tests.support.processes import pid_gone, run_headless
+from tests.support.project import ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -97,7 +100,8 @@ def test_a_memory_balloon_after_stop_profile_is_stopped_by_the_watchdog(tmp_path
 
 
 def test_a_full_run_directory_disk_gives_a_clear_error_and_valid_state(tmp_path: Path) -> None:
-    """The run dir on a 160 KiB tmpfs: no traceback, one clear reason, state.json still valid JSON."""
+    """The run dir on a 160 KiB tmpfs: `run` refuses it before anything starts (the doctor's disk check); a runner
+    on a run made there anyway fills it: no traceback, one clear reason, state.json still valid JSON."""
     mount = tmp_path / "small"
     mount.mkdir()
     made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=160k", "tmpfs", str(mount)], capture_output=True)
@@ -106,7 +110,12 @@ def test_a_full_run_directory_disk_gives_a_clear_error_and_valid_state(tmp_path:
     try:
         plan = write_plan(tmp_path, requests=200, concurrency=4, max_tokens=64)
         out = mount / "run"
-        result = run_headless(plan, out)
+        refused = run_headless(plan, out)
+        assert refused.returncode == 2 and f"disk: 0 GiB free at {mount}" in refused.stderr, refused.stderr
+        assert not out.exists()
+        create_run(plan, out, mount)
+        result = subprocess.run([sys.executable, "-m", "runners.execute", str(out)], capture_output=True, text=True,
+                                timeout=240, cwd=ROOT)  # fmt: skip
         assert result.returncode == 1
         both = result.stdout + result.stderr
         assert "Traceback" not in both, both
