@@ -5,7 +5,9 @@ the default-candidate verdict per non-baseline arm (it reads the quality and cor
 arm whose measurement gate failed gets no verdict (its timings, or the baseline's, are distorted), and
 so does one whose env (or the baseline's) was not verified in a process of the target;
 then reproduction against a prior run when one is given (the plan's `gates.reproduce_from`, or
-`compare`).
+`compare`): `not comparable` when the two plans measured different work (runners/gates/plan_diff.py).
+A baseline arm without a number the others are judged against (wall mean, TPOT p95, GSM8K) reads
+`baseline: no data`, never `baseline` as if it had been measured.
 """
 
 from __future__ import annotations
@@ -14,18 +16,22 @@ from dataclasses import dataclass, replace
 
 from runners.evidence.measurement import StepMeasurement
 from runners.evidence.results import ArmResult, RunResults
+from runners.evidence.served import served_models
 from runners.gates.candidate import CandidateInput, CandidateRules, candidate_verdicts
 from runners.gates.coherence import coherence_gate
 from runners.gates.correctness import correctness_gate
 from runners.gates.env import env_gate
 from runners.gates.measurement import measurement_gate
 from runners.gates.mechanism import mechanism_gate
+from runners.gates.plan_diff import MeasuredWork, PlanDifference, plan_differences
 from runners.gates.quality import quality_gate
 from runners.gates.registry import Registry, load_registry
 from runners.gates.reproduction import DeltaRow, ReproInput, reproduction_gate
-from runners.gates.result import NO_VERDICT, GateResult
+from runners.gates.result import NO_VERDICT, STATUS_LABEL, GateResult
+from runners.run.rundir import RunDir
 
 BASELINE_VERDICT = "baseline"
+BASELINE_NO_DATA = f"{BASELINE_VERDICT}: {STATUS_LABEL['no_data']}"  # nothing measured to judge the others against
 
 
 @dataclass(frozen=True)
@@ -36,6 +42,7 @@ class GateReport:
     verdicts: dict[str, str]
     reproduction_rows: tuple[DeltaRow, ...] = ()
     prior_run: str | None = None
+    plan_differences: tuple[PlanDifference, ...] = ()  # prior vs this run; any: reproduction is not comparable
 
 
 def gsm8k_correct(results: RunResults, arm: ArmResult) -> tuple[float | None, int | None]:
@@ -63,6 +70,24 @@ def repro_inputs(results: RunResults) -> list[ReproInput]:
             )
         )
     return out
+
+
+def measured_work(results: RunResults) -> MeasuredWork:
+    """What `results` measured, for plan_differences: its plan copy, provenance's datasets, the models served."""
+    records = results.provenance.get("datasets")
+    datasets = tuple(r for r in records if isinstance(r, dict)) if isinstance(records, list) else ()
+    return MeasuredWork(results.plan, datasets, served_models(RunDir(results.root)))
+
+
+def work_differences(prior: RunResults, current: RunResults) -> list[PlanDifference]:
+    """What differs between the work `prior` (A) and `current` (B) measured; empty when they are comparable."""
+    return plan_differences(measured_work(prior), measured_work(current))
+
+
+def baseline_label(base: CandidateInput) -> str:
+    """`baseline`, or `baseline: no data` when it has none of the numbers the other arms are judged against."""
+    measured = (base.wall_mean_s, base.tpot_p95_ms, base.gsm8k_correct)
+    return BASELINE_VERDICT if any(v is not None for v in measured) else BASELINE_NO_DATA
 
 
 def deciding_measurements(results: RunResults, arm: ArmResult) -> tuple[StepMeasurement, ...]:
@@ -128,17 +153,20 @@ def evaluate_gates(results: RunResults, registry: Registry, prior: RunResults | 
             candidates.append(entry)
     verdicts = {a.name: NO_VERDICT for a in results.arms}
     if baseline_input is not None:
-        verdicts[baseline_input.arm] = BASELINE_VERDICT
+        verdicts[baseline_input.arm] = baseline_label(baseline_input)
         rules = CandidateRules(g.min_wall_improvement_pct, g.gsm8k_parity, g.tpot_p95_tolerance_pct)
         for result in candidate_verdicts(baseline_input, candidates, rules):
             gates.append(result)
             verdicts[result.arm or ""] = result.verdict or NO_VERDICT
     verdicts.update(dict.fromkeys(withheld, NO_VERDICT))
     rows: tuple[DeltaRow, ...] = ()
+    differences: list[PlanDifference] = []
     if prior is not None:
+        differences = work_differences(prior, results)
         repro, delta = reproduction_gate(
-            repro_inputs(prior), repro_inputs(results), g.reproduce_tolerance_pct, g.reproduce_gsm8k_questions
-        )
+            repro_inputs(prior), repro_inputs(results), g.reproduce_tolerance_pct, g.reproduce_gsm8k_questions,
+            differences,
+        )  # fmt: skip
         gates.append(repro)
         rows = tuple(delta)
-    return GateReport(tuple(gates), verdicts, rows, prior.run_id if prior else None)
+    return GateReport(tuple(gates), verdicts, rows, prior.run_id if prior else None, tuple(differences))

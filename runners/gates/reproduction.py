@@ -5,13 +5,17 @@ deciding phase) must change by no more than ±tolerance% (2% by default), and th
 no more than ±N questions (2 by default). A number measured on one side only (a lost trace, a
 renamed kernel, a missing phase) and an arm of the prior run missing from this one cannot be
 judged: the verdict is then `no_data` unless something diverged. Verdicts: `reproduces within
-noise` / `diverges`.
+noise` / `diverges`. Two runs whose plans differ in the work they measured (runners/gates/plan_diff.py)
+are `not comparable`: no verdict and no Δ rows, only the differences, unless the caller chose to compare
+anyway (it passes no differences).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
+from runners.gates.plan_diff import DIFFERENT_WORK, NOT_COMPARABLE, PlanDifference
 from runners.gates.result import Criterion, GateResult, combine, pct_change
 
 REPRODUCES = "reproduces within noise"
@@ -86,10 +90,25 @@ def _side(row: DeltaRow) -> str:
     return "the prior run" if row.current is None else "this run"
 
 
+def not_comparable(differences: Sequence[PlanDifference]) -> GateResult:
+    """The reproduction gate of two runs that measured different work: `no_data`, verdict `not comparable`,
+    each difference a criterion (what, the prior's value, this run's) and in `numbers["plan_differences"]`."""
+    criteria = tuple(f"{DIFFERENT_WORK}: {d.describe()}" for d in differences)
+    numbers = {"plan_differences": [d.as_dict() for d in differences]}
+    return GateResult("reproduction", "no_data", criteria, numbers, verdict=NOT_COMPARABLE)
+
+
 def reproduction_gate(
-    prior: list[ReproInput], current: list[ReproInput], tolerance_pct: float = 2.0, gsm8k_questions: int = 2
+    prior: list[ReproInput],
+    current: list[ReproInput],
+    tolerance_pct: float = 2.0,
+    gsm8k_questions: int = 2,
+    differences: Sequence[PlanDifference] = (),
 ) -> tuple[GateResult, list[DeltaRow]]:
-    """The reproduction verdict over arms present in both runs, and the Δ rows behind it."""
+    """The reproduction verdict over arms present in both runs, and the Δ rows behind it; with `differences`
+    between the two plans, `not_comparable` and no rows."""
+    if differences:
+        return not_comparable(differences), []
     by_name = {c.arm: c for c in current}
     rows: list[DeltaRow] = []
     for p in prior:

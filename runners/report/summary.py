@@ -20,6 +20,7 @@ from runners.evidence.region_table import calibration_line, region_rows
 from runners.evidence.results import ArmResult, RunResults, load_run_results
 from runners.evidence.step_files import number, phase_record, recorded_pause, section
 from runners.gates.evaluate import GateReport, evaluate_gates, gsm8k_correct, registry_for
+from runners.gates.plan_diff import DIFFERENT_WORK, PlanDifference
 from runners.gates.registry import Registry
 from runners.gates.reproduction import DeltaRow
 from runners.gates.result import STATUS_LABEL
@@ -220,8 +221,20 @@ def _reproduction(gates: GateReport) -> list[str]:
     if gates.prior_run is None:
         return []
     verdict = next((g for g in gates.gates if g.name == "reproduction"), None)
-    said = verdict.verdict if verdict and verdict.verdict else "no data"
-    return [f"## Reproduction of `{gates.prior_run}`: **{said}**", "", *delta_table(gates.reproduction_rows), ""]
+    said = verdict.verdict if verdict and verdict.verdict else STATUS_LABEL["no_data"]
+    head = f"## Reproduction of `{gates.prior_run}`: **{said}**"
+    if gates.plan_differences:
+        return [head, "", f"{DIFFERENT_WORK}:", "", *differences_table(gates.plan_differences), ""]
+    return [head, "", *delta_table(gates.reproduction_rows), ""]
+
+
+def differences_table(differences: tuple[PlanDifference, ...] | list[PlanDifference]) -> list[str]:
+    """What differs between the prior run's plan and this run's, as Markdown lines (what, prior, this run)."""
+    lines = ["| what differs | prior run | this run |", "|---|---|---|"]
+    for d in differences:
+        a, b, what = (text.replace("|", "\\|") for text in (d.a, d.b, d.what))
+        lines.append(f"| {what} | {a} | {b} |")
+    return lines
 
 
 def _arms(results: RunResults) -> list[str]:
@@ -530,6 +543,7 @@ def summary_model(
         verdicts=dict(gates.verdicts),
         reproduction_rows=tuple(gates.reproduction_rows),
         prior_run=gates.prior_run,
+        plan_differences=tuple(gates.plan_differences),
         limitations=tuple(results.limitations),
         plots=tuple(str(p.relative_to(results.root)) for p in plots),
         registries=RegistrySource(directory=str(registry.directory), errors=tuple(registry.errors)),

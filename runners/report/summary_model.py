@@ -17,6 +17,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Tag, ValidationError
 
+from runners.gates.plan_diff import PlanDifference
 from runners.gates.reproduction import DeltaRow
 from runners.gates.result import GateResult
 from runners.plan.steps import StepKey
@@ -114,6 +115,7 @@ class Summary(BaseModel):
     verdicts: dict[str, str] = {}  # arm -> verdict, in plan order
     reproduction_rows: tuple[DeltaRow, ...] = ()
     prior_run: str | None = None
+    plan_differences: tuple[PlanDifference, ...] = ()  # prior vs this run: reproduction is then not comparable
     limitations: tuple[str, ...] = ()
     plots: tuple[str, ...] = ()  # relative to the run directory
     registries: RegistrySource | None = None  # None: not recorded (an older summary)
