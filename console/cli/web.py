@@ -1,7 +1,9 @@
-"""`gb10-console serve-web [RUN_DIR]`: the same console in a browser, through textual-serve, on 127.0.0.1 only.
+"""`gb10-console serve-web [RUN_DIR]`: the same console in a browser, through textual-serve, on loopback only.
 
 Every browser tab gets its own console process (`gb10-console attach RUN_DIR`), so closing a tab never
-touches the soak. Without RUN_DIR it shows the newest live run under ./runs, else the newest run.
+touches the soak. Without RUN_DIR it shows the newest live run under ./runs, else the newest run. Each start
+makes a new token, printed in the URL and nowhere else; only this server's own page with it gets in
+(console/web).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 from rich.console import Console
 
 from console.cli.command import CliError, Subparsers
+from console.web.access import Access
 from runners.run.paths import default_runs_dir
 from runners.run.run_index import list_runs, newest_live
 from runners.run.rundir import RunDir
@@ -84,16 +87,15 @@ def _bind_problem(host: str, port: int, exc: OSError) -> str:
 def serve_web(args: argparse.Namespace, out: Console) -> int:
     """Serve until Ctrl-C; WebError (exit 2, one line) when it cannot."""
     try:
-        from textual_serve.server import Server
+        from console.web.server import GuardedServer
     except ImportError:
         raise WebError("serve-web needs textual-serve: `pip install textual-serve` (make venv installs it)") from None
     chosen = pick_run(args.run_dir, default_runs_dir())
     check_port_free(args.host, args.port)
     info = chosen.info()
-    print(f"serving the console for {info.get('run_id')} at http://{args.host}:{args.port} (Ctrl-C stops it)",
-          flush=True)  # fmt: skip
-    server = Server(console_command(chosen, args.readonly), host=args.host, port=args.port,
-                    title=f"gb10-console {info.get('run_id')}")  # fmt: skip
+    access = Access.fresh(args.host, args.port)
+    print(f"serving the console for {info.get('run_id')} at {access.url} (Ctrl-C stops it)", flush=True)
+    server = GuardedServer(console_command(chosen, args.readonly), access, title=f"gb10-console {info.get('run_id')}")
     try:
         server.serve()
     except OSError as exc:

@@ -2,8 +2,9 @@
 
 The page textual-serve sends draws the terminal with xterm.js on a WebGL or canvas renderer: pixels, no
 text. A script injected before the page's own makes every canvas refuse a context, so xterm.js keeps its DOM
-renderer, whose rows are text the test can read. Chromium may only resolve 127.0.0.1: the page's web-font
-link (fonts.googleapis.com) and Chromium's own background traffic never leave the machine.
+renderer, whose rows are text the test can read. Chromium may only resolve 127.0.0.1, so its own background
+traffic never leaves the machine; the page's requests are recorded (DevTools Network events), so a test can
+check that a page asked for nothing outside it.
 """
 
 from __future__ import annotations
@@ -36,11 +37,13 @@ def find_chromium() -> str | None:
 
 @dataclass
 class Page:
-    """One DevTools session on a page target: calls and their answers, events ignored."""
+    """One DevTools session on a page target: calls and their answers; of the events, the page's exceptions and
+    the URLs it requested (documents, scripts, fonts, websockets), as they arrive while calls wait."""
 
     ws: aiohttp.ClientWebSocketResponse
     next_id: int = 0
     exceptions: list[str] = field(default_factory=list)
+    requested: list[str] = field(default_factory=list)
 
     async def call(self, method: str, **params: Any) -> dict:
         """Send one DevTools command and return its result; fail with the protocol's error if it has one."""
@@ -50,12 +53,21 @@ class Page:
             await self.ws.send_json({"id": ask, "method": method, "params": params})
             while True:
                 msg = await self.ws.receive_json()
-                if msg.get("method") == "Runtime.exceptionThrown":
-                    self.exceptions.append(str(msg["params"]["exceptionDetails"].get("text")))
+                self._note(msg)
                 if msg.get("id") == ask:
                     if "error" in msg:
                         raise RuntimeError(f"{method}: {msg['error']}")
                     return msg["result"]
+
+    def _note(self, msg: dict) -> None:
+        """Keep what an event says about exceptions and requests."""
+        method, params = msg.get("method"), msg.get("params", {})
+        if method == "Runtime.exceptionThrown":
+            self.exceptions.append(str(params["exceptionDetails"].get("text")))
+        elif method == "Network.requestWillBeSent":
+            self.requested.append(params["request"]["url"])
+        elif method == "Network.webSocketCreated":
+            self.requested.append(params["url"])
 
     async def evaluate(self, expression: str) -> Any:
         """The value of a JavaScript expression in the page."""
@@ -75,6 +87,16 @@ class Page:
             await asyncio.sleep(0.25)
             text = await self.screen_text()
         return text
+
+    async def wait_for_value(self, expression: str, deadline_s: float) -> Any:
+        """Poll a JavaScript expression until its value is truthy or `deadline_s` passes; returns its last value."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + deadline_s
+        value = await self.evaluate(expression)
+        while not value and loop.time() < end:
+            await asyncio.sleep(0.1)
+            value = await self.evaluate(expression)
+        return value
 
     async def type_key(self, char: str) -> None:
         """Type one printable character into the terminal, as a keyboard would."""
@@ -114,6 +136,7 @@ async def open_page(chromium: str, url: str, profile: Path, log: Path) -> AsyncI
                 page = Page(ws)
                 await page.call("Runtime.enable")
                 await page.call("Page.enable")
+                await page.call("Network.enable")
                 await page.call("Page.addScriptToEvaluateOnNewDocument", source=DOM_RENDERER_ONLY)
                 await page.call("Page.navigate", url=url)
                 yield page
