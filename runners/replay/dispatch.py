@@ -11,6 +11,10 @@ Connections: httpx's pool scans every connection on every request, which costs m
 request itself at a hundred streams on 2 cores, so each conversation borrows a whole client
 (one keep-alive connection) from a free list instead; the number of clients is unbounded.
 
+A stall the step's watch suspects holds dispatch (`hold`, its own gate): no request starts until it is
+released; unlike a pause, the held time stays in each waiting request's dispatch lag and an open-loop
+schedule is not shifted by it (the wait is the engine's).
+
 On abort, dispatch stops at once and requests in flight get `cancel_grace_s` to finish before
 they are cancelled and recorded as such.
 """
@@ -29,7 +33,7 @@ import httpx
 
 from runners.replay.activity import StreamActivity
 from runners.replay.client import stream_request
-from runners.replay.dispatch_gate import DispatchGate
+from runners.replay.dispatch_gate import DispatchGate, wait_all_open
 from runners.replay.prompts import Conversation
 from runners.replay.records import RequestRecord
 from runners.replay.transport import replay_transport
@@ -66,12 +70,14 @@ class Arrivals:
 @dataclass(frozen=True)
 class ReplayOutcome:
     """Every request sent (in completion order), the phase's wall time (pauses included), whether it was
-    aborted, and when dispatch was paused: (from, to) seconds from the phase start, within the wall time."""
+    aborted, and when dispatch was paused and when a suspected stall held it: (from, to) seconds from the
+    phase start, within the wall time."""
 
     records: list[RequestRecord]
     wall_s: float
     aborted: bool
     pauses: tuple[tuple[float, float], ...] = ()
+    holds: tuple[tuple[float, float], ...] = ()
 
 
 def request_payload(shape: RequestShape, model: str, messages: list[dict], max_tokens: int, index: int) -> dict:
@@ -136,6 +142,7 @@ async def replay(
     cancel_grace_s: float = CANCEL_GRACE_S,
     gate: DispatchGate | None = None,
     activity: StreamActivity | None = None,
+    hold: DispatchGate | None = None,
 ) -> ReplayOutcome:
     """Send every conversation as `arrivals` says; `on_record` sees each request as it ends.
 
@@ -143,10 +150,11 @@ async def replay(
     they do not depend on timing. At most `limit_requests` requests are sent. While `gate` is
     closed no request starts; an open-loop schedule is shifted by the time paused; a request in
     flight while it was closed is marked `during_pause`. `activity` (the stall watch's) is told of
-    every request's start and end and of every chunk; once it is stopped no request starts.
+    every request's start and end and of every chunk; once it is stopped no request starts. While
+    `hold` (the stall watch's) is closed no request starts either, but its time is not a pause.
     """
     sender = _Replay(base_url, model, conversations, shape, on_record, abort, limit_requests,
-                     gate or DispatchGate(), activity)  # fmt: skip
+                     gate or DispatchGate(), activity, hold or DispatchGate())  # fmt: skip
     return await sender.run(arrivals, cancel_grace_s)
 
 
@@ -165,11 +173,12 @@ class _Replay:
         limit_requests: int | None,
         gate: DispatchGate,
         activity: StreamActivity | None,
+        hold: DispatchGate,
     ) -> None:
         self.url = base_url + ENDPOINT_PATHS[shape.endpoint]
         self.model, self.conversations, self.shape = model, conversations, shape
         self.on_record, self.abort, self.limit_requests = on_record, abort, limit_requests
-        self.gate, self.activity = gate, activity
+        self.gate, self.activity, self.hold = gate, activity, hold
         self.first_index = [0]  # conversation i's first request number
         for conv in conversations:
             self.first_index.append(self.first_index[-1] + len(conv.turns))
@@ -194,7 +203,8 @@ class _Replay:
             end = time.perf_counter_ns()
             wall_s = (end - self.t0) / 1e9
             await self.pool.close()
-        return ReplayOutcome(self.records, wall_s, self.abort.is_set(), self.gate.window(self.t0, end))
+        return ReplayOutcome(self.records, wall_s, self.abort.is_set(), self.gate.window(self.t0, end),
+                             self.hold.window(self.t0, end))  # fmt: skip
 
     def _start(self, arrivals: Arrivals) -> asyncio.Future:
         """The closed loop's workers (at most one per conversation), or the open loop's scheduler, started."""
@@ -217,18 +227,19 @@ class _Replay:
         self.pool.give_back(client)
 
     async def _schedule(self, offsets: Sequence[float], concurrency: int) -> None:
-        """Open loop: start conversation i at offsets[i] (shifted by pauses), at most `concurrency` at once."""
+        """Open loop: start conversation i at offsets[i] (shifted by pauses, not by holds), at most `concurrency`
+        at once."""
         room = asyncio.Semaphore(concurrency)
         tasks: set[asyncio.Task] = set()
-        gate, t0 = self.gate, self.t0
+        gate, gates, t0 = self.gate, (self.gate, self.hold), self.t0
         try:
             for i, offset in enumerate(offsets[: len(self.conversations)]):
-                await gate.wait_open(self.abort)
+                await wait_all_open(gates, self.abort)
                 due_ns = t0 + int((offset + gate.paused_s(since_ns=t0)) * 1e9)  # a pause shifts the rest
                 delay = (due_ns - time.perf_counter_ns()) / 1e9
                 if delay > 0:
                     await asyncio.sleep(delay)
-                await gate.wait_open(self.abort)
+                await wait_all_open(gates, self.abort)
                 await room.acquire()
                 if self._stopped():
                     room.release()
@@ -259,9 +270,11 @@ class _Replay:
         conv, shape, gate, activity, t0 = self.conversations[i], self.shape, self.gate, self.activity, self.t0
         history: list[dict] = []
         for turn_no, turn in enumerate(conv.turns):
-            if gate.paused:
-                await gate.wait_open(self.abort)
-                scheduled_ns = time.perf_counter_ns()  # the pause is not the request's queueing delay
+            if gate.paused or self.hold.paused:
+                paused_s = gate.paused_s()
+                await wait_all_open((gate, self.hold), self.abort)
+                if gate.paused_s() > paused_s:  # a pause is not the request's queueing delay; a hold is
+                    scheduled_ns = time.perf_counter_ns()
             if self._stopped():
                 break
             if activity is not None and activity.stopped:

@@ -5,12 +5,18 @@ runner can say exactly when a step was paused: the wall time a gate reads leaves
 pause when nothing ran, requests in flight during a pause are marked (their latency is not the
 plan's load), and an open-loop schedule resumes where it left off instead of firing every arrival
 that fell due during the pause at once.
+
+The stall watch (`runners.soak.stall_watch`) holds dispatch with a gate of its own, one per step, closed
+while it suspects a stall: dispatch waits on both (`wait_all_open`), but a hold is not a pause. Its time is
+the engine's, so it stays in the step's wall time, its deadline and each request's dispatch lag, and the
+requests in flight during it are not marked.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 
 NS_PER_S = 1_000_000_000
 
@@ -82,3 +88,15 @@ class DispatchGate:
         finally:
             opened.cancel()
             aborted.cancel()
+
+
+async def wait_all_open(gates: Sequence[DispatchGate], abort: asyncio.Event) -> None:
+    """Return once every gate is open at the same moment, or `abort` is set.
+
+    Each pass waits for a closed gate to open, so the passes are bounded by the gates' openings.
+    """
+    while not abort.is_set():
+        closed = next((gate for gate in gates if gate.paused), None)
+        if closed is None:
+            return
+        await closed.wait_open(abort)

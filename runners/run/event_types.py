@@ -497,6 +497,33 @@ class EngineStalled(Event):
 
 
 @dataclass(frozen=True)
+class StallSuspected(Event):
+    """No stream got a chunk for `quiet_s` (over `suspect_s`, half the phase's `stall_s`) while `in_flight` requests
+    waited, and /metrics showed no generated token (`tokens`, `metrics` as in `engine_stalled`): dispatch is held, no
+    new request starts, until `stall_cleared` or `engine_stalled`."""
+
+    TYPE = "stall_suspected"
+    step: StepKey
+    quiet_s: float
+    suspect_s: float
+    stall_s: float
+    in_flight: int
+    tokens: float | None
+    metrics: str
+
+
+@dataclass(frozen=True)
+class StallCleared(Event):
+    """The suspected stall ended before `stall_s`: `why` (a stream received bytes, or the generation-token counter
+    moved); dispatch continues after `held_s` held."""
+
+    TYPE = "stall_cleared"
+    step: StepKey
+    held_s: float
+    why: str
+
+
+@dataclass(frozen=True)
 class StepSkipped(Event):
     """The step was DONE in an earlier session; `started_at`/`ended_at` are that step's own times (phase.json), so
     a reader never takes this event's time for the step's end."""

@@ -27,7 +27,7 @@ class PhaseRecord:
     phase: PhaseBase
     started_at: float
     ended_at: float
-    outcome: ReplayOutcome  # its `aborted` and its own wall time, pauses included
+    outcome: ReplayOutcome  # its `aborted`, its own wall time (pauses included) and the stall watch's holds
     pause: PauseAccount  # dispatch held during the replay (runners/replay/pauses.py)
     target: dict  # the runtime's inspect after the replay
     target_ended: str | None  # how the target ended during the step, None if it runs
@@ -52,6 +52,7 @@ class PhaseRecord:
             "paused_s": round(self.pause.paused_s, 3),
             "pause": self.pause.as_dict(),  # its idle part is left out of stats.wall_s
             "wall_clock_s": round(self.outcome.wall_s, 3),  # the replay's wall time, pauses included
+            "stall_hold": stall_hold(self.outcome.holds),  # dispatch held by suspected stalls that cleared
             "target": self.target,
             "target_ended": self.target_ended,
             "profile": self.profile.as_dict() if self.profile else None,
@@ -65,3 +66,10 @@ class PhaseRecord:
             "region_timings": self.region_timings,
             **self.kind_results,
         }
+
+
+def stall_hold(holds: tuple[tuple[float, float], ...]) -> dict:
+    """phase.json `stall_hold`: how often and how long a suspected stall held dispatch (`held_s`, counted in the
+    wall time: the wait was the engine's), and when (`holds`: [from, to] seconds from the phase start)."""
+    return {"count": len(holds), "held_s": round(sum(b - a for a, b in holds), 3),
+            "holds": [[round(a, 3), round(b, 3)] for a, b in holds]}  # fmt: skip

@@ -21,6 +21,23 @@ a plan that allows each request a long time (a slow, profiled or long-prompt pas
 never past one request's own deadline. The watch polls every stall_s / 10 (between 0.05 and 1 s), so a stall
 is seen within stall_s + one poll of the last chunk.
 
+Before the kill, the suspicion (issue 31). The same rule over half the window (`suspect_s` = stall_s *
+SUSPECT_SHARE: streams silent for suspect_s with requests in flight, and the token counter still over the last
+suspect_s) is a suspected stall: the watch closes its hold (`hold`, a DispatchGate of the step's own, which
+dispatch waits on beside the operator's pause) and emits `stall_suspected`; no new request starts. A chunk on
+any stream, or a move of the counter, clears it (`stall_cleared`, the hold reopens and dispatch continues); a
+stall keeps it closed for good. Requests that end without a byte while it is held (their `http_timeout_s` passed)
+are not replaced, and the requests in flight when the suspicion began still count as in flight for the stall
+rule: an engine whose requests all timed out during the suspicion is still killed at stall_s, instead of being
+fed new requests that restart the quiet clock (`StreamActivity.started`) and hide the stall. Half of stall_s:
+at the default (a minute or more) that is 30 s of total silence, beyond any decode step or the prefill of a
+prompt the plan allows, so a merely slow engine is rarely held; when it is (a long prefill of ours moves
+neither chunks nor the counter), the hold only keeps new work off an engine that already has work, and the
+engine's first chunk reopens it within one poll: held, never starved. A counter that moves (the engine
+generates, for us or another client) never suspects. The other half leaves requests that went in flight up to
+stall_s / 2 before the silence time to be held before their own deadline when `http_timeout_s` = stall_s; a
+hold is seen within suspect_s + one poll.
+
 On a stall (`StallWatch.kill`) the target is killed through its runtime (an external server is not ours to
 kill), `engine_stalled` is emitted, and the step fails as a dead target's would: the session moves on to the
 next arm. A target that cannot be killed ends the run (the next arm must not share the GPU with it).
@@ -37,8 +54,9 @@ from dataclasses import asdict, dataclass
 from runners.plan.phases import PhaseBase
 from runners.plan.steps import StepKey
 from runners.replay.activity import StreamActivity
+from runners.replay.dispatch_gate import DispatchGate
 from runners.replay.server_metrics import summarize as summarize_metrics
-from runners.run.event_types import EngineStalled
+from runners.run.event_types import EngineStalled, StallCleared, StallSuspected
 from runners.run.events import EventLog
 from runners.serve.runtime import ServeError, ServeRuntime
 from runners.soak.ledger import RunLedger
@@ -47,6 +65,7 @@ STALL_FLOOR_S = 60.0
 STALL_TIMEOUT_SHARE = 10.0
 POLL_MIN_S = 0.05
 POLL_MAX_S = 1.0
+SUSPECT_SHARE = 0.5
 
 
 def default_stall_s(http_timeout_s: float) -> float:
@@ -131,6 +150,7 @@ class StallIncident:
     how: str
     kill_s: float
     kill_failed: str | None = None  # why the kill did not succeed (the run must end), None when it did
+    held_s: float = 0.0  # dispatch held by the suspicion that ended in this stall, until the kill began
 
     def reason(self) -> str:
         """The step's failure words."""
@@ -143,18 +163,21 @@ class StallIncident:
         """phase.json `stall`: the stall, the kill, and the detection time (stall onset to the target's end)."""
         return {**asdict(self.stall), "how": self.how, "kill_s": round(self.kill_s, 3),
                 "onset_to_kill_s": round(self.stall.quiet_s + self.kill_s, 3), "kill_failed": self.kill_failed,
-                "reason": self.reason()}  # fmt: skip
+                "dispatch_held_s": round(self.held_s, 3), "reason": self.reason()}  # fmt: skip
 
 
 class StallWatch:
-    """One step's detector: the replay feeds `activity`, the /metrics sampler `on_sample`; `watch` returns the
-    first Stall; `kill` acts on it."""
+    """One step's detector: the replay feeds `activity`, the /metrics sampler `on_sample`; `watch` holds dispatch
+    (`hold`) while a stall is suspected and returns the first Stall; `kill` acts on it."""
 
     def __init__(self, stall_s: float, scraping: bool) -> None:
         self.stall_s = stall_s
+        self.suspect_s = stall_s * SUSPECT_SHARE
         self.activity = StreamActivity()
+        self.hold = DispatchGate()  # closed while a stall is suspected, and for good once one is seen
         self.poll_s = poll_interval_s(stall_s)
         self.samples: deque[TokenSample] | None = deque() if scraping else None
+        self._held_in_flight = 0  # requests in flight when the suspicion being held began
 
     def on_sample(self, sample: dict) -> None:
         """Keep an ok MetricsSampler sample (its start moved onto the monotonic clock); older ones are dropped."""
@@ -167,16 +190,40 @@ class StallWatch:
         while self.samples and self.samples[0].t < now - self.stall_s - self.poll_s:
             self.samples.popleft()
 
-    def verdict(self) -> Stall | None:
-        """The rule applied now."""
-        activity = self.activity
-        return stall_verdict(time.monotonic(), activity.in_flight, activity.quiet_since, self.samples, self.stall_s)
+    def _in_flight(self) -> int:
+        """Requests in flight; while a suspicion holds dispatch, at least those in flight when it began (one that
+        ended without a byte since was not replaced: the engine still owes it)."""
+        return max(self.activity.in_flight, self._held_in_flight if self.hold.paused else 0)
 
-    async def watch(self) -> Stall:
-        """Return the first Stall, looking every `poll_s`."""
+    def verdict(self, window_s: float | None = None) -> Stall | None:
+        """The rule applied now over `window_s` (default `stall_s`; `suspect_s` asks whether a stall is suspected)."""
+        activity = self.activity
+        return stall_verdict(time.monotonic(), self._in_flight(), activity.quiet_since, self.samples,
+                             window_s if window_s is not None else self.stall_s)  # fmt: skip
+
+    def look(self, events: EventLog, step: StepKey) -> Stall | None:
+        """One poll: a Stall (the hold closed for good), else hold or release dispatch as the suspicion says."""
+        stall = self.verdict()
+        if stall is not None:
+            self.hold.pause()
+            return stall
+        suspected = self.verdict(self.suspect_s)
+        if suspected is not None and self.hold.pause():
+            self._held_in_flight = suspected.in_flight
+            events.emit(StallSuspected(step, suspected.quiet_s, self.suspect_s, self.stall_s, suspected.in_flight,
+                                       suspected.tokens, suspected.metrics))  # fmt: skip
+        elif suspected is None and self.hold.paused:
+            quiet_s = time.monotonic() - self.activity.quiet_since
+            why = "a stream received bytes" if quiet_s < self.suspect_s else "the generation-token counter moved"
+            events.emit(StallCleared(step, round(self.hold.resume() or 0.0, 3), why))
+            self._held_in_flight = 0
+        return None
+
+    async def watch(self, events: EventLog, step: StepKey) -> Stall:
+        """Return the first Stall, looking every `poll_s` and holding dispatch while one is suspected."""
         while True:
             await asyncio.sleep(self.poll_s)
-            stall = self.verdict()
+            stall = self.look(events, step)
             if stall is not None:
                 return stall
 
@@ -185,6 +232,7 @@ class StallWatch:
     ) -> StallIncident:
         """Kill the target through its runtime, emit `engine_stalled`; a target that survives ends the run."""
         began = time.monotonic()
+        held_s = sum(end - start for start, end in self.hold.intervals_ns()[-1:]) / 1e9  # the suspicion in progress
         failed = None
         self.activity.stop()  # the requests in flight end with the target; none is sent to a dying one
         try:
@@ -194,7 +242,7 @@ class StallWatch:
         except ServeError as exc:
             failed = f"the serve target of {step.arm}/{step.mode} could not be killed after a stall: {exc}"
             how = f"could not be killed: {exc}"
-        incident = StallIncident(stall, how, time.monotonic() - began, failed)
+        incident = StallIncident(stall, how, time.monotonic() - began, failed, held_s)
         events.emit(
             EngineStalled(step, stall.quiet_s, stall.stall_s, stall.in_flight, stall.tokens, stall.running,
                           stall.metrics, how, round(incident.kill_s, 3), incident.reason())

@@ -4,7 +4,8 @@ Entering opens the evidence writers (requests.jsonl, server_metrics.jsonl) and s
 the /metrics sampler (when the phase scrapes), the server latency snapshot, a wait of at most one scrape
 deadline for the first scrape (vLLM renders /metrics on the loop that streams: keep it off the first
 requests), then the replay beside the target-death watch, the /health watch, the deadline (pauses not
-counted) and the stall watch. `first_end` waits for the first of them to end, or for a memory alarm.
+counted) and the stall watch (which holds the replay's dispatch while it suspects a stall, and for good once it
+sees one). `first_end` waits for the first of them to end, or for a memory alarm.
 
 Leaving tears them down in this order: the stall watch and the deadline are cancelled; a replay still
 running is cancelled and awaited; scraping stops and the sampler is awaited (its last scrape covers the
@@ -98,7 +99,7 @@ class StepWatch:
             replay(
                 self.runtime.base_url, self.model, workload.conversations, workload.shape, workload.arrivals,
                 self._on_record, ctx.abort, limit_requests=phase.limit_requests, gate=ctx.gate,
-                activity=self.stall_watch.activity,
+                activity=self.stall_watch.activity, hold=self.stall_watch.hold,
             )
         )  # fmt: skip
         self._replay_task.add_done_callback(_retrieve)  # its error is read on the way out, on every path
@@ -108,7 +109,7 @@ class StepWatch:
                          ctx.loaded.plan.serve.health_interval_s, ctx.healthy)
         )  # fmt: skip
         self._deadline_task = asyncio.create_task(_deadline(phase.deadline_s, ctx.gate, paused_before))
-        self._stall_task = asyncio.create_task(self.stall_watch.watch())
+        self._stall_task = asyncio.create_task(self.stall_watch.watch(ctx.events, self.progress.step))
         return self
 
     async def first_end(self) -> Stall | None:
