@@ -55,6 +55,7 @@ from console.screens.timeline_screen import TimelineScreen
 from console.views.run_view import RunView
 from console.views.timeline import MemoryTimeline
 from console.views.watchdog_view import WatchdogView
+from runners.plan.steps import SERVE_LOG
 from runners.report.summary_model import DamagedSummary, Summary
 from runners.run.control import pause_requested, request_abort, request_continue, request_pause
 from runners.run.rundir import RunDir
@@ -344,7 +345,7 @@ class RunConsole(App[None]):
     def _serve_log(self) -> Path | None:
         """The serve.log to follow now (called on the logs screen's worker thread)."""
         serving = self.view.serving if self.view else None
-        return self.run_dir.serve_dir(*serving) / "serve.log" if serving else None
+        return self.run_dir.serve_dir(*serving) / SERVE_LOG if serving else None
 
     def action_timeline(self) -> None:
         """The whole run on one time axis: MemAvailable, every step's span, the verdicts."""

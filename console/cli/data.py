@@ -15,10 +15,12 @@ from pathlib import Path
 from rich.console import Console
 
 from console.cli.command import EXIT_FAILED, CliError, Subparsers
+from engine.config_file import ConfigFileError
 from engine.units import bytes_text
 from runners.datasets.hub import HubError, cache_dir, endpoint, offline
 from runners.datasets.plan_data import HubStatus, hub_files, hub_status, pull
 from runners.plan.load import LoadedPlan, load_plan
+from runners.replay.data_check import check_phase_data
 
 
 def register(sub: Subparsers) -> None:
@@ -85,3 +87,13 @@ def ensure_datasets(path: Path, loaded: LoadedPlan) -> None:
     if errors:
         lines = "\n  ".join(f"{path}: {error}" for error in errors)
         raise CliError(f"refused before anything started: a dataset cannot be read:\n  {lines}")
+
+
+def checked_data_lines(path: Path, loaded: LoadedPlan) -> list[str]:
+    """What each phase's data gives, read as its step will read it (validate's lines); raises ConfigFileError
+    naming `path` and each phase whose data cannot be used, before any target starts."""
+    checks = check_phase_data(loaded)
+    errors = [check.error for check in checks if check.error]
+    if errors:
+        raise ConfigFileError(path, [f"{path}: {error}" for error in errors])
+    return [f"data {check.where} ({check.phase}): {check.summary}" for check in checks]

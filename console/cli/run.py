@@ -9,7 +9,7 @@ from pathlib import Path
 from rich.console import Console
 
 from console.cli.command import CliError, Subparsers
-from console.cli.data import ensure_datasets
+from console.cli.data import checked_data_lines, ensure_datasets
 from console.cli.headless import HeadlessPrinter, OutputLossTolerance, summary_table
 from console.cli.interactive import show_console
 from console.run_tail import log_size
@@ -48,6 +48,7 @@ def run_plan(args: argparse.Namespace, out: Console) -> int:
         loaded = load_run_plan(run)
         warnings = preflight(run.plan_toml, loaded, args.force, run.info()["run_id"], runs_dir=run.root)
         ensure_datasets(run.plan_toml, loaded)
+        checked_data_lines(run.plan_toml, loaded)
     elif args.plan is None:
         raise CliError("give a PLAN file, or --resume RUN_DIR")
     else:
@@ -82,6 +83,7 @@ def _create(plan: Path, out_dir: Path | None, force: bool) -> tuple[RunDir, list
     loaded = load_plan(plan)
     warnings = preflight(plan, loaded, force, runs_dir=out_dir or default_runs_dir())  # before a run directory exists
     ensure_datasets(plan, loaded)
+    checked_data_lines(plan, loaded)  # every data file parsed, before anything starts
     return create_run(plan, out_dir, default_runs_dir()), warnings
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from rich.console import Console
 
 from console.cli.command import Subparsers
-from console.cli.data import dataset_lines
+from console.cli.data import checked_data_lines, dataset_lines
 from console.cli.run import preflight
 from runners.evidence.mechanism_input import MechanismInput
 from runners.gates.mechanism import ACCEPTANCE_RULE, mechanism_gate
@@ -33,6 +33,7 @@ def validate_plan(args: argparse.Namespace, out: Console) -> int:
     path, force = args.plan, args.force
     loaded = load_plan(path)
     host_warnings = preflight(path, loaded, force, starting=False)
+    data_lines = [*dataset_lines(loaded), *checked_data_lines(path, loaded)]  # raises before "valid" is said
     plan, serve = loaded.plan, loaded.plan.serve
     print(f"plan {plan.name} ({path}): valid")
     if isinstance(serve, DockerServe):
@@ -45,7 +46,7 @@ def validate_plan(args: argparse.Namespace, out: Console) -> int:
     for arm in plan.arms:
         env = ", ".join(f"{k}={v}" for k, v in arm.env.items()) or "no env"
         print(f"  arm {arm.name}: {env}")
-    for line in dataset_lines(loaded):
+    for line in data_lines:
         print(f"  {line}")
     steps = plan.steps()
     modes = ", ".join(f"{m}: {sum(s.mode == m for s in steps)}" for m in ("primary", "supplementary"))

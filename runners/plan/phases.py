@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from runners.plan.data_refs import DATA_FIELDS, DataRef, DataRefError, parse_data_ref
 from runners.plan.fields import check_slug
+from runners.plan.steps import SERVE_DIR_ENTRIES
 
 PROFILE_DIR = "{profile_dir}"
 
@@ -99,6 +100,17 @@ class PhaseBase(BaseModel):
     )
 
     _name_ok = field_validator("name")(check_slug)
+
+    @field_validator("name")
+    @classmethod
+    def _not_a_serve_file(cls, value: str) -> str:
+        """A phase's directory sits beside its serve session's files (`arms/<arm>/<mode>/`): not one of their names."""
+        if value in SERVE_DIR_ENTRIES:
+            raise ValueError(
+                f"{value!r} is the name of what a serve session keeps beside its steps (arms/<arm>/<mode>/{value}); "
+                f"name the phase otherwise (not {', '.join(SERVE_DIR_ENTRIES)})"
+            )
+        return value
 
     @field_validator(*DATA_FIELDS, check_fields=False)
     @classmethod

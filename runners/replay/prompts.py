@@ -7,6 +7,7 @@ either the recorded replies or the model's own answers forward as history.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,26 +112,49 @@ _LAST_READ: dict[tuple, tuple[Conversation, ...]] = {}
 
 
 def _read_sharegpt(path: Path, max_turns: int) -> tuple[Conversation, ...]:
-    """Parse a ShareGPT file (see load_sharegpt)."""
+    """Parse a ShareGPT file (see load_sharegpt): a JSON list of conversations, or JSONL, one per line."""
     try:
-        data = orjson.loads(path.read_bytes())
-    except FileNotFoundError:
-        raise DatasetError(f"{path}: no such dataset file") from None
-    except (OSError, orjson.JSONDecodeError) as exc:
-        raise DatasetError(f"{path}: not a readable JSON file: {exc}") from None
-    if not isinstance(data, list):
-        raise DatasetError(f"{path}: expected a JSON list of conversations (ShareGPT format)")
+        raw = path.read_bytes()
+    except IsADirectoryError:
+        raise DatasetError(f"{path}: is a directory; name the dataset file in it") from None
+    except OSError as exc:
+        raise DatasetError(f"{path}: cannot be read: {exc.strerror or exc}") from None
+    entries, where = _sharegpt_entries(path, raw)
     out = []
-    for i, entry in enumerate(data):
+    for i, entry in enumerate(entries):
         messages = entry.get("conversations") if isinstance(entry, dict) else None
         if not isinstance(messages, list):
-            raise DatasetError(f"{path}: entry {i} has no 'conversations' list (ShareGPT format)")
+            raise DatasetError(f"{path}: {where(i)} has no 'conversations' list (ShareGPT format)")
         turns = _turns(messages)[:max_turns]
         if turns:
             out.append(Conversation(f"sharegpt:{entry.get('id', i)}", tuple(turns)))
     if not out:
         raise DatasetError(f"{path}: no conversation has a human turn")
     return tuple(out)
+
+
+def _sharegpt_entries(path: Path, raw: bytes) -> tuple[list, Callable[[int], str]]:
+    """The file's entries and how to name entry i: a JSON list (`entry i`), else JSONL (`line n`), else an error
+    that says which format was expected."""
+    if not raw.strip():
+        raise DatasetError(f"{path}: the file is empty (a ShareGPT dataset is a JSON list of conversations)")
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        lines = [(n, line) for n, line in enumerate(raw.splitlines(), 1) if line.strip()]
+        try:
+            entries = [orjson.loads(line) for _, line in lines]
+        except orjson.JSONDecodeError:
+            raise DatasetError(
+                f"{path}: neither JSON nor JSONL ({exc}); a ShareGPT dataset is a JSON list of conversations, or "
+                "JSONL with one conversation object per line"
+            ) from None
+        if len(entries) < 2 or not all(isinstance(e, dict) for e in entries):
+            raise DatasetError(f"{path}: not a readable JSON file: {exc}") from None
+        return entries, lambda i: f"line {lines[i][0]}"
+    if not isinstance(data, list):
+        raise DatasetError(f"{path}: expected a JSON list of conversations (ShareGPT format)")
+    return data, lambda i: f"entry {i}"
 
 
 def _turns(messages: list) -> list[Turn]:

@@ -28,6 +28,7 @@ from runners.host.cgroup import MemoryCgroup, memory_cgroup
 from runners.host.docker_api import DockerClient, DockerError, LogFrames, find_socket
 from runners.host.owner import Owner
 from runners.plan.serve_spec import DockerServe
+from runners.plan.steps import CONTAINER_RECORD, ENV_DIR, PLUGIN_DIR, PROFILE_DIR_NAME, SERVE_LOG
 from runners.run.files import tail_lines, write_atomic, write_json_atomic
 from runners.run.redact import redact_argv, redact_inspect
 from runners.run.targets import TargetRef
@@ -37,7 +38,7 @@ from runners.serve.env_reports import clear_reports
 from runners.serve.plugin_inject import write_injected_plugin
 from runners.serve.process import free_port
 from runners.serve.readiness import probe, wait_ready_explained
-from runners.serve.runtime import PROFILE_DIR_NAME, ExitInfo, ProbeResult, ReadyInfo, ServeError
+from runners.serve.runtime import ExitInfo, ProbeResult, ReadyInfo, ServeError
 
 
 @dataclass(frozen=True)
@@ -91,8 +92,8 @@ class DockerRuntime:
     ) -> None:
         self.spec = spec
         self.serve_dir = serve_dir.resolve()
-        self.log_path = self.serve_dir / "serve.log"
-        self.env_dir = self.serve_dir / "env"
+        self.log_path = self.serve_dir / SERVE_LOG
+        self.env_dir = self.serve_dir / ENV_DIR
         self.profile_dir = self.serve_dir / PROFILE_DIR_NAME
         self.profile_dir_in_target = spec.profile_mount
         self.resolve = resolve
@@ -100,7 +101,7 @@ class DockerRuntime:
         self.config = ContainerConfig.for_session(
             spec, env, run_id=run_id, arm=arm, mode=mode, owner=owner,
             host_port=free_port(spec.host if spec.network == "host" else "127.0.0.1"),
-            env_dir=self.env_dir, profile_dir=self.profile_dir, plugin_dir=self.serve_dir / "plugin",
+            env_dir=self.env_dir, profile_dir=self.profile_dir, plugin_dir=self.serve_dir / PLUGIN_DIR,
         )  # fmt: skip
         self.base_url = self.config.base_url
         self.arm_env = self.config.env
@@ -370,7 +371,7 @@ class DockerRuntime:
                 self.last_error = str(exc)
             if self._final is not None:
                 try:
-                    write_json_atomic(self.serve_dir / "container.json", self._final)
+                    write_json_atomic(self.serve_dir / CONTAINER_RECORD, self._final)
                 except OSError as exc:
                     self.last_error = f"container.json: {exc}"
                 else:

@@ -7,6 +7,7 @@ from pathlib import Path
 from runners.host.owner import this_runner
 from runners.plan.load import LoadedPlan
 from runners.plan.serve_spec import DockerServe, ExternalServe
+from runners.plan.steps import ENV_DIR, SERVE_LOG
 from runners.serve.docker import DockerRuntime
 from runners.serve.external import ExternalRuntime
 from runners.serve.process import ProcessRuntime
@@ -22,5 +23,5 @@ def make_runtime(loaded: LoadedPlan, env: dict[str, str], serve_dir: Path, *, ru
     if isinstance(serve, DockerServe):
         return DockerRuntime(serve, env, run_id=run_id, arm=arm, mode=mode, serve_dir=serve_dir,
                              resolve=loaded.resolve, owner=this_runner())  # fmt: skip
-    return ProcessRuntime(loaded.serve_command(), env, serve_dir / "serve.log", serve_dir / "env", serve.host,
+    return ProcessRuntime(loaded.serve_command(), env, serve_dir / SERVE_LOG, serve_dir / ENV_DIR, serve.host,
                           run_id=run_id)  # fmt: skip

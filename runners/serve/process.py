@@ -26,12 +26,13 @@ from pathlib import Path
 from engine.env_sentinel import ENV_DIR_VAR, SENTINEL_NAME, format_sentinel
 from runners.host.meminfo import read_oom_kill_count
 from runners.host.owner import RUN_ID_VAR, process_start_ticks
+from runners.plan.steps import PROFILE_DIR_NAME
 from runners.run.files import tail_lines, write_atomic
 from runners.run.redact import redact_argv
 from runners.run.targets import TargetRef
 from runners.serve.env_reports import clear_reports
 from runners.serve.readiness import probe, wait_ready_explained
-from runners.serve.runtime import OOM_KILLED, PROFILE_DIR_NAME, ExitInfo, ProbeResult, ReadyInfo, ServeError
+from runners.serve.runtime import OOM_KILLED, ExitInfo, ProbeResult, ReadyInfo, ServeError
 
 PR_SET_PDEATHSIG = 1
 KILL_REAP_TIMEOUT_S = 5.0

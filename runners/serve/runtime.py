@@ -8,10 +8,6 @@ from typing import Protocol
 
 from runners.run.targets import TargetRef
 
-# The runner-owned trace directory of a serve session, beside its `env`: a name no phase (a slug) can have,
-# so it never holds a step directory.
-PROFILE_DIR_NAME = "@profile"
-
 
 class ServeError(Exception):
     """A serve target that failed to start, answer or stop; the message says where to look. `lasting`: a start that

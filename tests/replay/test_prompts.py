@@ -53,8 +53,31 @@ def test_sharegpt_errors_name_file_and_entry(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match=rf"{f}: entry 1 has no 'conversations'"):
         load_sharegpt(f)
     f.write_text("{")
-    with pytest.raises(DatasetError, match="not a readable JSON file"):
+    with pytest.raises(DatasetError, match="neither JSON nor JSONL"):
         load_sharegpt(f)
+
+
+def test_sharegpt_jsonl_is_read_and_empty_binary_or_directory_inputs_say_what_they_are(tmp_path: Path) -> None:
+    """A well-formed JSONL (one conversation per line) reads as the JSON list would; the rest is refused clearly."""
+    entries = [{"id": f"c{i}", "conversations": [{"from": "human", "value": f"q{i}"}, {"from": "gpt", "value": "a"}]}
+               for i in range(3)]  # fmt: skip
+    as_json, as_jsonl = tmp_path / "s.json", tmp_path / "s.jsonl"
+    as_json.write_text(json.dumps(entries))
+    as_jsonl.write_text("\n".join(json.dumps(e) for e in entries) + "\n\n")
+    assert load_sharegpt(as_jsonl) == load_sharegpt(as_json)
+    as_jsonl.write_text(as_jsonl.read_text() + json.dumps({"id": "x"}) + "\n")
+    with pytest.raises(DatasetError, match=rf"{as_jsonl}: line 5 has no 'conversations'"):
+        load_sharegpt(as_jsonl)
+    empty = tmp_path / "empty.json"
+    empty.write_text("")
+    with pytest.raises(DatasetError, match="the file is empty"):
+        load_sharegpt(empty)
+    binary = tmp_path / "model.bin"
+    binary.write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(DatasetError, match="neither JSON nor JSONL"):
+        load_sharegpt(binary)
+    with pytest.raises(DatasetError, match="is a directory; name the dataset file in it"):
+        load_sharegpt(tmp_path)
 
 
 def test_real_sharegpt_slice_loads() -> None:

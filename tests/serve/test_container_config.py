@@ -13,9 +13,9 @@ from engine.units import GIB
 from runners.host.docker_api import DockerError
 from runners.host.owner import Owner
 from runners.plan.serve_spec import DockerServe
+from runners.plan.steps import PROFILE_DIR_NAME
 from runners.serve.container_config import ContainerConfig, gpu_request
 from runners.serve.plugin_inject import INJECTED_MODULE, PLUGIN_SOURCE, write_injected_plugin
-from runners.serve.runtime import PROFILE_DIR_NAME
 
 COMMAND = ["vllm", "serve", "--host", "{host}", "--port", "{port}", "--env-dir", "{env_dir}"]
 HOST_PORT = 40123  # the port the runtime picked: only ever written into the config here

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from runners.plan.steps import PROFILE_DIR_NAME
 from runners.run.files import read_json, read_jsonl
-from runners.serve.runtime import PROFILE_DIR_NAME
 from tests.support.plans import PROFILED_PHASES, fault_plan
 from tests.support.processes import run_headless
 
