@@ -106,7 +106,7 @@ def compare_runs(args: argparse.Namespace, out: Console) -> int:
         out.print(f"[yellow]{DIFFERENT_WORK}:[/yellow]", highlight=False)
         out.print(_differences_table(differences))
     if code == EXIT_NOT_COMPARABLE:
-        out.print(f"no verdict: {gate.verdict}; `--anyway` compares them regardless", highlight=False)
+        out.print(f"{gate.verdict}: no verdict; `--anyway` gives one regardless", highlight=False)
         return code
     for arm in dict.fromkeys(r.arm for r in rows):
         out.print(_delta_table(f"arm {arm}", [r for r in rows if r.arm == arm]))

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from runners.gates.plan_diff import PlanDifference
 from runners.gates.result import GateResult
 from runners.plan.steps import StepKey
 from runners.replay.measurement_check import MeasurementCheck
@@ -29,7 +30,7 @@ STEP = StepKey("split1", "primary", "replay", 0)
 # the fields scripts read: summary.json keeps every one of them, under these names
 TOP_FIELDS = [
     "run_id", "plan", "status", "baseline", "deciding_phases", "arms", "steps", "gates", "verdicts",
-    "reproduction_rows", "prior_run", "limitations", "plots", "registries",
+    "reproduction_rows", "prior_run", "plan_differences", "limitations", "plots", "registries",
 ]  # fmt: skip
 ARM_FIELDS = [
     "arm", "arm_env", "env_status", "env_where", "steps_done", "steps_total", "stats", "paused_s",
@@ -54,7 +55,9 @@ def _summary() -> Summary:
         run_id="r1", plan="mini", status="finished", baseline="split1",
         deciding_phases={"gsm8k": None, "wall": "replay", "tpot": "replay", "long_decode": None},
         arms=(arm,), steps=(done, pending), gates=(GateResult("quality", "no_data", ("no score",), arm="split1"),),
-        verdicts={"split1": "baseline"}, prior_run=None, limitations=("1 of 2 steps are not done",),
+        verdicts={"split1": "baseline"}, prior_run="r0",
+        plan_differences=(PlanDifference("phase replay: max_tokens", "16", "8"),),
+        limitations=("1 of 2 steps are not done",),
         plots=("plots/wall.png",), registries=RegistrySource(directory="configs/registries", errors=()),
     )  # fmt: skip
 
@@ -71,6 +74,7 @@ def test_what_the_report_writes_reads_back_the_same_with_its_field_names(tmp_pat
     assert data["steps"][0]["step"] == {"arm": "split1", "mode": "primary", "phase": "replay", "rep": 0}
     assert data["steps"][0]["pause"]["intervals"] == [[1.0, 2.5]] and data["arms"][0]["stats"]["ok"] == 6
     assert data["gates"][0]["failed_criteria"] == ["no score"] and data["registries"]["errors"] == []
+    assert data["plan_differences"] == [{"what": "phase replay: max_tokens", "a": "16", "b": "8"}]
 
 
 def test_a_summary_without_later_fields_reads_with_none_of_them(tmp_path: Path) -> None:
