@@ -162,6 +162,7 @@ def test_a_page_from_another_origin_gets_no_console(web_console: WebConsole) -> 
     chromium = _chromium()
     before = web_console.consoles()
     state = asyncio.run(_visit_foreign_page(chromium, web_console))
+    assert state is not None, "the foreign page's script did not run (see foreign-chromium.log)"
     assert state["error"] and state["closed"] and not state["opened"], state
     assert state["messages"] == 0, state
     assert wait_until(lambda: "refused GET /ws: Origin" in web_console.terminal(), 10), web_console.terminal()
