@@ -148,6 +148,7 @@ def test_headless_chromium_loads_the_page_and_shows_the_run_id(web_console: WebC
     assert not exceptions, exceptions
     assert web_console.ws_url.split("?")[0] in {url.split("?")[0] for url in requested}, requested
     assert any("/static/js/textual.js" in url for url in requested), requested
+    assert any("/static/fonts/RobotoMono" in url for url in requested), f"the font not from this server: {requested}"
     outside = [url for url in requested if urlsplit(url).netloc.rsplit(":", 1)[0] not in LOOPBACK_HOSTS]
     assert not outside, f"the page asked for more than loopback: {outside}"
     holding = [path for path in web_console.run_root.rglob("*") if path.is_file() and
