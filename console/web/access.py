@@ -7,6 +7,7 @@ in a reason, a repr or a log line; it leaves this process only in the URL serve-
 from __future__ import annotations
 
 import secrets
+import socket
 from dataclasses import dataclass, field
 
 TOKEN_BYTES = 32
@@ -15,21 +16,25 @@ TOKEN_PARAM = "token"
 
 @dataclass(frozen=True)
 class Access:
-    """The token and own addresses of one serve-web start on a loopback `host`:`port`."""
+    """The token and own addresses of one serve-web start on a loopback `host`:`port`; `names` are the host and,
+    for a name (`localhost`), the addresses it resolves to: the server listens on each of them."""
 
     host: str
     port: int
     token: str = field(repr=False)
+    names: tuple[str, ...]
 
     @classmethod
     def fresh(cls, host: str, port: int) -> Access:
         """A new random token (secrets.token_urlsafe) for this start; a restart invalidates old URLs."""
-        return cls(host, port, secrets.token_urlsafe(TOKEN_BYTES))
+        resolved = {address[4][0] for address in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)}
+        return cls(host, port, secrets.token_urlsafe(TOKEN_BYTES), (host, *sorted(resolved - {host})))
 
     @property
     def authorities(self) -> frozenset[str]:
-        """The Host values a browser sends for this server: the bound host and `localhost`, at this port."""
-        return frozenset(f"{_bracketed(name)}:{self.port}" for name in (self.host, "localhost"))
+        """The Host values a browser sends for this server: each of its names at this port (127.0.0.1 serves
+        only 127.0.0.1: `localhost` may reach ::1, where another program could listen on this port)."""
+        return frozenset(f"{_bracketed(name)}:{self.port}" for name in self.names)
 
     @property
     def origins(self) -> frozenset[str]:
@@ -55,7 +60,7 @@ class Access:
         """Why a request is refused, in words without the token; None when it comes from this server's own page
         (Host one of ours, Origin ours if sent and always sent for a websocket) and carries the token."""
         if host not in self.authorities:
-            return f"Host {host!r} is not this server's address"
+            return f"Host {host!r} is not this server's address (open the URL serve-web printed)"
         if origin is not None and origin not in self.origins:
             return f"Origin {origin!r} is not this server's page"
         if websocket and origin is None:

@@ -19,6 +19,7 @@ import psutil
 import pytest
 
 from console.cli.web import WebError, console_command, pick_run
+from console.web.access import Access
 from runners.run.runs import create_run
 from tests.support.plans import write_plan
 from tests.support.processes import free_port, stop_process
@@ -106,6 +107,21 @@ def test_pick_run_prefers_the_given_then_the_newest_run(tmp_path: Path) -> None:
     run = create_run(write_plan(tmp_path), runs / "r1", runs)
     assert pick_run(None, runs).root == run.root and pick_run(run.root, runs).root == run.root
     assert console_command(run, readonly=True).endswith(f"attach {run.root.resolve()} --readonly")
+
+
+def test_access_takes_only_the_names_the_server_listens_on() -> None:
+    """127.0.0.1 is served under that name only (`localhost` may reach ::1, where another program may listen);
+    `localhost` also under the addresses it resolves to. The token stays out of the repr and the reasons."""
+    numeric, named = Access.fresh("127.0.0.1", 8765), Access.fresh("localhost", 8765)
+    assert numeric.origins == {"http://127.0.0.1:8765"}
+    assert {"http://localhost:8765", "http://127.0.0.1:8765"} <= named.origins
+    assert numeric.refusal("127.0.0.1:8765", "http://127.0.0.1:8765", True, numeric.token) is None
+    refusals = [numeric.refusal("localhost:8765", None, False, numeric.token),
+                numeric.refusal("127.0.0.1:8765", "http://127.0.0.1:8766", True, numeric.token),
+                numeric.refusal("127.0.0.1:8765", None, True, numeric.token),
+                numeric.refusal("127.0.0.1:8765", None, False, named.token)]  # fmt: skip
+    assert all(refusals) and not any(numeric.token in reason for reason in refusals), refusals
+    assert numeric.token not in repr(numeric) and numeric.url.endswith(f"/?token={numeric.token}")
 
 
 def test_a_busy_port_is_one_line_on_stderr_and_no_banner(tmp_path: Path) -> None:
