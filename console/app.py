@@ -58,6 +58,7 @@ from console.views.watchdog_view import WatchdogView
 from runners.plan.steps import SERVE_LOG
 from runners.report.summary_model import DamagedSummary, Summary
 from runners.run.control import pause_requested, request_abort, request_continue, request_pause
+from runners.run.incident_slot import incident_text, read_incident
 from runners.run.rundir import RunDir
 from runners.run.runs import spawn_detached
 
@@ -218,7 +219,8 @@ class RunConsole(App[None]):
     def _runner_gone(self) -> bool:
         """No runner works on the run and the events end without run_finished: stop showing what was in flight
         as live (the view's clocks stop); True when that changed something."""
-        line = self.view.runner_gone() if self.view is not None else None
+        incident = read_incident(self.run_dir)  # a runner stopped by a full disk said why where it still could
+        line = self.view.runner_gone(incident_text(incident) if incident else None) if self.view is not None else None
         if line is None:
             return False
         self._log_line(f"{line}; `gb10-console run --resume {self.run_dir.root}` continues")

@@ -45,6 +45,7 @@ from runners.run.event_types import (
     ReadEvent,
     RestartAllowed,
     RestartBlocked,
+    RunDirUnwritable,
     RunFinished,
     RunStarted,
     ServeFailed,
@@ -67,6 +68,7 @@ from runners.run.event_types import (
     UnreadableEvent,
     WatchdogLevel,
 )
+from runners.run.incident_slot import incident_text
 
 LIVE_KEYS = (
     "ttft_p50_ms", "ttft_p95_ms", "tpot_p50_ms", "tpot_p95_ms", "itl_p50_ms", "itl_p95_ms", "output_tokens", "errors",
@@ -242,10 +244,11 @@ class RunView:
             out[s.status] = out.get(s.status, 0) + 1
         return out
 
-    def runner_gone(self) -> str | None:
-        """The session's runner is gone and the events end without run_finished (it was killed, or events.jsonl
-        ends early): what was in flight is unknown and its clocks stop at the last event. Returns a line for the
-        log, or None when the events say the session ended (or none began)."""
+    def runner_gone(self, incident: str | None = None) -> str | None:
+        """The session's runner is gone and the events end without run_finished (it was killed, events.jsonl ends
+        early, or, `incident`, it stopped because it could not write the run directory and said why in
+        incident.slot): what was in flight is unknown and its clocks stop at the last event. Returns a line for
+        the log, or None when the events say the session ended (or none began)."""
         if self.status not in LIVE_STATUSES:
             return None
         end = self.last_t
@@ -257,8 +260,12 @@ class RunView:
             if arm.ready_t is not None or arm.serve == "starting":
                 arm.serve, arm.ready_t, arm.health, arm.failing_t = "unknown", None, "-", None
         self.status, self.ended_t, self.current = "gone", end, None
-        self.reason = f"runner gone (pid {self.runner_pid})"
-        line = f"{self.reason} without run_finished: the step in flight and the serve targets are unknown"
+        if incident is not None:
+            self.reason = f"runner stopped (pid {self.runner_pid}): {incident}"
+            line = f"{self.reason}; its state and events could not be written: the serve targets are unknown"
+        else:
+            self.reason = f"runner gone (pid {self.runner_pid})"
+            line = f"{self.reason} without run_finished: the step in flight and the serve targets are unknown"
         self.log.append(line)
         return line
 
@@ -408,6 +415,9 @@ class RunView:
 
     def _on_preflight_warning(self, e: PreflightWarning, t: float) -> str:
         return f"pre-flight warning ({e.topic}): {e.message}"
+
+    def _on_run_dir_unwritable(self, e: RunDirUnwritable, t: float) -> str:
+        return f"the last session stopped: {incident_text({'reason': e.reason, 'step': e.step})}"
 
     def _on_profile_started(self, e: ProfileStarted, t: float) -> str:
         return f"{e.step.arm}: profiler started for {e.step.phase}"
@@ -582,6 +592,7 @@ class RunView:
         KnownOomMatched: _on_known_oom_matched,
         PageCacheDropped: _on_page_cache_dropped,
         PreflightWarning: _on_preflight_warning,
+        RunDirUnwritable: _on_run_dir_unwritable,
         ProfileStarted: _on_profile_started,
         ProfileCaptured: _on_profile_captured,
         ProfileRecovered: _on_profile_recovered,

@@ -23,6 +23,7 @@ from runners.run.event_log import read_event_log
 from runners.run.event_types import (
     EngineStalled,
     GuardLost,
+    RunDirUnwritable,
     ServeHealth,
     ServeOom,
     ServeRestarting,
@@ -30,6 +31,7 @@ from runners.run.event_types import (
     WatchdogAction,
 )
 from runners.run.files import read_json
+from runners.run.incident_slot import incident_text
 from runners.run.rundir import RunDir
 
 
@@ -221,6 +223,10 @@ def _incidents(events: list[dict]) -> list[str]:
         out.append(f"the serve target was restarted {counts[ServeRestarting.TYPE]} time(s) mid-session")
     if counts[GuardLost.TYPE]:
         out.append("the memory guard was lost; the runner failed closed (events.jsonl guard_lost)")
+    for e in events:
+        if e.get("type") == RunDirUnwritable.TYPE:
+            out.append(f"{incident_text({'reason': e.get('reason'), 'step': e.get('step')})}; the runner stopped "
+                       "there and a later session resumed (events.jsonl run_dir_unwritable)")  # fmt: skip
     out.extend(_unhealthy(events))
     return out
 

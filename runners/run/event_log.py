@@ -17,9 +17,11 @@ from dataclasses import dataclass
 from runners.plan.steps import StepKey
 from runners.run.event_types import RunFinished, RunStarted, StepFinished
 from runners.run.files import SCAN_BLOCK, JsonlTail, torn_records, torn_sidecar
+from runners.run.incident_slot import read_incident
 from runners.run.rundir import RunDir, RunState, runner_alive
 
 INTERRUPTED = "interrupted (resumable)"
+DISK_STOPPED = "failed (resumable): the run directory could not be written"
 INCOMPLETE = "incomplete (event log cut)"
 ENDED = ("finished", "failed", "aborted")
 SESSION_TYPES = (RunStarted.TYPE.encode(), RunFinished.TYPE.encode())
@@ -174,7 +176,8 @@ def _log_agrees(run: RunDir, state: RunState) -> bool:
 
 def status_label(run: RunDir, state: RunState | None = None, live: bool | None = None) -> str:
     """The run's status as every display shows it: state.json's label, but `damaged` for a state.json that
-    cannot be read, INTERRUPTED for "running" with no live runner, INCOMPLETE when (no runner being live)
+    cannot be read, INTERRUPTED for "running" with no live runner (DISK_STOPPED when it kept a disk-full incident
+    in incident.slot), INCOMPLETE when (no runner being live)
     events.jsonl does not end as state.json says the run ended (a torn last line, a last session without
     `run_finished`, or one that finished otherwise), `created` before the first snapshot."""
     live = runner_alive(run) if live is None else live  # first: a runner that ends meanwhile has written its state
@@ -183,8 +186,8 @@ def status_label(run: RunDir, state: RunState | None = None, live: bool | None =
         return "created"
     if live or state.status in ("damaged", "created"):
         return state.label()
-    if state.status == "running":
-        return INTERRUPTED
+    if state.status == "running":  # a runner that could not write its end may have kept it in the slot
+        return DISK_STOPPED if read_incident(run) is not None else INTERRUPTED
     if not _log_agrees(run, state):
         return INCOMPLETE
     return state.label()

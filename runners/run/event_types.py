@@ -172,6 +172,19 @@ class RunDirRepaired(Event):
 
 
 @dataclass(frozen=True)
+class RunDirUnwritable(Event):
+    """An earlier session's runner could not write its run directory (`reason`: a full disk, say) during `step` at
+    `at` and stopped there; with state.json and this log unwritable it kept the incident in `incident.slot`, which
+    this session read back, recorded here and blanked."""
+
+    TYPE = "run_dir_unwritable"
+    DURABLE = True
+    reason: str
+    step: dict | None
+    at: float | None
+
+
+@dataclass(frozen=True)
 class AbortRequested(Event):
     """An abort was asked for `by` the console, the cli or a signal."""
 

@@ -36,10 +36,12 @@ from runners.run.event_types import (
     OomRecorded,
     OomRecordFailed,
     PreflightWarning,
+    RunDirUnwritable,
     SummaryFailed,
     SummaryWritten,
 )
 from runners.run.events import EventLog, Listener
+from runners.run.incident_slot import clear_incident, prepare_slot, read_incident
 from runners.run.provenance import end_session, record_datasets, start_session
 from runners.run.repair import Repair, repair_for_session
 from runners.run.rundir import RunDir, RunDirError, RunnerLock
@@ -70,6 +72,7 @@ async def execute(run: RunDir, listeners: Iterable[Listener] = (), argv: list[st
             events.subscribe(listener)
         for repair in repairs:
             events.emit(repair.event())
+        _carry_incident(run, events)
         done = _nothing_to_do(run, steps)
         if done is not None:
             events.close()
@@ -145,6 +148,20 @@ async def execute(run: RunDir, listeners: Iterable[Listener] = (), argv: list[st
         return result
     finally:
         lock.release()
+
+
+def _carry_incident(run: RunDir, events: EventLog) -> None:
+    """An earlier runner's disk-full incident, kept in incident.slot, into this session's events (then the slot is
+    blanked); the slot is allocated for this session's own (best effort: a full disk fails the session anyway)."""
+    incident = read_incident(run)
+    if incident is not None:
+        at = incident.get("t")
+        step = incident.get("step")
+        events.emit(RunDirUnwritable(incident["reason"], step if isinstance(step, dict) else None,
+                                     at if isinstance(at, (int, float)) else None))  # fmt: skip
+        clear_incident(run)
+    with contextlib.suppress(OSError):
+        prepare_slot(run)
 
 
 async def _record_ooms(run: RunDir, loaded: LoadedPlan, events: EventLog) -> None:

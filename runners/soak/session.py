@@ -31,6 +31,7 @@ from runners.run.event_types import (
 )
 from runners.run.events import EventLog
 from runners.run.files import RunDirWriteError
+from runners.run.incident_slot import record_incident
 from runners.run.provenance import record_target
 from runners.run.rundir import RunDir, RunState
 from runners.run.targets import write_targets
@@ -105,6 +106,7 @@ class SoakSession:
                     break
                 await self._session(session)
         except RunDirWriteError as exc:  # the evidence cannot be written: stop, say so, stay resumable
+            record_incident(self.run_dir, str(exc), self.ledger.state.current)  # kept where ENOSPC cannot reach
             return self.ended_early(
                 f"the run directory cannot be written: {exc}; free space (or fix permissions), then "
                 f"`gb10-console run --resume {self.run_dir.root}`; steps already DONE are kept"

@@ -42,6 +42,7 @@ DURABLE_BEFORE = {
     "run_started", "run_finished", "step_finished", "step_failed", "step_aborted", "dispatch_paused",
     "dispatch_resumed", "serve_failed", "env_mismatch", "kernel_checks_failed", "watchdog_action", "guard_lost",
     "guard_ended_target", "run_dir_repaired", "oom_recorded",  # issue 22: a host-level record was written
+    "run_dir_unwritable",  # issue 31: an incident carried out of incident.slot, which is then blanked
 }  # fmt: skip
 
 

@@ -7,6 +7,7 @@ resumable; none may hang the runner.
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -17,10 +18,13 @@ import pytest
 from engine.units import GIB
 from runners.host.meminfo import read_meminfo
 from runners.run.files import read_json, read_jsonl
+from runners.run.incident_slot import read_incident
+from runners.run.rundir import RunDir
 from runners.run.runs import create_run
 from tests.support.plans import fault_plan, phases_toml, profiled_phase, small_phase, write_plan
 from tests.support.processes import pid_gone, run_headless
 from tests.support.project import ROOT
+from tests.support.waits import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -101,7 +105,8 @@ def test_a_memory_balloon_after_stop_profile_is_stopped_by_the_watchdog(tmp_path
 
 def test_a_full_run_directory_disk_gives_a_clear_error_and_valid_state(tmp_path: Path) -> None:
     """The run dir on a 160 KiB tmpfs: `run` refuses it before anything starts (the doctor's disk check); a runner
-    on a run made there anyway fills it: no traceback, one clear reason, state.json still valid JSON."""
+    on a run made there anyway fills it: no traceback, one clear reason, state.json still valid JSON, and the
+    incident kept in incident.slot; once there is room a resumed session records it and the summary names it."""
     mount = tmp_path / "small"
     mount.mkdir()
     made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=160k", "tmpfs", str(mount)], capture_output=True)
@@ -124,5 +129,29 @@ def test_a_full_run_directory_disk_gives_a_clear_error_and_valid_state(tmp_path:
         state = json.loads((out / "state.json").read_text())  # never half-written
         assert state["resumable"] is True
         assert not (out / "done" / "split1" / "primary" / "replay" / "0").exists()
+        incident = read_incident(RunDir(out))
+        assert incident is not None and "No space left on device" in incident["reason"], incident
+        assert incident["step"]["arm"] == "split1"
+        subprocess.run(["mount", "-o", "remount,size=64m", str(mount)], check=True, capture_output=True)
+        resumed = subprocess.Popen([sys.executable, "-m", "runners.execute", str(out)], cwd=ROOT,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+        try:  # the new session records the incident first thing; its steps are not this test's: abort it
+
+            def carried_over() -> bool:
+                return any(e["type"] == "run_dir_unwritable" for e in read_jsonl(out / "events.jsonl"))
+
+            assert wait_until(carried_over, 60, 0.2)
+            resumed.send_signal(signal.SIGTERM)
+            assert resumed.wait(60) == 3  # aborted, resumable
+        finally:
+            if resumed.poll() is None:
+                resumed.kill()
+                resumed.wait(10)
+        [carried] = [e for e in read_jsonl(out / "events.jsonl") if e["type"] == "run_dir_unwritable"]
+        assert "No space left on device" in carried["reason"] and carried["step"]["arm"] == "split1"
+        assert read_incident(RunDir(out)) is None  # blanked once kept in the events
+        summary = (out / "summary.md").read_text()
+        assert "the run directory could not be written during split1/primary/replay/0" in summary
+        assert "No space left on device" in summary and "a later session resumed" in summary
     finally:
         subprocess.run(["umount", "-l", str(mount)], capture_output=True)
