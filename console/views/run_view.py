@@ -57,6 +57,8 @@ from runners.run.event_types import (
     ServeStarting,
     ServeStopFailed,
     ServeStopped,
+    StallCleared,
+    StallSuspected,
     StepAborted,
     StepFailed,
     StepFinished,
@@ -555,6 +557,13 @@ class RunView:
         step = self._step(e.step)
         return f"{step.key.path}: CLIENT-SIDE DISTORTION (the server's own latency disagrees): {e.reason}"
 
+    def _on_stall_suspected(self, e: StallSuspected, t: float) -> str:
+        return (f"{e.step.path}: no chunk for {e.quiet_s:.1f} s with {e.in_flight} in flight: dispatch held "
+                f"(a stall at {e.stall_s:g} s kills the target)")  # fmt: skip
+
+    def _on_stall_cleared(self, e: StallCleared, t: float) -> str:
+        return f"{e.step.path}: {e.why}: dispatch continues after {e.held_s:.1f} s held"
+
     def _on_engine_stalled(self, e: EngineStalled, t: float) -> str:
         step = self._step(e.step)
         arm = self._arm(step.key.arm)
@@ -620,6 +629,8 @@ class RunView:
         StepAborted: _on_step_aborted,
         MeasurementDistorted: _on_measurement_distorted,
         EngineStalled: _on_engine_stalled,
+        StallSuspected: _on_stall_suspected,
+        StallCleared: _on_stall_cleared,
         StepSkipped: _on_step_skipped,
     }
 

@@ -4,7 +4,7 @@ Each line says what is missing or suspect and where to look: steps not done, los
 traces, effective env that was not verified, unfinished attempts kept aside, token counts taken
 from chunks, server metrics that could not be scraped or steps too short to sample them, prompts not
 checked in tokens, memory actions and OOM kills, restarts,
-a /health that failed while the target was up, steps whose dispatch the operator paused, steps
+a /health that failed while the target was up, steps whose dispatch the operator paused or a suspected stall held, steps
 whose client latency disagrees with the server's own histograms or could not be cross-checked,
 region-timing dumps not captured, left in ticks or off the profiler's mean.
 """
@@ -150,6 +150,21 @@ def _paused(run: RunDir, plan: Plan) -> list[str]:
     return out
 
 
+def _stall_holds(run: RunDir, plan: Plan) -> list[str]:
+    """Done steps whose dispatch a suspected stall held: the engine went silent and recovered inside the step."""
+    held = []
+    for step in plan.steps():
+        hold = section(phase_record(run, step), "stall_hold") if run.is_done(step) else {}
+        count, seconds = number(hold.get("count")), number(hold.get("held_s"))
+        if count:
+            held.append(f"{step.path} ({int(count)}x, {seconds or 0:.1f} s)")
+    if not held:
+        return []
+    listed = ", ".join(held[:5]) + (f" and {len(held) - 5} more" if len(held) > 5 else "")
+    return [f"the engine went silent with requests in flight and recovered in {listed}: dispatch was held meanwhile "
+            "and their wall time and latencies include it (phase.json `stall_hold`)"]  # fmt: skip
+
+
 def _measurements(run: RunDir, plan: Plan) -> list[str]:
     """Done steps whose client latency is distorted, and unchecked ones grouped by why."""
     out = []
@@ -272,6 +287,7 @@ def known_limitations(run: RunDir, plan: Plan) -> list[str]:
         *_region_timings(run, plan),
         *_incidents(events),
         *_paused(run, plan),
+        *_stall_holds(run, plan),
         *_measurements(run, plan),
         *_attempts(run),
         *_request_details(run, plan),

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from console.views.run_view import RunView
 from runners.plan.steps import StepKey
-from runners.run.event_types import EngineStalled, parse_event
+from runners.run.event_types import EngineStalled, StallCleared, StallSuspected, parse_event
 from runners.run.events import EventLog
 from runners.run.files import read_jsonl
 from runners.run.runs import create_run, load_run_plan
@@ -30,3 +30,18 @@ def test_an_engine_stall_is_a_line_in_the_events_log_and_the_arm_reads_killed(tm
     arm = view.arms["split1"]
     assert (arm.serve, arm.ready_t, arm.health) == ("killed (stall)", None, "-")
     assert [what for _, what in view.incidents] == ["split1: engine stalled, killed"]  # the timeline's incidents row
+
+
+def test_a_suspected_stall_holding_dispatch_and_its_clearing_are_lines_in_the_events_log(tmp_path: Path) -> None:
+    view = RunView.for_plan(load_run_plan(create_run(write_plan(tmp_path), tmp_path / "run", tmp_path)).plan, "r1")
+    step = StepKey("split1", "primary", "replay", 0)
+    log = EventLog(tmp_path / "events.jsonl")
+    log.emit(StallSuspected(step, 1.04, 1.0, 2.0, 3, 118.0, "generation tokens frozen at 118"))
+    log.emit(StallCleared(step, 0.7, "a stream received bytes"))
+    log.close()
+    suspected, cleared = (view.apply(parse_event(e)) for e in read_jsonl(tmp_path / "events.jsonl"))
+    assert suspected == (
+        "split1/primary/replay/0: no chunk for 1.0 s with 3 in flight: dispatch held (a stall at 2 s kills the target)"
+    )
+    assert cleared == "split1/primary/replay/0: a stream received bytes: dispatch continues after 0.7 s held"
+    assert view.log[-2:] == [suspected, cleared]

@@ -199,3 +199,5 @@ def test_an_engine_stopped_for_less_than_stall_s_is_held_then_dispatch_resumes_a
     assert [r for r in records if r["sent_at"] > reopened]  # dispatch resumed
     hold = read_json(_held_step(out) / "phase.json")["stall_hold"]
     assert hold["count"] == 1 and hold["held_s"] == pytest.approx(cleared["held_s"], abs=0.2), hold
+    summary = (out / "summary.md").read_text()  # a known limitation: the step's figures include the silence
+    assert "the engine went silent with requests in flight and recovered in split4/primary/replay/0 (1x, " in summary
