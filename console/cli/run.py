@@ -67,8 +67,9 @@ def preflight(path: Path, loaded: LoadedPlan, force: bool, run_id: str | None = 
     """This host's pre-flight warnings for `loaded` (`runs_dir`: where the run directory goes, for the free disk);
     raises CliError (each line naming `path`) on a refusal."""
     found = host_preflight(loaded, force, run_id, starting, runs_dir)
-    if found.errors:
-        lines = "\n  ".join(f"{path}: {error}" for error in found.errors)
+    errors = [*loaded.plan.missing_env_values(), *found.errors]  # from_env values are read when a target starts
+    if errors:
+        lines = "\n  ".join(f"{path}: {error}" for error in errors)
         raise CliError(f"refused on this host before anything started:\n  {lines}")
     return found.warnings
 

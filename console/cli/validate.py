@@ -7,7 +7,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from console.cli.command import Subparsers
+from console.cli.command import CliError, Subparsers
 from console.cli.data import checked_data_lines, dataset_lines
 from console.cli.run import preflight
 from runners.evidence.mechanism_input import MechanismInput
@@ -16,6 +16,8 @@ from runners.gates.registry import load_registry
 from runners.plan.load import load_plan
 from runners.plan.preflight import preflight_warnings
 from runners.plan.serve_spec import DockerServe, ExternalServe
+from runners.run.plan_copy import PlanCopyError, redacted_plan_text
+from runners.run.redact import env_policy
 
 
 def register(sub: Subparsers) -> None:
@@ -33,6 +35,10 @@ def validate_plan(args: argparse.Namespace, out: Console) -> int:
     path, force = args.plan, args.force
     loaded = load_plan(path)
     host_warnings = preflight(path, loaded, force, starting=False)
+    try:
+        redacted_plan_text(path)  # the run directory's copy can leave out every hidden value
+    except PlanCopyError as exc:
+        raise CliError(str(exc)) from None
     data_lines = [*dataset_lines(loaded), *checked_data_lines(path, loaded)]  # raises before "valid" is said
     plan, serve = loaded.plan, loaded.plan.serve
     print(f"plan {plan.name} ({path}): valid")
@@ -43,8 +49,9 @@ def validate_plan(args: argparse.Namespace, out: Console) -> int:
     else:
         target = "process: " + " ".join(loaded.serve_command())
     print(f"  target: {target}")
+    policy = env_policy(plan)
     for arm in plan.arms:
-        env = ", ".join(f"{k}={v}" for k, v in arm.env.items()) or "no env"
+        env = ", ".join(f"{k}={v}" for k, v in (policy.env(arm.env) or {}).items()) or "no env"
         print(f"  arm {arm.name}: {env}")
     for line in data_lines:
         print(f"  {line}")

@@ -71,6 +71,7 @@ from runners.run.event_types import (
     WatchdogLevel,
 )
 from runners.run.incident_slot import incident_text
+from runners.run.redact import env_policy
 
 LIVE_KEYS = (
     "ttft_p50_ms", "ttft_p95_ms", "tpot_p50_ms", "tpot_p95_ms", "itl_p50_ms", "itl_p95_ms", "output_tokens", "errors",
@@ -214,7 +215,8 @@ class RunView:
     def for_plan(cls, plan: Plan, run_id: str) -> RunView:
         """A view with every arm and step of `plan` pending."""
         view = cls(run_id=run_id, plan=plan.name, target=describe_target(plan))
-        view.arms = {a.name: ArmView(a.name, env=dict(a.env)) for a in plan.arms}
+        policy = env_policy(plan)  # values shown only where harmless: runners/run/redact.py
+        view.arms = {a.name: ArmView(a.name, env=policy.env(a.env) or {}) for a in plan.arms}
         view.steps = {s: StepView(s) for s in plan.steps()}
         return view
 

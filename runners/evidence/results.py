@@ -36,6 +36,7 @@ from runners.replay.pauses import PauseAccount
 from runners.replay.records import RequestRecord
 from runners.run.event_log import status_label
 from runners.run.files import read_json
+from runners.run.redact import env_policy
 from runners.run.rundir import RunDir, RunDirError
 
 
@@ -363,6 +364,7 @@ def load_run_results(root: Path) -> RunResults:
         notes.append(state.reason)
         state = None  # its times are not known
     arms = []
+    policy = env_policy(plan)
     for spec in plan.arms:
         phases: dict[str, PhaseResult] = {}
         primary_records: list[RequestRecord] = []
@@ -380,7 +382,7 @@ def load_run_results(root: Path) -> RunResults:
         arms.append(
             ArmResult(
                 name=spec.name,
-                env=dict(spec.env),
+                env=policy.env(spec.env) or {},  # what summary.md/json show: runners/run/redact.py
                 declared=MechanismInput.declared_by(spec),
                 env_status=env_status,
                 effective_env=effective,

@@ -8,7 +8,7 @@ Compared (each a `PlanDifference` with both values as text):
 - the data each phase read: the sha256 provenance.json `datasets` recorded for a phase's field, where both
   runs recorded one;
 - the phases the reproduction gate reads (the deciding TPOT and GSM8K phases after the plan's defaults);
-- arms present in both plans: each env key (values of secret-looking keys shown as redacted);
+- arms present in both plans: each env key (values shown only as each plan's `env_policy` allows);
 - the serve target: kind, command/image/entrypoint/engine config/URL and the container settings that change
   what runs (not deadlines, sockets or mount points), `[serve] env` and `supplementary_env` per key, and the
   model(s) the target served (events.jsonl `serve_ready`).
@@ -25,7 +25,7 @@ from pydantic import BaseModel
 
 from runners.evidence.results import deciding_phases
 from runners.plan.model import Plan
-from runners.run.redact import REDACTED, is_secret, redact_argv
+from runners.run.redact import EnvPolicy, env_policy, redact_argv
 
 ABSENT = "absent"
 NOT_COMPARABLE = "not comparable"
@@ -95,19 +95,17 @@ def _fields(prefix: str, a: dict, b: dict, ignored: frozenset[str]) -> list[Plan
     return out
 
 
-def _env(prefix: str, a: dict, b: dict) -> list[PlanDifference]:
-    """Per env key: a key set on one side only, or set to another value (a secret's value is never shown)."""
+def _env(prefix: str, a: dict, b: dict, policies: tuple[EnvPolicy, EnvPolicy]) -> list[PlanDifference]:
+    """Per env key: a key set on one side only, or set to another value (each shown as its plan's policy allows)."""
     out = []
     for key in dict.fromkeys([*a, *b]):
         if a.get(key) == b.get(key):
             continue
 
-        def shown(env: dict, key: str = key) -> str:
-            if key not in env:
-                return "unset"
-            return REDACTED if is_secret(key) else value_text(env[key])
+        def shown(env: dict, policy: EnvPolicy, key: str = key) -> str:
+            return policy.value(key, env[key]) if key in env else "unset"
 
-        out.append(PlanDifference(f"{prefix}{key}", shown(a), shown(b)))
+        out.append(PlanDifference(f"{prefix}{key}", shown(a, policies[0]), shown(b, policies[1])))
     return out
 
 
@@ -151,9 +149,10 @@ def _deciding(a: Plan, b: Plan) -> list[PlanDifference]:
 
 def _serve(a: MeasuredWork, b: MeasuredWork) -> list[PlanDifference]:
     sa, sb = a.plan.serve, b.plan.serve
+    policies = env_policy(a.plan), env_policy(b.plan)
     out = _fields("serve: ", sa.model_dump(), sb.model_dump(), SERVE_SETTINGS_IGNORED)
-    out += _env("serve: env ", dict(sa.env), dict(sb.env))
-    out += _env("serve: supplementary_env ", dict(sa.supplementary_env), dict(sb.supplementary_env))
+    out += _env("serve: env ", dict(sa.env), dict(sb.env), policies)
+    out += _env("serve: supplementary_env ", dict(sa.supplementary_env), dict(sb.supplementary_env), policies)
     if a.models and b.models and set(a.models) != set(b.models):
         out.append(PlanDifference("serve: model served", ", ".join(a.models), ", ".join(b.models)))
     return out
@@ -161,11 +160,12 @@ def _serve(a: MeasuredWork, b: MeasuredWork) -> list[PlanDifference]:
 
 def _arms(a: Plan, b: Plan) -> list[PlanDifference]:
     arms_b = {arm.name: arm for arm in b.arms}
+    policies = env_policy(a), env_policy(b)
     return [
         d
         for arm in a.arms
         if arm.name in arms_b
-        for d in _env(f"arm {arm.name}: env ", dict(arm.env), dict(arms_b[arm.name].env))
+        for d in _env(f"arm {arm.name}: env ", dict(arm.env), dict(arms_b[arm.name].env), policies)
     ]
 
 

@@ -24,13 +24,6 @@ from runners.plan.model import Plan
 from runners.plan.serve_spec import ExternalServe, ProcessServe
 
 
-def _env_sources(plan: Plan) -> list[tuple[str, dict[str, str]]]:
-    """(field, env) for every place a plan sets env: serve.env, serve.supplementary_env, each arm's env."""
-    serve = plan.serve
-    out = [("serve.env", dict(serve.env)), ("serve.supplementary_env", dict(serve.supplementary_env))]
-    return out + [(f"arms[{i}].env", dict(arm.env)) for i, arm in enumerate(plan.arms)]
-
-
 def _arms_differ(plan: Plan) -> bool:
     return len({tuple(sorted(arm.env.items())) for arm in plan.arms}) > 1
 
@@ -53,8 +46,8 @@ def _embedded_errors(plan: Plan, resolve: Callable[[str], Path], serve: ProcessS
     except ConfigFileError as exc:
         return [f"serve.engine_config: {problem}" for problem in exc.problems]
     errors = []
-    for field, env in _env_sources(plan):  # every place the plan sets it; the engine refuses a bad one at start
-        if WO_SPLIT_VAR in env:
+    for field, env in plan.env_tables():  # every place the plan sets it; the engine refuses a bad one at start
+        if isinstance(env.get(WO_SPLIT_VAR), str):  # a from_env value is read only at start
             try:
                 check_wo_split(env[WO_SPLIT_VAR], f"{field}.{WO_SPLIT_VAR}")
             except WoSplitError as exc:
@@ -75,7 +68,7 @@ def env_errors(plan: Plan, resolve: Callable[[str], Path]) -> list[str]:
 def env_warnings(plan: Plan) -> list[str]:
     """Env that reaches the target without being able to change or prove what it runs (see the module doc)."""
     serve = plan.serve
-    sources = [(field, env) for field, env in _env_sources(plan) if env]
+    sources = [(field, env) for field, env in plan.env_tables() if env]
     if isinstance(serve, ExternalServe) and sources and not _arms_differ(plan):
         return [
             f"{', '.join(field for field, _ in sources)}: serve.kind is external ({serve.url}): this env is not set "

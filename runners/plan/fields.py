@@ -5,29 +5,54 @@ from __future__ import annotations
 import re
 from typing import Annotated
 
-from pydantic import BeforeValidator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 SLUG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
-def _env_value(value: object) -> str:
+class FromEnv(BaseModel):
+    """`{ from_env = "NAME" }`: the value is read from the runner's environment when the target starts;
+    the plan (and everything written from it) holds only the name."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    from_env: str = Field(pattern=ENV_KEY.pattern)
+
+
+class HeldValue(BaseModel):
+    """`{ redacted = "sha256:…" }`: in a run directory's plan copy, a literal value that was not copied.
+
+    Its value stays in the original plan (run.json's plan_source), where `--resume` reads it again.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    redacted: str = Field(pattern=r"^sha256:[0-9a-f]{12}$")
+
+
+PlanEnvValue = str | FromEnv | HeldValue
+
+
+def _env_value(value: object) -> object:
     if isinstance(value, bool):
         return "1" if value else "0"
     if isinstance(value, (str, int, float)):
         return str(value)
-    raise ValueError(f"env values must be strings or numbers, got {type(value).__name__}")
+    if isinstance(value, (dict, FromEnv, HeldValue)):
+        return value
+    raise ValueError(f'env values must be strings, numbers or {{ from_env = "NAME" }}, got {type(value).__name__}')
 
 
-EnvValue = Annotated[str, BeforeValidator(_env_value)]
+EnvValue = Annotated[PlanEnvValue, BeforeValidator(_env_value)]
 
 
-def check_env(env: dict[str, str]) -> dict[str, str]:
+def check_env(env: dict[str, PlanEnvValue]) -> dict[str, PlanEnvValue]:
     """An env map whose keys are variable names and whose values fit on one line (the ENV sentinel's format)."""
     for key, value in env.items():
         if not ENV_KEY.match(key):
             raise ValueError(f"{key!r} is not a valid environment variable name")
-        if "\n" in value:
+        if isinstance(value, str) and "\n" in value:
             raise ValueError(f"the value of {key} spans lines")
     return env
 

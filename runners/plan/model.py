@@ -5,9 +5,12 @@ Steps are (arm, mode, phase, rep); every primary step of every arm runs before a
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from runners.plan.fields import check_slug
+from runners.plan.fields import ENV_KEY, FromEnv, HeldValue, PlanEnvValue, check_slug
 from runners.plan.phases import Phase
 from runners.plan.sections import ArmSpec, GatesSpec, WatchdogSpec
 from runners.plan.serve_spec import ServeSpec
@@ -21,6 +24,9 @@ class Plan(BaseModel):
 
     name: str
     description: str = ""
+    secret: list[str] = Field(
+        default_factory=list, description="env keys whose values are never shown, even when they differ between arms"
+    )
     serve: ServeSpec
     watchdog: WatchdogSpec = Field(default_factory=WatchdogSpec)
     arms: list[ArmSpec] = Field(min_length=1)
@@ -28,6 +34,14 @@ class Plan(BaseModel):
     gates: GatesSpec = Field(default_factory=GatesSpec)
 
     _name_ok = field_validator("name")(check_slug)
+
+    @field_validator("secret")
+    @classmethod
+    def _secret_names(cls, names: list[str]) -> list[str]:
+        bad = [n for n in names if not ENV_KEY.match(n)]
+        if bad:
+            raise ValueError(f"{', '.join(map(repr, bad))}: not environment variable names")
+        return names
 
     @model_validator(mode="before")
     @classmethod
@@ -76,10 +90,45 @@ class Plan(BaseModel):
         """The arm called `name`."""
         return next(a for a in self.arms if a.name == name)
 
-    def session_env(self, arm: str, mode: str) -> dict[str, str]:
-        """The env a session's target runs with: serve.env, supplementary_env in that mode, the arm's env."""
+    def env_tables(self) -> list[tuple[str, Mapping[str, PlanEnvValue]]]:
+        """(field, env) for every env table of the plan: serve.env, serve.supplementary_env, arms[i].env."""
+        serve = self.serve
+        out = [("serve.env", serve.env), ("serve.supplementary_env", serve.supplementary_env)]
+        return out + [(f"arms[{i}].env", arm.env) for i, arm in enumerate(self.arms)]
+
+    def missing_env_values(self, environ: Mapping[str, str] = os.environ) -> list[str]:
+        """`field.KEY: why` for each env value the target could not be given (pre-flight): a `{ from_env = NAME }`
+        whose NAME is not set in `environ`, a value a run's plan copy does not hold and could not read again."""
+        out = []
+        for field, env in self.env_tables():
+            for key, value in env.items():
+                if isinstance(value, FromEnv) and value.from_env not in environ:
+                    out.append(f'{field}.{key}: {{ from_env = "{value.from_env}" }}, but {value.from_env} is not set')
+                elif isinstance(value, HeldValue):
+                    out.append(
+                        f"{field}.{key}: the run directory's plan copy does not hold this value ({value.redacted}) and "
+                        "the original plan no longer has it; restore it there, or write "
+                        f'{{ from_env = "NAME" }} in its place in the copy and set NAME'
+                    )
+        return out
+
+    def session_env(self, arm: str, mode: str, environ: Mapping[str, str] = os.environ) -> dict[str, str]:
+        """The env a session's target runs with: serve.env, supplementary_env in that mode, the arm's env;
+        `{ from_env = NAME }` values read from `environ` here (never stored). Raises ValueError naming the key
+        when one cannot be had."""
         extra = self.serve.supplementary_env if mode == "supplementary" else {}
-        return {**self.serve.env, **extra, **self.arm(arm).env}
+        merged = {**self.serve.env, **extra, **self.arm(arm).env}
+        out = {}
+        for key, value in merged.items():
+            if isinstance(value, FromEnv):
+                if value.from_env not in environ:
+                    raise ValueError(f"env {key} of arm {arm}: {value.from_env} is not set in the runner's environment")
+                out[key] = environ[value.from_env]
+            elif isinstance(value, HeldValue):
+                raise ValueError(f"env {key} of arm {arm}: the run's plan copy does not hold it ({value.redacted})")
+            else:
+                out[key] = value
+        return out
 
     def sessions(self) -> list[Session]:
         """Serve sessions in run order: every arm's primary steps, then every arm's supplementary steps."""

@@ -14,7 +14,6 @@ import fcntl
 import json
 import os
 import secrets
-import shutil
 import socket
 import time
 from dataclasses import asdict, dataclass, field
@@ -25,7 +24,8 @@ import psutil
 
 from engine.config_file import ConfigFileError, read_toml
 from runners.plan.steps import StepKey
-from runners.run.files import read_json, write_json_atomic
+from runners.run.files import read_json, write_atomic, write_json_atomic
+from runners.run.plan_copy import PlanCopyError, redacted_plan_text
 
 SCHEMA_VERSION = 1
 RunStatus = Literal["created", "running", "finished", "failed", "aborted", "damaged"]
@@ -222,6 +222,10 @@ class RunDir:
 
 def create_run_dir(out: Path | None, runs_root: Path, plan_source: Path, plan_name: str, plan_dir: Path) -> RunDir:
     """Create a run directory (at `out`, or a new id under `runs_root`) holding a copy of the plan."""
+    try:
+        plan_text = redacted_plan_text(plan_source)  # hidden env values left out: runners/run/plan_copy.py
+    except PlanCopyError as exc:
+        raise RunDirError(str(exc)) from None
     run_id = new_run_id(plan_name)
     root = out if out is not None else runs_root / run_id
     if root.exists():
@@ -234,7 +238,7 @@ def create_run_dir(out: Path | None, runs_root: Path, plan_source: Path, plan_na
             raise RunDirError(f"{root} exists and is not empty; choose another --out")
     root.mkdir(parents=True, exist_ok=True)
     run = RunDir(root)
-    shutil.copyfile(plan_source, run.plan_toml)
+    write_atomic(run.plan_toml, plan_text)
     write_json_atomic(
         run.run_json,
         {

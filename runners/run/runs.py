@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from runners.plan.load import LoadedPlan, load_plan
+from runners.run.plan_copy import restore_held_values
 from runners.run.rundir import RunDir, RunDirError, create_run_dir
 
 RUNNER_MODULE = "runners.execute"  # `python -m runners.execute RUN_DIR`: the detached runner's stable name
@@ -30,8 +31,11 @@ def open_run(path: Path) -> RunDir:
 
 
 def load_run_plan(run: RunDir) -> LoadedPlan:
-    """The run's copy of its plan, resolving relative paths against the original plan's directory."""
-    return load_plan(run.plan_toml, base_dir=run.plan_dir())
+    """The run's copy of its plan, resolving relative paths against the original plan's directory; env values the
+    copy does not hold are read again from the original plan (`restore_held_values`)."""
+    source = run.info().get("plan_source")
+    loaded = load_plan(run.plan_toml, base_dir=run.plan_dir())
+    return restore_held_values(loaded, Path(source) if source else None)
 
 
 def runner_command(run: RunDir) -> list[str]:

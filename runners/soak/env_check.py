@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import asyncio
 
+from runners.evidence.results import load_plan_copy
 from runners.run.event_types import EnvMismatch, EnvUnverified, EnvVerified, KernelChecksFailed
 from runners.run.events import EventLog
 from runners.run.files import write_json_atomic
-from runners.run.redact import redact_env
+from runners.run.redact import EnvPolicy, env_policy
 from runners.run.rundir import RunDir
 from runners.serve.env_reports import EnvProof, ProcessReport, judge_reports, read_reports
 from runners.serve.readiness import TargetReport, env_mismatches, fetch_target_report
@@ -53,6 +54,7 @@ def prove_env(expected: dict[str, str], report: TargetReport, runtime: ServeRunt
 async def verify_env(run: RunDir, events: EventLog, arm: str, mode: str, expected: dict[str, str],
                      runtime: ServeRuntime) -> str | None:  # fmt: skip
     """Write effective.json and the env events for `arm`; a reason to fail the arm when the env differs."""
+    policy = env_policy(load_plan_copy(run))  # what may be shown of each value: runners/run/redact.py
     report = await fetch_target_report(runtime.base_url)
     reports, problems = await asyncio.to_thread(read_reports, runtime.env_dir) if runtime.env_dir else ([], [])
     proof = prove_env(expected, report, runtime, reports)
@@ -61,15 +63,15 @@ async def verify_env(run: RunDir, events: EventLog, arm: str, mode: str, expecte
         {
             "arm": arm,
             "mode": mode,
-            "expected": redact_env(expected),
-            "reported": redact_env(proof.reported),
+            "expected": policy.env(expected),
+            "reported": policy.env(proof.reported),
             "status": proof.status,
             "verified": proof.status == "verified",
             "verified_by": proof.where if proof.status == "verified" else None,
             "reason": proof.reason,
             "unverified_keys": sorted(expected) if proof.status == "unverified" else [],
             "mismatches": list(proof.mismatches),
-            "processes": [r.as_dict() for r in reports],
+            "processes": [_shown_process(r.as_dict(), policy) for r in reports],
             "report_problems": problems,
             "kernel_checks": report.kernel_checks,
         },
@@ -78,10 +80,19 @@ async def verify_env(run: RunDir, events: EventLog, arm: str, mode: str, expecte
     if failed_checks:  # measured anyway: the kernel-correctness gate rejects the arm in the report
         events.emit(KernelChecksFailed(arm, mode, failed_checks))
     if proof.status == "mismatch":
-        events.emit(EnvMismatch(arm, list(proof.mismatches), redact_env(proof.reported) or {}, proof.where))
+        events.emit(EnvMismatch(arm, list(proof.mismatches), policy.env(proof.reported) or {}, proof.where))
         return f"the target does not run the arm's env ({proof.where}): " + "; ".join(proof.mismatches)
     if proof.status == "unverified":
         events.emit(EnvUnverified(arm, proof.reason))
     else:
-        events.emit(EnvVerified(arm, redact_env(proof.reported) or {}, [], proof.where))
+        events.emit(EnvVerified(arm, policy.env(proof.reported) or {}, [], proof.where))
     return None
+
+
+def _shown_process(process: dict, policy: EnvPolicy) -> dict:
+    """A process report's JSON form with each key's value as `policy` shows it."""
+    keys = process.get("keys")
+    if not isinstance(keys, dict):
+        return process
+    shown = {k: {**v, "value": policy.value(k, v.get("value"))} if isinstance(v, dict) else v for k, v in keys.items()}
+    return {**process, "keys": shown}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from runners.run.redact import REDACTED, is_secret, redact_argv, redact_env, redact_env_list, redact_inspect
+from runners.run.redact import REDACTED, is_secret, redact_argv, redact_env, redact_env_list, redact_inspect, redacted
 from runners.serve.readiness import env_mismatches
 
 
@@ -16,9 +16,11 @@ def test_secret_names_are_recognised_and_ordinary_ones_are_not() -> None:
 
 def test_env_maps_lists_and_argv_are_redacted() -> None:
     """Values go, names stay; option values after `--api-key` or in `--hf-token=X` go too."""
-    assert redact_env({"HF_TOKEN": "hf_abc", "CUTE_WO_SPLIT": "4"}) == {"HF_TOKEN": REDACTED, "CUTE_WO_SPLIT": "4"}
+    want_env = {"HF_TOKEN": redacted("hf_abc"), "CUTE_WO_SPLIT": "4"}
+    assert redact_env({"HF_TOKEN": "hf_abc", "CUTE_WO_SPLIT": "4"}) == want_env
     assert redact_env(None) is None
-    assert redact_env_list(["HF_TOKEN=hf_abc", "PATH=/bin", "EMPTY"]) == [f"HF_TOKEN={REDACTED}", "PATH=/bin", "EMPTY"]
+    want_list = [f"HF_TOKEN={redacted('hf_abc')}", "PATH=/bin", "EMPTY"]
+    assert redact_env_list(["HF_TOKEN=hf_abc", "PATH=/bin", "EMPTY"]) == want_list
     argv = ["vllm", "serve", "m", "--api-key", "sk-1", "--hf-token=hf_2", "--port", "8000"]
     want = ["vllm", "serve", "m", "--api-key", REDACTED, f"--hf-token={REDACTED}", "--port", "8000"]
     assert redact_argv(argv) == want
