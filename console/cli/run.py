@@ -66,8 +66,8 @@ def preflight(path: Path, loaded: LoadedPlan, force: bool, run_id: str | None = 
               runs_dir: Path | None = None) -> list[str]:  # fmt: skip
     """This host's pre-flight warnings for `loaded` (`runs_dir`: where the run directory goes, for the free disk);
     raises CliError (each line naming `path`) on a refusal."""
-    found = host_preflight(loaded, force, run_id, starting, runs_dir)
-    errors = [*loaded.plan.missing_env_values(), *found.errors]  # from_env values are read when a target starts
+    missing = loaded.plan.missing_env_values()  # first: the host check reads the env (a known-OOM record's hash)
+    errors = missing or (found := host_preflight(loaded, force, run_id, starting, runs_dir)).errors
     if errors:
         lines = "\n  ".join(f"{path}: {error}" for error in errors)
         raise CliError(f"refused on this host before anything started:\n  {lines}")

@@ -3,10 +3,10 @@ plan copy (values left out, read again on resume)."""
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from runners.plan.fields import FromEnv, HeldValue
 from runners.plan.load import load_plan
