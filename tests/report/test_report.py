@@ -171,7 +171,7 @@ def test_report_on_a_run_that_never_ran_and_on_a_non_run(tmp_path: Path) -> None
     run = create_run_dir(tmp_path / "fresh", tmp_path, plan, "mini", tmp_path)
     outcome = write_report(run.root)
     assert outcome.plots == () and outcome.plot_notes  # nothing to draw, and it says so
-    assert set(outcome.gates.verdicts.values()) == {"baseline", "no verdict"}
+    assert set(outcome.gates.verdicts.values()) == {"baseline: no data", "no verdict"}  # nothing judged
     assert "2 of 2 steps are not done" in outcome.summary_md.read_text()
     result = cli("report", str(tmp_path))
     assert result.returncode == 2 and "is not a run directory" in result.stderr and "Traceback" not in result.stderr
