@@ -27,7 +27,7 @@ from pathlib import Path
 from runners.plan.load import LoadedPlan
 from runners.plan.serve_spec import DockerServe, ExternalServe
 from runners.run.files import JsonlWriter, read_jsonl
-from runners.run.redact import redact_argv, redact_env
+from runners.run.redact import env_policy, redact_argv, redact_env
 from runners.run.rundir import RunDir
 from runners.serve.runtime import OOM_KILLED
 
@@ -173,12 +173,13 @@ def record_run_ooms(run: RunDir, loaded: LoadedPlan, path: Path | None = None) -
     path = path or record_path()
     run_id, host = run.info()["run_id"], socket.gethostname()
     new = []
+    policy = env_policy(loaded.plan)  # the arm's keys under test shown, everything else hidden
     for i in incidents:
         env = loaded.plan.session_env(i.arm, i.mode)
         new.append({
             "v": 1, "t": i.t, "host": host, "run_id": run_id, "run_dir": str(run.root), "plan": loaded.plan.name,
             "arm": i.arm, "mode": i.mode, "cause": i.cause, "cause_text": i.text, "identity": identity,
-            "env": redact_env(env), "env_hash": env_hash(env), "floors_gib": _floors(events, i.t),
+            "env": redact_env(env, policy), "env_hash": env_hash(env), "floors_gib": _floors(events, i.t),
             "memory": _memory_trace(run, i.t), "recorded_at": time.time(),
         })  # fmt: skip
     return _append_new(path, new)
