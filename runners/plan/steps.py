@@ -12,11 +12,10 @@ MODES = ("primary", "supplementary")
 
 # What a serve session keeps beside its steps, in `arms/<arm>/<mode>/`: a phase may not be named like one of them.
 SERVE_LOG = "serve.log"
-ENV_DIR = "env"
 CONTAINER_RECORD = "container.json"
 PLUGIN_DIR = "plugin"
 PROFILE_DIR_NAME = "@profile"  # the target's trace directory (no phase name can start with '@')
-SERVE_DIR_ENTRIES = (SERVE_LOG, ENV_DIR, CONTAINER_RECORD, PLUGIN_DIR, PROFILE_DIR_NAME)
+SERVE_DIR_ENTRIES = (SERVE_LOG, CONTAINER_RECORD, PLUGIN_DIR, PROFILE_DIR_NAME)
 
 
 @dataclass(frozen=True, order=True)

@@ -13,6 +13,7 @@ import contextlib
 import fcntl
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,11 +22,39 @@ from typing import Any
 import orjson
 
 TORN_SUFFIX = ".torn"
+RUN_UMASK = 0o027  # run directories 0750, files 0640: evidence people share holds nothing for others by default
+UMASK_VAR = "GB10_UMASK"  # octal (e.g. 022 to let others read a run directory); README says so
 SCAN_BLOCK = 64 << 10
 
 
 class RunDirWriteError(OSError):
     """A write into the run directory failed (full disk, permissions); the message names the path."""
+
+
+def run_umask() -> tuple[int, str | None]:
+    """The umask runs are written under: $GB10_UMASK (octal, 000-777) or RUN_UMASK; a warning for a bad value."""
+    text = os.environ.get(UMASK_VAR, "").strip()
+    if not text:
+        return RUN_UMASK, None
+    try:
+        value = int(text, 8)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 0o777:
+        return RUN_UMASK, f"{UMASK_VAR}={text!r} is not an octal umask (e.g. 022); using {RUN_UMASK:03o}"
+    return value, None
+
+
+def apply_run_umask() -> int:
+    """Set this process's umask for writing runs (`run_umask`), saying on stderr when $GB10_UMASK is bad; returns it.
+
+    A process-wide setting on purpose: every file of a run (the runner's, the guard's, the target's) follows it.
+    """
+    value, warning = run_umask()
+    if warning:
+        print(f"gb10-console: {warning}", file=sys.stderr)
+    os.umask(value)
+    return value
 
 
 def fsync_dir(path: Path) -> None:

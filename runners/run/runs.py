@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from runners.plan.load import LoadedPlan, load_plan
+from runners.run.files import apply_run_umask
 from runners.run.plan_copy import restore_held_values
 from runners.run.rundir import RunDir, RunDirError, create_run_dir
 
@@ -16,8 +17,10 @@ RUNNER_MODULE = "runners.execute"  # `python -m runners.execute RUN_DIR`: the de
 
 
 def create_run(plan_path: Path, out: Path | None, runs_root: Path) -> RunDir:
-    """Validate the plan and create its run directory; raises ConfigFileError or RunDirError."""
+    """Validate the plan and create its run directory (private: `apply_run_umask`); raises ConfigFileError or
+    RunDirError."""
     loaded = load_plan(plan_path)
+    apply_run_umask()
     return create_run_dir(out, runs_root, loaded.source, loaded.plan.name, loaded.base_dir)
 
 
@@ -44,7 +47,8 @@ def runner_command(run: RunDir) -> list[str]:
 
 
 def spawn_detached(run: RunDir) -> subprocess.Popen:
-    """Start `python -m runners.execute RUN_DIR` in its own session, output to runner.log."""
+    """Start `python -m runners.execute RUN_DIR` in its own session (under the run's umask), output to runner.log."""
+    apply_run_umask()
     with open(run.runner_log, "ab") as log:
         return subprocess.Popen(
             runner_command(run),

@@ -28,7 +28,7 @@ from runners.host.cgroup import MemoryCgroup, memory_cgroup
 from runners.host.docker_api import DockerClient, DockerError, LogFrames, find_socket
 from runners.host.owner import Owner
 from runners.plan.serve_spec import DockerServe
-from runners.plan.steps import CONTAINER_RECORD, ENV_DIR, PLUGIN_DIR, PROFILE_DIR_NAME, SERVE_LOG
+from runners.plan.steps import CONTAINER_RECORD, PLUGIN_DIR, PROFILE_DIR_NAME, SERVE_LOG
 from runners.run.files import tail_lines, write_atomic, write_json_atomic
 from runners.run.redact import redact_argv, redact_inspect
 from runners.run.targets import TargetRef
@@ -86,6 +86,7 @@ class DockerRuntime:
         arm: str,
         mode: str,
         serve_dir: Path,
+        env_dir: Path,
         resolve: Callable[[str], Path],
         owner: Owner,
         deadlines: DockerDeadlines | None = None,
@@ -93,7 +94,7 @@ class DockerRuntime:
         self.spec = spec
         self.serve_dir = serve_dir.resolve()
         self.log_path = self.serve_dir / SERVE_LOG
-        self.env_dir = self.serve_dir / ENV_DIR
+        self.env_dir = env_dir.resolve()  # the ENV sentinel's real values: the run's private runtime directory
         self.profile_dir = self.serve_dir / PROFILE_DIR_NAME
         self.profile_dir_in_target = spec.profile_mount
         self.resolve = resolve

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import orjson
 
-from runners.run.redact import is_secret
+from runners.run.redact import is_secret, redact_env
 
 REPORTS_DIR = "reports"
 KERNEL_ROLES = ("EngineCore", "worker")  # where the arm's kernels run
@@ -47,7 +47,9 @@ class ProcessReport:
         return f"{role} pid {self.pid}{version}"
 
     def as_dict(self) -> dict:
-        """JSON form for effective.json (values of secret keys never included)."""
+        """JSON form for effective.json: every value through `redact_env` (the run directory's policy)."""
+        values = {k: str(v["value"]) for k, v in self.keys.items() if v.get("value") is not None}
+        shown = redact_env(values) or {}  # a key the plugin reported without a value (a secret's) stays None
         return {
             "pid": self.pid,
             "ppid": self.ppid,
@@ -56,7 +58,7 @@ class ProcessReport:
             "vllm_version": self.vllm_version,
             "sentinel_error": self.sentinel_error,
             "plugin_copy": self.copy,
-            "keys": {k: {"value": v.get("value"), "source": v.get("source")} for k, v in self.keys.items()},
+            "keys": {k: {"value": shown.get(k), "source": v.get("source")} for k, v in self.keys.items()},
         }
 
 

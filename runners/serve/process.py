@@ -63,7 +63,8 @@ def child_setup_hook():
 
 
 class ProcessRuntime:
-    """A local serve process with its log in the run directory and its env also in an ENV sentinel."""
+    """A local serve process with its log in the run directory and its env also in an ENV sentinel in `env_dir`
+    (private: the run's runtime directory)."""
 
     kind = "process"
 
@@ -82,7 +83,7 @@ class ProcessRuntime:
         url_host = f"[{host}]" if ":" in host else host
         self.base_url = f"http://{url_host}:{self.port}"
         self.env_dir = env_dir
-        self.profile_dir = (profile_dir or env_dir.parent / PROFILE_DIR_NAME).resolve()
+        self.profile_dir = (profile_dir or log_path.parent / PROFILE_DIR_NAME).resolve()
         self.profile_dir_in_target = str(self.profile_dir)
         self.log_path = log_path
         self.run_id = run_id

@@ -41,11 +41,13 @@ from runners.run.event_types import (
     SummaryWritten,
 )
 from runners.run.events import EventLog, Listener
+from runners.run.files import apply_run_umask
 from runners.run.incident_slot import clear_incident, prepare_slot, read_incident
 from runners.run.provenance import end_session, record_datasets, start_session
 from runners.run.repair import Repair, repair_for_session
 from runners.run.rundir import RunDir, RunDirError, RunnerLock
 from runners.run.runs import RUNNER_MODULE, load_run_plan, open_run
+from runners.run.runtime_dir import RunRuntimeDir, RuntimeDirError, open_run_runtime, sweep_stale
 from runners.serve.orphans import sweep_at_start
 from runners.soak.ledger import SoakResult
 from runners.soak.session import SoakSession
@@ -58,7 +60,9 @@ async def execute(run: RunDir, listeners: Iterable[Listener] = (), argv: list[st
     Damaged files are repaired first and said (`run_dir_repaired`, runners/run/repair.py). A finished run with
     every step DONE is left as it is: nothing runs, its state, times and events stay (`nothing_to_do`).
     Raises RunDirError when a live runner holds the run or run.json is damaged, ConfigFileError for a bad plan copy.
+    Everything is written under the run's umask (`apply_run_umask`: 027 unless $GB10_UMASK says otherwise).
     """
+    apply_run_umask()
     lock = RunnerLock(run)
     lock.acquire()
     try:
@@ -104,13 +108,14 @@ async def execute(run: RunDir, listeners: Iterable[Listener] = (), argv: list[st
         start_session(run, argv if argv is not None else sys.argv)
         serve = loaded.plan.serve
         events.emit(await sweep_at_start(serve.socket if isinstance(serve, DockerServe) else None))
+        private, private_problem = _open_private(run)
         for finding in preflight_warnings(loaded.plan):  # profiler settings that would lose a trace
             events.emit(PreflightWarning(finding.topic, finding.message))
         await _record_ooms(run, loaded, events)  # catch up on a session whose runner died
         await _known_ooms(loaded, events)
         watcher = asyncio.create_task(watch_control(run, on_abort, on_pause))
         guard = GuardLink(run, loaded.plan.watchdog)
-        soak = SoakSession(run, loaded, events, abort, guard=guard, gate=gate)
+        soak = SoakSession(run, loaded, events, abort, guard=guard, gate=gate, private=private)
 
         def on_guard_lost(reason: str) -> None:  # fail closed: no measuring without a watchdog
             events.emit(GuardLost(reason))
@@ -121,7 +126,9 @@ async def execute(run: RunDir, listeners: Iterable[Listener] = (), argv: list[st
         try:
             datasets, unreadable = await asyncio.to_thread(data_records, loaded)  # hashes what the steps will read
             record_datasets(run, datasets)
-            if unreadable:  # before any target starts
+            if private_problem:
+                result = soak.ended_early(private_problem)
+            elif unreadable:  # before any target starts
                 result = soak.ended_early("a dataset cannot be read: " + "; ".join(unreadable))
             else:
                 guard.start()
@@ -136,6 +143,8 @@ async def execute(run: RunDir, listeners: Iterable[Listener] = (), argv: list[st
             for task in (watcher, *tasks):
                 task.cancel()
             await guard.stop()
+            if private is not None:  # the run's real values (ENV sentinels, plugin reports) end with the session
+                private.remove()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
         try:  # evidence beyond the run's own state: a full disk must not turn the result into a traceback
@@ -148,6 +157,16 @@ async def execute(run: RunDir, listeners: Iterable[Listener] = (), argv: list[st
         return result
     finally:
         lock.release()
+
+
+def _open_private(run: RunDir) -> tuple[RunRuntimeDir | None, str | None]:
+    """The run's private runtime directory (after removing those of this user's runners that are gone), or why
+    it cannot be made."""
+    try:
+        sweep_stale()
+        return open_run_runtime(run.info()["run_id"]), None
+    except (RuntimeDirError, OSError) as exc:
+        return None, f"cannot make the run's private runtime directory (for the ENV sentinel): {exc}"
 
 
 def _carry_incident(run: RunDir, events: EventLog) -> None:

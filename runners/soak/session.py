@@ -34,6 +34,7 @@ from runners.run.files import RunDirWriteError
 from runners.run.incident_slot import record_incident
 from runners.run.provenance import record_target
 from runners.run.rundir import RunDir, RunState
+from runners.run.runtime_dir import RunRuntimeDir
 from runners.run.targets import write_targets
 from runners.serve.make import make_runtime
 from runners.serve.runtime import ServeError, ServeRuntime
@@ -63,8 +64,10 @@ class SoakSession:
         runtime_factory: RuntimeFactory | None = None,
         guard: GuardLink | None = None,
         gate: DispatchGate | None = None,
+        private: RunRuntimeDir | None = None,
     ) -> None:
         self.run_dir = run
+        self.private = private  # where each session's ENV sentinel goes; only a runtime_factory may do without
         self.loaded = loaded
         self.plan = loaded.plan
         self.events = events
@@ -123,7 +126,9 @@ class SoakSession:
 
     def _runtime(self, session: Session) -> ServeRuntime:
         arm, mode = session.arm.name, session.mode
-        return make_runtime(self.loaded, self.plan.session_env(arm, mode), self.run_dir.serve_dir(arm, mode),
+        assert self.private is not None, "a SoakSession that makes its runtimes needs the private runtime directory"
+        env_dir = self.private.session_env_dir(arm, mode)
+        return make_runtime(self.loaded, self.plan.session_env(arm, mode), self.run_dir.serve_dir(arm, mode), env_dir,
                             run_id=self.run_id, arm=arm, mode=mode)  # fmt: skip
 
     def _stopping(self) -> bool:
@@ -218,6 +223,8 @@ class SoakSession:
         finally:
             self.memory.disarm()
             await self._stop_target(runtime, arm, mode)
+            if self.private is not None:  # the session's real values go with its target
+                self.private.remove_session(arm, mode)
         return []
 
     async def _stop_target(self, runtime: ServeRuntime, arm: str, mode: str) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from runners.run.files import JsonlTail, JsonlWriter, read_jsonl, tail_lines, write_atomic
+from runners.run.files import JsonlTail, JsonlWriter, read_jsonl, run_umask, tail_lines, write_atomic
 
 
 def test_write_atomic_replaces_whole_and_leaves_no_temp(tmp_path: Path) -> None:
@@ -39,3 +39,12 @@ def test_writer_and_reader_agree(tmp_path: Path) -> None:
     assert read_jsonl(tmp_path / "r.jsonl") == [{"i": 0}, {"i": 1}, {"i": 2}]
     (tmp_path / "log").write_text("\n".join(str(i) for i in range(100)))
     assert tail_lines(tmp_path / "log", 3) == ["97", "98", "99"]
+
+
+def test_the_run_umask_is_027_unless_gb10_umask_says_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GB10_UMASK", raising=False)
+    assert run_umask() == (0o027, None)
+    monkeypatch.setenv("GB10_UMASK", "022")
+    assert run_umask() == (0o022, None)
+    monkeypatch.setenv("GB10_UMASK", "9x")
+    assert run_umask() == (0o027, "GB10_UMASK='9x' is not an octal umask (e.g. 022); using 027")

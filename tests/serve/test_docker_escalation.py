@@ -41,7 +41,8 @@ def attached(tmp_path: Path, handler: Handler, **fields) -> DockerRuntime:
         {"kind": "docker", "image": "vllm:local", "command": ["s", "{host}", "{port}"], "gpus": "none", **fields}
     )
     rt = DockerRuntime(
-        spec, {}, run_id="r", arm="a", mode="primary", serve_dir=tmp_path, resolve=Path, owner=Owner("h", 1, 2),
+        spec, {}, run_id="r", arm="a", mode="primary", serve_dir=tmp_path, env_dir=tmp_path / "env", resolve=Path,
+        owner=Owner("h", 1, 2),
         deadlines=FAST,
     )  # fmt: skip
     rt._client = DockerClient(SOCKET, FAST.call_s, transport=httpx.MockTransport(handler))

@@ -23,6 +23,7 @@ from runners.host.scope import HOST_SCOPE_VAR, own_scope
 from runners.plan.serve_spec import DockerServe
 from runners.run.files import read_json, read_jsonl
 from runners.run.runs import create_run
+from runners.run.runtime_dir import open_run_runtime
 from runners.serve.docker import DockerDeadlines, DockerRuntime
 from runners.serve.orphans import live_run_containers, sweep_orphans
 from runners.serve.runtime import ServeError
@@ -46,8 +47,10 @@ def runtime(engine: DockerEngine, image: str, tmp_path: Path, run_id: str, comma
     """A DockerRuntime for one busybox container, no GPU, on the test engine."""
     fields = {"gpus": "none", "ipc": "private", "stop_timeout_s": 5, **spec}
     serve = DockerServe(kind="docker", image=image, socket=str(engine.socket), command=command, **fields)
+    tmp_path.mkdir(parents=True, exist_ok=True)
     return DockerRuntime(
         serve, {"CUTE_WO_SPLIT": "4"}, run_id=run_id, arm="a", mode="primary", serve_dir=tmp_path / "serve",
+        env_dir=open_run_runtime(run_id, tmp_path / "private").session_env_dir("a", "primary"),  # 0700, as in a run
         resolve=Path, owner=this_runner(), deadlines=FAST,
     )  # fmt: skip
 
@@ -341,8 +344,8 @@ async def test_a_socket_that_never_answers_is_bounded(tmp_path: Path) -> None:
         deadlines = DockerDeadlines(call_s=0.5, kill_s=0.5, cli_kill_s=2.0, confirm_exit_s=1.0)
         serve = DockerServe(kind="docker", image="x", socket=str(sock), gpus="none", command=["s", "{host}", "{port}"])
         rt = DockerRuntime(
-            serve, {}, run_id="r", arm="a", mode="primary", serve_dir=tmp_path / "serve", resolve=Path,
-            owner=this_runner(), deadlines=deadlines,
+            serve, {}, run_id="r", arm="a", mode="primary", serve_dir=tmp_path / "serve",
+            env_dir=tmp_path / "env", resolve=Path, owner=this_runner(), deadlines=deadlines,
         )  # fmt: skip
         t0 = time.monotonic()
         with pytest.raises(ServeError, match="did not answer"):

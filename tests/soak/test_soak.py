@@ -55,7 +55,7 @@ def test_headless_run_writes_the_whole_run_directory(tmp_path: Path) -> None:
         assert len(records) == 6 and all(r["status"] == "ok" and r["output_tokens_source"] == "usage" for r in records)
         assert all(len(r["chunk_ns"]) == 13 for r in records)  # role chunk + 12 tokens
         assert read_json(out / "done" / arm / "primary" / "replay" / "0")["stats"]["ok"] == 6
-        assert (out / "arms" / arm / "primary" / "env" / "ENV").is_file()
+        assert not (out / "arms" / arm / "primary" / "env").exists()  # the ENV sentinel lives in the runtime dir
     state = read_json(out / "state.json")
     assert (state["status"], state["steps_done"], state["resumable"]) == ("finished", 2, False)
     prov = read_json(out / "provenance.json")

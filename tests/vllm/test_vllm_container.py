@@ -286,7 +286,8 @@ async def test_vllms_loader_in_a_container_runs_one_copy_of_the_plugin(
                        command=[str(VLLM_VENV / "bin" / "python"), "-c", load])  # fmt: skip
     rid = f"t{os.urandom(4).hex()}"
     rt = DockerRuntime(spec, {"GB10_ARM_KEY": "x", "HOME": "/tmp"}, run_id=rid, arm="a", mode="primary",
-                       serve_dir=tmp_path / "serve", resolve=Path, owner=this_runner())  # fmt: skip
+                       serve_dir=tmp_path / "serve", env_dir=tmp_path / "private" / "env", resolve=Path,
+                       owner=this_runner())  # fmt: skip
     try:
         await rt.start()
         ended = await rt.wait_exit()
