@@ -16,6 +16,7 @@ import pytest
 
 from runners.evidence.oom_record import STATE_DIR_VAR
 from runners.host.scope import HOST_SCOPE_VAR
+from runners.run.runtime_dir import RUNTIME_DIR_VAR
 from runners.testbed.mock_server import MockSettings
 from tests.support.events import undefined_events
 from tests.support.hub_server import NO_SHARED, LoopbackHf, loopback_hf_session
@@ -30,6 +31,10 @@ HF_TEST_HOME = Path(tempfile.mkdtemp(prefix="gb10-test-hf-"))
 os.environ.update(HF_HOME=str(HF_TEST_HOME), HF_HUB_OFFLINE="1", HF_HUB_DISABLE_TELEMETRY="1")
 for _name in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_ENDPOINT", "TRANSFORMERS_OFFLINE"):
     os.environ.pop(_name, None)
+# The runs' private runtime directories (their ENV sentinels) go under this session's own 0700 directory, removed at
+# the end: a test that kills a runner leaves its directory for the next session's sweep, never in /tmp.
+RUNTIME_TEST_ROOT = Path(tempfile.mkdtemp(prefix="gb10-test-runtime-"))
+os.environ[RUNTIME_DIR_VAR] = str(RUNTIME_TEST_ROOT / "rt")
 
 # Tests that use one of these fixtures run in one pytest-xdist group each (`--dist loadgroup`: one worker, one
 # after another): a container test's orphan sweep or pre-flight would see another's containers, and tests/vllm
@@ -160,9 +165,10 @@ async def start_mock() -> AsyncIterator[StartMock]:
 
 @pytest.fixture(scope="session", autouse=True)
 def empty_hf_home() -> Iterator[None]:
-    """This session's empty, offline HF cache (HF_TEST_HOME), removed at the end."""
+    """This session's empty, offline HF cache (HF_TEST_HOME) and its runtime root, removed at the end."""
     yield
     shutil.rmtree(HF_TEST_HOME, ignore_errors=True)
+    shutil.rmtree(RUNTIME_TEST_ROOT, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -12,8 +12,8 @@ plan diff). A value is shown only when:
 and never when its name looks like a credential (`SECRET_NAME`), the plan declares it in its
 top-level `secret = [...]`, or the plan takes it `{ from_env = "NAME" }`. Everything else reads
 `***redacted*** sha256:<12 hex>`: the prefix lets two runs (or the expected and reported env) be
-compared without the value. The ENV sentinel itself keeps the real values: it is how they reach the
-server.
+compared without the value. The ENV sentinel keeps the real values (it is how they reach the server), in the
+run's private runtime directory outside the run directory (`runners/run/runtime_dir.py`).
 """
 
 from __future__ import annotations

@@ -2,8 +2,9 @@
 
 The ENV sentinel (the arm's env, secrets included: it is how they reach the server) and gb10-vllm-plugin's
 process reports live in `<root>/<run-id>/<arm>/<mode>/env/`, never in the run directory, which people share.
-`<root>` is `$XDG_RUNTIME_DIR/gb10-console` when XDG_RUNTIME_DIR names a directory of this user's that no one
-else can enter (as logind makes it), else `/tmp/gb10-console-<uid>`. Every level is made with
+`<root>` is `$GB10_RUNTIME_DIR` when set, else `/tmp/gb10-console-<uid>`. Not `$XDG_RUNTIME_DIR`: logind removes
+it when the user's last session ends, and a soak outlives the ssh session that started it (its next target start
+would find its env gone). Every level is made with
 `os.mkdir(path, 0o700)`; a name that exists already is checked with `lstat` (a link is never followed) and must
 be a directory owned by this user with no group or other bits, else `RuntimeDirError` (someone may have planted
 it). In sticky /tmp no one else can rename or remove a directory of this user's once it is checked.
@@ -26,6 +27,7 @@ from pathlib import Path
 from runners.run.rundir import LockHolder
 
 ENV_DIR = "env"  # a session's env directory: ENV and reports/
+RUNTIME_DIR_VAR = "GB10_RUNTIME_DIR"  # where the private runtime directories go (the tests give each session its own)
 RUNNER_FILE = "runner.json"
 MAX_SWEPT = 64  # run directories looked at per sweep: a bounded walk, whatever piled up
 YOUNG_S = 60.0  # a directory without runner.json this young may be a runner's between mkdir and its write
@@ -36,10 +38,10 @@ class RuntimeDirError(Exception):
 
 
 def runtime_root() -> Path:
-    """`$XDG_RUNTIME_DIR/gb10-console` when XDG_RUNTIME_DIR is usable, else `/tmp/gb10-console-<uid>`."""
-    xdg = os.environ.get("XDG_RUNTIME_DIR", "")
-    if xdg and os.path.isabs(xdg) and _private(Path(xdg)) is None and os.access(xdg, os.W_OK | os.X_OK):
-        return Path(xdg) / "gb10-console"
+    """`$GB10_RUNTIME_DIR` (absolute) when set, else `/tmp/gb10-console-<uid>`; checked private when it is made."""
+    explicit = os.environ.get(RUNTIME_DIR_VAR, "")
+    if explicit and os.path.isabs(explicit):
+        return Path(explicit)
     return Path("/tmp") / f"gb10-console-{os.getuid()}"
 
 

@@ -30,7 +30,7 @@ from runners.host.owner import Owner
 from runners.plan.serve_spec import DockerServe
 from runners.plan.steps import CONTAINER_RECORD, PLUGIN_DIR, PROFILE_DIR_NAME, SERVE_LOG
 from runners.run.files import tail_lines, write_atomic, write_json_atomic
-from runners.run.redact import redact_argv, redact_inspect
+from runners.run.redact import NO_PLAN, EnvPolicy, redact_argv, redact_inspect
 from runners.run.targets import TargetRef
 from runners.serve.container_config import ContainerConfig
 from runners.serve.container_stop import StopEscalation, classify_exit
@@ -90,8 +90,10 @@ class DockerRuntime:
         resolve: Callable[[str], Path],
         owner: Owner,
         deadlines: DockerDeadlines | None = None,
+        policy: EnvPolicy = NO_PLAN,
     ) -> None:
         self.spec = spec
+        self.policy = policy  # what container.json may show of the container's env: the plan's
         self.serve_dir = serve_dir.resolve()
         self.log_path = self.serve_dir / SERVE_LOG
         self.env_dir = env_dir.resolve()  # the ENV sentinel's real values: the run's private runtime directory
@@ -367,7 +369,7 @@ class DockerRuntime:
             return
         if self.id is not None:
             try:
-                self._final = redact_inspect(await self._client.inspect(self.id))
+                self._final = redact_inspect(await self._client.inspect(self.id), self.policy)
             except DockerError as exc:
                 self.last_error = str(exc)
             if self._final is not None:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import orjson
 
-from runners.run.redact import is_secret, redact_env
+from runners.run.redact import NO_PLAN, EnvPolicy, redact_env
 
 REPORTS_DIR = "reports"
 KERNEL_ROLES = ("EngineCore", "worker")  # where the arm's kernels run
@@ -127,17 +127,19 @@ def _sha(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()
 
 
-def _differences(expected: dict[str, str], report: ProcessReport) -> list[str]:
+def _differences(expected: dict[str, str], report: ProcessReport, policy: EnvPolicy) -> list[str]:
+    """What the process runs other than the arm asked for, each value as `policy` shows it."""
     out = []
     for key, want in expected.items():
         got = report.keys.get(key)
         if got is None:
             out.append(f"{key}: not in the sentinel this process read")
         elif got.get("sha256") is None:
-            out.append(f"{key}: want {'(secret)' if is_secret(key) else repr(want)}, the process has none")
+            out.append(f"{key}: want {policy.value(key, want)!r}, the process has none")
         elif got.get("sha256") != _sha(want):
-            shown = "differs" if is_secret(key) else f"want {want!r}, the process runs {got.get('value')!r}"
-            out.append(f"{key}: {shown}")
+            runs = got.get("value")
+            shown = policy.value(key, runs) if isinstance(runs, str) else f"sha256 {str(got.get('sha256'))[:12]}"
+            out.append(f"{key}: want {policy.value(key, want)!r}, the process runs {shown!r}")
     return out
 
 
@@ -146,13 +148,14 @@ def _values(report: ProcessReport) -> dict[str, str]:
             for k, v in report.keys.items()}  # fmt: skip
 
 
-def judge_reports(expected: dict[str, str], reports: list[ProcessReport]) -> EnvProof:
-    """Verified, mismatch or unverified, from the process reports (rules in the module docstring)."""
+def judge_reports(expected: dict[str, str], reports: list[ProcessReport], policy: EnvPolicy = NO_PLAN) -> EnvProof:
+    """Verified, mismatch or unverified, from the process reports (rules in the module docstring); values in its
+    reasons as `policy` shows them."""
     kernel_side = [r for r in reports if any(role in KERNEL_ROLES for role in r.roles)]
     for report in kernel_side + [r for r in reports if r not in kernel_side]:  # name a kernel process first
         if report.sentinel_error:
             continue  # judged below as a process that could not read the arm's env
-        wrong = _differences(expected, report)
+        wrong = _differences(expected, report, policy)
         if wrong:
             return EnvProof("mismatch", "; ".join(wrong), report.describe(), tuple(wrong), _values(report))
     readable = [r for r in kernel_side if not r.sentinel_error]

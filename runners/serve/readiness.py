@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import httpx
 
 from engine.deadlines import timeout
-from runners.run.redact import is_secret
+from runners.run.redact import NO_PLAN, EnvPolicy
 from runners.serve.runtime import ProbeResult, ReadyInfo, ServeError
 
 POLL_INTERVAL_S = 0.25
@@ -134,13 +134,11 @@ async def fetch_target_report(base_url: str) -> TargetReport:
     )
 
 
-def env_mismatches(expected: dict[str, str], reported: dict[str, str]) -> list[str]:
-    """Keys the target reports with a value other than the arm asked for, as `KEY: want X, got Y`.
-
-    Secret values are never spelled out: `HF_TOKEN: differs`.
-    """
+def env_mismatches(expected: dict[str, str], reported: dict[str, str], policy: EnvPolicy = NO_PLAN) -> list[str]:
+    """Keys the target reports with a value other than the arm asked for, as `KEY: want X, target runs Y`, each
+    value as `policy` shows it (a hidden one as `***redacted*** sha256:…`, which still tells the two apart)."""
     out = []
     for key, want in expected.items():
         if key in reported and reported[key] != want:
-            out.append(f"{key}: differs" if is_secret(key) else f"{key}: want {want!r}, target runs {reported[key]!r}")
+            out.append(f"{key}: want {policy.value(key, want)!r}, target runs {policy.value(key, reported[key])!r}")
     return out

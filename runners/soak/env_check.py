@@ -27,13 +27,14 @@ NOTHING_TO_VERIFY = "the arm's env is empty: nothing to verify"
 
 
 def prove_env(expected: dict[str, str], report: TargetReport, runtime: ServeRuntime,
-              reports: list[ProcessReport]) -> EnvProof:  # fmt: skip
-    """The verdict on the env from the plugin's process `reports`, else the target's /debug/config `report`."""
+              reports: list[ProcessReport], policy: EnvPolicy) -> EnvProof:  # fmt: skip
+    """The verdict on the env from the plugin's process `reports`, else the target's /debug/config `report`
+    (values in its reasons as `policy` shows them)."""
     if reports:
-        return judge_reports(expected, reports)
+        return judge_reports(expected, reports, policy)
     reported = report.env
     if reported is not None:
-        mismatches = env_mismatches(expected, reported)
+        mismatches = env_mismatches(expected, reported, policy)
         if mismatches:
             return EnvProof("mismatch", "; ".join(mismatches), "the target's /debug/config", tuple(mismatches),
                             reported)  # fmt: skip
@@ -47,7 +48,7 @@ def prove_env(expected: dict[str, str], report: TargetReport, runtime: ServeRunt
     if runtime.env_dir is None:
         why = "the target is not started by gb10-console (no ENV sentinel reaches it) and has no /debug/config"
     else:
-        why = judge_reports(expected, []).reason
+        why = judge_reports(expected, [], policy).reason
     return EnvProof("unverified", why)
 
 
@@ -57,7 +58,7 @@ async def verify_env(run: RunDir, events: EventLog, arm: str, mode: str, expecte
     policy = env_policy(load_plan_copy(run))  # what may be shown of each value: runners/run/redact.py
     report = await fetch_target_report(runtime.base_url)
     reports, problems = await asyncio.to_thread(read_reports, runtime.env_dir) if runtime.env_dir else ([], [])
-    proof = prove_env(expected, report, runtime, reports)
+    proof = prove_env(expected, report, runtime, reports, policy)
     write_json_atomic(
         run.effective_env_path(arm),
         {

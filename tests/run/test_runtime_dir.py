@@ -13,6 +13,7 @@ import pytest
 
 from runners.run.runtime_dir import (
     RUNNER_FILE,
+    RUNTIME_DIR_VAR,
     RuntimeDirError,
     ensure_private_dir,
     open_run_runtime,
@@ -65,14 +66,16 @@ def test_a_directory_of_another_user_is_refused(tmp_path: Path) -> None:
         ensure_private_dir(tmp_path / "theirs")
 
 
-def test_the_root_is_xdg_runtime_dir_only_when_it_is_private(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    xdg = tmp_path / "xdg"
-    xdg.mkdir(mode=0o700)
-    monkeypatch.setenv("XDG_RUNTIME_DIR", str(xdg))
-    assert runtime_root() == xdg / "gb10-console"
-    xdg.chmod(0o755)
+def test_the_root_is_gb10_runtime_dir_else_tmp_never_xdg_runtime_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """XDG_RUNTIME_DIR goes when the user's last session ends (logind), and a soak outlives its ssh session."""
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    monkeypatch.setenv(RUNTIME_DIR_VAR, str(tmp_path / "mine"))
+    assert runtime_root() == tmp_path / "mine"
+    monkeypatch.delenv(RUNTIME_DIR_VAR)
     assert runtime_root() == Path("/tmp") / f"gb10-console-{os.getuid()}"
-    monkeypatch.setenv("XDG_RUNTIME_DIR", "relative/dir")
+    monkeypatch.setenv(RUNTIME_DIR_VAR, "relative/dir")
     assert runtime_root() == Path("/tmp") / f"gb10-console-{os.getuid()}"
 
 
