@@ -19,6 +19,7 @@ from runners.plan.steps import StepKey
 from runners.run.event_types import (
     ABSENT,
     AbortRequested,
+    ControlRefused,
     DispatchPaused,
     DispatchResumed,
     EngineStalled,
@@ -420,6 +421,9 @@ class RunView:
     def _on_preflight_warning(self, e: PreflightWarning, t: float) -> str:
         return f"pre-flight warning ({e.topic}): {e.message}"
 
+    def _on_control_refused(self, e: ControlRefused, t: float) -> str:
+        return f"{e.detail} (removed unread: only the run's owner drives it)"
+
     def _on_run_dir_unwritable(self, e: RunDirUnwritable, t: float) -> str:
         return f"the last session stopped: {incident_text({'reason': e.reason, 'step': e.step})}"
 
@@ -604,6 +608,7 @@ class RunView:
         PageCacheDropped: _on_page_cache_dropped,
         PreflightWarning: _on_preflight_warning,
         RunDirUnwritable: _on_run_dir_unwritable,
+        ControlRefused: _on_control_refused,
         ProfileStarted: _on_profile_started,
         ProfileCaptured: _on_profile_captured,
         ProfileRecovered: _on_profile_recovered,

@@ -185,6 +185,15 @@ class RunDirUnwritable(Event):
 
 
 @dataclass(frozen=True)
+class ControlRefused(Event):
+    """A control file (`control/abort.json`, `pause.json`) written by another uid than the run's owner was removed
+    unread: only the owner drives a run; `detail` names the file and both uids."""
+
+    TYPE = "control_refused"
+    detail: str
+
+
+@dataclass(frozen=True)
 class AbortRequested(Event):
     """An abort was asked for `by` the console, the cli or a signal."""
 

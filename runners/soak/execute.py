@@ -25,10 +25,11 @@ from runners.plan.serve_spec import DockerServe
 from runners.plan.steps import StepKey
 from runners.replay.dispatch_gate import DispatchGate
 from runners.report.summary import write_report
-from runners.run.control import pause_requested, request_continue, take_abort_request, watch_control
+from runners.run.control import log_refused, pause_requested, request_continue, take_abort_request, watch_control
 from runners.run.event_types import (
     AbortRequested,
     ControlCleared,
+    ControlRefused,
     DispatchPaused,
     DispatchResumed,
     GuardLost,
@@ -113,7 +114,12 @@ async def execute(run: RunDir, listeners: Iterable[Listener] = (), argv: list[st
             events.emit(PreflightWarning(finding.topic, finding.message))
         await _record_ooms(run, loaded, events)  # catch up on a session whose runner died
         await _known_ooms(loaded, events)
-        watcher = asyncio.create_task(watch_control(run, on_abort, on_pause))
+
+        def on_refused(line: str) -> None:  # another uid's control file: removed unread, said in both places
+            log_refused(line)
+            events.emit(ControlRefused(line))
+
+        watcher = asyncio.create_task(watch_control(run, on_abort, on_pause, on_refused))
         guard = GuardLink(run, loaded.plan.watchdog)
         soak = SoakSession(run, loaded, events, abort, guard=guard, gate=gate, private=private)
 

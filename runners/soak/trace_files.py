@@ -15,12 +15,14 @@ events, else CPU `cpu_op`s) into the step's per-kernel table.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from runners.evidence.kernel_times import FRONTEND_MARK, load_chrome_trace, trace_kernel_times
+from runners.run.files import run_umask
 
 SETTLE_S = 1.0
 POLL_S = 0.25
@@ -84,7 +86,10 @@ async def collect(source: Path, before: dict[str, tuple[int, int]], dest: Path,
 
 
 def _move(source: Path, names: list[str], dest: Path) -> list[str]:
+    """Move the trace files into the step, each then given the run's file mode: a container writes them under its
+    own umask (often 022), and the run directory's files are not for others to read (`run_umask`)."""
     moved = []
+    mode = 0o666 & ~run_umask()[0]
     for name in names:
         target = dest / name
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -92,6 +97,8 @@ def _move(source: Path, names: list[str], dest: Path) -> list[str]:
             shutil.move(str(source / name), str(target))
         except OSError:  # vanished or unreadable: not collected
             continue
+        with contextlib.suppress(OSError):  # a file the container's user owns: left as it is
+            target.chmod(mode)
         moved.append(name)
     return moved
 

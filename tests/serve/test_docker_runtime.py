@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import secrets
 import subprocess
 import sys
@@ -23,7 +24,7 @@ from runners.host.scope import HOST_SCOPE_VAR, own_scope
 from runners.plan.serve_spec import DockerServe
 from runners.run.files import read_json, read_jsonl
 from runners.run.runs import create_run
-from runners.run.runtime_dir import open_run_runtime
+from runners.run.runtime_dir import RUNTIME_DIR_VAR, open_run_runtime
 from runners.serve.docker import DockerDeadlines, DockerRuntime
 from runners.serve.orphans import live_run_containers, sweep_orphans
 from runners.serve.runtime import ServeError
@@ -422,7 +423,7 @@ def _said(runner: subprocess.Popen) -> str:
 def _runner_env(engine: DockerEngine) -> dict[str, str]:
     """A runner's environment that talks to the test engine, in this session's host scope."""
     return {"DOCKER_HOST": f"unix://{engine.socket}", "PATH": "/usr/bin:/bin:/usr/sbin:/sbin",
-            HOST_SCOPE_VAR: own_scope()}  # fmt: skip
+            HOST_SCOPE_VAR: own_scope(), RUNTIME_DIR_VAR: os.environ[RUNTIME_DIR_VAR]}  # fmt: skip
 
 
 def _start_runner(tmp_path: Path, image: str, engine: DockerEngine, out: Path) -> subprocess.Popen:
