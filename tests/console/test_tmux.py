@@ -28,6 +28,7 @@ from runners.run.rundir import RunDir, runner_alive
 from tests.support.plans import write_plan
 from tests.support.processes import pid_gone
 from tests.support.project import ROOT
+from tests.support.secrets import FROM_ENV, planted_in, planted_plan
 from tests.support.waits import wait_until
 
 pytestmark = [
@@ -187,3 +188,25 @@ def test_console_in_tmux_a_then_y_aborts_and_q_quits(tmux: Tmux, tmp_path: Path)
         assert run.read_state().label() == "aborted (resumable)"
     finally:
         stop_runner(run)
+
+
+def test_the_console_shows_no_planted_secret_on_any_screen(tmux: Tmux, tmp_path: Path) -> None:
+    """A finished run whose arms carry planted secrets, attached in a real terminal: the main screen (the serve
+    table's arm env), the gates and the help show the key under test and none of the values."""
+    env = {**os.environ, FROM_ENV[0]: FROM_ENV[1]}
+    out = tmp_path / "run"
+    done = subprocess.run([sys.executable, "-m", "console.cli", "run", str(planted_plan(tmp_path)), "--headless",
+                           "--out", str(out)], capture_output=True, timeout=240, cwd=ROOT, env=env)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    run_id = read_json(out / "run.json")["run_id"]
+    command = [sys.executable, "-m", "console.cli", "attach", str(out), "--readonly"]
+    tmux.start(command, {"PYTHONPATH": str(ROOT), "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"})
+    seen = [tmux.wait_for(lambda t: run_id in t and "finished" in t and "CUTE_WO_SPLIT" in t, START_S,
+                          "the finished run with its arm env")]  # fmt: skip
+    for key, shown in (("g", "kernel-correctness"), ("escape", "CUTE_WO_SPLIT"),
+                       ("question_mark", "quit the console; the soak keeps running")):  # fmt: skip
+        tmux.keys("?" if key == "question_mark" else key.replace("escape", "Escape"))
+        seen.append(tmux.wait_for(lambda t, shown=shown: shown in t, STEP_S, f"{shown} after {key}"))
+    tmux.keys("Escape")
+    tmux.keys("q")
+    assert planted_in("\n".join([*seen, tmux.capture(history=True)]).encode()) == []
