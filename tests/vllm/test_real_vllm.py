@@ -152,7 +152,7 @@ name = "vllm-process"
 {process_serve_toml(profiler=True)}
 [[arms]]
 name = "vllm"
-env = {{ GB10_ARM_KEY = "candidate-a" }}
+env = {{ GB10_ARM_TAG = "candidate-a" }}
 {sharegpt_toml(SHARED.exists())}{CONCURRENT}{PROFILED}
 """
     )
@@ -169,7 +169,7 @@ name = "vllm-env"
 {process_serve_toml(wrapper=("env", "GB10_FORCED=default"))}
 [[arms]]
 name = "noplugin"
-env = {{ GB10_ARM_KEY = "b", VLLM_PLUGINS = "lora_filesystem_resolver" }}
+env = {{ GB10_ARM_TAG = "b", VLLM_PLUGINS = "lora_filesystem_resolver" }}
 
 [[arms]]
 name = "mismatch"
@@ -241,7 +241,7 @@ def test_a_process_target_vllm_is_measured_verified_and_profiled(tmp_path: Path)
     # the arm's env, verified inside vLLM's EngineCore in both sessions (the kill was the last step: no restart)
     verified = events_of(run, "env_verified")
     assert len(verified) == 2 and all(e["where"].startswith("EngineCore pid ") for e in verified), verified
-    assert all("(vLLM 0.32" in e["where"] and e["reported"]["GB10_ARM_KEY"] == "candidate-a" for e in verified)
+    assert all("(vLLM 0.32" in e["where"] and e["reported"]["GB10_ARM_TAG"] == "candidate-a" for e in verified)
     effective = read_json(run / "arms" / "vllm" / "effective.json")
     roles = {role for p in effective["processes"] for role in p["roles"]}
     assert {"api_server", "EngineCore", "worker"} <= roles, effective["processes"]

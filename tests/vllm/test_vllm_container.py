@@ -63,11 +63,11 @@ unified_memory = "no"
 
 [[arms]]
 name = "a"
-env = {{ GB10_ARM_KEY = "candidate-a" }}
+env = {{ GB10_ARM_TAG = "candidate-a" }}
 
 [[arms]]
 name = "b"
-env = {{ GB10_ARM_KEY = "candidate-b" }}
+env = {{ GB10_ARM_TAG = "candidate-b" }}
 
 [[phases]]
 name = "sharegpt"
@@ -220,7 +220,7 @@ def test_each_arm_is_proven_in_the_containers_engine_core_by_the_injected_plugin
     assert [e["arm"] for e in verified][:3] == ["a", "b", "a"], container_soak.output[-3000:]
     for event in verified:
         assert event["where"].startswith("EngineCore pid ") and "(vLLM 0.32" in event["where"], event
-        assert event["reported"]["GB10_ARM_KEY"] == f"candidate-{event['arm']}", event
+        assert event["reported"]["GB10_ARM_TAG"] == f"candidate-{event['arm']}", event
     for arm in ("a", "b"):
         processes = read_json(run / "arms" / arm / "effective.json")["processes"]
         assert {p["plugin_copy"] for p in processes} == {"injected"}, processes  # the image has no copy of its own
@@ -285,7 +285,7 @@ async def test_vllms_loader_in_a_container_runs_one_copy_of_the_plugin(
                        gpus="none", ipc="private", mounts=mounts, inject_plugin=inject,
                        command=[str(VLLM_VENV / "bin" / "python"), "-c", load])  # fmt: skip
     rid = f"t{os.urandom(4).hex()}"
-    rt = DockerRuntime(spec, {"GB10_ARM_KEY": "x", "HOME": "/tmp"}, run_id=rid, arm="a", mode="primary",
+    rt = DockerRuntime(spec, {"GB10_ARM_TAG": "x", "HOME": "/tmp"}, run_id=rid, arm="a", mode="primary",
                        serve_dir=tmp_path / "serve", env_dir=tmp_path / "private" / "env", resolve=Path,
                        owner=this_runner())  # fmt: skip
     try:

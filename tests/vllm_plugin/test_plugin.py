@@ -155,7 +155,7 @@ def test_the_injected_copy_reports_only_where_no_installed_copy_does(tmp_path: P
     aside, and the installed copy's report is the only one."""
     env_dir = tmp_path / "env"
     env_dir.mkdir()
-    (env_dir / "ENV").write_text(format_sentinel({"GB10_ARM_KEY": "b"}))
+    (env_dir / "ENV").write_text(format_sentinel({"GB10_ARM_TAG": "b"}))
     path = [str(write_injected_plugin(tmp_path / "injected"))]
     if installed:
         path.append(str(installed_copy(tmp_path / "site")))
@@ -165,5 +165,5 @@ def test_the_injected_copy_reports_only_where_no_installed_copy_does(tmp_path: P
     assert done.returncode == 0, done.stderr
     [report] = [json.loads(p.read_text()) for p in (env_dir / "reports").glob("*.json")]
     assert report["copy"] == ("installed" if installed else "injected")
-    assert report["keys"]["GB10_ARM_KEY"] == {"value": "b", "sha256": report["keys"]["GB10_ARM_KEY"]["sha256"],
+    assert report["keys"]["GB10_ARM_TAG"] == {"value": "b", "sha256": report["keys"]["GB10_ARM_TAG"]["sha256"],
                                               "source": "sentinel"}  # fmt: skip
