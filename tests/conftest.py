@@ -24,17 +24,23 @@ from tests.support.leaks import reap_leaks
 from tests.support.mock import StartMock, start_mock_server, stop_mock_servers
 from tests.support.processes import start_engine, stop_process
 
-# No test reaches the real Hugging Face Hub or reads the user's HF cache: the Hub client of every test (and of
-# every process a test starts) sees an empty cache of this session's own, offline. Tests of the datasets serve
-# the Hub on loopback (`loopback_hf`) and say so in the environment of what they start.
-HF_TEST_HOME = Path(tempfile.mkdtemp(prefix="gb10-test-hf-"))
-os.environ.update(HF_HOME=str(HF_TEST_HOME), HF_HUB_OFFLINE="1", HF_HUB_DISABLE_TELEMETRY="1")
+# What this pytest process (a worker, or xdist's controller) keeps under one private temp directory, removed by
+# `pytest_unconfigure` whether or not it ran a test:
+# - an empty, offline HF cache: no test reaches the real Hugging Face Hub or reads the user's cache (tests of the
+#   datasets serve the Hub on loopback, `loopback_hf`, and say so in the environment of what they start);
+# - the runs' private runtime directories (their ENV sentinels): a test that kills a runner leaves its directory
+#   here, never in /tmp.
+TEST_PRIVATE = Path(tempfile.mkdtemp(prefix="gb10-test-"))
+os.environ.update(HF_HOME=str(TEST_PRIVATE / "hf"), HF_HUB_OFFLINE="1", HF_HUB_DISABLE_TELEMETRY="1")
 for _name in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_ENDPOINT", "TRANSFORMERS_OFFLINE"):
     os.environ.pop(_name, None)
-# The runs' private runtime directories (their ENV sentinels) go under this session's own 0700 directory, removed at
-# the end: a test that kills a runner leaves its directory for the next session's sweep, never in /tmp.
-RUNTIME_TEST_ROOT = Path(tempfile.mkdtemp(prefix="gb10-test-runtime-"))
-os.environ[RUNTIME_DIR_VAR] = str(RUNTIME_TEST_ROOT / "rt")
+os.environ[RUNTIME_DIR_VAR] = str(TEST_PRIVATE / "rt")
+
+
+def pytest_unconfigure() -> None:
+    """Remove this process's private temp directory (TEST_PRIVATE)."""
+    shutil.rmtree(TEST_PRIVATE, ignore_errors=True)
+
 
 # Tests that use one of these fixtures run in one pytest-xdist group each (`--dist loadgroup`: one worker, one
 # after another): a container test's orphan sweep or pre-flight would see another's containers, and tests/vllm
@@ -161,14 +167,6 @@ async def start_mock() -> AsyncIterator[StartMock]:
 
     yield start
     await stop_mock_servers(tasks)
-
-
-@pytest.fixture(scope="session", autouse=True)
-def empty_hf_home() -> Iterator[None]:
-    """This session's empty, offline HF cache (HF_TEST_HOME) and its runtime root, removed at the end."""
-    yield
-    shutil.rmtree(HF_TEST_HOME, ignore_errors=True)
-    shutil.rmtree(RUNTIME_TEST_ROOT, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
