@@ -84,14 +84,18 @@ def cache_dir() -> Path:
     return Path(constants.HF_HUB_CACHE)
 
 
-def cached(ref: HubFile) -> CachedFile | None:
-    """The cached copy of `ref` at its pinned revision, checked (None: not cached); HubError if it is damaged."""
+def cache_path(ref: HubFile) -> Path | None:
+    """Where the cache holds `ref` at its pinned revision (None: not cached); no check, no network."""
     from huggingface_hub import try_to_load_from_cache
 
     found = try_to_load_from_cache(ref.repo_id, ref.path, revision=ref.revision, repo_type=ref.repo_type)
-    if not isinstance(found, str):
-        return None
-    return _checked(ref, Path(found))
+    return Path(found) if isinstance(found, str) else None
+
+
+def cached(ref: HubFile) -> CachedFile | None:
+    """The cached copy of `ref` at its pinned revision, checked (None: not cached); HubError if it is damaged."""
+    path = cache_path(ref)
+    return None if path is None else _checked(ref, path)
 
 
 def remote(ref: HubFile) -> RemoteFile:
@@ -113,23 +117,18 @@ def remote(ref: HubFile) -> RemoteFile:
     return RemoteFile(ref, info.file_size, info.commit_hash)
 
 
-def fetch(ref: HubFile, progress: bool = True) -> CachedFile:
-    """Download `ref` into the cache (a cached copy is used as it is) and check it; raises HubError."""
+def fetch(ref: HubFile) -> CachedFile:
+    """Download `ref` into the cache with the client's progress bar (a cached copy is used as it is) and check it;
+    raises HubError."""
     from huggingface_hub import hf_hub_download
-    from huggingface_hub.utils import disable_progress_bars, enable_progress_bars
 
     _quiet_client()
-    if not progress:
-        disable_progress_bars()
     try:
         path = hf_hub_download(
             ref.repo_id, ref.path, repo_type=ref.repo_type, revision=ref.revision, etag_timeout=METADATA_TIMEOUT_S
         )
     except Exception as exc:  # the client raises its own errors, httpx's, or OSError (a full disk)
         raise HubError(_why(ref, exc), unreachable=_unreachable(exc)) from None
-    finally:
-        if not progress:
-            enable_progress_bars()
     return _checked(ref, Path(path))
 
 

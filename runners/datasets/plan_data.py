@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from runners.datasets.hub import CachedFile, HubError, RemoteFile, cached, fetch, file_sha256, remote
+from runners.datasets.hub import CachedFile, HubError, RemoteFile, cache_path, cached, fetch, file_sha256, remote
 from runners.plan.data_refs import DataRef, HubFile, LocalFile, parse_data_ref
 from runners.plan.load import LoadedPlan
 from runners.plan.phases import phase_data
@@ -82,7 +82,7 @@ def hub_status(loaded: LoadedPlan) -> list[HubStatus]:
     return out
 
 
-def pull(loaded: LoadedPlan, say: Callable[[str], None], progress: bool = True) -> list[str]:
+def pull(loaded: LoadedPlan, say: Callable[[str], None]) -> list[str]:
     """Fetch every Hub file of the plan not yet cached (with the client's progress bar); returns the errors."""
     errors: list[str] = []
     unreachable = False  # once the Hub did not answer, the other files come from the cache or not at all
@@ -94,7 +94,7 @@ def pull(loaded: LoadedPlan, say: Callable[[str], None], progress: bool = True) 
                 continue
             if copy is None:
                 say(f"fetching {ref.label} for {', '.join(fields)}")
-                copy = fetch(ref, progress)
+                copy = fetch(ref)
         except HubError as exc:
             errors.append(str(exc))
             unreachable = unreachable or exc.unreachable
@@ -109,12 +109,10 @@ def data_path(loaded: LoadedPlan, value: str, field: str) -> Path:
     ref = parse_data_ref(value, field)
     if isinstance(ref, LocalFile):
         return loaded.resolve(ref.path)
-    from huggingface_hub import try_to_load_from_cache
-
-    found = try_to_load_from_cache(ref.repo_id, ref.path, revision=ref.revision, repo_type=ref.repo_type)
-    if not isinstance(found, str):
+    found = cache_path(ref)
+    if found is None:
         raise DataUnavailable(f"{field} {ref.label} is not in the Hugging Face cache; {PULL_HINT}, then `--resume`")
-    return Path(found)
+    return found
 
 
 def data_records(loaded: LoadedPlan) -> tuple[list[dict], list[str]]:

@@ -14,9 +14,9 @@ from pathlib import Path
 from runners.datasets.plan_data import DataUnavailable, data_path
 from runners.plan.load import LoadedPlan
 from runners.plan.phases import Gsm8kPhase, Phase, ShareGptPhase, TracePhase, phase_data
-from runners.replay.gsm8k import build_prompt, fewshot_prefixes, load_gsm8k
-from runners.replay.prompts import DatasetError, load_sharegpt
+from runners.replay.prompts import DatasetError, load_sharegpt, within_chars
 from runners.replay.trace import load_trace
+from runners.replay.workloads import gsm8k_pool
 
 
 @dataclass(frozen=True)
@@ -52,27 +52,21 @@ def check_phase_data(loaded: LoadedPlan) -> list[PhaseData]:
 
 
 def _summary(phase: Phase, paths: dict[str, Path]) -> str:
-    """The phase's data read as its step reads it, said in a line; DatasetError when it cannot be used."""
+    """The phase's data read as its step reads it (the same loaders and character filter), said in a line;
+    DatasetError when it cannot be used."""
     limit = phase.max_prompt_chars
     if isinstance(phase, TracePhase):
         entries = load_trace(paths["trace"])
         used = min(len(entries), phase.requests or len(entries))
         return f"{len(entries)} trace entries, {used} replayed"
     if isinstance(phase, Gsm8kPhase):
-        test, train = load_gsm8k(paths["test_file"]), load_gsm8k(paths["train_file"])
-        if phase.fewshot > len(train):
-            raise DatasetError(f"{paths['train_file']}: {len(train)} train problems for {phase.fewshot}-shot prompts")
-        prefixes = fewshot_prefixes(train, (item.index for item in test), phase.fewshot, phase.fewshot_seed)
-        fit = sum(len(build_prompt(prefixes[item.index], item)) <= phase.max_prompt_chars for item in test)
-        if not fit:
-            raise DatasetError(f"{paths['test_file']}: no GSM8K prompt is at most {phase.max_prompt_chars} characters")
+        pool = gsm8k_pool(phase, paths["test_file"], paths["train_file"])
+        fit = len(pool.eligible)
         return (
-            f"{len(test)} test and {len(train)} train problems; {fit} {phase.fewshot}-shot prompts within "
+            f"{pool.test_size} test and {pool.train_size} train problems; {fit} {phase.fewshot}-shot prompts within "
             f"max_prompt_chars {limit}, {min(fit, phase.questions)} asked"
         )
     turns = phase.max_turns if isinstance(phase, ShareGptPhase) else 1
     pool = load_sharegpt(paths["dataset"], turns)
-    fit = sum(c.chars <= limit for c in pool)
-    if not fit:
-        raise DatasetError(f"{paths['dataset']}: no prompt is at most {limit} characters (raise max_prompt_chars)")
+    fit = len(within_chars(pool, limit, str(paths["dataset"])))
     return f"{len(pool)} conversations, {fit} within max_prompt_chars {limit}"

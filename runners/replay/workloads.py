@@ -26,7 +26,15 @@ from runners.plan.phases import (
 from runners.replay.arrivals import constant_offsets, gamma_offsets
 from runners.replay.coherence import check_coherence
 from runners.replay.dispatch import Arrivals, RequestShape
-from runners.replay.gsm8k import accuracy, build_prompt, fewshot_prefixes, load_gsm8k, sample_items, score
+from runners.replay.gsm8k import (
+    Gsm8kItem,
+    accuracy,
+    build_prompt,
+    fewshot_prefixes,
+    load_gsm8k,
+    sample_items,
+    score,
+)
 from runners.replay.prompts import (
     Conversation,
     DatasetError,
@@ -142,6 +150,35 @@ def _arrivals(phase: OpenLoopFields, n: int, seed: int) -> Arrivals:
     return Arrivals(phase.concurrency or UNCAPPED, offsets)
 
 
+@dataclass(frozen=True)
+class Gsm8kPool:
+    """A GSM8K phase's test questions whose lm-eval prompt fits `max_prompt_chars`, those prompts by question
+    index, and the sizes of both splits (what `validate` says of the phase)."""
+
+    eligible: list[Gsm8kItem]
+    prompts: dict[int, str]
+    test_size: int
+    train_size: int
+
+    def conversation(self, item: Gsm8kItem) -> Conversation:
+        """The question as one turn of its few-shot prompt."""
+        return Conversation(f"gsm8k:{item.index}", (Turn(self.prompts[item.index]),))
+
+
+def gsm8k_pool(phase: Gsm8kPhase, test_file: Path, train_file: Path) -> Gsm8kPool:
+    """Every test question's lm-eval few-shot prompt, over-long ones (characters) left out; DatasetError for a
+    split that cannot be read, too few train problems for `fewshot`, or no prompt short enough."""
+    test, train = load_gsm8k(test_file), load_gsm8k(train_file)
+    if phase.fewshot > len(train):
+        raise DatasetError(f"{train_file}: {len(train)} train problems for {phase.fewshot}-shot prompts")
+    prefixes = fewshot_prefixes(train, (i.index for i in test), phase.fewshot, phase.fewshot_seed)
+    prompts = {i.index: build_prompt(prefixes[i.index], i) for i in test}
+    eligible = [i for i in test if len(prompts[i.index]) <= phase.max_prompt_chars]
+    if not eligible:
+        raise DatasetError(f"{test_file}: no GSM8K prompt is at most {phase.max_prompt_chars} characters")
+    return Gsm8kPool(eligible, prompts, len(test), len(train))
+
+
 async def _gsm8k_conversations(
     phase: Gsm8kPhase, loaded: LoadedPlan, lengths: LengthFilter
 ) -> tuple[list[Conversation], int]:
@@ -149,17 +186,14 @@ async def _gsm8k_conversations(
 
     Over-long prompts (characters, then tokens) leave the pool before sampling.
     """
-    test = load_gsm8k(_data_file(loaded, phase.test_file, "test_file"))
-    train = load_gsm8k(_data_file(loaded, phase.train_file, "train_file"))
-    prefixes = fewshot_prefixes(train, (i.index for i in test), phase.fewshot, phase.fewshot_seed)
-    prompts = {i.index: build_prompt(prefixes[i.index], i) for i in test}
-    eligible = [i for i in test if len(prompts[i.index]) <= phase.max_prompt_chars]
-    if not eligible:
-        raise DatasetError(f"{phase.test_file}: no GSM8K prompt is at most {phase.max_prompt_chars} characters")
-    pool = [Conversation(f"gsm8k:{i.index}", (Turn(prompts[i.index]),)) for i in eligible]
-    fit = {c.source for c in await lengths.fitting(pool, None, phase.test_file)}
-    items = sample_items([i for i in eligible if f"gsm8k:{i.index}" in fit], phase.questions, phase.sample_seed)
-    return [Conversation(f"gsm8k:{i.index}", (Turn(prompts[i.index]),)) for i in items], len(test) - len(eligible)
+    pool = gsm8k_pool(
+        phase, _data_file(loaded, phase.test_file, "test_file"), _data_file(loaded, phase.train_file, "train_file")
+    )
+    fit = {
+        c.source for c in await lengths.fitting([pool.conversation(i) for i in pool.eligible], None, phase.test_file)
+    }
+    items = sample_items([i for i in pool.eligible if f"gsm8k:{i.index}" in fit], phase.questions, phase.sample_seed)
+    return [pool.conversation(i) for i in items], pool.test_size - len(pool.eligible)
 
 
 def evaluate(phase: Phase, loaded: LoadedPlan, records: list[RequestRecord], step_dir: Path) -> dict:

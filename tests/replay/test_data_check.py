@@ -106,3 +106,13 @@ def test_a_directory_named_as_a_dataset_is_called_a_directory(tmp_path: Path) ->
     plan = _plan(tmp_path, {"name": "chat", "kind": "sharegpt", "dataset": "data", "requests": 2})
     with pytest.raises(ConfigFileError, match=r"phases\[0\]\.dataset: .*/data is a directory, not a file"):
         load_plan(plan)
+
+
+def test_fewer_train_problems_than_shots_is_a_clear_error_for_validate_and_the_step(tmp_path: Path) -> None:
+    """random.sample raised a bare ValueError inside the step; now the shared pool names the train file."""
+    (tmp_path / "test.jsonl").write_text(_gsm8k(4))
+    (tmp_path / "train.jsonl").write_text(_gsm8k(2))
+    plan = _plan(tmp_path, {"name": "math", "kind": "gsm8k", "test_file": "test.jsonl", "train_file": "train.jsonl",
+                            "fewshot": 5})  # fmt: skip
+    [check] = check_phase_data(load_plan(plan))
+    assert check.error == f"phases[0] (math): {tmp_path / 'train.jsonl'}: 2 train problems for 5-shot prompts"
