@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from runners.run.files import write_atomic
 from runners.run.rundir import LockHolder
 
 ENV_DIR = "env"  # a session's env directory: ENV and reports/
@@ -109,8 +110,8 @@ def open_run_runtime(run_id: str, root: Path | None = None) -> RunRuntimeDir:
     path = ensure_private_dir(base / _safe_name(run_id))
     me = LockHolder.of_this_process()
     runner = {"pid": me.pid, "started": me.started, "host": me.host}
-    try:
-        (path / RUNNER_FILE).write_text(json.dumps(runner))
+    try:  # atomic: another session's sweep reading a half-written file would take this live run for a dead one
+        write_atomic(path / RUNNER_FILE, json.dumps(runner))
     except OSError as exc:
         raise RuntimeDirError(f"cannot write {path / RUNNER_FILE}: {exc.strerror or exc}") from None
     return RunRuntimeDir(path)

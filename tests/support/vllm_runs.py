@@ -8,6 +8,13 @@ from pathlib import Path
 
 from runners.run.files import read_json, read_jsonl
 
+# A supplementary step under vLLM's torch profiler, 4 requests of 32 tokens: what both the process and the container
+# soaks profile (its stop takes ~3 s on this machine's tiny Llama).
+PROFILED_STEP = {
+    "name": "profiled", "kind": "sharegpt", "mode": "supplementary", "profile": True, "profile_stop_timeout_s": 120,
+    "requests": 4, "concurrency": 2, "max_tokens": 32, "ignore_eos": True, "http_timeout_s": 60, "deadline_s": 240,
+}  # fmt: skip
+
 
 def phase_records(run: Path, arm: str | None = None) -> dict[str, dict]:
     """phase.json of every step (of `arm`, or of every arm), by phase name."""

@@ -19,9 +19,10 @@ import pytest
 from runners.replay.server_latency import Snapshot, delta, parse_histograms
 from runners.run.files import read_json
 from runners.testbed.vllm_target import MAX_MODEL_LEN, VllmServer, process_serve_toml, unavailable
+from tests.support.plans import phases_toml
 from tests.support.processes import run_headless
 from tests.support.project import ROOT, SHARED
-from tests.support.vllm_runs import cross_checked, events_of, finished, phase_records
+from tests.support.vllm_runs import PROFILED_STEP, cross_checked, events_of, finished, phase_records
 
 pytestmark = [pytest.mark.slow, pytest.mark.serial]  # serial: client vs vLLM histogram agreement, and CPU-heavy
 
@@ -59,7 +60,7 @@ deadline_s = 240
 """
 
 
-def phases_toml(with_shared: bool) -> str:
+def every_kind_toml(with_shared: bool) -> str:
     """Every replay phase kind, small: vLLM on 2 CPU cores decodes ~100-200 tokens/s in all."""
     text = (
         sharegpt_toml(with_shared)
@@ -103,7 +104,7 @@ ready_timeout_s = 60
 
 [[arms]]
 name = "vllm"
-{phases_toml(SHARED.exists())}
+{every_kind_toml(SHARED.exists())}
 """
     )
     return path
@@ -113,33 +114,10 @@ name = "vllm"
 # then builds its table (4 requests of 32 tokens: trace after 0.8 s, stop 3.3 s): the second step profiles
 # about 4.5 times the work, so its stop takes ~13 s with the trace on disk after ~3.5 s, and a 6.5 s deadline
 # kills it in between with a margin of about 2 either way.
-PROFILED = """
-[[phases]]
-name = "profiled"
-kind = "sharegpt"
-mode = "supplementary"
-profile = true
-profile_stop_timeout_s = 120
-requests = 4
-concurrency = 2
-max_tokens = 32
-ignore_eos = true
-http_timeout_s = 60
-deadline_s = 240
-
-[[phases]]
-name = "profiled-killed"
-kind = "sharegpt"
-mode = "supplementary"
-profile = true
-profile_stop_timeout_s = 6.5
-requests = 12
-concurrency = 2
-max_tokens = 48
-ignore_eos = true
-http_timeout_s = 60
-deadline_s = 240
-"""
+PROFILED = phases_toml([
+    PROFILED_STEP,
+    {**PROFILED_STEP, "name": "profiled-killed", "profile_stop_timeout_s": 6.5, "requests": 12, "max_tokens": 48},
+])  # fmt: skip
 
 
 def process_plan(directory: Path) -> Path:

@@ -35,8 +35,9 @@ from runners.run.files import read_json, read_jsonl
 from runners.serve.docker import DockerRuntime
 from runners.testbed.vllm_target import VLLM_VENV, container_mounts, docker_serve_toml, unavailable
 from tests.docker_env import DockerEngine, remove_labelled
+from tests.support.plans import phases_toml
 from tests.support.project import ROOT
-from tests.support.vllm_runs import client_vs_server_row, compared, events_of, phase_records
+from tests.support.vllm_runs import PROFILED_STEP, client_vs_server_row, compared, events_of, phase_records
 from tests.support.waits import wait_until
 
 STALL_S = 3.0
@@ -92,21 +93,7 @@ http_timeout_s = 60
 stall_s = {STALL_S}
 metrics_interval_s = 0.25
 deadline_s = 240
-
-[[phases]]
-name = "profiled"
-kind = "sharegpt"
-dataset = "builtin"
-mode = "supplementary"
-profile = true
-profile_stop_timeout_s = 120
-requests = 4
-concurrency = 2
-max_tokens = 32
-ignore_eos = true
-http_timeout_s = 60
-deadline_s = 240
-"""
+{phases_toml([PROFILED_STEP])}"""
 
 
 @dataclass(frozen=True)
